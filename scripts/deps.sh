@@ -65,7 +65,7 @@ build_kafka() {
   <dependency><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId><version>1.2.25</version></dependency>
  </dependencies></project>
 XML
-  mvn -B -q -f "$OUT/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+  mvn -B -q -Dstyle.color=never -f "$OUT/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$OUT/libs"
   ls "$OUT"/libs/kafka_2.13-*.jar >/dev/null
 }

@@ -8,9 +8,10 @@ import {
   PutBucketVersioningCommand,
   PutObjectCommand,
 } from '@aws-sdk/client-s3';
-import { kafkaQueue } from '../../lib/kafka/kafkajs.ts';
+import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { minio, sharedKafka } from '../harness/env.ts';
+import { follow } from '../harness/follow.ts';
 import { eventually } from '../harness/wait.ts';
 
 interface S3EventRecord {
@@ -45,17 +46,16 @@ describe('MinIO bucket notifications to Kafka', function () {
     const del = await s3.send(new DeleteObjectCommand({ Bucket: 'src', Key: 'photos/cat 1.jpg' }));
 
     const events: { key: string | null; record: S3EventRecord }[] = [];
-    const consumer = await queue.consumer({ groupId: `g-${randomUUID()}`, topics: [topic], fromBeginning: true });
-    await consumer.run({
-      onMessage: (m) => {
-        const body = JSON.parse(m.value?.toString() ?? '{}') as { Records?: S3EventRecord[] };
-        for (const record of body.Records ?? []) events.push({ key: m.key, record });
-        return Promise.resolve();
-      },
+    const consumer = await follow(queue, topic, (m) => {
+      const body = JSON.parse(m.value?.toString() ?? '{}') as { Records?: S3EventRecord[] };
+      for (const record of body.Records ?? []) events.push({ key: m.key, record });
     });
-    await eventually(() => assert.equal(events.length, 2), 60_000);
-    await consumer.close();
-    await admin.close();
+    try {
+      await eventually(() => assert.equal(events.length, 2), 60_000);
+    } finally {
+      await consumer.close();
+      await admin.close();
+    }
 
     const byName = (name: string): (typeof events)[number] => {
       const found = events.find((e) => e.record.eventName === name);

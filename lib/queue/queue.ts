@@ -1,5 +1,6 @@
-// The small surface the product needs from a message queue. Kafka (kafkajs) implements it today; keeping
-// callers on this interface means the client can be swapped without touching the workers.
+// The small surface the product needs from a message queue: Kafka (kafka.ts) for scale-out, and an embedded
+// file-backed queue (embedded.ts) for local mode. Keeping callers on this interface means either can be
+// swapped without touching the workers.
 
 export interface TopicSpec {
   topic: string;
@@ -61,17 +62,35 @@ export interface ConsumerOptions {
   topics: string[];
   /** Where a group with no committed offset starts. */
   fromBeginning?: boolean;
+  /** How many partitions' batches are handled at once. */
+  partitionsConsumedConcurrently?: number;
+}
+
+/** Consecutive messages of one partition. */
+export interface Batch {
+  topic: string;
+  partition: number;
+  messages: QueueMessage[];
+  /** Keeps the group membership alive during long work. */
+  heartbeat(): Promise<void>;
+  /** False once the consumer is stopping or the partition is being taken away: start no new work. */
+  isActive(): boolean;
 }
 
 export interface ConsumerHandlers {
-  /** Called for every message, in order within a partition. Offsets are committed only through commit(). */
-  onMessage(message: QueueMessage): Promise<void>;
+  /**
+   * Called with batches, in order within a partition; the next batch of a partition waits until this one
+   * resolves, and a rebalance waits for it too (drain before giving partitions away). Offsets are committed
+   * only through commit().
+   */
+  onBatch(batch: Batch): Promise<void>;
 }
 
 export interface QueueConsumer {
+  /** Starts consuming in the background; resolves once started. */
   run(handlers: ConsumerHandlers): Promise<void>;
   commit(points: CommitPoint[]): Promise<void>;
-  /** Stops fetching and leaves the group. */
+  /** Stops fetching, waits for the batches in progress, and leaves the group. */
   close(): Promise<void>;
 }
 

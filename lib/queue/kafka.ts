@@ -141,26 +141,43 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       for (const topic of opts.topics) {
         await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? false });
       }
+      // Next offset committed per topic/partition: after a batch, kafkajs fetches from there (resolveOffset),
+      // so what a stopped batch left undone is fetched again, and nothing beyond it is skipped.
+      const committed = new Map<string, string>();
       return {
         async run(handlers: ConsumerHandlers) {
           await consumer.run({
             autoCommit: false,
-            eachMessage: async ({ topic, partition, message }) => {
-              const m: QueueMessage = {
-                topic,
-                partition,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently ?? 8,
+            eachBatch: async (payload) => {
+              const { batch } = payload;
+              const messages: QueueMessage[] = batch.messages.map((message) => ({
+                topic: batch.topic,
+                partition: batch.partition,
                 offset: message.offset,
                 key: message.key?.toString('utf8') ?? null,
                 value: message.value,
                 headers: headersOf(message.headers),
                 timestamp: Number(message.timestamp),
-              };
-              await handlers.onMessage(m);
+              }));
+              await handlers.onBatch({
+                topic: batch.topic,
+                partition: batch.partition,
+                messages,
+                heartbeat: () => payload.heartbeat(),
+                isActive: () => payload.isRunning() && !payload.isStale(),
+              });
+              const done = committed.get(`${batch.topic}/${batch.partition}`);
+              if (done !== undefined && BigInt(done) > BigInt(batch.firstOffset() ?? done)) {
+                payload.resolveOffset((BigInt(done) - 1n).toString());
+              }
             },
           });
         },
         async commit(points: CommitPoint[]) {
           await consumer.commitOffsets(points);
+          for (const p of points) committed.set(`${p.topic}/${p.partition}`, p.offset);
         },
         close: () => consumer.disconnect(),
       };

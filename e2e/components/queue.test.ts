@@ -1,0 +1,173 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createLogger } from '../../lib/log/logger.ts';
+import { embeddedQueue } from '../../lib/queue/embedded.ts';
+import { kafkaQueue } from '../../lib/queue/kafka.ts';
+import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import type { Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
+import { sharedKafka } from '../harness/env.ts';
+import { follow } from '../harness/follow.ts';
+import { eventually } from '../harness/wait.ts';
+
+const quiet = createLogger({ component: 'test', stream: new PassThrough() });
+
+async function collect(queue: Queue, topic: string, group: string): Promise<{ seen: QueueMessage[]; consumer: QueueConsumer }> {
+  const seen: QueueMessage[] = [];
+  const consumer = await follow(queue, topic, (m) => seen.push(m), group);
+  return { seen, consumer };
+}
+
+// One contract, two implementations: the real Kafka broker and the embedded queue of local mode.
+const implementations: [string, () => Promise<Queue>][] = [
+  ['Kafka (real broker)', async () => kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: quiet })],
+  ['embedded queue', () => Promise.resolve(embeddedQueue())],
+];
+
+for (const [name, open] of implementations) {
+  describe(`queue contract: ${name}`, function () {
+    this.timeout(120_000);
+    let queue: Queue;
+    before(async () => {
+      queue = await open();
+    });
+
+    it('round-trips keyed records with headers, in order per key, and reports group lag', async () => {
+      const topic = `roundtrip-${randomUUID()}`;
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic, partitions: 3 }]);
+      await admin.ensureTopics([{ topic, partitions: 3 }]); // idempotent
+      assert.equal(await admin.partitionCount(topic), 3);
+
+      const producer = await queue.producer();
+      const sent = Array.from({ length: 30 }, (_, i) => ({ key: `bucket/key-${i % 5}`, value: JSON.stringify({ seq: i }), headers: { 'x-seq': String(i) } }));
+      await producer.send(topic, sent);
+      const group = `g-${randomUUID()}`;
+      assert.equal((await admin.groupLag(group, topic)).reduce((n, p) => n + p.lag, 0), 30);
+
+      const { seen, consumer } = await collect(queue, topic, group);
+      await eventually(() => assert.equal(seen.length, 30), 60_000);
+      for (let k = 0; k < 5; k++) {
+        const forKey = seen.filter((m) => m.key === `bucket/key-${k}`);
+        assert.equal(new Set(forKey.map((m) => m.partition)).size, 1, 'one key, one partition');
+        assert.deepEqual(
+          forKey.map((m) => Number(m.headers['x-seq'])),
+          sent.flatMap((s, i) => (s.key === `bucket/key-${k}` ? [i] : [])),
+        );
+      }
+      const first = seen[0];
+      assert.ok(first);
+      assert.deepEqual(JSON.parse(first.value?.toString() ?? ''), { seq: Number(first.headers['x-seq']) });
+      await eventually(async () => assert.equal((await admin.groupLag(group, topic)).reduce((n, p) => n + p.lag, 0), 0));
+      await consumer.close();
+      await producer.close();
+      await admin.close();
+    });
+
+    it('runs one key at a time in order, keys concurrently within the bound, and commits only contiguous offsets', async () => {
+      const topic = `ordered-${randomUUID()}`;
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic, partitions: 1 }]);
+      const producer = await queue.producer();
+      // a0 is slow; b*, c* are quick. The commit may not pass a0 until it is done.
+      await producer.send(topic, ['a0', 'b0', 'c0', 'b1', 'a1', 'c1', 'b2'].map((v) => ({ key: v[0] ?? '', value: v })));
+      const group = `g-${randomUUID()}`;
+      const limiter = new Limiter(2);
+      const order: string[] = [];
+      let peak = 0;
+      let releaseA0: () => void = () => undefined;
+      const a0Gate = new Promise<void>((r) => (releaseA0 = r));
+      const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+      await consumer.run({
+        onBatch: (batch) =>
+          runOrdered(batch, {
+            limiter,
+            commitIntervalMs: 0,
+            commit: (offset) => consumer.commit([{ topic, partition: batch.partition, offset }]),
+            work: async (m) => {
+              peak = Math.max(peak, limiter.inFlight);
+              const v = m.value?.toString() ?? '';
+              if (v === 'a0') await a0Gate;
+              else await sleep(20);
+              order.push(v);
+            },
+          }),
+      });
+      // Everything but a's chain finishes while a0 is held; the commit stays at offset 0.
+      await eventually(() => assert.deepEqual(order.filter((v) => v[0] !== 'a').sort(), ['b0', 'b1', 'b2', 'c0', 'c1']));
+      assert.deepEqual((await admin.groupLag(group, topic)).map((p) => p.committed ?? '0'), ['0']);
+      releaseA0();
+      await eventually(() => assert.equal(order.length, 7));
+      assert.ok(order.indexOf('a0') < order.indexOf('a1'));
+      assert.ok(order.indexOf('b0') < order.indexOf('b1') && order.indexOf('b1') < order.indexOf('b2'));
+      assert.ok(order.indexOf('c0') < order.indexOf('c1'));
+      assert.ok(peak <= 2, `at most 2 in flight, saw ${peak}`);
+      await eventually(async () => assert.deepEqual((await admin.groupLag(group, topic)).map((p) => p.lag), [0]));
+      await consumer.close();
+      await producer.close();
+      await admin.close();
+    });
+
+    it('redelivers what was not committed to the next consumer of the group', async () => {
+      const topic = `redeliver-${randomUUID()}`;
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic, partitions: 1 }]);
+      const producer = await queue.producer();
+      await producer.send(topic, ['a', 'b', 'c', 'd'].map((v) => ({ key: 'k', value: v })));
+      const group = `g-${randomUUID()}`;
+
+      // The first consumer finishes a and b, then fails on c, as a crash would.
+      const first = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+      const seenFirst: string[] = [];
+      await first.run({
+        onBatch: (batch) =>
+          runOrdered(batch, {
+            limiter: new Limiter(4),
+            commit: (offset) => first.commit([{ topic, partition: 0, offset }]),
+            work: (m) => {
+              const v = m.value?.toString() ?? '';
+              if (v === 'c') return Promise.reject(new Error('crash'));
+              seenFirst.push(v);
+              return Promise.resolve();
+            },
+          }),
+      });
+      await eventually(() => assert.deepEqual(seenFirst.slice(0, 2), ['a', 'b']));
+      await first.close();
+      await eventually(async () => assert.deepEqual((await admin.groupLag(group, topic)).map((p) => [p.committed, p.lag]), [['2', 2]]));
+
+      const { seen, consumer } = await collect(queue, topic, group);
+      await eventually(() => assert.deepEqual(seen.map((m) => m.value?.toString()), ['c', 'd']));
+      await consumer.close();
+      await producer.close();
+      await admin.close();
+    });
+  });
+}
+
+describe('embedded queue durability', () => {
+  it('keeps records and committed offsets across a restart from its folder', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
+    try {
+      const before = embeddedQueue({ dir });
+      await (await before.admin()).ensureTopics([{ topic: 't', partitions: 2 }]);
+      await (await before.producer()).send('t', ['x', 'y', 'z'].map((v) => ({ key: v, value: v })));
+      const c1 = await collect(before, 't', 'g');
+      await eventually(() => assert.equal(c1.seen.length, 3));
+      await c1.consumer.close();
+      await (await before.producer()).send('t', [{ key: 'w', value: 'w' }]);
+
+      const after = embeddedQueue({ dir });
+      assert.deepEqual(await (await after.admin()).listTopics(), ['t']);
+      const c2 = await collect(after, 't', 'g');
+      await eventually(() => assert.deepEqual(c2.seen.map((m) => m.value?.toString()), ['w']));
+      await c2.consumer.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

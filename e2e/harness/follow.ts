@@ -1,0 +1,18 @@
+import { randomUUID } from 'node:crypto';
+import type { Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
+
+/**
+ * Reads a topic from the beginning with a fresh group, committing each batch once `onMessage` has seen it.
+ * Close the returned consumer when done.
+ */
+export async function follow(queue: Queue, topic: string, onMessage: (m: QueueMessage) => void, group = `follow-${randomUUID()}`): Promise<QueueConsumer> {
+  const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+  await consumer.run({
+    onBatch: async (batch) => {
+      batch.messages.forEach(onMessage);
+      const last = batch.messages.at(-1);
+      if (last !== undefined) await consumer.commit([{ topic, partition: batch.partition, offset: (BigInt(last.offset) + 1n).toString() }]);
+    },
+  });
+  return consumer;
+}

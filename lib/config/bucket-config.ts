@@ -1,0 +1,129 @@
+import type { Manifests } from './manifests.ts';
+import type { ReplicationRule } from './schema.ts';
+
+// The data plane's only input: for each source bucket, every rule that reads it, compiled into one
+// config shaped like S3's ReplicationConfiguration (Rules with ID, Priority, Status, Filter, Destination),
+// so that users recognise it. Workers read it from a file (a ConfigMap in Kubernetes).
+
+export type Status = 'Enabled' | 'Disabled';
+
+export interface CompiledDestination {
+  /** `location/bucket`: unique among a rule's destinations. */
+  Id: string;
+  Location: string;
+  Bucket: string;
+  StorageClass?: string;
+  KeyPrefix?: string;
+}
+
+export interface CompiledRule {
+  ID: string;
+  Priority: number;
+  /** Disabled while the rule is paused: changes still queue, copies wait. */
+  Status: Status;
+  Filter: { Prefix?: string; Tags?: { Key: string; Value: string }[] };
+  DeleteMarkerReplication: { Status: Status };
+  VersionDeleteReplication: { Status: Status };
+  ExistingObjectReplication: { Status: Status };
+  Destinations: CompiledDestination[];
+}
+
+export interface BucketReplicationConfig {
+  /** `location/bucket` of the source. */
+  Source: string;
+  SourceLocation: string;
+  SourceBucket: string;
+  /** Highest priority first; ties by rule name, so the order is stable. */
+  Rules: CompiledRule[];
+}
+
+const status = (on: boolean): { Status: Status } => ({ Status: on ? 'Enabled' : 'Disabled' });
+
+function compileRule(rule: ReplicationRule): CompiledRule {
+  const { spec } = rule;
+  const filter: CompiledRule['Filter'] = {};
+  if (spec.filter?.prefix !== undefined && spec.filter.prefix !== '') filter.Prefix = spec.filter.prefix;
+  if (spec.filter?.tags !== undefined && spec.filter.tags.length > 0) {
+    filter.Tags = spec.filter.tags.map((t) => ({ Key: t.key, Value: t.value }));
+  }
+  return {
+    ID: rule.metadata.name,
+    Priority: spec.priority,
+    Status: spec.paused ? 'Disabled' : 'Enabled',
+    Filter: filter,
+    DeleteMarkerReplication: status(spec.replicateDeleteMarkers),
+    VersionDeleteReplication: status(spec.replicateVersionDeletes),
+    ExistingObjectReplication: status(spec.replicateExistingObjects),
+    Destinations: spec.destinations.map((d) => ({
+      Id: `${d.location}/${d.bucket}`,
+      Location: d.location,
+      Bucket: d.bucket,
+      ...(d.storageClass !== undefined ? { StorageClass: d.storageClass } : {}),
+      ...(d.keyPrefix !== undefined && d.keyPrefix !== '' ? { KeyPrefix: d.keyPrefix } : {}),
+    })),
+  };
+}
+
+/** One config per source bucket, keyed `location/bucket`. */
+export function compileBucketConfigs(manifests: Pick<Manifests, 'rules'>): Map<string, BucketReplicationConfig> {
+  const bySource = new Map<string, BucketReplicationConfig>();
+  for (const rule of manifests.rules.values()) {
+    const { location, bucket } = rule.spec.source;
+    const source = `${location}/${bucket}`;
+    let config = bySource.get(source);
+    if (config === undefined) {
+      config = { Source: source, SourceLocation: location, SourceBucket: bucket, Rules: [] };
+      bySource.set(source, config);
+    }
+    config.Rules.push(compileRule(rule));
+  }
+  for (const config of bySource.values()) {
+    config.Rules.sort((a, b) => b.Priority - a.Priority || a.ID.localeCompare(b.ID));
+  }
+  return new Map([...bySource.entries()].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+export interface ObjectFacts {
+  key: string;
+  /** Needed only when a rule filters on tags; see needsTags(). */
+  tags?: Record<string, string>;
+}
+
+export interface MatchedDestination extends CompiledDestination {
+  Rule: string;
+  Paused: boolean;
+  ReplicateDeleteMarkers: boolean;
+  ReplicateVersionDeletes: boolean;
+}
+
+function filterMatches(rule: CompiledRule, facts: ObjectFacts): boolean {
+  if (rule.Filter.Prefix !== undefined && !facts.key.startsWith(rule.Filter.Prefix)) return false;
+  return (rule.Filter.Tags ?? []).every((t) => facts.tags?.[t.Key] === t.Value);
+}
+
+/** True when deciding whether `key` replicates needs the object's tags (a prefix-matching rule filters on tags). */
+export function needsTags(config: BucketReplicationConfig, key: string): boolean {
+  return config.Rules.some((r) => (r.Filter.Tags?.length ?? 0) > 0 && (r.Filter.Prefix === undefined || key.startsWith(r.Filter.Prefix)));
+}
+
+/**
+ * The destinations an object goes to: for each destination, the highest-priority matching rule decides
+ * (its storage class, key prefix, delete handling). Rules are already in priority order.
+ */
+export function matchDestinations(config: BucketReplicationConfig, facts: ObjectFacts): MatchedDestination[] {
+  const chosen = new Map<string, MatchedDestination>();
+  for (const rule of config.Rules) {
+    if (!filterMatches(rule, facts)) continue;
+    for (const d of rule.Destinations) {
+      if (chosen.has(d.Id)) continue;
+      chosen.set(d.Id, {
+        ...d,
+        Rule: rule.ID,
+        Paused: rule.Status === 'Disabled',
+        ReplicateDeleteMarkers: rule.DeleteMarkerReplication.Status === 'Enabled',
+        ReplicateVersionDeletes: rule.VersionDeleteReplication.Status === 'Enabled',
+      });
+    }
+  }
+  return [...chosen.values()];
+}

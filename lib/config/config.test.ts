@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { dump } from 'js-yaml';
+import { compileBucketConfigs, matchDestinations, needsTags } from './bucket-config.ts';
+import { parseManifests, type Document } from './manifests.ts';
+import { ConfigError, formatProblem } from './validate.ts';
+
+const location = (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  apiVersion: 'backbeat.io/v1alpha1',
+  kind: 'Location',
+  metadata: { name },
+  spec: { type: 's3', endpoint: 'http://127.0.0.1:9000', credentialsSecretRef: { name: `${name}-creds` }, journal: { scan: {} }, ...extra },
+});
+
+const rule = (name: string, spec: Record<string, unknown>): Record<string, unknown> => ({
+  apiVersion: 'backbeat.io/v1alpha1',
+  kind: 'ReplicationRule',
+  metadata: { name },
+  spec: { source: { location: 'a', bucket: 'photos' }, destinations: [{ location: 'b', bucket: 'photos' }], ...spec },
+});
+
+const docs = (...items: Record<string, unknown>[]): Document[] => items.map((doc) => ({ file: 'm.yaml', doc }));
+
+function problems(items: Document[]): string[] {
+  try {
+    parseManifests(items);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    return err.problems.map(formatProblem);
+  }
+  assert.fail('expected the manifests to be refused');
+}
+
+describe('configuration model', () => {
+  it('accepts valid manifests and fills the documented defaults', () => {
+    const m = parseManifests(docs(location('a'), location('b'), rule('r1', {})));
+    const a = m.locations.get('a');
+    assert.ok(a);
+    assert.equal(a.spec.region, 'us-east-1');
+    assert.equal(a.spec.checksumMode, 'whenRequired');
+    assert.equal(a.spec.transient, false);
+    assert.equal(a.spec.journal?.scan?.intervalSeconds, 300);
+    const r = m.rules.get('r1');
+    assert.deepEqual(
+      [r?.spec.priority, r?.spec.replicateDeleteMarkers, r?.spec.replicateVersionDeletes, r?.spec.replicateExistingObjects, r?.spec.paused],
+      [0, false, false, false, false],
+    );
+  });
+
+  it('refuses bad fields with one line per problem naming the field path', () => {
+    const got = problems(
+      docs(
+        location('a', { checksumMode: 'sometimes', endpoint: 'ftp://x' }),
+        location('b', { maxConnections: 0, colour: 'red' }),
+        rule('r1', { destinations: [{ location: 'b', bucket: 'No_Such' }], priority: 'high' }),
+      ),
+    );
+    assert.deepEqual(got, [
+      'm.yaml: Location/a: spec.endpoint: "ftp://x" does not match ^https?://[^\\s/?#]+(/[^\\s?#]*)?$',
+      'm.yaml: Location/a: spec.checksumMode: must be one of "whenRequired", "whenSupported"',
+      'm.yaml: Location/b: spec.colour: is not a known field',
+      'm.yaml: Location/b: spec.maxConnections: must be at least 1',
+      'm.yaml: ReplicationRule/r1: spec.priority: must be an integer',
+      'm.yaml: ReplicationRule/r1: spec.destinations[0].bucket: "No_Such" does not match ^[a-z0-9][a-z0-9.-]*[a-z0-9]$',
+    ]);
+  });
+
+  it('names missing required fields and unknown kinds', () => {
+    const got = problems(
+      docs(
+        { apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'r' }, spec: { source: { location: 'a' } } },
+        { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' } },
+      ),
+    );
+    assert.deepEqual(got, [
+      'm.yaml: ReplicationRule/r: spec.destinations: is required',
+      'm.yaml: ReplicationRule/r: spec.source.bucket: is required',
+      'm.yaml: ConfigMap/x: kind: must be one of Location, ReplicationRule, Secret (got "ConfigMap")',
+    ]);
+  });
+
+  it('refuses unknown locations, duplicate destinations, a destination equal to its source, a source without journal, duplicate names', () => {
+    const got = problems(
+      docs(
+        location('a', { journal: undefined }),
+        location('b'),
+        rule('r1', {
+          destinations: [
+            { location: 'b', bucket: 'photos' },
+            { location: 'c', bucket: 'photos' },
+            { location: 'b', bucket: 'photos' },
+            { location: 'a', bucket: 'photos' },
+          ],
+        }),
+        location('b'),
+      ),
+    );
+    assert.deepEqual(got, [
+      'm.yaml: Location/b: metadata.name: defined twice (also in m.yaml)',
+      'm.yaml: ReplicationRule/r1: spec.source.location: Location "a" has no spec.journal, so its changes cannot be observed',
+      'm.yaml: ReplicationRule/r1: spec.destinations[1].location: unknown Location "c"',
+      'm.yaml: ReplicationRule/r1: spec.destinations[2]: duplicate of spec.destinations[0] (b/photos)',
+      'm.yaml: ReplicationRule/r1: spec.destinations[3]: a destination cannot be the source bucket itself',
+    ]);
+  });
+
+  it('round-trips through YAML text as users write it', () => {
+    const text = dump(location('a'));
+    assert.match(text, /kind: Location/);
+  });
+});
+
+describe('per-bucket replication config', () => {
+  const m = parseManifests(
+    docs(
+      location('a'),
+      location('b'),
+      location('c'),
+      rule('low', { priority: 1, destinations: [{ location: 'b', bucket: 'photos' }, { location: 'c', bucket: 'all' }] }),
+      rule('high', {
+        priority: 9,
+        filter: { prefix: 'raw/', tags: [{ key: 'team', value: 'blue' }] },
+        destinations: [{ location: 'b', bucket: 'photos', storageClass: 'REDUCED_REDUNDANCY', keyPrefix: 'from-a/' }],
+        replicateDeleteMarkers: true,
+      }),
+      rule('other-bucket', { source: { location: 'a', bucket: 'docs' }, paused: true }),
+    ),
+  );
+  const configs = compileBucketConfigs(m);
+
+  it('compiles every rule of a source bucket into one config, highest priority first', () => {
+    assert.deepEqual([...configs.keys()], ['a/docs', 'a/photos']);
+    const photos = configs.get('a/photos');
+    assert.ok(photos);
+    assert.deepEqual(photos.Rules.map((r) => [r.ID, r.Priority]), [['high', 9], ['low', 1]]);
+    assert.deepEqual(photos.Rules[0]?.Filter, { Prefix: 'raw/', Tags: [{ Key: 'team', Value: 'blue' }] });
+    assert.equal(configs.get('a/docs')?.Rules[0]?.Status, 'Disabled');
+  });
+
+  it('sends an object to each destination under the highest-priority rule that matches it', () => {
+    const photos = configs.get('a/photos');
+    assert.ok(photos);
+    const tagged = matchDestinations(photos, { key: 'raw/x.jpg', tags: { team: 'blue' } });
+    assert.deepEqual(
+      tagged.map((d) => [d.Id, d.Rule, d.StorageClass, d.KeyPrefix, d.ReplicateDeleteMarkers]),
+      [
+        ['b/photos', 'high', 'REDUCED_REDUNDANCY', 'from-a/', true],
+        ['c/all', 'low', undefined, undefined, false],
+      ],
+    );
+    const untagged = matchDestinations(photos, { key: 'raw/x.jpg', tags: { team: 'red' } });
+    assert.deepEqual(untagged.map((d) => [d.Id, d.Rule]), [['b/photos', 'low'], ['c/all', 'low']]);
+    assert.equal(needsTags(photos, 'raw/x.jpg'), true);
+    assert.equal(needsTags(photos, 'cooked/x.jpg'), false);
+  });
+});

@@ -1,0 +1,61 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import { registerSecret } from '../log/redact.ts';
+import { createS3Client, type S3Credentials } from '../s3/client.ts';
+import type { Manifests } from './manifests.ts';
+import type { Location } from './schema.ts';
+import { ConfigError } from './validate.ts';
+
+/** Environment variable prefix for a Secret's keys: `site-a-creds` → `SITE_A_CREDS_`. */
+export function envPrefix(secretName: string): string {
+  return `${secretName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
+}
+
+function secretValue(m: Pick<Manifests, 'secrets'>, secretName: string, key: string): string | undefined {
+  const secret = m.secrets.get(secretName);
+  const plain = secret?.stringData?.[key];
+  if (plain !== undefined) return plain;
+  const encoded = secret?.data?.[key];
+  if (encoded !== undefined) return Buffer.from(encoded, 'base64').toString('utf8');
+  return undefined;
+}
+
+/**
+ * A Location's credentials: from its Secret among the manifests, else from the environment
+ * (`<SECRET>_ACCESS_KEY_ID`, `<SECRET>_SECRET_ACCESS_KEY`). Secret values are registered for redaction.
+ */
+export function resolveCredentials(location: Location, m: Pick<Manifests, 'secrets'>, env: NodeJS.ProcessEnv = process.env): S3Credentials {
+  const ref = location.spec.credentialsSecretRef;
+  const idKey = ref.accessKeyIdKey ?? 'accessKeyId';
+  const secretKey = ref.secretAccessKeyKey ?? 'secretAccessKey';
+  const prefix = envPrefix(ref.name);
+  const accessKeyId = secretValue(m, ref.name, idKey) ?? env[`${prefix}ACCESS_KEY_ID`];
+  const secretAccessKey = secretValue(m, ref.name, secretKey) ?? env[`${prefix}SECRET_ACCESS_KEY`];
+  registerSecret(secretAccessKey);
+  const missing = [
+    ...(accessKeyId === undefined ? [`"${idKey}" (or $${prefix}ACCESS_KEY_ID)`] : []),
+    ...(secretAccessKey === undefined ? [`"${secretKey}" (or $${prefix}SECRET_ACCESS_KEY)`] : []),
+  ];
+  if (accessKeyId === undefined || secretAccessKey === undefined) {
+    throw new ConfigError([
+      {
+        resource: `Location/${location.metadata.name}`,
+        path: 'spec.credentialsSecretRef',
+        message: `Secret "${ref.name}" does not provide ${missing.join(' and ')}`,
+      },
+    ]);
+  }
+  return { accessKeyId, secretAccessKey };
+}
+
+export function locationClient(location: Location, credentials: S3Credentials): S3Client {
+  const { spec } = location;
+  return createS3Client({
+    ...(spec.endpoint !== undefined ? { endpoint: spec.endpoint } : {}),
+    region: spec.region,
+    ...(spec.forcePathStyle !== undefined ? { forcePathStyle: spec.forcePathStyle } : {}),
+    credentials,
+    checksumMode: spec.checksumMode,
+    maxSockets: spec.maxConnections,
+    ...(spec.tls?.insecureSkipVerify === true ? { tls: { insecureSkipVerify: true } } : {}),
+  });
+}

@@ -1,0 +1,193 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+// The one definition of the Location and ReplicationRule resources: TypeScript types (Static<>), the JSON
+// Schema local mode validates against, and the source the CRDs are generated from. Descriptions become
+// `kubectl explain` text; x-kubernetes-validations are CEL rules the API server enforces (local mode
+// checks the same rules in semantics.ts).
+
+export const API_GROUP = 'backbeat.io';
+export const API_VERSION = `${API_GROUP}/v1alpha1`;
+
+/** DNS-1123 subdomain, as Kubernetes object names are. */
+const Name = Type.String({ minLength: 1, maxLength: 253, pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$' });
+/** S3 bucket naming rules (the common subset of AWS and S3-compatible servers). */
+const BucketName = Type.String({
+  minLength: 3,
+  maxLength: 63,
+  pattern: '^[a-z0-9][a-z0-9.-]*[a-z0-9]$',
+  description: 'S3 bucket name.',
+});
+
+function cel(rules: { rule: string; message: string }[]): Record<string, unknown> {
+  return { 'x-kubernetes-validations': rules };
+}
+
+const ObjectMeta = Type.Object(
+  {
+    name: Name,
+    namespace: Type.Optional(Name),
+    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+    annotations: Type.Optional(Type.Record(Type.String(), Type.String())),
+  },
+  { additionalProperties: true },
+);
+
+export const KafkaJournal = Type.Object(
+  {
+    topic: Type.String({ minLength: 1, maxLength: 249, pattern: '^[a-zA-Z0-9._-]+$', description: 'Kafka topic the server publishes this location\'s S3 event notifications to.' }),
+    /** The notification target id configured on the server (MinIO: MINIO_NOTIFY_KAFKA_*_<ID>). */
+    targetId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_]+$', description: 'Notification target id on the server; the operator uses it to wire bucket notifications.' })),
+  },
+  { additionalProperties: false },
+);
+
+export const ScanJournal = Type.Object(
+  {
+    intervalSeconds: Type.Integer({ minimum: 10, maximum: 604800, default: 300, description: 'Seconds between listing scans of each source bucket.' }),
+  },
+  { additionalProperties: false },
+);
+
+export const Journal = Type.Object(
+  {
+    kafka: Type.Optional(KafkaJournal),
+    scan: Type.Optional(ScanJournal),
+  },
+  {
+    additionalProperties: false,
+    description: 'How changes of this location are observed when it is a replication source: S3 event notifications on a Kafka topic, periodic listing scans, or both (scans then repair what notifications missed).',
+    ...cel([{ rule: 'has(self.kafka) || has(self.scan)', message: 'journal needs kafka, scan, or both' }]),
+  },
+);
+
+export const LocationSpec = Type.Object(
+  {
+    type: Type.Literal('s3', { description: 'Storage type. s3: AWS S3 or any S3-compatible server.' }),
+    endpoint: Type.Optional(
+      Type.String({ maxLength: 2048, pattern: '^https?://[^\\s/?#]+(/[^\\s?#]*)?$', description: 'Endpoint URL of an S3-compatible server; omit for AWS S3.' }),
+    ),
+    region: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9-]+$', default: 'us-east-1' }),
+    forcePathStyle: Type.Optional(Type.Boolean({ description: 'Path-style addressing (bucket in the path); default: true with an endpoint, false for AWS.' })),
+    tls: Type.Optional(
+      Type.Object(
+        { insecureSkipVerify: Type.Optional(Type.Boolean({ description: 'Accept any server certificate. For tests only.' })) },
+        { additionalProperties: false },
+      ),
+    ),
+    credentialsSecretRef: Type.Object(
+      {
+        name: Name,
+        accessKeyIdKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'accessKeyId' })),
+        secretAccessKeyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'secretAccessKey' })),
+      },
+      { additionalProperties: false, description: 'Secret holding the access key id and secret access key.' },
+    ),
+    checksumMode: Type.Union([Type.Literal('whenRequired'), Type.Literal('whenSupported')], {
+      default: 'whenRequired',
+      description: 'whenRequired sends request checksums only where an operation demands them: some S3-compatible servers reject the newer default checksums.',
+    }),
+    maxConnections: Type.Integer({ minimum: 1, maximum: 1024, default: 64, description: 'Keep-alive connections per worker to this endpoint.' }),
+    transient: Type.Boolean({ default: false, description: 'A transient source: objects are deleted from it once every destination holds them.' }),
+    journal: Type.Optional(Journal),
+  },
+  { additionalProperties: false },
+);
+
+export const Location = Type.Object(
+  {
+    apiVersion: Type.Literal(API_VERSION),
+    kind: Type.Literal('Location'),
+    metadata: ObjectMeta,
+    spec: LocationSpec,
+  },
+  { additionalProperties: true },
+);
+
+const Tag = Type.Object(
+  {
+    key: Type.String({ minLength: 1, maxLength: 128 }),
+    value: Type.String({ maxLength: 256 }),
+  },
+  { additionalProperties: false },
+);
+
+export const Destination = Type.Object(
+  {
+    location: Name,
+    bucket: BucketName,
+    storageClass: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Z_]+$', description: 'Storage class of the replicas; default: the source object\'s.' })),
+    keyPrefix: Type.Optional(Type.String({ maxLength: 512, description: 'Prepended to every replica key.' })),
+  },
+  { additionalProperties: false },
+);
+
+export const ReplicationRuleSpec = Type.Object(
+  {
+    source: Type.Object(
+      { location: Name, bucket: BucketName },
+      { additionalProperties: false, ...cel([{ rule: 'self == oldSelf', message: 'source is immutable; create a new rule instead' }]) },
+    ),
+    filter: Type.Optional(
+      Type.Object(
+        {
+          prefix: Type.Optional(Type.String({ maxLength: 1024, description: 'Only keys starting with this prefix.' })),
+          tags: Type.Optional(Type.Array(Tag, { maxItems: 10, description: 'Only objects carrying every one of these tags.' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    priority: Type.Integer({ minimum: 0, maximum: 1000, default: 0, description: 'When several rules send one object to the same destination, the highest priority decides how.' }),
+    destinations: Type.Array(Destination, {
+      minItems: 1,
+      maxItems: 16,
+      ...cel([
+        { rule: 'self.all(d, self.exists_one(e, e.location == d.location && e.bucket == d.bucket))', message: 'destinations must be unique (location and bucket)' },
+      ]),
+    }),
+    replicateDeleteMarkers: Type.Boolean({ default: false, description: 'Replicate delete markers (a DELETE without a version id).' }),
+    replicateVersionDeletes: Type.Boolean({ default: false, description: 'Also permanently delete a replica version when its source version is permanently deleted. Off by default: replication never destroys data unless asked.' }),
+    replicateExistingObjects: Type.Boolean({ default: false, description: 'Backfill: replicate the objects that were in the source bucket before the rule existed.' }),
+    paused: Type.Boolean({ default: false, description: 'Stop copying for this rule; changes keep queueing and replicate on resume.' }),
+  },
+  {
+    additionalProperties: false,
+    ...cel([
+      {
+        rule: '!self.destinations.exists(d, d.location == self.source.location && d.bucket == self.source.bucket)',
+        message: 'a destination cannot be the source bucket itself',
+      },
+    ]),
+  },
+);
+
+export const ReplicationRule = Type.Object(
+  {
+    apiVersion: Type.Literal(API_VERSION),
+    kind: Type.Literal('ReplicationRule'),
+    metadata: ObjectMeta,
+    spec: ReplicationRuleSpec,
+  },
+  { additionalProperties: true },
+);
+
+/** A Kubernetes Secret, as local mode reads credentials from YAML. */
+export const Secret = Type.Object(
+  {
+    apiVersion: Type.Literal('v1'),
+    kind: Type.Literal('Secret'),
+    metadata: ObjectMeta,
+    type: Type.Optional(Type.String()),
+    data: Type.Optional(Type.Record(Type.String(), Type.String({ contentEncoding: 'base64' }))),
+    stringData: Type.Optional(Type.Record(Type.String(), Type.String())),
+  },
+  { additionalProperties: true },
+);
+
+export type Location = Static<typeof Location>;
+export type LocationSpec = Static<typeof LocationSpec>;
+export type ReplicationRule = Static<typeof ReplicationRule>;
+export type ReplicationRuleSpec = Static<typeof ReplicationRuleSpec>;
+export type Destination = Static<typeof Destination>;
+export type Secret = Static<typeof Secret>;
+
+export const RESOURCE_SCHEMAS: Record<string, TSchema> = { Location, ReplicationRule, Secret };

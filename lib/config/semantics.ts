@@ -1,0 +1,45 @@
+import type { Manifests } from './manifests.ts';
+import type { Problem } from './validate.ts';
+
+/**
+ * The checks a single schema cannot express: the CEL rules of schema.ts (which the API server enforces
+ * for the operator) and references between resources.
+ */
+export function checkSemantics(m: Manifests, fileOf: (resource: string) => string | undefined): Problem[] {
+  const problems: Problem[] = [];
+  const at = (resource: string, path: string, message: string): void => {
+    const file = fileOf(resource);
+    problems.push({ ...(file !== undefined ? { file } : {}), resource, path, message });
+  };
+
+  for (const [name, location] of m.locations) {
+    const journal = location.spec.journal;
+    if (journal !== undefined && journal.kafka === undefined && journal.scan === undefined) {
+      at(`Location/${name}`, 'spec.journal', 'needs kafka, scan, or both');
+    }
+  }
+
+  for (const [name, rule] of m.rules) {
+    const resource = `ReplicationRule/${name}`;
+    const { source, destinations } = rule.spec;
+    const sourceLocation = m.locations.get(source.location);
+    if (sourceLocation === undefined) {
+      at(resource, 'spec.source.location', `unknown Location "${source.location}"`);
+    } else if (sourceLocation.spec.journal === undefined) {
+      at(resource, 'spec.source.location', `Location "${source.location}" has no spec.journal, so its changes cannot be observed`);
+    }
+    const seen = new Map<string, number>();
+    destinations.forEach((d, i) => {
+      const path = `spec.destinations[${i}]`;
+      if (!m.locations.has(d.location)) at(resource, `${path}.location`, `unknown Location "${d.location}"`);
+      if (d.location === source.location && d.bucket === source.bucket) {
+        at(resource, path, 'a destination cannot be the source bucket itself');
+      }
+      const id = `${d.location}/${d.bucket}`;
+      const first = seen.get(id);
+      if (first !== undefined) at(resource, path, `duplicate of spec.destinations[${first}] (${id})`);
+      else seen.set(id, i);
+    });
+  }
+  return problems;
+}

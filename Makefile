@@ -8,7 +8,7 @@ NODE_BIN := $(shell bash scripts/deps.sh --env | sed -n 's/^BACKBEAT_NODE_BIN=//
 export PATH := $(NODE_BIN):$(PATH)
 STAMP := node_modules/.installed
 # Which suites test-only runs; e.g. make test-only SPEC=e2e/components/kafka.test.ts
-SPEC ?= '{lib,workers,operator,e2e}/**/*.test.ts'
+SPEC ?= '{lib,workers,operator,cli,e2e}/**/*.test.ts'
 
 .PHONY: help deps install build typecheck lint test test-only demo clean
 

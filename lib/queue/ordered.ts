@@ -33,8 +33,11 @@ export class Limiter {
 
 export interface OrderedOptions {
   limiter: Limiter;
-  /** Handles one message; a throw is a bug or a stop: the batch ends and uncommitted offsets are redelivered. */
-  work(message: QueueMessage): Promise<void>;
+  /**
+   * Handles one message; a throw is a bug or a stop: the batch ends and uncommitted offsets are
+   * redelivered. Long work (retries) should give up when `batch.isActive()` turns false.
+   */
+  work(message: QueueMessage, batch: Batch): Promise<void>;
   /** Commits `offset` (the next offset to read) for the batch's partition. */
   commit(offset: string): Promise<void>;
   commitIntervalMs?: number;
@@ -93,7 +96,7 @@ export async function runOrdered(batch: Batch, options: OrderedOptions): Promise
       await options.limiter.acquire();
       try {
         if (failure !== undefined || !batch.isActive()) return;
-        await options.work(message);
+        await options.work(message, batch);
         finished(i);
       } catch (err) {
         failure ??= err;
@@ -113,5 +116,6 @@ export async function runOrdered(batch: Batch, options: OrderedOptions): Promise
   } finally {
     clearInterval(heartbeat);
   }
-  if (failure !== undefined) throw failure instanceof Error ? failure : new Error('batch failed', { cause: failure });
+  // A failure while the batch is being taken away is the stop itself: what is uncommitted is redelivered.
+  if (failure !== undefined && batch.isActive()) throw failure instanceof Error ? failure : new Error('batch failed', { cause: failure });
 }

@@ -1,0 +1,149 @@
+#!/usr/bin/env node
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { loadManifests } from '../lib/config/manifests.ts';
+import { ConfigError, formatProblem } from '../lib/config/validate.ts';
+import { createLogger } from '../lib/log/logger.ts';
+import { redactString } from '../lib/log/redact.ts';
+import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
+import { printStatus } from './status.ts';
+
+const USAGE = `backbeat — asynchronous S3 replication
+
+Usage:
+  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N]
+      Runs every role in one process from Location, ReplicationRule and Secret manifests. Without
+      --brokers the queue is embedded and kept in --state-dir (default ./.backbeat). The status API
+      listens on --listen (default 127.0.0.1:8900).
+  backbeat validate -f <file|dir>...
+      Checks manifests and prints the per-bucket replication configs they compile to.
+  backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
+      Replication status of an object, per destination (asks the status API at --server,
+      default http://127.0.0.1:8900).
+`;
+
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+function options(args: string[], spec: ParseArgsConfig['options']): ReturnType<typeof parseArgs> {
+  try {
+    return parseArgs({ args, options: spec ?? {}, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function files(value: unknown): string[] {
+  const list = Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+  if (list.length === 0) throw new UsageError('give the manifests with -f <file|dir>');
+  return list;
+}
+
+function hostPort(value: string): { host: string; port: number } {
+  const m = /^(.*):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[2]);
+  if (m === null || port > 65535) throw new UsageError(`--listen must be HOST:PORT, got "${value}"`);
+  return { host: m[1] ?? '127.0.0.1', port };
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values } = options(args, {
+    file: { type: 'string', short: 'f', multiple: true },
+    brokers: { type: 'string' },
+    'state-dir': { type: 'string' },
+    listen: { type: 'string' },
+    concurrency: { type: 'string' },
+  });
+  const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
+  if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new UsageError('--concurrency must be a positive integer');
+  const listen = hostPort(typeof values.listen === 'string' ? values.listen : '127.0.0.1:8900');
+  const { startLocal } = await import('../workers/local/local.ts');
+  const logger = createLogger({ component: 'backbeat' });
+  const local = await startLocal({
+    files: files(values.file),
+    logger,
+    ...(typeof values.brokers === 'string' ? { brokers: values.brokers.split(',').filter((b) => b !== '') } : {}),
+    stateDir: typeof values['state-dir'] === 'string' ? values['state-dir'] : '.backbeat',
+    listenHost: listen.host,
+    listenPort: listen.port,
+    ...(concurrency !== undefined ? { concurrency } : {}),
+  });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info('stopping: draining work in flight', { signal });
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await local.stop();
+  logger.info('stopped');
+  return 0;
+}
+
+function validate(args: string[]): number {
+  const { values } = options(args, { file: { type: 'string', short: 'f', multiple: true } });
+  const manifests = loadManifests(files(values.file));
+  const configs = [...compileBucketConfigs(manifests).values()];
+  process.stdout.write(`${JSON.stringify(configs, null, 2)}\n`);
+  process.stderr.write(`valid: ${manifests.locations.size} locations, ${manifests.rules.size} rules, ${configs.length} source buckets\n`);
+  return 0;
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values, positionals } = options(args, {
+    'version-id': { type: 'string' },
+    server: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const target = positionals[0];
+  const m = target === undefined ? null : /^([^/]+)\/([^/]+)\/(.+)$/s.exec(target);
+  if (m === null || positionals.length !== 1) throw new UsageError('give one object as <location>/<bucket>/<key>');
+  return printStatus({
+    location: m[1] ?? '',
+    bucket: m[2] ?? '',
+    key: m[3] ?? '',
+    ...(typeof values['version-id'] === 'string' ? { versionId: values['version-id'] } : {}),
+    server: typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900',
+    json: values.json === true,
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  switch (command) {
+    case 'run':
+      return run(args);
+    case 'validate':
+      return validate(args);
+    case 'status':
+      return status(args);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    // Bad input is the user's to fix: say what is wrong, one line each, without a stack trace.
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
+      process.exitCode = 2;
+    } else if (err instanceof UsageError) {
+      process.stderr.write(`backbeat: ${err.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`backbeat: ${redactString(err instanceof Error ? err.message : String(err))}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,103 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  type HeadObjectCommandOutput,
+  ListObjectVersionsCommand,
+  PutBucketNotificationConfigurationCommand,
+  PutBucketVersioningCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { dump } from 'js-yaml';
+import { minio, sharedKafka } from '../harness/env.ts';
+import type { MinioServer } from '../harness/minio.ts';
+import { runDir } from '../harness/run-dir.ts';
+
+export interface Sites {
+  brokers: string[];
+  journalTopic: string;
+  a: MinioServer;
+  b: MinioServer;
+  c: MinioServer;
+  /** Folder of the manifests (Secrets, Locations; rules are added per test). */
+  dir: string;
+}
+
+/** Kafka plus three MinIO sites: site A publishes its bucket notifications to Kafka (the journal). */
+export async function startSites(name: string): Promise<Sites> {
+  const kafka = await sharedKafka();
+  const journalTopic = `journal-${name}-${randomUUID().slice(0, 8)}`;
+  const [a, b, c] = [
+    await minio({ name: `${name}-a`, notifyKafka: { brokers: kafka.brokers, topic: journalTopic } }),
+    await minio({ name: `${name}-b` }),
+    await minio({ name: `${name}-c` }),
+  ];
+  const dir = join(runDir(), `manifests-${name}`);
+  mkdirSync(dir, { recursive: true });
+  const docs = [
+    ['site-a', a, { kafka: { topic: journalTopic } }],
+    ['site-b', b, undefined],
+    ['site-c', c, undefined],
+  ] as const;
+  for (const [loc, server, journal] of docs) {
+    writeFileSync(
+      join(dir, `${loc}.yaml`),
+      [
+        { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${loc}-creds` }, stringData: server.credentials },
+        {
+          apiVersion: 'backbeat.io/v1alpha1',
+          kind: 'Location',
+          metadata: { name: loc },
+          spec: { type: 's3', endpoint: server.endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${loc}-creds` }, ...(journal !== undefined ? { journal } : {}) },
+        },
+      ]
+        .map((d) => dump(d))
+        .join('---\n'),
+    );
+  }
+  return { brokers: kafka.brokers, journalTopic, a, b, c, dir };
+}
+
+export async function versionedBucket(s3: S3Client, bucket: string): Promise<void> {
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+}
+
+/** A versioned source bucket on site A whose changes go to the journal. */
+export async function sourceBucket(sites: Sites, bucket: string): Promise<void> {
+  const s3 = sites.a.client();
+  await versionedBucket(s3, bucket);
+  await s3.send(
+    new PutBucketNotificationConfigurationCommand({
+      Bucket: bucket,
+      NotificationConfiguration: { QueueConfigurations: [{ QueueArn: sites.a.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] },
+    }),
+  );
+}
+
+export function writeRule(sites: Sites, name: string, spec: Record<string, unknown>): void {
+  writeFileSync(join(sites.dir, `rule-${name}.yaml`), dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name }, spec }));
+}
+
+export async function body(s3: S3Client, bucket: string, key: string, versionId?: string): Promise<Buffer> {
+  const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...(versionId !== undefined ? { VersionId: versionId } : {}) }));
+  return Buffer.from((await got.Body?.transformToByteArray()) ?? []);
+}
+
+export function head(s3: S3Client, bucket: string, key: string): Promise<HeadObjectCommandOutput> {
+  return s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+}
+
+/** Versions and delete markers of exactly `key`, newest first. */
+export async function versionsOf(s3: S3Client, bucket: string, key: string): Promise<{ versionId: string; deleteMarker: boolean }[]> {
+  const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: key }));
+  return [
+    ...(page.Versions ?? []).filter((v) => v.Key === key).map((v) => ({ versionId: v.VersionId ?? '', deleteMarker: false, t: v.LastModified?.getTime() ?? 0 })),
+    ...(page.DeleteMarkers ?? []).filter((v) => v.Key === key).map((v) => ({ versionId: v.VersionId ?? '', deleteMarker: true, t: v.LastModified?.getTime() ?? 0 })),
+  ]
+    .sort((x, y) => y.t - x.t)
+    .map(({ versionId, deleteMarker }) => ({ versionId, deleteMarker }));
+}

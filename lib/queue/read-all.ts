@@ -1,0 +1,47 @@
+import { randomUUID } from 'node:crypto';
+import type { Queue, QueueMessage } from './queue.ts';
+
+/**
+ * Reads a topic from its beginning up to the end it had when called (e.g. to rebuild state from a
+ * compacted topic), with a throwaway group.
+ */
+export async function readToEnd(queue: Queue, topic: string, onMessage: (m: QueueMessage) => void, timeoutMs = 120_000): Promise<number> {
+  const group = `backbeat-reader-${randomUUID()}`;
+  const admin = await queue.admin();
+  const ends = new Map((await admin.groupLag(group, topic)).filter((p) => p.lag > 0).map((p) => [p.partition, BigInt(p.highWatermark) - 1n]));
+  await admin.close();
+  if (ends.size === 0) return 0;
+  let count = 0;
+  const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`reading ${topic} did not reach its end within ${timeoutMs} ms`));
+      }, timeoutMs);
+      consumer
+        .run({
+          onBatch: async (batch) => {
+            const last = ends.get(batch.partition);
+            for (const m of batch.messages) {
+              if (last !== undefined && BigInt(m.offset) > last) break;
+              onMessage(m);
+              count++;
+            }
+            const seen = batch.messages.at(-1);
+            if (seen === undefined) return;
+            // The throwaway group commits like any other, so that the queue moves on to the next batch.
+            await consumer.commit([{ topic, partition: batch.partition, offset: (BigInt(seen.offset) + 1n).toString() }]);
+            if (last !== undefined && BigInt(seen.offset) >= last) ends.delete(batch.partition);
+            if (ends.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.close();
+  }
+  return count;
+}

@@ -1,0 +1,71 @@
+// Which S3 failures are worth retrying. Three classes, because they call for different waits:
+// - unavailable: the endpoint cannot be reached at all; nothing is wrong with the object, so wait for it
+//   as long as it takes (the backlog stays queued, as S3 keeps such objects PENDING);
+// - transient: the endpoint answered but failed this request (5xx, throttling); retry a bounded number
+//   of times with backoff;
+// - permanent: retrying cannot help (access denied, missing bucket, bad request); fail fast with the reason.
+
+export type ErrorClass = 'unavailable' | 'transient' | 'permanent';
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+  $retryable?: unknown;
+  cause?: unknown;
+}
+
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'TimeoutError', 'RequestTimeout']);
+const PERMANENT = new Set([
+  'AccessDenied',
+  'AllAccessDisabled',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'NoSuchBucket',
+  'InvalidBucketName',
+  'InvalidArgument',
+  'InvalidRequest',
+  'InvalidStorageClass',
+  'EntityTooLarge',
+  'KeyTooLongError',
+  'MetadataTooLarge',
+  'MethodNotAllowed',
+  'NotImplemented',
+  'AuthorizationHeaderMalformed',
+  'InvalidTag',
+  'MalformedXML',
+]);
+
+function codeOf(err: unknown): string {
+  const e = err as SdkError | null;
+  return e?.code ?? e?.name ?? 'Error';
+}
+
+export function classify(err: unknown): ErrorClass {
+  const e = err as SdkError | null;
+  const status = e?.$metadata?.httpStatusCode;
+  const codes = [codeOf(err), codeOf(e?.cause)];
+  if (codes.some((c) => UNREACHABLE.has(c))) return 'unavailable';
+  if (status === undefined) {
+    // No HTTP answer at all: a socket-level failure.
+    return /socket hang up|connect|network|timed? ?out/i.test(e?.message ?? '') ? 'unavailable' : 'transient';
+  }
+  if (codes.some((c) => PERMANENT.has(c))) return 'permanent';
+  if (status === 408 || status === 429 || status >= 500) return 'transient';
+  return status >= 400 ? 'permanent' : 'transient';
+}
+
+export function isNotFound(err: unknown): boolean {
+  const e = err as SdkError | null;
+  return e?.$metadata?.httpStatusCode === 404 || ['NoSuchKey', 'NoSuchVersion', 'NotFound'].includes(codeOf(err));
+}
+
+/** A short reason for a status or a log line: the error code and message, never request details. */
+export function reasonOf(err: unknown): string {
+  const e = err as SdkError | null;
+  const code = codeOf(err);
+  const status = e?.$metadata?.httpStatusCode;
+  const message = (e?.message ?? '').split('\n')[0]?.slice(0, 300) ?? '';
+  return `${code}${status !== undefined ? ` (HTTP ${status})` : ''}${message !== '' && message !== code ? `: ${message}` : ''}`;
+}

@@ -1,0 +1,32 @@
+// One change record, whatever observed it (an S3 event notification or a listing scan): the populator's
+// only input.
+
+export type ChangeKind =
+  /** A new object version (PUT, copy, completed multipart upload). */
+  | 'object'
+  /** A DELETE without version id on a versioned bucket. */
+  | 'deleteMarker'
+  /** A version permanently deleted (DELETE with a version id, or any DELETE on an unversioned bucket). */
+  | 'versionDelete'
+  /** Tags of an existing version set or removed. */
+  | 'tags';
+
+export interface ChangeRecord {
+  location: string;
+  bucket: string;
+  key: string;
+  /** 'null' for the null version of an unversioned or suspended bucket, as S3 names it. */
+  versionId: string;
+  kind: ChangeKind;
+  size?: number;
+  etag?: string;
+  /** When the source wrote it (ISO 8601). */
+  eventTime: string;
+  /** A replica written by this engine (loop prevention in two-way setups). */
+  isReplica: boolean;
+  origin: 'notification' | 'scan';
+}
+
+/** User metadata that marks a replica: the source version it copies, and the source it came from. */
+export const REPLICA_VERSION_META = 'backbeat-source-version-id';
+export const REPLICA_SOURCE_META = 'backbeat-source';

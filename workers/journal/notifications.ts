@@ -1,0 +1,88 @@
+import { REPLICA_VERSION_META, type ChangeKind, type ChangeRecord } from './change.ts';
+
+// S3 event notifications (AWS event schema 2.x, as MinIO and Ceph RGW publish them) → change records.
+
+export class MalformedEvent extends Error {
+  override name = 'MalformedEvent';
+}
+
+interface EventRecord {
+  eventName?: unknown;
+  eventTime?: unknown;
+  s3?: {
+    bucket?: { name?: unknown };
+    object?: { key?: unknown; size?: unknown; eTag?: unknown; versionId?: unknown; userMetadata?: unknown };
+  };
+}
+
+/** Keys in event records are URL-encoded, with '+' for a space (a literal '+' arrives as %2B). */
+export function decodeEventKey(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '));
+  } catch {
+    throw new MalformedEvent(`object key ${JSON.stringify(raw)} is not valid URL encoding`);
+  }
+}
+
+function kindOf(eventName: string): ChangeKind | undefined {
+  const name = eventName.replace(/^s3:/, '');
+  if (name === 'ObjectCreated:PutTagging' || name === 'ObjectCreated:DeleteTagging') return 'tags';
+  if (name.startsWith('ObjectCreated:')) return 'object';
+  if (name === 'ObjectRemoved:DeleteMarkerCreated') return 'deleteMarker';
+  if (name === 'ObjectRemoved:Delete') return 'versionDelete';
+  // Reads, restores, transitions, replication and scanner events change nothing to replicate.
+  return undefined;
+}
+
+function isReplica(userMetadata: unknown): boolean {
+  if (userMetadata === null || typeof userMetadata !== 'object') return false;
+  return Object.keys(userMetadata).some((k) => k.toLowerCase().replace(/^x-amz-meta-/, '') === REPLICA_VERSION_META);
+}
+
+/**
+ * Parses one journal message of a source location. Returns the changes it carries (none for events that
+ * change nothing), or throws MalformedEvent saying what is wrong.
+ */
+export function parseNotification(location: string, value: Buffer | null): ChangeRecord[] {
+  if (value === null || value.length === 0) throw new MalformedEvent('empty message');
+  let body: unknown;
+  try {
+    body = JSON.parse(value.toString('utf8'));
+  } catch (err) {
+    throw new MalformedEvent(`not JSON: ${(err as Error).message}`);
+  }
+  const records = (body as { Records?: unknown } | null)?.Records;
+  if (!Array.isArray(records)) {
+    // AWS sends an s3:TestEvent when a configuration is set: no Records, nothing to do.
+    if ((body as { Event?: unknown } | null)?.Event === 's3:TestEvent') return [];
+    throw new MalformedEvent('no "Records" array');
+  }
+  return records.flatMap((raw: unknown, i): ChangeRecord[] => {
+    const r = raw as EventRecord;
+    const where = `Records[${i}]`;
+    if (typeof r.eventName !== 'string') throw new MalformedEvent(`${where}.eventName is missing`);
+    const object = r.s3?.object;
+    const bucket = r.s3?.bucket?.name;
+    if (typeof bucket !== 'string' || bucket === '') throw new MalformedEvent(`${where}.s3.bucket.name is missing`);
+    if (typeof object?.key !== 'string' || object.key === '') throw new MalformedEvent(`${where}.s3.object.key is missing`);
+    const versionId = typeof object.versionId === 'string' && object.versionId !== '' ? object.versionId : undefined;
+    const kind = kindOf(r.eventName);
+    if (kind === undefined) return [];
+    const eventTime = typeof r.eventTime === 'string' && !Number.isNaN(Date.parse(r.eventTime)) ? r.eventTime : undefined;
+    if (eventTime === undefined) throw new MalformedEvent(`${where}.eventTime is missing or not a time`);
+    return [
+      {
+        location,
+        bucket,
+        key: decodeEventKey(object.key),
+        versionId: versionId ?? 'null',
+        kind,
+        ...(typeof object.size === 'number' ? { size: object.size } : {}),
+        ...(typeof object.eTag === 'string' && object.eTag !== '' ? { etag: object.eTag.replace(/"/g, '') } : {}),
+        eventTime,
+        isReplica: isReplica(object.userMetadata),
+        origin: 'notification',
+      },
+    ];
+  });
+}

@@ -1,0 +1,161 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
+import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
+import { loadManifests } from '../../lib/config/manifests.ts';
+import { ConfigError, type Problem } from '../../lib/config/validate.ts';
+import type { Logger } from '../../lib/log/logger.ts';
+import { embeddedQueue } from '../../lib/queue/embedded.ts';
+import { kafkaQueue } from '../../lib/queue/kafka.ts';
+import type { Queue } from '../../lib/queue/queue.ts';
+import { TOPICS } from '../messages.ts';
+import { Populator } from '../populator/populator.ts';
+import { Processor, type RetryPolicy } from '../processor/processor.ts';
+import { statusServer } from '../status/api.ts';
+import { StatusProcessor } from '../status/status.ts';
+
+export interface LocalOptions {
+  /** Manifest files or folders: Location, ReplicationRule, Secret. */
+  files: string[];
+  logger: Logger;
+  /** Kafka brokers; without them an embedded queue persists under stateDir. */
+  brokers?: string[];
+  stateDir: string;
+  listenHost?: string;
+  /** 0 picks a free port. */
+  listenPort?: number;
+  concurrency?: number;
+  partitions?: number;
+  retry?: Partial<RetryPolicy>;
+}
+
+export interface LocalRun {
+  /** Base URL of the status API. */
+  url: string;
+  status: StatusProcessor;
+  populator: Populator;
+  processors: Map<string, Processor>;
+  /** Scans every source bucket once now (repair, or backfill on demand). */
+  scanAll(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** Every role in one process, from the same manifests the operator takes. */
+export async function startLocal(options: LocalOptions): Promise<LocalRun> {
+  const { logger } = options;
+  const manifests = loadManifests(options.files);
+  const configs = compileBucketConfigs(manifests);
+
+  const problems: Problem[] = [];
+  const clients = new Map<string, S3Client>();
+  const used = new Set([...configs.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
+  for (const name of used) {
+    const location = manifests.locations.get(name);
+    if (location === undefined) continue;
+    try {
+      clients.set(name, locationClient(location, resolveCredentials(location, manifests)));
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(...err.problems);
+      else throw err;
+    }
+    if (location.spec.journal?.kafka !== undefined && options.brokers === undefined && [...configs.values()].some((c) => c.SourceLocation === name)) {
+      problems.push({ resource: `Location/${name}`, path: 'spec.journal.kafka', message: 'a Kafka journal needs Kafka: give --brokers' });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const queue: Queue =
+    options.brokers !== undefined
+      ? kafkaQueue({ brokers: options.brokers, clientId: 'backbeat-local', logger })
+      : embeddedQueue({ dir: join(options.stateDir, 'queue') });
+  const partitions = options.partitions ?? 4;
+  const admin = await queue.admin();
+  await admin.ensureTopics([
+    { topic: TOPICS.replication, partitions },
+    { topic: TOPICS.status, partitions },
+    { topic: TOPICS.objectStatus, partitions, config: { 'cleanup.policy': 'compact' } },
+    { topic: TOPICS.journalFailed, partitions: 1 },
+    ...[...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [{ topic: l.spec.journal.kafka.topic, partitions }] : [])),
+  ]);
+  await admin.close();
+
+  const status = new StatusProcessor({ queue, logger: logger.child({ role: 'status' }), ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}) });
+  await status.start();
+
+  const processors = new Map<string, Processor>();
+  for (const location of new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))) {
+    const destination = clients.get(location);
+    if (destination === undefined) continue;
+    const p = new Processor({
+      queue,
+      logger,
+      location,
+      destination,
+      sources: clients,
+      ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+      ...(options.retry !== undefined ? { retry: options.retry } : {}),
+    });
+    await p.start();
+    processors.set(location, p);
+  }
+
+  const populator = new Populator({ queue, logger: logger.child({ role: 'populator' }), configs, sources: clients });
+  const sources = new Set([...configs.values()].map((c) => c.SourceLocation));
+  for (const name of sources) {
+    const topic = manifests.locations.get(name)?.spec.journal?.kafka?.topic;
+    if (topic !== undefined) await populator.followJournal(name, topic);
+  }
+
+  const scanAll = async (filter: (location: string) => boolean = () => true): Promise<number> => {
+    let n = 0;
+    for (const c of configs.values()) if (filter(c.SourceLocation)) n += await populator.scan(c.SourceLocation, c.SourceBucket);
+    return n;
+  };
+  let scanning: Promise<unknown> = Promise.resolve();
+  const safeScan = (why: string, filter?: (location: string) => boolean): void => {
+    scanning = scanning
+      .then(() => scanAll(filter))
+      .then((n) => {
+        logger.info('scan queued changes', { why, versions: n });
+      })
+      .catch((err: unknown) => {
+        logger.error('scan failed', { why, error: err });
+      });
+  };
+  // Backfill: existing objects of rules that ask for it.
+  const backfill = [...configs.values()].filter((c) => c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled'));
+  if (backfill.length > 0) safeScan('existing objects', (l) => backfill.some((c) => c.SourceLocation === l));
+  const timers = [...sources].flatMap((name) => {
+    const scan = manifests.locations.get(name)?.spec.journal?.scan;
+    if (scan === undefined) return [];
+    safeScan('periodic scan', (l) => l === name);
+    return [setInterval(() => safeScan('periodic scan', (l) => l === name), scan.intervalSeconds * 1000)];
+  });
+
+  const server = statusServer(status);
+  server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.address}:${address.port}`;
+  logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations: [...processors.keys()] });
+
+  return {
+    url,
+    status,
+    populator,
+    processors,
+    scanAll: () => scanAll(),
+    async stop() {
+      timers.forEach(clearInterval);
+      await scanning;
+      // Upstream first, so that nothing new reaches a role that already stopped.
+      await populator.close();
+      await Promise.all([...processors.values()].map((p) => p.close()));
+      await status.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+    },
+  };
+}

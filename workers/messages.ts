@@ -1,0 +1,65 @@
+import type { ChangeKind } from './journal/change.ts';
+
+// What flows between the roles. Records are keyed by `location/bucket/key`, so every version of a key
+// stays in one partition and in order, from populator to status.
+
+export const TOPICS = {
+  replication: 'backbeat-replication',
+  status: 'backbeat-replication-status',
+  /** Compacted: the latest status of each object version, from which the status processor rebuilds. */
+  objectStatus: 'backbeat-object-status',
+  /** Journal messages that could not be understood, with the reason, for an operator to inspect. */
+  journalFailed: 'backbeat-journal-failed',
+} as const;
+
+export interface ObjectRef {
+  location: string;
+  bucket: string;
+  key: string;
+  versionId: string;
+}
+
+export interface TaskDestination {
+  /** `location/bucket` */
+  id: string;
+  location: string;
+  bucket: string;
+  storageClass?: string;
+  keyPrefix?: string;
+  rule: string;
+}
+
+export interface ReplicationTask {
+  source: ObjectRef;
+  kind: ChangeKind;
+  size?: number;
+  etag?: string;
+  eventTime: string;
+  destinations: TaskDestination[];
+  origin: 'notification' | 'scan' | 'retry';
+}
+
+export type DestinationState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
+
+export type StatusEvent =
+  | { type: 'queued'; object: ObjectRef; kind: ChangeKind; eventTime: string; size?: number; destinations: string[]; at: string }
+  | {
+      type: 'result';
+      object: ObjectRef;
+      destination: string;
+      state: Exclude<DestinationState, 'PENDING'>;
+      reason?: string;
+      attempts: number;
+      bytes: number;
+      replicaEtag?: string;
+      at: string;
+    };
+
+export const objectKey = (o: Pick<ObjectRef, 'location' | 'bucket' | 'key'>): string => `${o.location}/${o.bucket}/${o.key}`;
+export const versionKey = (o: ObjectRef): string => `${objectKey(o)}?versionId=${o.versionId}`;
+
+export const encode = (value: unknown): string => JSON.stringify(value);
+export function decode<T>(value: Buffer | null): T {
+  if (value === null) throw new Error('empty message');
+  return JSON.parse(value.toString('utf8')) as T;
+}

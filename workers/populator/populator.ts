@@ -1,0 +1,180 @@
+import { GetObjectTaggingCommand, type S3Client } from '@aws-sdk/client-s3';
+import { matchDestinations, needsTags, type BucketReplicationConfig, type MatchedDestination } from '../../lib/config/bucket-config.ts';
+import type { Logger } from '../../lib/log/logger.ts';
+import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import { isNotFound } from '../../lib/s3/errors.ts';
+import type { ChangeRecord } from '../journal/change.ts';
+import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
+import { scanBucket } from '../journal/scan.ts';
+import { encode, objectKey, TOPICS, type ReplicationTask, type StatusEvent, type TaskDestination } from '../messages.ts';
+
+export interface PopulatorOptions {
+  queue: Queue;
+  logger: Logger;
+  /** Per-bucket configs, keyed `location/bucket`. */
+  configs: Map<string, BucketReplicationConfig>;
+  /** S3 clients of the source locations, for tag lookups. */
+  sources: Map<string, S3Client>;
+  concurrency?: number;
+}
+
+export interface PopulatorCounters {
+  changes: number;
+  queued: number;
+  /** Changes that match no enabled destination, or replicas written by this engine. */
+  ignored: number;
+  malformed: number;
+}
+
+function wanted(change: ChangeRecord, d: MatchedDestination): boolean {
+  if (change.kind === 'deleteMarker') return d.ReplicateDeleteMarkers;
+  if (change.kind === 'versionDelete') return d.ReplicateVersionDeletes;
+  return true;
+}
+
+/** Matches changes against the per-bucket configs and queues one task per object version. */
+export class Populator {
+  readonly counters: PopulatorCounters = { changes: 0, queued: 0, ignored: 0, malformed: 0 };
+  private readonly options: PopulatorOptions;
+  private readonly consumers: QueueConsumer[] = [];
+  private producer: QueueProducer | undefined;
+
+  constructor(options: PopulatorOptions) {
+    this.options = options;
+  }
+
+  private async out(): Promise<QueueProducer> {
+    this.producer ??= await this.options.queue.producer();
+    return this.producer;
+  }
+
+  private async tagsOf(change: ChangeRecord): Promise<Record<string, string> | undefined> {
+    const client = this.options.sources.get(change.location);
+    if (client === undefined) throw new Error(`no S3 client for source location "${change.location}"`);
+    try {
+      const tagging = await client.send(
+        new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, ...(change.versionId !== 'null' ? { VersionId: change.versionId } : {}) }),
+      );
+      return Object.fromEntries((tagging.TagSet ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
+    } catch (err) {
+      // Gone since: a later change record covers what replaced it.
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Queues the tasks for a set of changes; resolves once they are durably in the queue. */
+  async populate(change: ChangeRecord): Promise<void> {
+    this.counters.changes++;
+    const config = this.options.configs.get(`${change.location}/${change.bucket}`);
+    if (config === undefined || change.isReplica) {
+      this.counters.ignored++;
+      return;
+    }
+    let tags: Record<string, string> | undefined;
+    if ((change.kind === 'object' || change.kind === 'tags') && needsTags(config, change.key)) {
+      tags = await this.tagsOf(change);
+      if (tags === undefined) {
+        this.counters.ignored++;
+        return;
+      }
+    }
+    const destinations: TaskDestination[] = matchDestinations(config, { key: change.key, ...(tags !== undefined ? { tags } : {}) })
+      .filter((d) => wanted(change, d))
+      .map((d) => ({
+        id: d.Id,
+        location: d.Location,
+        bucket: d.Bucket,
+        rule: d.Rule,
+        ...(d.StorageClass !== undefined ? { storageClass: d.StorageClass } : {}),
+        ...(d.KeyPrefix !== undefined ? { keyPrefix: d.KeyPrefix } : {}),
+      }));
+    if (destinations.length === 0) {
+      this.counters.ignored++;
+      return;
+    }
+    const source = { location: change.location, bucket: change.bucket, key: change.key, versionId: change.versionId };
+    const task: ReplicationTask = {
+      source,
+      kind: change.kind,
+      ...(change.size !== undefined ? { size: change.size } : {}),
+      ...(change.etag !== undefined ? { etag: change.etag } : {}),
+      eventTime: change.eventTime,
+      destinations,
+      origin: change.origin,
+    };
+    const queued: StatusEvent = {
+      type: 'queued',
+      object: source,
+      kind: change.kind,
+      eventTime: change.eventTime,
+      ...(change.size !== undefined ? { size: change.size } : {}),
+      destinations: destinations.map((d) => d.id),
+      at: new Date().toISOString(),
+    };
+    const producer = await this.out();
+    const key = objectKey(source);
+    // Status first: the status processor then knows every destination before any result arrives.
+    await producer.send(TOPICS.status, [{ key, value: encode(queued) }]);
+    await producer.send(TOPICS.replication, [{ key, value: encode(task) }]);
+    this.counters.queued++;
+  }
+
+  private async setAside(message: QueueMessage, location: string, reason: string): Promise<void> {
+    this.counters.malformed++;
+    this.options.logger.warn('malformed journal message set aside', { location, topic: message.topic, partition: message.partition, offset: message.offset, reason });
+    const producer = await this.out();
+    await producer.send(TOPICS.journalFailed, [
+      {
+        ...(message.key !== null ? { key: message.key } : {}),
+        value: encode({ location, topic: message.topic, partition: message.partition, offset: message.offset, reason, value: message.value?.toString('utf8') ?? null }),
+      },
+    ]);
+  }
+
+  /** Follows a source location's notification topic until close(). */
+  async followJournal(location: string, topic: string): Promise<void> {
+    const consumer = await this.options.queue.consumer({ groupId: `backbeat-populator-${location}`, topics: [topic], fromBeginning: true });
+    this.consumers.push(consumer);
+    const limiter = new Limiter(this.options.concurrency ?? 16);
+    await consumer.run({
+      onBatch: (batch) =>
+        runOrdered(batch, {
+          limiter,
+          commit: (offset) => consumer.commit([{ topic, partition: batch.partition, offset }]),
+          work: async (message) => {
+            let changes: ChangeRecord[];
+            try {
+              changes = parseNotification(location, message.value);
+            } catch (err) {
+              if (!(err instanceof MalformedEvent)) throw err;
+              await this.setAside(message, location, err.message);
+              return;
+            }
+            for (const change of changes) await this.populate(change);
+          },
+        }),
+    });
+  }
+
+  /** Lists a source bucket and queues every version: backfill, and the repair of missed notifications. */
+  async scan(location: string, bucket: string): Promise<number> {
+    const client = this.options.sources.get(location);
+    if (client === undefined) throw new Error(`no S3 client for source location "${location}"`);
+    let count = 0;
+    for await (const page of scanBucket(client, location, bucket)) {
+      for (const change of page) {
+        await this.populate(change);
+        count++;
+      }
+    }
+    return count;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.consumers.splice(0).map((c) => c.close()));
+    await this.producer?.close();
+    this.producer = undefined;
+  }
+}

@@ -1,0 +1,156 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Logger } from '../../lib/log/logger.ts';
+import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import { classify, reasonOf } from '../../lib/s3/errors.ts';
+import { decode, encode, objectKey, TOPICS, type ReplicationTask, type StatusEvent, type TaskDestination } from '../messages.ts';
+import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
+
+export interface RetryPolicy {
+  /** Attempts for a transient failure (5xx, throttling) before the object is FAILED. */
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 8, baseDelayMs: 500, maxDelayMs: 30_000 };
+
+export interface ProcessorOptions {
+  queue: Queue;
+  logger: Logger;
+  /** The destination location this processor writes to: one consumer group per location. */
+  location: string;
+  destination: S3Client;
+  /** Clients of the source locations, by name. */
+  sources: Map<string, S3Client>;
+  concurrency?: number;
+  retry?: Partial<RetryPolicy>;
+}
+
+export interface ProcessorCounters {
+  completed: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+  retries: number;
+}
+
+/** Stops the work of a batch that is no longer ours (stop, rebalance): its offset stays uncommitted. */
+class Stopped extends Error {
+  override name = 'Stopped';
+}
+
+/** Exponential backoff with full jitter: spreads retries of many objects after a shared outage. */
+export function backoff(attempt: number, policy: RetryPolicy): number {
+  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(attempt - 1, 30));
+  return Math.round(cap / 2 + (Math.random() * cap) / 2);
+}
+
+export class Processor {
+  readonly counters: ProcessorCounters = { completed: 0, skipped: 0, failed: 0, bytes: 0, retries: 0 };
+  private readonly options: ProcessorOptions;
+  private readonly retry: RetryPolicy;
+  private readonly log: Logger;
+  private consumer: QueueConsumer | undefined;
+  private producer: QueueProducer | undefined;
+
+  constructor(options: ProcessorOptions) {
+    this.options = options;
+    this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.log = options.logger.child({ role: 'processor', destination: options.location });
+  }
+
+  get groupId(): string {
+    return `backbeat-processor-${this.options.location}`;
+  }
+
+  async start(): Promise<void> {
+    this.producer = await this.options.queue.producer();
+    const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [TOPICS.replication], fromBeginning: true });
+    this.consumer = consumer;
+    const limiter = new Limiter(this.options.concurrency ?? 16);
+    await consumer.run({
+      onBatch: (batch) =>
+        runOrdered(batch, {
+          limiter,
+          commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
+          work: (message, b) => this.handle(message, b),
+        }),
+    });
+  }
+
+  private async handle(message: QueueMessage, batch: Batch): Promise<void> {
+    let task: ReplicationTask;
+    try {
+      task = decode<ReplicationTask>(message.value);
+    } catch (err) {
+      this.log.error('unreadable task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
+      return;
+    }
+    for (const d of task.destinations.filter((x) => x.location === this.options.location)) {
+      const { outcome, attempts, failure } = await this.attempt(task, d, batch);
+      const event: StatusEvent = {
+        type: 'result',
+        object: task.source,
+        destination: d.id,
+        state: failure !== undefined ? 'FAILED' : outcome.state,
+        ...(failure !== undefined ? { reason: failure } : outcome.reason !== undefined ? { reason: outcome.reason } : {}),
+        attempts,
+        bytes: outcome.bytes,
+        ...(outcome.replicaEtag !== undefined ? { replicaEtag: outcome.replicaEtag } : {}),
+        at: new Date().toISOString(),
+      };
+      // The result is durably queued before the offset can be committed: at least once, end to end.
+      await this.producer?.send(TOPICS.status, [{ key: objectKey(task.source), value: encode(event) }]);
+      if (failure !== undefined) this.counters.failed++;
+      else if (outcome.state === 'SKIPPED') this.counters.skipped++;
+      else {
+        this.counters.completed++;
+        this.counters.bytes += outcome.bytes;
+      }
+    }
+  }
+
+  /** Runs one copy with the retry policy; an unreachable endpoint is waited for as long as it takes. */
+  private async attempt(task: ReplicationTask, d: TaskDestination, batch: Batch): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
+    const source = this.options.sources.get(task.source.location);
+    const none: Outcome = { state: 'COMPLETED', bytes: 0 };
+    if (source === undefined) return { outcome: none, attempts: 0, failure: `unknown source location "${task.source.location}"` };
+    const ctx = { source, destination: this.options.destination };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return { outcome: await replicate(ctx, task, d), attempts: attempt };
+      } catch (err) {
+        const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);
+        const reason = err instanceof ReplicaMismatch ? err.message : reasonOf(err);
+        const fields = { key: task.source.key, versionId: task.source.versionId, destination: d.id, attempt, reason };
+        if (kind === 'permanent') {
+          this.log.warn('replication failed', fields);
+          return { outcome: none, attempts: attempt, failure: reason };
+        }
+        if (kind === 'transient' && attempt >= this.retry.maxAttempts) {
+          this.log.warn('replication failed after retries', fields);
+          return { outcome: none, attempts: attempt, failure: `gave up after ${attempt} attempts: ${reason}` };
+        }
+        this.counters.retries++;
+        if (attempt === 1 || attempt % 10 === 0) this.log.info(kind === 'unavailable' ? 'endpoint unavailable, waiting' : 'retrying', fields);
+        await this.pause(backoff(attempt, this.retry), batch);
+      }
+    }
+  }
+
+  private async pause(ms: number, batch: Batch): Promise<void> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      if (!batch.isActive()) throw new Stopped('stopping: the task will be redelivered');
+      await sleep(Math.min(250, until - Date.now()));
+    }
+  }
+
+  /** Stops taking tasks, lets copies in flight finish (or hand back their offsets), commits, leaves. */
+  async close(): Promise<void> {
+    await this.consumer?.close();
+    await this.producer?.close();
+  }
+}

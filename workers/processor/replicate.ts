@@ -1,0 +1,212 @@
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  GetObjectTaggingCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  PutObjectTaggingCommand,
+  UploadPartCommand,
+  type HeadObjectCommandOutput,
+  type S3Client,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
+import { isNotFound } from '../../lib/s3/errors.ts';
+import { REPLICA_SOURCE_META, REPLICA_VERSION_META } from '../journal/change.ts';
+import type { ReplicationTask, TaskDestination } from '../messages.ts';
+import { currentState, keyHistory, replicaOf, versionParam, type Current } from './s3-state.ts';
+
+export interface CopyContext {
+  source: S3Client;
+  destination: S3Client;
+}
+
+export interface Outcome {
+  state: 'COMPLETED' | 'SKIPPED';
+  /** Why nothing was copied, when nothing was. */
+  reason?: string;
+  bytes: number;
+  replicaEtag?: string;
+}
+
+const done = (reason?: string): Outcome => ({ state: 'COMPLETED', bytes: 0, ...(reason !== undefined ? { reason } : {}) });
+const skipped = (reason: string): Outcome => ({ state: 'SKIPPED', reason, bytes: 0 });
+const unquote = (etag: string | undefined): string => (etag ?? '').replace(/"/g, '');
+
+/** A replica ETag that differs from the source's: the copy is not trusted and is retried. */
+export class ReplicaMismatch extends Error {
+  override name = 'ReplicaMismatch';
+}
+
+/**
+ * True when the destination already holds something newer than source version `versionId`, judged by the
+ * source's own version order: an older version must never overwrite a newer replica.
+ */
+async function superseded(ctx: CopyContext, task: ReplicationTask, current: Current): Promise<string | undefined> {
+  if (current.kind === 'absent') return undefined;
+  const history = await keyHistory(ctx.source, task.source.bucket, task.source.key);
+  const mine = history.findIndex((e) => e.versionId === task.source.versionId);
+  if (mine === -1) return 'source version no longer exists';
+  if (current.kind === 'object' && current.replicaOf !== undefined) {
+    const theirs = history.findIndex((e) => e.versionId === current.replicaOf);
+    if (theirs !== -1 && theirs < mine) return `superseded: newer source version ${current.replicaOf} is already replicated`;
+  }
+  if (current.kind === 'deleteMarker' && history.slice(0, mine).some((e) => e.isDeleteMarker)) {
+    return 'superseded: a newer delete marker is already replicated';
+  }
+  return undefined;
+}
+
+async function sourceTags(ctx: CopyContext, task: ReplicationTask): Promise<{ Key: string; Value: string }[]> {
+  const tagging = await ctx.source.send(
+    new GetObjectTaggingCommand({ Bucket: task.source.bucket, Key: task.source.key, ...versionParam(task.source.versionId) }),
+  );
+  return (tagging.TagSet ?? []).map((t) => ({ Key: t.Key ?? '', Value: t.Value ?? '' }));
+}
+
+function taggingHeader(tags: { Key: string; Value: string }[]): string | undefined {
+  if (tags.length === 0) return undefined;
+  return new URLSearchParams(tags.map((t): [string, string] => [t.Key, t.Value])).toString();
+}
+
+/** Content headers, user metadata (plus the replica marks), tags and storage class of the replica. */
+function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: HeadObjectCommandOutput, tags: { Key: string; Value: string }[]) {
+  const tagging = taggingHeader(tags);
+  const storageClass = d.storageClass ?? head.StorageClass;
+  return {
+    Bucket: d.bucket,
+    Key: `${d.keyPrefix ?? ''}${task.source.key}`,
+    Metadata: {
+      ...head.Metadata,
+      [REPLICA_VERSION_META]: task.source.versionId,
+      [REPLICA_SOURCE_META]: `${task.source.location}/${task.source.bucket}`,
+    },
+    ...(head.ContentType !== undefined ? { ContentType: head.ContentType } : {}),
+    ...(head.CacheControl !== undefined ? { CacheControl: head.CacheControl } : {}),
+    ...(head.ContentDisposition !== undefined ? { ContentDisposition: head.ContentDisposition } : {}),
+    ...(head.ContentEncoding !== undefined ? { ContentEncoding: head.ContentEncoding } : {}),
+    ...(head.ContentLanguage !== undefined ? { ContentLanguage: head.ContentLanguage } : {}),
+    ...(head.Expires !== undefined ? { Expires: head.Expires } : {}),
+    ...(storageClass !== undefined && storageClass !== 'STANDARD' ? { StorageClass: storageClass as StorageClass } : {}),
+    ...(tagging !== undefined ? { Tagging: tagging } : {}),
+  };
+}
+
+async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination): Promise<Outcome> {
+  const src = { Bucket: task.source.bucket, Key: task.source.key, ...versionParam(task.source.versionId) };
+  let head: HeadObjectCommandOutput;
+  try {
+    head = await ctx.source.send(new HeadObjectCommand(src));
+  } catch (err) {
+    if (isNotFound(err)) return skipped('source version no longer exists');
+    throw err;
+  }
+  if (head.Metadata?.[REPLICA_VERSION_META] !== undefined) return skipped('the source object is itself a replica written by this engine');
+  const headers = replicaHeaders(task, d, head, await sourceTags(ctx, task));
+  const sourceEtag = unquote(head.ETag);
+  const parts = /-(\d+)$/.exec(sourceEtag);
+  let replicaEtag: string;
+  if (parts === null) {
+    const got = await ctx.source.send(new GetObjectCommand(src));
+    const length = got.ContentLength ?? 0;
+    // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
+    if (length === 0) (got.Body as Readable | undefined)?.destroy();
+    const put = await ctx.destination.send(
+      new PutObjectCommand({ ...headers, Body: length === 0 ? Buffer.alloc(0) : (got.Body as Readable), ContentLength: length }),
+    );
+    replicaEtag = unquote(put.ETag);
+  } else {
+    replicaEtag = await copyParts(ctx, src, headers, Number(parts[1]));
+  }
+  // The same bytes in the same parts give the same ETag (MD5, or MD5 of part MD5s): a cheap end-to-end check.
+  if (replicaEtag !== sourceEtag) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from source ETag ${sourceEtag}`);
+  return { state: 'COMPLETED', bytes: head.ContentLength ?? 0, replicaEtag };
+}
+
+/** A multipart copy with the source's own part boundaries, one part streamed at a time. */
+async function copyParts(
+  ctx: CopyContext,
+  src: { Bucket: string; Key: string; VersionId?: string },
+  headers: ReturnType<typeof replicaHeaders>,
+  count: number,
+): Promise<string> {
+  const upload = await ctx.destination.send(new CreateMultipartUploadCommand(headers));
+  const target = { Bucket: headers.Bucket, Key: headers.Key, UploadId: upload.UploadId };
+  try {
+    const etags: { ETag: string; PartNumber: number }[] = [];
+    for (let n = 1; n <= count; n++) {
+      const part = await ctx.source.send(new GetObjectCommand({ ...src, PartNumber: n }));
+      const put = await ctx.destination.send(
+        new UploadPartCommand({ ...target, PartNumber: n, Body: part.Body as Readable, ContentLength: part.ContentLength ?? 0 }),
+      );
+      etags.push({ ETag: put.ETag ?? '', PartNumber: n });
+    }
+    const complete = await ctx.destination.send(new CompleteMultipartUploadCommand({ ...target, MultipartUpload: { Parts: etags } }));
+    return unquote(complete.ETag);
+  } catch (err) {
+    // Leave no half-written upload behind; if the abort fails too, the copy's own error matters more.
+    await ctx.destination.send(new AbortMultipartUploadCommand(target)).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
+  const current = await currentState(ctx.destination, d.bucket, destKey);
+  if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
+  const reason = await superseded(ctx, task, current);
+  if (reason !== undefined) return skipped(reason);
+  return copyObject(ctx, task, d);
+}
+
+async function replicateTags(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
+  const current = await currentState(ctx.destination, d.bucket, destKey);
+  if (current.kind !== 'object' || current.replicaOf !== task.source.versionId) {
+    // The version itself is not there (yet): copy it whole, tags included.
+    return replicateObject(ctx, task, d, destKey);
+  }
+  const tags = await sourceTags(ctx, task);
+  await ctx.destination.send(
+    new PutObjectTaggingCommand({ Bucket: d.bucket, Key: destKey, ...versionParam(current.versionId), Tagging: { TagSet: tags } }),
+  );
+  return done();
+}
+
+async function replicateDeleteMarker(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
+  const current = await currentState(ctx.destination, d.bucket, destKey);
+  if (current.kind === 'deleteMarker') return done('already deleted');
+  if (current.kind === 'absent') return done('nothing to delete');
+  const reason = await superseded(ctx, task, current);
+  if (reason !== undefined) return skipped(reason === 'source version no longer exists' ? 'delete marker no longer exists on the source' : reason);
+  await ctx.destination.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: destKey }));
+  return done();
+}
+
+/** Permanently deletes the replica versions of a source version that was permanently deleted (opt-in). */
+async function replicateVersionDelete(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
+  let removed = 0;
+  for (const entry of await keyHistory(ctx.destination, d.bucket, destKey)) {
+    if (entry.isDeleteMarker) continue;
+    if ((await replicaOf(ctx.destination, d.bucket, destKey, entry.versionId)) !== task.source.versionId) continue;
+    await ctx.destination.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: destKey, ...versionParam(entry.versionId) }));
+    removed++;
+  }
+  return done(removed === 0 ? 'no replica of this version' : undefined);
+}
+
+/** Makes destination `d` reflect the task's change. Idempotent: a repeat finds the work done. Throws S3 errors. */
+export function replicate(ctx: CopyContext, task: ReplicationTask, d: TaskDestination): Promise<Outcome> {
+  const destKey = `${d.keyPrefix ?? ''}${task.source.key}`;
+  switch (task.kind) {
+    case 'object':
+      return replicateObject(ctx, task, d, destKey);
+    case 'tags':
+      return replicateTags(ctx, task, d, destKey);
+    case 'deleteMarker':
+      return replicateDeleteMarker(ctx, task, d, destKey);
+    case 'versionDelete':
+      return replicateVersionDelete(ctx, task, d, destKey);
+  }
+}

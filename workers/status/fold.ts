@@ -1,0 +1,80 @@
+import type { ChangeKind } from '../journal/change.ts';
+import type { DestinationState, ObjectRef, StatusEvent } from '../messages.ts';
+
+export type ObjectState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
+
+export interface DestinationStatus {
+  state: DestinationState;
+  reason?: string;
+  attempts: number;
+  bytes: number;
+  replicaEtag?: string;
+  updatedAt: string;
+}
+
+export interface ObjectStatus {
+  object: ObjectRef;
+  kind: ChangeKind;
+  eventTime: string;
+  size?: number;
+  state: ObjectState;
+  destinations: Record<string, DestinationStatus>;
+  updatedAt: string;
+}
+
+/**
+ * The object's state from its destinations': COMPLETED once every destination is done (replicated, or
+ * nothing to do), FAILED when a destination failed and none is still pending, else PENDING.
+ */
+export function overall(destinations: Record<string, DestinationStatus>): ObjectState {
+  const states = Object.values(destinations).map((d) => d.state);
+  if (states.length === 0 || states.includes('PENDING')) return 'PENDING';
+  if (states.includes('FAILED')) return 'FAILED';
+  return states.includes('COMPLETED') ? 'COMPLETED' : 'SKIPPED';
+}
+
+const settled = (s: DestinationState): boolean => s === 'COMPLETED' || s === 'SKIPPED';
+
+/**
+ * Folds one event into an object version's status; returns the new status, or the same object when the
+ * event changes nothing. A destination that completed stays completed (a late duplicate FAILED or
+ * PENDING cannot undo it), and an object that reached COMPLETED is final.
+ */
+export function fold(previous: ObjectStatus | undefined, event: StatusEvent): ObjectStatus {
+  const base: ObjectStatus = previous ?? {
+    object: event.object,
+    kind: event.type === 'queued' ? event.kind : 'object',
+    eventTime: event.type === 'queued' ? event.eventTime : event.at,
+    state: 'PENDING',
+    destinations: {},
+    updatedAt: event.at,
+  };
+  if (previous?.state === 'COMPLETED') return previous;
+  const destinations = { ...base.destinations };
+  if (event.type === 'queued') {
+    for (const id of event.destinations) {
+      // Queued again (a retry, a rescan): a failed destination is pending again; a settled one stays.
+      const d = destinations[id];
+      if (d === undefined || d.state === 'FAILED') destinations[id] = { state: 'PENDING', attempts: d?.attempts ?? 0, bytes: 0, updatedAt: event.at };
+    }
+  } else {
+    const d = destinations[event.destination];
+    if (d !== undefined && settled(d.state) && !settled(event.state)) return base;
+    destinations[event.destination] = {
+      state: event.state,
+      ...(event.reason !== undefined ? { reason: event.reason } : {}),
+      attempts: (d?.attempts ?? 0) + event.attempts,
+      bytes: event.bytes,
+      ...(event.replicaEtag !== undefined ? { replicaEtag: event.replicaEtag } : {}),
+      updatedAt: event.at,
+    };
+  }
+  const next: ObjectStatus = {
+    ...base,
+    ...(event.type === 'queued' ? { kind: event.kind, eventTime: event.eventTime, ...(event.size !== undefined ? { size: event.size } : {}) } : {}),
+    destinations,
+    updatedAt: event.at,
+    state: overall(destinations),
+  };
+  return next;
+}

@@ -1,0 +1,92 @@
+import type { Logger } from '../../lib/log/logger.ts';
+import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { readToEnd } from '../../lib/queue/read-all.ts';
+import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
+import { decode, encode, objectKey, TOPICS, versionKey, type StatusEvent } from '../messages.ts';
+import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
+
+export interface StatusOptions {
+  queue: Queue;
+  logger: Logger;
+  concurrency?: number;
+}
+
+/**
+ * Folds per-destination results into one status per object version. Every change is persisted to a
+ * compacted topic before its input offset is committed, and the state is rebuilt from that topic at
+ * start, so a restart loses nothing.
+ */
+export class StatusProcessor {
+  private readonly options: StatusOptions;
+  private readonly byVersion = new Map<string, ObjectStatus>();
+  private readonly versionsOfKey = new Map<string, Set<string>>();
+  private consumer: QueueConsumer | undefined;
+  private producer: QueueProducer | undefined;
+
+  constructor(options: StatusOptions) {
+    this.options = options;
+  }
+
+  private remember(status: ObjectStatus): void {
+    const vk = versionKey(status.object);
+    this.byVersion.set(vk, status);
+    const ok = objectKey(status.object);
+    let versions = this.versionsOfKey.get(ok);
+    if (versions === undefined) this.versionsOfKey.set(ok, (versions = new Set()));
+    versions.add(vk);
+  }
+
+  async start(): Promise<void> {
+    const restored = await readToEnd(this.options.queue, TOPICS.objectStatus, (m) => {
+      if (m.value !== null) this.remember(decode<ObjectStatus>(m.value));
+    });
+    if (restored > 0) this.options.logger.info('status restored', { records: restored, versions: this.byVersion.size });
+    this.producer = await this.options.queue.producer();
+    const consumer = await this.options.queue.consumer({ groupId: 'backbeat-status', topics: [TOPICS.status], fromBeginning: true });
+    this.consumer = consumer;
+    const limiter = new Limiter(this.options.concurrency ?? 16);
+    await consumer.run({
+      onBatch: (batch) =>
+        runOrdered(batch, {
+          limiter,
+          commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
+          work: async (message) => {
+            const event = decode<StatusEvent>(message.value);
+            const vk = versionKey(event.object);
+            const previous = this.byVersion.get(vk);
+            const next = fold(previous, event);
+            if (next === previous) return;
+            await this.producer?.send(TOPICS.objectStatus, [{ key: vk, value: encode(next) }]);
+            this.remember(next);
+          },
+        }),
+    });
+  }
+
+  /** One version's status, or, without a version id, every known version of the key, newest first. */
+  lookup(location: string, bucket: string, key: string, versionId?: string): ObjectStatus[] {
+    if (versionId !== undefined) {
+      const one = this.byVersion.get(versionKey({ location, bucket, key, versionId }));
+      return one === undefined ? [] : [one];
+    }
+    return [...(this.versionsOfKey.get(objectKey({ location, bucket, key })) ?? [])]
+      .flatMap((vk) => this.byVersion.get(vk) ?? [])
+      .sort((a, b) => b.eventTime.localeCompare(a.eventTime));
+  }
+
+  /** How many object versions are in each state. */
+  summary(): Record<ObjectState, number> {
+    const out: Record<ObjectState, number> = { PENDING: 0, COMPLETED: 0, FAILED: 0, SKIPPED: 0 };
+    for (const s of this.byVersion.values()) out[s.state]++;
+    return out;
+  }
+
+  all(): IterableIterator<ObjectStatus> {
+    return this.byVersion.values();
+  }
+
+  async close(): Promise<void> {
+    await this.consumer?.close();
+    await this.producer?.close();
+  }
+}

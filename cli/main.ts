@@ -10,10 +10,11 @@ import { printStatus } from './status.ts';
 const USAGE = `backbeat — asynchronous S3 replication
 
 Usage:
-  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N]
+  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N] [--prefix NAME]
       Runs every role in one process from Location, ReplicationRule and Secret manifests. Without
       --brokers the queue is embedded and kept in --state-dir (default ./.backbeat). The status API
-      listens on --listen (default 127.0.0.1:8900).
+      listens on --listen (default 127.0.0.1:8900). --prefix names the topics and consumer groups
+      (default backbeat), to keep installations sharing a Kafka cluster apart.
   backbeat validate -f <file|dir>...
       Checks manifests and prints the per-bucket replication configs they compile to.
   backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
@@ -53,6 +54,7 @@ async function run(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     listen: { type: 'string' },
     concurrency: { type: 'string' },
+    prefix: { type: 'string' },
   });
   const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
   if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new UsageError('--concurrency must be a positive integer');
@@ -67,6 +69,7 @@ async function run(args: string[]): Promise<number> {
     listenHost: listen.host,
     listenPort: listen.port,
     ...(concurrency !== undefined ? { concurrency } : {}),
+    ...(typeof values.prefix === 'string' ? { prefix: values.prefix } : {}),
   });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

@@ -3,14 +3,33 @@ import type { ChangeKind } from './journal/change.ts';
 // What flows between the roles. Records are keyed by `location/bucket/key`, so every version of a key
 // stays in one partition and in order, from populator to status.
 
-export const TOPICS = {
-  replication: 'backbeat-replication',
-  status: 'backbeat-replication-status',
+/**
+ * Topic and consumer-group names of one installation. The prefix keeps installations that share a Kafka
+ * cluster apart (as Backbeat's KAFKA_TOPIC_PREFIX does).
+ */
+export interface QueueNames {
+  replication: string;
+  status: string;
   /** Compacted: the latest status of each object version, from which the status processor rebuilds. */
-  objectStatus: 'backbeat-object-status',
+  objectStatus: string;
   /** Journal messages that could not be understood, with the reason, for an operator to inspect. */
-  journalFailed: 'backbeat-journal-failed',
-} as const;
+  journalFailed: string;
+  populatorGroup(location: string): string;
+  processorGroup(location: string): string;
+  statusGroup: string;
+}
+
+export function queueNames(prefix = 'backbeat'): QueueNames {
+  return {
+    replication: `${prefix}-replication`,
+    status: `${prefix}-replication-status`,
+    objectStatus: `${prefix}-object-status`,
+    journalFailed: `${prefix}-journal-failed`,
+    populatorGroup: (location) => `${prefix}-populator-${location}`,
+    processorGroup: (location) => `${prefix}-processor-${location}`,
+    statusGroup: `${prefix}-status`,
+  };
+}
 
 export interface ObjectRef {
   location: string;

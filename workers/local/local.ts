@@ -10,7 +10,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
-import { TOPICS } from '../messages.ts';
+import { queueNames } from '../messages.ts';
 import { Populator } from '../populator/populator.ts';
 import { Processor, type RetryPolicy } from '../processor/processor.ts';
 import { statusServer } from '../status/api.ts';
@@ -29,6 +29,8 @@ export interface LocalOptions {
   concurrency?: number;
   partitions?: number;
   retry?: Partial<RetryPolicy>;
+  /** Names every topic and consumer group: installations sharing a Kafka cluster use different ones. */
+  prefix?: string;
 }
 
 export interface LocalRun {
@@ -70,18 +72,19 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     options.brokers !== undefined
       ? kafkaQueue({ brokers: options.brokers, clientId: 'backbeat-local', logger })
       : embeddedQueue({ dir: join(options.stateDir, 'queue') });
+  const names = queueNames(options.prefix);
   const partitions = options.partitions ?? 4;
   const admin = await queue.admin();
   await admin.ensureTopics([
-    { topic: TOPICS.replication, partitions },
-    { topic: TOPICS.status, partitions },
-    { topic: TOPICS.objectStatus, partitions, config: { 'cleanup.policy': 'compact' } },
-    { topic: TOPICS.journalFailed, partitions: 1 },
+    { topic: names.replication, partitions },
+    { topic: names.status, partitions },
+    { topic: names.objectStatus, partitions, config: { 'cleanup.policy': 'compact' } },
+    { topic: names.journalFailed, partitions: 1 },
     ...[...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [{ topic: l.spec.journal.kafka.topic, partitions }] : [])),
   ]);
   await admin.close();
 
-  const status = new StatusProcessor({ queue, logger: logger.child({ role: 'status' }), ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}) });
+  const status = new StatusProcessor({ queue, names, logger: logger.child({ role: 'status' }), ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}) });
   await status.start();
 
   const processors = new Map<string, Processor>();
@@ -90,6 +93,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     if (destination === undefined) continue;
     const p = new Processor({
       queue,
+      names,
       logger,
       location,
       destination,
@@ -101,7 +105,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     processors.set(location, p);
   }
 
-  const populator = new Populator({ queue, logger: logger.child({ role: 'populator' }), configs, sources: clients });
+  const populator = new Populator({ queue, names, logger: logger.child({ role: 'populator' }), configs, sources: clients });
   const sources = new Set([...configs.values()].map((c) => c.SourceLocation));
   for (const name of sources) {
     const topic = manifests.locations.get(name)?.spec.journal?.kafka?.topic;

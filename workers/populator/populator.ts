@@ -7,7 +7,7 @@ import { isNotFound } from '../../lib/s3/errors.ts';
 import type { ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
-import { encode, objectKey, TOPICS, type ReplicationTask, type StatusEvent, type TaskDestination } from '../messages.ts';
+import { encode, objectKey, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 
 export interface PopulatorOptions {
   queue: Queue;
@@ -17,6 +17,7 @@ export interface PopulatorOptions {
   /** S3 clients of the source locations, for tag lookups. */
   sources: Map<string, S3Client>;
   concurrency?: number;
+  names?: QueueNames;
 }
 
 export interface PopulatorCounters {
@@ -39,9 +40,11 @@ export class Populator {
   private readonly options: PopulatorOptions;
   private readonly consumers: QueueConsumer[] = [];
   private producer: QueueProducer | undefined;
+  private readonly names: QueueNames;
 
   constructor(options: PopulatorOptions) {
     this.options = options;
+    this.names = options.names ?? queueNames();
   }
 
   private async out(): Promise<QueueProducer> {
@@ -116,8 +119,8 @@ export class Populator {
     const producer = await this.out();
     const key = objectKey(source);
     // Status first: the status processor then knows every destination before any result arrives.
-    await producer.send(TOPICS.status, [{ key, value: encode(queued) }]);
-    await producer.send(TOPICS.replication, [{ key, value: encode(task) }]);
+    await producer.send(this.names.status, [{ key, value: encode(queued) }]);
+    await producer.send(this.names.replication, [{ key, value: encode(task) }]);
     this.counters.queued++;
   }
 
@@ -125,7 +128,7 @@ export class Populator {
     this.counters.malformed++;
     this.options.logger.warn('malformed journal message set aside', { location, topic: message.topic, partition: message.partition, offset: message.offset, reason });
     const producer = await this.out();
-    await producer.send(TOPICS.journalFailed, [
+    await producer.send(this.names.journalFailed, [
       {
         ...(message.key !== null ? { key: message.key } : {}),
         value: encode({ location, topic: message.topic, partition: message.partition, offset: message.offset, reason, value: message.value?.toString('utf8') ?? null }),
@@ -135,7 +138,7 @@ export class Populator {
 
   /** Follows a source location's notification topic until close(). */
   async followJournal(location: string, topic: string): Promise<void> {
-    const consumer = await this.options.queue.consumer({ groupId: `backbeat-populator-${location}`, topics: [topic], fromBeginning: true });
+    const consumer = await this.options.queue.consumer({ groupId: this.names.populatorGroup(location), topics: [topic], fromBeginning: true });
     this.consumers.push(consumer);
     const limiter = new Limiter(this.options.concurrency ?? 16);
     await consumer.run({

@@ -4,7 +4,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
-import { decode, encode, objectKey, TOPICS, type ReplicationTask, type StatusEvent, type TaskDestination } from '../messages.ts';
+import { decode, encode, objectKey, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
 
 export interface RetryPolicy {
@@ -26,6 +26,7 @@ export interface ProcessorOptions {
   sources: Map<string, S3Client>;
   concurrency?: number;
   retry?: Partial<RetryPolicy>;
+  names?: QueueNames;
 }
 
 export interface ProcessorCounters {
@@ -54,20 +55,22 @@ export class Processor {
   private readonly log: Logger;
   private consumer: QueueConsumer | undefined;
   private producer: QueueProducer | undefined;
+  private readonly names: QueueNames;
 
   constructor(options: ProcessorOptions) {
     this.options = options;
+    this.names = options.names ?? queueNames();
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     this.log = options.logger.child({ role: 'processor', destination: options.location });
   }
 
   get groupId(): string {
-    return `backbeat-processor-${this.options.location}`;
+    return this.names.processorGroup(this.options.location);
   }
 
   async start(): Promise<void> {
     this.producer = await this.options.queue.producer();
-    const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [TOPICS.replication], fromBeginning: true });
+    const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true });
     this.consumer = consumer;
     const limiter = new Limiter(this.options.concurrency ?? 16);
     await consumer.run({
@@ -102,7 +105,7 @@ export class Processor {
         at: new Date().toISOString(),
       };
       // The result is durably queued before the offset can be committed: at least once, end to end.
-      await this.producer?.send(TOPICS.status, [{ key: objectKey(task.source), value: encode(event) }]);
+      await this.producer?.send(this.names.status, [{ key: objectKey(task.source), value: encode(event) }]);
       if (failure !== undefined) this.counters.failed++;
       else if (outcome.state === 'SKIPPED') this.counters.skipped++;
       else {

@@ -2,13 +2,14 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, objectKey, TOPICS, versionKey, type StatusEvent } from '../messages.ts';
+import { decode, encode, objectKey, versionKey, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
 import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
 
 export interface StatusOptions {
   queue: Queue;
   logger: Logger;
   concurrency?: number;
+  names?: QueueNames;
 }
 
 /**
@@ -22,9 +23,11 @@ export class StatusProcessor {
   private readonly versionsOfKey = new Map<string, Set<string>>();
   private consumer: QueueConsumer | undefined;
   private producer: QueueProducer | undefined;
+  private readonly names: QueueNames;
 
   constructor(options: StatusOptions) {
     this.options = options;
+    this.names = options.names ?? queueNames();
   }
 
   private remember(status: ObjectStatus): void {
@@ -37,12 +40,12 @@ export class StatusProcessor {
   }
 
   async start(): Promise<void> {
-    const restored = await readToEnd(this.options.queue, TOPICS.objectStatus, (m) => {
+    const restored = await readToEnd(this.options.queue, this.names.objectStatus, (m) => {
       if (m.value !== null) this.remember(decode<ObjectStatus>(m.value));
     });
     if (restored > 0) this.options.logger.info('status restored', { records: restored, versions: this.byVersion.size });
     this.producer = await this.options.queue.producer();
-    const consumer = await this.options.queue.consumer({ groupId: 'backbeat-status', topics: [TOPICS.status], fromBeginning: true });
+    const consumer = await this.options.queue.consumer({ groupId: this.names.statusGroup, topics: [this.names.status], fromBeginning: true });
     this.consumer = consumer;
     const limiter = new Limiter(this.options.concurrency ?? 16);
     await consumer.run({
@@ -56,7 +59,7 @@ export class StatusProcessor {
             const previous = this.byVersion.get(vk);
             const next = fold(previous, event);
             if (next === previous) return;
-            await this.producer?.send(TOPICS.objectStatus, [{ key: vk, value: encode(next) }]);
+            await this.producer?.send(this.names.objectStatus, [{ key: vk, value: encode(next) }]);
             this.remember(next);
           },
         }),

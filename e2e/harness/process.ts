@@ -52,6 +52,11 @@ export class ManagedProcess {
     return this.child?.pid;
   }
 
+  /** The exit code once exited (-1 when killed by a signal); undefined while running. */
+  get exitStatus(): number | null | undefined {
+    return this.exitCode;
+  }
+
   get running(): boolean {
     return this.child !== undefined && this.exitCode === undefined;
   }

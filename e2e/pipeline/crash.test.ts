@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { freePort, httpGet } from '../harness/net.ts';
+import { ManagedProcess } from '../harness/process.ts';
+import { runDir } from '../harness/run-dir.ts';
+import { eventually } from '../harness/wait.ts';
+import { body, head, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
+
+const run = promisify(execFile);
+const CLI = new URL('../../cli/main.ts', import.meta.url).pathname;
+const NODE_ARGS = ['--disable-warning=TimeoutNegativeWarning', CLI];
+const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
+
+describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function () {
+  this.timeout(300_000);
+  let sites: Sites;
+  let a: S3Client, b: S3Client;
+  let port: number;
+  let proc: ManagedProcess;
+
+  const ready = {
+    probe: async () => (await httpGet(`http://127.0.0.1:${port}/healthz`)).status === 200,
+    timeoutMs: 60_000,
+  };
+
+  before(async () => {
+    sites = await startSites('crash');
+    [a, b] = [sites.a.client(), sites.b.client()];
+    await sourceBucket(sites, 'media');
+    await versionedBucket(b, 'media-b');
+    writeRule(sites, 'media', { source: { location: 'site-a', bucket: 'media' }, destinations: [{ location: 'site-b', bucket: 'media-b' }] });
+    port = await freePort();
+    proc = new ManagedProcess({
+      name: 'backbeat-run',
+      command: process.execPath,
+      args: [...NODE_ARGS, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', 'crash', '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), 'state-crash'), '--concurrency', '4'],
+      logFile: join(runDir(), 'backbeat-run.log'),
+    });
+    await proc.start(ready);
+  });
+
+  after(async () => {
+    await proc.stop();
+  });
+
+  it('loses nothing and leaves no corrupt replica when SIGKILLed mid-copy', async () => {
+    // 16 parts of 5 MiB: long enough a copy to be caught in the middle.
+    const parts = Array.from({ length: 16 }, () => randomBytes(5 * 1024 * 1024));
+    const { UploadId } = await a.send(new CreateMultipartUploadCommand({ Bucket: 'media', Key: 'big.bin' }));
+    const etags = [];
+    for (const [i, p] of parts.entries()) {
+      etags.push({ PartNumber: i + 1, ETag: (await a.send(new UploadPartCommand({ Bucket: 'media', Key: 'big.bin', UploadId, PartNumber: i + 1, Body: p }))).ETag ?? '' });
+    }
+    const done = await a.send(new CompleteMultipartUploadCommand({ Bucket: 'media', Key: 'big.bin', UploadId, MultipartUpload: { Parts: etags } }));
+
+    // Wait for the copy to be under way on the destination, then kill the process outright.
+    await eventually(
+      async () => {
+        const uploads = await b.send(new ListMultipartUploadsCommand({ Bucket: 'media-b' }));
+        assert.ok((uploads.Uploads ?? []).some((u) => u.Key === 'big.bin'), 'copy not started yet');
+      },
+      60_000,
+      20,
+    );
+    await proc.kill();
+    await assert.rejects(head(b, 'media-b', 'big.bin'), /NotFound/, 'a half-copied object must not be visible');
+
+    await proc.start(ready);
+    const server = `http://127.0.0.1:${port}`;
+    await eventually(
+      async () => {
+        const { stdout } = await run(process.execPath, [...NODE_ARGS, 'status', 'site-a/media/big.bin', '--server', server]);
+        assert.match(stdout, /site-b\/media-b\s+COMPLETED/);
+      },
+      120_000,
+      500,
+    );
+    const h = await head(b, 'media-b', 'big.bin');
+    assert.equal(h.ETag, done.ETag);
+    assert.equal(md5(await body(b, 'media-b', 'big.bin')), md5(Buffer.concat(parts)));
+
+    // The CLI's view of one object, per destination, with source and replica ETags.
+    const { stdout } = await run(process.execPath, [...NODE_ARGS, 'status', 'site-a/media/big.bin', '--server', server]);
+    assert.match(stdout, new RegExp(`site-a/media/big.bin\\s+version \\S+\\s+object\\s+COMPLETED`));
+    assert.ok(stdout.includes((done.ETag ?? '').replace(/"/g, '')), stdout);
+  });
+
+  it('answers a status query for an unknown object with a clear error and exit code 3', async () => {
+    await assert.rejects(run(process.execPath, [...NODE_ARGS, 'status', 'site-a/media/never-written', '--server', `http://127.0.0.1:${port}`]), (err: Error & { code?: number; stderr?: string }) => {
+      assert.equal(err.code, 3);
+      assert.match(err.stderr ?? '', /no replication status for site-a\/media\/never-written/);
+      return true;
+    });
+  });
+
+  it('drains and exits cleanly on SIGTERM', async () => {
+    const pid = proc.pid;
+    assert.ok(pid !== undefined);
+    const started = Date.now();
+    process.kill(pid, 'SIGTERM');
+    await eventually(() => assert.equal(proc.running, false), 30_000, 100);
+    assert.equal(proc.exitStatus, 0);
+    assert.ok(Date.now() - started < 30_000);
+  });
+});

@@ -1,44 +1,66 @@
-// `make demo`: starts the real components on loopback and shows the journal the replication pipeline
-// reads: objects written to a source site arrive in Kafka as change events. Replication itself (populator,
-// processors, status) is not built yet; this demo says so rather than pretending.
+// `make demo`: two MinIO sites and Kafka on loopback, local mode running the manifests of examples/
+// (their endpoints and credentials swapped for the servers started here), sample objects written to
+// site A, and a table of what reached site B.
+import { createWriteStream, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { PassThrough } from 'node:stream';
 import {
   CreateBucketCommand,
   DeleteObjectCommand,
+  HeadObjectCommand,
   PutBucketNotificationConfigurationCommand,
   PutBucketVersioningCommand,
   PutObjectCommand,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { dump, loadAll } from 'js-yaml';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
-import { follow } from '../e2e/harness/follow.ts';
+import type { MinioServer } from '../e2e/harness/minio.ts';
+import { runDir } from '../e2e/harness/run-dir.ts';
 import { eventually } from '../e2e/harness/wait.ts';
-import { kafkaQueue } from '../lib/queue/kafka.ts';
+import { printStatus } from '../cli/status.ts';
 import { createLogger } from '../lib/log/logger.ts';
+import { startLocal } from '../workers/local/local.ts';
+import { keyHistory } from '../workers/processor/s3-state.ts';
 
-interface EventRecord {
-  eventName: string;
-  s3: { object: { key: string; size?: number; eTag?: string; versionId?: string } };
+const EXAMPLES = new URL('../examples/', import.meta.url).pathname;
+const say = (line = ''): boolean => process.stdout.write(`${line}\n`);
+
+/** The example manifests, pointed at the servers started here. */
+function manifestsFor(servers: Record<string, MinioServer>, dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  for (const file of readdirSync(EXAMPLES).filter((f) => f.endsWith('.yaml'))) {
+    const docs = loadAll(readFileSync(join(EXAMPLES, file), 'utf8')) as { kind: string; metadata: { name: string }; spec?: { endpoint?: string }; stringData?: unknown }[];
+    for (const doc of docs) {
+      const site = servers[doc.metadata.name.replace(/-creds$/, '')];
+      if (site === undefined) continue;
+      if (doc.kind === 'Location' && doc.spec !== undefined) doc.spec.endpoint = site.endpoint;
+      if (doc.kind === 'Secret') doc.stringData = { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey };
+    }
+    writeFileSync(join(dir, file), docs.map((d) => dump(d)).join('---\n'));
+  }
 }
 
-const say = (line: string): boolean => process.stdout.write(`${line}\n`);
+async function replicaEtag(s3: S3Client, key: string, sourceVersion: string): Promise<string> {
+  for (const v of await keyHistory(s3, 'photos-replica', key)) {
+    if (v.isDeleteMarker) continue;
+    const h = await s3.send(new HeadObjectCommand({ Bucket: 'photos-replica', Key: key, VersionId: v.versionId }));
+    if (h.Metadata?.['backbeat-source-version-id'] === sourceVersion) return (h.ETag ?? '').replace(/"/g, '');
+  }
+  return '(none)';
+}
 
+let local: Awaited<ReturnType<typeof startLocal>> | undefined;
 try {
   say('Starting Kafka (KRaft) and two MinIO sites on free loopback ports...');
   const kafka = await sharedKafka();
-  const topic = 'site-a-journal';
-  const queue = kafkaQueue({ brokers: kafka.brokers, clientId: 'demo', logger: createLogger({ component: 'demo', stream: new PassThrough() }) });
-  const admin = await queue.admin();
-  await admin.ensureTopics([{ topic, partitions: 1 }]);
-  const siteA = await minio({ name: 'site-a', notifyKafka: { brokers: kafka.brokers, topic } });
+  const siteA = await minio({ name: 'site-a', notifyKafka: { brokers: kafka.brokers, topic: 'site-a-events' } });
   const siteB = await minio({ name: 'site-b' });
-  say(`  Kafka ${kafka.brokers.join(',')}   site A ${siteA.endpoint}   site B ${siteB.endpoint}`);
-
-  const a = siteA.client();
-  for (const s3 of [a, siteB.client()]) {
-    await s3.send(new CreateBucketCommand({ Bucket: 'photos' }));
-    await s3.send(new PutBucketVersioningCommand({ Bucket: 'photos', VersioningConfiguration: { Status: 'Enabled' } }));
+  const [a, b] = [siteA.client(), siteB.client()];
+  for (const [s3, bucket] of [[a, 'photos'], [b, 'photos-replica']] as const) {
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
   }
   await a.send(
     new PutBucketNotificationConfigurationCommand({
@@ -46,40 +68,42 @@ try {
       NotificationConfiguration: { QueueConfigurations: [{ QueueArn: siteA.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] },
     }),
   );
+  say(`  Kafka ${kafka.brokers.join(',')}   site A ${siteA.endpoint}   site B ${siteB.endpoint}`);
 
-  say('Writing sample objects to site A: one multipart, one with tags and metadata, one deleted...');
-  await new Upload({
-    client: a,
-    params: { Bucket: 'photos', Key: 'big/multipart.bin', Body: randomBytes(12 * 1024 * 1024) },
-    partSize: 5 * 1024 * 1024,
-  }).done();
-  await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'tagged.txt', Body: 'hello', Metadata: { owner: 'demo' }, Tagging: 'team=blue' }));
+  const dir = join(runDir(), 'manifests');
+  manifestsFor({ 'site-a': siteA, 'site-b': siteB }, dir);
+  const logFile = join(runDir(), 'backbeat.log');
+  say(`Running local mode on examples/ (rule "photos": site-a/photos → site-b/photos-replica); log: ${logFile}`);
+  local = await startLocal({ files: [dir], logger: createLogger({ component: 'backbeat', stream: createWriteStream(logFile) }), brokers: kafka.brokers, stateDir: join(runDir(), 'state') });
+
+  say('Writing to site A: one multipart object, one with tags and metadata, one written then deleted...');
+  await new Upload({ client: a, params: { Bucket: 'photos', Key: 'big/multipart.bin', Body: randomBytes(12 * 1024 * 1024) }, partSize: 5 * 1024 * 1024 }).done();
+  await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'tagged.txt', Body: 'hello', ContentType: 'text/plain', Metadata: { owner: 'demo' }, Tagging: 'team=blue' }));
   await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'gone.txt', Body: 'bye' }));
   await a.send(new DeleteObjectCommand({ Bucket: 'photos', Key: 'gone.txt' }));
 
-  const events: EventRecord[] = [];
-  const consumer = await follow(queue, topic, (m) => {
-    events.push(...((JSON.parse(m.value?.toString() ?? '{}') as { Records?: EventRecord[] }).Records ?? []));
-  });
+  const keys = ['big/multipart.bin', 'tagged.txt', 'gone.txt'];
+  const status = local.status;
   await eventually(() => {
-    if (events.length < 4) throw new Error(`only ${events.length} of 4 events arrived`);
-  }, 60_000);
-  await consumer.close();
-  await admin.close();
+    const versions = keys.flatMap((k) => status.lookup('site-a', 'photos', k));
+    if (versions.length < 4 || versions.some((v) => v.state === 'PENDING')) throw new Error('still replicating');
+  }, 120_000);
 
-  say('\nThe journal (site A bucket notifications, read from Kafka):');
-  const rows = events.map((e) => [
-    decodeURIComponent(e.s3.object.key.replace(/\+/g, ' ')),
-    e.eventName.replace(/^s3:/, ''),
-    e.s3.object.versionId ?? '',
-    String(e.s3.object.size ?? ''),
-    e.s3.object.eTag ?? '',
-  ]);
-  const header = ['key', 'event', 'version', 'size', 'etag'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  for (const row of [header, ...rows]) say(`  ${row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ')}`);
-  say('\nReplication of these events to site B (populator, processors, status) is not built yet.');
+  say('\nsite A → site B');
+  const rows = [['KEY', 'SOURCE VERSION', 'CHANGE', 'STATUS', 'SOURCE ETAG', 'REPLICA ETAG']];
+  for (const key of keys) {
+    for (const v of status.lookup('site-a', 'photos', key).reverse()) {
+      const sourceEtag = v.kind === 'object' ? ((await a.send(new HeadObjectCommand({ Bucket: 'photos', Key: key, VersionId: v.object.versionId }))).ETag ?? '').replace(/"/g, '') : '-';
+      const replica = v.kind === 'object' ? await replicaEtag(b, key, v.object.versionId) : '-';
+      rows.push([key, v.object.versionId, v.kind === 'deleteMarker' ? 'delete marker' : 'object', v.state, sourceEtag, replica]);
+    }
+  }
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  for (const r of rows) say(`  ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()}`);
+  say('\n$ backbeat status site-a/photos/tagged.txt');
+  await printStatus({ location: 'site-a', bucket: 'photos', key: 'tagged.txt', server: local.url, json: false });
 } finally {
+  await local?.stop();
   await stopAll();
   say('Stopped every component.');
 }

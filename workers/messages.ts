@@ -78,7 +78,7 @@ export const objectKey = (o: Pick<ObjectRef, 'location' | 'bucket' | 'key'>): st
 export const versionKey = (o: ObjectRef): string => `${objectKey(o)}?versionId=${o.versionId}`;
 
 export const encode = (value: unknown): string => JSON.stringify(value);
-export function decode<T>(value: Buffer | null): T {
+export function decode(value: Buffer | null): unknown {
   if (value === null) throw new Error('empty message');
-  return JSON.parse(value.toString('utf8')) as T;
+  return JSON.parse(value.toString('utf8'));
 }

@@ -162,7 +162,7 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
       await eventually(() => {
         const [v] = local.status.lookup('site-a', 'photos', stored);
         assert.equal(v?.destinations['site-b/photos-b']?.state, 'COMPLETED', where);
-        assert.notEqual(v?.destinations['site-c/photos-c']?.state, 'PENDING', where);
+        assert.notEqual(v.destinations['site-c/photos-c']?.state, 'PENDING', where);
       }, 60_000);
       assert.equal((await body(b, 'photos-b', key)).toString(), `content of ${key}`, where);
       if (key !== long) assert.equal((await body(c, 'photos-c', `from-a/${stored}`)).toString(), `content of ${key}`, where);
@@ -170,8 +170,8 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
     // With site C's "from-a/" prefix the 1 024-byte key is too long there: a permanent error, failed at once.
     const [longStatus] = local.status.lookup('site-a', 'photos', long);
     assert.equal(longStatus?.state, 'FAILED');
-    assert.equal(longStatus?.destinations['site-c/photos-c']?.attempts, 1);
-    assert.match(longStatus?.destinations['site-c/photos-c']?.reason ?? '', /^KeyTooLongError/);
+    assert.equal(longStatus.destinations['site-c/photos-c']?.attempts, 1);
+    assert.match(longStatus.destinations['site-c/photos-c'].reason ?? '', /^KeyTooLongError/);
   });
 
   it('converges on the final version after rapid overwrites of one key', async () => {
@@ -228,8 +228,8 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
         for (let i = 0; i < 5; i++) {
           const [v] = local.status.lookup('site-a', 'photos', `outage/${i}`);
           assert.equal(v?.destinations['site-b/photos-b']?.state, 'COMPLETED');
-          assert.equal(v?.destinations['site-c/photos-c']?.state, 'PENDING');
-          assert.equal(v?.state, 'PENDING');
+          assert.equal(v.destinations['site-c/photos-c']?.state, 'PENDING');
+          assert.equal(v.state, 'PENDING');
         }
       }, 60_000);
     } finally {

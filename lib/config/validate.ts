@@ -61,10 +61,10 @@ function plain(message: string): string {
   const bound = (dir: string): string => (dir === 'greater' ? 'least' : 'most');
   let m = /^Expected (?:integer|number) to be (greater|less) or equal to (-?[\d.]+)$/.exec(message);
   if (m) return `must be at ${bound(m[1] ?? '')} ${m[2] ?? ''}`;
-  m = /^Expected string length (greater|less) or equal to (\d+)$/.exec(message);
+  m = /^Expected string length (?:to be )?(greater|less) or equal to (\d+)$/.exec(message);
   if (m) return `must be at ${bound(m[1] ?? '')} ${m[2] ?? ''} characters long`;
-  m = /^Expected array length (greater|less) or equal to (\d+)$/.exec(message);
-  if (m) return `must have at ${bound(m[1] ?? '')} ${m[2] ?? ''} items`;
+  m = /^Expected array length (?:to be )?(greater|less) or equal to (\d+)$/.exec(message);
+  if (m) return `must have at ${bound(m[1] ?? '')} ${m[2] ?? ''} item${m[2] === '1' ? '' : 's'}`;
   m = /^Expected (\w+)$/.exec(message);
   if (m) return `must be ${article(m[1] ?? '')}`;
   return message.replace(/^Expected/, 'must be');

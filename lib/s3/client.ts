@@ -53,7 +53,8 @@ export function createS3Client(options: S3EndpointOptions): S3Client {
     region: options.region ?? 'us-east-1',
     ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
     forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
-    credentials: options.credentials,
+    // A copy: the SDK annotates the object it is given (e.g. `$source`), which must not leak back to the caller.
+    credentials: { ...options.credentials },
     requestChecksumCalculation: checksum,
     responseChecksumValidation: checksum,
     maxAttempts: options.maxAttempts ?? 3,

@@ -86,7 +86,7 @@ export class Processor {
   private async handle(message: QueueMessage, batch: Batch): Promise<void> {
     let task: ReplicationTask;
     try {
-      task = decode<ReplicationTask>(message.value);
+      task = decode(message.value) as ReplicationTask;
     } catch (err) {
       this.log.error('unreadable task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
       return;

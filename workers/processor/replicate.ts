@@ -76,6 +76,8 @@ function taggingHeader(tags: { Key: string; Value: string }[]): string | undefin
 function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: HeadObjectCommandOutput, tags: { Key: string; Value: string }[]) {
   const tagging = taggingHeader(tags);
   const storageClass = d.storageClass ?? head.StorageClass;
+  const expiresAt = head.ExpiresString !== undefined ? new Date(head.ExpiresString) : undefined;
+  const expires = expiresAt !== undefined && !Number.isNaN(expiresAt.getTime()) ? expiresAt : undefined;
   return {
     Bucket: d.bucket,
     Key: `${d.keyPrefix ?? ''}${task.source.key}`,
@@ -89,7 +91,7 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: HeadObj
     ...(head.ContentDisposition !== undefined ? { ContentDisposition: head.ContentDisposition } : {}),
     ...(head.ContentEncoding !== undefined ? { ContentEncoding: head.ContentEncoding } : {}),
     ...(head.ContentLanguage !== undefined ? { ContentLanguage: head.ContentLanguage } : {}),
-    ...(head.Expires !== undefined ? { Expires: head.Expires } : {}),
+    ...(expires !== undefined ? { Expires: expires } : {}),
     ...(storageClass !== undefined && storageClass !== 'STANDARD' ? { StorageClass: storageClass as StorageClass } : {}),
     ...(tagging !== undefined ? { Tagging: tagging } : {}),
   };

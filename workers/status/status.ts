@@ -41,7 +41,7 @@ export class StatusProcessor {
 
   async start(): Promise<void> {
     const restored = await readToEnd(this.options.queue, this.names.objectStatus, (m) => {
-      if (m.value !== null) this.remember(decode<ObjectStatus>(m.value));
+      if (m.value !== null) this.remember(decode(m.value) as ObjectStatus);
     });
     if (restored > 0) this.options.logger.info('status restored', { records: restored, versions: this.byVersion.size });
     this.producer = await this.options.queue.producer();
@@ -54,7 +54,7 @@ export class StatusProcessor {
           limiter,
           commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
           work: async (message) => {
-            const event = decode<StatusEvent>(message.value);
+            const event = decode(message.value) as StatusEvent;
             const vk = versionKey(event.object);
             const previous = this.byVersion.get(vk);
             const next = fold(previous, event);

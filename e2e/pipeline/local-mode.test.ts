@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CreateBucketCommand, PutBucketVersioningCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { dump } from 'js-yaml';
+import { createLogger } from '../../lib/log/logger.ts';
+import { startLocal, type LocalRun } from '../../workers/local/local.ts';
+import { minio } from '../harness/env.ts';
+import type { MinioServer } from '../harness/minio.ts';
+import { runDir } from '../harness/run-dir.ts';
+import { eventually } from '../harness/wait.ts';
+import { body } from './sites.ts';
+
+const run = promisify(execFile);
+const CLI = new URL('../../cli/main.ts', import.meta.url).pathname;
+
+function location(name: string, server: MinioServer, journal?: Record<string, unknown>): string {
+  return [
+    { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-creds` }, stringData: server.credentials },
+    {
+      apiVersion: 'backbeat.io/v1alpha1',
+      kind: 'Location',
+      metadata: { name },
+      spec: { type: 's3', endpoint: server.endpoint, credentialsSecretRef: { name: `${name}-creds` }, ...(journal !== undefined ? { journal } : {}) },
+    },
+  ]
+    .map((d) => dump(d))
+    .join('---\n');
+}
+
+describe('local mode without Kafka (embedded queue, listing-scan journal)', function () {
+  this.timeout(180_000);
+  let src: MinioServer, dst: MinioServer;
+  let dir: string;
+
+  before(async () => {
+    [src, dst] = [await minio({ name: 'local-src' }), await minio({ name: 'local-dst' })];
+    for (const [server, bucket] of [[src, 'archive'], [dst, 'archive-copy']] as const) {
+      await server.client().send(new CreateBucketCommand({ Bucket: bucket }));
+      await server.client().send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+    }
+    dir = join(runDir(), 'manifests-local');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'locations.yaml'), `${location('src', src, { scan: { intervalSeconds: 10 } })}---\n${location('dst', dst)}`);
+    writeFileSync(
+      join(dir, 'rule.yaml'),
+      dump({
+        apiVersion: 'backbeat.io/v1alpha1',
+        kind: 'ReplicationRule',
+        metadata: { name: 'archive' },
+        spec: { source: { location: 'src', bucket: 'archive' }, destinations: [{ location: 'dst', bucket: 'archive-copy' }], replicateExistingObjects: true },
+      }),
+    );
+  });
+
+  it('backfills existing objects, picks up new ones on the next scan, and keeps its state across a restart', async () => {
+    const s3 = src.client();
+    for (let i = 0; i < 20; i++) await s3.send(new PutObjectCommand({ Bucket: 'archive', Key: `old/${i}`, Body: `existing ${i}` }));
+    const stateDir = join(runDir(), 'state-local');
+    const logger = createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), 'local-mode.log')) });
+    let local: LocalRun = await startLocal({ files: [dir], logger, stateDir });
+    try {
+      await eventually(() => assert.equal(local.status.summary().COMPLETED, 20), 60_000);
+      assert.equal((await body(dst.client(), 'archive-copy', 'old/7')).toString(), 'existing 7');
+
+      await s3.send(new PutObjectCommand({ Bucket: 'archive', Key: 'new/after-start', Body: 'new' }));
+      await eventually(() => assert.equal(local.status.lookup('src', 'archive', 'new/after-start')[0]?.state, 'COMPLETED'), 60_000, 500);
+    } finally {
+      await local.stop();
+    }
+    // The embedded queue and the status live in the state folder: a restart remembers everything.
+    local = await startLocal({ files: [dir], logger, stateDir });
+    try {
+      assert.equal(local.status.summary().COMPLETED, 21);
+      assert.equal(local.status.lookup('src', 'archive', 'old/3')[0]?.state, 'COMPLETED');
+    } finally {
+      await local.stop();
+    }
+  });
+
+  it('refuses a malformed manifest with one line per problem and its field path, without a stack trace', async () => {
+    const bad = join(runDir(), 'bad.yaml');
+    writeFileSync(
+      bad,
+      dump({
+        apiVersion: 'backbeat.io/v1alpha1',
+        kind: 'ReplicationRule',
+        metadata: { name: 'broken' },
+        spec: { source: { location: 'nowhere', bucket: 'B' }, destinations: [], priority: -1 },
+      }),
+    );
+    await assert.rejects(run(process.execPath, [CLI, 'validate', '-f', bad]), (err: Error & { code?: number; stderr?: string; stdout?: string }) => {
+      assert.equal(err.code, 2);
+      const lines = (err.stderr ?? '').trim().split('\n');
+      assert.deepEqual(lines, [
+        `${bad}: ReplicationRule/broken: spec.source.bucket: "B" does not match ^[a-z0-9][a-z0-9.-]*[a-z0-9]$`,
+        `${bad}: ReplicationRule/broken: spec.priority: must be at least 0`,
+        `${bad}: ReplicationRule/broken: spec.destinations: must have at least 1 item`,
+      ]);
+      assert.doesNotMatch(err.stderr ?? '', /\n\s+at /, 'no stack trace');
+      return true;
+    });
+    await assert.rejects(run(process.execPath, [CLI, 'run', '-f', bad]), (err: Error & { code?: number; stderr?: string }) => {
+      assert.equal(err.code, 2);
+      assert.match(err.stderr ?? '', /spec\.priority: must be at least 0/);
+      return true;
+    });
+  });
+
+  it('names the missing credentials of a Location instead of starting', async () => {
+    const file = join(runDir(), 'no-secret.yaml');
+    writeFileSync(
+      file,
+      [
+        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'a' }, spec: { type: 's3', endpoint: src.endpoint, credentialsSecretRef: { name: 'a-creds' }, journal: { scan: {} } } }),
+        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'b' }, spec: { type: 's3', endpoint: dst.endpoint, credentialsSecretRef: { name: 'b-creds' } } }),
+        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'r' }, spec: { source: { location: 'a', bucket: 'archive' }, destinations: [{ location: 'b', bucket: 'archive-copy' }] } }),
+      ].join('---\n'),
+    );
+    const env = { ...process.env, B_CREDS_ACCESS_KEY_ID: dst.credentials.accessKeyId, B_CREDS_SECRET_ACCESS_KEY: dst.credentials.secretAccessKey };
+    await assert.rejects(run(process.execPath, [CLI, 'run', '-f', file, '--state-dir', join(runDir(), 'state-nosecret')], { env }), (err: Error & { code?: number; stderr?: string }) => {
+      assert.equal(err.code, 2);
+      assert.equal(
+        (err.stderr ?? '').trim(),
+        'Location/a: spec.credentialsSecretRef: Secret "a-creds" does not provide "accessKeyId" (or $A_CREDS_ACCESS_KEY_ID) and "secretAccessKey" (or $A_CREDS_SECRET_ACCESS_KEY)',
+      );
+      assert.ok(!(err.stderr ?? '').includes(dst.credentials.secretAccessKey));
+      return true;
+    });
+  });
+});

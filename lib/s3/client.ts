@@ -32,6 +32,8 @@ export interface S3EndpointOptions {
   maxAttempts?: number;
 }
 
+const SILENT = { trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+
 export function createS3Client(options: S3EndpointOptions): S3Client {
   registerSecret(options.credentials.secretAccessKey);
   registerSecret(options.credentials.sessionToken);
@@ -59,5 +61,7 @@ export function createS3Client(options: S3EndpointOptions): S3Client {
     responseChecksumValidation: checksum,
     maxAttempts: options.maxAttempts ?? 3,
     requestHandler: handler,
+    // The SDK would write some failures to the console; callers log them, with their context, instead.
+    logger: SILENT,
   });
 }

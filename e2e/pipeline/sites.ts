@@ -27,7 +27,7 @@ export interface Sites {
 }
 
 /** Kafka plus three MinIO sites: site A publishes its bucket notifications to Kafka (the journal). */
-export async function startSites(name: string): Promise<Sites> {
+export async function startSites(name: string, journals: { b?: Record<string, unknown> } = {}): Promise<Sites> {
   const kafka = await sharedKafka();
   const journalTopic = `journal-${name}-${randomUUID().slice(0, 8)}`;
   const [a, b, c] = [
@@ -39,7 +39,7 @@ export async function startSites(name: string): Promise<Sites> {
   mkdirSync(dir, { recursive: true });
   const docs = [
     ['site-a', a, { kafka: { topic: journalTopic } }],
-    ['site-b', b, undefined],
+    ['site-b', b, journals.b],
     ['site-c', c, undefined],
   ] as const;
   for (const [loc, server, journal] of docs) {

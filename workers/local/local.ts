@@ -39,8 +39,6 @@ export interface LocalRun {
   status: StatusProcessor;
   populator: Populator;
   processors: Map<string, Processor>;
-  /** Scans every source bucket once now (repair, or backfill on demand). */
-  scanAll(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -112,15 +110,15 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     if (topic !== undefined) await populator.followJournal(name, topic);
   }
 
-  const scanAll = async (filter: (location: string) => boolean = () => true): Promise<number> => {
+  const scanSources = async (filter: (location: string) => boolean): Promise<number> => {
     let n = 0;
     for (const c of configs.values()) if (filter(c.SourceLocation)) n += await populator.scan(c.SourceLocation, c.SourceBucket);
     return n;
   };
   let scanning: Promise<unknown> = Promise.resolve();
-  const safeScan = (why: string, filter?: (location: string) => boolean): void => {
+  const safeScan = (why: string, filter: (location: string) => boolean): void => {
     scanning = scanning
-      .then(() => scanAll(filter))
+      .then(() => scanSources(filter))
       .then((n) => {
         logger.info('scan queued changes', { why, versions: n });
       })
@@ -150,7 +148,6 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     status,
     populator,
     processors,
-    scanAll: () => scanAll(),
     async stop() {
       timers.forEach(clearInterval);
       await scanning;

@@ -4,6 +4,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
+import { versionParam } from '../../lib/s3/version.ts';
 import type { ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
@@ -57,7 +58,7 @@ export class Populator {
     if (client === undefined) throw new Error(`no S3 client for source location "${change.location}"`);
     try {
       const tagging = await client.send(
-        new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, ...(change.versionId !== 'null' ? { VersionId: change.versionId } : {}) }),
+        new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, ...versionParam(change.versionId) }),
       );
       return Object.fromEntries((tagging.TagSet ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
     } catch (err) {
@@ -67,7 +68,7 @@ export class Populator {
     }
   }
 
-  /** Queues the tasks for a set of changes; resolves once they are durably in the queue. */
+  /** Queues the task of one change (if it replicates anywhere); resolves once it is durably queued. */
   async populate(change: ChangeRecord): Promise<void> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);

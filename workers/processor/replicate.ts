@@ -17,7 +17,8 @@ import type { Readable } from 'node:stream';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_SOURCE_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
-import { currentState, keyHistory, replicaOf, versionParam, type Current } from './s3-state.ts';
+import { versionParam } from '../../lib/s3/version.ts';
+import { currentState, keyHistory, replicaOf, type Current } from './s3-state.ts';
 
 export interface CopyContext {
   source: S3Client;

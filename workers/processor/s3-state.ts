@@ -1,5 +1,6 @@
 import { HeadObjectCommand, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { isNotFound } from '../../lib/s3/errors.ts';
+import { versionParam } from '../../lib/s3/version.ts';
 import { REPLICA_VERSION_META } from '../journal/change.ts';
 
 // Reads of the state of one key that the processor decides on.
@@ -9,8 +10,6 @@ export interface VersionEntry {
   isDeleteMarker: boolean;
   lastModified: number;
 }
-
-const versionParam = (versionId: string): { VersionId?: string } => (versionId === 'null' ? {} : { VersionId: versionId });
 
 /**
  * Every version and delete marker of exactly `key`, newest first. Listing by prefix returns `key` before
@@ -69,5 +68,3 @@ export async function replicaOf(client: S3Client, bucket: string, key: string, v
     throw err;
   }
 }
-
-export { versionParam };

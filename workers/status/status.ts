@@ -84,10 +84,6 @@ export class StatusProcessor {
     return out;
   }
 
-  all(): IterableIterator<ObjectStatus> {
-    return this.byVersion.values();
-  }
-
   async close(): Promise<void> {
     await this.consumer?.close();
     await this.producer?.close();

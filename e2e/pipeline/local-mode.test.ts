@@ -11,24 +11,10 @@ import { minio } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
-import { body } from './sites.ts';
+import { body, locationManifest } from './sites.ts';
 
 const run = promisify(execFile);
 const CLI = new URL('../../cli/main.ts', import.meta.url).pathname;
-
-function location(name: string, server: MinioServer, journal?: Record<string, unknown>): string {
-  return [
-    { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-creds` }, stringData: server.credentials },
-    {
-      apiVersion: 'backbeat.io/v1alpha1',
-      kind: 'Location',
-      metadata: { name },
-      spec: { type: 's3', endpoint: server.endpoint, credentialsSecretRef: { name: `${name}-creds` }, ...(journal !== undefined ? { journal } : {}) },
-    },
-  ]
-    .map((d) => dump(d))
-    .join('---\n');
-}
 
 describe('local mode without Kafka (embedded queue, listing-scan journal)', function () {
   this.timeout(180_000);
@@ -43,7 +29,7 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
     }
     dir = join(runDir(), 'manifests-local');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'locations.yaml'), `${location('src', src, { scan: { intervalSeconds: 10 } })}---\n${location('dst', dst)}`);
+    writeFileSync(join(dir, 'locations.yaml'), `${locationManifest('src', src.endpoint, src.credentials, { scan: { intervalSeconds: 10 } })}---\n${locationManifest('dst', dst.endpoint, dst.credentials)}`);
     writeFileSync(
       join(dir, 'rule.yaml'),
       dump({

@@ -12,6 +12,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
+import type { S3Credentials } from '../../lib/s3/client.ts';
 import { minio, sharedKafka } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -24,6 +25,21 @@ export interface Sites {
   c: MinioServer;
   /** Folder of the manifests (Secrets, Locations; rules are added per test). */
   dir: string;
+}
+
+/** A Secret and the Location that uses it, as YAML. */
+export function locationManifest(name: string, endpoint: string, credentials: S3Credentials, journal?: Record<string, unknown>): string {
+  return [
+    { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-creds` }, stringData: { accessKeyId: credentials.accessKeyId, secretAccessKey: credentials.secretAccessKey } },
+    {
+      apiVersion: 'backbeat.io/v1alpha1',
+      kind: 'Location',
+      metadata: { name },
+      spec: { type: 's3', endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...(journal !== undefined ? { journal } : {}) },
+    },
+  ]
+    .map((d) => dump(d))
+    .join('---\n');
 }
 
 /** Kafka plus three MinIO sites: site A publishes its bucket notifications to Kafka (the journal). */
@@ -42,22 +58,7 @@ export async function startSites(name: string, journals: { b?: Record<string, un
     ['site-b', b, journals.b],
     ['site-c', c, undefined],
   ] as const;
-  for (const [loc, server, journal] of docs) {
-    writeFileSync(
-      join(dir, `${loc}.yaml`),
-      [
-        { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${loc}-creds` }, stringData: server.credentials },
-        {
-          apiVersion: 'backbeat.io/v1alpha1',
-          kind: 'Location',
-          metadata: { name: loc },
-          spec: { type: 's3', endpoint: server.endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${loc}-creds` }, ...(journal !== undefined ? { journal } : {}) },
-        },
-      ]
-        .map((d) => dump(d))
-        .join('---\n'),
-    );
-  }
+  for (const [loc, server, journal] of docs) writeFileSync(join(dir, `${loc}.yaml`), locationManifest(loc, server.endpoint, server.credentials, journal));
   return { brokers: kafka.brokers, journalTopic, a, b, c, dir };
 }
 

@@ -6,7 +6,7 @@ import { createLogger } from '../../lib/log/logger.ts';
 import { startLocal, type LocalRun } from '../../workers/local/local.ts';
 import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
-import { body, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
+import { body, head, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
 
 describe('two-way replication, three destinations, version deletes', function () {
   this.timeout(240_000);
@@ -22,6 +22,7 @@ describe('two-way replication, three destinations, version deletes', function ()
     await versionedBucket(b, 'shared');
     await versionedBucket(c, 'copy-1');
     await versionedBucket(c, 'copy-2');
+    await versionedBucket(c, 'blue-only');
     writeRule(sites, 'a-to-b', {
       source: { location: 'site-a', bucket: 'shared' },
       destinations: [
@@ -30,6 +31,11 @@ describe('two-way replication, three destinations, version deletes', function ()
         { location: 'site-c', bucket: 'copy-2', keyPrefix: 'a/' },
       ],
       replicateVersionDeletes: true,
+    });
+    writeRule(sites, 'blue-team', {
+      source: { location: 'site-a', bucket: 'shared' },
+      filter: { prefix: 'teams/', tags: [{ key: 'team', value: 'blue' }] },
+      destinations: [{ location: 'site-c', bucket: 'blue-only', storageClass: 'REDUCED_REDUNDANCY' }],
     });
     writeRule(sites, 'b-to-a', { source: { location: 'site-b', bucket: 'shared' }, destinations: [{ location: 'site-a', bucket: 'shared' }] });
     local = await startLocal({
@@ -53,6 +59,19 @@ describe('two-way replication, three destinations, version deletes', function ()
     assert.equal((await body(b, 'shared', 'from-a.txt')).toString(), 'written on A');
     assert.equal((await body(c, 'copy-1', 'from-a.txt')).toString(), 'written on A');
     assert.equal((await body(c, 'copy-2', 'a/from-a.txt')).toString(), 'written on A');
+  });
+
+  it('filters by prefix and tags, and sets or keeps the storage class', async () => {
+    await a.send(new PutObjectCommand({ Bucket: 'shared', Key: 'teams/blue.txt', Body: 'blue', Tagging: 'team=blue' }));
+    await a.send(new PutObjectCommand({ Bucket: 'shared', Key: 'teams/red.txt', Body: 'red', Tagging: 'team=red', StorageClass: 'REDUCED_REDUNDANCY' }));
+    await eventually(() => {
+      for (const key of ['teams/blue.txt', 'teams/red.txt']) assert.equal(local.status.lookup('site-a', 'shared', key)[0]?.state, 'COMPLETED', key);
+    }, 60_000);
+    assert.deepEqual(Object.keys(local.status.lookup('site-a', 'shared', 'teams/blue.txt')[0]?.destinations ?? {}).sort(), ['site-b/shared', 'site-c/blue-only', 'site-c/copy-1', 'site-c/copy-2']);
+    assert.ok(!Object.keys(local.status.lookup('site-a', 'shared', 'teams/red.txt')[0]?.destinations ?? {}).includes('site-c/blue-only'));
+    assert.equal((await head(c, 'blue-only', 'teams/blue.txt')).StorageClass, 'REDUCED_REDUNDANCY', 'set by the destination');
+    assert.equal((await head(b, 'shared', 'teams/red.txt')).StorageClass, 'REDUCED_REDUNDANCY', 'kept from the source');
+    assert.equal((await head(b, 'shared', 'teams/blue.txt')).StorageClass, undefined, 'STANDARD stays STANDARD');
   });
 
   it('does not loop: replicas are never replicated back to where they came from', async () => {

@@ -10,11 +10,12 @@ import { printStatus } from './status.ts';
 const USAGE = `backbeat — asynchronous S3 replication
 
 Usage:
-  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N] [--prefix NAME]
+  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N] [--prefix NAME] [--gc-delay SECONDS]
       Runs every role in one process from Location, ReplicationRule and Secret manifests. Without
       --brokers the queue is embedded and kept in --state-dir (default ./.backbeat). The status API
       listens on --listen (default 127.0.0.1:8900). --prefix names the topics and consumer groups
-      (default backbeat), to keep installations sharing a Kafka cluster apart.
+      (default backbeat), to keep installations sharing a Kafka cluster apart. --gc-delay waits that
+      long before deleting the source copy of an object of a transient Location (default 0).
   backbeat validate -f <file|dir>...
       Checks manifests and prints the per-bucket replication configs they compile to.
   backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
@@ -55,7 +56,10 @@ async function run(args: string[]): Promise<number> {
     listen: { type: 'string' },
     concurrency: { type: 'string' },
     prefix: { type: 'string' },
+    'gc-delay': { type: 'string' },
   });
+  const gcDelay = values['gc-delay'] === undefined ? undefined : Number(values['gc-delay']);
+  if (gcDelay !== undefined && (!Number.isFinite(gcDelay) || gcDelay < 0)) throw new UsageError('--gc-delay must be a number of seconds, 0 or more');
   const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
   if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new UsageError('--concurrency must be a positive integer');
   const listen = hostPort(typeof values.listen === 'string' ? values.listen : '127.0.0.1:8900');
@@ -70,6 +74,7 @@ async function run(args: string[]): Promise<number> {
     listenPort: listen.port,
     ...(concurrency !== undefined ? { concurrency } : {}),
     ...(typeof values.prefix === 'string' ? { prefix: values.prefix } : {}),
+    ...(gcDelay !== undefined ? { gcDelayMs: gcDelay * 1000 } : {}),
   });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

@@ -44,6 +44,7 @@ export async function printStatus(q: StatusQuery): Promise<number> {
       rows.push([id, d.state, String(d.attempts), String(d.bytes), d.replicaEtag ?? '', d.reason ?? '']);
     }
     process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
+    if (v.gc !== undefined) process.stdout.write(`  transient source copy: ${v.gc.state}${v.gc.reason !== undefined ? ` (${v.gc.reason})` : ''}\n`);
   }
   return 0;
 }

@@ -14,9 +14,12 @@ export interface QueueNames {
   objectStatus: string;
   /** Journal messages that could not be understood, with the reason, for an operator to inspect. */
   journalFailed: string;
+  /** Object versions of a transient source that every destination holds: candidates for deletion. */
+  gc: string;
   populatorGroup(location: string): string;
   processorGroup(location: string): string;
   statusGroup: string;
+  gcGroup: string;
 }
 
 export function queueNames(prefix = 'backbeat'): QueueNames {
@@ -25,9 +28,11 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
     status: `${prefix}-replication-status`,
     objectStatus: `${prefix}-object-status`,
     journalFailed: `${prefix}-journal-failed`,
+    gc: `${prefix}-gc`,
     populatorGroup: (location) => `${prefix}-populator-${location}`,
     processorGroup: (location) => `${prefix}-processor-${location}`,
     statusGroup: `${prefix}-status`,
+    gcGroup: `${prefix}-gc`,
   };
 }
 
@@ -61,7 +66,7 @@ export interface ReplicationTask {
 export type DestinationState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
 
 export type StatusEvent =
-  | { type: 'queued'; object: ObjectRef; kind: ChangeKind; eventTime: string; size?: number; destinations: string[]; at: string }
+  | { type: 'queued'; object: ObjectRef; kind: ChangeKind; eventTime: string; size?: number; destinations: string[]; targets: TaskDestination[]; at: string }
   | {
       type: 'result';
       object: ObjectRef;
@@ -72,7 +77,18 @@ export type StatusEvent =
       bytes: number;
       replicaEtag?: string;
       at: string;
-    };
+    }
+  | { type: 'gc'; object: ObjectRef; state: GcState; reason?: string; at: string };
+
+/** DELETED: removed from the transient source after verification; REFUSED: a check failed, nothing deleted. */
+export type GcState = 'DELETED' | 'REFUSED';
+
+/** Sent to the GC when every destination holds an object version of a transient source. */
+export interface GcTask {
+  object: ObjectRef;
+  targets: TaskDestination[];
+  completedAt: string;
+}
 
 export const objectKey = (o: Pick<ObjectRef, 'location' | 'bucket' | 'key'>): string => `${o.location}/${o.bucket}/${o.key}`;
 export const versionKey = (o: ObjectRef): string => `${objectKey(o)}?versionId=${o.versionId}`;

@@ -34,7 +34,7 @@ describe('failures on the destination (real MinIO behind a fault-injecting proxy
     });
     const dir = join(runDir(), 'manifests-faults');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'locations.yaml'), `${locationManifest('src', src.endpoint, src.credentials, { scan: { intervalSeconds: 10 } })}---\n${locationManifest('dst', proxy.endpoint, dst.credentials)}`);
+    writeFileSync(join(dir, 'locations.yaml'), `${locationManifest('src', src.endpoint, src.credentials, { journal: { scan: { intervalSeconds: 10 } } })}---\n${locationManifest('dst', proxy.endpoint, dst.credentials)}`);
     writeFileSync(
       join(dir, 'rules.yaml'),
       [

@@ -29,7 +29,7 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
     }
     dir = join(runDir(), 'manifests-local');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'locations.yaml'), `${locationManifest('src', src.endpoint, src.credentials, { scan: { intervalSeconds: 10 } })}---\n${locationManifest('dst', dst.endpoint, dst.credentials)}`);
+    writeFileSync(join(dir, 'locations.yaml'), `${locationManifest('src', src.endpoint, src.credentials, { journal: { scan: { intervalSeconds: 10 } } })}---\n${locationManifest('dst', dst.endpoint, dst.credentials)}`);
     writeFileSync(
       join(dir, 'rule.yaml'),
       dump({

@@ -27,15 +27,15 @@ export interface Sites {
   dir: string;
 }
 
-/** A Secret and the Location that uses it, as YAML. */
-export function locationManifest(name: string, endpoint: string, credentials: S3Credentials, journal?: Record<string, unknown>): string {
+/** A Secret and the Location that uses it, as YAML; `spec` adds fields (journal, transient, ...). */
+export function locationManifest(name: string, endpoint: string, credentials: S3Credentials, spec: Record<string, unknown> = {}): string {
   return [
     { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-creds` }, stringData: { accessKeyId: credentials.accessKeyId, secretAccessKey: credentials.secretAccessKey } },
     {
       apiVersion: 'backbeat.io/v1alpha1',
       kind: 'Location',
       metadata: { name },
-      spec: { type: 's3', endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...(journal !== undefined ? { journal } : {}) },
+      spec: { type: 's3', endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...spec },
     },
   ]
     .map((d) => dump(d))
@@ -43,7 +43,8 @@ export function locationManifest(name: string, endpoint: string, credentials: S3
 }
 
 /** Kafka plus three MinIO sites: site A publishes its bucket notifications to Kafka (the journal). */
-export async function startSites(name: string, journals: { b?: Record<string, unknown> } = {}): Promise<Sites> {
+/** `specs` adds Location spec fields per site (site A always has its Kafka journal). */
+export async function startSites(name: string, specs: { a?: Record<string, unknown>; b?: Record<string, unknown> } = {}): Promise<Sites> {
   const kafka = await sharedKafka();
   const journalTopic = `journal-${name}-${randomUUID().slice(0, 8)}`;
   const [a, b, c] = [
@@ -54,11 +55,11 @@ export async function startSites(name: string, journals: { b?: Record<string, un
   const dir = join(runDir(), `manifests-${name}`);
   mkdirSync(dir, { recursive: true });
   const docs = [
-    ['site-a', a, { kafka: { topic: journalTopic } }],
-    ['site-b', b, journals.b],
-    ['site-c', c, undefined],
+    ['site-a', a, { journal: { kafka: { topic: journalTopic } }, ...specs.a }],
+    ['site-b', b, specs.b ?? {}],
+    ['site-c', c, {}],
   ] as const;
-  for (const [loc, server, journal] of docs) writeFileSync(join(dir, `${loc}.yaml`), locationManifest(loc, server.endpoint, server.credentials, journal));
+  for (const [loc, server, spec] of docs) writeFileSync(join(dir, `${loc}.yaml`), locationManifest(loc, server.endpoint, server.credentials, spec));
   return { brokers: kafka.brokers, journalTopic, a, b, c, dir };
 }
 

@@ -16,7 +16,7 @@ describe('two-way replication, three destinations, version deletes', function ()
 
   before(async () => {
     // Site A's changes come from notifications, site B's from listing scans every 10 s.
-    sites = await startSites('twoway', { b: { scan: { intervalSeconds: 10 } } });
+    sites = await startSites('twoway', { b: { journal: { scan: { intervalSeconds: 10 } } } });
     [a, b, c] = [sites.a.client(), sites.b.client(), sites.c.client()];
     await sourceBucket(sites, 'shared');
     await versionedBucket(b, 'shared');

@@ -11,6 +11,7 @@ import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import { queueNames } from '../messages.ts';
+import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
 import { Processor, type RetryPolicy } from '../processor/processor.ts';
 import { statusServer } from '../status/api.ts';
@@ -31,6 +32,8 @@ export interface LocalOptions {
   retry?: Partial<RetryPolicy>;
   /** Names every topic and consumer group: installations sharing a Kafka cluster use different ones. */
   prefix?: string;
+  /** Delay between an object of a transient source completing and the deletion of its source copy. */
+  gcDelayMs?: number;
 }
 
 export interface LocalRun {
@@ -38,6 +41,7 @@ export interface LocalRun {
   url: string;
   status: StatusProcessor;
   populator: Populator;
+  gc: GarbageCollector | undefined;
   processors: Map<string, Processor>;
   stop(): Promise<void>;
 }
@@ -78,12 +82,23 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     { topic: names.status, partitions },
     { topic: names.objectStatus, partitions, config: { 'cleanup.policy': 'compact' } },
     { topic: names.journalFailed, partitions: 1 },
+    { topic: names.gc, partitions },
     ...[...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [{ topic: l.spec.journal.kafka.topic, partitions }] : [])),
   ]);
   await admin.close();
 
-  const status = new StatusProcessor({ queue, names, logger: logger.child({ role: 'status' }), ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}) });
+  const transientSources = new Set([...configs.values()].map((c) => c.SourceLocation).filter((l) => manifests.locations.get(l)?.spec.transient === true));
+  const status = new StatusProcessor({
+    queue,
+    names,
+    transientSources,
+    logger: logger.child({ role: 'status' }),
+    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+  });
   await status.start();
+  // The GC runs only where a transient source exists.
+  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
+  await gc?.start();
 
   const processors = new Map<string, Processor>();
   for (const location of new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))) {
@@ -147,6 +162,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     url,
     status,
     populator,
+    gc,
     processors,
     async stop() {
       timers.forEach(clearInterval);
@@ -154,6 +170,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       // Upstream first, so that nothing new reaches a role that already stopped.
       await populator.close();
       await Promise.all([...processors.values()].map((p) => p.close()));
+      await gc?.close();
       await status.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();

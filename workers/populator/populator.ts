@@ -115,6 +115,7 @@ export class Populator {
       eventTime: change.eventTime,
       ...(change.size !== undefined ? { size: change.size } : {}),
       destinations: destinations.map((d) => d.id),
+      targets: destinations,
       at: new Date().toISOString(),
     };
     const producer = await this.out();

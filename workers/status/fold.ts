@@ -1,5 +1,5 @@
 import type { ChangeKind } from '../journal/change.ts';
-import type { DestinationState, ObjectRef, StatusEvent } from '../messages.ts';
+import type { DestinationState, GcState, ObjectRef, StatusEvent, TaskDestination } from '../messages.ts';
 
 export type ObjectState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
 
@@ -19,6 +19,10 @@ export interface ObjectStatus {
   size?: number;
   state: ObjectState;
   destinations: Record<string, DestinationStatus>;
+  /** Where each destination writes (bucket, key prefix): what the GC verifies. */
+  targets?: TaskDestination[];
+  /** For a transient source: whether the source copy was deleted, or why not. */
+  gc?: { state: GcState; reason?: string; at: string };
   updatedAt: string;
 }
 
@@ -35,6 +39,12 @@ export function overall(destinations: Record<string, DestinationStatus>): Object
 
 const settled = (s: DestinationState): boolean => s === 'COMPLETED' || s === 'SKIPPED';
 
+function mergeTargets(known: TaskDestination[] | undefined, added: TaskDestination[]): TaskDestination[] {
+  const byId = new Map((known ?? []).map((t) => [t.id, t]));
+  for (const t of added) byId.set(t.id, t);
+  return [...byId.values()];
+}
+
 /**
  * Folds one event into an object version's status; returns the new status, or the same object when the
  * event changes nothing. A destination that completed stays completed (a late duplicate FAILED or
@@ -49,6 +59,11 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
     destinations: {},
     updatedAt: event.at,
   };
+  if (event.type === 'gc') {
+    // The GC acts on COMPLETED versions only; a DELETED verdict is final like COMPLETED is.
+    if (base.gc?.state === 'DELETED') return base;
+    return { ...base, gc: { state: event.state, ...(event.reason !== undefined ? { reason: event.reason } : {}), at: event.at }, updatedAt: event.at };
+  }
   if (previous?.state === 'COMPLETED') return previous;
   const destinations = { ...base.destinations };
   if (event.type === 'queued') {
@@ -71,7 +86,9 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
   }
   const next: ObjectStatus = {
     ...base,
-    ...(event.type === 'queued' ? { kind: event.kind, eventTime: event.eventTime, ...(event.size !== undefined ? { size: event.size } : {}) } : {}),
+    ...(event.type === 'queued'
+      ? { kind: event.kind, eventTime: event.eventTime, targets: mergeTargets(base.targets, event.targets), ...(event.size !== undefined ? { size: event.size } : {}) }
+      : {}),
     destinations,
     updatedAt: event.at,
     state: overall(destinations),

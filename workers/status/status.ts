@@ -2,7 +2,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, objectKey, versionKey, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, objectKey, versionKey, type GcTask, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
 import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
 
 export interface StatusOptions {
@@ -10,6 +10,8 @@ export interface StatusOptions {
   logger: Logger;
   concurrency?: number;
   names?: QueueNames;
+  /** Source locations marked transient: their COMPLETED object versions go to the GC. */
+  transientSources?: Set<string>;
 }
 
 /**
@@ -59,11 +61,26 @@ export class StatusProcessor {
             const previous = this.byVersion.get(vk);
             const next = fold(previous, event);
             if (next === previous) return;
+            if (this.collectable(previous, next)) {
+              // Sent before the status is saved: a crash in between repeats the GC task (the GC is
+              // idempotent) rather than losing it.
+              const task: GcTask = { object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt };
+              await this.producer?.send(this.names.gc, [{ key: objectKey(next.object), value: encode(task) }]);
+            }
             await this.producer?.send(this.names.objectStatus, [{ key: vk, value: encode(next) }]);
             this.remember(next);
           },
         }),
     });
+  }
+
+  private collectable(previous: ObjectStatus | undefined, next: ObjectStatus): boolean {
+    return (
+      next.state === 'COMPLETED' &&
+      previous?.state !== 'COMPLETED' &&
+      next.kind === 'object' &&
+      this.options.transientSources?.has(next.object.location) === true
+    );
   }
 
   /** One version's status, or, without a version id, every known version of the key, newest first. */

@@ -5,6 +5,7 @@ import { ConfigError, formatProblem } from '../lib/config/validate.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { redactString } from '../lib/log/redact.ts';
 import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
+import { listFailed, retryFailed } from './failed.ts';
 import { printStatus } from './status.ts';
 
 const USAGE = `backbeat — asynchronous S3 replication
@@ -19,8 +20,13 @@ Usage:
   backbeat validate -f <file|dir>...
       Checks manifests and prints the per-bucket replication configs they compile to.
   backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
-      Replication status of an object, per destination (asks the status API at --server,
-      default http://127.0.0.1:8900).
+      Replication status of an object, per destination.
+  backbeat failed list [--destination D] [--json] [--server URL]
+      Object versions whose replication failed, per destination: reason, attempts, first and last failure.
+  backbeat failed retry (<location>/<bucket>/<key> [--version-id V] | --destination D | --all) [--server URL]
+      Sends failed entries back through the pipeline. D is a destination (location/bucket) or a location.
+
+  status and failed ask the status API of a running \`backbeat run\` at --server (default http://127.0.0.1:8900).
 `;
 
 class UsageError extends Error {
@@ -117,6 +123,33 @@ async function status(args: string[]): Promise<number> {
   });
 }
 
+async function failed(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = options(rest, {
+    destination: { type: 'string' },
+    'version-id': { type: 'string' },
+    all: { type: 'boolean' },
+    json: { type: 'boolean' },
+    server: { type: 'string' },
+  });
+  const server = typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900';
+  const destination = typeof values.destination === 'string' ? values.destination : undefined;
+  if (sub === 'list') {
+    if (positionals.length > 0) throw new UsageError('failed list takes no object; use --destination to narrow it');
+    return listFailed(server, destination, values.json === true);
+  }
+  if (sub === 'retry') {
+    const object = positionals[0];
+    const chosen = [values.all === true, destination !== undefined, object !== undefined].filter(Boolean).length;
+    if (chosen !== 1 || positionals.length > 1) throw new UsageError('failed retry takes one of: <location>/<bucket>/<key>, --destination D, --all');
+    if (values.all === true) return retryFailed(server, { all: true });
+    if (destination !== undefined) return retryFailed(server, { destination });
+    const versionId = typeof values['version-id'] === 'string' ? values['version-id'] : undefined;
+    return retryFailed(server, { object: object ?? '', ...(versionId !== undefined ? { versionId } : {}) });
+  }
+  throw new UsageError('failed needs list or retry');
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   switch (command) {
@@ -126,6 +159,8 @@ async function main(argv: string[]): Promise<number> {
       return validate(args);
     case 'status':
       return status(args);
+    case 'failed':
+      return failed(args);
     case undefined:
     case 'help':
     case '--help':

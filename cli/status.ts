@@ -1,4 +1,5 @@
 import type { ObjectStatus } from '../workers/status/fold.ts';
+import { callApi, table } from './api.ts';
 
 export interface StatusQuery {
   location: string;
@@ -9,29 +10,20 @@ export interface StatusQuery {
   json: boolean;
 }
 
-export function statusUrl(q: Omit<StatusQuery, 'json'>): string {
+function objectPath(q: Omit<StatusQuery, 'json' | 'server'>): string {
   const path = [q.location, q.bucket, ...q.key.split('/')].map(encodeURIComponent).join('/');
   const query = q.versionId !== undefined ? `?versionId=${encodeURIComponent(q.versionId)}` : '';
-  return `${q.server.replace(/\/$/, '')}/v1/objects/${path}${query}`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+  return `/v1/objects/${path}${query}`;
 }
 
 /** `backbeat status`: asks the status API and prints one block per version, a row per destination. */
 export async function printStatus(q: StatusQuery): Promise<number> {
-  let res: Response;
-  try {
-    res = await fetch(statusUrl(q));
-  } catch (err) {
-    throw new Error(`cannot reach the status API at ${q.server} (is \`backbeat run\` running?): ${(err as Error).message}`, { cause: err });
-  }
-  const body = (await res.json()) as { versions?: ObjectStatus[]; error?: string };
-  if (!res.ok || body.versions === undefined) {
-    process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${res.status}`}\n`);
-    return res.status === 404 ? 3 : 1;
+  const answer = await callApi(q.server, objectPath(q));
+  const { status } = answer;
+  const body = answer.body as { versions?: ObjectStatus[]; error?: string };
+  if (status !== 200 || body.versions === undefined) {
+    process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${status}`}\n`);
+    return status === 404 ? 3 : 1;
   }
   if (q.json) {
     process.stdout.write(`${JSON.stringify(body.versions, null, 2)}\n`);

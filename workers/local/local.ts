@@ -151,7 +151,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     return [setInterval(() => safeScan('periodic scan', (l) => l === name), scan.intervalSeconds * 1000)];
   });
 
-  const server = statusServer(status);
+  const server = statusServer({ status, destinations: [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort() });
   server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
   await once(server, 'listening');
   const address = server.address() as AddressInfo;

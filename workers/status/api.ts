@@ -1,21 +1,101 @@
-import { createServer, type Server } from 'node:http';
-import type { StatusProcessor } from './status.ts';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { FailedEntry, StatusProcessor } from './status.ts';
+
+export interface ApiContext {
+  status: StatusProcessor;
+  /** Destination ids (`location/bucket`) of the configuration: selectors are checked against them. */
+  destinations: string[];
+}
+
+class BadRequest extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+async function jsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  if (chunks.length === 0) return {};
+  try {
+    const value: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  throw new BadRequest(400, 'the request body must be a JSON object');
+}
+
+/** A destination selector: a destination id (`location/bucket`) or a location (all its buckets). */
+function destinationFilter(ctx: ApiContext, selector: string): (id: string) => boolean {
+  const matches = (id: string): boolean => id === selector || id.startsWith(`${selector}/`);
+  if (!ctx.destinations.some(matches)) {
+    throw new BadRequest(404, `unknown destination "${selector}" (known: ${ctx.destinations.join(', ') || 'none'})`);
+  }
+  return matches;
+}
+
+/** The failed entries a retry request selects: { all: true } | { destination } | { object, versionId? }. */
+function selectFailed(ctx: ApiContext, body: Record<string, unknown>): FailedEntry[] {
+  const { all, destination, object, versionId } = body;
+  const given = [all === true, typeof destination === 'string', typeof object === 'string'].filter(Boolean).length;
+  if (given !== 1) throw new BadRequest(400, 'select exactly one of: all, a destination, an object');
+  if (typeof destination === 'string') return ctx.status.failed(destinationFilter(ctx, destination));
+  if (typeof object === 'string') {
+    const m = /^([^/]+)\/([^/]+)\/(.+)$/s.exec(object);
+    if (m === null) throw new BadRequest(400, `an object is <location>/<bucket>/<key>, got "${object}"`);
+    const [, location, bucket, key] = m;
+    const selected = ctx.status
+      .failed()
+      .filter((e) => e.object.location === location && e.object.bucket === bucket && e.object.key === key && (typeof versionId !== 'string' || e.object.versionId === versionId));
+    if (selected.length === 0) throw new BadRequest(404, `no failed replication for ${object}${typeof versionId === 'string' ? ` version ${versionId}` : ''}`);
+    return selected;
+  }
+  return ctx.status.failed();
+}
 
 /**
- * HTTP API of the status processor (what `backbeat status` asks):
- *   GET /v1/objects/<location>/<bucket>/<key>[?versionId=V]  → { versions: ObjectStatus[] } or 404
- *   GET /v1/summary                                          → object versions per state
- *   GET /healthz                                             → 200 while the process serves
+ * HTTP API of the status processor (what the CLI asks):
+ *   GET  /v1/objects/<location>/<bucket>/<key>[?versionId=V]  → { versions: ObjectStatus[] } or 404
+ *   GET  /v1/failed[?destination=D]                           → { failed: FailedEntry[] }
+ *   POST /v1/failed/retry  { all: true } | { destination } | { object, versionId? }  → { retried: n }
+ *   GET  /v1/summary                                          → object versions per state
+ *   GET  /healthz                                             → 200 while the process serves
  */
-export function statusServer(status: StatusProcessor): Server {
+export function statusServer(ctx: ApiContext): Server {
+  const { status } = ctx;
   return createServer((req, res) => {
     const send = (code: number, body: unknown): void => {
       res.writeHead(code, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
     const url = new URL(req.url ?? '/', 'http://localhost');
+    const fail = (err: unknown): void => {
+      if (err instanceof BadRequest) send(err.code, { error: err.message });
+      else send(500, { error: err instanceof Error ? err.message : 'internal error' });
+    };
+    if (req.method === 'POST' && url.pathname === '/v1/failed/retry') {
+      jsonBody(req)
+        .then((body) => status.retry(selectFailed(ctx, body)))
+        .then((retried) => {
+          send(200, { retried });
+        })
+        .catch(fail);
+      return;
+    }
     if (req.method !== 'GET') {
-      send(405, { error: 'only GET is served' });
+      send(405, { error: `${req.method ?? ''} ${url.pathname} is not served` });
+      return;
+    }
+    if (url.pathname === '/v1/failed') {
+      try {
+        const d = url.searchParams.get('destination');
+        send(200, { failed: status.failed(d === null ? undefined : destinationFilter(ctx, d)) });
+      } catch (err) {
+        fail(err);
+      }
       return;
     }
     if (url.pathname === '/healthz') {

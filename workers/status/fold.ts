@@ -6,7 +6,10 @@ export type ObjectState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
 export interface DestinationStatus {
   state: DestinationState;
   reason?: string;
+  /** Copy attempts over the version's whole life, retries included. */
   attempts: number;
+  firstFailureAt?: string;
+  lastFailureAt?: string;
   bytes: number;
   replicaEtag?: string;
   updatedAt: string;
@@ -70,14 +73,19 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
     for (const id of event.destinations) {
       // Queued again (a retry, a rescan): a failed destination is pending again; a settled one stays.
       const d = destinations[id];
-      if (d === undefined || d.state === 'FAILED') destinations[id] = { state: 'PENDING', attempts: d?.attempts ?? 0, bytes: 0, updatedAt: event.at };
+      if (d === undefined) destinations[id] = { state: 'PENDING', attempts: 0, bytes: 0, updatedAt: event.at };
+      else if (d.state === 'FAILED') destinations[id] = { ...d, state: 'PENDING', updatedAt: event.at };
     }
   } else {
     const d = destinations[event.destination];
     if (d !== undefined && settled(d.state) && !settled(event.state)) return base;
+    const failedAt = event.state === 'FAILED' ? { firstFailureAt: d?.firstFailureAt ?? event.at, lastFailureAt: event.at } : {};
     destinations[event.destination] = {
       state: event.state,
       ...(event.reason !== undefined ? { reason: event.reason } : {}),
+      ...(d?.firstFailureAt !== undefined ? { firstFailureAt: d.firstFailureAt } : {}),
+      ...(d?.lastFailureAt !== undefined ? { lastFailureAt: d.lastFailureAt } : {}),
+      ...failedAt,
       attempts: (d?.attempts ?? 0) + event.attempts,
       bytes: event.bytes,
       ...(event.replicaEtag !== undefined ? { replicaEtag: event.replicaEtag } : {}),

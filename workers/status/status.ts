@@ -2,8 +2,11 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, objectKey, versionKey, type GcTask, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
-import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
+import { decode, encode, objectKey, versionKey, type GcTask, type ObjectRef, type ReplicationTask, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { fold, type DestinationStatus, type ObjectState, type ObjectStatus } from './fold.ts';
+
+/** One destination of one object version that failed, as `backbeat failed list` shows it. */
+export type FailedEntry = { object: ObjectRef; kind: ObjectStatus['kind']; destination: string } & DestinationStatus;
 
 export interface StatusOptions {
   queue: Queue;
@@ -25,6 +28,11 @@ export class StatusProcessor {
   private readonly versionsOfKey = new Map<string, Set<string>>();
   private consumer: QueueConsumer | undefined;
   private producer: QueueProducer | undefined;
+
+  private async out(): Promise<QueueProducer> {
+    this.producer ??= await this.options.queue.producer();
+    return this.producer;
+  }
   private readonly names: QueueNames;
 
   constructor(options: StatusOptions) {
@@ -46,7 +54,7 @@ export class StatusProcessor {
       if (m.value !== null) this.remember(decode(m.value) as ObjectStatus);
     });
     if (restored > 0) this.options.logger.info('status restored', { records: restored, versions: this.byVersion.size });
-    this.producer = await this.options.queue.producer();
+    await this.out();
     const consumer = await this.options.queue.consumer({ groupId: this.names.statusGroup, topics: [this.names.status], fromBeginning: true });
     this.consumer = consumer;
     const limiter = new Limiter(this.options.concurrency ?? 16);
@@ -61,13 +69,14 @@ export class StatusProcessor {
             const previous = this.byVersion.get(vk);
             const next = fold(previous, event);
             if (next === previous) return;
+            const producer = await this.out();
             if (this.collectable(previous, next)) {
               // Sent before the status is saved: a crash in between repeats the GC task (the GC is
               // idempotent) rather than losing it.
               const task: GcTask = { object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt };
-              await this.producer?.send(this.names.gc, [{ key: objectKey(next.object), value: encode(task) }]);
+              await producer.send(this.names.gc, [{ key: objectKey(next.object), value: encode(task) }]);
             }
-            await this.producer?.send(this.names.objectStatus, [{ key: vk, value: encode(next) }]);
+            await producer.send(this.names.objectStatus, [{ key: vk, value: encode(next) }]);
             this.remember(next);
           },
         }),
@@ -92,6 +101,44 @@ export class StatusProcessor {
     return [...(this.versionsOfKey.get(objectKey({ location, bucket, key })) ?? [])]
       .flatMap((vk) => this.byVersion.get(vk) ?? [])
       .sort((a, b) => b.eventTime.localeCompare(a.eventTime));
+  }
+
+  /** Failed destinations of every object version, optionally only those of one destination. */
+  failed(destination?: (id: string) => boolean): FailedEntry[] {
+    const out: FailedEntry[] = [];
+    for (const status of this.byVersion.values()) {
+      if (status.state !== 'FAILED') continue;
+      for (const [id, d] of Object.entries(status.destinations)) {
+        if (d.state === 'FAILED' && (destination === undefined || destination(id))) out.push({ object: status.object, kind: status.kind, destination: id, ...d });
+      }
+    }
+    return out.sort((x, y) => (x.lastFailureAt ?? '').localeCompare(y.lastFailureAt ?? ''));
+  }
+
+  /**
+   * Sends failed destinations of the selected entries back through the pipeline: their state returns to
+   * PENDING and the processors copy again. Returns how many destinations were re-queued.
+   */
+  async retry(entries: FailedEntry[]): Promise<number> {
+    const byVersion = new Map<string, FailedEntry[]>();
+    for (const e of entries) byVersion.set(versionKey(e.object), [...(byVersion.get(versionKey(e.object)) ?? []), e]);
+    let count = 0;
+    for (const [vk, failed] of byVersion) {
+      const status = this.byVersion.get(vk);
+      if (status === undefined) continue;
+      const ids = new Set(failed.map((f) => f.destination));
+      const targets = (status.targets ?? []).filter((t) => ids.has(t.id));
+      if (targets.length === 0) continue;
+      const at = new Date().toISOString();
+      const key = objectKey(status.object);
+      const queued: StatusEvent = { type: 'queued', object: status.object, kind: status.kind, eventTime: status.eventTime, destinations: targets.map((t) => t.id), targets, at };
+      const task: ReplicationTask = { source: status.object, kind: status.kind, eventTime: status.eventTime, destinations: targets, origin: 'retry', ...(status.size !== undefined ? { size: status.size } : {}) };
+      const producer = await this.out();
+      await producer.send(this.names.status, [{ key, value: encode(queued) }]);
+      await producer.send(this.names.replication, [{ key, value: encode(task) }]);
+      count += targets.length;
+    }
+    return count;
   }
 
   /** How many object versions are in each state. */

@@ -6,6 +6,7 @@ import { createLogger } from '../lib/log/logger.ts';
 import { redactString } from '../lib/log/redact.ts';
 import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
 import { listFailed, retryFailed } from './failed.ts';
+import { setPause, untilTime } from './pause.ts';
 import { printStatus } from './status.ts';
 
 const USAGE = `backbeat — asynchronous S3 replication
@@ -26,7 +27,13 @@ Usage:
   backbeat failed retry (<location>/<bucket>/<key> [--version-id V] | --destination D | --all) [--server URL]
       Sends failed entries back through the pipeline. D is a destination (location/bucket) or a location.
 
-  status and failed ask the status API of a running \`backbeat run\` at --server (default http://127.0.0.1:8900).
+  backbeat pause <location> [--until <time|duration>] [--server URL]
+      Stops replicating to a destination location; changes keep queueing. --until schedules the resume
+      (an ISO 8601 time, or a duration such as 30m or 2h).
+  backbeat resume <location> [--server URL]
+      Resumes it: what was written meanwhile replicates.
+
+  status, failed, pause and resume ask the status API of a running \`backbeat run\` at --server (default http://127.0.0.1:8900).
 `;
 
 class UsageError extends Error {
@@ -150,6 +157,20 @@ async function failed(args: string[]): Promise<number> {
   throw new UsageError('failed needs list or retry');
 }
 
+async function pause(action: 'pause' | 'resume', args: string[]): Promise<number> {
+  const { values, positionals } = options(args, { until: { type: 'string' }, server: { type: 'string' } });
+  const [location] = positionals;
+  if (location === undefined || positionals.length !== 1) throw new UsageError(`${action} takes one destination location`);
+  if (action === 'resume' && values.until !== undefined) throw new UsageError('resume takes no --until');
+  let until: string | undefined;
+  try {
+    until = typeof values.until === 'string' ? untilTime(values.until) : undefined;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return setPause(typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900', location, action, until);
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   switch (command) {
@@ -161,6 +182,9 @@ async function main(argv: string[]): Promise<number> {
       return status(args);
     case 'failed':
       return failed(args);
+    case 'pause':
+    case 'resume':
+      return pause(command, args);
     case undefined:
     case 'help':
     case '--help':

@@ -16,6 +16,8 @@ export interface QueueNames {
   journalFailed: string;
   /** Object versions of a transient source that every destination holds: candidates for deletion. */
   gc: string;
+  /** Compacted: operator controls, e.g. the pause state of each destination location. */
+  control: string;
   populatorGroup(location: string): string;
   processorGroup(location: string): string;
   statusGroup: string;
@@ -29,6 +31,7 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
     objectStatus: `${prefix}-object-status`,
     journalFailed: `${prefix}-journal-failed`,
     gc: `${prefix}-gc`,
+    control: `${prefix}-control`,
     populatorGroup: (location) => `${prefix}-populator-${location}`,
     processorGroup: (location) => `${prefix}-processor-${location}`,
     statusGroup: `${prefix}-status`,
@@ -79,6 +82,21 @@ export type StatusEvent =
       at: string;
     }
   | { type: 'gc'; object: ObjectRef; state: GcState; reason?: string; at: string };
+
+/** The pause state of a destination location; the newest one wins. */
+export interface PauseState {
+  location: string;
+  paused: boolean;
+  /** A scheduled resume: paused only until then. */
+  until?: string;
+  at: string;
+}
+
+export const pauseKey = (location: string): string => `pause/${location}`;
+
+export function isPaused(state: PauseState | undefined, now = Date.now()): boolean {
+  return state?.paused === true && (state.until === undefined || Date.parse(state.until) > now);
+}
 
 /** DELETED: removed from the transient source after verification; REFUSED: a check failed, nothing deleted. */
 export type GcState = 'DELETED' | 'REFUSED';

@@ -10,7 +10,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
-import { queueNames } from '../messages.ts';
+import { encode, pauseKey, queueNames } from '../messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
 import { Processor, type RetryPolicy } from '../processor/processor.ts';
@@ -83,6 +83,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     { topic: names.objectStatus, partitions, config: { 'cleanup.policy': 'compact' } },
     { topic: names.journalFailed, partitions: 1 },
     { topic: names.gc, partitions },
+    { topic: names.control, partitions: 1, config: { 'cleanup.policy': 'compact' } },
     ...[...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [{ topic: l.spec.journal.kafka.topic, partitions }] : [])),
   ]);
   await admin.close();
@@ -151,7 +152,20 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     return [setInterval(() => safeScan('periodic scan', (l) => l === name), scan.intervalSeconds * 1000)];
   });
 
-  const server = statusServer({ status, destinations: [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort() });
+  const controlProducer = await queue.producer();
+  const server = statusServer({
+    status,
+    destinations: [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort(),
+    controls: {
+      set: (state) => controlProducer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]),
+      states: () =>
+        [...processors.entries()].map(([location, p]) => ({
+          location,
+          paused: p.paused,
+          ...(p.paused && p.pause?.until !== undefined ? { until: p.pause.until } : {}),
+        })),
+    },
+  });
   server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
   await once(server, 'listening');
   const address = server.address() as AddressInfo;
@@ -165,6 +179,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     gc,
     processors,
     async stop() {
+      server.close();
+      server.closeAllConnections();
       timers.forEach(clearInterval);
       await scanning;
       // Upstream first, so that nothing new reaches a role that already stopped.
@@ -172,8 +188,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       await Promise.all([...processors.values()].map((p) => p.close()));
       await gc?.close();
       await status.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
+      await controlProducer.close();
     },
   };
 }

@@ -1,10 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
-import { decode, encode, objectKey, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, isPaused, objectKey, pauseKey, type PauseState, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
 
 export interface RetryPolicy {
@@ -56,27 +58,97 @@ export class Processor {
   private consumer: QueueConsumer | undefined;
   private producer: QueueProducer | undefined;
   private readonly names: QueueNames;
+  private readonly limiter: Limiter;
+  private pauseState: PauseState | undefined;
+  private control: QueueConsumer | undefined;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private transitions: Promise<void> = Promise.resolve();
+  private following = false;
+  private closed = false;
 
   constructor(options: ProcessorOptions) {
     this.options = options;
     this.names = options.names ?? queueNames();
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     this.log = options.logger.child({ role: 'processor', destination: options.location });
+    this.limiter = new Limiter(options.concurrency ?? 16);
+  }
+
+  /** The current pause state of this destination location (undefined: never paused). */
+  get pause(): PauseState | undefined {
+    return this.pauseState;
+  }
+
+  get paused(): boolean {
+    return isPaused(this.pauseState);
   }
 
   get groupId(): string {
     return this.names.processorGroup(this.options.location);
   }
 
+  /** Reads the pause state, then consumes tasks unless paused; follows pause and resume from then on. */
   async start(): Promise<void> {
     this.producer = await this.options.queue.producer();
+    await readToEnd(this.options.queue, this.names.control, (m) => {
+      this.onControl(m);
+    });
+    // A group of its own, so that every processor instance sees every control message.
+    this.control = await this.options.queue.consumer({ groupId: `${this.groupId}-control-${randomUUID()}`, topics: [this.names.control], fromBeginning: true });
+    const control = this.control;
+    await control.run({
+      onBatch: async (batch) => {
+        batch.messages.forEach((m) => {
+          this.onControl(m);
+        });
+        const last = batch.messages.at(-1);
+        if (last !== undefined) await control.commit([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last.offset) + 1n).toString() }]);
+      },
+    });
+    this.following = true;
+    await this.reconcile();
+  }
+
+  private onControl(m: QueueMessage): void {
+    if (m.key !== pauseKey(this.options.location) || m.value === null) return;
+    this.pauseState = decode(m.value) as PauseState;
+    if (this.following) void this.reconcile();
+  }
+
+  /** Consumes or stops consuming to match the pause state; transitions run one at a time. */
+  private reconcile(): Promise<void> {
+    this.transitions = this.transitions
+      .then(async () => {
+        if (this.closed) return;
+        clearTimeout(this.resumeTimer);
+        const paused = isPaused(this.pauseState);
+        if (paused && this.consumer !== undefined) {
+          // Work in flight finishes (or hands its offset back) before the consumer leaves.
+          await this.consumer.close();
+          this.consumer = undefined;
+          this.log.info('paused', { until: this.pauseState?.until });
+        } else if (!paused && this.consumer === undefined) {
+          await this.consume();
+          if (this.pauseState !== undefined) this.log.info('consuming', { resumedAt: new Date().toISOString() });
+        }
+        const until = this.pauseState?.until;
+        if (paused && until !== undefined) {
+          this.resumeTimer = setTimeout(() => void this.reconcile(), Math.max(0, Date.parse(until) - Date.now()) + 10);
+        }
+      })
+      .catch((err: unknown) => {
+        this.log.error('pause or resume failed', { error: err });
+      });
+    return this.transitions;
+  }
+
+  private async consume(): Promise<void> {
     const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true });
     this.consumer = consumer;
-    const limiter = new Limiter(this.options.concurrency ?? 16);
     await consumer.run({
       onBatch: (batch) =>
         runOrdered(batch, {
-          limiter,
+          limiter: this.limiter,
           commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
           work: (message, b) => this.handle(message, b),
         }),
@@ -138,12 +210,12 @@ export class Processor {
         }
         this.counters.retries++;
         if (attempt === 1 || attempt % 10 === 0) this.log.info(kind === 'unavailable' ? 'endpoint unavailable, waiting' : 'retrying', fields);
-        await this.pause(backoff(attempt, this.retry), batch);
+        await this.waitBeforeRetry(backoff(attempt, this.retry), batch);
       }
     }
   }
 
-  private async pause(ms: number, batch: Batch): Promise<void> {
+  private async waitBeforeRetry(ms: number, batch: Batch): Promise<void> {
     const until = Date.now() + ms;
     while (Date.now() < until) {
       if (!batch.isActive()) throw new Stopped('stopping: the task will be redelivered');
@@ -153,7 +225,12 @@ export class Processor {
 
   /** Stops taking tasks, lets copies in flight finish (or hand back their offsets), commits, leaves. */
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.resumeTimer);
+    await this.transitions;
+    await this.control?.close();
     await this.consumer?.close();
+    this.consumer = undefined;
     await this.producer?.close();
   }
 }

@@ -1,10 +1,19 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { PauseState } from '../messages.ts';
 import type { FailedEntry, StatusProcessor } from './status.ts';
+
+export interface DestinationControls {
+  /** Records a pause state durably; processors of that location follow it. */
+  set(state: PauseState): Promise<void>;
+  /** The pause state of every destination location, as the processors apply it. */
+  states(): { location: string; paused: boolean; until?: string }[];
+}
 
 export interface ApiContext {
   status: StatusProcessor;
   /** Destination ids (`location/bucket`) of the configuration: selectors are checked against them. */
   destinations: string[];
+  controls: DestinationControls;
 }
 
 class BadRequest extends Error {
@@ -37,6 +46,18 @@ function destinationFilter(ctx: ApiContext, selector: string): (id: string) => b
   return matches;
 }
 
+function pauseRequest(ctx: ApiContext, location: string, action: string, body: Record<string, unknown>): PauseState {
+  const locations = [...new Set(ctx.destinations.map((d) => d.split('/')[0] ?? ''))];
+  if (!locations.includes(location)) throw new BadRequest(404, `unknown destination location "${location}" (known: ${locations.join(', ') || 'none'})`);
+  const at = new Date().toISOString();
+  if (action === 'resume') return { location, paused: false, at };
+  const { until } = body;
+  if (until === undefined) return { location, paused: true, at };
+  if (typeof until !== 'string' || Number.isNaN(Date.parse(until))) throw new BadRequest(400, `"until" must be a time (ISO 8601), got ${JSON.stringify(until)}`);
+  if (Date.parse(until) <= Date.now()) throw new BadRequest(400, `"until" must be in the future, got ${until}`);
+  return { location, paused: true, until: new Date(until).toISOString(), at };
+}
+
 /** The failed entries a retry request selects: { all: true } | { destination } | { object, versionId? }. */
 function selectFailed(ctx: ApiContext, body: Record<string, unknown>): FailedEntry[] {
   const { all, destination, object, versionId } = body;
@@ -61,6 +82,8 @@ function selectFailed(ctx: ApiContext, body: Record<string, unknown>): FailedEnt
  *   GET  /v1/objects/<location>/<bucket>/<key>[?versionId=V]  → { versions: ObjectStatus[] } or 404
  *   GET  /v1/failed[?destination=D]                           → { failed: FailedEntry[] }
  *   POST /v1/failed/retry  { all: true } | { destination } | { object, versionId? }  → { retried: n }
+ *   GET  /v1/destinations                                     → pause state of each destination location
+ *   POST /v1/destinations/<location>/pause  { until? }  and  /resume
  *   GET  /v1/summary                                          → object versions per state
  *   GET  /healthz                                             → 200 while the process serves
  */
@@ -76,6 +99,17 @@ export function statusServer(ctx: ApiContext): Server {
       if (err instanceof BadRequest) send(err.code, { error: err.message });
       else send(500, { error: err instanceof Error ? err.message : 'internal error' });
     };
+    const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
+    if (req.method === 'POST' && control !== null) {
+      jsonBody(req)
+        .then(async (body) => {
+          const state = pauseRequest(ctx, decodeURIComponent(control[1] ?? ''), control[2] ?? '', body);
+          await ctx.controls.set(state);
+          send(200, state);
+        })
+        .catch(fail);
+      return;
+    }
     if (req.method === 'POST' && url.pathname === '/v1/failed/retry') {
       jsonBody(req)
         .then((body) => status.retry(selectFailed(ctx, body)))
@@ -87,6 +121,10 @@ export function statusServer(ctx: ApiContext): Server {
     }
     if (req.method !== 'GET') {
       send(405, { error: `${req.method ?? ''} ${url.pathname} is not served` });
+      return;
+    }
+    if (url.pathname === '/v1/destinations') {
+      send(200, { destinations: ctx.controls.states() });
       return;
     }
     if (url.pathname === '/v1/failed') {

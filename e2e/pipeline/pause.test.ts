@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { ObjectStatus } from '../../workers/status/fold.ts';
+import { freePort, httpGet } from '../harness/net.ts';
+import { ManagedProcess } from '../harness/process.ts';
+import { runDir } from '../harness/run-dir.ts';
+import { eventually } from '../harness/wait.ts';
+import { body, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
+
+const execute = promisify(execFile);
+const CLI = ['--disable-warning=TimeoutNegativeWarning', new URL('../../cli/main.ts', import.meta.url).pathname];
+
+describe('pause and resume per destination (real `backbeat run` process and CLI)', function () {
+  this.timeout(300_000);
+  let sites: Sites;
+  let a: S3Client, c: S3Client;
+  let server: string;
+  let proc: ManagedProcess;
+  let ready: { probe(): Promise<boolean>; timeoutMs: number };
+
+  const cli = async (...args: string[]): Promise<string> => (await execute(process.execPath, [...CLI, ...args, '--server', server])).stdout;
+  const states = async (key: string): Promise<Record<string, string | undefined>> => {
+    const [v] = JSON.parse(await cli('status', `site-a/photos/${key}`, '--json')) as ObjectStatus[];
+    return { b: v?.destinations['site-b/photos-b']?.state, c: v?.destinations['site-c/photos-c']?.state };
+  };
+  const destinations = async (): Promise<unknown> => JSON.parse((await httpGet(`${server}/v1/destinations`)).body);
+
+  before(async () => {
+    sites = await startSites('pause');
+    [a, c] = [sites.a.client(), sites.c.client()];
+    await sourceBucket(sites, 'photos');
+    await versionedBucket(sites.b.client(), 'photos-b');
+    await versionedBucket(c, 'photos-c');
+    writeRule(sites, 'photos', {
+      source: { location: 'site-a', bucket: 'photos' },
+      destinations: [
+        { location: 'site-b', bucket: 'photos-b' },
+        { location: 'site-c', bucket: 'photos-c' },
+      ],
+    });
+    const port = await freePort();
+    server = `http://127.0.0.1:${port}`;
+    ready = { probe: async () => (await httpGet(`${server}/healthz`)).status === 200, timeoutMs: 60_000 };
+    proc = new ManagedProcess({
+      name: 'backbeat-pause',
+      command: process.execPath,
+      args: [...CLI, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', 'pause', '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), 'state-pause')],
+      logFile: join(runDir(), 'backbeat-pause.log'),
+    });
+    await proc.start(ready);
+  });
+
+  after(async () => {
+    await proc.stop();
+  });
+
+  it('holds writes for a paused destination while the others complete, across a SIGKILL, until resumed', async () => {
+    assert.equal(await cli('pause', 'site-c'), 'site-c: paused\n');
+    await eventually(async () => assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true }] }));
+    for (let i = 0; i < 3; i++) await a.send(new PutObjectCommand({ Bucket: 'photos', Key: `held/${i}`, Body: `held ${i}` }));
+    for (let i = 0; i < 3; i++) await eventually(async () => assert.deepEqual(await states(`held/${i}`), { b: 'COMPLETED', c: 'PENDING' }), 60_000, 500);
+
+    // The pause is durable: a killed and restarted process is still paused for site-c.
+    await proc.kill();
+    await proc.start(ready);
+    await eventually(async () => assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true }] }));
+    await sleep(3_000);
+    assert.deepEqual(await states('held/0'), { b: 'COMPLETED', c: 'PENDING' });
+
+    assert.equal(await cli('resume', 'site-c'), 'site-c: resumed\n');
+    for (let i = 0; i < 3; i++) {
+      await eventually(async () => assert.deepEqual(await states(`held/${i}`), { b: 'COMPLETED', c: 'COMPLETED' }), 60_000, 500);
+      assert.equal((await body(c, 'photos-c', `held/${i}`)).toString(), `held ${i}`);
+    }
+  });
+
+  it('fires a scheduled resume on time', async () => {
+    assert.match(await cli('pause', 'site-c', '--until', '6s'), /^site-c: paused until \d{4}-\d\d-\d\dT/);
+    await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'scheduled', Body: 'later' }));
+    await eventually(async () => assert.deepEqual(await states('scheduled'), { b: 'COMPLETED', c: 'PENDING' }), 30_000, 250);
+    await eventually(async () => assert.deepEqual(await states('scheduled'), { b: 'COMPLETED', c: 'COMPLETED' }), 60_000, 500);
+  });
+
+  it('lets a newer pause replace a scheduled resume', async () => {
+    await cli('pause', 'site-c', '--until', '3s');
+    assert.equal(await cli('pause', 'site-c'), 'site-c: paused\n');
+    await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'replaced', Body: 'x' }));
+    await sleep(6_000);
+    assert.deepEqual(await states('replaced'), { b: 'COMPLETED', c: 'PENDING' });
+    await cli('resume', 'site-c');
+    await eventually(async () => assert.deepEqual(await states('replaced'), { b: 'COMPLETED', c: 'COMPLETED' }), 60_000, 500);
+  });
+
+  it('refuses an unknown destination or a past --until, changing nothing', async () => {
+    for (const args of [['pause', 'site-z'], ['resume', 'site-z'], ['pause', 'site-c', '--until', '2001-01-01T00:00:00Z'], ['pause', 'site-c', '--until', 'soon']]) {
+      await assert.rejects(cli(...args), (err: Error & { code?: number; stderr?: string }) => {
+        assert.equal(err.code, 2, args.join(' '));
+        assert.match(err.stderr ?? '', /unknown destination location "site-z" \(known: site-b, site-c\)|must be in the future|must be a time/);
+        return true;
+      });
+    }
+    assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: false }] });
+  });
+});

@@ -5,6 +5,7 @@ import { ConfigError, formatProblem } from '../lib/config/validate.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { redactString } from '../lib/log/redact.ts';
 import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
+import { callApi } from './api.ts';
 import { listFailed, retryFailed } from './failed.ts';
 import { setPause, untilTime } from './pause.ts';
 import { printStatus } from './status.ts';
@@ -33,7 +34,10 @@ Usage:
   backbeat resume <location> [--server URL]
       Resumes it: what was written meanwhile replicates.
 
-  status, failed, pause and resume ask the status API of a running \`backbeat run\` at --server (default http://127.0.0.1:8900).
+  backbeat backfill <rule> [--server URL]
+      Replicates the objects that were in the rule's source bucket before it (or that it missed).
+
+  status, failed, pause, resume and backfill ask the status API of a running \`backbeat run\` at --server (default http://127.0.0.1:8900).
 `;
 
 class UsageError extends Error {
@@ -171,6 +175,20 @@ async function pause(action: 'pause' | 'resume', args: string[]): Promise<number
   return setPause(typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900', location, action, until);
 }
 
+async function backfill(args: string[]): Promise<number> {
+  const { values, positionals } = options(args, { server: { type: 'string' } });
+  const [rule] = positionals;
+  if (rule === undefined || positionals.length !== 1) throw new UsageError('backfill takes one rule name');
+  const answer = await callApi(typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900', `/v1/rules/${encodeURIComponent(rule)}/backfill`, { method: 'POST', body: {} });
+  const body = answer.body as { error?: string; queued?: number };
+  if (answer.status !== 200) {
+    process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${answer.status}`}\n`);
+    return 2;
+  }
+  process.stdout.write(`rule ${rule}: queued ${String(body.queued)} object versions\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   switch (command) {
@@ -185,6 +203,8 @@ async function main(argv: string[]): Promise<number> {
     case 'pause':
     case 'resume':
       return pause(command, args);
+    case 'backfill':
+      return backfill(args);
     case undefined:
     case 'help':
     case '--help':

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
+import type { Metrics } from '../../lib/metrics.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Batch, Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
@@ -18,6 +19,7 @@ export interface GcOptions {
   delayMs?: number;
   names?: QueueNames;
   concurrency?: number;
+  metrics?: Metrics;
 }
 
 export interface GcCounters {
@@ -61,6 +63,7 @@ export class GarbageCollector {
             const event: StatusEvent = { type: 'gc', object: task.object, state, ...(reason !== undefined ? { reason } : {}), at: new Date().toISOString() };
             await this.producer?.send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
             this.counters[state === 'DELETED' ? 'deleted' : 'refused']++;
+            (state === 'DELETED' ? this.options.metrics?.gcDeleted : this.options.metrics?.gcRefused)?.inc({ location: task.object.location });
           },
         }),
     });

@@ -7,6 +7,7 @@ import { locationClient, resolveCredentials } from '../../lib/config/credentials
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { ConfigError, type Problem } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
+import { createMetrics } from '../../lib/metrics.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
@@ -75,6 +76,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       ? kafkaQueue({ brokers: options.brokers, clientId: 'backbeat-local', logger })
       : embeddedQueue({ dir: join(options.stateDir, 'queue') });
   const names = queueNames(options.prefix);
+  const metrics = createMetrics();
   const partitions = options.partitions ?? 4;
   const admin = await queue.admin();
   await admin.ensureTopics([
@@ -98,7 +100,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   });
   await status.start();
   // The GC runs only where a transient source exists.
-  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
+  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
   await gc?.start();
 
   const processors = new Map<string, Processor>();
@@ -108,6 +110,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     const p = new Processor({
       queue,
       names,
+      metrics,
       logger,
       location,
       destination,
@@ -119,7 +122,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     processors.set(location, p);
   }
 
-  const populator = new Populator({ queue, names, logger: logger.child({ role: 'populator' }), configs, sources: clients });
+  const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients });
   const sources = new Set([...configs.values()].map((c) => c.SourceLocation));
   for (const name of sources) {
     const topic = manifests.locations.get(name)?.spec.journal?.kafka?.topic;
@@ -153,6 +156,18 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   });
 
   const controlProducer = await queue.producer();
+  // Consumer groups whose lag /metrics reports.
+  const lagGroups: [string, string][] = [
+    ...[...processors.keys()].map((l): [string, string] => [names.processorGroup(l), names.replication]),
+    [names.statusGroup, names.status],
+    ...(gc !== undefined ? [[names.gcGroup, names.gc] as [string, string]] : []),
+    ...[...sources].flatMap((l): [string, string][] => {
+      const topic = manifests.locations.get(l)?.spec.journal?.kafka?.topic;
+      return topic !== undefined ? [[names.populatorGroup(l), topic]] : [];
+    }),
+  ];
+  const lagAdmin = await queue.admin();
+  let stopping = false;
   const server = statusServer({
     status,
     destinations: [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort(),
@@ -164,6 +179,21 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           paused: p.paused,
           ...(p.paused && p.pause?.until !== undefined ? { until: p.pause.until } : {}),
         })),
+    },
+    async metrics() {
+      metrics.pending.reset();
+      for (const [destination, n] of status.pendingByDestination()) metrics.pending.set({ destination }, n);
+      for (const [group, topic] of lagGroups) {
+        const lag = await lagAdmin.groupLag(group, topic);
+        metrics.lag.set({ group }, lag.reduce((n, p) => n + p.lag, 0));
+      }
+      return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+    },
+    ready: () => !stopping,
+    rules: [...manifests.rules.keys()].sort(),
+    backfill(name) {
+      const rule = manifests.rules.get(name);
+      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, name);
     },
   });
   server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
@@ -179,6 +209,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     gc,
     processors,
     async stop() {
+      stopping = true;
       server.close();
       server.closeAllConnections();
       timers.forEach(clearInterval);
@@ -189,6 +220,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       await gc?.close();
       await status.close();
       await controlProducer.close();
+      await lagAdmin.close();
     },
   };
 }

@@ -1,6 +1,7 @@
 import { GetObjectTaggingCommand, type S3Client } from '@aws-sdk/client-s3';
 import { matchDestinations, needsTags, type BucketReplicationConfig, type MatchedDestination } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
+import type { Metrics } from '../../lib/metrics.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
@@ -19,6 +20,7 @@ export interface PopulatorOptions {
   sources: Map<string, S3Client>;
   concurrency?: number;
   names?: QueueNames;
+  metrics?: Metrics;
 }
 
 export interface PopulatorCounters {
@@ -69,7 +71,7 @@ export class Populator {
   }
 
   /** Queues the task of one change (if it replicates anywhere); resolves once it is durably queued. */
-  async populate(change: ChangeRecord): Promise<void> {
+  async populate(change: ChangeRecord, onlyRule?: string): Promise<void> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);
     if (config === undefined || change.isReplica) {
@@ -85,7 +87,7 @@ export class Populator {
       }
     }
     const destinations: TaskDestination[] = matchDestinations(config, { key: change.key, ...(tags !== undefined ? { tags } : {}) })
-      .filter((d) => wanted(change, d))
+      .filter((d) => wanted(change, d) && (onlyRule === undefined || d.Rule === onlyRule))
       .map((d) => ({
         id: d.Id,
         location: d.Location,
@@ -128,6 +130,7 @@ export class Populator {
 
   private async setAside(message: QueueMessage, location: string, reason: string): Promise<void> {
     this.counters.malformed++;
+    this.options.metrics?.journalMalformed.inc({ location });
     this.options.logger.warn('malformed journal message set aside', { location, topic: message.topic, partition: message.partition, offset: message.offset, reason });
     const producer = await this.out();
     await producer.send(this.names.journalFailed, [
@@ -157,20 +160,24 @@ export class Populator {
               await this.setAside(message, location, err.message);
               return;
             }
+            this.options.metrics?.journalChanges.inc({ location }, changes.length);
             for (const change of changes) await this.populate(change);
           },
         }),
     });
   }
 
-  /** Lists a source bucket and queues every version: backfill, and the repair of missed notifications. */
-  async scan(location: string, bucket: string): Promise<number> {
+  /**
+   * Lists a source bucket and queues every version: backfill, and the repair of missed notifications.
+   * With `onlyRule`, only that rule's destinations are queued (a backfill on demand).
+   */
+  async scan(location: string, bucket: string, onlyRule?: string): Promise<number> {
     const client = this.options.sources.get(location);
     if (client === undefined) throw new Error(`no S3 client for source location "${location}"`);
     let count = 0;
     for await (const page of scanBucket(client, location, bucket)) {
       for (const change of page) {
-        await this.populate(change);
+        await this.populate(change, onlyRule);
         count++;
       }
     }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
+import { reasonCode, type Metrics } from '../../lib/metrics.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
@@ -29,6 +30,7 @@ export interface ProcessorOptions {
   concurrency?: number;
   retry?: Partial<RetryPolicy>;
   names?: QueueNames;
+  metrics?: Metrics;
 }
 
 export interface ProcessorCounters {
@@ -163,8 +165,10 @@ export class Processor {
       this.log.error('unreadable task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
       return;
     }
+    const metrics = this.options.metrics;
     for (const d of task.destinations.filter((x) => x.location === this.options.location)) {
-      const { outcome, attempts, failure } = await this.attempt(task, d, batch);
+      metrics?.inFlight.inc({ destination: this.options.location });
+      const { outcome, attempts, failure } = await this.attempt(task, d, batch).finally(() => metrics?.inFlight.dec({ destination: this.options.location }));
       const event: StatusEvent = {
         type: 'result',
         object: task.source,
@@ -178,11 +182,21 @@ export class Processor {
       };
       // The result is durably queued before the offset can be committed: at least once, end to end.
       await this.producer?.send(this.names.status, [{ key: objectKey(task.source), value: encode(event) }]);
-      if (failure !== undefined) this.counters.failed++;
-      else if (outcome.state === 'SKIPPED') this.counters.skipped++;
-      else {
+      if (failure !== undefined) {
+        this.counters.failed++;
+        metrics?.failures.inc({ destination: d.id, reason: reasonCode(failure) });
+      } else if (outcome.state === 'SKIPPED') {
+        this.counters.skipped++;
+        metrics?.skipped.inc({ destination: d.id });
+      } else {
         this.counters.completed++;
         this.counters.bytes += outcome.bytes;
+        // A change found already applied (a duplicate, a retry) is not counted twice.
+        if (outcome.reason === undefined) {
+          metrics?.replicatedObjects.inc({ destination: d.id });
+          metrics?.replicatedBytes.inc({ destination: d.id }, outcome.bytes);
+          metrics?.latency.observe({ destination: d.id }, Math.max(0, Date.now() - Date.parse(task.eventTime)) / 1000);
+        }
       }
     }
   }

@@ -14,6 +14,13 @@ export interface ApiContext {
   /** Destination ids (`location/bucket`) of the configuration: selectors are checked against them. */
   destinations: string[];
   controls: DestinationControls;
+  /** Prometheus exposition of the process's metrics, refreshed at each scrape. */
+  metrics(): Promise<{ contentType: string; body: string }>;
+  /** True once every role has started, false again while stopping. */
+  ready(): boolean;
+  /** Queues the existing objects of a rule; undefined when no such rule exists. */
+  backfill(rule: string): Promise<number> | undefined;
+  rules: string[];
 }
 
 class BadRequest extends Error {
@@ -84,8 +91,11 @@ function selectFailed(ctx: ApiContext, body: Record<string, unknown>): FailedEnt
  *   POST /v1/failed/retry  { all: true } | { destination } | { object, versionId? }  → { retried: n }
  *   GET  /v1/destinations                                     → pause state of each destination location
  *   POST /v1/destinations/<location>/pause  { until? }  and  /resume
+ *   POST /v1/rules/<rule>/backfill                            → { queued: n } object versions
  *   GET  /v1/summary                                          → object versions per state
+ *   GET  /metrics                                             → Prometheus metrics
  *   GET  /healthz                                             → 200 while the process serves
+ *   GET  /readyz                                              → 200 once every role runs, 503 while stopping
  */
 export function statusServer(ctx: ApiContext): Server {
   const { status } = ctx;
@@ -108,6 +118,19 @@ export function statusServer(ctx: ApiContext): Server {
           send(200, state);
         })
         .catch(fail);
+      return;
+    }
+    const backfill = /^\/v1\/rules\/([^/]+)\/backfill$/.exec(url.pathname);
+    if (req.method === 'POST' && backfill !== null) {
+      const rule = decodeURIComponent(backfill[1] ?? '');
+      const queued = ctx.backfill(rule);
+      if (queued === undefined) {
+        send(404, { error: `unknown rule "${rule}" (known: ${ctx.rules.join(', ') || 'none'})` });
+        return;
+      }
+      queued.then((n) => {
+        send(200, { rule, queued: n });
+      }, fail);
       return;
     }
     if (req.method === 'POST' && url.pathname === '/v1/failed/retry') {
@@ -138,6 +161,21 @@ export function statusServer(ctx: ApiContext): Server {
     }
     if (url.pathname === '/healthz') {
       send(200, { ok: true });
+      return;
+    }
+    if (url.pathname === '/readyz') {
+      const ready = ctx.ready();
+      send(ready ? 200 : 503, { ready });
+      return;
+    }
+    if (url.pathname === '/metrics') {
+      ctx
+        .metrics()
+        .then(({ contentType, body }) => {
+          res.writeHead(200, { 'content-type': contentType });
+          res.end(body);
+        })
+        .catch(fail);
       return;
     }
     if (url.pathname === '/v1/summary') {

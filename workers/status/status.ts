@@ -141,6 +141,16 @@ export class StatusProcessor {
     return count;
   }
 
+  /** Object versions still pending, per destination. */
+  pendingByDestination(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const status of this.byVersion.values()) {
+      if (status.state !== 'PENDING') continue;
+      for (const [id, d] of Object.entries(status.destinations)) if (d.state === 'PENDING') out.set(id, (out.get(id) ?? 0) + 1);
+    }
+    return out;
+  }
+
   /** How many object versions are in each state. */
   summary(): Record<ObjectState, number> {
     const out: Record<ObjectState, number> = { PENDING: 0, COMPLETED: 0, FAILED: 0, SKIPPED: 0 };

@@ -1,0 +1,54 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+// Prometheus metrics of the worker roles: prefixed `backbeat_`, base units, and only low-cardinality
+// labels (destination ids, locations, error codes); never a key or a version.
+
+export interface Metrics {
+  registry: Registry;
+  replicatedObjects: Counter<'destination'>;
+  replicatedBytes: Counter<'destination'>;
+  failures: Counter<'destination' | 'reason'>;
+  skipped: Counter<'destination'>;
+  latency: Histogram<'destination'>;
+  inFlight: Gauge<'destination'>;
+  pending: Gauge<'destination'>;
+  lag: Gauge<'group'>;
+  journalChanges: Counter<'location'>;
+  journalMalformed: Counter<'location'>;
+  gcDeleted: Counter<'location'>;
+  gcRefused: Counter<'location'>;
+}
+
+/** A fresh registry with every metric (one per process; tests may make several). */
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'backbeat_process_' });
+  const registers = [registry];
+  return {
+    registry,
+    replicatedObjects: new Counter({ name: 'backbeat_replicated_objects_total', help: 'Object versions replicated, per destination (location/bucket).', labelNames: ['destination'], registers }),
+    replicatedBytes: new Counter({ name: 'backbeat_replicated_bytes_total', help: 'Bytes copied to each destination.', labelNames: ['destination'], registers }),
+    failures: new Counter({ name: 'backbeat_replication_failures_total', help: 'Object versions that failed to replicate, by destination and error code.', labelNames: ['destination', 'reason'], registers }),
+    skipped: new Counter({ name: 'backbeat_replication_skipped_total', help: 'Tasks with nothing to copy (superseded, replica of a replica, source gone).', labelNames: ['destination'], registers }),
+    latency: new Histogram({
+      name: 'backbeat_replication_latency_seconds',
+      help: 'From the source write to the replica written.',
+      labelNames: ['destination'],
+      buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+      registers,
+    }),
+    inFlight: new Gauge({ name: 'backbeat_copies_in_flight', help: 'Copies under way, per destination location.', labelNames: ['destination'], registers }),
+    pending: new Gauge({ name: 'backbeat_pending_objects', help: 'Object versions waiting to replicate, per destination.', labelNames: ['destination'], registers }),
+    lag: new Gauge({ name: 'backbeat_queue_lag_messages', help: 'Messages not yet consumed by each consumer group.', labelNames: ['group'], registers }),
+    journalChanges: new Counter({ name: 'backbeat_journal_changes_total', help: 'Changes read from each source location journal.', labelNames: ['location'], registers }),
+    journalMalformed: new Counter({ name: 'backbeat_journal_malformed_total', help: 'Journal messages set aside as malformed.', labelNames: ['location'], registers }),
+    gcDeleted: new Counter({ name: 'backbeat_gc_deletions_total', help: 'Object versions deleted from a transient source after verification.', labelNames: ['location'], registers }),
+    gcRefused: new Counter({ name: 'backbeat_gc_refusals_total', help: 'GC deletions refused because a replica check failed.', labelNames: ['location'], registers }),
+  };
+}
+
+/** The error code of a failure reason ("NoSuchBucket (HTTP 404): ..." → "NoSuchBucket"), as a bounded label. */
+export function reasonCode(reason: string): string {
+  const code = /^(?:gave up after \d+ attempts: )?([A-Za-z][A-Za-z0-9_.-]{0,63})/.exec(reason)?.[1];
+  return code ?? 'Other';
+}

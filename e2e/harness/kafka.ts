@@ -16,6 +16,8 @@ export interface KafkaServer {
   process: ManagedProcess;
   /** Stops and starts the broker again on the same port and data (a broker restart). */
   restart(): Promise<void>;
+  /** SIGKILLs the broker, as a crash would, and starts it again on the same port and data. */
+  crash(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -101,6 +103,10 @@ export async function startKafka(name = 'kafka'): Promise<KafkaServer> {
     process: proc,
     async restart() {
       await proc.stop();
+      await proc.start(ready);
+    },
+    async crash() {
+      await proc.kill();
       await proc.start(ready);
     },
     stop: () => proc.stop(),

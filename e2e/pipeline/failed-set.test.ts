@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { FailedEntry } from '../../workers/status/status.ts';
+import { sharedKafka } from '../harness/env.ts';
 import { freePort, httpGet } from '../harness/net.ts';
 import { ManagedProcess } from '../harness/process.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -86,8 +87,9 @@ describe('failed set: durable, listable, retryable (real `backbeat run` process 
     assert.equal((await failedList()).length, 2);
   });
 
-  it('keeps the failed set across a SIGKILL and restart, and retries to COMPLETED once the cause is fixed', async () => {
+  it('keeps the failed set across a SIGKILL of every process, and retries to COMPLETED once the cause is fixed', async () => {
     await proc.kill();
+    await (await sharedKafka()).crash();
     await proc.start(ready);
     assert.deepEqual((await failedList()).map((e) => e.object.key).sort(), ['a.txt', 'b.txt']);
 

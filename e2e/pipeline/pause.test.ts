@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ObjectStatus } from '../../workers/status/fold.ts';
+import { sharedKafka } from '../harness/env.ts';
 import { freePort, httpGet } from '../harness/net.ts';
 import { ManagedProcess } from '../harness/process.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -64,8 +65,9 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
     for (let i = 0; i < 3; i++) await a.send(new PutObjectCommand({ Bucket: 'photos', Key: `held/${i}`, Body: `held ${i}` }));
     for (let i = 0; i < 3; i++) await eventually(async () => assert.deepEqual(await states(`held/${i}`), { b: 'COMPLETED', c: 'PENDING' }), 60_000, 500);
 
-    // The pause is durable: a killed and restarted process is still paused for site-c.
+    // The pause is durable: with the process and the Kafka broker killed and restarted, site-c stays paused.
     await proc.kill();
+    await (await sharedKafka()).crash();
     await proc.start(ready);
     await eventually(async () => assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true }] }));
     await sleep(3_000);

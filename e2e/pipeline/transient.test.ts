@@ -5,6 +5,7 @@ import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/c
 import { createLogger } from '../../lib/log/logger.ts';
 import { startLocal, type LocalRun } from '../../workers/local/local.ts';
 import type { ObjectStatus } from '../../workers/status/fold.ts';
+import { httpGet } from '../harness/net.ts';
 import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { body, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
@@ -93,5 +94,8 @@ describe('transient source with garbage collection', function () {
     assert.match(verdict.reason ?? '', /^site-b\/inbox-b: replica ETag \w+ differs from source ETag \w+$/);
     assert.equal((await body(a, 'inbox', 'altered.txt', versionId)).toString(), 'original');
     assert.equal(local.gc?.counters.refused, 2);
+    const metrics = (await httpGet(`${local.url}/metrics`)).body;
+    assert.match(metrics, /^backbeat_gc_deletions_total\{location="site-a"\} 1$/m);
+    assert.match(metrics, /^backbeat_gc_refusals_total\{location="site-a"\} 2$/m);
   });
 });

@@ -222,6 +222,7 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     // Bad input is the user's to fix: say what is wrong, one line each, without a stack trace.
+    // (process.exit: a run that failed half-way may hold connections that would keep it alive.)
     if (err instanceof ConfigError) {
       for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
       process.exitCode = 2;
@@ -232,5 +233,6 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`backbeat: ${redactString(err instanceof Error ? err.message : String(err))}\n`);
       process.exitCode = 1;
     }
+    process.exit();
   },
 );

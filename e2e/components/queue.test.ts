@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -150,6 +150,24 @@ for (const [name, open] of implementations) {
 }
 
 describe('embedded queue durability', () => {
+  it('cuts off a torn last line (a crash mid-append) and keeps every acknowledged record', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
+    try {
+      const first = embeddedQueue({ dir });
+      await (await first.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
+      await (await first.producer()).send('t', [{ key: 'k', value: 'one' }]);
+      appendFileSync(join(dir, 'topics', 't', '0.log'), '{"k":"k","v":"dHdv');
+      const second = embeddedQueue({ dir });
+      await (await second.producer()).send('t', [{ key: 'k', value: 'three' }]);
+      const third = embeddedQueue({ dir });
+      const c = await collect(third, 't', 'g');
+      await eventually(() => assert.deepEqual(c.seen.map((m) => [m.offset, m.value?.toString()]), [['0', 'one'], ['1', 'three']]));
+      await c.consumer.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps records and committed offsets across a restart from its folder', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
     try {

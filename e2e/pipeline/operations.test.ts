@@ -59,6 +59,9 @@ describe('operations: metrics, health and backfill on demand', function () {
   it('serves /healthz, /readyz and /metrics whose figures match what happened', async () => {
     assert.equal((await httpGet(`${local.url}/healthz`)).status, 200);
     assert.equal((await httpGet(`${local.url}/readyz`)).status, 200);
+    // A malformed request is refused; the process (every role, in local mode) goes on.
+    assert.equal((await httpGet(`${local.url}/v1/objects/a/b/%E0%A4`)).status, 400);
+    assert.equal((await httpGet(`${local.url}/healthz`)).status, 200);
     let bytes = 0;
     for (let i = 0; i < 5; i++) {
       const content = `document number ${i}`.repeat(i + 1);

@@ -19,7 +19,7 @@ export interface CompiledDestination {
 export interface CompiledRule {
   ID: string;
   Priority: number;
-  /** Disabled while the rule is paused: changes still queue, copies wait. */
+  /** Disabled for a paused rule (refused by validation until rule pausing is supported). */
   Status: Status;
   Filter: { Prefix?: string; Tags?: { Key: string; Value: string }[] };
   DeleteMarkerReplication: { Status: Status };
@@ -91,7 +91,6 @@ export interface ObjectFacts {
 
 export interface MatchedDestination extends CompiledDestination {
   Rule: string;
-  Paused: boolean;
   ReplicateDeleteMarkers: boolean;
   ReplicateVersionDeletes: boolean;
 }
@@ -119,7 +118,6 @@ export function matchDestinations(config: BucketReplicationConfig, facts: Object
       chosen.set(d.Id, {
         ...d,
         Rule: rule.ID,
-        Paused: rule.Status === 'Disabled',
         ReplicateDeleteMarkers: rule.DeleteMarkerReplication.Status === 'Enabled',
         ReplicateVersionDeletes: rule.VersionDeleteReplication.Status === 'Enabled',
       });

@@ -103,6 +103,14 @@ describe('configuration model', () => {
     ]);
   });
 
+  it('refuses version-delete replication from a transient source, and a paused rule', () => {
+    const got = problems(docs(location('a', { transient: true }), location('b'), rule('r1', { replicateVersionDeletes: true, paused: true })));
+    assert.deepEqual(got, [
+      'm.yaml: ReplicationRule/r1: spec.replicateVersionDeletes: cannot be true: Location "a" is a transient source, whose versions the GC deletes once replicated',
+      'm.yaml: ReplicationRule/r1: spec.paused: pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`',
+    ]);
+  });
+
   it('round-trips through YAML text as users write it', () => {
     const text = dump(location('a'));
     assert.match(text, /kind: Location/);
@@ -122,7 +130,7 @@ describe('per-bucket replication config', () => {
         destinations: [{ location: 'b', bucket: 'photos', storageClass: 'REDUCED_REDUNDANCY', keyPrefix: 'from-a/' }],
         replicateDeleteMarkers: true,
       }),
-      rule('other-bucket', { source: { location: 'a', bucket: 'docs' }, paused: true }),
+      rule('other-bucket', { source: { location: 'a', bucket: 'docs' } }),
     ),
   );
   const configs = compileBucketConfigs(m);
@@ -133,7 +141,7 @@ describe('per-bucket replication config', () => {
     assert.ok(photos);
     assert.deepEqual(photos.Rules.map((r) => [r.ID, r.Priority]), [['high', 9], ['low', 1]]);
     assert.deepEqual(photos.Rules[0]?.Filter, { Prefix: 'raw/', Tags: [{ Key: 'team', Value: 'blue' }] });
-    assert.equal(configs.get('a/docs')?.Rules[0]?.Status, 'Disabled');
+    assert.equal(configs.get('a/docs')?.Rules[0]?.Status, 'Enabled');
   });
 
   it('sends an object to each destination under the highest-priority rule that matches it', () => {

@@ -147,7 +147,7 @@ export const ReplicationRuleSpec = Type.Object(
     replicateDeleteMarkers: Type.Boolean({ default: false, description: 'Replicate delete markers (a DELETE without a version id).' }),
     replicateVersionDeletes: Type.Boolean({ default: false, description: 'Also permanently delete a replica version when its source version is permanently deleted. Off by default: replication never destroys data unless asked.' }),
     replicateExistingObjects: Type.Boolean({ default: false, description: 'Backfill: replicate the objects that were in the source bucket before the rule existed.' }),
-    paused: Type.Boolean({ default: false, description: 'Stop copying for this rule; changes keep queueing and replicate on resume.' }),
+    paused: Type.Boolean({ default: false, description: 'Reserved: stop copying for this rule. Not supported yet; destinations are paused with `backbeat pause`.' }),
   },
   {
     additionalProperties: false,

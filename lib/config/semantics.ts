@@ -28,6 +28,14 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
     } else if (sourceLocation.spec.journal === undefined) {
       at(resource, 'spec.source.location', `Location "${source.location}" has no spec.journal, so its changes cannot be observed`);
     }
+    if (rule.spec.replicateVersionDeletes && sourceLocation?.spec.transient === true) {
+      // The GC permanently deletes each replicated version from a transient source: replicating those
+      // deletions would remove the very replicas it verified.
+      at(resource, 'spec.replicateVersionDeletes', `cannot be true: Location "${source.location}" is a transient source, whose versions the GC deletes once replicated`);
+    }
+    if (rule.spec.paused) {
+      at(resource, 'spec.paused', 'pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`');
+    }
     const seen = new Map<string, number>();
     destinations.forEach((d, i) => {
       const path = `spec.destinations[${i}]`;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type {
   Batch,
@@ -62,16 +62,18 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
         meta.topic,
         Array.from({ length: meta.partitions }, (_, p) => {
           const file = join(dir, 'topics', t, `${p}.log`);
-          const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n') : [];
-          // A torn last line (crash mid-append) is dropped: its producer never got an acknowledgement.
-          const messages = lines.flatMap((line, offset) => {
-            if (line === '') return [];
-            try {
-              return [toMessage(meta.topic, p, offset, JSON.parse(line) as Stored)];
-            } catch {
-              return [];
-            }
-          });
+          let text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+          // A torn last line (a crash mid-append; its producer got no acknowledgement) is cut off, so
+          // that the next append starts on a line of its own.
+          const end = text.lastIndexOf('\n') + 1;
+          if (end < text.length) {
+            text = text.slice(0, end);
+            truncateSync(file, Buffer.byteLength(text));
+          }
+          const messages = text
+            .split('\n')
+            .filter((line) => line !== '')
+            .map((line, offset) => toMessage(meta.topic, p, offset, JSON.parse(line) as Stored));
           return { messages, file };
         }),
       );

@@ -38,7 +38,10 @@ export async function readToEnd(queue: Queue, topic: string, onMessage: (m: Queu
             }
           },
         })
-        .catch(reject);
+        .catch((err: unknown) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        });
     });
   } finally {
     await consumer.close();

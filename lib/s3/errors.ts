@@ -1,3 +1,5 @@
+import { redactString } from '../log/redact.ts';
+
 // Which S3 failures are worth retrying. Three classes, because they call for different waits:
 // - unavailable: the endpoint cannot be reached at all; nothing is wrong with the object, so wait for it
 //   as long as it takes (the backlog stays queued, as S3 keeps such objects PENDING);
@@ -12,7 +14,6 @@ interface SdkError {
   code?: string;
   message?: string;
   $metadata?: { httpStatusCode?: number };
-  $retryable?: unknown;
   cause?: unknown;
 }
 
@@ -56,9 +57,11 @@ export function classify(err: unknown): ErrorClass {
   return status >= 400 ? 'permanent' : 'transient';
 }
 
+/** The object or version does not exist (a missing bucket is not that: it is a permanent error). */
 export function isNotFound(err: unknown): boolean {
-  const e = err as SdkError | null;
-  return e?.$metadata?.httpStatusCode === 404 || ['NoSuchKey', 'NoSuchVersion', 'NotFound'].includes(codeOf(err));
+  const code = codeOf(err);
+  if (code === 'NoSuchBucket') return false;
+  return (err as SdkError | null)?.$metadata?.httpStatusCode === 404 || ['NoSuchKey', 'NoSuchVersion', 'NotFound'].includes(code);
 }
 
 /** A short reason for a status or a log line: the error code and message, never request details. */
@@ -67,5 +70,5 @@ export function reasonOf(err: unknown): string {
   const code = codeOf(err);
   const status = e?.$metadata?.httpStatusCode;
   const message = (e?.message ?? '').split('\n')[0]?.slice(0, 300) ?? '';
-  return `${code}${status !== undefined ? ` (HTTP ${status})` : ''}${message !== '' && message !== code ? `: ${message}` : ''}`;
+  return redactString(`${code}${status !== undefined ? ` (HTTP ${status})` : ''}${message !== '' && message !== code ? `: ${message}` : ''}`);
 }

@@ -4,8 +4,8 @@ import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Batch, Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
+import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { versionParam } from '../../lib/s3/version.ts';
 import { REPLICA_VERSION_META } from '../journal/change.ts';
 import { decode, encode, objectKey, queueNames, type GcState, type GcTask, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
 import { keyHistory } from '../processor/s3-state.ts';
@@ -27,7 +27,6 @@ export interface GcCounters {
   refused: number;
 }
 
-const unquote = (etag: string | undefined): string => (etag ?? '').replace(/"/g, '');
 
 /**
  * Deletes object versions from a transient source, each only after re-verifying that every destination
@@ -57,7 +56,14 @@ export class GarbageCollector {
           limiter,
           commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
           work: async (message, b) => {
-            const task = decode(message.value) as GcTask;
+            let task: GcTask;
+            try {
+              task = decode(message.value) as GcTask;
+              objectKey(task.object);
+            } catch (err) {
+              this.options.logger.error('unreadable GC task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
+              return;
+            }
             await this.waitForDelay(task, b);
             const { state, reason } = await this.collect(task, b);
             const event: StatusEvent = { type: 'gc', object: task.object, state, ...(reason !== undefined ? { reason } : {}), at: new Date().toISOString() };
@@ -92,7 +98,7 @@ export class GarbageCollector {
       if (entry.isDeleteMarker) continue;
       let head: HeadObjectCommandOutput;
       try {
-        head = await s3.send(new HeadObjectCommand({ Bucket: target.bucket, Key: key, ...versionParam(entry.versionId) }));
+        head = await s3.send(new HeadObjectCommand({ Bucket: target.bucket, Key: key, VersionId: entry.versionId }));
       } catch (err) {
         if (isNotFound(err)) continue;
         throw err;
@@ -116,7 +122,7 @@ export class GarbageCollector {
       try {
         let head: HeadObjectCommandOutput;
         try {
-          head = await source.send(new HeadObjectCommand({ Bucket: object.bucket, Key: object.key, ...versionParam(object.versionId) }));
+          head = await source.send(new HeadObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: object.versionId }));
         } catch (err) {
           if (isNotFound(err)) return { state: 'DELETED', reason: 'already gone from the source' };
           throw err;
@@ -127,7 +133,7 @@ export class GarbageCollector {
           this.options.logger.warn('GC refused to delete', { key: object.key, versionId: object.versionId, reasons: problems });
           return { state: 'REFUSED', reason: problems.join('; ') };
         }
-        await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, ...versionParam(object.versionId) }));
+        await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: object.versionId }));
         this.options.logger.info('GC deleted the transient copy', { location: object.location, bucket: object.bucket, key: object.key, versionId: object.versionId });
         return { state: 'DELETED' };
       } catch (err) {

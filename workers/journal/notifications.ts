@@ -1,3 +1,4 @@
+import { unquote } from '../../lib/s3/etag.ts';
 import { REPLICA_VERSION_META, type ChangeKind, type ChangeRecord } from './change.ts';
 
 // S3 event notifications (AWS event schema 2.x, as MinIO and Ceph RGW publish them) → change records.
@@ -78,7 +79,7 @@ export function parseNotification(location: string, value: Buffer | null): Chang
         versionId: versionId ?? 'null',
         kind,
         ...(typeof object.size === 'number' ? { size: object.size } : {}),
-        ...(typeof object.eTag === 'string' && object.eTag !== '' ? { etag: object.eTag.replace(/"/g, '') } : {}),
+        ...(typeof object.eTag === 'string' && object.eTag !== '' ? { etag: unquote(object.eTag) } : {}),
         eventTime,
         isReplica: isReplica(object.userMetadata),
         origin: 'notification',

@@ -1,3 +1,4 @@
+import { unquote } from '../../lib/s3/etag.ts';
 import { ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ChangeRecord } from './change.ts';
 
@@ -29,7 +30,7 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
         versionId: v.VersionId ?? 'null',
         kind: 'object',
         ...(v.Size !== undefined ? { size: v.Size } : {}),
-        ...(v.ETag !== undefined ? { etag: v.ETag.replace(/"/g, '') } : {}),
+        ...(v.ETag !== undefined ? { etag: unquote(v.ETag) } : {}),
         eventTime: (v.LastModified ?? new Date(0)).toISOString(),
         isReplica: false,
         origin: 'scan',

@@ -135,7 +135,11 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     return n;
   };
   let scanning: Promise<unknown> = Promise.resolve();
+  let scansQueued = 0;
   const safeScan = (why: string, filter: (location: string) => boolean): void => {
+    // A periodic tick while the previous scan still runs is skipped rather than queued behind it.
+    if (why === 'periodic scan' && scansQueued > 0) return;
+    scansQueued++;
     scanning = scanning
       .then(() => scanSources(filter))
       .then((n) => {
@@ -143,7 +147,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       })
       .catch((err: unknown) => {
         logger.error('scan failed', { why, error: err });
-      });
+      })
+      .finally(() => scansQueued--);
   };
   // Backfill: existing objects of rules that ask for it.
   const backfill = [...configs.values()].filter((c) => c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled'));

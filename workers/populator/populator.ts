@@ -5,7 +5,6 @@ import type { Metrics } from '../../lib/metrics.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
-import { versionParam } from '../../lib/s3/version.ts';
 import type { ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
@@ -60,7 +59,7 @@ export class Populator {
     if (client === undefined) throw new Error(`no S3 client for source location "${change.location}"`);
     try {
       const tagging = await client.send(
-        new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, ...versionParam(change.versionId) }),
+        new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, VersionId: change.versionId }),
       );
       return Object.fromEntries((tagging.TagSet ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
     } catch (err) {

@@ -240,8 +240,8 @@ export class Processor {
   /** Stops taking tasks, lets copies in flight finish (or hand back their offsets), commits, leaves. */
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.resumeTimer);
     await this.transitions;
+    clearTimeout(this.resumeTimer);
     await this.control?.close();
     await this.consumer?.close();
     this.consumer = undefined;

@@ -14,10 +14,10 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
+import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_SOURCE_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
-import { versionParam } from '../../lib/s3/version.ts';
 import { currentState, keyHistory, replicaOf, type Current } from './s3-state.ts';
 
 export interface CopyContext {
@@ -35,7 +35,6 @@ export interface Outcome {
 
 const done = (reason?: string): Outcome => ({ state: 'COMPLETED', bytes: 0, ...(reason !== undefined ? { reason } : {}) });
 const skipped = (reason: string): Outcome => ({ state: 'SKIPPED', reason, bytes: 0 });
-const unquote = (etag: string | undefined): string => (etag ?? '').replace(/"/g, '');
 
 /** A replica ETag that differs from the source's: the copy is not trusted and is retried. */
 export class ReplicaMismatch extends Error {
@@ -63,7 +62,7 @@ async function superseded(ctx: CopyContext, task: ReplicationTask, current: Curr
 
 async function sourceTags(ctx: CopyContext, task: ReplicationTask): Promise<{ Key: string; Value: string }[]> {
   const tagging = await ctx.source.send(
-    new GetObjectTaggingCommand({ Bucket: task.source.bucket, Key: task.source.key, ...versionParam(task.source.versionId) }),
+    new GetObjectTaggingCommand({ Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId }),
   );
   return (tagging.TagSet ?? []).map((t) => ({ Key: t.Key ?? '', Value: t.Value ?? '' }));
 }
@@ -99,7 +98,7 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: HeadObj
 }
 
 async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination): Promise<Outcome> {
-  const src = { Bucket: task.source.bucket, Key: task.source.key, ...versionParam(task.source.versionId) };
+  const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
   let head: HeadObjectCommandOutput;
   try {
     head = await ctx.source.send(new HeadObjectCommand(src));
@@ -115,12 +114,15 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
   if (parts === null) {
     const got = await ctx.source.send(new GetObjectCommand(src));
     const length = got.ContentLength ?? 0;
-    // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
-    if (length === 0) (got.Body as Readable | undefined)?.destroy();
-    const put = await ctx.destination.send(
-      new PutObjectCommand({ ...headers, Body: length === 0 ? Buffer.alloc(0) : (got.Body as Readable), ContentLength: length }),
-    );
-    replicaEtag = unquote(put.ETag);
+    const stream = got.Body as Readable;
+    try {
+      // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
+      const put = await ctx.destination.send(new PutObjectCommand({ ...headers, Body: length === 0 ? Buffer.alloc(0) : stream, ContentLength: length }));
+      replicaEtag = unquote(put.ETag);
+    } finally {
+      // Releases the source connection whatever happened to the write.
+      stream.destroy();
+    }
   } else {
     replicaEtag = await copyParts(ctx, src, headers, Number(parts[1]));
   }
@@ -142,10 +144,13 @@ async function copyParts(
     const etags: { ETag: string; PartNumber: number }[] = [];
     for (let n = 1; n <= count; n++) {
       const part = await ctx.source.send(new GetObjectCommand({ ...src, PartNumber: n }));
-      const put = await ctx.destination.send(
-        new UploadPartCommand({ ...target, PartNumber: n, Body: part.Body as Readable, ContentLength: part.ContentLength ?? 0 }),
-      );
-      etags.push({ ETag: put.ETag ?? '', PartNumber: n });
+      const stream = part.Body as Readable;
+      try {
+        const put = await ctx.destination.send(new UploadPartCommand({ ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 }));
+        etags.push({ ETag: put.ETag ?? '', PartNumber: n });
+      } finally {
+        stream.destroy();
+      }
     }
     const complete = await ctx.destination.send(new CompleteMultipartUploadCommand({ ...target, MultipartUpload: { Parts: etags } }));
     return unquote(complete.ETag);
@@ -172,7 +177,7 @@ async function replicateTags(ctx: CopyContext, task: ReplicationTask, d: TaskDes
   }
   const tags = await sourceTags(ctx, task);
   await ctx.destination.send(
-    new PutObjectTaggingCommand({ Bucket: d.bucket, Key: destKey, ...versionParam(current.versionId), Tagging: { TagSet: tags } }),
+    new PutObjectTaggingCommand({ Bucket: d.bucket, Key: destKey, VersionId: current.versionId, Tagging: { TagSet: tags } }),
   );
   return done();
 }
@@ -193,7 +198,7 @@ async function replicateVersionDelete(ctx: CopyContext, task: ReplicationTask, d
   for (const entry of await keyHistory(ctx.destination, d.bucket, destKey)) {
     if (entry.isDeleteMarker) continue;
     if ((await replicaOf(ctx.destination, d.bucket, destKey, entry.versionId)) !== task.source.versionId) continue;
-    await ctx.destination.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: destKey, ...versionParam(entry.versionId) }));
+    await ctx.destination.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: destKey, VersionId: entry.versionId }));
     removed++;
   }
   return done(removed === 0 ? 'no replica of this version' : undefined);

@@ -1,6 +1,5 @@
 import { HeadObjectCommand, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { isNotFound } from '../../lib/s3/errors.ts';
-import { versionParam } from '../../lib/s3/version.ts';
 import { REPLICA_VERSION_META } from '../journal/change.ts';
 
 // Reads of the state of one key that the processor decides on.
@@ -9,6 +8,7 @@ export interface VersionEntry {
   versionId: string;
   isDeleteMarker: boolean;
   lastModified: number;
+  isLatest: boolean;
 }
 
 /**
@@ -30,19 +30,20 @@ export async function keyHistory(client: S3Client, bucket: string, key: string, 
       }),
     );
     const mine = [
-      ...(page.Versions ?? []).filter((v) => v.Key === key).map((v) => ({ v, dm: false, latest: v.IsLatest === true })),
-      ...(page.DeleteMarkers ?? []).filter((m) => m.Key === key).map((m) => ({ v: m, dm: true, latest: m.IsLatest === true })),
+      ...(page.Versions ?? []).filter((v) => v.Key === key).map((v) => ({ v, dm: false })),
+      ...(page.DeleteMarkers ?? []).filter((m) => m.Key === key).map((m) => ({ v: m, dm: true })),
     ];
     for (const { v, dm } of mine) {
-      entries.push({ versionId: v.VersionId ?? 'null', isDeleteMarker: dm, lastModified: v.LastModified?.getTime() ?? 0 });
+      entries.push({ versionId: v.VersionId ?? 'null', isDeleteMarker: dm, lastModified: v.LastModified?.getTime() ?? 0, isLatest: v.IsLatest === true });
     }
     const otherKeySeen = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].some((v) => v.Key !== key);
     if (page.IsTruncated !== true || otherKeySeen || entries.length >= limit) break;
     keyMarker = page.NextKeyMarker;
     versionIdMarker = page.NextVersionIdMarker;
   }
-  // Versions and delete markers come in two lists: merge them, newest first (stable for equal times).
-  return entries.sort((a, b) => b.lastModified - a.lastModified);
+  // Versions and delete markers come in two lists: merge them, newest first. Times can tie (AWS gives
+  // seconds): the latest entry goes first, and the rest keep the server's order.
+  return entries.sort((a, b) => b.lastModified - a.lastModified || Number(b.isLatest) - Number(a.isLatest));
 }
 
 export type Current = { kind: 'absent' } | { kind: 'deleteMarker'; versionId: string } | { kind: 'object'; versionId: string; replicaOf: string | undefined };
@@ -61,7 +62,7 @@ export async function currentState(client: S3Client, bucket: string, key: string
 /** The source version a replica version copies; undefined when it is not a replica (or is gone). */
 export async function replicaOf(client: S3Client, bucket: string, key: string, versionId: string): Promise<string | undefined> {
   try {
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, ...versionParam(versionId) }));
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }));
     return head.Metadata?.[REPLICA_VERSION_META];
   } catch (err) {
     if (isNotFound(err)) return undefined;

@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { redactString } from '../../lib/log/redact.ts';
 import type { PauseState } from '../messages.ts';
 import type { FailedEntry, StatusProcessor } from './status.ts';
 
@@ -98,8 +99,20 @@ function selectFailed(ctx: ApiContext, body: Record<string, unknown>): FailedEnt
  *   GET  /readyz                                              → 200 once every role runs, 503 while stopping
  */
 export function statusServer(ctx: ApiContext): Server {
-  const { status } = ctx;
   return createServer((req, res) => {
+    try {
+      route(ctx, req, res);
+    } catch (err) {
+      // e.g. a malformed percent-encoding: the request is bad, the process goes on.
+      res.writeHead(err instanceof URIError ? 400 : 500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: err instanceof URIError ? 'malformed URL encoding' : 'internal error' }));
+    }
+  });
+}
+
+function route(ctx: ApiContext, req: IncomingMessage, res: ServerResponse): void {
+  const { status } = ctx;
+  {
     const send = (code: number, body: unknown): void => {
       res.writeHead(code, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
@@ -107,7 +120,7 @@ export function statusServer(ctx: ApiContext): Server {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const fail = (err: unknown): void => {
       if (err instanceof BadRequest) send(err.code, { error: err.message });
-      else send(500, { error: err instanceof Error ? err.message : 'internal error' });
+      else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });
     };
     const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
     if (req.method === 'POST' && control !== null) {
@@ -198,5 +211,5 @@ export function statusServer(ctx: ApiContext): Server {
       return;
     }
     send(404, { error: `no such endpoint: ${url.pathname}` });
-  });
+  }
 }

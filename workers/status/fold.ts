@@ -78,7 +78,8 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
     }
   } else {
     const d = destinations[event.destination];
-    if (d !== undefined && settled(d.state) && !settled(event.state)) return base;
+    // COMPLETED is final for a destination; a late SKIPPED or FAILED (a redelivered task) cannot undo it.
+    if (d?.state === 'COMPLETED' || (d !== undefined && settled(d.state) && !settled(event.state))) return base;
     const failedAt = event.state === 'FAILED' ? { firstFailureAt: d?.firstFailureAt ?? event.at, lastFailureAt: event.at } : {};
     destinations[event.destination] = {
       state: event.state,
@@ -95,7 +96,13 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
   const next: ObjectStatus = {
     ...base,
     ...(event.type === 'queued'
-      ? { kind: event.kind, eventTime: event.eventTime, targets: mergeTargets(base.targets, event.targets), ...(event.size !== undefined ? { size: event.size } : {}) }
+      ? {
+          // A tag change of a version keeps the version's own kind (an object stays an object).
+          kind: previous?.kind ?? event.kind,
+          eventTime: previous?.eventTime ?? event.eventTime,
+          targets: mergeTargets(base.targets, event.targets),
+          ...(event.size !== undefined ? { size: event.size } : {}),
+        }
       : {}),
     destinations,
     updatedAt: event.at,

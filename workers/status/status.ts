@@ -64,8 +64,16 @@ export class StatusProcessor {
           limiter,
           commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
           work: async (message) => {
-            const event = decode(message.value) as StatusEvent;
-            const vk = versionKey(event.object);
+            let event: StatusEvent;
+            let vk: string;
+            try {
+              event = decode(message.value) as StatusEvent;
+              vk = versionKey(event.object);
+            } catch (err) {
+              // Not ours to fix by retrying: logged and passed over, so the partition goes on.
+              this.options.logger.error('unreadable status event skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
+              return;
+            }
             const previous = this.byVersion.get(vk);
             const next = fold(previous, event);
             if (next === previous) return;

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import type { StatusEvent, TaskDestination } from '../messages.ts';
+import { fold, type ObjectStatus } from './fold.ts';
+
+const object = { location: 'a', bucket: 'b', key: 'k', versionId: 'v1' };
+const target = (id: string): TaskDestination => ({ id, location: id.split('/')[0] ?? '', bucket: id.split('/')[1] ?? '', rule: 'r' });
+const queued = (ids: string[], kind: 'object' | 'tags' = 'object'): StatusEvent => ({
+  type: 'queued',
+  object,
+  kind,
+  eventTime: '2026-01-01T00:00:00Z',
+  destinations: ids,
+  targets: ids.map(target),
+  at: new Date().toISOString(),
+});
+const result = (destination: string, state: 'COMPLETED' | 'FAILED' | 'SKIPPED', reason?: string): StatusEvent => ({
+  type: 'result',
+  object,
+  destination,
+  state,
+  attempts: 1,
+  bytes: state === 'COMPLETED' ? 10 : 0,
+  ...(reason !== undefined ? { reason } : {}),
+  at: new Date().toISOString(),
+});
+const run = (...events: StatusEvent[]): ObjectStatus | undefined => events.reduce<ObjectStatus | undefined>((s, e) => fold(s, e), undefined);
+
+describe('status folding', () => {
+  it('is PENDING until every destination is done, then COMPLETED', () => {
+    assert.equal(run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'))?.state, 'PENDING');
+    assert.equal(run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'), result('y/2', 'SKIPPED', 'superseded'))?.state, 'COMPLETED');
+  });
+
+  it('keeps COMPLETED final, for the object and for each destination', () => {
+    const done = run(queued(['x/1']), result('x/1', 'COMPLETED'));
+    assert.equal(fold(done, result('x/1', 'FAILED', 'late duplicate')), done);
+    assert.equal(fold(done, result('x/1', 'SKIPPED', 'redelivered')), done);
+    const partly = run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'));
+    const after = fold(partly, result('x/1', 'SKIPPED', 'redelivered'));
+    assert.equal(after.destinations['x/1']?.state, 'COMPLETED');
+    assert.equal(after.destinations['x/1'].bytes, 10);
+  });
+
+  it('records failures with first and last time, and a re-queue makes them PENDING again', () => {
+    const failed = run(queued(['x/1']), result('x/1', 'FAILED', 'NoSuchBucket'), result('x/1', 'FAILED', 'NoSuchBucket'));
+    assert.ok(failed);
+    assert.equal(failed.state, 'FAILED');
+    const d = failed.destinations['x/1'];
+    assert.ok(d?.firstFailureAt !== undefined && d.lastFailureAt !== undefined && d.firstFailureAt <= d.lastFailureAt);
+    assert.equal(d.attempts, 2);
+    const retried = fold(failed, queued(['x/1']));
+    assert.equal(retried.state, 'PENDING');
+    assert.equal(retried.destinations['x/1']?.attempts, 2, 'attempts carry over');
+    assert.equal(fold(retried, result('x/1', 'COMPLETED')).state, 'COMPLETED');
+  });
+
+  it('keeps the version its own kind when its tags change', () => {
+    assert.equal(run(queued(['x/1']), queued(['x/1'], 'tags'))?.kind, 'object');
+  });
+
+  it('records the GC verdict after COMPLETED, and DELETED is final', () => {
+    const done = run(queued(['x/1']), result('x/1', 'COMPLETED'));
+    const refused = fold(done, { type: 'gc', object, state: 'REFUSED', reason: 'x/1: no replica', at: 't1' });
+    assert.deepEqual(refused.gc, { state: 'REFUSED', reason: 'x/1: no replica', at: 't1' });
+    const deleted = fold(refused, { type: 'gc', object, state: 'DELETED', at: 't2' });
+    assert.equal(fold(deleted, { type: 'gc', object, state: 'REFUSED', reason: 'late', at: 't3' }).gc?.state, 'DELETED');
+  });
+});

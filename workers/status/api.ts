@@ -112,104 +112,102 @@ export function statusServer(ctx: ApiContext): Server {
 
 function route(ctx: ApiContext, req: IncomingMessage, res: ServerResponse): void {
   const { status } = ctx;
-  {
-    const send = (code: number, body: unknown): void => {
-      res.writeHead(code, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const fail = (err: unknown): void => {
-      if (err instanceof BadRequest) send(err.code, { error: err.message });
-      else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });
-    };
-    const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
-    if (req.method === 'POST' && control !== null) {
-      jsonBody(req)
-        .then(async (body) => {
-          const state = pauseRequest(ctx, decodeURIComponent(control[1] ?? ''), control[2] ?? '', body);
-          await ctx.controls.set(state);
-          send(200, state);
-        })
-        .catch(fail);
-      return;
-    }
-    const backfill = /^\/v1\/rules\/([^/]+)\/backfill$/.exec(url.pathname);
-    if (req.method === 'POST' && backfill !== null) {
-      const rule = decodeURIComponent(backfill[1] ?? '');
-      const queued = ctx.backfill(rule);
-      if (queued === undefined) {
-        send(404, { error: `unknown rule "${rule}" (known: ${ctx.rules.join(', ') || 'none'})` });
-        return;
-      }
-      queued.then((n) => {
-        send(200, { rule, queued: n });
-      }, fail);
-      return;
-    }
-    if (req.method === 'POST' && url.pathname === '/v1/failed/retry') {
-      jsonBody(req)
-        .then((body) => status.retry(selectFailed(ctx, body)))
-        .then((retried) => {
-          send(200, { retried });
-        })
-        .catch(fail);
-      return;
-    }
-    if (req.method !== 'GET') {
-      send(405, { error: `${req.method ?? ''} ${url.pathname} is not served` });
-      return;
-    }
-    if (url.pathname === '/v1/destinations') {
-      send(200, { destinations: ctx.controls.states() });
-      return;
-    }
-    if (url.pathname === '/v1/failed') {
-      try {
-        const d = url.searchParams.get('destination');
-        send(200, { failed: status.failed(d === null ? undefined : destinationFilter(ctx, d)) });
-      } catch (err) {
-        fail(err);
-      }
-      return;
-    }
-    if (url.pathname === '/healthz') {
-      send(200, { ok: true });
-      return;
-    }
-    if (url.pathname === '/readyz') {
-      const ready = ctx.ready();
-      send(ready ? 200 : 503, { ready });
-      return;
-    }
-    if (url.pathname === '/metrics') {
-      ctx
-        .metrics()
-        .then(({ contentType, body }) => {
-          res.writeHead(200, { 'content-type': contentType });
-          res.end(body);
-        })
-        .catch(fail);
-      return;
-    }
-    if (url.pathname === '/v1/summary') {
-      send(200, status.summary());
-      return;
-    }
-    const prefix = '/v1/objects/';
-    if (url.pathname.startsWith(prefix)) {
-      // Segments are percent-encoded by the client, so keys with '/', '%', '+' or spaces arrive intact.
-      const [location, bucket, ...rest] = url.pathname.slice(prefix.length).split('/');
-      if (location === undefined || bucket === undefined || rest.length === 0) {
-        send(400, { error: 'expected /v1/objects/<location>/<bucket>/<key>' });
-        return;
-      }
-      const key = rest.map(decodeURIComponent).join('/');
-      const versionId = url.searchParams.get('versionId') ?? undefined;
-      const versions = status.lookup(decodeURIComponent(location), decodeURIComponent(bucket), key, versionId);
-      if (versions.length === 0) send(404, { error: `no replication status for ${location}/${bucket}/${key}${versionId !== undefined ? ` version ${versionId}` : ''}` });
-      else send(200, { versions });
-      return;
-    }
-    send(404, { error: `no such endpoint: ${url.pathname}` });
+  const send = (code: number, body: unknown): void => {
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+  const url = new URL(req.url ?? '/', 'http://localhost');
+  const fail = (err: unknown): void => {
+    if (err instanceof BadRequest) send(err.code, { error: err.message });
+    else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });
+  };
+  const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
+  if (req.method === 'POST' && control !== null) {
+    jsonBody(req)
+      .then(async (body) => {
+        const state = pauseRequest(ctx, decodeURIComponent(control[1] ?? ''), control[2] ?? '', body);
+        await ctx.controls.set(state);
+        send(200, state);
+      })
+      .catch(fail);
+    return;
   }
+  const backfill = /^\/v1\/rules\/([^/]+)\/backfill$/.exec(url.pathname);
+  if (req.method === 'POST' && backfill !== null) {
+    const rule = decodeURIComponent(backfill[1] ?? '');
+    const queued = ctx.backfill(rule);
+    if (queued === undefined) {
+      send(404, { error: `unknown rule "${rule}" (known: ${ctx.rules.join(', ') || 'none'})` });
+      return;
+    }
+    queued.then((n) => {
+      send(200, { rule, queued: n });
+    }, fail);
+    return;
+  }
+  if (req.method === 'POST' && url.pathname === '/v1/failed/retry') {
+    jsonBody(req)
+      .then((body) => status.retry(selectFailed(ctx, body)))
+      .then((retried) => {
+        send(200, { retried });
+      })
+      .catch(fail);
+    return;
+  }
+  if (req.method !== 'GET') {
+    send(405, { error: `${req.method ?? ''} ${url.pathname} is not served` });
+    return;
+  }
+  if (url.pathname === '/v1/destinations') {
+    send(200, { destinations: ctx.controls.states() });
+    return;
+  }
+  if (url.pathname === '/v1/failed') {
+    try {
+      const d = url.searchParams.get('destination');
+      send(200, { failed: status.failed(d === null ? undefined : destinationFilter(ctx, d)) });
+    } catch (err) {
+      fail(err);
+    }
+    return;
+  }
+  if (url.pathname === '/healthz') {
+    send(200, { ok: true });
+    return;
+  }
+  if (url.pathname === '/readyz') {
+    const ready = ctx.ready();
+    send(ready ? 200 : 503, { ready });
+    return;
+  }
+  if (url.pathname === '/metrics') {
+    ctx
+      .metrics()
+      .then(({ contentType, body }) => {
+        res.writeHead(200, { 'content-type': contentType });
+        res.end(body);
+      })
+      .catch(fail);
+    return;
+  }
+  if (url.pathname === '/v1/summary') {
+    send(200, status.summary());
+    return;
+  }
+  const prefix = '/v1/objects/';
+  if (url.pathname.startsWith(prefix)) {
+    // Segments are percent-encoded by the client, so keys with '/', '%', '+' or spaces arrive intact.
+    const [location, bucket, ...rest] = url.pathname.slice(prefix.length).split('/');
+    if (location === undefined || bucket === undefined || rest.length === 0) {
+      send(400, { error: 'expected /v1/objects/<location>/<bucket>/<key>' });
+      return;
+    }
+    const key = rest.map(decodeURIComponent).join('/');
+    const versionId = url.searchParams.get('versionId') ?? undefined;
+    const versions = status.lookup(decodeURIComponent(location), decodeURIComponent(bucket), key, versionId);
+    if (versions.length === 0) send(404, { error: `no replication status for ${location}/${bucket}/${key}${versionId !== undefined ? ` version ${versionId}` : ''}` });
+    else send(200, { versions });
+    return;
+  }
+  send(404, { error: `no such endpoint: ${url.pathname}` });
 }

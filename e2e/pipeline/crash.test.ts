@@ -1,31 +1,17 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
-import { freePort, httpGet } from '../harness/net.ts';
-import { ManagedProcess } from '../harness/process.ts';
-import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
+import { startBackbeat, type RunningBackbeat } from './backbeat.ts';
 import { body, head, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
 
-const run = promisify(execFile);
-const CLI = new URL('../../cli/main.ts', import.meta.url).pathname;
-const NODE_ARGS = ['--disable-warning=TimeoutNegativeWarning', CLI];
 const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
 
 describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function () {
   this.timeout(300_000);
   let sites: Sites;
   let a: S3Client, b: S3Client;
-  let port: number;
-  let proc: ManagedProcess;
-
-  const ready = {
-    probe: async () => (await httpGet(`http://127.0.0.1:${port}/healthz`)).status === 200,
-    timeoutMs: 60_000,
-  };
+  let run: RunningBackbeat;
 
   before(async () => {
     sites = await startSites('crash');
@@ -33,18 +19,11 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
     await sourceBucket(sites, 'media');
     await versionedBucket(b, 'media-b');
     writeRule(sites, 'media', { source: { location: 'site-a', bucket: 'media' }, destinations: [{ location: 'site-b', bucket: 'media-b' }] });
-    port = await freePort();
-    proc = new ManagedProcess({
-      name: 'backbeat-run',
-      command: process.execPath,
-      args: [...NODE_ARGS, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', 'crash', '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), 'state-crash'), '--concurrency', '4'],
-      logFile: join(runDir(), 'backbeat-run.log'),
-    });
-    await proc.start(ready);
+    run = await startBackbeat(sites, 'crash', ['--concurrency', '4']);
   });
 
   after(async () => {
-    await proc.stop();
+    await run.process.stop();
   });
 
   it('loses nothing and leaves no corrupt replica when SIGKILLed mid-copy', async () => {
@@ -66,15 +45,13 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
       60_000,
       20,
     );
-    await proc.kill();
+    await run.process.kill();
     await assert.rejects(head(b, 'media-b', 'big.bin'), /NotFound/, 'a half-copied object must not be visible');
 
-    await proc.start(ready);
-    const server = `http://127.0.0.1:${port}`;
+    await run.process.start(run.ready);
     await eventually(
       async () => {
-        const { stdout } = await run(process.execPath, [...NODE_ARGS, 'status', 'site-a/media/big.bin', '--server', server]);
-        assert.match(stdout, /site-b\/media-b\s+COMPLETED/);
+        assert.match(await run.cli('status', 'site-a/media/big.bin'), /site-b\/media-b\s+COMPLETED/);
       },
       120_000,
       500,
@@ -84,13 +61,13 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
     assert.equal(md5(await body(b, 'media-b', 'big.bin')), md5(Buffer.concat(parts)));
 
     // The CLI's view of one object, per destination, with source and replica ETags.
-    const { stdout } = await run(process.execPath, [...NODE_ARGS, 'status', 'site-a/media/big.bin', '--server', server]);
+    const stdout = await run.cli('status', 'site-a/media/big.bin');
     assert.match(stdout, new RegExp(`site-a/media/big.bin\\s+version \\S+\\s+object\\s+COMPLETED`));
     assert.ok(stdout.includes((done.ETag ?? '').replace(/"/g, '')), stdout);
   });
 
   it('answers a status query for an unknown object with a clear error and exit code 3', async () => {
-    await assert.rejects(run(process.execPath, [...NODE_ARGS, 'status', 'site-a/media/never-written', '--server', `http://127.0.0.1:${port}`]), (err: Error & { code?: number; stderr?: string }) => {
+    await assert.rejects(run.cli('status', 'site-a/media/never-written'), (err: Error & { code?: number; stderr?: string }) => {
       assert.equal(err.code, 3);
       assert.match(err.stderr ?? '', /no replication status for site-a\/media\/never-written/);
       return true;
@@ -98,6 +75,7 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
   });
 
   it('drains and exits cleanly on SIGTERM', async () => {
+    const proc = run.process;
     const pid = proc.pid;
     assert.ok(pid !== undefined);
     const started = Date.now();

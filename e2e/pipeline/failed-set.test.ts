@@ -1,31 +1,19 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { FailedEntry } from '../../workers/status/status.ts';
 import { sharedKafka } from '../harness/env.ts';
-import { freePort, httpGet } from '../harness/net.ts';
-import { ManagedProcess } from '../harness/process.ts';
-import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
+import { startBackbeat, type RunningBackbeat } from './backbeat.ts';
 import { body, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
 
-const execute = promisify(execFile);
-const CLI = [
-  '--disable-warning=TimeoutNegativeWarning',
-  new URL('../../cli/main.ts', import.meta.url).pathname,
-];
 
 describe('failed set: durable, listable, retryable (real `backbeat run` process and CLI)', function () {
   this.timeout(300_000);
   let sites: Sites;
   let a: S3Client, b: S3Client;
-  let server: string;
-  let proc: ManagedProcess;
-  let ready: { probe(): Promise<boolean>; timeoutMs: number };
+  let run: RunningBackbeat;
 
-  const cli = async (...args: string[]): Promise<string> => (await execute(process.execPath, [...CLI, ...args, '--server', server])).stdout;
+  const cli = (...args: string[]): Promise<string> => run.cli(...args);
   const failedList = async (): Promise<FailedEntry[]> => JSON.parse(await cli('failed', 'list', '--json')) as FailedEntry[];
 
   before(async () => {
@@ -34,20 +22,11 @@ describe('failed set: durable, listable, retryable (real `backbeat run` process 
     await sourceBucket(sites, 'docs');
     // The destination bucket is missing on purpose.
     writeRule(sites, 'docs', { source: { location: 'site-a', bucket: 'docs' }, destinations: [{ location: 'site-b', bucket: 'docs-b' }] });
-    const port = await freePort();
-    server = `http://127.0.0.1:${port}`;
-    ready = { probe: async () => (await httpGet(`${server}/healthz`)).status === 200, timeoutMs: 60_000 };
-    proc = new ManagedProcess({
-      name: 'backbeat-failed',
-      command: process.execPath,
-      args: [...CLI, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', 'failed', '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), 'state-failed')],
-      logFile: join(runDir(), 'backbeat-failed.log'),
-    });
-    await proc.start(ready);
+    run = await startBackbeat(sites, 'failed');
   });
 
   after(async () => {
-    await proc.stop();
+    await run.process.stop();
   });
 
   it('records a missing destination bucket as FAILED with the reason, per destination', async () => {
@@ -88,9 +67,9 @@ describe('failed set: durable, listable, retryable (real `backbeat run` process 
   });
 
   it('keeps the failed set across a SIGKILL of every process, and retries to COMPLETED once the cause is fixed', async () => {
-    await proc.kill();
+    await run.process.kill();
     await (await sharedKafka()).crash();
-    await proc.start(ready);
+    await run.process.start(run.ready);
     assert.deepEqual((await failedList()).map((e) => e.object.key).sort(), ['a.txt', 'b.txt']);
 
     await versionedBucket(b, 'docs-b');

@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CreateBucketCommand, PutBucketVersioningCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
 import { createLogger } from '../../lib/log/logger.ts';
@@ -11,10 +9,9 @@ import { minio } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
+import { backbeat, backbeatWithEnv } from './backbeat.ts';
 import { body, locationManifest } from './sites.ts';
 
-const run = promisify(execFile);
-const CLI = new URL('../../cli/main.ts', import.meta.url).pathname;
 
 describe('local mode without Kafka (embedded queue, listing-scan journal)', function () {
   this.timeout(180_000);
@@ -77,7 +74,7 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
         spec: { source: { location: 'nowhere', bucket: 'B' }, destinations: [], priority: -1 },
       }),
     );
-    await assert.rejects(run(process.execPath, [CLI, 'validate', '-f', bad]), (err: Error & { code?: number; stderr?: string; stdout?: string }) => {
+    await assert.rejects(backbeat('validate', '-f', bad), (err: Error & { code?: number; stderr?: string; stdout?: string }) => {
       assert.equal(err.code, 2);
       const lines = (err.stderr ?? '').trim().split('\n');
       assert.deepEqual(lines, [
@@ -88,7 +85,7 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
       assert.doesNotMatch(err.stderr ?? '', /\n\s+at /, 'no stack trace');
       return true;
     });
-    await assert.rejects(run(process.execPath, [CLI, 'run', '-f', bad]), (err: Error & { code?: number; stderr?: string }) => {
+    await assert.rejects(backbeat('run', '-f', bad), (err: Error & { code?: number; stderr?: string }) => {
       assert.equal(err.code, 2);
       assert.match(err.stderr ?? '', /spec\.priority: must be at least 0/);
       return true;
@@ -106,7 +103,7 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
       ].join('---\n'),
     );
     const env = { ...process.env, B_CREDS_ACCESS_KEY_ID: dst.credentials.accessKeyId, B_CREDS_SECRET_ACCESS_KEY: dst.credentials.secretAccessKey };
-    await assert.rejects(run(process.execPath, [CLI, 'run', '-f', file, '--state-dir', join(runDir(), 'state-nosecret')], { env }), (err: Error & { code?: number; stderr?: string }) => {
+    await assert.rejects(backbeatWithEnv(env, 'run', '-f', file, '--state-dir', join(runDir(), 'state-nosecret')), (err: Error & { code?: number; stderr?: string }) => {
       assert.equal(err.code, 2);
       assert.equal(
         (err.stderr ?? '').trim(),

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -9,10 +7,9 @@ import { startLocal, type LocalRun } from '../../workers/local/local.ts';
 import { httpGet } from '../harness/net.ts';
 import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
+import { backbeat } from './backbeat.ts';
 import { body, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
 
-const execute = promisify(execFile);
-const CLI = ['--disable-warning=TimeoutNegativeWarning', new URL('../../cli/main.ts', import.meta.url).pathname];
 
 /** The value of one sample in a Prometheus exposition, e.g. sample(text, 'x_total{a="b"}'). */
 function sample(text: string, series: string): number | undefined {
@@ -86,13 +83,13 @@ describe('operations: metrics, health and backfill on demand', function () {
 
   it('replicates the existing objects of a rule on demand, and refuses an unknown rule', async () => {
     assert.deepEqual(local.status.lookup('site-a', 'legacy', 'old-0'), [], 'not replicated before the backfill');
-    const { stdout } = await execute(process.execPath, [...CLI, 'backfill', 'legacy', '--server', local.url]);
+    const { stdout } = { stdout: await backbeat('backfill', 'legacy', '--server', local.url) };
     assert.equal(stdout, 'rule legacy: queued 4 object versions\n');
     for (let i = 0; i < 4; i++) {
       await eventually(() => assert.equal(local.status.lookup('site-a', 'legacy', `old-${i}`)[0]?.state, 'COMPLETED'), 60_000, 250);
       assert.equal((await body(b, 'legacy-b', `old-${i}`)).toString(), `legacy ${i}`);
     }
-    await assert.rejects(execute(process.execPath, [...CLI, 'backfill', 'nope', '--server', local.url]), (err: Error & { code?: number; stderr?: string }) => {
+    await assert.rejects(backbeat('backfill', 'nope', '--server', local.url), (err: Error & { code?: number; stderr?: string }) => {
       assert.equal(err.code, 2);
       assert.equal(err.stderr, 'backbeat: unknown rule "nope" (known: docs, legacy)\n');
       return true;

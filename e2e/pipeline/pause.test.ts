@@ -1,34 +1,26 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ObjectStatus } from '../../workers/status/fold.ts';
 import { sharedKafka } from '../harness/env.ts';
-import { freePort, httpGet } from '../harness/net.ts';
-import { ManagedProcess } from '../harness/process.ts';
-import { runDir } from '../harness/run-dir.ts';
+import { httpGet } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
+import { startBackbeat, type RunningBackbeat } from './backbeat.ts';
 import { body, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
 
-const execute = promisify(execFile);
-const CLI = ['--disable-warning=TimeoutNegativeWarning', new URL('../../cli/main.ts', import.meta.url).pathname];
 
 describe('pause and resume per destination (real `backbeat run` process and CLI)', function () {
   this.timeout(300_000);
   let sites: Sites;
   let a: S3Client, c: S3Client;
-  let server: string;
-  let proc: ManagedProcess;
-  let ready: { probe(): Promise<boolean>; timeoutMs: number };
+  let run: RunningBackbeat;
 
-  const cli = async (...args: string[]): Promise<string> => (await execute(process.execPath, [...CLI, ...args, '--server', server])).stdout;
+  const cli = (...args: string[]): Promise<string> => run.cli(...args);
   const states = async (key: string): Promise<Record<string, string | undefined>> => {
     const [v] = JSON.parse(await cli('status', `site-a/photos/${key}`, '--json')) as ObjectStatus[];
     return { b: v?.destinations['site-b/photos-b']?.state, c: v?.destinations['site-c/photos-c']?.state };
   };
-  const destinations = async (): Promise<unknown> => JSON.parse((await httpGet(`${server}/v1/destinations`)).body);
+  const destinations = async (): Promise<unknown> => JSON.parse((await httpGet(`${run.server}/v1/destinations`)).body);
 
   before(async () => {
     sites = await startSites('pause');
@@ -43,20 +35,11 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
         { location: 'site-c', bucket: 'photos-c' },
       ],
     });
-    const port = await freePort();
-    server = `http://127.0.0.1:${port}`;
-    ready = { probe: async () => (await httpGet(`${server}/healthz`)).status === 200, timeoutMs: 60_000 };
-    proc = new ManagedProcess({
-      name: 'backbeat-pause',
-      command: process.execPath,
-      args: [...CLI, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', 'pause', '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), 'state-pause')],
-      logFile: join(runDir(), 'backbeat-pause.log'),
-    });
-    await proc.start(ready);
+    run = await startBackbeat(sites, 'pause');
   });
 
   after(async () => {
-    await proc.stop();
+    await run.process.stop();
   });
 
   it('holds writes for a paused destination while the others complete, across a SIGKILL, until resumed', async () => {
@@ -66,9 +49,9 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
     for (let i = 0; i < 3; i++) await eventually(async () => assert.deepEqual(await states(`held/${i}`), { b: 'COMPLETED', c: 'PENDING' }), 60_000, 500);
 
     // The pause is durable: with the process and the Kafka broker killed and restarted, site-c stays paused.
-    await proc.kill();
+    await run.process.kill();
     await (await sharedKafka()).crash();
-    await proc.start(ready);
+    await run.process.start(run.ready);
     await eventually(async () => assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true }] }));
     await sleep(3_000);
     assert.deepEqual(await states('held/0'), { b: 'COMPLETED', c: 'PENDING' });

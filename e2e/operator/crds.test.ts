@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { dump } from 'js-yaml';
+import { requireBinary } from '../harness/binaries.ts';
+import { sharedKube } from '../harness/env.ts';
+import { runDir } from '../harness/run-dir.ts';
+import { eventually } from '../harness/wait.ts';
+
+const execute = promisify(execFile);
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+const rule = (name: string, spec: Record<string, unknown>): Record<string, unknown> => ({
+  apiVersion: 'backbeat.io/v1alpha1',
+  kind: 'ReplicationRule',
+  metadata: { name },
+  spec: { source: { location: 'site-a', bucket: 'photos' }, destinations: [{ location: 'site-b', bucket: 'photos-replica' }], ...spec },
+});
+const location = (name: string, spec: Record<string, unknown>): Record<string, unknown> => ({
+  apiVersion: 'backbeat.io/v1alpha1',
+  kind: 'Location',
+  metadata: { name },
+  spec: { type: 's3', endpoint: 'http://127.0.0.1:9000', credentialsSecretRef: { name: 'creds' }, ...spec },
+});
+
+describe('CRDs on a real API server (kubectl apply)', function () {
+  this.timeout(180_000);
+  let kubectl: (...args: string[]) => Promise<string>;
+
+  before(async () => {
+    const { kubeconfig } = await sharedKube();
+    kubectl = async (...args) => (await execute(requireBinary('kubectl'), ['--kubeconfig', kubeconfig, ...args])).stdout;
+    await kubectl('apply', '-f', join(ROOT, 'crds'));
+    await kubectl('wait', '--for=condition=Established', '--timeout=60s', 'crd/locations.backbeat.io', 'crd/replicationrules.backbeat.io');
+    await kubectl('create', 'namespace', 'crd-test');
+  });
+
+  it('accepts the example manifests, fills defaults, and shows printer columns', async () => {
+    await eventually(() => kubectl('apply', '-n', 'crd-test', '-f', join(ROOT, 'examples')), 30_000, 500);
+    const stored = JSON.parse(await kubectl('get', '-n', 'crd-test', 'location', 'site-b', '-o', 'json')) as { spec: Record<string, unknown> };
+    assert.equal(stored.spec['checksumMode'], 'whenRequired');
+    assert.equal(stored.spec['transient'], false);
+    const table = await kubectl('get', '-n', 'crd-test', 'replicationrules');
+    assert.match(table, /NAME\s+READY\s+SOURCE\s+DESTINATIONS\s+REPLICATED\s+PENDING\s+FAILED\s+AGE/);
+    assert.match(table, /photos\s+photos\s+photos-replica/);
+  });
+
+  const refused: [string, Record<string, unknown>, RegExp][] = [
+    ['no destination', rule('none', { destinations: [] }), /spec\.destinations: Invalid value: .*should have at least 1 items/],
+    ['duplicate destinations', rule('dup', { destinations: [{ location: 'b', bucket: 'x' }, { location: 'b', bucket: 'x' }] }), /destinations must be unique \(location and bucket\)/],
+    ['destination equal to source', rule('self', { destinations: [{ location: 'site-a', bucket: 'photos' }] }), /a destination cannot be the source bucket itself/],
+    ['bad bucket name', rule('badbucket', { destinations: [{ location: 'b', bucket: 'Bad_Bucket' }] }), /spec\.destinations\[0\]\.bucket: Invalid value: "Bad_Bucket": spec\.destinations\[0\]\.bucket in body should match/],
+    ['priority out of bounds', rule('prio', { priority: 5000 }), /spec\.priority: Invalid value: 5000: spec\.priority in body should be less than or equal to 1000/],
+    ['missing source', { ...rule('nosource', {}), spec: { destinations: [{ location: 'b', bucket: 'xyz' }] } }, /spec\.source: Required value/],
+    ['unknown field', rule('extra', { colour: 'red' }), /unknown field "spec\.colour"/],
+    ['wrong type', rule('wrongtype', { replicateDeleteMarkers: 'yes' }), /spec\.replicateDeleteMarkers: Invalid value: "string": spec\.replicateDeleteMarkers in body must be of type boolean/],
+    ['bad endpoint URL', location('badurl', { endpoint: 'ftp://x y' }), /spec\.endpoint: Invalid value: "ftp:\/\/x y": spec\.endpoint in body should match/],
+    ['unknown checksum mode', location('badmode', { checksumMode: 'always' }), /spec\.checksumMode: Unsupported value: "always": supported values: "whenRequired", "whenSupported"/],
+    ['journal without a source of changes', location('nojournal', { journal: {} }), /journal needs kafka, scan, or both/],
+    ['missing credentials reference', { ...location('nocreds', {}), spec: { type: 's3' } }, /spec\.credentialsSecretRef: Required value/],
+  ];
+  for (const [what, doc, message] of refused) {
+    it(`refuses ${what} with a message a person understands`, async () => {
+      const file = join(runDir(), `bad-${(doc['metadata'] as { name: string }).name}.yaml`);
+      writeFileSync(file, dump(doc));
+      await assert.rejects(kubectl('apply', '-n', 'crd-test', '-f', file), (err: Error & { stderr?: string }) => {
+        assert.match(err.stderr ?? '', message);
+        return true;
+      });
+    });
+  }
+
+  it('refuses a change of a rule\'s source (immutable)', async () => {
+    const file = join(runDir(), 'immutable.yaml');
+    writeFileSync(file, dump(rule('immutable', {})));
+    await kubectl('apply', '-n', 'crd-test', '-f', file);
+    writeFileSync(file, dump(rule('immutable', { source: { location: 'site-a', bucket: 'other' } })));
+    await assert.rejects(kubectl('apply', '-n', 'crd-test', '-f', file), (err: Error & { stderr?: string }) => {
+      assert.match(err.stderr ?? '', /source is immutable; create a new rule instead/);
+      return true;
+    });
+  });
+});

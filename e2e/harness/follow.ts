@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { commitBatch } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
 
 /**
@@ -10,8 +11,7 @@ export async function follow(queue: Queue, topic: string, onMessage: (m: QueueMe
   await consumer.run({
     onBatch: async (batch) => {
       batch.messages.forEach(onMessage);
-      const last = batch.messages.at(-1);
-      if (last !== undefined) await consumer.commit([{ topic, partition: batch.partition, offset: (BigInt(last.offset) + 1n).toString() }]);
+      await commitBatch(consumer, batch);
     },
   });
   return consumer;

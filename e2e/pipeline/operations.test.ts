@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
-import { createWriteStream } from 'node:fs';
-import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { createLogger } from '../../lib/log/logger.ts';
-import { startLocal, type LocalRun } from '../../workers/local/local.ts';
+import type { LocalRun } from '../../workers/local/local.ts';
 import { httpGet } from '../harness/net.ts';
-import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { backbeat } from './backbeat.ts';
-import { body, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
+import { body, startLocalOn, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
 
 
 /** The value of one sample in a Prometheus exposition, e.g. sample(text, 'x_total{a="b"}'). */
@@ -40,13 +36,7 @@ describe('operations: metrics, health and backfill on demand', function () {
       ],
     });
     writeRule(sites, 'legacy', { source: { location: 'site-a', bucket: 'legacy' }, destinations: [{ location: 'site-b', bucket: 'legacy-b' }] });
-    local = await startLocal({
-      files: [sites.dir],
-      logger: createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), 'ops.log')) }),
-      brokers: sites.brokers,
-      stateDir: join(runDir(), 'state-ops'),
-      prefix: 'ops',
-    });
+    local = await startLocalOn(sites, 'ops');
   });
 
   after(async () => {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -14,11 +13,10 @@ import {
 } from '@aws-sdk/client-s3';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
-import { startLocal, type LocalRun } from '../../workers/local/local.ts';
+import type { LocalRun } from '../../workers/local/local.ts';
 import { follow } from '../harness/follow.ts';
-import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
-import { body, head, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
+import { body, startLocalOn, head, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
 
 const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
 
@@ -53,15 +51,7 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
       ],
       replicateDeleteMarkers: true,
     });
-    const log = createWriteStream(join(runDir(), 'pipeline.log'));
-    local = await startLocal({
-      files: [sites.dir],
-      logger: createLogger({ component: 'backbeat', stream: log }),
-      brokers: sites.brokers,
-      stateDir: join(runDir(), 'state-pipe'),
-      prefix: 'pipe',
-      retry: { baseDelayMs: 100, maxDelayMs: 1_000 },
-    });
+    local = await startLocalOn(sites, 'pipe', { retry: { baseDelayMs: 100, maxDelayMs: 1_000 } });
   });
 
   after(async () => {

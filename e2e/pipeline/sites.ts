@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CreateBucketCommand,
@@ -12,7 +12,9 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
+import { createLogger } from '../../lib/log/logger.ts';
 import type { S3Credentials } from '../../lib/s3/client.ts';
+import { startLocal, type LocalOptions, type LocalRun } from '../../workers/local/local.ts';
 import { minio, sharedKafka } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -102,4 +104,19 @@ export async function versionsOf(s3: S3Client, bucket: string, key: string): Pro
   ]
     .sort((x, y) => y.t - x.t)
     .map(({ versionId, deleteMarker }) => ({ versionId, deleteMarker }));
+}
+
+/**
+ * Local mode on the sites' manifests and Kafka, in this process: topics and groups named by `prefix`,
+ * state and log in the run folder.
+ */
+export function startLocalOn(sites: Sites, prefix: string, extra: Partial<LocalOptions> = {}): Promise<LocalRun> {
+  return startLocal({
+    files: [sites.dir],
+    logger: createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), `${prefix}.log`)) }),
+    brokers: sites.brokers,
+    stateDir: join(runDir(), `state-${prefix}`),
+    prefix,
+    ...extra,
+  });
 }

@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
-import { createWriteStream } from 'node:fs';
-import { join } from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { createLogger } from '../../lib/log/logger.ts';
-import { startLocal, type LocalRun } from '../../workers/local/local.ts';
+import type { LocalRun } from '../../workers/local/local.ts';
 import type { ObjectStatus } from '../../workers/status/fold.ts';
 import { httpGet } from '../harness/net.ts';
-import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
-import { body, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
+import { body, startLocalOn, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
 
 const GC_DELAY_MS = 4_000;
 
@@ -31,15 +27,8 @@ describe('transient source with garbage collection', function () {
         { location: 'site-c', bucket: 'inbox-c', keyPrefix: 'in/' },
       ],
     });
-    local = await startLocal({
-      files: [sites.dir],
-      logger: createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), 'transient.log')) }),
-      brokers: sites.brokers,
-      stateDir: join(runDir(), 'state-transient'),
-      prefix: 'transient',
-      // Time for the adversarial tests to tamper with a replica between COMPLETED and the GC.
-      gcDelayMs: GC_DELAY_MS,
-    });
+    // Time for the adversarial tests to tamper with a replica between COMPLETED and the GC.
+    local = await startLocalOn(sites, 'transient', { gcDelayMs: GC_DELAY_MS });
   });
 
   after(async () => {

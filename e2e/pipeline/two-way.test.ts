@@ -1,12 +1,8 @@
 import assert from 'node:assert/strict';
-import { createWriteStream } from 'node:fs';
-import { join } from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { createLogger } from '../../lib/log/logger.ts';
-import { startLocal, type LocalRun } from '../../workers/local/local.ts';
-import { runDir } from '../harness/run-dir.ts';
+import type { LocalRun } from '../../workers/local/local.ts';
 import { eventually } from '../harness/wait.ts';
-import { body, head, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
+import { body, startLocalOn, head, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
 
 describe('two-way replication, three destinations, version deletes', function () {
   this.timeout(240_000);
@@ -38,14 +34,7 @@ describe('two-way replication, three destinations, version deletes', function ()
       destinations: [{ location: 'site-c', bucket: 'blue-only', storageClass: 'REDUCED_REDUNDANCY' }],
     });
     writeRule(sites, 'b-to-a', { source: { location: 'site-b', bucket: 'shared' }, destinations: [{ location: 'site-a', bucket: 'shared' }] });
-    local = await startLocal({
-      files: [sites.dir],
-      logger: createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), 'two-way.log')) }),
-      brokers: sites.brokers,
-      stateDir: join(runDir(), 'state-two-way'),
-      prefix: 'twoway',
-      retry: { baseDelayMs: 100, maxDelayMs: 1_000 },
-    });
+    local = await startLocalOn(sites, 'twoway', { retry: { baseDelayMs: 100, maxDelayMs: 1_000 } });
   });
 
   after(async () => {

@@ -1,4 +1,4 @@
-import type { Batch, QueueMessage } from './queue.ts';
+import type { Batch, QueueConsumer, QueueMessage } from './queue.ts';
 
 /** Caps the tasks in flight across every batch of one worker (bounded memory whatever the backlog). */
 export class Limiter {
@@ -118,4 +118,23 @@ export async function runOrdered(batch: Batch, options: OrderedOptions): Promise
   }
   // A failure while the batch is being taken away is the stop itself: what is uncommitted is redelivered.
   if (failure !== undefined && batch.isActive()) throw failure instanceof Error ? failure : new Error('batch failed', { cause: failure });
+}
+
+/** Commits a whole batch: for consumers that finish each batch before returning. */
+export function commitBatch(consumer: QueueConsumer, batch: Batch): Promise<void> {
+  const last = batch.messages.at(-1);
+  if (last === undefined) return Promise.resolve();
+  return consumer.commit([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last.offset) + 1n).toString() }]);
+}
+
+/** Starts `consumer` with every batch run by runOrdered, committing to its own partition. */
+export function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, work: OrderedOptions['work']): Promise<void> {
+  return consumer.run({
+    onBatch: (batch) =>
+      runOrdered(batch, {
+        limiter,
+        work,
+        commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
+      }),
+  });
 }

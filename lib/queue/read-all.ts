@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { commitBatch } from './ordered.ts';
 import type { Queue, QueueMessage } from './queue.ts';
 
 /**
  * Reads a topic from its beginning up to the end it had when called (e.g. to rebuild state from a
- * compacted topic), with a throwaway group.
+ * compacted topic), with a group of its own (left for Kafka to expire).
  */
 export async function readToEnd(queue: Queue, topic: string, onMessage: (m: QueueMessage) => void, timeoutMs = 120_000): Promise<number> {
   const group = `backbeat-reader-${randomUUID()}`;
@@ -29,8 +30,8 @@ export async function readToEnd(queue: Queue, topic: string, onMessage: (m: Queu
             }
             const seen = batch.messages.at(-1);
             if (seen === undefined) return;
-            // The throwaway group commits like any other, so that the queue moves on to the next batch.
-            await consumer.commit([{ topic, partition: batch.partition, offset: (BigInt(seen.offset) + 1n).toString() }]);
+            // The reader's group commits like any other, so that the queue moves on to the next batch.
+            await commitBatch(consumer, batch);
             if (last !== undefined && BigInt(seen.offset) >= last) ends.delete(batch.partition);
             if (ends.size === 0) {
               clearTimeout(timer);

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
-import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import type { Batch, Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
@@ -50,28 +50,21 @@ export class GarbageCollector {
     const consumer = await this.options.queue.consumer({ groupId: this.names.gcGroup, topics: [this.names.gc], fromBeginning: true });
     this.consumer = consumer;
     const limiter = new Limiter(this.options.concurrency ?? 8);
-    await consumer.run({
-      onBatch: (batch) =>
-        runOrdered(batch, {
-          limiter,
-          commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
-          work: async (message, b) => {
-            let task: GcTask;
-            try {
-              task = decode(message.value) as GcTask;
-              objectKey(task.object);
-            } catch (err) {
-              this.options.logger.error('unreadable GC task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
-              return;
-            }
-            await this.waitForDelay(task, b);
-            const { state, reason } = await this.collect(task, b);
-            const event: StatusEvent = { type: 'gc', object: task.object, state, ...(reason !== undefined ? { reason } : {}), at: new Date().toISOString() };
-            await this.producer?.send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
-            this.counters[state === 'DELETED' ? 'deleted' : 'refused']++;
-            (state === 'DELETED' ? this.options.metrics?.gcDeleted : this.options.metrics?.gcRefused)?.inc({ location: task.object.location });
-          },
-        }),
+    await consumeOrdered(consumer, limiter, async (message, b) => {
+      let task: GcTask;
+      try {
+        task = decode(message.value) as GcTask;
+        objectKey(task.object);
+      } catch (err) {
+        this.options.logger.error('unreadable GC task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
+        return;
+      }
+      await this.waitForDelay(task, b);
+      const { state, reason } = await this.collect(task, b);
+      const event: StatusEvent = { type: 'gc', object: task.object, state, ...(reason !== undefined ? { reason } : {}), at: new Date().toISOString() };
+      await this.producer?.send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
+      this.counters[state === 'DELETED' ? 'deleted' : 'refused']++;
+      (state === 'DELETED' ? this.options.metrics?.gcDeleted : this.options.metrics?.gcRefused)?.inc({ location: task.object.location });
     });
   }
 

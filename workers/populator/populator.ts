@@ -2,7 +2,7 @@ import { GetObjectTaggingCommand, type S3Client } from '@aws-sdk/client-s3';
 import { matchDestinations, needsTags, type BucketReplicationConfig, type MatchedDestination } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
-import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import type { ChangeRecord } from '../journal/change.ts';
@@ -145,24 +145,17 @@ export class Populator {
     const consumer = await this.options.queue.consumer({ groupId: this.names.populatorGroup(location), topics: [topic], fromBeginning: true });
     this.consumers.push(consumer);
     const limiter = new Limiter(this.options.concurrency ?? 16);
-    await consumer.run({
-      onBatch: (batch) =>
-        runOrdered(batch, {
-          limiter,
-          commit: (offset) => consumer.commit([{ topic, partition: batch.partition, offset }]),
-          work: async (message) => {
-            let changes: ChangeRecord[];
-            try {
-              changes = parseNotification(location, message.value);
-            } catch (err) {
-              if (!(err instanceof MalformedEvent)) throw err;
-              await this.setAside(message, location, err.message);
-              return;
-            }
-            this.options.metrics?.journalChanges.inc({ location }, changes.length);
-            for (const change of changes) await this.populate(change);
-          },
-        }),
+    await consumeOrdered(consumer, limiter, async (message) => {
+      let changes: ChangeRecord[];
+      try {
+        changes = parseNotification(location, message.value);
+      } catch (err) {
+        if (!(err instanceof MalformedEvent)) throw err;
+        await this.setAside(message, location, err.message);
+        return;
+      }
+      this.options.metrics?.journalChanges.inc({ location }, changes.length);
+      for (const change of changes) await this.populate(change);
     });
   }
 

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
-import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { commitBatch, consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
@@ -103,8 +103,7 @@ export class Processor {
         batch.messages.forEach((m) => {
           this.onControl(m);
         });
-        const last = batch.messages.at(-1);
-        if (last !== undefined) await control.commit([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last.offset) + 1n).toString() }]);
+        await commitBatch(control, batch);
       },
     });
     this.following = true;
@@ -147,14 +146,7 @@ export class Processor {
   private async consume(): Promise<void> {
     const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true });
     this.consumer = consumer;
-    await consumer.run({
-      onBatch: (batch) =>
-        runOrdered(batch, {
-          limiter: this.limiter,
-          commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
-          work: (message, b) => this.handle(message, b),
-        }),
-    });
+    await consumeOrdered(consumer, this.limiter, (message, b) => this.handle(message, b));
   }
 
   private async handle(message: QueueMessage, batch: Batch): Promise<void> {

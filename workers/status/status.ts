@@ -1,5 +1,5 @@
 import type { Logger } from '../../lib/log/logger.ts';
-import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
 import { decode, encode, objectKey, versionKey, type GcTask, type ObjectRef, type ReplicationTask, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
@@ -58,36 +58,29 @@ export class StatusProcessor {
     const consumer = await this.options.queue.consumer({ groupId: this.names.statusGroup, topics: [this.names.status], fromBeginning: true });
     this.consumer = consumer;
     const limiter = new Limiter(this.options.concurrency ?? 16);
-    await consumer.run({
-      onBatch: (batch) =>
-        runOrdered(batch, {
-          limiter,
-          commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
-          work: async (message) => {
-            let event: StatusEvent;
-            let vk: string;
-            try {
-              event = decode(message.value) as StatusEvent;
-              vk = versionKey(event.object);
-            } catch (err) {
-              // Not ours to fix by retrying: logged and passed over, so the partition goes on.
-              this.options.logger.error('unreadable status event skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
-              return;
-            }
-            const previous = this.byVersion.get(vk);
-            const next = fold(previous, event);
-            if (next === previous) return;
-            const producer = await this.out();
-            if (this.collectable(previous, next)) {
-              // Sent before the status is saved: a crash in between repeats the GC task (the GC is
-              // idempotent) rather than losing it.
-              const task: GcTask = { object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt };
-              await producer.send(this.names.gc, [{ key: objectKey(next.object), value: encode(task) }]);
-            }
-            await producer.send(this.names.objectStatus, [{ key: vk, value: encode(next) }]);
-            this.remember(next);
-          },
-        }),
+    await consumeOrdered(consumer, limiter, async (message) => {
+      let event: StatusEvent;
+      let vk: string;
+      try {
+        event = decode(message.value) as StatusEvent;
+        vk = versionKey(event.object);
+      } catch (err) {
+        // Not ours to fix by retrying: logged and passed over, so the partition goes on.
+        this.options.logger.error('unreadable status event skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
+        return;
+      }
+      const previous = this.byVersion.get(vk);
+      const next = fold(previous, event);
+      if (next === previous) return;
+      const producer = await this.out();
+      if (this.collectable(previous, next)) {
+        // Sent before the status is saved: a crash in between repeats the GC task (the GC is
+        // idempotent) rather than losing it.
+        const task: GcTask = { object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt };
+        await producer.send(this.names.gc, [{ key: objectKey(next.object), value: encode(task) }]);
+      }
+      await producer.send(this.names.objectStatus, [{ key: vk, value: encode(next) }]);
+      this.remember(next);
     });
   }
 

@@ -10,10 +10,10 @@ STAMP := node_modules/.installed
 # Which suites test-only runs; e.g. make test-only SPEC=e2e/components/kafka.test.ts
 SPEC ?= '{lib,workers,operator,cli,e2e}/**/*.test.ts'
 
-.PHONY: help deps install build typecheck lint test test-only demo crds clean
+.PHONY: help deps install build typecheck lint test test-only demo crds clean images e2e-kind
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 deps: ## obtain Node 24, Kafka, MinIO, etcd, kube-apiserver, kubectl, helm, rclone (once per machine)
 	bash scripts/deps.sh
@@ -47,3 +47,14 @@ crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.t
 
 clean: ## remove build output (the component cache stays)
 	rm -rf dist coverage
+
+# The container image, tagged with package.json's version unless IMAGE says otherwise: make images IMAGE=reg/backbeat:dev
+VERSION := $(shell sed -n 's/^  "version": "\(.*\)",$$/\1/p' package.json)
+IMAGE ?= backbeat:$(VERSION)
+
+images: ## build the one image of the operator and the workers, backbeat:<version> (needs Docker)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo 'make images needs a Docker engine (none on this machine)' >&2; exit 1; }
+	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) .
+
+e2e-kind: ## the operator e2e suite on a kind cluster (needs Docker, kind, kubectl, helm)
+	bash scripts/e2e-kind.sh

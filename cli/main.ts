@@ -8,6 +8,7 @@ import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
 import { callApi } from './api.ts';
 import { listFailed, retryFailed } from './failed.ts';
 import { setPause, untilTime } from './pause.ts';
+import { operator, SERVE_OPTIONS, UsageError, worker } from './serve.ts';
 import { printStatus } from './status.ts';
 
 const USAGE = `backbeat — asynchronous S3 replication
@@ -37,12 +38,14 @@ Usage:
   backbeat backfill <rule> [--server URL]
       Replicates the objects that were in the rule's source bucket before it (or that it missed).
 
+  backbeat worker --role populator|processor|status|gc [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
+      One worker role, as the operator's Deployments run it, from the config the operator publishes.
+  backbeat operator --namespace NS --image IMAGE --brokers B [--name NAME] [--owner DEPLOYMENT] [--kubeconfig FILE]
+      The Kubernetes operator. Every flag of worker and operator can be set as $BACKBEAT_<FLAG> instead.
+
   status, failed, pause, resume and backfill ask the status API of a running \`backbeat run\` at --server (default http://127.0.0.1:8900).
 `;
 
-class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 function options(args: string[], spec: ParseArgsConfig['options']): ReturnType<typeof parseArgs> {
   try {
@@ -205,6 +208,10 @@ async function main(argv: string[]): Promise<number> {
       return pause(command, args);
     case 'backfill':
       return backfill(args);
+    case 'worker':
+      return worker(options(args, SERVE_OPTIONS).values);
+    case 'operator':
+      return operator(options(args, SERVE_OPTIONS).values);
     case undefined:
     case 'help':
     case '--help':

@@ -1,3 +1,4 @@
+import type { TopicSpec } from '../lib/queue/queue.ts';
 import type { ChangeKind } from './journal/change.ts';
 
 // What flows between the roles. Records are keyed by `location/bucket/key`, so every version of a key
@@ -18,6 +19,8 @@ export interface QueueNames {
   gc: string;
   /** Compacted: operator controls, e.g. the pause state of each destination location. */
   control: string;
+  /** Compacted: replicated/pending/failed counts per source bucket and destination, for the operator. */
+  figures: string;
   populatorGroup(location: string): string;
   processorGroup(location: string): string;
   statusGroup: string;
@@ -32,6 +35,7 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
     journalFailed: `${prefix}-journal-failed`,
     gc: `${prefix}-gc`,
     control: `${prefix}-control`,
+    figures: `${prefix}-figures`,
     populatorGroup: (location) => `${prefix}-populator-${location}`,
     processorGroup: (location) => `${prefix}-processor-${location}`,
     statusGroup: `${prefix}-status`,
@@ -115,4 +119,31 @@ export const encode = (value: unknown): string => JSON.stringify(value);
 export function decode(value: Buffer | null): unknown {
   if (value === null) throw new Error('empty message');
   return JSON.parse(value.toString('utf8'));
+}
+
+/** Counts of object versions for one source bucket and one destination, as the status processor holds them. */
+export interface Figures {
+  source: string;
+  destination: string;
+  replicated: number;
+  pending: number;
+  failed: number;
+  at: string;
+}
+
+export const figuresKey = (source: string, destination: string): string => `${source} -> ${destination}`;
+
+/** Every topic of an installation, plus the journal topics of its source locations. */
+export function installationTopics(names: QueueNames, partitions: number, journalTopics: Iterable<string>): TopicSpec[] {
+  const compact = { 'cleanup.policy': 'compact' };
+  return [
+    { topic: names.replication, partitions },
+    { topic: names.status, partitions },
+    { topic: names.objectStatus, partitions, config: compact },
+    { topic: names.journalFailed, partitions: 1 },
+    { topic: names.gc, partitions },
+    { topic: names.control, partitions: 1, config: compact },
+    { topic: names.figures, partitions: 1, config: compact },
+    ...[...new Set(journalTopics)].map((topic) => ({ topic, partitions })),
+  ];
 }

@@ -10,8 +10,26 @@ describe('Helm chart', function () {
   this.timeout(60_000);
 
   it('passes helm lint --strict', async () => {
-    const { stdout } = await run(requireBinary('helm'), ['lint', '--strict', CHART]);
+    const { stdout } = await run(requireBinary('helm'), ['lint', '--strict', CHART, '--set', 'kafka.brokers={kafka:9092}']);
     assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+  });
+
+  it('refuses an install without Kafka brokers, saying which value to set', async () => {
+    await assert.rejects(run(requireBinary('helm'), ['template', 'bb', CHART]), (err: Error & { stderr?: string }) => {
+      assert.match(err.stderr ?? '', /kafka\.brokers is required/);
+      return true;
+    });
+  });
+
+  it('grants the operator only namespaced rights, and monitoring resources on request', async () => {
+    const plain = (await run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}'])).stdout;
+    assert.match(plain, /kind: Role\n/);
+    assert.doesNotMatch(plain, /ClusterRole|ServiceMonitor/);
+    // Secrets: read one by name, never listed.
+    assert.match(plain, /resources: \["secrets"\]\n\s+verbs: \["get"\]/);
+    const monitored = (await run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}', '--set', 'metrics.serviceMonitor.enabled=true'])).stdout;
+    assert.match(monitored, /kind: ServiceMonitor/);
+    assert.match(monitored, /kind: PodMonitor/);
   });
 
   it('renders a non-root operator with a read-only root filesystem', async () => {
@@ -23,7 +41,7 @@ describe('Helm chart', function () {
 
   it('refuses values that break values.schema.json, naming the field', async () => {
     await assert.rejects(
-      run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'operator.replicas=-1']),
+      run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}', '--set', 'operator.replicas=-1']),
       (err: Error & { stderr?: string }) => {
         assert.match(err.stderr ?? '', /operator\.replicas|\/operator\/replicas/);
         return true;

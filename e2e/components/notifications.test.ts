@@ -11,7 +11,7 @@ import {
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { minio, sharedKafka } from '../harness/env.ts';
-import { follow } from '../harness/follow.ts';
+import { follow } from '../../lib/queue/follow.ts';
 import { eventually } from '../harness/wait.ts';
 
 interface S3EventRecord {

@@ -11,7 +11,7 @@ import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
 import { sharedKafka } from '../harness/env.ts';
-import { follow } from '../harness/follow.ts';
+import { follow } from '../../lib/queue/follow.ts';
 import { eventually } from '../harness/wait.ts';
 
 const quiet = createLogger({ component: 'test', stream: new PassThrough() });

@@ -13,6 +13,8 @@ export interface MinioOptions {
   name: string;
   /** Publish this server's bucket notifications to a Kafka topic. */
   notifyKafka?: { brokers: string[]; topic: string; targetId?: string };
+  /** More server environment, e.g. a notification target of the user's own. */
+  env?: Record<string, string>;
 }
 
 export interface MinioServer {
@@ -43,6 +45,7 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
     MINIO_ROOT_PASSWORD: credentials.secretAccessKey,
     MINIO_BROWSER: 'off',
     MINIO_UPDATE: 'off',
+    ...options.env,
   };
   let notificationArn: string | undefined;
   let queueDir: string | undefined;

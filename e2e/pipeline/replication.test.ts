@@ -14,7 +14,7 @@ import {
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import { follow } from '../harness/follow.ts';
+import { follow } from '../../lib/queue/follow.ts';
 import { eventually } from '../harness/wait.ts';
 import { body, startLocalOn, head, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
 

@@ -11,9 +11,10 @@ import { createMetrics } from '../../lib/metrics.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
-import { encode, pauseKey, queueNames } from '../messages.ts';
+import { encode, installationTopics, pauseKey, queueNames } from '../messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
+import { scheduleScans } from '../populator/scans.ts';
 import { Processor, type RetryPolicy } from '../processor/processor.ts';
 import { statusServer } from '../status/api.ts';
 import { StatusProcessor } from '../status/status.ts';
@@ -79,15 +80,13 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const metrics = createMetrics();
   const partitions = options.partitions ?? 4;
   const admin = await queue.admin();
-  await admin.ensureTopics([
-    { topic: names.replication, partitions },
-    { topic: names.status, partitions },
-    { topic: names.objectStatus, partitions, config: { 'cleanup.policy': 'compact' } },
-    { topic: names.journalFailed, partitions: 1 },
-    { topic: names.gc, partitions },
-    { topic: names.control, partitions: 1, config: { 'cleanup.policy': 'compact' } },
-    ...[...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [{ topic: l.spec.journal.kafka.topic, partitions }] : [])),
-  ]);
+  await admin.ensureTopics(
+    installationTopics(
+      names,
+      partitions,
+      [...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : [])),
+    ),
+  );
   await admin.close();
 
   const transientSources = new Set([...configs.values()].map((c) => c.SourceLocation).filter((l) => manifests.locations.get(l)?.spec.transient === true));
@@ -129,36 +128,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     if (topic !== undefined) await populator.followJournal(name, topic);
   }
 
-  const scanSources = async (filter: (location: string) => boolean): Promise<number> => {
-    let n = 0;
-    for (const c of configs.values()) if (filter(c.SourceLocation)) n += await populator.scan(c.SourceLocation, c.SourceBucket);
-    return n;
-  };
-  let scanning: Promise<unknown> = Promise.resolve();
-  let scansQueued = 0;
-  const safeScan = (why: string, filter: (location: string) => boolean): void => {
-    // A periodic tick while the previous scan still runs is skipped rather than queued behind it.
-    if (why === 'periodic scan' && scansQueued > 0) return;
-    scansQueued++;
-    scanning = scanning
-      .then(() => scanSources(filter))
-      .then((n) => {
-        logger.info('scan queued changes', { why, versions: n });
-      })
-      .catch((err: unknown) => {
-        logger.error('scan failed', { why, error: err });
-      })
-      .finally(() => scansQueued--);
-  };
-  // Backfill: existing objects of rules that ask for it.
-  const backfill = [...configs.values()].filter((c) => c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled'));
-  if (backfill.length > 0) safeScan('existing objects', (l) => backfill.some((c) => c.SourceLocation === l));
-  const timers = [...sources].flatMap((name) => {
-    const scan = manifests.locations.get(name)?.spec.journal?.scan;
-    if (scan === undefined) return [];
-    safeScan('periodic scan', (l) => l === name);
-    return [setInterval(() => safeScan('periodic scan', (l) => l === name), scan.intervalSeconds * 1000)];
-  });
+  const scans = scheduleScans(populator, configs, manifests.locations, sources, logger);
 
   const controlProducer = await queue.producer();
   // Consumer groups whose lag /metrics reports.
@@ -217,8 +187,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       stopping = true;
       server.close();
       server.closeAllConnections();
-      timers.forEach(clearInterval);
-      await scanning;
+      await scans.stop();
       // Upstream first, so that nothing new reaches a role that already stopped.
       await populator.close();
       await Promise.all([...processors.values()].map((p) => p.close()));

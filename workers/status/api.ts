@@ -10,15 +10,19 @@ export interface DestinationControls {
   states(): { location: string; paused: boolean; until?: string }[];
 }
 
-export interface ApiContext {
-  status: StatusProcessor;
-  /** Destination ids (`location/bucket`) of the configuration: selectors are checked against them. */
-  destinations: string[];
-  controls: DestinationControls;
+/** What every worker process serves: metrics and probes. */
+export interface HealthContext {
   /** Prometheus exposition of the process's metrics, refreshed at each scrape. */
   metrics(): Promise<{ contentType: string; body: string }>;
   /** True once every role has started, false again while stopping. */
   ready(): boolean;
+}
+
+export interface ApiContext extends HealthContext {
+  status: StatusProcessor;
+  /** Destination ids (`location/bucket`) of the configuration: selectors are checked against them. */
+  destinations: string[];
+  controls: DestinationControls;
   /** Queues the existing objects of a rule; undefined when no such rule exists. */
   backfill(rule: string): Promise<number> | undefined;
   rules: string[];
@@ -171,25 +175,7 @@ function route(ctx: ApiContext, req: IncomingMessage, res: ServerResponse): void
     }
     return;
   }
-  if (url.pathname === '/healthz') {
-    send(200, { ok: true });
-    return;
-  }
-  if (url.pathname === '/readyz') {
-    const ready = ctx.ready();
-    send(ready ? 200 : 503, { ready });
-    return;
-  }
-  if (url.pathname === '/metrics') {
-    ctx
-      .metrics()
-      .then(({ contentType, body }) => {
-        res.writeHead(200, { 'content-type': contentType });
-        res.end(body);
-      })
-      .catch(fail);
-    return;
-  }
+  if (healthRoute(ctx, url, res, send, fail)) return;
   if (url.pathname === '/v1/summary') {
     send(200, status.summary());
     return;
@@ -210,4 +196,42 @@ function route(ctx: ApiContext, req: IncomingMessage, res: ServerResponse): void
     return;
   }
   send(404, { error: `no such endpoint: ${url.pathname}` });
+}
+
+/** /healthz, /readyz and /metrics; false for any other path. */
+function healthRoute(ctx: HealthContext, url: URL, res: ServerResponse, send: (code: number, body: unknown) => void, fail: (err: unknown) => void): boolean {
+  if (url.pathname === '/healthz') {
+    send(200, { ok: true });
+    return true;
+  }
+  if (url.pathname === '/readyz') {
+    const ready = ctx.ready();
+    send(ready ? 200 : 503, { ready });
+    return true;
+  }
+  if (url.pathname === '/metrics') {
+    ctx
+      .metrics()
+      .then(({ contentType, body }) => {
+        res.writeHead(200, { 'content-type': contentType });
+        res.end(body);
+      })
+      .catch(fail);
+    return true;
+  }
+  return false;
+}
+
+/** The server of a worker role without the status API: metrics and probes only. */
+export function healthServer(ctx: HealthContext): Server {
+  return createServer((req, res) => {
+    const send = (code: number, body: unknown): void => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (!healthRoute(ctx, url, res, send, () => {
+      send(500, { error: 'internal error' });
+    })) send(404, { error: `no such endpoint: ${url.pathname}` });
+  });
 }

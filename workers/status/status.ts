@@ -2,7 +2,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, objectKey, versionKey, type GcTask, type ObjectRef, type ReplicationTask, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, figuresKey, type Figures, objectKey, versionKey, type GcTask, type ObjectRef, type ReplicationTask, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
 import { fold, type DestinationStatus, type ObjectState, type ObjectStatus } from './fold.ts';
 
 /** One destination of one object version that failed, as `backbeat failed list` shows it. */
@@ -148,6 +148,23 @@ export class StatusProcessor {
     for (const status of this.byVersion.values()) {
       if (status.state !== 'PENDING') continue;
       for (const [id, d] of Object.entries(status.destinations)) if (d.state === 'PENDING') out.set(id, (out.get(id) ?? 0) + 1);
+    }
+    return out;
+  }
+
+  /** Per source bucket and destination: how many object versions are replicated, pending, failed. */
+  figures(): Map<string, Omit<Figures, 'at'>> {
+    const out = new Map<string, Omit<Figures, 'at'>>();
+    for (const status of this.byVersion.values()) {
+      const source = `${status.object.location}/${status.object.bucket}`;
+      for (const [destination, d] of Object.entries(status.destinations)) {
+        const key = figuresKey(source, destination);
+        let f = out.get(key);
+        if (f === undefined) out.set(key, (f = { source, destination, replicated: 0, pending: 0, failed: 0 }));
+        if (d.state === 'COMPLETED') f.replicated++;
+        else if (d.state === 'PENDING') f.pending++;
+        else if (d.state === 'FAILED') f.failed++;
+      }
     }
     return out;
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { commitBatch } from '../../lib/queue/ordered.ts';
-import type { Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
+import { commitBatch } from './ordered.ts';
+import type { Queue, QueueConsumer, QueueMessage } from './queue.ts';
 
 /**
  * Reads a topic from the beginning with a fresh group, committing each batch once `onMessage` has seen it.

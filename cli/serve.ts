@@ -1,0 +1,156 @@
+import type { ParseArgsConfig } from 'node:util';
+import { createLogger } from '../lib/log/logger.ts';
+
+// `backbeat worker` and `backbeat operator`: the entry points of the container image. Every flag has an
+// environment variable (what a pod template sets); the flag wins.
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+export const SERVE_OPTIONS = {
+  role: { type: 'string' },
+  location: { type: 'string' },
+  config: { type: 'string' },
+  credentials: { type: 'string' },
+  brokers: { type: 'string' },
+  prefix: { type: 'string' },
+  partitions: { type: 'string' },
+  listen: { type: 'string' },
+  concurrency: { type: 'string' },
+  'gc-delay': { type: 'string' },
+  namespace: { type: 'string' },
+  name: { type: 'string' },
+  image: { type: 'string' },
+  'image-pull-policy': { type: 'string' },
+  owner: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  resync: { type: 'string' },
+  'lag-threshold': { type: 'string' },
+  'min-replicas': { type: 'string' },
+  'max-replicas': { type: 'string' },
+  'scale-down-delay': { type: 'string' },
+  'worker-resources': { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+function setting(values: Values, flag: string, env: string): string | undefined {
+  const v = values[flag];
+  if (typeof v === 'string') return v;
+  const e = process.env[env];
+  return e === undefined || e === '' ? undefined : e;
+}
+
+const envName = (flag: string): string => `BACKBEAT_${flag.toUpperCase().replace(/-/g, '_')}`;
+
+function text(values: Values, flag: string, fallback?: string): string {
+  const v = setting(values, flag, envName(flag)) ?? fallback;
+  if (v === undefined) throw new UsageError(`give --${flag} (or $${envName(flag)})`);
+  return v;
+}
+
+function count(values: Values, flag: string, fallback: number, min = 0): number {
+  const raw = setting(values, flag, envName(flag));
+  const n = raw === undefined ? fallback : Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} must be an integer ≥ ${String(min)}, got "${raw ?? ''}"`);
+  return n;
+}
+
+function listen(values: Values, fallbackPort: number): { host: string; port: number } {
+  const value = text(values, 'listen', `127.0.0.1:${String(fallbackPort)}`);
+  const m = /^(.*):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[2]);
+  if (m === null || port > 65535) throw new UsageError(`--listen must be HOST:PORT, got "${value}"`);
+  return { host: m[1] ?? '127.0.0.1', port };
+}
+
+const brokers = (values: Values): string[] => {
+  const list = (setting(values, 'brokers', 'BACKBEAT_KAFKA_BROKERS') ?? '').split(',').filter((b) => b !== '');
+  if (list.length === 0) throw new UsageError('give the Kafka brokers: --brokers host:port,... (or $BACKBEAT_KAFKA_BROKERS)');
+  return list;
+};
+
+/** Runs until SIGTERM or SIGINT (or `done`), then stops gracefully. */
+async function untilSignal(logger: ReturnType<typeof createLogger>, stop: () => Promise<void>, done?: Promise<void>): Promise<number> {
+  const reason = await new Promise<string>((resolve) => {
+    process.once('SIGINT', () => {
+      resolve('SIGINT');
+    });
+    process.once('SIGTERM', () => {
+      resolve('SIGTERM');
+    });
+    void done?.then(() => {
+      resolve('lease lost');
+    });
+  });
+  logger.info('stopping: draining work in flight', { reason });
+  await stop();
+  logger.info('stopped');
+  return reason === 'lease lost' ? 1 : 0;
+}
+
+export async function worker(values: Values): Promise<number> {
+  const { ROLES, startWorker } = await import('../workers/worker/worker.ts');
+  const role = text(values, 'role');
+  if (!(ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got "${role}"`);
+  const location = setting(values, 'location', 'BACKBEAT_LOCATION');
+  const where = listen(values, 8900);
+  const logger = createLogger({ component: `backbeat-${role}` });
+  const gcDelay = count(values, 'gc-delay', 0);
+  const run = await startWorker({
+    role: role as (typeof ROLES)[number],
+    ...(location !== undefined ? { location } : {}),
+    configDir: text(values, 'config', '/etc/backbeat/config'),
+    credentialsDir: text(values, 'credentials', '/etc/backbeat/credentials'),
+    brokers: brokers(values),
+    prefix: text(values, 'prefix', 'backbeat'),
+    partitions: count(values, 'partitions', 8, 1),
+    listenHost: where.host,
+    listenPort: where.port,
+    concurrency: count(values, 'concurrency', 16, 1),
+    gcDelayMs: gcDelay * 1000,
+    logger,
+  });
+  return untilSignal(logger, () => run.stop());
+}
+
+export async function operator(values: Values): Promise<number> {
+  const { startOperator } = await import('../operator/operator.ts');
+  const where = listen(values, 8080);
+  const logger = createLogger({ component: 'backbeat-operator' });
+  const resources = setting(values, 'worker-resources', 'BACKBEAT_WORKER_RESOURCES');
+  let parsedResources: Record<string, unknown> | undefined;
+  try {
+    parsedResources = resources === undefined ? undefined : (JSON.parse(resources) as Record<string, unknown>);
+  } catch {
+    throw new UsageError('--worker-resources must be JSON, e.g. {"requests":{"cpu":"100m"}}');
+  }
+  const min = count(values, 'min-replicas', 1, 0);
+  const max = count(values, 'max-replicas', 8, 1);
+  if (min > max) throw new UsageError(`--min-replicas (${String(min)}) exceeds --max-replicas (${String(max)})`);
+  const kubeconfig = setting(values, 'kubeconfig', 'KUBECONFIG');
+  const owner = setting(values, 'owner', 'BACKBEAT_OWNER');
+  const run = await startOperator({
+    namespace: text(values, 'namespace', process.env['POD_NAMESPACE']),
+    settings: {
+      name: text(values, 'name', 'backbeat'),
+      image: text(values, 'image'),
+      imagePullPolicy: text(values, 'image-pull-policy', 'IfNotPresent'),
+      brokers: brokers(values),
+      prefix: text(values, 'prefix', 'backbeat'),
+      partitions: count(values, 'partitions', 8, 1),
+      logLevel: process.env['BACKBEAT_WORKER_LOG_LEVEL'] ?? process.env['BACKBEAT_LOG_LEVEL'] ?? 'info',
+      scaling: { lagThreshold: count(values, 'lag-threshold', 1000, 1), minReplicas: min, maxReplicas: max },
+      ...(parsedResources !== undefined ? { resources: parsedResources } : {}),
+    },
+    ...(owner !== undefined ? { ownerDeployment: owner } : {}),
+    ...(kubeconfig !== undefined ? { kubeconfig } : {}),
+    resyncMs: count(values, 'resync', 15, 1) * 1000,
+    scaleDownDelayMs: count(values, 'scale-down-delay', 60, 0) * 1000,
+    listenHost: where.host,
+    listenPort: where.port,
+    logger,
+  });
+  return untilSignal(logger, () => run.stop(), run.done);
+}

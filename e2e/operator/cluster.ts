@@ -1,0 +1,198 @@
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { dump, load } from 'js-yaml';
+import { loadKubeConfig } from '../../lib/kube/client.ts';
+import { kubeRest, type KubeRest } from '../../lib/kube/rest.ts';
+import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
+import { requireBinary } from '../harness/binaries.ts';
+import { minio, sharedKafka, sharedKube } from '../harness/env.ts';
+import { freePort, httpGet } from '../harness/net.ts';
+import { runPods, type PodRunner } from '../harness/pods.ts';
+import { runDir } from '../harness/run-dir.ts';
+import { eventually } from '../harness/wait.ts';
+
+// Where the operator e2e runs. Here: etcd + kube-apiserver + Kafka + two MinIO servers as local
+// processes, and a stand-in kubelet (harness/pods.ts) running each Deployment's pod template as
+// processes. With BACKBEAT_E2E_CLUSTER=external: a real cluster (scripts/e2e-kind.sh), the same tests.
+
+const REPO = new URL('../../', import.meta.url).pathname;
+const run = promisify(execFile);
+
+export interface Site {
+  /** Reachable from the tests. */
+  client(): S3Client;
+  /** The endpoint Location manifests name: reachable from the operator and the workers. */
+  endpoint: string;
+  credentials: S3Credentials;
+}
+
+export interface Cluster {
+  external: boolean;
+  kubeconfig: string;
+  namespace: string;
+  /** Names topics and consumer groups, so that test runs sharing Kafka stay apart. */
+  prefix: string;
+  journalTopic: string;
+  siteA: Site;
+  siteB: Site;
+  rest: KubeRest;
+  helmValues: string[];
+  /** The stand-in kubelet; undefined on a real cluster. */
+  pods: PodRunner | undefined;
+  kubectl(args: string[], input?: string): Promise<string>;
+  helm(args: string[]): Promise<string>;
+  /** The status API of the status worker, reachable from the tests. */
+  statusUrl(): Promise<string>;
+  /** After `helm install`: starts the stand-in kubelet (nothing to do on a real cluster). */
+  afterInstall(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const site = (endpoint: string, credentials: S3Credentials, reachable = endpoint): Site => ({
+  endpoint,
+  credentials,
+  client: () => createS3Client({ endpoint: reachable, region: 'us-east-1', forcePathStyle: true, credentials }),
+});
+
+export const RELEASE = 'backbeat';
+
+function tools(kubeconfig: string, namespace: string): Pick<Cluster, 'kubectl' | 'helm'> {
+  return {
+    async kubectl(args, input) {
+      if (input === undefined) return (await run(requireBinary('kubectl'), ['--kubeconfig', kubeconfig, '-n', namespace, ...args])).stdout;
+      return new Promise((resolve, reject) => {
+        const child = spawn(requireBinary('kubectl'), ['--kubeconfig', kubeconfig, '-n', namespace, ...args]);
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        child.on('close', (code) => {
+          if (code === 0) resolve(out);
+          else reject(Object.assign(new Error(`kubectl ${args.join(' ')}: ${err}`), { stderr: err }));
+        });
+        child.stdin.end(input);
+      });
+    },
+    async helm(args) {
+      return (await run(requireBinary('helm'), ['--kubeconfig', kubeconfig, '-n', namespace, ...args], { timeout: 120_000 })).stdout;
+    },
+  };
+}
+
+/** A kubeconfig for the chart's ServiceAccount, so that the operator runs with exactly the chart's RBAC. */
+async function serviceAccountKubeconfig(rest: KubeRest, adminKubeconfig: string, namespace: string, account: string): Promise<string> {
+  const answer = await rest.create<{ status: { token: string } }>(`/api/v1/namespaces/${namespace}/serviceaccounts/${account}/token`, {
+    apiVersion: 'authentication.k8s.io/v1',
+    kind: 'TokenRequest',
+    spec: { expirationSeconds: 7200 },
+  });
+  const admin = load(readFileSync(adminKubeconfig, 'utf8')) as { clusters: unknown[] };
+  const file = join(runDir(), `${namespace}-${account}.kubeconfig`);
+  writeFileSync(
+    file,
+    dump({ apiVersion: 'v1', kind: 'Config', clusters: admin.clusters, users: [{ name: account, user: { token: answer.status.token } }], contexts: [{ name: account, context: { cluster: (admin.clusters[0] as { name: string }).name, user: account, namespace } }], 'current-context': account }),
+    { mode: 0o600 },
+  );
+  return file;
+}
+
+async function local(): Promise<Cluster> {
+  const [kube, kafka] = await Promise.all([sharedKube(), sharedKafka()]);
+  const id = randomBytes(3).toString('hex');
+  const namespace = `op-${id}`;
+  const journalTopic = `op-${id}-site-a-events`;
+  const a = await minio({
+    name: `op-a-${id}`,
+    notifyKafka: { brokers: kafka.brokers, topic: journalTopic },
+    // A notification target of the user's own, which the operator must leave alone.
+    env: { MINIO_NOTIFY_KAFKA_ENABLE_USER: 'on', MINIO_NOTIFY_KAFKA_BROKERS_USER: kafka.brokers.join(','), MINIO_NOTIFY_KAFKA_TOPIC_USER: `${journalTopic}-user`, MINIO_NOTIFY_KAFKA_QUEUE_DIR_USER: mkdtempSync(join(runDir(), 'user-queue-')) },
+  });
+  const b = await minio({ name: `op-b-${id}` });
+  const rest = kubeRest(loadKubeConfig(kube.kubeconfig));
+  await rest.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
+  const t = tools(kube.kubeconfig, namespace);
+  let pods: PodRunner | undefined;
+  const cluster: Cluster = {
+    external: false,
+    kubeconfig: kube.kubeconfig,
+    namespace,
+    prefix: `op${id}`,
+    journalTopic,
+    siteA: site(a.endpoint, a.credentials),
+    siteB: site(b.endpoint, b.credentials),
+    rest,
+    helmValues: ['--set', `kafka.brokers={${kafka.brokers.join(',')}}`],
+    get pods() {
+      return pods;
+    },
+    ...t,
+    async statusUrl() {
+      const pod = await eventually(() => {
+        const p = pods?.pods(`${RELEASE}-status`).find((x) => x.ready);
+        if (p === undefined) throw new Error('no ready status pod');
+        return p;
+      }, 60_000);
+      return `http://127.0.0.1:${String(pod.ports['BACKBEAT_PORT'])}`;
+    },
+    async afterInstall() {
+      // The operator's kubeconfig holds a token of the chart's ServiceAccount, which exists from now on.
+      const kubeconfig = await eventually(() => serviceAccountKubeconfig(rest, kube.kubeconfig, namespace, RELEASE), 30_000);
+      pods = await runPods({ kubeconfig: kube.kubeconfig, namespace, cwd: REPO, extraEnv: { KUBECONFIG: kubeconfig } });
+    },
+    async stop() {
+      await pods?.stop();
+    },
+  };
+  return cluster;
+}
+
+function env(name: string): string {
+  const v = process.env[name];
+  if (v === undefined || v === '') throw new Error(`BACKBEAT_E2E_CLUSTER=external needs $${name} (see scripts/e2e-kind.sh)`);
+  return v;
+}
+
+function external(): Cluster {
+  const kubeconfig = env('KUBECONFIG');
+  const namespace = env('BACKBEAT_E2E_NAMESPACE');
+  const image = env('BACKBEAT_E2E_IMAGE');
+  const colon = image.lastIndexOf(':');
+  const t = tools(kubeconfig, namespace);
+  const forwards: ReturnType<typeof spawn>[] = [];
+  return {
+    external: true,
+    kubeconfig,
+    namespace,
+    prefix: `op${randomBytes(3).toString('hex')}`,
+    journalTopic: 'site-a-events',
+    siteA: site(env('BACKBEAT_E2E_SITE_A_ENDPOINT'), { accessKeyId: 'site-a-admin', secretAccessKey: 'change-me-site-a' }, env('BACKBEAT_E2E_SITE_A_URL')),
+    siteB: site(env('BACKBEAT_E2E_SITE_B_ENDPOINT'), { accessKeyId: 'site-b-admin', secretAccessKey: 'change-me-site-b' }, env('BACKBEAT_E2E_SITE_B_URL')),
+    rest: kubeRest(loadKubeConfig(kubeconfig)),
+    helmValues: ['--set', `kafka.brokers={${env('BACKBEAT_E2E_KAFKA_BROKERS')}}`, '--set', `image.repository=${image.slice(0, colon)}`, '--set', `image.tag=${image.slice(colon + 1)}`, '--set', 'image.pullPolicy=IfNotPresent'],
+    pods: undefined,
+    ...t,
+    afterInstall: () => Promise.resolve(),
+    async statusUrl() {
+      const port = await freePort();
+      const child = spawn(requireBinary('kubectl'), ['--kubeconfig', kubeconfig, '-n', namespace, 'port-forward', `deploy/${RELEASE}-status`, `${String(port)}:8900`], { stdio: 'ignore' });
+      forwards.push(child);
+      const url = `http://127.0.0.1:${String(port)}`;
+      await eventually(async () => {
+        if ((await httpGet(`${url}/readyz`)).status !== 200) throw new Error('status API not ready');
+      }, 60_000);
+      return url;
+    },
+    stop() {
+      forwards.forEach((f) => f.kill());
+      return Promise.resolve();
+    },
+  };
+}
+
+export function startCluster(): Promise<Cluster> {
+  return process.env['BACKBEAT_E2E_CLUSTER'] === 'external' ? Promise.resolve(external()) : local();
+}

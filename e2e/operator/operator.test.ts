@@ -1,0 +1,245 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  CreateBucketCommand,
+  GetBucketNotificationConfigurationCommand,
+  GetObjectCommand,
+  GetObjectTaggingCommand,
+  PutBucketNotificationConfigurationCommand,
+  PutBucketVersioningCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { dump, loadAll } from 'js-yaml';
+import type { KubeObject } from '../../lib/kube/rest.ts';
+import { httpGet } from '../harness/net.ts';
+import { runDir } from '../harness/run-dir.ts';
+import { eventually } from '../harness/wait.ts';
+import { RELEASE, startCluster, type Cluster } from './cluster.ts';
+
+// The operator on a real API server: helm install, kubectl apply of examples/, worker Deployments run,
+// objects replicated, figures in `kubectl get replicationrules`, scaling from lag, operator-only bad input,
+// and a rule's deletion undoing what it added.
+
+const CHART = new URL('../../charts/backbeat', import.meta.url).pathname;
+const EXAMPLES = new URL('../../examples/', import.meta.url).pathname;
+const PARTITIONS = 3;
+const LAG_THRESHOLD = 2;
+const USER_ARN = 'arn:minio:sqs::USER:kafka';
+
+type Doc = Record<string, unknown> & { kind: string; metadata: { name: string }; spec?: Record<string, unknown>; stringData?: Record<string, string> };
+type Condition = { type: string; status: string; reason: string; message: string; observedGeneration: number };
+type Resource = KubeObject & { status?: { conditions?: Condition[]; observedGeneration?: number; replicated?: number; destinations?: { location: string; replicated: number; lag: number }[] } };
+
+const text = async (s3: S3Client, bucket: string, key: string): Promise<string> => (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body?.transformToString() ?? Promise.resolve('');
+
+describe('Operator on a real API server', function () {
+  this.timeout(180_000);
+  let c: Cluster;
+  let a: S3Client;
+  let b: S3Client;
+  const deployment = (suffix: string): string => `${RELEASE}-${suffix}`;
+
+  const get = async (plural: string, name: string): Promise<Resource> => c.rest.get<Resource>(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/${plural}/${name}`);
+  const ready = (r: Resource): Condition | undefined => r.status?.conditions?.find((x) => x.type === 'Ready');
+  const replicas = async (name: string): Promise<number | undefined> => (await c.rest.find<KubeObject & { spec: { replicas: number } }>(`/apis/apps/v1/namespaces/${c.namespace}/deployments/${name}`))?.spec.replicas;
+  const configMap = async (): Promise<Record<string, string>> => (await c.rest.get<KubeObject & { data?: Record<string, string> }>(`/api/v1/namespaces/${c.namespace}/configmaps/${RELEASE}-config`)).data ?? {};
+  const queues = async (): Promise<{ Id?: string | undefined }[]> => (await a.send(new GetBucketNotificationConfigurationCommand({ Bucket: 'photos' }))).QueueConfigurations ?? [];
+  const waitReady = (plural: string, name: string, status: string, reason?: string): Promise<Condition> =>
+    eventually(async () => {
+      const r = await get(plural, name);
+      const cond = ready(r);
+      assert.ok(cond, `${plural}/${name} has no Ready condition yet`);
+      assert.equal(cond.status, status, `${plural}/${name}: ${cond.reason}: ${cond.message}`);
+      if (reason !== undefined) assert.equal(cond.reason, reason);
+      assert.equal(cond.observedGeneration, r.metadata.generation);
+      return cond;
+    }, 90_000, 500);
+
+  /** examples/ with this environment's endpoints, credentials and journal topic. */
+  function examples(): string {
+    const dir = mkdtempSync(join(runDir(), 'examples-'));
+    for (const file of ['site-a.yaml', 'site-b.yaml', 'rule.yaml']) {
+      const docs = loadAll(readFileSync(join(EXAMPLES, file), 'utf8')) as Doc[];
+      for (const d of docs) {
+        const site = d.metadata.name.startsWith('site-a') ? c.siteA : c.siteB;
+        if (d.kind === 'Secret') d.stringData = { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey };
+        if (d.kind === 'Location' && d.spec !== undefined) {
+          d.spec['endpoint'] = site.endpoint;
+          const journal = d.spec['journal'] as { kafka?: { topic: string } } | undefined;
+          if (journal?.kafka !== undefined) journal.kafka.topic = c.journalTopic;
+        }
+      }
+      writeFileSync(join(dir, file), docs.map((d) => dump(d)).join('---\n'));
+    }
+    return dir;
+  }
+
+  before(async function () {
+    this.timeout(300_000);
+    c = await startCluster();
+    a = c.siteA.client();
+    b = c.siteB.client();
+    for (const [s3, bucket] of [[a, 'photos'], [b, 'photos-replica'], [b, 'unversioned']] as const) {
+      await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch(() => undefined);
+      if (bucket !== 'unversioned') await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+    }
+    if (!c.external) {
+      // The user's own notification settings on the source bucket: the operator must merge with them.
+      await a.send(new PutBucketNotificationConfigurationCommand({ Bucket: 'photos', NotificationConfiguration: { QueueConfigurations: [{ Id: 'users-own', QueueArn: USER_ARN, Events: ['s3:ObjectCreated:Put'] }] } }));
+    }
+  });
+
+  after(async () => {
+    await c.stop();
+  });
+
+  it('installs with helm; the operator takes the Lease and creates the status and GC workers', async () => {
+    await c.helm(['install', RELEASE, CHART, '--wait=false', ...c.helmValues, '--set', `kafka.topicPrefix=${c.prefix}`, '--set', `kafka.partitions=${String(PARTITIONS)}`, '--set', 'operator.resyncSeconds=2', '--set', `workers.scaling.lagThreshold=${String(LAG_THRESHOLD)}`, '--set', 'workers.scaling.scaleDownDelaySeconds=0']);
+    await c.afterInstall();
+    const lease = await eventually(() => c.rest.get<KubeObject & { spec: { holderIdentity?: string } }>(`/apis/coordination.k8s.io/v1/namespaces/${c.namespace}/leases/${RELEASE}-operator`), 90_000, 500);
+    assert.ok(lease.spec.holderIdentity !== undefined && lease.spec.holderIdentity !== '');
+    // Nothing to replicate yet: one status processor, the GC at zero.
+    await eventually(async () => {
+      assert.equal(await replicas(deployment('status')), 1);
+      assert.equal(await replicas(deployment('gc')), 0);
+    }, 60_000, 500);
+  });
+
+  it('kubectl apply of examples/: Locations and the rule Ready, workers deployed, journal wired beside the user\'s', async () => {
+    await c.kubectl(['apply', '-f', examples()]);
+    const [siteA, siteB] = [await waitReady('locations', 'site-a', 'True', 'Reachable'), await waitReady('locations', 'site-b', 'True', 'Reachable')];
+    assert.match(siteA.message, /answers with the credentials/);
+    assert.match(siteB.message, /answers/);
+    const rule = await waitReady('replicationrules', 'photos', 'True', 'Replicating');
+    assert.match(rule.message, /event notifications/);
+    await eventually(async () => {
+      assert.equal(await replicas(deployment('populator-site-a')), 1);
+      assert.equal(await replicas(deployment('processor-site-b')), 1);
+      assert.equal(await replicas(deployment('status')), 1);
+      assert.equal(await replicas(deployment('gc')), 0);
+    }, 60_000, 500);
+    const data = await configMap();
+    const compiled = JSON.parse(data['bucket.site-a.photos.json'] ?? '{}') as { Rules: { ID: string; Destinations: { Id: string }[] }[] };
+    assert.deepEqual(compiled.Rules.map((r) => [r.ID, r.Destinations.map((d) => d.Id)]), [['photos', ['site-b/photos-replica']]]);
+    assert.doesNotMatch(JSON.stringify(data), new RegExp(c.siteA.credentials.secretAccessKey), 'no secret in the published config');
+    if (!c.external) {
+      const ids = (await queues()).map((q) => q.Id);
+      assert.ok(ids.includes('backbeat-journal'), `ours is there: ${ids.join(', ')}`);
+      assert.ok(ids.includes('users-own'), `the user's is kept: ${ids.join(', ')}`);
+      // The stand-in kubelet runs the worker pods the operator declared.
+      await eventually(() => {
+        for (const d of ['operator', 'populator-site-a', 'processor-site-b', 'status']) assert.equal(c.pods?.pods(deployment(d)).filter((p) => p.ready).length, 1, d);
+      }, 90_000, 500);
+    }
+  });
+
+  it('replicates what is PUT on the source, and kubectl get replicationrules shows it', async () => {
+    await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'cats/1.jpg', Body: 'meow', Metadata: { camera: 'x100' }, Tagging: 'album=cats' }));
+    await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'dogs/2.jpg', Body: 'woof' }));
+    await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'empty', Body: '' }));
+    await eventually(async () => {
+      assert.equal(await text(b, 'photos-replica', 'cats/1.jpg'), 'meow');
+      assert.equal(await text(b, 'photos-replica', 'dogs/2.jpg'), 'woof');
+      assert.equal(await text(b, 'photos-replica', 'empty'), '');
+    }, 90_000, 500);
+    const tags = await b.send(new GetObjectTaggingCommand({ Bucket: 'photos-replica', Key: 'cats/1.jpg' }));
+    assert.deepEqual(tags.TagSet, [{ Key: 'album', Value: 'cats' }]);
+    const row = await eventually(async () => {
+      const out = await c.kubectl(['get', 'replicationrules', 'photos', '--no-headers']);
+      const cols = out.trim().split(/\s+/);
+      // NAME READY SOURCE DESTINATIONS REPLICATED PENDING FAILED AGE
+      assert.deepEqual(cols.slice(0, 7), ['photos', 'True', 'photos', 'photos-replica', '3', '0', '0'], out);
+      return out;
+    }, 60_000, 500);
+    assert.match(row, /^photos\s+True/);
+    const status = (await get('replicationrules', 'photos')).status;
+    assert.deepEqual(status?.destinations?.map((d) => [d.location, d.replicated, d.lag]), [['site-b', 3, 0]]);
+    const events = await c.kubectl(['get', 'events', '--field-selector', 'involvedObject.name=photos', '-o', 'jsonpath={.items[*].reason}']);
+    assert.match(events, /Replicating/);
+  });
+
+  it('scales a processor from consumer lag, capped at the partition count, and back down', async () => {
+    const status = await c.statusUrl();
+    const pause = await fetch(`${status}/v1/destinations/site-b/pause`, { method: 'POST', body: '{}' });
+    assert.equal(pause.status, 200);
+    for (let i = 0; i < 12; i++) await a.send(new PutObjectCommand({ Bucket: 'photos', Key: `burst/${String(i)}`, Body: `b${String(i)}` }));
+    // 12 queued for a paused site-b: ceil(12 / 2) = 6 wanted, capped at the 3 partitions.
+    await eventually(async () => {
+      assert.equal(await replicas(deployment('processor-site-b')), PARTITIONS);
+    }, 90_000, 500);
+    if (!c.external) {
+      await eventually(() => {
+        assert.equal(c.pods?.pods(deployment('processor-site-b')).filter((p) => p.ready).length, PARTITIONS);
+      }, 90_000, 500);
+    }
+    const resume = await fetch(`${await c.statusUrl()}/v1/destinations/site-b/resume`, { method: 'POST', body: '{}' });
+    assert.equal(resume.status, 200);
+    await eventually(async () => {
+      for (let i = 0; i < 12; i++) assert.equal(await text(b, 'photos-replica', `burst/${String(i)}`), `b${String(i)}`);
+    }, 120_000, 1_000);
+    await eventually(async () => {
+      assert.equal(await replicas(deployment('processor-site-b')), 1);
+    }, 90_000, 500);
+    const metrics = await httpGet(`${await c.statusUrl()}/metrics`);
+    assert.match(metrics.body, /backbeat_/);
+  });
+
+  it('reports what only the operator can tell as Ready=False with a reason, and publishes none of it', async () => {
+    const bad = [
+      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'spare-creds' }, stringData: { accessKeyId: 'x', secretAccessKey: 'never-shown-3f9a' } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'no-secret' }, spec: { type: 's3', endpoint: c.siteB.endpoint, credentialsSecretRef: { name: 'missing-creds' } } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'nowhere' }, spec: { type: 's3', endpoint: 'http://127.0.0.1:9', credentialsSecretRef: { name: 'spare-creds' } } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'wrong-keys' }, spec: { type: 's3', endpoint: c.siteB.endpoint, credentialsSecretRef: { name: 'spare-creds' } } },
+      ...[
+        ['to-missing-bucket', 'site-b', 'no-such-bucket'],
+        ['to-unversioned', 'site-b', 'unversioned'],
+        ['to-nowhere', 'nowhere', 'x-bucket'],
+        ['to-unknown', 'no-such-location', 'x-bucket'],
+      ].map(([name, location, bucket]) => ({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name }, spec: { source: { location: 'site-a', bucket: 'photos' }, destinations: [{ location, bucket }] } })),
+    ];
+    await c.kubectl(['apply', '-f', '-'], bad.map((d) => dump(d)).join('---\n'));
+    await waitReady('locations', 'no-secret', 'False', 'SecretNotFound');
+    await waitReady('locations', 'nowhere', 'False', 'EndpointUnreachable');
+    const rejected = await waitReady('locations', 'wrong-keys', 'False', 'CredentialsRejected');
+    assert.match(rejected.message, /InvalidAccessKeyId/);
+    await waitReady('replicationrules', 'to-missing-bucket', 'False', 'BucketNotFound');
+    const unversioned = await waitReady('replicationrules', 'to-unversioned', 'False', 'VersioningDisabled');
+    assert.match(unversioned.message, /site-b\/unversioned must have versioning enabled/);
+    await waitReady('replicationrules', 'to-nowhere', 'False', 'LocationNotReady');
+    await waitReady('replicationrules', 'to-unknown', 'False', 'LocationNotFound');
+    // The good rule goes on; none of the bad ones reached the workers' config.
+    await waitReady('replicationrules', 'photos', 'True');
+    const compiled = JSON.parse((await configMap())['bucket.site-a.photos.json'] ?? '{}') as { Rules: { ID: string }[] };
+    assert.deepEqual(compiled.Rules.map((r) => r.ID), ['photos']);
+    assert.equal(await replicas(deployment('processor-nowhere')), undefined);
+    const everything = (await c.kubectl(['get', 'locations,replicationrules,events', '-o', 'yaml'])) + (await c.kubectl(['get', 'configmaps', '-o', 'yaml']));
+    assert.doesNotMatch(everything, /never-shown-3f9a/);
+    assert.doesNotMatch(everything, new RegExp(c.siteA.credentials.secretAccessKey));
+    if (!c.external) assert.equal(c.pods?.pods(deployment('operator'))[0]?.restarts, 0, 'the operator never crashed');
+  });
+
+  it('deleting the rules removes what they added and scales their workers down', async () => {
+    await c.kubectl(['delete', 'replicationrules', '--all', '--wait=false']);
+    await eventually(async () => {
+      const left = await c.kubectl(['get', 'replicationrules', '-o', 'name']);
+      assert.equal(left.trim(), '');
+    }, 90_000, 500);
+    await eventually(async () => {
+      assert.equal(await replicas(deployment('populator-site-a')), undefined);
+      assert.equal(await replicas(deployment('processor-site-b')), undefined);
+      assert.deepEqual(Object.keys(await configMap()).filter((k) => k.startsWith('bucket.')), []);
+    }, 60_000, 500);
+    assert.equal(await replicas(deployment('gc')), 0);
+    if (!c.external) {
+      const ids = (await queues()).map((q) => q.Id);
+      assert.deepEqual(ids, ['users-own'], 'only what the operator added is gone');
+      await eventually(() => {
+        for (const d of ['processor-site-b', 'populator-site-a']) assert.equal(c.pods?.pods(deployment(d)).length, 0, d);
+      }, 60_000, 500);
+    }
+    // The replicas stay: deleting a rule stops replication, it never deletes data.
+    assert.equal(await text(b, 'photos-replica', 'cats/1.jpg'), 'meow');
+  });
+});

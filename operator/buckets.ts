@@ -1,0 +1,79 @@
+import {
+  GetBucketNotificationConfigurationCommand,
+  GetBucketVersioningCommand,
+  HeadBucketCommand,
+  PutBucketNotificationConfigurationCommand,
+  type NotificationConfiguration,
+  type QueueConfiguration,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { Location } from '../lib/config/schema.ts';
+import { reasonOf } from '../lib/s3/errors.ts';
+import { notReady, type ConditionInput } from './conditions.ts';
+
+/** A bucket a rule reads or writes: it must exist and keep versions. Undefined when it does. */
+export async function checkBucket(client: S3Client, location: string, bucket: string, role: 'source' | 'destination'): Promise<ConditionInput | undefined> {
+  try {
+    await client.send(new HeadBucketCommand({ Bucket: bucket }));
+  } catch (err) {
+    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status === 404) return notReady('BucketNotFound', `${role} bucket ${location}/${bucket} does not exist`);
+    return notReady('BucketUnavailable', `${role} bucket ${location}/${bucket} cannot be checked: ${reasonOf(err)}`);
+  }
+  const versioning = await client.send(new GetBucketVersioningCommand({ Bucket: bucket }));
+  if (versioning.Status !== 'Enabled') {
+    return notReady('VersioningDisabled', `${role} bucket ${location}/${bucket} must have versioning enabled (it is ${versioning.Status ?? 'off'})`);
+  }
+  return undefined;
+}
+
+// The journal: the source bucket's event notifications, sent to the Kafka target its Location names.
+// Only the one queue configuration with this id is ever added or removed; the user's own are kept.
+export const NOTIFICATION_ID = 'backbeat-journal';
+const EVENTS = ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'];
+
+/** MinIO's ARNs of a Kafka target: without a region when the server has none configured, else with it. */
+export function journalArns(location: Location): string[] {
+  const id = location.spec.journal?.kafka?.targetId;
+  if (id === undefined) return [];
+  return [`arn:minio:sqs::${id}:kafka`, `arn:minio:sqs:${location.spec.region}:${id}:kafka`];
+}
+
+async function current(client: S3Client, bucket: string): Promise<NotificationConfiguration> {
+  const answer = await client.send(new GetBucketNotificationConfigurationCommand({ Bucket: bucket }));
+  const { QueueConfigurations, TopicConfigurations, LambdaFunctionConfigurations, EventBridgeConfiguration } = answer;
+  return { QueueConfigurations, TopicConfigurations, LambdaFunctionConfigurations, EventBridgeConfiguration };
+}
+
+const isOurs = (q: QueueConfiguration): boolean => q.Id === NOTIFICATION_ID;
+
+/**
+ * Adds our queue configuration to the bucket's notifications, keeping everything else. Returns what it
+ * did; a bucket already sending these events to one of `arns` (ours or the user's) is left alone.
+ */
+export async function wireJournal(client: S3Client, bucket: string, arns: string[]): Promise<'present' | 'added'> {
+  const config = await current(client, bucket);
+  const queues = config.QueueConfigurations ?? [];
+  if (queues.some((q) => arns.includes(q.QueueArn ?? '') && EVENTS.every((e) => q.Events?.includes(e as never) === true) && q.Filter === undefined)) return 'present';
+  let lastError: Error = new Error('the Location names no notification target (spec.journal.kafka.targetId)');
+  for (const arn of arns) {
+    try {
+      const mine: QueueConfiguration = { Id: NOTIFICATION_ID, QueueArn: arn, Events: EVENTS as never[] };
+      await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { ...config, QueueConfigurations: [...queues.filter((q) => !isOurs(q)), mine] } }));
+      return 'added';
+    } catch (err) {
+      // An ARN the server does not know: try the next form.
+      lastError = err as Error;
+    }
+  }
+  throw lastError;
+}
+
+/** Removes our queue configuration only; true when there was one. */
+export async function unwireJournal(client: S3Client, bucket: string): Promise<boolean> {
+  const config = await current(client, bucket);
+  const queues = config.QueueConfigurations ?? [];
+  if (!queues.some(isOurs)) return false;
+  await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { ...config, QueueConfigurations: queues.filter((q) => !isOurs(q)) } }));
+  return true;
+}

@@ -1,0 +1,40 @@
+import { ListBucketsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { locationClient, resolveCredentials } from '../lib/config/credentials.ts';
+import type { Location, Secret } from '../lib/config/schema.ts';
+import { ConfigError } from '../lib/config/validate.ts';
+import { classify, reasonOf } from '../lib/s3/errors.ts';
+import { notReady, ready, type ConditionInput } from './conditions.ts';
+
+export interface LocationCheck {
+  condition: ConditionInput;
+  /** A client for a Ready location. */
+  client?: S3Client;
+}
+
+/**
+ * Ready when the Secret gives credentials and the endpoint answers an authenticated request with them.
+ * Only the operator can tell these apart, so each failure gets its own reason.
+ */
+export async function checkLocation(location: Location, secret: Secret | undefined, timeoutMs = 5_000): Promise<LocationCheck> {
+  const ref = location.spec.credentialsSecretRef;
+  if (secret === undefined) return { condition: notReady('SecretNotFound', `Secret "${ref.name}" does not exist in this namespace`) };
+  let client: S3Client;
+  try {
+    // Credentials come from the Secret only: the operator's own environment must not stand in for it.
+    client = locationClient(location, resolveCredentials(location, { secrets: new Map([[ref.name, secret]]) }, {}));
+  } catch (err) {
+    if (err instanceof ConfigError) return { condition: notReady('SecretKeyMissing', err.problems.map((p) => p.message).join('; ').replace(/ \(or \$[A-Z0-9_]+\)/g, '')) };
+    throw err;
+  }
+  const endpoint = location.spec.endpoint ?? `AWS S3 (${location.spec.region})`;
+  try {
+    await client.send(new ListBucketsCommand({}), { abortSignal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    client.destroy();
+    const kind = classify(err);
+    if (kind === 'unavailable' || (err as Error).name === 'AbortError') return { condition: notReady('EndpointUnreachable', `${endpoint} cannot be reached: ${reasonOf(err)}`) };
+    if (kind === 'permanent') return { condition: notReady('CredentialsRejected', `${endpoint} refused the credentials of Secret "${ref.name}": ${reasonOf(err)}`) };
+    return { condition: notReady('EndpointError', `${endpoint} failed: ${reasonOf(err)}`) };
+  }
+  return { condition: ready('Reachable', `${endpoint} answers with the credentials of Secret "${ref.name}"`), client };
+}

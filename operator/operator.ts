@@ -1,0 +1,174 @@
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { hostname } from 'node:os';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Counter, Registry } from 'prom-client';
+import { API_GROUP } from '../lib/config/schema.ts';
+import { loadKubeConfig } from '../lib/kube/client.ts';
+import { kubeRest } from '../lib/kube/rest.ts';
+import type { Logger } from '../lib/log/logger.ts';
+import { follow } from '../lib/queue/follow.ts';
+import { kafkaQueue } from '../lib/queue/kafka.ts';
+import { decode, installationTopics, queueNames, type Figures } from '../workers/messages.ts';
+import { healthServer } from '../workers/status/api.ts';
+import { LeaderLease } from './lease.ts';
+import { Reconciler } from './reconciler.ts';
+import { watchCollection, type Watch } from './watch.ts';
+import { MANAGED_BY, type WorkerSettings } from './workers.ts';
+
+export interface OperatorOptions {
+  namespace: string;
+  settings: Omit<WorkerSettings, 'owner'>;
+  /** The operator's own Deployment, owner of everything it creates. */
+  ownerDeployment?: string;
+  kubeconfig?: string;
+  /** Full pass this often even without a change: probes, figures, lag. */
+  resyncMs?: number;
+  scaleDownDelayMs?: number;
+  listenHost?: string;
+  listenPort?: number;
+  logger: Logger;
+}
+
+export interface OperatorRun {
+  url: string;
+  /** Resolves when the operator stops by itself (the lease was lost). */
+  done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The control plane: waits for the Lease, then reconciles on every change of a Location, ReplicationRule
+ * or owned Deployment, and every resyncMs. Passes never overlap; a failed pass is retried with backoff.
+ */
+export async function startOperator(options: OperatorOptions): Promise<OperatorRun> {
+  const { logger, namespace } = options;
+  const rest = kubeRest(loadKubeConfig(options.kubeconfig));
+  const names = queueNames(options.settings.prefix);
+  const queue = kafkaQueue({ brokers: options.settings.brokers, clientId: 'backbeat-operator', logger });
+  const registry = new Registry();
+  const passes = new Counter({ name: 'backbeat_operator_reconciles_total', help: 'Reconcile passes, by result', labelNames: ['result'], registers: [registry] });
+
+  const stopper = new AbortController();
+  // A function, so that TypeScript does not narrow it across awaits.
+  const stopped = (): boolean => stopper.signal.aborted;
+  let leading = false;
+  const server = healthServer({
+    ready: () => !stopper.signal.aborted,
+    metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+  });
+  server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.address}:${String(address.port)}`;
+
+  let resolveDone: () => void = () => undefined;
+  const done = new Promise<void>((resolve) => (resolveDone = resolve));
+  const lease = new LeaderLease({ rest, namespace, name: `${options.settings.name}-operator`, identity: `${process.env['POD_NAME'] ?? hostname()}-${randomUUID().slice(0, 8)}`, logger });
+  const watches: Watch[] = [];
+  let loop: Promise<void> = Promise.resolve();
+  let cleanup: (() => Promise<void>) | undefined;
+
+  const run = async (): Promise<void> => {
+    await lease.acquire(stopper.signal, () => {
+      logger.error('stopping: no longer the leader');
+      resolveDone();
+    });
+    if (stopper.signal.aborted) return;
+    leading = true;
+    const owner = options.ownerDeployment === undefined ? undefined : await rest.find(`/apis/apps/v1/namespaces/${namespace}/deployments/${options.ownerDeployment}`);
+    if (options.ownerDeployment !== undefined && owner === undefined) logger.warn('own Deployment not found: worker Deployments get no owner', { deployment: options.ownerDeployment });
+    const admin = await queue.admin();
+    await admin.ensureTopics(installationTopics(names, options.settings.partitions, []));
+    const figures = new Map<string, Figures>();
+    const figuresConsumer = await follow(queue, names.figures, (m) => {
+      try {
+        if (m.key !== null && m.value !== null) figures.set(m.key, decode(m.value) as Figures);
+      } catch {
+        // a record we cannot read carries no figures
+      }
+    }, `${names.figures}-operator-${randomUUID()}`);
+    const reconciler = new Reconciler({
+      rest,
+      namespace,
+      names,
+      admin,
+      logger,
+      figures,
+      settings: { ...options.settings, ...(owner?.metadata.uid !== undefined ? { owner: { apiVersion: 'apps/v1', kind: 'Deployment', name: owner.metadata.name, uid: owner.metadata.uid } } : {}) },
+      ...(options.scaleDownDelayMs !== undefined ? { scaleDownDelayMs: options.scaleDownDelayMs } : {}),
+    });
+
+    // A nudge sets `wanted`; one loop runs passes while nudged, so passes never overlap.
+    let wanted = true;
+    let wake: () => void = () => undefined;
+    const nudge = (): void => {
+      wanted = true;
+      wake();
+    };
+    loop = (async () => {
+      let backoff = 1_000;
+      while (!stopper.signal.aborted) {
+        if (!wanted) await new Promise<void>((resolve) => (wake = resolve));
+        if (stopped()) break;
+        wanted = false;
+        // Let a burst of events (kubectl apply -f dir/) settle into one pass.
+        await sleep(200);
+        try {
+          await reconciler.reconcile();
+          passes.inc({ result: 'ok' });
+          backoff = 1_000;
+        } catch (err) {
+          passes.inc({ result: 'error' });
+          logger.error('reconcile failed; retrying', { error: (err as Error).message, retryInMs: backoff });
+          await sleep(backoff, undefined, { signal: stopper.signal }).catch(() => undefined);
+          backoff = Math.min(backoff * 2, 60_000);
+          wanted = true;
+        }
+      }
+    })();
+    const ticker = setInterval(nudge, options.resyncMs ?? 15_000);
+    const base = `/apis/${API_GROUP}/v1alpha1/namespaces/${namespace}`;
+    const owned = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY}`);
+    for (const path of [`${base}/locations`, `${base}/replicationrules`, `/apis/apps/v1/namespaces/${namespace}/deployments?labelSelector=${owned}`]) {
+      // The label selector rides along on the list and watch of owned Deployments.
+      const [collection, query] = path.split('?');
+      watches.push(watchCollection({ rest: query === undefined ? rest : withQuery(rest, query), path: collection ?? path, onChange: nudge, logger }));
+    }
+    logger.info('operator reconciling', { namespace, installation: options.settings.name });
+    cleanup = async () => {
+      clearInterval(ticker);
+      wake();
+      await loop;
+      await figuresConsumer.close();
+      await admin.close();
+    };
+  };
+  const started = run().catch((err: unknown) => {
+    logger.error('operator failed to start', { error: (err as Error).message });
+    resolveDone();
+  });
+
+  return {
+    url,
+    done,
+    async stop() {
+      stopper.abort();
+      watches.forEach((w) => {
+        w.stop();
+      });
+      await started;
+      await cleanup?.();
+      if (leading) await lease.release();
+      server.close();
+      server.closeAllConnections();
+    },
+  };
+}
+
+/** The same client with a query string added to list and watch paths. */
+function withQuery(rest: ReturnType<typeof kubeRest>, query: string): ReturnType<typeof kubeRest> {
+  const add = (path: string): string => `${path}${path.includes('?') ? '&' : '?'}${query}`;
+  return { ...rest, list: (path) => rest.list(add(path)), stream: (path) => rest.stream(add(path)) };
+}

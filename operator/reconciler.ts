@@ -1,0 +1,320 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
+import { publishConfig } from '../lib/config/published.ts';
+import { API_GROUP, API_VERSION, type Location, type ReplicationRule, type Secret } from '../lib/config/schema.ts';
+import { checkSemantics } from '../lib/config/semantics.ts';
+import type { Logger } from '../lib/log/logger.ts';
+import { KubeError, type KubeObject, type KubeRest } from '../lib/kube/rest.ts';
+import type { QueueAdmin } from '../lib/queue/queue.ts';
+import { reasonOf } from '../lib/s3/errors.ts';
+import { figuresKey, type Figures, type QueueNames } from '../workers/messages.ts';
+import { checkBucket, journalArns, unwireJournal, wireJournal } from './buckets.ts';
+import { canonical, notReady, ready, setCondition, type Condition, type ConditionInput } from './conditions.ts';
+import { checkLocation } from './locations.ts';
+import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, type SecretKeys, type WorkerSettings } from './workers.ts';
+
+// One level-triggered pass over the whole installation: read every Location and ReplicationRule, decide
+// what should exist, change only what differs, and write each status once, only when it changed. A rule
+// is published to the workers whole or not at all: only rules whose every precondition holds are compiled.
+
+export const FINALIZER = `${API_GROUP}/journal`;
+
+type Status = { observedGeneration?: number; conditions?: Condition[] } & Record<string, unknown>;
+type LocationObject = Location & KubeObject & { status?: Status };
+type RuleObject = ReplicationRule & KubeObject & { status?: Status };
+
+export interface ReconcilerOptions {
+  rest: KubeRest;
+  namespace: string;
+  settings: WorkerSettings;
+  names: QueueNames;
+  admin: QueueAdmin;
+  logger: Logger;
+  /** Latest figures from the status processor, by figuresKey. */
+  figures: Map<string, Figures>;
+  /** A lower replica count is applied only after it has been wanted this long (no flapping). */
+  scaleDownDelayMs?: number;
+}
+
+export class Reconciler {
+  private readonly o: ReconcilerOptions;
+  private readonly base: string;
+  private readonly scaling = new Map<string, { replicas: number; lowSince?: number }>();
+  private journalTopics = '';
+
+  constructor(options: ReconcilerOptions) {
+    this.o = options;
+    this.base = `/apis/${API_GROUP}/v1alpha1/namespaces/${options.namespace}`;
+  }
+
+  get configMapName(): string {
+    return `${this.o.settings.name}-config`;
+  }
+
+  async reconcile(): Promise<void> {
+    const { rest, namespace } = this.o;
+    const locations = (await rest.list<LocationObject>(`${this.base}/locations`)).items;
+    const rules = (await rest.list<RuleObject>(`${this.base}/replicationrules`)).items;
+    const secrets = new Map<string, KubeObject & Secret>();
+    for (const name of new Set(locations.map((l) => l.spec.credentialsSecretRef.name))) {
+      const s = await rest.find<KubeObject & Secret>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
+      if (s !== undefined) secrets.set(name, s);
+    }
+
+    // Locations: credentials and a probe of the endpoint.
+    const clients = new Map<string, S3Client>();
+    const locationReady = new Map<string, ConditionInput>();
+    for (const l of locations) {
+      const check = await checkLocation(l, secrets.get(l.spec.credentialsSecretRef.name));
+      if (check.client !== undefined) clients.set(l.metadata.name, check.client);
+      locationReady.set(l.metadata.name, check.condition);
+      await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0) }, check.condition);
+    }
+    await this.ensureJournalTopics(locations);
+
+    try {
+      // Rules: preconditions, then the journal wiring; accepted ones are compiled and published.
+      const byName = new Map(locations.map((l) => [l.metadata.name, l]));
+      const live = rules.filter((r) => r.metadata.deletionTimestamp === undefined);
+      const decisions = new Map<string, ConditionInput>();
+      for (const rule of live) {
+        await this.ensureFinalizer(rule);
+        decisions.set(rule.metadata.name, await this.checkRule(rule, byName, locationReady, clients));
+      }
+      const accepted = live.filter((r) => decisions.get(r.metadata.name)?.status === 'True');
+      const configs = compileBucketConfigs({ rules: new Map(accepted.map((r) => [r.metadata.name, r])) });
+      const published = locations.filter((l) => clients.has(l.metadata.name));
+      const data = publishConfig(published, configs.values());
+      await this.applyConfigMap(data);
+
+      for (const rule of rules.filter((r) => r.metadata.deletionTimestamp !== undefined)) {
+        await this.finalize(rule, live, byName, clients).catch(async (err: unknown) => {
+          // Retried at the next pass; the rule stays until what the operator added is removed.
+          this.o.logger.warn('rule cleanup waits', { rule: rule.metadata.name, error: (err as Error).message });
+          await this.event(rule, 'Warning', 'CleanupBlocked', reasonOf(err));
+        });
+      }
+
+      const secretVersions = published.map((l) => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`);
+      const lags = await this.applyWorkers([...configs.values()], byName, data, secretVersions, secretKeys(published));
+
+      for (const rule of live) {
+        const decision = decisions.get(rule.metadata.name) ?? notReady('Unknown', 'not checked');
+        await this.writeStatus('replicationrules', rule, { conditions: setCondition(rule.status?.conditions, decision, rule.metadata.generation ?? 0), ...this.figuresOf(rule, lags) }, decision);
+      }
+    } finally {
+      for (const c of clients.values()) c.destroy();
+    }
+  }
+
+  /** Every precondition of a rule, in the order a person would fix them; the first failure is reported. */
+  private async checkRule(rule: RuleObject, locations: Map<string, LocationObject>, locationReady: Map<string, ConditionInput>, clients: Map<string, S3Client>): Promise<ConditionInput> {
+    const name = rule.metadata.name;
+    const problems = checkSemantics({ locations, rules: new Map([[name, rule]]), secrets: new Map() }, () => undefined).filter((p) => p.resource === `ReplicationRule/${name}`);
+    const unknown = problems.find((p) => p.message.startsWith('unknown Location'));
+    if (unknown !== undefined) return notReady('LocationNotFound', `${unknown.path}: ${unknown.message}`);
+    const invalid = problems[0];
+    if (invalid !== undefined) return notReady('InvalidSpec', `${invalid.path}: ${invalid.message}`);
+    const { source, destinations } = rule.spec;
+    for (const d of [source.location, ...destinations.map((x) => x.location)]) {
+      if (!locations.has(d)) return notReady('LocationNotFound', `Location "${d}" does not exist`);
+      const c = locationReady.get(d);
+      if (c?.status !== 'True') return notReady('LocationNotReady', `Location "${d}" is not ready: ${c?.message ?? 'not checked yet'}`);
+    }
+    const client = (l: string): S3Client => clients.get(l) as S3Client;
+    try {
+      const failure =
+        (await checkBucket(client(source.location), source.location, source.bucket, 'source')) ??
+        (await firstOf(destinations.map((d) => () => checkBucket(client(d.location), d.location, d.bucket, 'destination'))));
+      if (failure !== undefined) return failure;
+    } catch (err) {
+      return notReady('BucketUnavailable', `buckets cannot be checked: ${reasonOf(err)}`);
+    }
+    const sourceLocation = locations.get(source.location) as LocationObject;
+    const arns = journalArns(sourceLocation);
+    if (arns.length === 0) {
+      const how = sourceLocation.spec.journal?.kafka !== undefined ? 'notifications are the user\'s to wire (no targetId)' : 'listing scans';
+      return ready('Replicating', `replicating ${source.location}/${source.bucket} to ${String(destinations.length)} destination(s); journal: ${how}`);
+    }
+    try {
+      const wired = await wireJournal(client(source.location), source.bucket, arns);
+      if (wired === 'added') this.o.logger.info('journal wired', { bucket: `${source.location}/${source.bucket}` });
+    } catch (err) {
+      return notReady('JournalNotWired', `event notifications of ${source.location}/${source.bucket} could not be sent to target ${sourceLocation.spec.journal?.kafka?.targetId ?? ''}: ${reasonOf(err)}`);
+    }
+    return ready('Replicating', `replicating ${source.location}/${source.bucket} to ${String(destinations.length)} destination(s); journal: event notifications`);
+  }
+
+  private async ensureFinalizer(rule: RuleObject): Promise<void> {
+    const finalizers = rule.metadata.finalizers ?? [];
+    if (finalizers.includes(FINALIZER)) return;
+    const updated = await this.o.rest.patch<RuleObject>(`${this.base}/replicationrules/${rule.metadata.name}`, { metadata: { resourceVersion: rule.metadata.resourceVersion, finalizers: [...finalizers, FINALIZER] } });
+    rule.metadata = updated.metadata;
+  }
+
+  /**
+   * A rule being deleted: when no other rule reads its source bucket, the notification configuration
+   * the operator added is removed (the user's own stay), then the finalizer goes.
+   */
+  private async finalize(rule: RuleObject, live: RuleObject[], locations: Map<string, LocationObject>, clients: Map<string, S3Client>): Promise<void> {
+    const finalizers = rule.metadata.finalizers ?? [];
+    if (!finalizers.includes(FINALIZER)) return;
+    const { source } = rule.spec;
+    const shared = live.some((r) => r.spec.source.location === source.location && r.spec.source.bucket === source.bucket);
+    const client = clients.get(source.location);
+    if (!shared && locations.has(source.location) && journalArns(locations.get(source.location) as LocationObject).length > 0) {
+      // The Location exists but cannot be reached: keep the finalizer and try again at the next pass.
+      if (client === undefined) throw new Error(`rule ${rule.metadata.name} is being deleted, but Location "${source.location}" is not ready to remove its notification configuration`);
+      try {
+        if (await unwireJournal(client, source.bucket)) this.o.logger.info('journal unwired', { bucket: `${source.location}/${source.bucket}` });
+      } catch (err) {
+        if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) throw err;
+      }
+    }
+    await this.o.rest.patch(`${this.base}/replicationrules/${rule.metadata.name}`, { metadata: { resourceVersion: rule.metadata.resourceVersion, finalizers: finalizers.filter((f) => f !== FINALIZER) } });
+    await this.event(rule, 'Normal', 'Finalized', 'removed what the operator added for this rule');
+  }
+
+  private async applyConfigMap(data: Record<string, string>): Promise<void> {
+    const path = `/api/v1/namespaces/${this.o.namespace}/configmaps`;
+    const current = await this.o.rest.find<KubeObject & { data?: Record<string, string> }>(`${path}/${this.configMapName}`);
+    const body = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: this.configMapName, labels: { 'app.kubernetes.io/managed-by': MANAGED_BY, 'app.kubernetes.io/instance': this.o.settings.name }, ...this.ownerRefs() }, data };
+    if (current === undefined) await this.o.rest.create(path, body);
+    else if (canonical(current.data ?? {}) !== canonical(data)) await this.o.rest.replace(`${path}/${this.configMapName}`, { ...body, metadata: { ...body.metadata, resourceVersion: current.metadata.resourceVersion } });
+  }
+
+  private ownerRefs(): { ownerReferences?: unknown[] } {
+    const owner = this.o.settings.owner;
+    return owner !== undefined ? { ownerReferences: [{ ...owner, controller: true, blockOwnerDeletion: false }] } : {};
+  }
+
+  private async ensureJournalTopics(locations: LocationObject[]): Promise<void> {
+    const topics = [...new Set(locations.flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : [])))].sort();
+    if (topics.join(',') === this.journalTopics) return;
+    await this.o.admin.ensureTopics(topics.map((topic) => ({ topic, partitions: this.o.settings.partitions })));
+    this.journalTopics = topics.join(',');
+  }
+
+  /** Creates, updates and deletes the worker Deployments; returns the lag of each processor location. */
+  private async applyWorkers(configs: Parameters<typeof desiredWorkers>[2], locations: Map<string, LocationObject>, data: Record<string, string>, secretVersions: string[], credentials: SecretKeys[]): Promise<Map<string, number>> {
+    const { rest, namespace, settings, admin, logger } = this.o;
+    const path = `/apis/apps/v1/namespaces/${namespace}/deployments`;
+    const hash = configHash(data, secretVersions);
+    const specs = desiredWorkers(settings, this.o.names, configs, locations);
+    const lags = new Map<string, number>();
+    for (const spec of specs) {
+      const current = await rest.find<KubeObject & { spec: { replicas?: number } }>(`${path}/${spec.deployment}`);
+      let replicas = current?.spec.replicas ?? 1;
+      try {
+        const lag = spec.lag === undefined ? 0 : (await admin.groupLag(spec.lag.group, spec.lag.topic)).reduce((n, p) => n + p.lag, 0);
+        const partitions = spec.lag === undefined ? 1 : await admin.partitionCount(spec.lag.topic);
+        if (spec.role === 'processor' && spec.location !== undefined) lags.set(spec.location, lag);
+        replicas = this.damped(spec.deployment, current?.spec.replicas, replicasFor(spec, lag, partitions, settings.scaling));
+      } catch (err) {
+        // Kafka unreachable: keep the replicas as they are rather than guess.
+        logger.warn('consumer lag unknown; replicas unchanged', { deployment: spec.deployment, error: (err as Error).message });
+        if (!spec.active) replicas = 0;
+      }
+      const desired = deploymentFor(settings, spec, replicas, this.configMapName, credentials, hash);
+      if (current === undefined) {
+        await rest.create(path, desired);
+        logger.info('worker deployment created', { deployment: spec.deployment, replicas });
+      } else if (current.metadata.annotations?.['backbeat.io/spec-hash'] !== desired.metadata.annotations['backbeat.io/spec-hash'] || current.spec.replicas !== replicas || current.metadata.labels?.['app.kubernetes.io/managed-by'] !== MANAGED_BY) {
+        await rest.replace(`${path}/${spec.deployment}`, { ...desired, metadata: { ...desired.metadata, resourceVersion: current.metadata.resourceVersion } });
+        if (current.spec.replicas !== replicas) logger.info('worker deployment scaled', { deployment: spec.deployment, from: current.spec.replicas, to: replicas });
+      }
+    }
+    const wanted = new Set(specs.map((s) => s.deployment));
+    const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
+    for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
+      if (wanted.has(d.metadata.name)) continue;
+      await rest.delete(`${path}/${d.metadata.name}`);
+      this.scaling.delete(d.metadata.name);
+      logger.info('worker deployment removed', { deployment: d.metadata.name });
+    }
+    return lags;
+  }
+
+  /** Scale up at once; scale down only once the lower count has been wanted for scaleDownDelayMs. */
+  private damped(deployment: string, current: number | undefined, wanted: number): number {
+    const now = Date.now();
+    const state = this.scaling.get(deployment);
+    if (current === undefined || wanted >= current || wanted === 0) {
+      this.scaling.set(deployment, { replicas: wanted });
+      return wanted;
+    }
+    const lowSince = state?.lowSince ?? now;
+    this.scaling.set(deployment, { replicas: current, lowSince });
+    return now - lowSince >= (this.o.scaleDownDelayMs ?? 60_000) ? wanted : current;
+  }
+
+  private figuresOf(rule: RuleObject, lags: Map<string, number>): Record<string, unknown> {
+    const source = `${rule.spec.source.location}/${rule.spec.source.bucket}`;
+    const destinations = rule.spec.destinations.map((d) => {
+      const f = this.o.figures.get(figuresKey(source, `${d.location}/${d.bucket}`));
+      return { location: d.location, bucket: d.bucket, replicated: f?.replicated ?? 0, pending: f?.pending ?? 0, failed: f?.failed ?? 0, lag: lags.get(d.location) ?? 0 };
+    });
+    const sum = (k: 'replicated' | 'pending' | 'failed'): number => destinations.reduce((n, d) => n + d[k], 0);
+    return { replicated: sum('replicated'), pending: sum('pending'), failed: sum('failed'), destinations };
+  }
+
+  /** Writes the status when it differs from what is stored, and records an Event when Ready flips. */
+  private async writeStatus(plural: string, object: LocationObject | RuleObject, status: Status, decision: ConditionInput): Promise<void> {
+    const next: Status = { observedGeneration: object.metadata.generation ?? 0, ...status };
+    if (canonical(object.status ?? {}) === canonical(next)) return;
+    const before = object.status?.conditions?.find((c) => c.type === 'Ready');
+    try {
+      const updated = await this.o.rest.replace(`${this.base}/${plural}/${object.metadata.name}/status`, { ...object, status: next });
+      object.metadata = updated.metadata;
+      object.status = next;
+    } catch (err) {
+      // Changed meanwhile: the watch brings the new version and the next pass writes again.
+      if (err instanceof KubeError && err.code === 409) return;
+      throw err;
+    }
+    if (before?.status !== decision.status || before.reason !== decision.reason) {
+      await this.event(object, decision.status === 'True' ? 'Normal' : 'Warning', decision.reason, decision.message);
+    }
+  }
+
+  private async event(object: KubeObject, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const now = new Date().toISOString();
+    const { name, uid } = object.metadata;
+    await this.o.rest
+      .create(`/api/v1/namespaces/${this.o.namespace}/events`, {
+        apiVersion: 'v1',
+        kind: 'Event',
+        metadata: { generateName: `${name}.` },
+        involvedObject: { apiVersion: API_VERSION, kind: object.kind, name, namespace: this.o.namespace, uid },
+        type,
+        reason,
+        message: message.slice(0, 1024),
+        source: { component: MANAGED_BY },
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      })
+      .catch((err: unknown) => {
+        this.o.logger.warn('event not recorded', { reason, error: (err as Error).message });
+      });
+  }
+}
+
+/** The Secrets the Locations name, with the keys each Location reads from them. */
+function secretKeys(locations: Location[]): SecretKeys[] {
+  const keys = new Map<string, string[]>();
+  for (const { spec } of locations) {
+    const ref = spec.credentialsSecretRef;
+    keys.set(ref.name, [...(keys.get(ref.name) ?? []), ref.accessKeyIdKey ?? 'accessKeyId', ref.secretAccessKeyKey ?? 'secretAccessKey']);
+  }
+  return [...keys].map(([name, k]) => ({ name, keys: k }));
+}
+
+/** The first defined answer of checks run one after the other. */
+async function firstOf<T>(checks: (() => Promise<T | undefined>)[]): Promise<T | undefined> {
+  for (const check of checks) {
+    const answer = await check();
+    if (answer !== undefined) return answer;
+  }
+  return undefined;
+}

@@ -1,0 +1,179 @@
+import { createHash } from 'node:crypto';
+import type { BucketReplicationConfig } from '../lib/config/bucket-config.ts';
+import type { Location } from '../lib/config/schema.ts';
+import type { Json } from '../lib/kube/rest.ts';
+import type { QueueNames } from '../workers/messages.ts';
+import type { Role } from '../workers/worker/worker.ts';
+
+// The worker Deployments the operator owns: what should exist, with how many replicas, and their pods.
+
+export interface Scaling {
+  /** Consumer lag one replica is expected to carry: replicas = ceil(lag / lagThreshold). */
+  lagThreshold: number;
+  minReplicas: number;
+  maxReplicas: number;
+}
+
+export interface WorkerSettings {
+  /** The installation's name: prefixes the ConfigMap and every Deployment. */
+  name: string;
+  image: string;
+  imagePullPolicy: string;
+  brokers: string[];
+  prefix: string;
+  partitions: number;
+  logLevel: string;
+  scaling: Scaling;
+  resources?: Json;
+  /** The operator's own Deployment: deleting it (the install) deletes the workers too. */
+  owner?: { apiVersion: string; kind: string; name: string; uid: string };
+}
+
+export interface WorkerSpec {
+  role: Role;
+  location?: string;
+  deployment: string;
+  /** The consumer group and topic whose lag sizes it; none for the status role (one replica). */
+  lag?: { group: string; topic: string };
+  /** False for a role with nothing to do (the GC without a transient source): zero replicas. */
+  active: boolean;
+}
+
+export const MANAGED_BY = 'backbeat-operator';
+
+/** A Secret the workers need, and which of its keys. */
+export interface SecretKeys {
+  name: string;
+  keys: string[];
+}
+const PORT = 8900;
+export const CONFIG_DIR = '/etc/backbeat/config';
+export const CREDENTIALS_DIR = '/etc/backbeat/credentials';
+
+const shortHash = (s: string, n = 8): string => createHash('sha256').update(s).digest('hex').slice(0, n);
+
+/** Deployment names become pod-name prefixes: kept to 52 characters, with a hash when cut. */
+function deploymentName(base: string, role: string, location?: string): string {
+  const full = [base, role, location].filter((p) => p !== undefined).join('-').replace(/\./g, '-');
+  return full.length <= 52 ? full : `${full.slice(0, 43)}-${shortHash(full)}`;
+}
+
+const labelValue = (v: string): string => (v.length <= 63 ? v : `${v.slice(0, 54)}-${shortHash(v)}`);
+
+export function desiredWorkers(settings: WorkerSettings, names: QueueNames, configs: BucketReplicationConfig[], locations: Map<string, Location>): WorkerSpec[] {
+  const sources = [...new Set(configs.map((c) => c.SourceLocation))].sort();
+  const destinations = [...new Set(configs.flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].sort();
+  const transient = sources.some((l) => locations.get(l)?.spec.transient === true);
+  return [
+    ...sources.map((location): WorkerSpec => {
+      const topic = locations.get(location)?.spec.journal?.kafka?.topic;
+      return { role: 'populator', location, deployment: deploymentName(settings.name, 'populator', location), ...(topic !== undefined ? { lag: { group: names.populatorGroup(location), topic } } : {}), active: true };
+    }),
+    ...destinations.map((location): WorkerSpec => ({ role: 'processor', location, deployment: deploymentName(settings.name, 'processor', location), lag: { group: names.processorGroup(location), topic: names.replication }, active: true })),
+    { role: 'status', deployment: deploymentName(settings.name, 'status'), active: true },
+    { role: 'gc', deployment: deploymentName(settings.name, 'gc'), lag: { group: names.gcGroup, topic: names.gc }, active: transient },
+  ];
+}
+
+/**
+ * Replicas from consumer lag: ceil(lag / threshold) within [min, max], and never more than the topic's
+ * partitions (a consumer beyond that would sit idle). The status role keeps one replica: its in-memory
+ * view answers the status API.
+ */
+export function replicasFor(spec: WorkerSpec, lag: number, partitions: number, scaling: Scaling): number {
+  if (!spec.active) return 0;
+  if (spec.lag === undefined) return 1;
+  const wanted = Math.max(scaling.minReplicas, Math.ceil(lag / scaling.lagThreshold));
+  return Math.min(wanted, scaling.maxReplicas, Math.max(partitions, 1));
+}
+
+export function labels(settings: WorkerSettings, spec: WorkerSpec): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'backbeat',
+    'app.kubernetes.io/instance': settings.name,
+    'app.kubernetes.io/component': spec.role,
+    'app.kubernetes.io/managed-by': MANAGED_BY,
+    ...(spec.location !== undefined ? { 'backbeat.io/location': labelValue(spec.location) } : {}),
+  };
+}
+
+/**
+ * The Deployment of a worker role. `configHash` changes with the published config and the Secrets, and
+ * sits on the pod template, so that a change rolls the pods.
+ */
+export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replicas: number, configMap: string, credentials: SecretKeys[], configHash: string): Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } } {
+  const selector = labels(settings, spec);
+  // One folder of credentials, <secret>/<key>, projected from every Secret the Locations name.
+  const projected = [...credentials]
+    .sort((x, y) => x.name.localeCompare(y.name))
+    .map((c) => ({ secret: { name: c.name, items: [...new Set(c.keys)].sort().map((key) => ({ key, path: `${c.name}/${key}` })) } }));
+  const template = {
+    metadata: { labels: selector, annotations: { 'backbeat.io/config-hash': configHash, 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORT) } },
+    spec: {
+      automountServiceAccountToken: false,
+      // Service environment variables (KAFKA_PORT, ...) are noise to the workers, and some images read them.
+      enableServiceLinks: false,
+      terminationGracePeriodSeconds: 60,
+      securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
+      containers: [
+        {
+          name: spec.role,
+          image: settings.image,
+          imagePullPolicy: settings.imagePullPolicy,
+          command: ['node', 'cli/main.ts'],
+          args: [
+            'worker',
+            '--role',
+            spec.role,
+            ...(spec.location !== undefined ? ['--location', spec.location] : []),
+            '--config',
+            CONFIG_DIR,
+            '--credentials',
+            CREDENTIALS_DIR,
+            '--listen',
+            '0.0.0.0:$(BACKBEAT_PORT)',
+          ],
+          env: [
+            { name: 'BACKBEAT_PORT', value: String(PORT) },
+            { name: 'BACKBEAT_KAFKA_BROKERS', value: settings.brokers.join(',') },
+            { name: 'BACKBEAT_PREFIX', value: settings.prefix },
+            { name: 'BACKBEAT_PARTITIONS', value: String(settings.partitions) },
+            { name: 'BACKBEAT_LOG_LEVEL', value: settings.logLevel },
+            // kafkajs sets negative timeouts on Node 24 (tulios/kafkajs#1751): harmless, and noisy.
+            { name: 'NODE_OPTIONS', value: '--disable-warning=TimeoutNegativeWarning' },
+          ],
+          ports: [{ name: 'http', containerPort: PORT }],
+          readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5 },
+          livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 20, failureThreshold: 6 },
+          securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+          ...(settings.resources !== undefined ? { resources: settings.resources } : {}),
+          volumeMounts: [
+            { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+            { name: 'credentials', mountPath: CREDENTIALS_DIR, readOnly: true },
+          ],
+        },
+      ],
+      volumes: [
+        { name: 'config', configMap: { name: configMap } },
+        { name: 'credentials', projected: { sources: projected, defaultMode: 0o400 } },
+      ],
+    },
+  };
+  const specHash = shortHash(JSON.stringify({ selector, template }), 16);
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: {
+      name: spec.deployment,
+      labels: selector,
+      annotations: { 'backbeat.io/spec-hash': specHash },
+      ...(settings.owner !== undefined ? { ownerReferences: [{ ...settings.owner, controller: true, blockOwnerDeletion: false }] } : {}),
+    },
+    spec: { replicas, selector: { matchLabels: selector }, template },
+  };
+}
+
+/** A hash of everything a worker reads at start: the published config and the Secrets' versions. */
+export function configHash(data: Record<string, string>, secretVersions: string[]): string {
+  return shortHash(JSON.stringify({ data, secretVersions: [...secretVersions].sort() }), 16);
+}

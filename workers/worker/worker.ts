@@ -1,0 +1,259 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
+import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
+import { ConfigError } from '../../lib/config/validate.ts';
+import type { Logger } from '../../lib/log/logger.ts';
+import { createMetrics, type Metrics } from '../../lib/metrics.ts';
+import { follow } from '../../lib/queue/follow.ts';
+import { kafkaQueue } from '../../lib/queue/kafka.ts';
+import type { Queue } from '../../lib/queue/queue.ts';
+import { GarbageCollector } from '../gc/gc.ts';
+import { decode, encode, figuresKey, installationTopics, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
+import { Populator } from '../populator/populator.ts';
+import { scheduleScans } from '../populator/scans.ts';
+import { Processor } from '../processor/processor.ts';
+import { healthServer, statusServer } from '../status/api.ts';
+import { StatusProcessor } from '../status/status.ts';
+
+// One role per process, as the operator's worker Deployments run them: the populator of a source
+// location, the processor of a destination location, the status processor (with the status API), or the
+// GC. Each reads the config the operator published (a mounted ConfigMap) and serves /metrics.
+
+export const ROLES = ['populator', 'processor', 'status', 'gc'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface WorkerOptions {
+  role: Role;
+  /** The source location of a populator, the destination location of a processor. */
+  location?: string;
+  /** The mounted ConfigMap (see lib/config/published.ts). */
+  configDir: string;
+  /** The mounted Secrets, one folder each. */
+  credentialsDir: string;
+  brokers: string[];
+  prefix?: string;
+  partitions?: number;
+  listenHost?: string;
+  listenPort?: number;
+  concurrency?: number;
+  gcDelayMs?: number;
+  /** How often the status role publishes its figures for the operator. */
+  figuresIntervalMs?: number;
+  logger: Logger;
+}
+
+export interface WorkerRun {
+  url: string;
+  stop(): Promise<void>;
+}
+
+interface RoleRun {
+  /** [group, topic] pairs whose lag /metrics reports. */
+  lagGroups: [string, string][];
+  /** Sets the role's own gauges before a scrape. */
+  refresh?: () => void;
+  stop(): Promise<void>;
+  /** The status role serves its API instead of metrics alone. */
+  server?: (health: { metrics: () => Promise<{ contentType: string; body: string }>; ready: () => boolean }) => Server;
+}
+
+interface RoleContext {
+  options: WorkerOptions;
+  queue: Queue;
+  names: QueueNames;
+  metrics: Metrics;
+  logger: Logger;
+  config: ReturnType<typeof readPublishedConfig>;
+  client(location: string): S3Client;
+}
+
+function needLocation(options: WorkerOptions): string {
+  if (options.location === undefined) throw new ConfigError([{ resource: `worker ${options.role}`, path: '--location', message: `the ${options.role} role needs --location` }]);
+  return options.location;
+}
+
+async function populator(ctx: RoleContext): Promise<RoleRun> {
+  const location = needLocation(ctx.options);
+  const configs = new Map([...ctx.config.buckets].filter(([, c]) => c.SourceLocation === location));
+  const p = new Populator({ queue: ctx.queue, names: ctx.names, metrics: ctx.metrics, logger: ctx.logger, configs, sources: new Map([[location, ctx.client(location)]]) });
+  const topic = ctx.config.locations.get(location)?.spec.journal?.kafka?.topic;
+  if (topic !== undefined) await p.followJournal(location, topic);
+  const scans = scheduleScans(p, configs, ctx.config.locations, new Set([location]), ctx.logger);
+  return {
+    lagGroups: topic !== undefined ? [[ctx.names.populatorGroup(location), topic]] : [],
+    async stop() {
+      await scans.stop();
+      await p.close();
+    },
+  };
+}
+
+/** Every source location of the configs that send to `destination`. */
+function sourcesOf(ctx: RoleContext, destination?: string): string[] {
+  const configs = [...ctx.config.buckets.values()].filter((c) => destination === undefined || c.Rules.some((r) => r.Destinations.some((d) => d.Location === destination)));
+  return [...new Set(configs.map((c) => c.SourceLocation))];
+}
+
+async function processor(ctx: RoleContext): Promise<RoleRun> {
+  const location = needLocation(ctx.options);
+  const sources = new Map(sourcesOf(ctx, location).map((l) => [l, ctx.client(l)]));
+  const p = new Processor({
+    queue: ctx.queue,
+    names: ctx.names,
+    metrics: ctx.metrics,
+    logger: ctx.logger,
+    location,
+    destination: ctx.client(location),
+    sources,
+    ...(ctx.options.concurrency !== undefined ? { concurrency: ctx.options.concurrency } : {}),
+  });
+  await p.start();
+  return { lagGroups: [[ctx.names.processorGroup(location), ctx.names.replication]], stop: () => p.close() };
+}
+
+function transientSources(ctx: RoleContext): Set<string> {
+  return new Set(sourcesOf(ctx).filter((l) => ctx.config.locations.get(l)?.spec.transient === true));
+}
+
+async function gc(ctx: RoleContext): Promise<RoleRun> {
+  const locations = new Set([...ctx.config.buckets.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
+  const clients = new Map([...locations].map((l) => [l, ctx.client(l)]));
+  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
+  await g.start();
+  return { lagGroups: [[ctx.names.gcGroup, ctx.names.gc]], stop: () => g.close() };
+}
+
+async function status(ctx: RoleContext): Promise<RoleRun> {
+  const { queue, names } = ctx;
+  const s = new StatusProcessor({ queue, names, transientSources: transientSources(ctx), logger: ctx.logger, ...(ctx.options.concurrency !== undefined ? { concurrency: ctx.options.concurrency } : {}) });
+  await s.start();
+  const producer = await queue.producer();
+
+  // Pause states as every processor sees them: the compacted control topic, followed.
+  const pauses = new Map<string, PauseState>();
+  const control = await follow(queue, names.control, (m) => {
+    try {
+      const state = decode(m.value) as PauseState;
+      if (m.key === pauseKey(state.location)) pauses.set(state.location, state);
+    } catch {
+      // other control records, or a tombstone: not a pause state
+    }
+  }, `${names.statusGroup}-control-${String(process.pid)}-${String(Date.now())}`);
+
+  // Figures for the operator's ReplicationRule status: sent when they change.
+  const sent = new Map<string, string>();
+  const publish = async (): Promise<void> => {
+    const records = [...s.figures()].flatMap(([key, f]) => {
+      const value = JSON.stringify(f);
+      if (sent.get(key) === value) return [];
+      sent.set(key, value);
+      return [{ key: figuresKey(f.source, f.destination), value: encode({ ...f, at: new Date().toISOString() }) }];
+    });
+    if (records.length > 0) await producer.send(names.figures, records);
+  };
+  let publishing = Promise.resolve();
+  const timer = setInterval(() => {
+    publishing = publishing.then(publish).catch((err: unknown) => {
+      sent.clear();
+      ctx.logger.warn('figures not published', { error: err });
+    });
+  }, ctx.options.figuresIntervalMs ?? 5_000);
+
+  // Backfill on demand needs a populator of every source (it queues what a listing finds).
+  const sourceClients = new Map(sourcesOf(ctx).map((l) => [l, ctx.client(l)]));
+  const backfiller = new Populator({ queue, names, metrics: ctx.metrics, logger: ctx.logger, configs: ctx.config.buckets, sources: sourceClients });
+  const rules = new Map([...ctx.config.buckets.values()].flatMap((c) => c.Rules.map((r) => [r.ID, c] as const)));
+  const destinations = [...new Set([...ctx.config.buckets.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort();
+
+  return {
+    lagGroups: [[names.statusGroup, names.status]],
+    refresh() {
+      ctx.metrics.pending.reset();
+      for (const [destination, n] of s.pendingByDestination()) ctx.metrics.pending.set({ destination }, n);
+    },
+    server: (health) =>
+      statusServer({
+        ...health,
+        status: s,
+        destinations,
+        controls: {
+          set: (state) => producer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]),
+          states: () =>
+            [...new Set(destinations.map((d) => d.split('/')[0] ?? ''))].map((location) => {
+              const p = pauses.get(location);
+              const paused = p !== undefined && (p.paused && (p.until === undefined || Date.parse(p.until) > Date.now()));
+              return { location, paused, ...(paused && p.until !== undefined ? { until: p.until } : {}) };
+            }),
+        },
+        rules: [...rules.keys()].sort(),
+        backfill(name) {
+          const c = rules.get(name);
+          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, name);
+        },
+      }),
+    async stop() {
+      clearInterval(timer);
+      await publishing;
+      await backfiller.close();
+      await control.close();
+      await s.close();
+      await producer.close();
+    },
+  };
+}
+
+const START: Record<Role, (ctx: RoleContext) => Promise<RoleRun>> = { populator, processor, status, gc };
+
+export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
+  const config = readPublishedConfig(options.configDir);
+  const secrets = secretsFromDir(options.credentialsDir);
+  const clients = new Map<string, S3Client>();
+  const client = (name: string): S3Client => {
+    let c = clients.get(name);
+    if (c !== undefined) return c;
+    const location = config.locations.get(name);
+    if (location === undefined) throw new ConfigError([{ resource: `Location/${name}`, path: '', message: 'not in the published config' }]);
+    c = locationClient(location, resolveCredentials(location, { secrets }));
+    clients.set(name, c);
+    return c;
+  };
+  const logger = options.logger.child({ role: options.role, ...(options.location !== undefined ? { location: options.location } : {}) });
+  const queue = kafkaQueue({ brokers: options.brokers, clientId: `backbeat-${options.role}`, logger });
+  const names = queueNames(options.prefix);
+  const admin = await queue.admin();
+  await admin.ensureTopics(installationTopics(names, options.partitions ?? 8, [...config.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : []))));
+  const metrics = createMetrics();
+  const run = await START[options.role]({ options, queue, names, metrics, logger, config, client });
+
+  let stopping = false;
+  const health = {
+    ready: () => !stopping,
+    async metrics() {
+      run.refresh?.();
+      for (const [group, topic] of run.lagGroups) {
+        const lag = await admin.groupLag(group, topic);
+        metrics.lag.set({ group }, lag.reduce((n, p) => n + p.lag, 0));
+      }
+      return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+    },
+  };
+  const server = run.server?.(health) ?? healthServer(health);
+  server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.address}:${String(address.port)}`;
+  logger.info('worker running', { url, role: options.role });
+  return {
+    url,
+    async stop() {
+      stopping = true;
+      server.close();
+      server.closeAllConnections();
+      await run.stop();
+      await admin.close();
+    },
+  };
+}

@@ -71,8 +71,8 @@ const brokers = (values: Values): string[] => {
   return list;
 };
 
-/** Runs until SIGTERM or SIGINT (or `done`), then stops gracefully. */
-async function untilSignal(logger: ReturnType<typeof createLogger>, stop: () => Promise<void>, done?: Promise<void>): Promise<number> {
+/** Runs until SIGTERM or SIGINT, then stops gracefully. */
+async function untilSignal(logger: ReturnType<typeof createLogger>, stop: () => Promise<void>): Promise<number> {
   const reason = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => {
       resolve('SIGINT');
@@ -80,14 +80,11 @@ async function untilSignal(logger: ReturnType<typeof createLogger>, stop: () => 
     process.once('SIGTERM', () => {
       resolve('SIGTERM');
     });
-    void done?.then(() => {
-      resolve('lease lost');
-    });
   });
   logger.info('stopping: draining work in flight', { reason });
   await stop();
   logger.info('stopped');
-  return reason === 'lease lost' ? 1 : 0;
+  return 0;
 }
 
 export async function worker(values: Values): Promise<number> {
@@ -152,5 +149,10 @@ export async function operator(values: Values): Promise<number> {
     listenPort: where.port,
     logger,
   });
-  return untilSignal(logger, () => run.stop(), run.done);
+  void run.done.then(() => {
+    // No drain: a pass still under way must not write anything once another operator may lead.
+    logger.error('exiting at once: no longer the leader');
+    process.exit(1);
+  });
+  return untilSignal(logger, () => run.stop());
 }

@@ -89,20 +89,27 @@ export class LeaderLease {
     }
     if (signal.aborted) return;
     logger.info('leading', { lease: this.options.name, identity: this.options.identity });
+    // Counted from when a successful renewal was sent, and checked before each attempt: a renewal that
+    // hangs must not keep this process leading past the point where another may take over.
     let lastRenewal = Date.now();
+    let inFlight = false;
     this.renewing = setInterval(() => {
+      if (Date.now() - lastRenewal > this.duration * 1000 * (2 / 3)) {
+        clearInterval(this.renewing);
+        logger.error('lease lost', { lease: this.options.name });
+        onLost();
+        return;
+      }
+      if (inFlight) return;
+      inFlight = true;
+      const sentAt = Date.now();
       void this.tryTake()
         .catch(() => false)
         .then((ok) => {
-          if (ok) lastRenewal = Date.now();
-          else if (Date.now() - lastRenewal > this.duration * 1000 * (2 / 3)) {
-            // Another may take it any moment now: stop acting as leader before that can happen.
-            clearInterval(this.renewing);
-            logger.error('lease lost', { lease: this.options.name });
-            onLost();
-          }
+          inFlight = false;
+          if (ok) lastRenewal = sentAt;
         });
-    }, (this.duration * 1000) / 3);
+    }, (this.duration * 1000) / 6);
   }
 
   /** Gives the lease up, so that a successor need not wait for it to expire. */

@@ -21,7 +21,8 @@ export async function checkLocation(location: Location, secret: Secret | undefin
   let client: S3Client;
   try {
     // Credentials come from the Secret only: the operator's own environment must not stand in for it.
-    client = locationClient(location, resolveCredentials(location, { secrets: new Map([[ref.name, secret]]) }, {}));
+    // Short timeouts and one attempt: a stalled endpoint must not hold up the pass for every other resource.
+    client = locationClient(location, resolveCredentials(location, { secrets: new Map([[ref.name, secret]]) }, {}), { requestTimeoutMs: timeoutMs, connectionTimeoutMs: timeoutMs, maxAttempts: 2 });
   } catch (err) {
     if (err instanceof ConfigError) return { condition: notReady('SecretKeyMissing', err.problems.map((p) => p.message).join('; ').replace(/ \(or \$[A-Z0-9_]+\)/g, '')) };
     throw err;

@@ -10,11 +10,12 @@ import { kubeRest } from '../lib/kube/rest.ts';
 import type { Logger } from '../lib/log/logger.ts';
 import { follow } from '../lib/queue/follow.ts';
 import { kafkaQueue } from '../lib/queue/kafka.ts';
+import type { QueueAdmin, QueueConsumer } from '../lib/queue/queue.ts';
 import { decode, installationTopics, queueNames, type Figures } from '../workers/messages.ts';
 import { healthServer } from '../workers/status/api.ts';
 import { LeaderLease } from './lease.ts';
 import { Reconciler } from './reconciler.ts';
-import { watchCollection, type Watch } from './watch.ts';
+import { watchCollection } from './watch.ts';
 import { MANAGED_BY, type WorkerSettings } from './workers.ts';
 
 export interface OperatorOptions {
@@ -66,8 +67,6 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
   const lease = new LeaderLease({ rest, namespace, name: `${options.settings.name}-operator`, identity: `${process.env['POD_NAME'] ?? hostname()}-${randomUUID().slice(0, 8)}`, logger });
-  const watches: Watch[] = [];
-  let loop: Promise<void> = Promise.resolve();
   let cleanup: (() => Promise<void>) | undefined;
 
   const run = async (): Promise<void> => {
@@ -75,25 +74,43 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
       logger.error('stopping: no longer the leader');
       resolveDone();
     });
-    if (stopper.signal.aborted) return;
+    if (stopped()) return;
     leading = true;
     const owner = options.ownerDeployment === undefined ? undefined : await rest.find(`/apis/apps/v1/namespaces/${namespace}/deployments/${options.ownerDeployment}`);
     if (options.ownerDeployment !== undefined && owner === undefined) logger.warn('own Deployment not found: worker Deployments get no owner', { deployment: options.ownerDeployment });
-    const admin = await queue.admin();
-    await admin.ensureTopics(installationTopics(names, options.settings.partitions, []));
+
+    // Kafka is reached in the background, retried until it answers: Locations and rules are reconciled
+    // meanwhile, and what needs Kafka (topics, lag) is retried by the passes.
     const figures = new Map<string, Figures>();
-    const figuresConsumer = await follow(queue, names.figures, (m) => {
-      try {
-        if (m.key !== null && m.value !== null) figures.set(m.key, decode(m.value) as Figures);
-      } catch {
-        // a record we cannot read carries no figures
+    let admin: QueueAdmin | undefined;
+    let figuresConsumer: QueueConsumer | undefined;
+    const kafka = (async () => {
+      for (let backoff = 1_000; !stopped(); backoff = Math.min(backoff * 2, 30_000)) {
+        try {
+          admin ??= await queue.admin();
+          await admin.ensureTopics(installationTopics(names, options.settings.partitions, []));
+          figuresConsumer = await follow(queue, names.figures, (m) => {
+            try {
+              if (m.key !== null && m.value !== null) figures.set(m.key, decode(m.value) as Figures);
+            } catch {
+              // a record we cannot read carries no figures
+            }
+          }, `${names.figures}-operator-${randomUUID()}`);
+          return;
+        } catch (err) {
+          logger.warn('Kafka not reachable yet; retrying', { error: (err as Error).message, retryInMs: backoff });
+          await sleep(backoff, undefined, { signal: stopper.signal }).catch(() => undefined);
+        }
       }
-    }, `${names.figures}-operator-${randomUUID()}`);
+    })();
     const reconciler = new Reconciler({
       rest,
       namespace,
       names,
-      admin,
+      admin: () => {
+        if (admin === undefined) throw new Error('Kafka not reached yet');
+        return admin;
+      },
       logger,
       figures,
       settings: { ...options.settings, ...(owner?.metadata.uid !== undefined ? { owner: { apiVersion: 'apps/v1', kind: 'Deployment', name: owner.metadata.name, uid: owner.metadata.uid } } : {}) },
@@ -107,9 +124,9 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
       wanted = true;
       wake();
     };
-    loop = (async () => {
+    const loop = (async () => {
       let backoff = 1_000;
-      while (!stopper.signal.aborted) {
+      while (!stopped()) {
         if (!wanted) await new Promise<void>((resolve) => (wake = resolve));
         if (stopped()) break;
         wanted = false;
@@ -123,26 +140,31 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
           passes.inc({ result: 'error' });
           logger.error('reconcile failed; retrying', { error: (err as Error).message, retryInMs: backoff });
           await sleep(backoff, undefined, { signal: stopper.signal }).catch(() => undefined);
-          backoff = Math.min(backoff * 2, 60_000);
+          backoff = Math.min(backoff * 2, 10_000);
           wanted = true;
         }
       }
     })();
     const ticker = setInterval(nudge, options.resyncMs ?? 15_000);
     const base = `/apis/${API_GROUP}/v1alpha1/namespaces/${namespace}`;
-    const owned = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY}`);
-    for (const path of [`${base}/locations`, `${base}/replicationrules`, `/apis/apps/v1/namespaces/${namespace}/deployments?labelSelector=${owned}`]) {
-      // The label selector rides along on the list and watch of owned Deployments.
-      const [collection, query] = path.split('?');
-      watches.push(watchCollection({ rest: query === undefined ? rest : withQuery(rest, query), path: collection ?? path, onChange: nudge, logger }));
-    }
+    const owned = `labelSelector=${encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY}`)}`;
+    const watches = [
+      watchCollection({ rest, path: `${base}/locations`, onChange: nudge, logger }),
+      watchCollection({ rest, path: `${base}/replicationrules`, onChange: nudge, logger }),
+      // The label selector rides along on the list and the watch of the owned Deployments.
+      watchCollection({ rest: withQuery(rest, owned), path: `/apis/apps/v1/namespaces/${namespace}/deployments`, onChange: nudge, logger }),
+    ];
     logger.info('operator reconciling', { namespace, installation: options.settings.name });
     cleanup = async () => {
+      watches.forEach((w) => {
+        w.stop();
+      });
       clearInterval(ticker);
       wake();
       await loop;
-      await figuresConsumer.close();
-      await admin.close();
+      await kafka;
+      await figuresConsumer?.close();
+      await admin?.close();
     };
   };
   const started = run().catch((err: unknown) => {
@@ -155,9 +177,6 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
     done,
     async stop() {
       stopper.abort();
-      watches.forEach((w) => {
-        w.stop();
-      });
       await started;
       await cleanup?.();
       if (leading) await lease.release();

@@ -1,5 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
+import { compileBucketConfigs, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
 import { publishConfig } from '../lib/config/published.ts';
 import { API_GROUP, API_VERSION, type Location, type ReplicationRule, type Secret } from '../lib/config/schema.ts';
 import { checkSemantics } from '../lib/config/semantics.ts';
@@ -11,13 +11,17 @@ import { figuresKey, type Figures, type QueueNames } from '../workers/messages.t
 import { checkBucket, journalArns, unwireJournal, wireJournal } from './buckets.ts';
 import { canonical, notReady, ready, setCondition, type Condition, type ConditionInput } from './conditions.ts';
 import { checkLocation } from './locations.ts';
-import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, type SecretKeys, type WorkerSettings } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, roleInputs, type SecretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
 
 // One level-triggered pass over the whole installation: read every Location and ReplicationRule, decide
 // what should exist, change only what differs, and write each status once, only when it changed. A rule
 // is published to the workers whole or not at all: only rules whose every precondition holds are compiled.
 
 export const FINALIZER = `${API_GROUP}/journal`;
+/** On a rule: delete it without removing the notification configuration (e.g. its Location is gone for good). */
+export const SKIP_CLEANUP = `${API_GROUP}/skip-cleanup`;
+/** Precondition failures that may pass by themselves: a rule already published stays published. */
+const PASSING = new Set(['LocationNotReady', 'BucketUnavailable', 'JournalNotWired']);
 
 type Status = { observedGeneration?: number; conditions?: Condition[] } & Record<string, unknown>;
 type LocationObject = Location & KubeObject & { status?: Status };
@@ -28,7 +32,8 @@ export interface ReconcilerOptions {
   namespace: string;
   settings: WorkerSettings;
   names: QueueNames;
-  admin: QueueAdmin;
+  /** Kafka's admin client; throws while Kafka has not been reached yet. */
+  admin(): QueueAdmin;
   logger: Logger;
   /** Latest figures from the status processor, by figuresKey. */
   figures: Map<string, Figures>;
@@ -41,6 +46,10 @@ export class Reconciler {
   private readonly base: string;
   private readonly scaling = new Map<string, { replicas: number; lowSince?: number }>();
   private journalTopics = '';
+  /** Rules published to the workers, with the generation they were published at. */
+  private readonly published = new Map<string, number>();
+  /** The last cleanup failure reported per rule: an Event only when it changes. */
+  private readonly cleanupReported = new Map<string, string>();
 
   constructor(options: ReconcilerOptions) {
     this.o = options;
@@ -52,59 +61,97 @@ export class Reconciler {
   }
 
   async reconcile(): Promise<void> {
-    const { rest, namespace } = this.o;
+    const { rest, namespace, logger } = this.o;
     const locations = (await rest.list<LocationObject>(`${this.base}/locations`)).items;
     const rules = (await rest.list<RuleObject>(`${this.base}/replicationrules`)).items;
+    // One object's failure is logged and retried; it never holds up the others.
+    const failures: string[] = [];
+    const attempt = async (what: string, work: () => Promise<void>): Promise<void> => {
+      try {
+        await work();
+      } catch (err) {
+        failures.push(`${what}: ${(err as Error).message}`);
+        logger.warn('reconcile step failed; retrying', { what, error: reasonOf(err) });
+      }
+    };
     const secrets = new Map<string, KubeObject & Secret>();
-    for (const name of new Set(locations.map((l) => l.spec.credentialsSecretRef.name))) {
-      const s = await rest.find<KubeObject & Secret>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
-      if (s !== undefined) secrets.set(name, s);
-    }
-
-    // Locations: credentials and a probe of the endpoint.
     const clients = new Map<string, S3Client>();
-    const locationReady = new Map<string, ConditionInput>();
-    for (const l of locations) {
-      const check = await checkLocation(l, secrets.get(l.spec.credentialsSecretRef.name));
-      if (check.client !== undefined) clients.set(l.metadata.name, check.client);
-      locationReady.set(l.metadata.name, check.condition);
-      await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0) }, check.condition);
-    }
-    await this.ensureJournalTopics(locations);
-
     try {
-      // Rules: preconditions, then the journal wiring; accepted ones are compiled and published.
+      for (const name of new Set(locations.map((l) => l.spec.credentialsSecretRef.name))) {
+        await attempt(`Secret/${name}`, async () => {
+          const s = await rest.find<KubeObject & Secret>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
+          if (s !== undefined) secrets.set(name, s);
+        });
+      }
+      // Locations: credentials and a probe of the endpoint.
+      const locationReady = new Map<string, ConditionInput>();
+      for (const l of locations) {
+        await attempt(`Location/${l.metadata.name}`, async () => {
+          const check = await checkLocation(l, secrets.get(l.spec.credentialsSecretRef.name));
+          if (check.client !== undefined) clients.set(l.metadata.name, check.client);
+          locationReady.set(l.metadata.name, check.condition);
+          await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0) }, check.condition);
+        });
+      }
+      await attempt('journal topics', () => this.ensureJournalTopics(locations));
+
+      // Rules: preconditions, then the journal wiring.
       const byName = new Map(locations.map((l) => [l.metadata.name, l]));
       const live = rules.filter((r) => r.metadata.deletionTimestamp === undefined);
       const decisions = new Map<string, ConditionInput>();
       for (const rule of live) {
-        await this.ensureFinalizer(rule);
-        decisions.set(rule.metadata.name, await this.checkRule(rule, byName, locationReady, clients));
-      }
-      const accepted = live.filter((r) => decisions.get(r.metadata.name)?.status === 'True');
-      const configs = compileBucketConfigs({ rules: new Map(accepted.map((r) => [r.metadata.name, r])) });
-      const published = locations.filter((l) => clients.has(l.metadata.name));
-      const data = publishConfig(published, configs.values());
-      await this.applyConfigMap(data);
-
-      for (const rule of rules.filter((r) => r.metadata.deletionTimestamp !== undefined)) {
-        await this.finalize(rule, live, byName, clients).catch(async (err: unknown) => {
-          // Retried at the next pass; the rule stays until what the operator added is removed.
-          this.o.logger.warn('rule cleanup waits', { rule: rule.metadata.name, error: (err as Error).message });
-          await this.event(rule, 'Warning', 'CleanupBlocked', reasonOf(err));
+        await attempt(`ReplicationRule/${rule.metadata.name}`, async () => {
+          await this.ensureFinalizer(rule);
+          decisions.set(rule.metadata.name, await this.checkRule(rule, byName, locationReady, clients));
         });
       }
+      const publishedRules = this.publishable(live, decisions);
+      const configs = [...compileBucketConfigs({ rules: new Map(publishedRules.map((r) => [r.metadata.name, r])) }).values()];
+      const used = new Set(configs.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
+      const published = locations.filter((l) => clients.has(l.metadata.name) || used.has(l.metadata.name));
+      // Without the ConfigMap written, rolling the workers would roll them onto the old one: stop here.
+      await this.applyConfigMap(publishConfig(published, configs));
 
-      const secretVersions = published.map((l) => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`);
-      const lags = await this.applyWorkers([...configs.values()], byName, data, secretVersions, secretKeys(published));
+      for (const rule of rules.filter((r) => r.metadata.deletionTimestamp !== undefined)) {
+        await attempt(`ReplicationRule/${rule.metadata.name} cleanup`, () => this.finalize(rule, live, byName, clients));
+      }
+
+      const secretVersion = (l: Location): string => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`;
+      const lags = await this.applyWorkers(configs, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, secretKeys(published), attempt);
 
       for (const rule of live) {
-        const decision = decisions.get(rule.metadata.name) ?? notReady('Unknown', 'not checked');
-        await this.writeStatus('replicationrules', rule, { conditions: setCondition(rule.status?.conditions, decision, rule.metadata.generation ?? 0), ...this.figuresOf(rule, lags) }, decision);
+        const decision = decisions.get(rule.metadata.name);
+        if (decision === undefined) continue;
+        await attempt(`ReplicationRule/${rule.metadata.name} status`, () =>
+          this.writeStatus('replicationrules', rule, { conditions: setCondition(rule.status?.conditions, decision, rule.metadata.generation ?? 0), ...this.figuresOf(rule, lags) }, decision),
+        );
       }
     } finally {
       for (const c of clients.values()) c.destroy();
     }
+    if (failures.length > 0) throw new Error(`${String(failures.length)} step(s) to retry: ${failures.join('; ')}`);
+  }
+
+  /**
+   * The rules the workers get: those whose every precondition holds, and those published before at the
+   * same generation whose check failed for a passing reason (an endpoint that timed out once). Dropping
+   * and re-adding those would restart their workers twice for nothing.
+   */
+  private publishable(live: RuleObject[], decisions: Map<string, ConditionInput>): RuleObject[] {
+    const out: RuleObject[] = [];
+    for (const rule of live) {
+      const { name, generation } = rule.metadata;
+      const decision = decisions.get(name);
+      const before = this.published.get(name);
+      if (decision?.status === 'True') this.published.set(name, generation ?? 0);
+      else if (before === undefined || before !== generation || (decision !== undefined && !PASSING.has(decision.reason))) {
+        this.published.delete(name);
+        continue;
+      }
+      out.push(rule);
+    }
+    for (const name of this.published.keys()) if (!live.some((r) => r.metadata.name === name)) this.published.delete(name);
+    return out;
   }
 
   /** Every precondition of a rule, in the order a person would fix them; the first failure is reported. */
@@ -157,22 +204,30 @@ export class Reconciler {
    * the operator added is removed (the user's own stay), then the finalizer goes.
    */
   private async finalize(rule: RuleObject, live: RuleObject[], locations: Map<string, LocationObject>, clients: Map<string, S3Client>): Promise<void> {
+    const { name, annotations } = rule.metadata;
     const finalizers = rule.metadata.finalizers ?? [];
     if (!finalizers.includes(FINALIZER)) return;
     const { source } = rule.spec;
     const shared = live.some((r) => r.spec.source.location === source.location && r.spec.source.bucket === source.bucket);
-    const client = clients.get(source.location);
-    if (!shared && locations.has(source.location) && journalArns(locations.get(source.location) as LocationObject).length > 0) {
-      // The Location exists but cannot be reached: keep the finalizer and try again at the next pass.
-      if (client === undefined) throw new Error(`rule ${rule.metadata.name} is being deleted, but Location "${source.location}" is not ready to remove its notification configuration`);
+    const skip = annotations?.[SKIP_CLEANUP] === 'true';
+    // Removed by its id whatever the Location's targetId says now; a Location deleted for good has nothing left to clean.
+    if (!shared && !skip && locations.has(source.location)) {
+      const client = clients.get(source.location);
+      if (client === undefined) {
+        const message = `Location "${source.location}" is not ready, so the notification configuration added to ${source.location}/${source.bucket} cannot be removed yet; annotate the rule ${SKIP_CLEANUP}=true to delete it without that`;
+        if (this.cleanupReported.get(name) !== message) await this.event(rule, 'Warning', 'CleanupBlocked', message);
+        this.cleanupReported.set(name, message);
+        throw new Error(message);
+      }
       try {
         if (await unwireJournal(client, source.bucket)) this.o.logger.info('journal unwired', { bucket: `${source.location}/${source.bucket}` });
       } catch (err) {
         if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) throw err;
       }
     }
-    await this.o.rest.patch(`${this.base}/replicationrules/${rule.metadata.name}`, { metadata: { resourceVersion: rule.metadata.resourceVersion, finalizers: finalizers.filter((f) => f !== FINALIZER) } });
-    await this.event(rule, 'Normal', 'Finalized', 'removed what the operator added for this rule');
+    await this.o.rest.patch(`${this.base}/replicationrules/${name}`, { metadata: { resourceVersion: rule.metadata.resourceVersion, finalizers: finalizers.filter((f) => f !== FINALIZER) } });
+    this.cleanupReported.delete(name);
+    await this.event(rule, 'Normal', 'Finalized', skip ? `deleted without cleanup (${SKIP_CLEANUP})` : 'removed what the operator added for this rule');
   }
 
   private async applyConfigMap(data: Record<string, string>): Promise<void> {
@@ -191,55 +246,74 @@ export class Reconciler {
   private async ensureJournalTopics(locations: LocationObject[]): Promise<void> {
     const topics = [...new Set(locations.flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : [])))].sort();
     if (topics.join(',') === this.journalTopics) return;
-    await this.o.admin.ensureTopics(topics.map((topic) => ({ topic, partitions: this.o.settings.partitions })));
+    await this.o.admin().ensureTopics(topics.map((topic) => ({ topic, partitions: this.o.settings.partitions })));
     this.journalTopics = topics.join(',');
   }
 
   /** Creates, updates and deletes the worker Deployments; returns the lag of each processor location. */
-  private async applyWorkers(configs: Parameters<typeof desiredWorkers>[2], locations: Map<string, LocationObject>, data: Record<string, string>, secretVersions: string[], credentials: SecretKeys[]): Promise<Map<string, number>> {
-    const { rest, namespace, settings, admin, logger } = this.o;
+  private async applyWorkers(
+    configs: BucketReplicationConfig[],
+    locations: Map<string, Location>,
+    secretVersion: (l: Location) => string,
+    credentials: SecretKeys[],
+    attempt: (what: string, work: () => Promise<void>) => Promise<void>,
+  ): Promise<Map<string, number>> {
+    const { rest, namespace, settings, logger } = this.o;
     const path = `/apis/apps/v1/namespaces/${namespace}/deployments`;
-    const hash = configHash(data, secretVersions);
     const specs = desiredWorkers(settings, this.o.names, configs, locations);
     const lags = new Map<string, number>();
     for (const spec of specs) {
-      const current = await rest.find<KubeObject & { spec: { replicas?: number } }>(`${path}/${spec.deployment}`);
-      let replicas = current?.spec.replicas ?? 1;
-      try {
-        const lag = spec.lag === undefined ? 0 : (await admin.groupLag(spec.lag.group, spec.lag.topic)).reduce((n, p) => n + p.lag, 0);
-        const partitions = spec.lag === undefined ? 1 : await admin.partitionCount(spec.lag.topic);
-        if (spec.role === 'processor' && spec.location !== undefined) lags.set(spec.location, lag);
-        replicas = this.damped(spec.deployment, current?.spec.replicas, replicasFor(spec, lag, partitions, settings.scaling));
-      } catch (err) {
-        // Kafka unreachable: keep the replicas as they are rather than guess.
-        logger.warn('consumer lag unknown; replicas unchanged', { deployment: spec.deployment, error: (err as Error).message });
-        if (!spec.active) replicas = 0;
-      }
-      const desired = deploymentFor(settings, spec, replicas, this.configMapName, credentials, hash);
-      if (current === undefined) {
-        await rest.create(path, desired);
-        logger.info('worker deployment created', { deployment: spec.deployment, replicas });
-      } else if (current.metadata.annotations?.['backbeat.io/spec-hash'] !== desired.metadata.annotations['backbeat.io/spec-hash'] || current.spec.replicas !== replicas || current.metadata.labels?.['app.kubernetes.io/managed-by'] !== MANAGED_BY) {
-        await rest.replace(`${path}/${spec.deployment}`, { ...desired, metadata: { ...desired.metadata, resourceVersion: current.metadata.resourceVersion } });
-        if (current.spec.replicas !== replicas) logger.info('worker deployment scaled', { deployment: spec.deployment, from: current.spec.replicas, to: replicas });
-      }
+      await attempt(`Deployment/${spec.deployment}`, async () => {
+        const current = await rest.find<KubeObject & { spec: { replicas?: number } }>(`${path}/${spec.deployment}`);
+        let replicas = current?.spec.replicas ?? 1;
+        try {
+          const lag = spec.lag === undefined ? 0 : (await this.o.admin().groupLag(spec.lag.group, spec.lag.topic)).reduce((n, p) => n + p.lag, 0);
+          const partitions = spec.lag === undefined ? 1 : await this.o.admin().partitionCount(spec.lag.topic);
+          if (spec.role === 'processor' && spec.location !== undefined) lags.set(spec.location, lag);
+          replicas = this.damped(spec, current?.spec.replicas, replicasFor(spec, lag, partitions, settings.scaling));
+        } catch (err) {
+          // Kafka unreachable: keep the replicas as they are rather than guess.
+          logger.warn('consumer lag unknown; replicas unchanged', { deployment: spec.deployment, error: (err as Error).message });
+          if (!spec.active) replicas = 0;
+        }
+        // Each role rolls only when what it reads changed.
+        const inputs = roleInputs(spec, configs);
+        const hash = configHash(
+          JSON.stringify(inputs.configs),
+          inputs.locations.flatMap((name) => {
+            const l = locations.get(name);
+            return l === undefined ? [] : [JSON.stringify(l.spec), secretVersion(l)];
+          }),
+        );
+        const desired = deploymentFor(settings, spec, replicas, this.configMapName, credentials, hash);
+        if (current === undefined) {
+          await rest.create(path, desired);
+          logger.info('worker deployment created', { deployment: spec.deployment, replicas });
+        } else if (current.metadata.annotations?.['backbeat.io/spec-hash'] !== desired.metadata.annotations['backbeat.io/spec-hash'] || current.spec.replicas !== replicas || current.metadata.labels?.['app.kubernetes.io/managed-by'] !== MANAGED_BY) {
+          await rest.replace(`${path}/${spec.deployment}`, { ...desired, metadata: { ...desired.metadata, resourceVersion: current.metadata.resourceVersion } });
+          if (current.spec.replicas !== replicas) logger.info('worker deployment scaled', { deployment: spec.deployment, from: current.spec.replicas, to: replicas });
+        }
+      });
     }
-    const wanted = new Set(specs.map((s) => s.deployment));
-    const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
-    for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
-      if (wanted.has(d.metadata.name)) continue;
-      await rest.delete(`${path}/${d.metadata.name}`);
-      this.scaling.delete(d.metadata.name);
-      logger.info('worker deployment removed', { deployment: d.metadata.name });
-    }
+    await attempt('unwanted Deployments', async () => {
+      const wanted = new Set(specs.map((s) => s.deployment));
+      const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
+      for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
+        if (wanted.has(d.metadata.name)) continue;
+        await rest.delete(`${path}/${d.metadata.name}`);
+        this.scaling.delete(d.metadata.name);
+        logger.info('worker deployment removed', { deployment: d.metadata.name });
+      }
+    });
     return lags;
   }
 
   /** Scale up at once; scale down only once the lower count has been wanted for scaleDownDelayMs. */
-  private damped(deployment: string, current: number | undefined, wanted: number): number {
+  private damped(spec: WorkerSpec, current: number | undefined, wanted: number): number {
+    const { deployment } = spec;
     const now = Date.now();
     const state = this.scaling.get(deployment);
-    if (current === undefined || wanted >= current || wanted === 0) {
+    if (current === undefined || wanted >= current || !spec.active) {
       this.scaling.set(deployment, { replicas: wanted });
       return wanted;
     }
@@ -268,8 +342,8 @@ export class Reconciler {
       object.metadata = updated.metadata;
       object.status = next;
     } catch (err) {
-      // Changed meanwhile: the watch brings the new version and the next pass writes again.
-      if (err instanceof KubeError && err.code === 409) return;
+      // Changed or deleted meanwhile: the watch brings the news and the next pass writes again.
+      if (err instanceof KubeError && (err.code === 409 || err.code === 404)) return;
       throw err;
     }
     if (before?.status !== decision.status || before.reason !== decision.reason) {

@@ -1,12 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../lib/log/logger.ts';
-import type { KubeRest } from '../lib/kube/rest.ts';
+import type { KubeObject, KubeRest } from '../lib/kube/rest.ts';
 
 export interface WatchOptions {
   rest: KubeRest;
   /** A collection path, e.g. /apis/backbeat.io/v1alpha1/namespaces/ns/locations. */
   path: string;
-  /** Called after every list and every event: the reconciler reads current state itself. */
+  /**
+   * Called after every list, and for every event that changes what a reconcile reads: an object added
+   * or deleted, or a new generation, deletion, finalizers, labels or annotations. Status-only updates
+   * (the operator's own writes among them) are not changes: they would make it chase its own tail.
+   */
   onChange(): void;
   logger: Logger;
   /** The watch is ended and the collection listed again this often (the server closes it then). */
@@ -31,19 +35,25 @@ export function watchCollection(options: WatchOptions): Watch {
   const stopper = new AbortController();
   const stopped = (): boolean => stopper.signal.aborted;
   let current: { destroy(): void } | undefined;
+  const seen = new Map<string, string>();
+  const signature = (m: KubeObject['metadata'] | undefined): string => JSON.stringify([m?.generation, m?.deletionTimestamp, m?.finalizers, m?.labels, m?.annotations]);
 
   async function once(): Promise<void> {
-    const { resourceVersion } = await rest.list(path);
+    const { items, resourceVersion } = await rest.list(path);
+    seen.clear();
+    for (const o of items) seen.set(o.metadata.uid ?? o.metadata.name, signature(o.metadata));
     options.onChange();
     const query = new URLSearchParams({ watch: '1', resourceVersion, allowWatchBookmarks: 'true', timeoutSeconds: String(Math.ceil(relistMs / 1000)) });
     const stream = await rest.stream(`${path}?${query.toString()}`);
     current = stream;
     if (stopper.signal.aborted) stream.destroy();
     let timer: NodeJS.Timeout | undefined;
+    const watchdog = { fired: false };
     const arm = (): void => {
       clearTimeout(timer);
       timer = setTimeout(() => {
         logger.warn('watch went quiet; starting it again', { path, quietMs });
+        watchdog.fired = true;
         stream.destroy();
       }, quietMs);
     };
@@ -58,14 +68,20 @@ export function watchCollection(options: WatchOptions): Watch {
           const line = pending.slice(0, newline);
           pending = pending.slice(newline + 1);
           if (line.trim() === '') continue;
-          const event = JSON.parse(line) as { type: string; object: { code?: number; message?: string } };
+          const event = JSON.parse(line) as { type: string; object: { code?: number; message?: string; metadata?: KubeObject['metadata'] } };
           if (event.type === 'ERROR') throw new Error(`watch error ${String(event.object.code)}: ${event.object.message ?? ''}`);
-          if (event.type !== 'BOOKMARK') options.onChange();
+          if (event.type === 'BOOKMARK') continue;
+          const id = event.object.metadata?.uid ?? event.object.metadata?.name ?? '';
+          const before = seen.get(id);
+          const after = signature(event.object.metadata);
+          if (event.type === 'DELETED') seen.delete(id);
+          else seen.set(id, after);
+          if (event.type !== 'MODIFIED' || before !== after) options.onChange();
         }
       }
     } catch (err) {
-      // A stream destroyed by the watchdog or by stop() ends here too; both just start over (or stop).
-      if (!stopper.signal.aborted && !(err instanceof Error && err.message === 'aborted')) throw err;
+      // A stream destroyed by the watchdog or by stop() ends here too: start over at once (or stop).
+      if (!watchdog.fired && !stopped()) throw err;
     } finally {
       clearTimeout(timer);
     }

@@ -37,6 +37,8 @@ export interface WorkerSpec {
   lag?: { group: string; topic: string };
   /** False for a role with nothing to do (the GC without a transient source): zero replicas. */
   active: boolean;
+  /** Replicas it keeps whatever the lag (a populator that scans needs one running to scan). */
+  floor?: number;
 }
 
 export const MANAGED_BY = 'backbeat-operator';
@@ -54,8 +56,10 @@ const shortHash = (s: string, n = 8): string => createHash('sha256').update(s).d
 
 /** Deployment names become pod-name prefixes: kept to 52 characters, with a hash when cut. */
 function deploymentName(base: string, role: string, location?: string): string {
-  const full = [base, role, location].filter((p) => p !== undefined).join('-').replace(/\./g, '-');
-  return full.length <= 52 ? full : `${full.slice(0, 43)}-${shortHash(full)}`;
+  const given = [base, role, location].filter((p) => p !== undefined).join('-');
+  const full = given.replace(/\./g, '-');
+  // A hash whenever the name was altered, so that Locations `a.b` and `a-b` never share a Deployment.
+  return full === given && full.length <= 52 ? full : `${full.slice(0, 43)}-${shortHash(given)}`;
 }
 
 const labelValue = (v: string): string => (v.length <= 63 ? v : `${v.slice(0, 54)}-${shortHash(v)}`);
@@ -66,8 +70,10 @@ export function desiredWorkers(settings: WorkerSettings, names: QueueNames, conf
   const transient = sources.some((l) => locations.get(l)?.spec.transient === true);
   return [
     ...sources.map((location): WorkerSpec => {
-      const topic = locations.get(location)?.spec.journal?.kafka?.topic;
-      return { role: 'populator', location, deployment: deploymentName(settings.name, 'populator', location), ...(topic !== undefined ? { lag: { group: names.populatorGroup(location), topic } } : {}), active: true };
+      const journal = locations.get(location)?.spec.journal;
+      const topic = journal?.kafka?.topic;
+      const scans = journal?.scan !== undefined || configs.some((c) => c.SourceLocation === location && c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled'));
+      return { role: 'populator', location, deployment: deploymentName(settings.name, 'populator', location), ...(topic !== undefined ? { lag: { group: names.populatorGroup(location), topic } } : {}), active: true, ...(scans ? { floor: 1 } : {}) };
     }),
     ...destinations.map((location): WorkerSpec => ({ role: 'processor', location, deployment: deploymentName(settings.name, 'processor', location), lag: { group: names.processorGroup(location), topic: names.replication }, active: true })),
     { role: 'status', deployment: deploymentName(settings.name, 'status'), active: true },
@@ -84,7 +90,7 @@ export function replicasFor(spec: WorkerSpec, lag: number, partitions: number, s
   if (!spec.active) return 0;
   if (spec.lag === undefined) return 1;
   const wanted = Math.max(scaling.minReplicas, Math.ceil(lag / scaling.lagThreshold));
-  return Math.min(wanted, scaling.maxReplicas, Math.max(partitions, 1));
+  return Math.max(spec.floor ?? 0, Math.min(wanted, scaling.maxReplicas, Math.max(partitions, 1)));
 }
 
 export function labels(settings: WorkerSettings, spec: WorkerSpec): Record<string, string> {
@@ -114,7 +120,8 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
       // Service environment variables (KAFKA_PORT, ...) are noise to the workers, and some images read them.
       enableServiceLinks: false,
       terminationGracePeriodSeconds: 60,
-      securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
+      // fsGroup: the kubelet gives the mounted Secret files to this group, so uid 10001 can read them.
+      securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
       containers: [
         {
           name: spec.role,
@@ -155,7 +162,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
       ],
       volumes: [
         { name: 'config', configMap: { name: configMap } },
-        { name: 'credentials', projected: { sources: projected, defaultMode: 0o400 } },
+        { name: 'credentials', projected: { sources: projected, defaultMode: 0o440 } },
       ],
     },
   };
@@ -173,7 +180,19 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
   };
 }
 
-/** A hash of everything a worker reads at start: the published config and the Secrets' versions. */
-export function configHash(data: Record<string, string>, secretVersions: string[]): string {
-  return shortHash(JSON.stringify({ data, secretVersions: [...secretVersions].sort() }), 16);
+/** What a role reads of the published config: the bucket configs it acts on, and the Locations it talks to. */
+export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[]): { configs: BucketReplicationConfig[]; locations: string[] } {
+  const sendsTo = (c: BucketReplicationConfig, l: string): boolean => c.Rules.some((r) => r.Destinations.some((d) => d.Location === l));
+  const mine =
+    spec.role === 'populator' ? configs.filter((c) => c.SourceLocation === spec.location)
+    : spec.role === 'processor' ? configs.filter((c) => spec.location !== undefined && sendsTo(c, spec.location))
+    : configs;
+  const locations = new Set(mine.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
+  if (spec.location !== undefined) locations.add(spec.location);
+  return { configs: mine, locations: [...locations].sort() };
+}
+
+/** A hash of what a worker reads at start (config and Secret versions): on the pod template, it rolls the pods. */
+export function configHash(configs: string, locations: string[]): string {
+  return shortHash(JSON.stringify({ configs, locations }), 16);
 }

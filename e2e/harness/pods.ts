@@ -305,8 +305,6 @@ class Pod {
         while (c.process.running) await sleep(200, undefined, { signal });
       } catch (err) {
         if (!stopped()) report(`${this.name}/${c.name}`, err);
-        // A failed spawn (no such program) leaves a ManagedProcess that never exits, stuck "running".
-        if (c.process.pid === undefined) c.process = new ManagedProcess(c.process.spec);
       }
       c.ready = false;
       if (stopped()) return;

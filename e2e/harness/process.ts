@@ -89,6 +89,8 @@ export class ManagedProcess {
     try {
       await spawned;
     } catch (err) {
+      // Never spawned: no exit event will come, so it is marked exited here (start() may be called again).
+      this.exitCode = -1;
       throw new ComponentStartError(`${this.spec.name}: cannot run ${this.spec.command}: ${(err as Error).message}`);
     }
     if (child.pid !== undefined) recordPid(this.spec.name, child.pid);

@@ -121,7 +121,7 @@ describe('Operator on a real API server', function () {
       assert.equal(await replicas(deployment('gc')), 0);
     }, 60_000, 500);
     const data = await configMap();
-    const compiled = JSON.parse(data['bucket.site-a.photos.json'] ?? '{}') as { Rules: { ID: string; Destinations: { Id: string }[] }[] };
+    const compiled = JSON.parse(data['bucket_site-a_photos.json'] ?? '{}') as { Rules: { ID: string; Destinations: { Id: string }[] }[] };
     assert.deepEqual(compiled.Rules.map((r) => [r.ID, r.Destinations.map((d) => d.Id)]), [['photos', ['site-b/photos-replica']]]);
     assert.doesNotMatch(JSON.stringify(data), new RegExp(c.siteA.credentials.secretAccessKey), 'no secret in the published config');
     if (!c.external) {
@@ -211,7 +211,7 @@ describe('Operator on a real API server', function () {
     await waitReady('replicationrules', 'to-unknown', 'False', 'LocationNotFound');
     // The good rule goes on; none of the bad ones reached the workers' config.
     await waitReady('replicationrules', 'photos', 'True');
-    const compiled = JSON.parse((await configMap())['bucket.site-a.photos.json'] ?? '{}') as { Rules: { ID: string }[] };
+    const compiled = JSON.parse((await configMap())['bucket_site-a_photos.json'] ?? '{}') as { Rules: { ID: string }[] };
     assert.deepEqual(compiled.Rules.map((r) => r.ID), ['photos']);
     assert.equal(await replicas(deployment('processor-nowhere')), undefined);
     const everything = (await c.kubectl(['get', 'locations,replicationrules,events', '-o', 'yaml'])) + (await c.kubectl(['get', 'configmaps', '-o', 'yaml']));
@@ -229,7 +229,7 @@ describe('Operator on a real API server', function () {
     await eventually(async () => {
       assert.equal(await replicas(deployment('populator-site-a')), undefined);
       assert.equal(await replicas(deployment('processor-site-b')), undefined);
-      assert.deepEqual(Object.keys(await configMap()).filter((k) => k.startsWith('bucket.')), []);
+      assert.deepEqual(Object.keys(await configMap()).filter((k) => k.startsWith('bucket_')), []);
     }, 60_000, 500);
     assert.equal(await replicas(deployment('gc')), 0);
     if (!c.external) {

@@ -1,6 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { registerSecret } from '../log/redact.ts';
-import { createS3Client, type S3Credentials } from '../s3/client.ts';
+import { createS3Client, type S3Credentials, type S3EndpointOptions } from '../s3/client.ts';
 import type { Manifests } from './manifests.ts';
 import type { Location } from './schema.ts';
 import { ConfigError } from './validate.ts';
@@ -47,9 +47,11 @@ export function resolveCredentials(location: Location, m: Pick<Manifests, 'secre
   return { accessKeyId, secretAccessKey };
 }
 
-export function locationClient(location: Location, credentials: S3Credentials): S3Client {
+/** `overrides` tune the client, e.g. the operator's short timeouts for probes. */
+export function locationClient(location: Location, credentials: S3Credentials, overrides: Pick<S3EndpointOptions, 'requestTimeoutMs' | 'connectionTimeoutMs' | 'maxAttempts'> = {}): S3Client {
   const { spec } = location;
   return createS3Client({
+    ...overrides,
     ...(spec.endpoint !== undefined ? { endpoint: spec.endpoint } : {}),
     region: spec.region,
     ...(spec.forcePathStyle !== undefined ? { forcePathStyle: spec.forcePathStyle } : {}),

@@ -6,7 +6,7 @@ import { ConfigError } from './validate.ts';
 
 // What the operator publishes for the workers, as the data of one ConfigMap mounted as a folder:
 //   locations.json                  every Location (name and spec: no secret, only the Secret's name)
-//   bucket.<location>.<bucket>.json the compiled config of one source bucket
+//   bucket_<location>_<bucket>.json the compiled config of one source bucket ('_' is in neither name)
 // and the credentials, as each Location's Secret mounted under <credentials dir>/<secret name>/<key>.
 
 export interface PublishedConfig {
@@ -16,7 +16,7 @@ export interface PublishedConfig {
 }
 
 const LOCATIONS = 'locations.json';
-const bucketFile = (c: BucketReplicationConfig): string => `bucket.${c.SourceLocation}.${c.SourceBucket}.json`;
+const bucketFile = (c: BucketReplicationConfig): string => `bucket_${c.SourceLocation}_${c.SourceBucket}.json`;
 
 /** ConfigMap data for these locations and bucket configs; equal inputs give equal data. */
 export function publishConfig(locations: Location[], buckets: Iterable<BucketReplicationConfig>): Record<string, string> {
@@ -40,7 +40,7 @@ export function readPublishedConfig(dir: string): PublishedConfig {
   const locations = new Map((readJson(dir, LOCATIONS) as Location[]).map((l) => [l.metadata.name, l]));
   const buckets = new Map<string, BucketReplicationConfig>();
   // Sorted, as compileBucketConfigs sorts, so every worker sees the same order.
-  for (const file of readdirSync(dir).filter((f) => /^bucket\..+\.json$/.test(f)).sort()) {
+  for (const file of readdirSync(dir).filter((f) => /^bucket_.+\.json$/.test(f)).sort()) {
     const c = readJson(dir, file) as BucketReplicationConfig;
     buckets.set(c.Source, c);
   }

@@ -45,7 +45,8 @@ export function kubeRest(config: KubeConfig): KubeRest {
   if (cluster === null) throw new Error('no current cluster in the kubeconfig');
   const base = new URL(cluster.server);
 
-  async function open(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<IncomingMessage> {
+  /** `timeoutMs`: how long the connection may stay silent (0 for a watch, whose stall the watcher detects). */
+  async function open(method: string, path: string, body?: unknown, contentType = 'application/json', timeoutMs = 15_000): Promise<IncomingMessage> {
     const options: RequestOptions & { headers: Record<string, string> } = {
       method,
       hostname: base.hostname,
@@ -60,6 +61,11 @@ export function kubeRest(config: KubeConfig): KubeRest {
     return new Promise((resolve, reject) => {
       const req = send(options, resolve);
       req.on('error', reject);
+      if (timeoutMs > 0) {
+        req.setTimeout(timeoutMs, () => {
+          req.destroy(new Error(`${method} ${path}: no answer within ${String(timeoutMs)} ms`));
+        });
+      }
       req.end(payload);
     });
   }
@@ -105,7 +111,7 @@ export function kubeRest(config: KubeConfig): KubeRest {
       }
     },
     async stream(path) {
-      const res = await open('GET', path);
+      const res = await open('GET', path, undefined, undefined, 0);
       if (res.statusCode !== 200) {
         res.resume();
         throw new KubeError(res.statusCode ?? 0, 'WatchFailed', `watch ${path}: HTTP ${String(res.statusCode)}`);

@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
+import { publishConfig, readPublishedConfig, secretsFromDir } from '../lib/config/published.ts';
+import type { Location, ReplicationRule } from '../lib/config/schema.ts';
+import { queueNames } from '../workers/messages.ts';
+import { setCondition } from './conditions.ts';
+import { deploymentFor, desiredWorkers, replicasFor, type WorkerSettings } from './workers.ts';
+
+const location = (name: string, spec: Partial<Location['spec']> = {}): Location => ({
+  apiVersion: 'backbeat.io/v1alpha1',
+  kind: 'Location',
+  metadata: { name },
+  spec: { type: 's3', region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, checksumMode: 'whenRequired', maxConnections: 64, transient: false, journal: { kafka: { topic: `${name}-events` } }, ...spec },
+});
+const rule = (name: string, destinations: string[]): ReplicationRule => ({
+  apiVersion: 'backbeat.io/v1alpha1',
+  kind: 'ReplicationRule',
+  metadata: { name },
+  spec: { source: { location: 'a', bucket: 'photos' }, priority: 0, destinations: destinations.map((l) => ({ location: l, bucket: 'photos' })), replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false, paused: false },
+});
+const settings: WorkerSettings = { name: 'bb', image: 'backbeat:1', imagePullPolicy: 'IfNotPresent', brokers: ['k:9092'], prefix: 'bb', partitions: 4, logLevel: 'info', scaling: { lagThreshold: 100, minReplicas: 1, maxReplicas: 10 } };
+
+describe('Worker Deployments', () => {
+  const names = queueNames('bb');
+  const configs = (locations: Location[], ...rules: ReplicationRule[]): ReturnType<typeof desiredWorkers> =>
+    desiredWorkers(settings, names, [...compileBucketConfigs({ rules: new Map(rules.map((r) => [r.metadata.name, r])) }).values()], new Map(locations.map((l) => [l.metadata.name, l])));
+
+  it('are a populator per source, a processor per destination location, the status processor and the GC', () => {
+    const specs = configs([location('a'), location('b'), location('c')], rule('r1', ['b']), rule('r2', ['c', 'b']));
+    assert.deepEqual(specs.map((s) => [s.deployment, s.lag?.group, s.active]), [
+      ['bb-populator-a', 'bb-populator-a', true],
+      ['bb-processor-b', 'bb-processor-b', true],
+      ['bb-processor-c', 'bb-processor-c', true],
+      ['bb-status', undefined, true],
+      ['bb-gc', 'bb-gc', false],
+    ]);
+    const transient = configs([location('a', { transient: true }), location('b')], rule('r1', ['b']));
+    assert.equal(transient.find((s) => s.role === 'gc')?.active, true);
+  });
+
+  it('take replicas from lag: ceil(lag / threshold), within min and max, never above the partitions', () => {
+    const [populator, , , status, gc] = configs([location('a'), location('b'), location('c')], rule('r1', ['b', 'c']));
+    assert.ok(populator && status && gc);
+    assert.equal(replicasFor(populator, 0, 4, settings.scaling), 1, 'min');
+    assert.equal(replicasFor(populator, 101, 4, settings.scaling), 2);
+    assert.equal(replicasFor(populator, 350, 4, settings.scaling), 4);
+    assert.equal(replicasFor(populator, 5000, 4, settings.scaling), 4, 'capped at the partitions');
+    assert.equal(replicasFor(populator, 5000, 64, settings.scaling), 10, 'capped at max');
+    assert.equal(replicasFor(status, 5000, 64, settings.scaling), 1, 'status keeps one');
+    assert.equal(replicasFor(gc, 5000, 64, settings.scaling), 0, 'no transient source: no GC');
+  });
+
+  it('have long names cut with a hash, credentials projected per Secret, and a config hash on the pods', () => {
+    const long = 'a-location-with-a-rather-long-name-that-goes-on.example';
+    const [spec] = configs([location('a'), location(long)], { ...rule('r', []), spec: { ...rule('r', [long]).spec } }).filter((s) => s.role === 'processor');
+    assert.ok(spec);
+    assert.ok(spec.deployment.length <= 52, spec.deployment);
+    assert.match(spec.deployment, /^bb-processor-a-location-.*-[0-9a-f]{8}$/);
+    const d = deploymentFor(settings, spec, 2, 'bb-config', [{ name: 's1', keys: ['accessKeyId', 'secretAccessKey', 'accessKeyId'] }], 'h1');
+    const text = JSON.stringify(d);
+    assert.match(text, /"path":"s1\/accessKeyId"/);
+    assert.equal([...text.matchAll(/s1\/accessKeyId/g)].length, 1, 'keys once each');
+    assert.match(text, /"backbeat.io\/config-hash":"h1"/);
+    assert.match(text, /"readOnlyRootFilesystem":true/);
+    const other = deploymentFor(settings, spec, 2, 'bb-config', [{ name: 's1', keys: ['accessKeyId', 'secretAccessKey'] }], 'h2');
+    assert.notEqual(d.metadata.annotations['backbeat.io/spec-hash'], other.metadata.annotations['backbeat.io/spec-hash'], 'a new config rolls the pods');
+  });
+});
+
+describe('Published config', () => {
+  it('reads back what the operator publishes, and credentials from mounted Secrets', () => {
+    const rules = new Map([['r1', rule('r1', ['b'])]]);
+    const data = publishConfig([location('b'), location('a')], compileBucketConfigs({ rules }).values());
+    assert.deepEqual(Object.keys(data).sort(), ['bucket_a_photos.json', 'locations.json']);
+    const dir = mkdtempSync(join(tmpdir(), 'published-'));
+    for (const [k, v] of Object.entries(data)) writeFileSync(join(dir, k), v);
+    const read = readPublishedConfig(dir);
+    assert.deepEqual([...read.locations.keys()], ['a', 'b']);
+    assert.deepEqual(read.buckets.get('a/photos')?.Rules.map((r) => r.ID), ['r1']);
+    const creds = mkdtempSync(join(tmpdir(), 'creds-'));
+    mkdirSync(join(creds, 'a-creds'));
+    mkdirSync(join(creds, '..data'));
+    writeFileSync(join(creds, 'a-creds', 'accessKeyId'), 'AK');
+    assert.deepEqual(secretsFromDir(creds).get('a-creds')?.stringData, { accessKeyId: 'AK' });
+    assert.deepEqual([...secretsFromDir(creds).keys()], ['a-creds']);
+    assert.throws(() => readPublishedConfig(creds), /is the operator's ConfigMap mounted here/);
+  });
+});
+
+describe('Conditions', () => {
+  it('move lastTransitionTime only when the status flips', () => {
+    const t0 = new Date('2026-01-01T00:00:00Z');
+    const t1 = new Date('2026-01-01T00:01:00Z');
+    const first = setCondition(undefined, { type: 'Ready', status: 'False', reason: 'A', message: 'm' }, 1, t0);
+    const same = setCondition(first, { type: 'Ready', status: 'False', reason: 'B', message: 'm2' }, 2, t1);
+    const [kept] = same;
+    assert.ok(kept);
+    assert.equal(kept.lastTransitionTime, t0.toISOString());
+    assert.equal(kept.observedGeneration, 2);
+    const flipped = setCondition(same, { type: 'Ready', status: 'True', reason: 'C', message: 'ok' }, 2, t1);
+    assert.equal(flipped[0]?.lastTransitionTime, t1.toISOString());
+    assert.equal(flipped.length, 1);
+  });
+});

@@ -11,6 +11,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dump, loadAll } from 'js-yaml';
 import type { KubeObject } from '../../lib/kube/rest.ts';
 import { httpGet } from '../harness/net.ts';
@@ -96,7 +97,7 @@ describe('Operator on a real API server', function () {
   });
 
   it('installs with helm; the operator takes the Lease and creates the status and GC workers', async () => {
-    await c.helm(['install', RELEASE, CHART, '--wait=false', ...c.helmValues, '--set', `kafka.topicPrefix=${c.prefix}`, '--set', `kafka.partitions=${String(PARTITIONS)}`, '--set', 'operator.resyncSeconds=2', '--set', `workers.scaling.lagThreshold=${String(LAG_THRESHOLD)}`, '--set', 'workers.scaling.scaleDownDelaySeconds=0']);
+    await c.helm(['install', RELEASE, CHART, '--wait=false', ...c.helmValues, '--set', 'operator.replicas=2', '--set', `kafka.topicPrefix=${c.prefix}`, '--set', `kafka.partitions=${String(PARTITIONS)}`, '--set', 'operator.resyncSeconds=2', '--set', `workers.scaling.lagThreshold=${String(LAG_THRESHOLD)}`, '--set', 'workers.scaling.scaleDownDelaySeconds=0']);
     await c.afterInstall();
     const lease = await eventually(() => c.rest.get<KubeObject & { spec: { holderIdentity?: string } }>(`/apis/coordination.k8s.io/v1/namespaces/${c.namespace}/leases/${RELEASE}-operator`), 90_000, 500);
     assert.ok(lease.spec.holderIdentity !== undefined && lease.spec.holderIdentity !== '');
@@ -130,7 +131,8 @@ describe('Operator on a real API server', function () {
       assert.ok(ids.includes('users-own'), `the user's is kept: ${ids.join(', ')}`);
       // The stand-in kubelet runs the worker pods the operator declared.
       await eventually(() => {
-        for (const d of ['operator', 'populator-site-a', 'processor-site-b', 'status']) assert.equal(c.pods?.pods(deployment(d)).filter((p) => p.ready).length, 1, d);
+        for (const d of ['populator-site-a', 'processor-site-b', 'status']) assert.equal(c.pods?.pods(deployment(d)).filter((p) => p.ready).length, 1, d);
+        assert.equal(c.pods?.pods(deployment('operator')).filter((p) => p.ready).length, 2, 'a leader and a standby');
       }, 90_000, 500);
     }
   });
@@ -154,10 +156,24 @@ describe('Operator on a real API server', function () {
       return out;
     }, 60_000, 500);
     assert.match(row, /^photos\s+True/);
-    const status = (await get('replicationrules', 'photos')).status;
-    assert.deepEqual(status?.destinations?.map((d) => [d.location, d.replicated, d.lag]), [['site-b', 3, 0]]);
+    const photos = await get('replicationrules', 'photos');
+    assert.deepEqual(photos.status?.destinations?.map((d) => [d.location, d.replicated, d.lag]), [['site-b', 3, 0]]);
+    // Nothing changes now: passes run every 2 s, and none of them writes a status.
+    const site = await get('locations', 'site-b');
+    await sleep(5_000);
+    assert.equal((await get('replicationrules', 'photos')).metadata.resourceVersion, photos.metadata.resourceVersion);
+    assert.equal((await get('locations', 'site-b')).metadata.resourceVersion, site.metadata.resourceVersion);
     const events = await c.kubectl(['get', 'events', '--field-selector', 'involvedObject.name=photos', '-o', 'jsonpath={.items[*].reason}']);
     assert.match(events, /Replicating/);
+    if (!c.external) {
+      // Each role serves its own /metrics: the processor counts what it copied, the populator what it read.
+      const metrics = async (d: string, index = 0): Promise<string> => (await httpGet(`http://127.0.0.1:${String(c.pods?.pods(deployment(d))[index]?.ports['BACKBEAT_PORT'])}/metrics`)).body;
+      assert.match(await metrics('processor-site-b'), /backbeat_replicated_objects_total\{destination="site-b\/photos-replica"\} 3\n/);
+      assert.match(await metrics('populator-site-a'), /backbeat_journal_changes_total\{location="site-a"\} [1-9]/);
+      // The leader has reconciled; the standby only waits.
+      const operators = [await metrics('operator', 0), await metrics('operator', 1)];
+      assert.equal(operators.filter((m) => /backbeat_operator_reconciles_total\{result="ok"\} [1-9]/.test(m)).length, 1, 'exactly one operator reconciles');
+    }
   });
 
   it('scales a processor from consumer lag, capped at the partition count, and back down', async () => {
@@ -217,7 +233,32 @@ describe('Operator on a real API server', function () {
     const everything = (await c.kubectl(['get', 'locations,replicationrules,events', '-o', 'yaml'])) + (await c.kubectl(['get', 'configmaps', '-o', 'yaml']));
     assert.doesNotMatch(everything, /never-shown-3f9a/);
     assert.doesNotMatch(everything, new RegExp(c.siteA.credentials.secretAccessKey));
-    if (!c.external) assert.equal(c.pods?.pods(deployment('operator'))[0]?.restarts, 0, 'the operator never crashed');
+    if (!c.external) assert.deepEqual(c.pods?.pods(deployment('operator')).map((p) => p.restarts), [0, 0], 'no operator ever crashed');
+  });
+
+  it('hands over to the standby operator when the leader dies', async () => {
+    const leasePath = `/apis/coordination.k8s.io/v1/namespaces/${c.namespace}/leases/${RELEASE}-operator`;
+    const holder = async (): Promise<string> => (await c.rest.get<KubeObject & { spec: { holderIdentity?: string } }>(leasePath)).spec.holderIdentity ?? '';
+    const leader = await holder();
+    const pod = /^(.*)-[0-9a-f]{8}$/.exec(leader)?.[1];
+    assert.ok(pod !== undefined, `holder ${leader} names its pod`);
+    if (c.external) await c.kubectl(['delete', 'pod', pod, '--grace-period=0', '--force']);
+    else {
+      const running = c.pods?.pods(deployment('operator')).find((p) => p.name === pod);
+      assert.ok(running, `pod ${pod} runs here`);
+      await running.process.kill();
+    }
+    // The lease expires (15 s) and another candidate takes it, then goes on reconciling.
+    await eventually(async () => {
+      const now = await holder();
+      assert.ok(now !== '' && now !== leader, `still held by ${now}`);
+    }, 60_000, 500);
+    await c.kubectl(['patch', 'replicationrule', 'photos', '--type=merge', '-p', '{"spec":{"priority":5}}']);
+    await eventually(async () => {
+      const r = await get('replicationrules', 'photos');
+      assert.equal(r.status?.observedGeneration, r.metadata.generation, 'the new leader reconciled the change');
+      assert.equal(ready(r)?.status, 'True');
+    }, 60_000, 500);
   });
 
   it('deleting the rules removes what they added and scales their workers down', async () => {

@@ -8,7 +8,7 @@ import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
 import { callApi } from './api.ts';
 import { listFailed, retryFailed } from './failed.ts';
 import { setPause, untilTime } from './pause.ts';
-import { operator, SERVE_OPTIONS, UsageError, worker } from './serve.ts';
+import { hostPort, operator, SERVE_OPTIONS, UsageError, worker } from './serve.ts';
 import { printStatus } from './status.ts';
 
 const USAGE = `backbeat — asynchronous S3 replication
@@ -59,13 +59,6 @@ function files(value: unknown): string[] {
   const list = Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
   if (list.length === 0) throw new UsageError('give the manifests with -f <file|dir>');
   return list;
-}
-
-function hostPort(value: string): { host: string; port: number } {
-  const m = /^(.*):(\d{1,5})$/.exec(value);
-  const port = Number(m?.[2]);
-  if (m === null || port > 65535) throw new UsageError(`--listen must be HOST:PORT, got "${value}"`);
-  return { host: m[1] ?? '127.0.0.1', port };
 }
 
 async function run(args: string[]): Promise<number> {

@@ -57,13 +57,14 @@ function count(values: Values, flag: string, fallback: number, min = 0): number 
   return n;
 }
 
-function listen(values: Values, fallbackPort: number): { host: string; port: number } {
-  const value = text(values, 'listen', `127.0.0.1:${String(fallbackPort)}`);
+export function hostPort(value: string): { host: string; port: number } {
   const m = /^(.*):(\d{1,5})$/.exec(value);
   const port = Number(m?.[2]);
   if (m === null || port > 65535) throw new UsageError(`--listen must be HOST:PORT, got "${value}"`);
   return { host: m[1] ?? '127.0.0.1', port };
 }
+
+const listen = (values: Values, fallbackPort: number): { host: string; port: number } => hostPort(text(values, 'listen', `127.0.0.1:${String(fallbackPort)}`));
 
 const brokers = (values: Values): string[] => {
   const list = (setting(values, 'brokers', 'BACKBEAT_KAFKA_BROKERS') ?? '').split(',').filter((b) => b !== '');
@@ -92,6 +93,7 @@ export async function worker(values: Values): Promise<number> {
   const role = text(values, 'role');
   if (!(ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got "${role}"`);
   const location = setting(values, 'location', 'BACKBEAT_LOCATION');
+  if ((role === 'populator' || role === 'processor') && location === undefined) throw new UsageError(`the ${role} role needs --location (its ${role === 'populator' ? 'source' : 'destination'} location)`);
   const where = listen(values, 8900);
   const logger = createLogger({ component: `backbeat-${role}` });
   const gcDelay = count(values, 'gc-delay', 0);

@@ -10,7 +10,7 @@ STAMP := node_modules/.installed
 # Which suites test-only runs; e.g. make test-only SPEC=e2e/components/kafka.test.ts
 SPEC ?= '{lib,workers,operator,cli,e2e}/**/*.test.ts'
 
-.PHONY: help deps install build typecheck lint test test-only demo crds clean images e2e-kind
+.PHONY: help deps install build typecheck lint test test-only demo demo-operator crds clean images e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -41,6 +41,9 @@ test-only: $(STAMP) ## the test suites alone, or those in SPEC (components must 
 
 demo: deps install ## start the real components and show what works today
 	node --disable-warning=TimeoutNegativeWarning scripts/demo.ts
+
+demo-operator: deps install ## the operator on a real API server: helm install, kubectl apply examples/, objects replicated
+	node --disable-warning=TimeoutNegativeWarning scripts/demo-operator.ts
 
 crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.ts
 	node scripts/gen-crds.ts

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { dump, load } from 'js-yaml';
+import { dump, load, loadAll } from 'js-yaml';
 import { loadKubeConfig } from '../../lib/kube/client.ts';
 import { kubeRest, type KubeRest } from '../../lib/kube/rest.ts';
 import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
@@ -191,6 +191,33 @@ function external(): Cluster {
       return Promise.resolve();
     },
   };
+}
+
+/** `helm install` of the chart, with this environment's Kafka and image, then the pods run. */
+export async function installChart(c: Cluster, values: string[]): Promise<void> {
+  await c.helm(['install', RELEASE, join(REPO, 'charts/backbeat'), '--wait=false', ...c.helmValues, '--set', `kafka.topicPrefix=${c.prefix}`, ...values]);
+  await c.afterInstall();
+}
+
+type Doc = Record<string, unknown> & { kind: string; metadata: { name: string }; spec?: Record<string, unknown>; stringData?: Record<string, string> };
+
+/** examples/ with this environment's endpoints, credentials and journal topic; returns their folder. */
+export function exampleManifests(c: Cluster): string {
+  const dir = mkdtempSync(join(runDir(), 'examples-'));
+  for (const file of ['site-a.yaml', 'site-b.yaml', 'rule.yaml']) {
+    const docs = loadAll(readFileSync(join(REPO, 'examples', file), 'utf8')) as Doc[];
+    for (const d of docs) {
+      const site = d.metadata.name.startsWith('site-a') ? c.siteA : c.siteB;
+      if (d.kind === 'Secret') d.stringData = { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey };
+      if (d.kind === 'Location' && d.spec !== undefined) {
+        d.spec['endpoint'] = site.endpoint;
+        const journal = d.spec['journal'] as { kafka?: { topic: string } } | undefined;
+        if (journal?.kafka !== undefined) journal.kafka.topic = c.journalTopic;
+      }
+    }
+    writeFileSync(join(dir, file), docs.map((d) => dump(d)).join('---\n'));
+  }
+  return dir;
 }
 
 export function startCluster(): Promise<Cluster> {

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   CreateBucketCommand,
   GetBucketNotificationConfigurationCommand,
@@ -12,24 +10,20 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { dump, loadAll } from 'js-yaml';
+import { dump } from 'js-yaml';
 import type { KubeObject } from '../../lib/kube/rest.ts';
 import { httpGet } from '../harness/net.ts';
-import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
-import { RELEASE, startCluster, type Cluster } from './cluster.ts';
+import { exampleManifests, installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
 
 // The operator on a real API server: helm install, kubectl apply of examples/, worker Deployments run,
 // objects replicated, figures in `kubectl get replicationrules`, scaling from lag, operator-only bad input,
 // and a rule's deletion undoing what it added.
 
-const CHART = new URL('../../charts/backbeat', import.meta.url).pathname;
-const EXAMPLES = new URL('../../examples/', import.meta.url).pathname;
 const PARTITIONS = 3;
 const LAG_THRESHOLD = 2;
 const USER_ARN = 'arn:minio:sqs::USER:kafka';
 
-type Doc = Record<string, unknown> & { kind: string; metadata: { name: string }; spec?: Record<string, unknown>; stringData?: Record<string, string> };
 type Condition = { type: string; status: string; reason: string; message: string; observedGeneration: number };
 type Resource = KubeObject & { status?: { conditions?: Condition[]; observedGeneration?: number; replicated?: number; destinations?: { location: string; replicated: number; lag: number }[] } };
 
@@ -58,25 +52,6 @@ describe('Operator on a real API server', function () {
       return cond;
     }, 90_000, 500);
 
-  /** examples/ with this environment's endpoints, credentials and journal topic. */
-  function examples(): string {
-    const dir = mkdtempSync(join(runDir(), 'examples-'));
-    for (const file of ['site-a.yaml', 'site-b.yaml', 'rule.yaml']) {
-      const docs = loadAll(readFileSync(join(EXAMPLES, file), 'utf8')) as Doc[];
-      for (const d of docs) {
-        const site = d.metadata.name.startsWith('site-a') ? c.siteA : c.siteB;
-        if (d.kind === 'Secret') d.stringData = { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey };
-        if (d.kind === 'Location' && d.spec !== undefined) {
-          d.spec['endpoint'] = site.endpoint;
-          const journal = d.spec['journal'] as { kafka?: { topic: string } } | undefined;
-          if (journal?.kafka !== undefined) journal.kafka.topic = c.journalTopic;
-        }
-      }
-      writeFileSync(join(dir, file), docs.map((d) => dump(d)).join('---\n'));
-    }
-    return dir;
-  }
-
   before(async function () {
     this.timeout(300_000);
     c = await startCluster();
@@ -97,8 +72,7 @@ describe('Operator on a real API server', function () {
   });
 
   it('installs with helm; the operator takes the Lease and creates the status and GC workers', async () => {
-    await c.helm(['install', RELEASE, CHART, '--wait=false', ...c.helmValues, '--set', 'operator.replicas=2', '--set', `kafka.topicPrefix=${c.prefix}`, '--set', `kafka.partitions=${String(PARTITIONS)}`, '--set', 'operator.resyncSeconds=2', '--set', `workers.scaling.lagThreshold=${String(LAG_THRESHOLD)}`, '--set', 'workers.scaling.scaleDownDelaySeconds=0']);
-    await c.afterInstall();
+    await installChart(c, ['--set', 'operator.replicas=2', '--set', `kafka.partitions=${String(PARTITIONS)}`, '--set', 'operator.resyncSeconds=2', '--set', `workers.scaling.lagThreshold=${String(LAG_THRESHOLD)}`, '--set', 'workers.scaling.scaleDownDelaySeconds=0']);
     const lease = await eventually(() => c.rest.get<KubeObject & { spec: { holderIdentity?: string } }>(`/apis/coordination.k8s.io/v1/namespaces/${c.namespace}/leases/${RELEASE}-operator`), 90_000, 500);
     assert.ok(lease.spec.holderIdentity !== undefined && lease.spec.holderIdentity !== '');
     // Nothing to replicate yet: one status processor, the GC at zero.
@@ -109,7 +83,7 @@ describe('Operator on a real API server', function () {
   });
 
   it('kubectl apply of examples/: Locations and the rule Ready, workers deployed, journal wired beside the user\'s', async () => {
-    await c.kubectl(['apply', '-f', examples()]);
+    await c.kubectl(['apply', '-f', exampleManifests(c)]);
     const [siteA, siteB] = [await waitReady('locations', 'site-a', 'True', 'Reachable'), await waitReady('locations', 'site-b', 'True', 'Reachable')];
     assert.match(siteA.message, /answers with the credentials/);
     assert.match(siteB.message, /answers/);

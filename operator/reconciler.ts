@@ -15,7 +15,8 @@ import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, rol
 
 // One level-triggered pass over the whole installation: read every Location and ReplicationRule, decide
 // what should exist, change only what differs, and write each status once, only when it changed. A rule
-// is published to the workers whole or not at all: only rules whose every precondition holds are compiled.
+// is published to the workers whole or not at all: only rules whose every precondition holds (or held at
+// this generation, see publishable) are compiled.
 
 export const FINALIZER = `${API_GROUP}/journal`;
 /** On a rule: delete it without removing the notification configuration (e.g. its Location is gone for good). */

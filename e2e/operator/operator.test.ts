@@ -176,6 +176,27 @@ describe('Operator on a real API server', function () {
     assert.match(metrics.body, /backbeat_/);
   });
 
+  it('rolls the workers that read a Secret when it changes, and they go on replicating', async () => {
+    const hash = async (): Promise<string | undefined> =>
+      (await c.rest.get<KubeObject & { spec: { template: { metadata: { annotations?: Record<string, string> } } } }>(`/apis/apps/v1/namespaces/${c.namespace}/deployments/${deployment('processor-site-b')}`)).spec.template.metadata.annotations?.['backbeat.io/config-hash'];
+    const [before, pid] = [await hash(), c.pods?.pods(deployment('processor-site-b'))[0]?.process.pid];
+    await c.kubectl(['annotate', 'secret', 'site-b-creds', `example.com/rotated=${String(Date.now())}`]);
+    await eventually(async () => {
+      assert.notEqual(await hash(), before);
+    }, 60_000, 500);
+    if (!c.external) {
+      await eventually(() => {
+        const now = c.pods?.pods(deployment('processor-site-b'));
+        assert.equal(now?.length, 1);
+        assert.ok(now[0]?.ready === true && now[0].process.pid !== pid, 'a new processor process');
+      }, 60_000, 500);
+    }
+    await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'after-rotation', Body: 'still here' }));
+    await eventually(async () => {
+      assert.equal(await text(b, 'photos-replica', 'after-rotation'), 'still here');
+    }, 90_000, 500);
+  });
+
   it('reports what only the operator can tell as Ready=False with a reason, and publishes none of it', async () => {
     const bad = [
       { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'spare-creds' }, stringData: { accessKeyId: 'x', secretAccessKey: 'never-shown-3f9a' } },

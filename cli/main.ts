@@ -38,7 +38,7 @@ Usage:
   backbeat backfill <rule> [--server URL]
       Replicates the objects that were in the rule's source bucket before it (or that it missed).
 
-  backbeat worker --role populator|processor|status|gc [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
+  backbeat worker --role populator|scanner|processor|status|gc [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
       One worker role, as the operator's Deployments run it, from the config the operator publishes.
   backbeat operator --namespace NS --image IMAGE --brokers B [--name NAME] [--owner DEPLOYMENT] [--kubeconfig FILE]
       The Kubernetes operator. Every flag of worker and operator can be set as $BACKBEAT_<FLAG> instead.

@@ -93,7 +93,7 @@ export async function worker(values: Values): Promise<number> {
   const role = text(values, 'role');
   if (!(ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got "${role}"`);
   const location = setting(values, 'location', 'BACKBEAT_LOCATION');
-  if ((role === 'populator' || role === 'processor') && location === undefined) throw new UsageError(`the ${role} role needs --location (its ${role === 'populator' ? 'source' : 'destination'} location)`);
+  if (role !== 'status' && role !== 'gc' && location === undefined) throw new UsageError(`the ${role} role needs --location (its ${role === 'processor' ? 'destination' : 'source'} location)`);
   const where = listen(values, 8900);
   const logger = createLogger({ component: `backbeat-${role}` });
   const gcDelay = count(values, 'gc-delay', 0);

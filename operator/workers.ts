@@ -37,8 +37,6 @@ export interface WorkerSpec {
   lag?: { group: string; topic: string };
   /** False for a role with nothing to do (the GC without a transient source): zero replicas. */
   active: boolean;
-  /** Replicas it keeps whatever the lag (a populator that scans needs one running to scan). */
-  floor?: number;
 }
 
 export const MANAGED_BY = 'backbeat-operator';
@@ -69,11 +67,15 @@ export function desiredWorkers(settings: WorkerSettings, names: QueueNames, conf
   const destinations = [...new Set(configs.flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].sort();
   const transient = sources.some((l) => locations.get(l)?.spec.transient === true);
   return [
-    ...sources.map((location): WorkerSpec => {
+    ...sources.flatMap((location): WorkerSpec[] => {
       const journal = locations.get(location)?.spec.journal;
       const topic = journal?.kafka?.topic;
       const scans = journal?.scan !== undefined || configs.some((c) => c.SourceLocation === location && c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled'));
-      return { role: 'populator', location, deployment: deploymentName(settings.name, 'populator', location), ...(topic !== undefined ? { lag: { group: names.populatorGroup(location), topic } } : {}), active: true, ...(scans ? { floor: 1 } : {}) };
+      return [
+        ...(topic !== undefined ? [{ role: 'populator' as const, location, deployment: deploymentName(settings.name, 'populator', location), lag: { group: names.populatorGroup(location), topic }, active: true }] : []),
+        // Listings run in one replica of their own, however far the populators scale.
+        ...(scans ? [{ role: 'scanner' as const, location, deployment: deploymentName(settings.name, 'scanner', location), active: true }] : []),
+      ];
     }),
     ...destinations.map((location): WorkerSpec => ({ role: 'processor', location, deployment: deploymentName(settings.name, 'processor', location), lag: { group: names.processorGroup(location), topic: names.replication }, active: true })),
     { role: 'status', deployment: deploymentName(settings.name, 'status'), active: true },
@@ -83,14 +85,14 @@ export function desiredWorkers(settings: WorkerSettings, names: QueueNames, conf
 
 /**
  * Replicas from consumer lag: ceil(lag / threshold) within [min, max], and never more than the topic's
- * partitions (a consumer beyond that would sit idle). The status role keeps one replica: its in-memory
- * view answers the status API.
+ * partitions (a consumer beyond that would sit idle). Roles without lag keep one replica: the status
+ * processor (its in-memory view answers the status API) and the scanner (each listing runs once).
  */
 export function replicasFor(spec: WorkerSpec, lag: number, partitions: number, scaling: Scaling): number {
   if (!spec.active) return 0;
   if (spec.lag === undefined) return 1;
   const wanted = Math.max(scaling.minReplicas, Math.ceil(lag / scaling.lagThreshold));
-  return Math.max(spec.floor ?? 0, Math.min(wanted, scaling.maxReplicas, Math.max(partitions, 1)));
+  return Math.min(wanted, scaling.maxReplicas, Math.max(partitions, 1));
 }
 
 export function labels(settings: WorkerSettings, spec: WorkerSpec): Record<string, string> {
@@ -184,7 +186,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
 export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[]): { configs: BucketReplicationConfig[]; locations: string[] } {
   const sendsTo = (c: BucketReplicationConfig, l: string): boolean => c.Rules.some((r) => r.Destinations.some((d) => d.Location === l));
   const mine =
-    spec.role === 'populator' ? configs.filter((c) => c.SourceLocation === spec.location)
+    spec.role === 'populator' || spec.role === 'scanner' ? configs.filter((c) => c.SourceLocation === spec.location)
     : spec.role === 'processor' ? configs.filter((c) => spec.location !== undefined && sendsTo(c, spec.location))
     : configs;
   const locations = new Set(mine.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));

@@ -91,6 +91,7 @@ describe('Operator on a real API server', function () {
     assert.match(rule.message, /event notifications/);
     await eventually(async () => {
       assert.equal(await replicas(deployment('populator-site-a')), 1);
+      assert.equal(await replicas(deployment('scanner-site-a')), 1);
       assert.equal(await replicas(deployment('processor-site-b')), 1);
       assert.equal(await replicas(deployment('status')), 1);
       assert.equal(await replicas(deployment('gc')), 0);
@@ -105,7 +106,7 @@ describe('Operator on a real API server', function () {
       assert.ok(ids.includes('users-own'), `the user's is kept: ${ids.join(', ')}`);
       // The stand-in kubelet runs the worker pods the operator declared.
       await eventually(() => {
-        for (const d of ['populator-site-a', 'processor-site-b', 'status']) assert.equal(c.pods?.pods(deployment(d)).filter((p) => p.ready).length, 1, d);
+        for (const d of ['populator-site-a', 'scanner-site-a', 'processor-site-b', 'status']) assert.equal(c.pods?.pods(deployment(d)).filter((p) => p.ready).length, 1, d);
         assert.equal(c.pods?.pods(deployment('operator')).filter((p) => p.ready).length, 2, 'a leader and a standby');
       }, 90_000, 500);
     }
@@ -263,8 +264,7 @@ describe('Operator on a real API server', function () {
       assert.equal(left.trim(), '');
     }, 90_000, 500);
     await eventually(async () => {
-      assert.equal(await replicas(deployment('populator-site-a')), undefined);
-      assert.equal(await replicas(deployment('processor-site-b')), undefined);
+      for (const d of ['populator-site-a', 'scanner-site-a', 'processor-site-b']) assert.equal(await replicas(deployment(d)), undefined, d);
       assert.deepEqual(Object.keys(await configMap()).filter((k) => k.startsWith('bucket_')), []);
     }, 60_000, 500);
     assert.equal(await replicas(deployment('gc')), 0);
@@ -272,7 +272,7 @@ describe('Operator on a real API server', function () {
       const ids = (await queues()).map((q) => q.Id);
       assert.deepEqual(ids, ['users-own'], 'only what the operator added is gone');
       await eventually(() => {
-        for (const d of ['processor-site-b', 'populator-site-a']) assert.equal(c.pods?.pods(deployment(d)).length, 0, d);
+        for (const d of ['processor-site-b', 'populator-site-a', 'scanner-site-a']) assert.equal(c.pods?.pods(deployment(d)).length, 0, d);
       }, 60_000, 500);
     }
     // The replicas stay: deleting a rule stops replication, it never deletes data.

@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
 import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
 import { ConfigError } from '../../lib/config/validate.ts';
@@ -18,16 +19,16 @@ import { Processor } from '../processor/processor.ts';
 import { healthServer, statusServer } from '../status/api.ts';
 import { StatusProcessor } from '../status/status.ts';
 
-// One role per process, as the operator's worker Deployments run them: the populator of a source
-// location, the processor of a destination location, the status processor (with the status API), or the
+// One role per process, as the operator's worker Deployments run them: the populator (journal follower)
+// and the scanner of a source location, the processor of a destination location, the status processor (with the status API), or the
 // GC. Each reads the config the operator published (a mounted ConfigMap) and serves /metrics.
 
-export const ROLES = ['populator', 'processor', 'status', 'gc'] as const;
+export const ROLES = ['populator', 'scanner', 'processor', 'status', 'gc'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface WorkerOptions {
   role: Role;
-  /** The source location of a populator, the destination location of a processor. */
+  /** The source location of a populator or scanner, the destination location of a processor. */
   location?: string;
   /** The mounted ConfigMap (see lib/config/published.ts). */
   configDir: string;
@@ -75,20 +76,32 @@ function needLocation(options: WorkerOptions): string {
   return options.location;
 }
 
-async function populator(ctx: RoleContext): Promise<RoleRun> {
+function sourcePopulator(ctx: RoleContext): { location: string; configs: Map<string, BucketReplicationConfig>; populator: Populator } {
   const location = needLocation(ctx.options);
   const configs = new Map([...ctx.config.buckets].filter(([, c]) => c.SourceLocation === location));
-  const p = new Populator({ queue: ctx.queue, names: ctx.names, metrics: ctx.metrics, logger: ctx.logger, configs, sources: new Map([[location, ctx.client(location)]]) });
+  return { location, configs, populator: new Populator({ queue: ctx.queue, names: ctx.names, metrics: ctx.metrics, logger: ctx.logger, configs, sources: new Map([[location, ctx.client(location)]]) }) };
+}
+
+/** Follows the journal topic of a source location; scaled from its lag. */
+async function populator(ctx: RoleContext): Promise<RoleRun> {
+  const { location, populator: p } = sourcePopulator(ctx);
   const topic = ctx.config.locations.get(location)?.spec.journal?.kafka?.topic;
-  if (topic !== undefined) await p.followJournal(location, topic);
+  if (topic === undefined) throw new ConfigError([{ resource: `Location/${location}`, path: 'spec.journal.kafka', message: 'the populator role follows a Kafka journal, and this location has none' }]);
+  await p.followJournal(location, topic);
+  return { lagGroups: [[ctx.names.populatorGroup(location), topic]], stop: () => p.close() };
+}
+
+/** The listing scans of a source location (periodic repair, existing objects): one replica, so each listing runs once. */
+function scanner(ctx: RoleContext): Promise<RoleRun> {
+  const { location, configs, populator: p } = sourcePopulator(ctx);
   const scans = scheduleScans(p, configs, ctx.config.locations, new Set([location]), ctx.logger);
-  return {
-    lagGroups: topic !== undefined ? [[ctx.names.populatorGroup(location), topic]] : [],
+  return Promise.resolve({
+    lagGroups: [],
     async stop() {
       await scans.stop();
       await p.close();
     },
-  };
+  });
 }
 
 /** Every source location of the configs that send to `destination`. */
@@ -205,7 +218,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
   };
 }
 
-const START: Record<Role, (ctx: RoleContext) => Promise<RoleRun>> = { populator, processor, status, gc };
+const START: Record<Role, (ctx: RoleContext) => Promise<RoleRun>> = { populator, scanner, processor, status, gc };
 
 export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   const config = readPublishedConfig(options.configDir);

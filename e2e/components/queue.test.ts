@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
-import { Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { commitBatch, Limiter, runOrdered } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { follow } from '../../lib/queue/follow.ts';
@@ -19,6 +19,19 @@ const quiet = createLogger({ component: 'test', stream: new PassThrough() });
 async function collect(queue: Queue, topic: string, group: string): Promise<{ seen: QueueMessage[]; consumer: QueueConsumer }> {
   const seen: QueueMessage[] = [];
   const consumer = await follow(queue, topic, (m) => seen.push(m), group);
+  return { seen, consumer };
+}
+
+/** As collect, with a group that outlives the consumer (follow deletes its group on close). */
+async function collectInGroup(queue: Queue, topic: string, group: string): Promise<{ seen: QueueMessage[]; consumer: QueueConsumer }> {
+  const seen: QueueMessage[] = [];
+  const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+  await consumer.run({
+    onBatch: async (batch) => {
+      seen.push(...batch.messages);
+      await commitBatch(consumer, batch);
+    },
+  });
   return { seen, consumer };
 }
 
@@ -112,6 +125,25 @@ for (const [name, open] of implementations) {
       await admin.close();
     });
 
+    it('deletes the group of a follower when it closes, so that restarts leave no groups behind', async () => {
+      const topic = `follower-${randomUUID()}`;
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic, partitions: 1 }]);
+      const producer = await queue.producer();
+      await producer.send(topic, [{ key: 'k', value: 'v' }]);
+      const group = `g-${randomUUID()}`;
+      const { seen, consumer } = await collect(queue, topic, group);
+      await eventually(async () => {
+        assert.equal(seen.length, 1);
+        assert.deepEqual((await admin.groupLag(group, topic)).map((p) => p.committed), ['1']);
+      });
+      await consumer.close();
+      // Gone with its offsets: a new group of that name would start from the beginning.
+      await eventually(async () => assert.deepEqual((await admin.groupLag(group, topic)).map((p) => [p.committed, p.lag]), [[null, 1]]));
+      await producer.close();
+      await admin.close();
+    });
+
     it('redelivers what was not committed to the next consumer of the group', async () => {
       const topic = `redeliver-${randomUUID()}`;
       const admin = await queue.admin();
@@ -174,14 +206,14 @@ describe('embedded queue durability', () => {
       const before = embeddedQueue({ dir });
       await (await before.admin()).ensureTopics([{ topic: 't', partitions: 2 }]);
       await (await before.producer()).send('t', ['x', 'y', 'z'].map((v) => ({ key: v, value: v })));
-      const c1 = await collect(before, 't', 'g');
+      const c1 = await collectInGroup(before, 't', 'g');
       await eventually(() => assert.equal(c1.seen.length, 3));
       await c1.consumer.close();
       await (await before.producer()).send('t', [{ key: 'w', value: 'w' }]);
 
       const after = embeddedQueue({ dir });
       assert.deepEqual(await (await after.admin()).listTopics(), ['t']);
-      const c2 = await collect(after, 't', 'g');
+      const c2 = await collectInGroup(after, 't', 'g');
       await eventually(() => assert.deepEqual(c2.seen.map((m) => m.value?.toString()), ['w']));
       await c2.consumer.close();
     } finally {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type {
   Batch,
@@ -138,6 +138,13 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
             }),
           );
         },
+        deleteGroups(groupIds: string[]) {
+          for (const g of groupIds) {
+            groups.delete(g);
+            if (dir !== undefined) rmSync(join(dir, 'groups', `${safeName(g)}.json`), { force: true });
+          }
+          return Promise.resolve();
+        },
         close: () => Promise.resolve(),
       });
     },
@@ -157,6 +164,13 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
             part.messages.push(toMessage(topic, p, part.messages.length, stored));
           }
           appended.emit('append');
+          return Promise.resolve();
+        },
+        deleteGroups(groupIds: string[]) {
+          for (const g of groupIds) {
+            groups.delete(g);
+            if (dir !== undefined) rmSync(join(dir, 'groups', `${safeName(g)}.json`), { force: true });
+          }
           return Promise.resolve();
         },
         close: () => Promise.resolve(),

@@ -107,6 +107,10 @@ export function kafkaQueue(options: KafkaOptions): Queue {
             })
             .sort((a, b) => a.partition - b.partition);
         },
+        async deleteGroups(groupIds: string[]) {
+          // A group that still has members (or is gone already) is refused; Kafka expires what is left.
+          await admin.deleteGroups(groupIds).catch(() => undefined);
+        },
         close: () => admin.disconnect(),
       };
     },

@@ -42,6 +42,8 @@ export interface QueueAdmin {
   listTopics(): Promise<string[]>;
   partitionCount(topic: string): Promise<number>;
   groupLag(groupId: string, topic: string): Promise<PartitionLag[]>;
+  /** Deletes consumer groups that have no member left, with their offsets. Best effort: never throws. */
+  deleteGroups(groupIds: string[]): Promise<void>;
   close(): Promise<void>;
 }
 

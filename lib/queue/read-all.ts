@@ -2,9 +2,16 @@ import { randomUUID } from 'node:crypto';
 import { commitBatch } from './ordered.ts';
 import type { Queue, QueueMessage } from './queue.ts';
 
+/** Removes a group used once (a reader, a follower), so that restarts do not leave groups behind. */
+export async function deleteGroup(queue: Queue, group: string): Promise<void> {
+  const admin = await queue.admin().catch(() => undefined);
+  await admin?.deleteGroups([group]);
+  await admin?.close().catch(() => undefined);
+}
+
 /**
  * Reads a topic from its beginning up to the end it had when called (e.g. to rebuild state from a
- * compacted topic), with a group of its own (left for Kafka to expire).
+ * compacted topic), with a group of its own, deleted afterwards.
  */
 export async function readToEnd(queue: Queue, topic: string, onMessage: (m: QueueMessage) => void, timeoutMs = 120_000): Promise<number> {
   const group = `backbeat-reader-${randomUUID()}`;
@@ -46,6 +53,7 @@ export async function readToEnd(queue: Queue, topic: string, onMessage: (m: Queu
     });
   } finally {
     await consumer.close();
+    await deleteGroup(queue, group);
   }
   return count;
 }

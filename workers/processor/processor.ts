@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
-import { commitBatch, consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
+import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
+import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
@@ -96,16 +97,9 @@ export class Processor {
       this.onControl(m);
     });
     // A group of its own, so that every processor instance sees every control message.
-    this.control = await this.options.queue.consumer({ groupId: `${this.groupId}-control-${randomUUID()}`, topics: [this.names.control], fromBeginning: true });
-    const control = this.control;
-    await control.run({
-      onBatch: async (batch) => {
-        batch.messages.forEach((m) => {
-          this.onControl(m);
-        });
-        await commitBatch(control, batch);
-      },
-    });
+    this.control = await follow(this.options.queue, this.names.control, (m) => {
+      this.onControl(m);
+    }, `${this.groupId}-control-${randomUUID()}`);
     this.following = true;
     await this.reconcile();
   }

@@ -155,6 +155,10 @@ describe('Operator on a real API server', function () {
     const status = await c.statusUrl();
     const pause = await fetch(`${status}/v1/destinations/site-b/pause`, { method: 'POST', body: '{}' });
     assert.equal(pause.status, 200);
+    await eventually(async () => {
+      const states = JSON.parse((await httpGet(`${status}/v1/destinations`)).body) as { destinations: { location: string; paused: boolean }[] };
+      assert.deepEqual(states.destinations, [{ location: 'site-b', paused: true }]);
+    });
     for (let i = 0; i < 12; i++) await a.send(new PutObjectCommand({ Bucket: 'photos', Key: `burst/${String(i)}`, Body: `b${String(i)}` }));
     // 12 queued for a paused site-b: ceil(12 / 2) = 6 wanted, capped at the 3 partitions.
     await eventually(async () => {

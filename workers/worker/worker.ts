@@ -12,7 +12,7 @@ import { follow } from '../../lib/queue/follow.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import { GarbageCollector } from '../gc/gc.ts';
-import { decode, encode, figuresKey, installationTopics, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, figuresKey, installationTopics, isPaused, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
 import { Populator } from '../populator/populator.ts';
 import { scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
@@ -197,8 +197,8 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
           states: () =>
             [...new Set(destinations.map((d) => d.split('/')[0] ?? ''))].map((location) => {
               const p = pauses.get(location);
-              const paused = p !== undefined && (p.paused && (p.until === undefined || Date.parse(p.until) > Date.now()));
-              return { location, paused, ...(paused && p.until !== undefined ? { until: p.until } : {}) };
+              const paused = isPaused(p);
+              return { location, paused, ...(paused && p?.until !== undefined ? { until: p.until } : {}) };
             }),
         },
         rules: [...rules.keys()].sort(),

@@ -8,9 +8,9 @@ NODE_BIN := $(shell bash scripts/deps.sh --env | sed -n 's/^BACKBEAT_NODE_BIN=//
 export PATH := $(NODE_BIN):$(PATH)
 STAMP := node_modules/.installed
 # Which suites test-only runs; e.g. make test-only SPEC=e2e/components/kafka.test.ts
-SPEC ?= '{lib,workers,operator,cli,e2e}/**/*.test.ts'
+SPEC ?= '{lib,workers,operator,cli,e2e,bench}/**/*.test.ts'
 
-.PHONY: help deps install build typecheck lint test test-only demo demo-operator crds clean images e2e-kind
+.PHONY: help deps install build typecheck lint test test-only demo demo-operator bench crds clean images e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -44,6 +44,12 @@ demo: deps install ## start the real components and show what works today
 
 demo-operator: deps install ## the operator on a real API server: helm install, kubectl apply examples/, objects replicated
 	node --disable-warning=TimeoutNegativeWarning scripts/demo-operator.ts
+
+# Options for the benchmark, e.g. make bench BENCH='--rounds 5 --kafka'
+BENCH ?=
+
+bench: deps install ## backbeat against rclone on the same objects and servers: medians and ratios (a few minutes)
+	node --disable-warning=TimeoutNegativeWarning bench/main.ts $(BENCH)
 
 crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.ts
 	node scripts/gen-crds.ts

@@ -1,0 +1,163 @@
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { dump } from 'js-yaml';
+import { requireBinary } from '../e2e/harness/binaries.ts';
+import { freePort, httpGet } from '../e2e/harness/net.ts';
+import { ManagedProcess, logTail } from '../e2e/harness/process.ts';
+import type { MinioServer } from '../e2e/harness/minio.ts';
+import { locationManifest } from '../e2e/pipeline/sites.ts';
+
+// The programs under comparison, each run as its own process so that its wall time and peak memory are
+// its own: `backbeat run` (local mode, the same workers as on Kubernetes) and `rclone copy`.
+
+export interface Job {
+  source: MinioServer;
+  destination: MinioServer;
+  sourceBucket: string;
+  /** A fresh, versioned, empty bucket on the destination. */
+  targetBucket: string;
+  objects: number;
+  concurrency: number;
+  /** The source objects' multipart part size, when they have parts. */
+  partSize?: number;
+  /** A folder of this job's own (manifests, state, log). */
+  dir: string;
+}
+
+export interface Measure {
+  /** From spawn to the last object copied. */
+  seconds: number;
+  /** The kernel's high-water mark of the process's resident memory (VmHWM). */
+  peakRssBytes: number;
+}
+
+export interface Contender {
+  name: string;
+  /** How it was run, printed under the results. */
+  describe(job: Pick<Job, 'concurrency' | 'partSize'>): string;
+  run(job: Job): Promise<Measure>;
+}
+
+/** VmHWM of a live process: its peak resident memory so far, in bytes; 0 once it is gone. */
+function peakRss(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${String(pid)}/status`, 'utf8'))?.[1];
+    return kib === undefined ? 0 : Number(kib) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
+const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
+
+/**
+ * `backbeat run` on a rule that backfills the source bucket: a listing scan at start, populator, processor
+ * and status in one process, on the embedded queue or on Kafka. Done when the status API counts every
+ * object COMPLETED; the memory figure is read just then, before the process is stopped.
+ */
+export function backbeatContender(name: string, brokers?: string[]): Contender {
+  return {
+    name,
+    describe: ({ concurrency }) => `backbeat run --concurrency ${String(concurrency)}${brokers !== undefined ? ' --brokers <kafka>' : ''} (rule with replicateExistingObjects)`,
+    async run(job) {
+      const manifests = join(job.dir, 'manifests');
+      mkdirSync(manifests, { recursive: true });
+      writeFileSync(
+        join(manifests, 'locations.yaml'),
+        // The longest scan interval: the one scan is the backfill at start.
+        `${locationManifest('src', job.source.endpoint, job.source.credentials, { journal: { scan: { intervalSeconds: 604800 } } })}---\n${locationManifest('dst', job.destination.endpoint, job.destination.credentials)}`,
+      );
+      writeFileSync(
+        join(manifests, 'rule.yaml'),
+        dump({
+          apiVersion: 'backbeat.io/v1alpha1',
+          kind: 'ReplicationRule',
+          metadata: { name: 'bench' },
+          spec: { source: { location: 'src', bucket: job.sourceBucket }, destinations: [{ location: 'dst', bucket: job.targetBucket }], replicateExistingObjects: true },
+        }),
+      );
+      const server = `http://127.0.0.1:${String(await freePort())}`;
+      const prefix = `bench-${job.targetBucket}`;
+      const args = [CLI, 'run', '-f', manifests, '--state-dir', join(job.dir, 'state'), '--listen', server.slice('http://'.length), '--concurrency', String(job.concurrency), '--prefix', prefix];
+      if (brokers !== undefined) args.push('--brokers', brokers.join(','));
+      const proc = new ManagedProcess({ name: prefix, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...args], logFile: join(job.dir, 'backbeat.log') });
+      const started = performance.now();
+      let seconds = 0;
+      let failure: string | undefined;
+      try {
+        await proc.start({
+          probe: async () => {
+            const res = await httpGet(`${server}/v1/summary`);
+            if (res.status !== 200) return false;
+            const summary = JSON.parse(res.body) as Record<string, number>;
+            if ((summary.FAILED ?? 0) > 0) failure = `${String(summary.FAILED)} objects FAILED`;
+            if ((summary.COMPLETED ?? 0) < job.objects && failure === undefined) return false;
+            seconds = (performance.now() - started) / 1000;
+            return true;
+          },
+          timeoutMs: 30 * 60_000,
+          intervalMs: 100,
+        });
+        if (failure !== undefined) throw new Error(`${name}: ${failure}\n${logTail(proc.spec.logFile)}`);
+        return { seconds, peakRssBytes: peakRss(proc.pid) };
+      } finally {
+        await proc.stop();
+      }
+    },
+  };
+}
+
+/**
+ * `rclone copy` between the same two buckets, with as many transfers as backbeat has copies in flight,
+ * and multipart copies in the source's part size so that both make the same S3 requests. Its peak memory
+ * is sampled every 20 ms (VmHWM only grows, so only growth in its last 20 ms could be missed).
+ */
+export function rcloneContender(): Contender {
+  const flags = ({ concurrency, partSize }: Pick<Job, 'concurrency' | 'partSize'>): string[] => {
+    const out = ['--transfers', String(concurrency), '--checkers', String(concurrency)];
+    if (partSize !== undefined) out.push('--s3-chunk-size', `${String(partSize)}B`, '--s3-upload-cutoff', `${String(partSize)}B`);
+    return out;
+  };
+  return {
+    name: 'rclone copy',
+    describe: (job) => `rclone copy ${flags(job).join(' ')}`,
+    run(job) {
+      const remote = (name: string, s: MinioServer): Record<string, string> => ({
+        [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
+        [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Minio',
+        [`RCLONE_CONFIG_${name}_ENDPOINT`]: s.endpoint,
+        [`RCLONE_CONFIG_${name}_REGION`]: s.region,
+        [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: s.credentials.accessKeyId,
+        [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: s.credentials.secretAccessKey,
+      });
+      // rclone 1.60 refuses to start when AWS_CA_BUNDLE is set (its custom transport cannot take it);
+      // these endpoints are plain HTTP on loopback, so it has no use here.
+      const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: '/dev/null', ...remote('SRC', job.source), ...remote('DST', job.destination) };
+      delete env.AWS_CA_BUNDLE;
+      const args = ['copy', `src:${job.sourceBucket}`, `dst:${job.targetBucket}`, ...flags(job)];
+      return new Promise<Measure>((resolve, reject) => {
+        const started = performance.now();
+        const child = spawn(requireBinary('rclone'), args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+        let peak = 0;
+        let stderr = '';
+        const sample = (): void => {
+          peak = Math.max(peak, peakRss(child.pid));
+        };
+        const timer = setInterval(sample, 20);
+        child.once('spawn', sample);
+        child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
+        child.once('error', (err) => {
+          clearInterval(timer);
+          reject(err);
+        });
+        child.once('exit', (code) => {
+          clearInterval(timer);
+          if (code === 0) resolve({ seconds: (performance.now() - started) / 1000, peakRssBytes: peak });
+          else reject(new Error(`rclone copy exited with ${String(code)}:\n${stderr}`));
+        });
+      });
+    },
+  };
+}

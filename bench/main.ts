@@ -1,0 +1,52 @@
+// `make bench`: backbeat against rclone, copying the same objects between the same two MinIO servers on
+// this machine, side by side. Prints each one's median time and peak memory and the ratios to rclone.
+// Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of 64 MiB in
+// 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue).
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
+import { backbeatContender, rcloneContender, type Contender } from './contenders.ts';
+import { formatReport, runBench, type Workload } from './replicate.ts';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    concurrency: { type: 'string', default: '16' },
+    small: { type: 'string', default: '2000' },
+    large: { type: 'string', default: '6' },
+    kafka: { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+const count = (name: string, text: string, min: number): number => {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(`--${name} must be an integer of at least ${String(min)}, got ${text}\n`);
+    process.exit(2);
+  }
+  return n;
+};
+const rounds = count('rounds', values.rounds, 1);
+const concurrency = count('concurrency', values.concurrency, 1);
+const workloads: Workload[] = [
+  { name: 'small', objects: count('small', values.small, 0), size: 16 * 1024 },
+  { name: 'large', objects: count('large', values.large, 0), size: 64 * 2 ** 20, partSize: 8 * 2 ** 20 },
+].filter((w) => w.objects > 0);
+
+const say = (line: string): boolean => process.stdout.write(`${line}\n`);
+process.once('SIGINT', () => void stopAll().finally(() => process.exit(130)));
+try {
+  say('Starting two MinIO servers on loopback...');
+  const [source, destination] = [await minio({ name: 'bench-src' }), await minio({ name: 'bench-dst' })];
+  const contenders: Contender[] = [rcloneContender(), backbeatContender('backbeat (embedded queue)')];
+  if (values.kafka) {
+    say('Starting Kafka...');
+    contenders.push(backbeatContender('backbeat (Kafka)', (await sharedKafka()).brokers));
+  }
+  say(`${String(rounds)} rounds of each contender in turn, ${String(concurrency)} copies in flight, on ${String(availableParallelism())} CPUs:`);
+  const results = await runBench({ source, destination, workloads, contenders, rounds, concurrency, onRun: say });
+  say('');
+  say(formatReport(results, rounds));
+} finally {
+  await stopAll();
+}

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { minio } from '../e2e/harness/env.ts';
+import type { MinioServer } from '../e2e/harness/minio.ts';
+import { backbeatContender, rcloneContender, type Contender } from './contenders.ts';
+import { formatReport, runBench, type Workload } from './replicate.ts';
+
+// The benchmark's machinery on a tiny workload, so that `make bench` cannot rot: both contenders really
+// copy every object, their memory is measured, and a contender that copies less is refused. No figure
+// is compared to a threshold here (timed tests are noise on these machines).
+
+describe('make bench: backbeat against rclone (real MinIO, real processes)', function () {
+  this.timeout(180_000);
+  let source: MinioServer, destination: MinioServer;
+  const workloads: Workload[] = [
+    { name: 'tiny', objects: 25, size: 4096 },
+    { name: 'parts', objects: 2, size: 11 * 2 ** 20, partSize: 5 * 2 ** 20 },
+  ];
+
+  before(async () => {
+    [source, destination] = [await minio({ name: 'bench-src' }), await minio({ name: 'bench-dst' })];
+  });
+
+  it('runs each contender on every workload, checks the copies, and reports medians and ratios', async () => {
+    const lines: string[] = [];
+    const results = await runBench({ source, destination, workloads, contenders: [rcloneContender(), backbeatContender('backbeat')], rounds: 1, concurrency: 4, onRun: (l) => lines.push(l) });
+    assert.deepEqual(
+      results.map((r) => [r.workload.name, r.contender, r.runs.length]),
+      [['tiny', 'rclone copy', 1], ['tiny', 'backbeat', 1], ['parts', 'rclone copy', 1], ['parts', 'backbeat', 1]],
+    );
+    for (const r of results) {
+      assert.ok(r.median.seconds > 0, `${r.contender} time`);
+      // Any live Node or Go process holds megabytes: a zero would mean the memory was never read.
+      assert.ok(r.median.peakRssBytes > 4 * 2 ** 20, `${r.contender} peak RSS ${String(r.median.peakRssBytes)}`);
+    }
+    assert.equal(lines.length, 4);
+    const report = formatReport(results, 1);
+    assert.match(report, /^tiny: 25 objects × 4 KiB \(0\.1 MiB\), median of 1 rounds$/m);
+    assert.match(report, /^parts: 2 objects × 11 MiB in 5\.0 MiB parts/m);
+    assert.match(report, /ratio backbeat \/ rclone copy: time ×\d+\.\d\d, throughput ×\d+\.\d\d, peak RSS ×\d+\.\d\d/);
+    assert.match(report, /rclone copy: rclone copy --transfers 4 --checkers 4 --s3-chunk-size 5242880B --s3-upload-cutoff 5242880B/);
+  });
+
+  it('refuses the figures of a contender that did not copy everything', async () => {
+    const lazy: Contender = { name: 'lazy', describe: () => 'copies nothing', run: () => Promise.resolve({ seconds: 0.1, peakRssBytes: 1 }) };
+    await assert.rejects(runBench({ source, destination, workloads: [{ name: 'tiny2', objects: 3, size: 10 }], contenders: [lazy], rounds: 1, concurrency: 1 }), /lazy left 0 objects \(0 bytes\) in bench-tiny2-r0-0, expected 3 \(30 bytes\)/);
+  });
+});

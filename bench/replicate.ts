@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { MinioServer } from '../e2e/harness/minio.ts';
+import { runDir } from '../e2e/harness/run-dir.ts';
+import { versionedBucket } from '../e2e/pipeline/sites.ts';
+import type { Contender, Measure } from './contenders.ts';
+
+// Runs each contender on the same workloads between the same two servers, in alternating order round
+// after round (so neither always runs on a warmer machine), checks that every copy is complete, and
+// reports medians and their ratios to the baseline. No figure is judged here: ratios are for people.
+
+export interface Workload {
+  name: string;
+  objects: number;
+  /** Bytes per object. */
+  size: number;
+  /** Upload the source objects in parts of this size (multipart objects). */
+  partSize?: number;
+}
+
+export interface BenchOptions {
+  source: MinioServer;
+  destination: MinioServer;
+  workloads: Workload[];
+  /** The first is the baseline the others are compared with. */
+  contenders: Contender[];
+  rounds: number;
+  concurrency: number;
+  /** Called after each run, for progress. */
+  onRun?: (line: string) => void;
+}
+
+export interface Result {
+  workload: Workload;
+  contender: string;
+  description: string;
+  runs: Measure[];
+  median: Measure;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+};
+
+async function fill(s3: S3Client, bucket: string, w: Workload): Promise<void> {
+  await versionedBucket(s3, bucket);
+  const body = randomBytes(w.size);
+  let next = 0;
+  const put = async (): Promise<void> => {
+    for (let i = next++; i < w.objects; i = next++) {
+      const Key = `${w.name}/${String(i).padStart(6, '0')}`;
+      if (w.partSize === undefined) await s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body: body }));
+      else await new Upload({ client: s3, params: { Bucket: bucket, Key, Body: body }, partSize: w.partSize, queueSize: 1 }).done();
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, put));
+}
+
+/** Every object of the workload is in `bucket`, at its full size: a run that copied less does not count. */
+async function verify(s3: S3Client, bucket: string, w: Workload, contender: string): Promise<void> {
+  let count = 0;
+  let bytes = 0;
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) {
+      count++;
+      bytes += o.Size ?? 0;
+    }
+    token = page.NextContinuationToken;
+  } while (token !== undefined);
+  if (count !== w.objects || bytes !== w.objects * w.size) {
+    throw new Error(`${contender} left ${String(count)} objects (${String(bytes)} bytes) in ${bucket}, expected ${String(w.objects)} (${String(w.objects * w.size)} bytes)`);
+  }
+}
+
+export async function runBench(options: BenchOptions): Promise<Result[]> {
+  const src = options.source.client();
+  const dst = options.destination.client();
+  const results: Result[] = [];
+  for (const w of options.workloads) {
+    const sourceBucket = `bench-${w.name}`;
+    await fill(src, sourceBucket, w);
+    const runs = new Map<Contender, Measure[]>(options.contenders.map((c) => [c, []]));
+    for (let round = 0; round < options.rounds; round++) {
+      const order = round % 2 === 0 ? options.contenders : [...options.contenders].reverse();
+      for (const [i, c] of order.entries()) {
+        const targetBucket = `${sourceBucket}-r${String(round)}-${String(options.contenders.indexOf(c))}`;
+        await versionedBucket(dst, targetBucket);
+        const dir = join(runDir(), 'bench', targetBucket);
+        mkdirSync(dir, { recursive: true });
+        const job = { source: options.source, destination: options.destination, sourceBucket, targetBucket, objects: w.objects, concurrency: options.concurrency, dir, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) };
+        const m = await c.run(job);
+        await verify(dst, targetBucket, w, c.name);
+        runs.get(c)?.push(m);
+        options.onRun?.(`  ${w.name} round ${String(round + 1)}/${String(options.rounds)} #${String(i + 1)} ${c.name}: ${m.seconds.toFixed(2)} s, peak RSS ${mib(m.peakRssBytes)}`);
+      }
+    }
+    for (const c of options.contenders) {
+      const ms = runs.get(c) ?? [];
+      results.push({
+        workload: w,
+        contender: c.name,
+        description: c.describe({ concurrency: options.concurrency, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) }),
+        runs: ms,
+        median: { seconds: median(ms.map((m) => m.seconds)), peakRssBytes: median(ms.map((m) => m.peakRssBytes)) },
+      });
+    }
+  }
+  return results;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
+}
+
+function size(bytes: number): string {
+  return bytes >= 2 ** 20 ? mib(bytes) : `${String(Math.round(bytes / 1024))} KiB`;
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('   '));
+}
+
+/** The report: per workload, each contender's medians, then each one's ratios to the baseline (the first). */
+export function formatReport(results: Result[], rounds: number): string {
+  const out: string[] = [];
+  for (const w of [...new Set(results.map((r) => r.workload))]) {
+    const rs = results.filter((r) => r.workload === w);
+    const total = w.objects * w.size;
+    out.push(`${w.name}: ${String(w.objects)} objects × ${size(w.size)}${w.partSize !== undefined ? ` in ${size(w.partSize)} parts` : ''} (${mib(total)}), median of ${String(rounds)} rounds`);
+    const rows = [['contender', 'time', 'objects/s', 'MiB/s', 'peak RSS']];
+    for (const r of rs) {
+      const s = r.median.seconds;
+      rows.push([r.contender, `${s.toFixed(2)} s`, (w.objects / s).toFixed(0), (total / 2 ** 20 / s).toFixed(1), mib(r.median.peakRssBytes)]);
+    }
+    out.push(...table(rows).map((l) => `  ${l}`));
+    const [base, ...others] = rs;
+    if (base !== undefined) {
+      for (const r of others) {
+        const time = r.median.seconds / base.median.seconds;
+        const rss = r.median.peakRssBytes / base.median.peakRssBytes;
+        out.push(`  ratio ${r.contender} / ${base.contender}: time ×${time.toFixed(2)}, throughput ×${(1 / time).toFixed(2)}, peak RSS ×${rss.toFixed(2)}`);
+      }
+    }
+    for (const r of rs) out.push(`  ${r.contender}: ${r.description}`);
+    out.push('');
+  }
+  return out.join('\n');
+}

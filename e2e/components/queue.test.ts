@@ -220,4 +220,26 @@ describe('embedded queue durability', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('saves the offsets of a consumer that never closes (a crash) within a moment of the commit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
+    try {
+      const crashed = embeddedQueue({ dir });
+      await (await crashed.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
+      await (await crashed.producer()).send('t', ['a', 'b'].map((v) => ({ key: v, value: v })));
+      const c1 = await collectInGroup(crashed, 't', 'g');
+      await eventually(() => assert.equal(c1.seen.length, 2));
+      // Commits are written at most every 100 ms; this consumer is abandoned, not closed.
+      await sleep(300);
+      await (await crashed.producer()).send('t', [{ key: 'c', value: 'c' }]);
+      await eventually(() => assert.equal(c1.seen.length, 3));
+
+      const restarted = embeddedQueue({ dir });
+      const lag = await (await restarted.admin()).groupLag('g', 't');
+      assert.ok(['2', '3'].includes(lag[0]?.committed ?? ''), `committed ${String(lag[0]?.committed)}`);
+      await c1.consumer.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

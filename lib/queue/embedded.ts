@@ -34,6 +34,7 @@ interface Partition {
 }
 
 const MAX_BATCH = 500;
+const COMMIT_FLUSH_MS = 100;
 
 function partitionFor(key: string | undefined, partitions: number, roundRobin: number): number {
   if (key === undefined) return roundRobin % partitions;
@@ -108,15 +109,40 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
     );
   }
 
+  // Offsets reach their file at most every COMMIT_FLUSH_MS per group (and at once when its consumer
+  // closes): a file rewrite per commit cost more than the copies it acknowledged. A crash loses at most
+  // that window of commits, whose messages are redelivered: at least once, as with any Kafka consumer.
+  const unsaved = new Set<string>();
+  let flushTimer: NodeJS.Timeout | undefined;
+
+  function save(group: string): void {
+    unsaved.delete(group);
+    const offsets = groups.get(group);
+    if (dir === undefined || offsets === undefined) return;
+    const file = join(dir, 'groups', `${safeName(group)}.json`);
+    writeFileSync(`${file}.tmp`, JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
+    renameSync(`${file}.tmp`, file);
+  }
+
   function commit(group: string, points: CommitPoint[]): void {
     const offsets = groups.get(group) ?? new Map<string, string>();
     for (const p of points) offsets.set(`${p.topic}/${p.partition}`, p.offset);
     groups.set(group, offsets);
-    if (dir !== undefined) {
-      const file = join(dir, 'groups', `${safeName(group)}.json`);
-      writeFileSync(`${file}.tmp`, JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
-      renameSync(`${file}.tmp`, file);
+    if (dir === undefined) return;
+    unsaved.add(group);
+    flushTimer ??= setTimeout(() => {
+      flushTimer = undefined;
+      [...unsaved].forEach(save);
+    }, COMMIT_FLUSH_MS);
+  }
+
+  function deleteGroups(groupIds: string[]): Promise<void> {
+    for (const g of groupIds) {
+      groups.delete(g);
+      unsaved.delete(g);
+      if (dir !== undefined) rmSync(join(dir, 'groups', `${safeName(g)}.json`), { force: true });
     }
+    return Promise.resolve();
   }
 
   return {
@@ -138,13 +164,7 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
             }),
           );
         },
-        deleteGroups(groupIds: string[]) {
-          for (const g of groupIds) {
-            groups.delete(g);
-            if (dir !== undefined) rmSync(join(dir, 'groups', `${safeName(g)}.json`), { force: true });
-          }
-          return Promise.resolve();
-        },
+        deleteGroups,
         close: () => Promise.resolve(),
       });
     },
@@ -166,13 +186,7 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
           appended.emit('append');
           return Promise.resolve();
         },
-        deleteGroups(groupIds: string[]) {
-          for (const g of groupIds) {
-            groups.delete(g);
-            if (dir !== undefined) rmSync(join(dir, 'groups', `${safeName(g)}.json`), { force: true });
-          }
-          return Promise.resolve();
-        },
+        deleteGroups,
         close: () => Promise.resolve(),
       });
     },
@@ -240,6 +254,7 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
           state.running = false;
           appended.emit('stop');
           await Promise.all(loops);
+          if (unsaved.has(opts.groupId)) save(opts.groupId);
           activeGroups.delete(opts.groupId);
         },
       });

@@ -29,7 +29,7 @@ describe('Worker Deployments', () => {
     desiredWorkers(settings, names, [...compileBucketConfigs({ rules: new Map(rules.map((r) => [r.metadata.name, r])) }).values()], new Map(locations.map((l) => [l.metadata.name, l])));
 
   it('are a populator and a scanner per source, a processor per destination location, the status processor and the GC', () => {
-    const scanned = location('a', { journal: { kafka: { topic: 'a-events' }, scan: { intervalSeconds: 300 } } });
+    const scanned = location('a', { journal: { kafka: { topic: 'a-events' }, scan: { intervalSeconds: 300, fullIntervalSeconds: 86400 } } });
     const specs = configs([scanned, location('b'), location('c')], rule('r1', ['b']), rule('r2', ['c', 'b']));
     assert.deepEqual(specs.map((s) => [s.deployment, s.lag?.group, s.active]), [
       ['bb-populator-a', 'bb-populator-a', true],
@@ -39,7 +39,7 @@ describe('Worker Deployments', () => {
       ['bb-status', undefined, true],
       ['bb-gc', 'bb-gc', false],
     ]);
-    const scanOnly = configs([location('a', { journal: { scan: { intervalSeconds: 60 } } }), location('b')], rule('r1', ['b']));
+    const scanOnly = configs([location('a', { journal: { scan: { intervalSeconds: 60, fullIntervalSeconds: 86400 } } }), location('b')], rule('r1', ['b']));
     assert.deepEqual(scanOnly.filter((s) => s.location === 'a').map((s) => s.role), ['scanner'], 'no journal topic: no populator');
     const transient = configs([location('a', { transient: true }), location('b')], rule('r1', ['b']));
     assert.equal(transient.find((s) => s.role === 'gc')?.active, true);

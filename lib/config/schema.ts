@@ -44,6 +44,13 @@ export const KafkaJournal = Type.Object(
 export const ScanJournal = Type.Object(
   {
     intervalSeconds: Type.Integer({ minimum: 10, maximum: 604800, default: 300, description: 'Seconds between listing scans of each source bucket.' }),
+    fullIntervalSeconds: Type.Integer({
+      minimum: 10,
+      maximum: 2592000,
+      default: 86400,
+      description:
+        'Seconds between full scans, which queue every version. The scans in between queue only the versions modified since the previous scan began, less 15 minutes; a full scan also catches a version that became visible long after its Last-Modified time (a long multipart upload, a server clock behind). Every scan is full when this is not above intervalSeconds.',
+    }),
   },
   { additionalProperties: false },
 );

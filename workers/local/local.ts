@@ -168,7 +168,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     rules: [...manifests.rules.keys()].sort(),
     backfill(name) {
       const rule = manifests.rules.get(name);
-      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, name);
+      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, { onlyRule: name });
     },
   });
   server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');

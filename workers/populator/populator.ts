@@ -160,16 +160,19 @@ export class Populator {
   }
 
   /**
-   * Lists a source bucket and queues every version: backfill, and the repair of missed notifications.
-   * With `onlyRule`, only that rule's destinations are queued (a backfill on demand).
+   * Lists a source bucket and queues its versions: backfill, and the repair of missed notifications.
+   * With `onlyRule`, only that rule's destinations are queued (a backfill on demand); with `since`, only
+   * versions and delete markers modified at or after that time.
    */
-  async scan(location: string, bucket: string, onlyRule?: string): Promise<number> {
+  async scan(location: string, bucket: string, options: { onlyRule?: string; since?: Date } = {}): Promise<number> {
     const client = this.options.sources.get(location);
     if (client === undefined) throw new Error(`no S3 client for source location "${location}"`);
+    const since = options.since?.getTime();
     let count = 0;
     for await (const page of scanBucket(client, location, bucket)) {
       for (const change of page) {
-        await this.populate(change, onlyRule);
+        if (since !== undefined && Date.parse(change.eventTime) < since) continue;
+        await this.populate(change, options.onlyRule);
         count++;
       }
     }

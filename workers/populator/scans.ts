@@ -9,38 +9,69 @@ export interface ScanSchedule {
 }
 
 /**
- * Listing scans of the source buckets of `sources`: once at start for rules asking for their existing
- * objects, and every `journal.scan.intervalSeconds` where a location has a scan journal. Scans run one
- * at a time; a periodic tick while one still runs is dropped rather than queued behind it.
+ * How far before the previous scan's start an incremental scan looks: a write under way then (its
+ * Last-Modified precedes its visibility) and a server clock somewhat behind this one.
  */
-export function scheduleScans(populator: Populator, configs: Map<string, BucketReplicationConfig>, locations: Map<string, Location>, sources: Set<string>, logger: Logger): ScanSchedule {
-  const scanSources = async (filter: (location: string) => boolean): Promise<number> => {
-    let n = 0;
-    for (const c of configs.values()) if (sources.has(c.SourceLocation) && filter(c.SourceLocation)) n += await populator.scan(c.SourceLocation, c.SourceBucket);
-    return n;
+export const SCAN_OVERLAP_MS = 15 * 60_000;
+
+/** When each location's last scan and last full scan began, so that periodic scans between full ones queue less. */
+interface Watermark {
+  lastStart: number;
+  lastFull: number;
+}
+
+/**
+ * Listing scans of the source buckets of `sources`: once at start for rules asking for their existing
+ * objects, and every `journal.scan.intervalSeconds` where a location has a scan journal. A periodic scan
+ * is full (every version queued) at start and every `fullIntervalSeconds`; in between it queues only
+ * versions modified since the previous scan began, less `overlapMs`, so that a large bucket is not
+ * re-queued whole every few minutes. Scans run one at a time; a periodic tick while one still runs is
+ * dropped rather than queued behind it.
+ */
+export function scheduleScans(
+  populator: Populator,
+  configs: Map<string, BucketReplicationConfig>,
+  locations: Map<string, Location>,
+  sources: Set<string>,
+  logger: Logger,
+  { overlapMs = SCAN_OVERLAP_MS }: { overlapMs?: number } = {},
+): ScanSchedule {
+  const marks = new Map<string, Watermark>();
+  const scanLocation = async (location: string, why: string): Promise<void> => {
+    const mark = marks.get(location);
+    const fullEveryMs = (locations.get(location)?.spec.journal?.scan?.fullIntervalSeconds ?? 0) * 1000;
+    const started = Date.now();
+    const full = why === 'existing objects' || mark === undefined || started - mark.lastFull >= fullEveryMs;
+    const since = full ? undefined : new Date(mark.lastStart - overlapMs);
+    let versions = 0;
+    for (const c of configs.values()) {
+      if (c.SourceLocation === location) versions += await populator.scan(location, c.SourceBucket, since !== undefined ? { since } : {});
+    }
+    // Only a scan that went through moves the watermark: after a failure the next one looks as far back.
+    marks.set(location, { lastStart: started, lastFull: full ? started : mark.lastFull });
+    logger.info('scan queued changes', { why, location, full, ...(since !== undefined ? { since: since.toISOString() } : {}), versions });
   };
   let scanning: Promise<unknown> = Promise.resolve();
   let scansQueued = 0;
-  const safeScan = (why: string, filter: (location: string) => boolean): void => {
+  const safeScan = (why: string, locationsToScan: string[]): void => {
     if (why === 'periodic scan' && scansQueued > 0) return;
     scansQueued++;
     scanning = scanning
-      .then(() => scanSources(filter))
-      .then((n) => {
-        logger.info('scan queued changes', { why, versions: n });
+      .then(async () => {
+        for (const l of locationsToScan) await scanLocation(l, why);
       })
       .catch((err: unknown) => {
         logger.error('scan failed', { why, error: err });
       })
       .finally(() => scansQueued--);
   };
-  const backfill = [...configs.values()].filter((c) => c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled'));
-  if (backfill.length > 0) safeScan('existing objects', (l) => backfill.some((c) => c.SourceLocation === l));
+  const backfill = new Set([...configs.values()].filter((c) => sources.has(c.SourceLocation) && c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled')).map((c) => c.SourceLocation));
+  if (backfill.size > 0) safeScan('existing objects', [...backfill]);
   const timers = [...sources].flatMap((name) => {
     const scan = locations.get(name)?.spec.journal?.scan;
     if (scan === undefined) return [];
-    safeScan('periodic scan', (l) => l === name);
-    return [setInterval(() => safeScan('periodic scan', (l) => l === name), scan.intervalSeconds * 1000)];
+    safeScan('periodic scan', [name]);
+    return [setInterval(() => safeScan('periodic scan', [name]), scan.intervalSeconds * 1000)];
   });
   return {
     async stop() {

@@ -204,7 +204,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
         rules: [...rules.keys()].sort(),
         backfill(name) {
           const c = rules.get(name);
-          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, name);
+          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, { onlyRule: name });
         },
       }),
     async stop() {

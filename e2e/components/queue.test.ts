@@ -221,6 +221,68 @@ describe('embedded queue durability', () => {
     }
   });
 
+  it('compacts a compacted topic to the newest record per key, keeping offsets, on disk too', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
+    try {
+      const queue = embeddedQueue({ dir });
+      await (await queue.admin()).ensureTopics([{ topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
+      const producer = await queue.producer();
+      await producer.send('c', ['v1', 'v2', 'v3'].map((v) => ({ key: 'k', value: v })));
+      await producer.send('c', [{ key: 'j', value: 'j1' }]);
+      assert.equal(queue.retain(), 2);
+
+      const reopened = embeddedQueue({ dir });
+      const read = await collectInGroup(reopened, 'c', 'reader');
+      await eventually(() => assert.deepEqual(read.seen.map((m) => [m.offset, m.value?.toString()]), [['2', 'v3'], ['3', 'j1']]));
+      await (await reopened.producer()).send('c', [{ key: 'k', value: 'v4' }]);
+      await eventually(() => assert.deepEqual(read.seen.map((m) => m.offset), ['2', '3', '4']));
+      await read.consumer.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('drops records of other topics only once every subscribed group has committed past them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
+    try {
+      const queue = embeddedQueue({ dir });
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic: 't', partitions: 1 }]);
+      await (await queue.producer()).send('t', Array.from({ length: 10 }, (_, i) => ({ key: 'k', value: String(i) })));
+      const fast = await collectInGroup(queue, 't', 'fast');
+      await eventually(() => assert.equal(fast.seen.length, 10));
+      // A second group that has subscribed but holds its first batch (a paused destination): nothing goes.
+      let release: () => void = () => undefined;
+      const held = new Promise<void>((r) => (release = r));
+      const slow = await queue.consumer({ groupId: 'slow', topics: ['t'], fromBeginning: true });
+      let slowSeen = 0;
+      await slow.run({
+        onBatch: async (batch) => {
+          await held;
+          slowSeen += batch.messages.length;
+          await commitBatch(slow, batch);
+        },
+      });
+      await sleep(100);
+      assert.equal(queue.retain(), 0);
+      release();
+      await eventually(() => assert.equal(slowSeen, 10));
+      // The last record stays: it carries the next offset across a restart.
+      assert.equal(queue.retain(), 9);
+      assert.deepEqual((await admin.groupLag('slow', 't')).map((p) => [p.committed, p.highWatermark, p.lag]), [['10', '10', 0]]);
+      await fast.consumer.close();
+      await slow.close();
+
+      const reopened = embeddedQueue({ dir });
+      await (await reopened.producer()).send('t', [{ key: 'k', value: 'after' }]);
+      const again = await collectInGroup(reopened, 't', 'fast');
+      await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['10', 'after']]));
+      await again.consumer.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('saves the offsets of a consumer that never closes (a crash) within a moment of the commit', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
     try {

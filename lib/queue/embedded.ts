@@ -19,9 +19,12 @@ import type {
 // The queue of local mode: Kafka's semantics (partitions keyed by hash, consumer groups with committed
 // offsets, batches per partition) in one process. With a folder it is durable: each partition is an
 // append-only JSON-lines log and each group's offsets a file replaced atomically, so a crash or restart
-// resumes from the last commit like Kafka would. Logs are not compacted or trimmed (small sites).
+// resumes from the last commit like Kafka would. Logs are kept bounded (retain()): a compacted topic keeps
+// the newest record per key, and any other topic drops what every group subscribed to it has committed.
 
 interface Stored {
+  /** The offset; absent in logs written before retention existed, where it is the line number. */
+  o?: number;
   k: string | null;
   v: string | null; // base64
   h: Record<string, string>;
@@ -29,12 +32,27 @@ interface Stored {
 }
 
 interface Partition {
+  /** Ascending offsets, with gaps where retention dropped records. */
   messages: QueueMessage[];
+  /** The offset the next record gets. */
+  next: number;
   file: string | undefined;
+}
+
+interface Topic {
+  partitions: Partition[];
+  compact: boolean;
+}
+
+/** The embedded queue, plus the retention pass it also runs on its own every RETAIN_INTERVAL_MS. */
+export interface EmbeddedQueue extends Queue {
+  /** Drops what retention allows now; returns how many records went. */
+  retain(): number;
 }
 
 const MAX_BATCH = 500;
 const COMMIT_FLUSH_MS = 100;
+const RETAIN_INTERVAL_MS = 60_000;
 
 function partitionFor(key: string | undefined, partitions: number, roundRobin: number): number {
   if (key === undefined) return roundRobin % partitions;
@@ -45,8 +63,27 @@ function safeName(name: string): string {
   return encodeURIComponent(name);
 }
 
-export function embeddedQueue(options: { dir?: string } = {}): Queue {
-  const topics = new Map<string, Partition[]>();
+/** The index of the first message at or after `offset`. */
+function indexAt(messages: QueueMessage[], offset: number): number {
+  let [lo, hi] = [0, messages.length];
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (Number(messages[mid]?.offset) < offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function stored(m: QueueMessage): Stored {
+  return { o: Number(m.offset), k: m.key, v: m.value === null ? null : m.value.toString('base64'), h: m.headers, t: m.timestamp };
+}
+
+function isCompacted(spec: TopicSpec): boolean {
+  return spec.config?.['cleanup.policy'] === 'compact';
+}
+
+export function embeddedQueue(options: { dir?: string } = {}): EmbeddedQueue {
+  const topics = new Map<string, Topic>();
   const groups = new Map<string, Map<string, string>>(); // group → "topic/partition" → next offset
   const activeGroups = new Set<string>();
   const appended = new EventEmitter();
@@ -58,26 +95,27 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
     mkdirSync(join(dir, 'topics'), { recursive: true });
     mkdirSync(join(dir, 'groups'), { recursive: true });
     for (const t of readdirSync(join(dir, 'topics'))) {
-      const meta = JSON.parse(readFileSync(join(dir, 'topics', t, 'meta.json'), 'utf8')) as { topic: string; partitions: number };
-      topics.set(
-        meta.topic,
-        Array.from({ length: meta.partitions }, (_, p) => {
-          const file = join(dir, 'topics', t, `${p}.log`);
-          let text = existsSync(file) ? readFileSync(file, 'utf8') : '';
-          // A torn last line (a crash mid-append; its producer got no acknowledgement) is cut off, so
-          // that the next append starts on a line of its own.
-          const end = text.lastIndexOf('\n') + 1;
-          if (end < text.length) {
-            text = text.slice(0, end);
-            truncateSync(file, Buffer.byteLength(text));
-          }
-          const messages = text
-            .split('\n')
-            .filter((line) => line !== '')
-            .map((line, offset) => toMessage(meta.topic, p, offset, JSON.parse(line) as Stored));
-          return { messages, file };
-        }),
-      );
+      const meta = JSON.parse(readFileSync(join(dir, 'topics', t, 'meta.json'), 'utf8')) as { topic: string; partitions: number; compact?: boolean };
+      const partitions = Array.from({ length: meta.partitions }, (_, p): Partition => {
+        const file = join(dir, 'topics', t, `${p}.log`);
+        let text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+        // A torn last line (a crash mid-append; its producer got no acknowledgement) is cut off, so
+        // that the next append starts on a line of its own.
+        const end = text.lastIndexOf('\n') + 1;
+        if (end < text.length) {
+          text = text.slice(0, end);
+          truncateSync(file, Buffer.byteLength(text));
+        }
+        const messages = text
+          .split('\n')
+          .filter((line) => line !== '')
+          .map((line, n) => {
+            const s = JSON.parse(line) as Stored;
+            return toMessage(meta.topic, p, s.o ?? n, s);
+          });
+        return { messages, next: Number(messages.at(-1)?.offset ?? -1) + 1, file };
+      });
+      topics.set(meta.topic, { partitions, compact: meta.compact === true });
     }
     for (const g of readdirSync(join(dir, 'groups')).filter((f) => f.endsWith('.json'))) {
       const saved = JSON.parse(readFileSync(join(dir, 'groups', g), 'utf8')) as { group: string; offsets: Record<string, string> };
@@ -90,24 +128,78 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
   }
 
   function partitionsOf(topic: string): Partition[] {
-    const p = topics.get(topic);
-    if (p === undefined) throw new Error(`topic "${topic}" does not exist`);
-    return p;
+    const t = topics.get(topic);
+    if (t === undefined) throw new Error(`topic "${topic}" does not exist`);
+    return t.partitions;
+  }
+
+  function saveMeta(topic: string, t: Topic): void {
+    if (dir === undefined) return;
+    const folder = join(dir, 'topics', safeName(topic));
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, 'meta.json'), JSON.stringify({ topic, partitions: t.partitions.length, compact: t.compact }));
   }
 
   function createTopic(spec: TopicSpec): void {
-    if (topics.has(spec.topic)) return;
-    let folder: string | undefined;
-    if (dir !== undefined) {
-      folder = join(dir, 'topics', safeName(spec.topic));
-      mkdirSync(folder, { recursive: true });
-      writeFileSync(join(folder, 'meta.json'), JSON.stringify({ topic: spec.topic, partitions: spec.partitions }));
+    const existing = topics.get(spec.topic);
+    if (existing !== undefined) {
+      // A folder from before the policy was recorded learns it from the topic's spec.
+      if (existing.compact !== isCompacted(spec)) {
+        existing.compact = isCompacted(spec);
+        saveMeta(spec.topic, existing);
+      }
+      return;
     }
-    topics.set(
-      spec.topic,
-      Array.from({ length: spec.partitions }, (_, p) => ({ messages: [], file: folder === undefined ? undefined : join(folder, `${p}.log`) })),
-    );
+    const folder = dir === undefined ? undefined : join(dir, 'topics', safeName(spec.topic));
+    const t: Topic = {
+      partitions: Array.from({ length: spec.partitions }, (_, p) => ({ messages: [], next: 0, file: folder === undefined ? undefined : join(folder, `${p}.log`) })),
+      compact: isCompacted(spec),
+    };
+    saveMeta(spec.topic, t);
+    topics.set(spec.topic, t);
   }
+
+  /**
+   * The records a partition keeps. Compacted: the newest per key (records without a key stay). Otherwise
+   * those at or past the lowest offset committed by the groups subscribed to it (none: all stay, as for
+   * the journal-failed topic nobody consumes). The last record always stays: it carries the next offset.
+   */
+  function kept(topic: string, partition: number, part: Partition, compact: boolean): QueueMessage[] {
+    const last = part.messages.at(-1);
+    if (compact) {
+      const newest = new Map<string, QueueMessage>();
+      for (const m of part.messages) if (m.key !== null) newest.set(m.key, m);
+      return part.messages.filter((m) => m.key === null || newest.get(m.key) === m);
+    }
+    const floors = [...groups.values()].flatMap((offsets) => {
+      const o = offsets.get(`${topic}/${partition}`);
+      return o === undefined ? [] : [Number(o)];
+    });
+    if (floors.length === 0) return part.messages;
+    const floor = Math.min(...floors);
+    return part.messages.filter((m) => Number(m.offset) >= floor || m === last);
+  }
+
+  function retain(): number {
+    let dropped = 0;
+    for (const [topic, t] of topics) {
+      t.partitions.forEach((part, partition) => {
+        const keep = kept(topic, partition, part, t.compact);
+        const gone = part.messages.length - keep.length;
+        // Rewriting a log costs its size: only when a good share of it goes.
+        if (gone === 0 || (gone < 1000 && gone * 4 < part.messages.length)) return;
+        if (part.file !== undefined) {
+          writeFileSync(`${part.file}.tmp`, keep.map((m) => `${JSON.stringify(stored(m))}\n`).join(''));
+          renameSync(`${part.file}.tmp`, part.file);
+        }
+        part.messages = keep;
+        dropped += gone;
+      });
+    }
+    return dropped;
+  }
+  retain();
+  setInterval(retain, RETAIN_INTERVAL_MS).unref();
 
   // Offsets reach their file at most every COMMIT_FLUSH_MS per group (and at once when its consumer
   // closes): a file rewrite per commit cost more than the copies it acknowledged. A crash loses at most
@@ -146,6 +238,8 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
   }
 
   return {
+    retain,
+
     admin(): Promise<QueueAdmin> {
       return Promise.resolve({
         ensureTopics(specs: TopicSpec[]) {
@@ -153,14 +247,14 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
           return Promise.resolve();
         },
         listTopics: () => Promise.resolve([...topics.keys()]),
-        partitionCount: (topic: string) => Promise.resolve(topics.get(topic)?.length ?? 0),
+        partitionCount: (topic: string) => Promise.resolve(topics.get(topic)?.partitions.length ?? 0),
         groupLag(groupId: string, topic: string): Promise<PartitionLag[]> {
           const offsets = groups.get(groupId);
           return Promise.resolve(
             partitionsOf(topic).map((p, partition) => {
               const committed = offsets?.get(`${topic}/${partition}`) ?? null;
-              const high = p.messages.length;
-              return { partition, committed, highWatermark: String(high), lag: high - Number(committed ?? 0) };
+              const low = Number(p.messages[0]?.offset ?? p.next);
+              return { partition, committed, highWatermark: String(p.next), lag: p.next - Math.max(low, Number(committed ?? low)) };
             }),
           );
         },
@@ -178,10 +272,10 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
             const part = partitions[p];
             if (part === undefined) continue;
             const value = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-            const stored: Stored = { k: r.key ?? null, v: value.toString('base64'), h: r.headers ?? {}, t: Date.now() };
+            const record: Stored = { o: part.next, k: r.key ?? null, v: value.toString('base64'), h: r.headers ?? {}, t: Date.now() };
             // Appended before the send resolves: an acknowledged record survives a crash.
-            if (part.file !== undefined) appendFileSync(part.file, `${JSON.stringify(stored)}\n`);
-            part.messages.push(toMessage(topic, p, part.messages.length, stored));
+            if (part.file !== undefined) appendFileSync(part.file, `${JSON.stringify(record)}\n`);
+            part.messages.push(toMessage(topic, p, part.next++, record));
           }
           appended.emit('append');
           return Promise.resolve();
@@ -200,18 +294,22 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
       const state = { running: false };
       const loops: Promise<void>[] = [];
 
-      const position = (topic: string, partition: number, size: number): number => {
+      const position = (topic: string, partition: number, part: Partition): number => {
         const committed = groups.get(opts.groupId)?.get(`${topic}/${partition}`);
         if (committed !== undefined) return Number(committed);
-        return opts.fromBeginning === true ? 0 : size;
+        const start = opts.fromBeginning === true ? Number(part.messages[0]?.offset ?? part.next) : part.next;
+        // Where a new group starts is its first commit: retention then keeps what it has yet to read.
+        commit(opts.groupId, [{ topic, partition, offset: String(start) }]);
+        return start;
       };
 
       const loop = async (topic: string, partition: number, handlers: ConsumerHandlers): Promise<void> => {
         const part = partitionsOf(topic)[partition];
         if (part === undefined) return;
-        let next = position(topic, partition, part.messages.length);
+        let next = position(topic, partition, part);
         while (state.running) {
-          if (next >= part.messages.length) {
+          const from = indexAt(part.messages, next);
+          if (from >= part.messages.length) {
             await new Promise<void>((resolve) => {
               const wake = (): void => {
                 appended.off('append', wake);
@@ -223,14 +321,14 @@ export function embeddedQueue(options: { dir?: string } = {}): Queue {
             });
             continue;
           }
-          const messages = part.messages.slice(next, next + MAX_BATCH);
+          const messages = part.messages.slice(from, from + MAX_BATCH);
           const batch: Batch = { topic, partition, messages, heartbeat: () => Promise.resolve(), isActive: () => state.running };
           try {
             await handlers.onBatch(batch);
           } catch {
             // As Kafka would after a consumer crash: continue from the last commit.
           }
-          next = position(topic, partition, part.messages.length);
+          next = position(topic, partition, part);
           if (next <= Number(messages[0]?.offset ?? next)) {
             // Nothing committed: back off before redelivering, as a restarted consumer would.
             await new Promise((r) => setTimeout(r, 1_000));

@@ -82,7 +82,7 @@ function isCompacted(spec: TopicSpec): boolean {
   return spec.config?.['cleanup.policy'] === 'compact';
 }
 
-export function embeddedQueue(options: { dir?: string } = {}): EmbeddedQueue {
+export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Error) => void } = {}): EmbeddedQueue {
   const topics = new Map<string, Topic>();
   const groups = new Map<string, Map<string, string>>(); // group → "topic/partition" → next offset
   const activeGroups = new Set<string>();
@@ -199,7 +199,15 @@ export function embeddedQueue(options: { dir?: string } = {}): EmbeddedQueue {
     return dropped;
   }
   retain();
-  setInterval(retain, RETAIN_INTERVAL_MS).unref();
+  // Retention only ever removes what nothing needs: when it fails (a full disk), everything stays and
+  // the next round tries again.
+  setInterval(() => {
+    try {
+      retain();
+    } catch (err) {
+      options.onRetainError?.(err as Error);
+    }
+  }, RETAIN_INTERVAL_MS).unref();
 
   // Offsets reach their file at most every COMMIT_FLUSH_MS per group (and at once when its consumer
   // closes): a file rewrite per commit cost more than the copies it acknowledged. A crash loses at most

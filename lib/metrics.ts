@@ -11,6 +11,7 @@ export interface Metrics {
   skipped: Counter<'destination'>;
   latency: Histogram<'destination'>;
   inFlight: Gauge<'destination'>;
+  paused: Gauge<'location'>;
   pending: Gauge<'destination'>;
   lag: Gauge<'group'>;
   journalChanges: Counter<'location'>;
@@ -22,7 +23,8 @@ export interface Metrics {
 /** A fresh registry with every metric (one per process; tests may make several). */
 export function createMetrics(): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'backbeat_process_' });
+  // backbeat_process_resident_memory_bytes, backbeat_nodejs_heap_size_used_bytes, ...
+  collectDefaultMetrics({ register: registry, prefix: 'backbeat_' });
   const registers = [registry];
   return {
     registry,
@@ -38,6 +40,7 @@ export function createMetrics(): Metrics {
       registers,
     }),
     inFlight: new Gauge({ name: 'backbeat_copies_in_flight', help: 'Copies under way, per destination location.', labelNames: ['destination'], registers }),
+    paused: new Gauge({ name: 'backbeat_destination_paused', help: 'Whether replication to a destination location is paused (1) or not (0).', labelNames: ['location'], registers }),
     pending: new Gauge({ name: 'backbeat_pending_objects', help: 'Object versions waiting to replicate, per destination.', labelNames: ['destination'], registers }),
     lag: new Gauge({ name: 'backbeat_queue_lag_messages', help: 'Messages not yet consumed by each consumer group.', labelNames: ['group'], registers }),
     journalChanges: new Counter({ name: 'backbeat_journal_changes_total', help: 'Changes read from each source location journal.', labelNames: ['location'], registers }),

@@ -3,7 +3,6 @@ import { once } from 'node:events';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Counter, Registry } from 'prom-client';
 import { API_GROUP } from '../lib/config/schema.ts';
 import { loadKubeConfig } from '../lib/kube/client.ts';
 import { kubeRest } from '../lib/kube/rest.ts';
@@ -14,6 +13,7 @@ import type { QueueAdmin, QueueConsumer } from '../lib/queue/queue.ts';
 import { decode, installationTopics, queueNames, type Figures } from '../workers/messages.ts';
 import { healthServer } from '../workers/status/api.ts';
 import { LeaderLease } from './lease.ts';
+import { operatorMetrics } from './metrics.ts';
 import { Reconciler } from './reconciler.ts';
 import { watchCollection } from './watch.ts';
 import { MANAGED_BY, type WorkerSettings } from './workers.ts';
@@ -48,8 +48,8 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
   const rest = kubeRest(loadKubeConfig(options.kubeconfig));
   const names = queueNames(options.settings.prefix);
   const queue = kafkaQueue({ brokers: options.settings.brokers, clientId: 'backbeat-operator', logger });
-  const registry = new Registry();
-  const passes = new Counter({ name: 'backbeat_operator_reconciles_total', help: 'Reconcile passes, by result', labelNames: ['result'], registers: [registry] });
+  let reconciler: Reconciler | undefined;
+  const { registry, passes } = operatorMetrics({ leading: () => leading && !stopped(), readiness: () => reconciler?.readiness ?? [] });
 
   const stopper = new AbortController();
   // A function, so that TypeScript does not narrow it across awaits.
@@ -103,7 +103,7 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
         }
       }
     })();
-    const reconciler = new Reconciler({
+    reconciler = new Reconciler({
       rest,
       namespace,
       names,

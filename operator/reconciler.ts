@@ -51,6 +51,8 @@ export class Reconciler {
   private readonly published = new Map<string, number>();
   /** The last cleanup failure reported per rule: an Event only when it changes. */
   private readonly cleanupReported = new Map<string, string>();
+  /** Whether each Location and rule is Ready (`Location/<name>`), as of the last pass that decided it. */
+  readonly readiness = new Map<string, boolean>();
 
   constructor(options: ReconcilerOptions) {
     this.o = options;
@@ -91,6 +93,7 @@ export class Reconciler {
           const check = await checkLocation(l, secrets.get(l.spec.credentialsSecretRef.name));
           if (check.client !== undefined) clients.set(l.metadata.name, check.client);
           locationReady.set(l.metadata.name, check.condition);
+          this.readiness.set(`Location/${l.metadata.name}`, check.condition.status === 'True');
           await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0) }, check.condition);
         });
       }
@@ -103,9 +106,13 @@ export class Reconciler {
       for (const rule of live) {
         await attempt(`ReplicationRule/${rule.metadata.name}`, async () => {
           await this.ensureFinalizer(rule);
-          decisions.set(rule.metadata.name, await this.checkRule(rule, byName, locationReady, clients));
+          const decision = await this.checkRule(rule, byName, locationReady, clients);
+          decisions.set(rule.metadata.name, decision);
+          this.readiness.set(`ReplicationRule/${rule.metadata.name}`, decision.status === 'True');
         });
       }
+      const existing = new Set([...locations.map((l) => `Location/${l.metadata.name}`), ...live.map((r) => `ReplicationRule/${r.metadata.name}`)]);
+      for (const k of this.readiness.keys()) if (!existing.has(k)) this.readiness.delete(k);
       const publishedRules = this.publishable(live, decisions);
       const configs = [...compileBucketConfigs({ rules: new Map(publishedRules.map((r) => [r.metadata.name, r])) }).values()];
       const used = new Set(configs.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));

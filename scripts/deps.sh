@@ -3,7 +3,7 @@
 # per version under $BACKBEAT_CACHE (default ~/.cache/backbeat). Safe to run twice at once: every
 # component builds under its own lock into a temporary folder that is renamed into place when complete.
 #
-#   scripts/deps.sh [component ...]     default: all; components: node kafka minio etcd kube helm rclone
+#   scripts/deps.sh [component ...]     default: all; components: node kafka minio etcd kube helm rclone promcheck
 #   scripts/deps.sh --env               prints the environment (PATH, BACKBEAT_BIN_*) that points at the cache
 set -euo pipefail
 
@@ -18,6 +18,10 @@ K8S_V=1.35.4  # newest 1.35 patch the checksum database verifies here
 KUBE_V=$K8S_V-r1
 HELM_V=3.20.2-r1
 RCLONE_V=1.60.1-r1
+# promcheck is the project's own (e2e/tools/promcheck): its sources are part of its cache key.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROMCHECK_SRC=$REPO/e2e/tools/promcheck
+PROMCHECK_V=$(cat "$PROMCHECK_SRC/go.mod" "$PROMCHECK_SRC/go.sum" "$PROMCHECK_SRC/main.go" | sha256sum | cut -c1-12)
 
 GOENV=(env GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath)
 
@@ -132,6 +136,11 @@ build_rclone() {
   rm -rf "$tmp"
 }
 
+build_promcheck() {
+  # Prometheus' rule and PromQL parsers, to check the chart's alerts and dashboard.
+  (cd "$PROMCHECK_SRC" && "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/promcheck" .)
+}
+
 component() {
   case $1 in
     node) ensure node "$NODE_V" build_node ;;
@@ -141,7 +150,8 @@ component() {
     kube) ensure kube "$KUBE_V" build_kube ;;
     helm) ensure helm "$HELM_V" build_helm ;;
     rclone) ensure rclone "$RCLONE_V" build_rclone ;;
-    *) echo "deps: unknown component '$1' (known: node kafka minio etcd kube helm rclone)" >&2; exit 2 ;;
+    promcheck) ensure promcheck "$PROMCHECK_V" build_promcheck ;;
+    *) echo "deps: unknown component '$1' (known: node kafka minio etcd kube helm rclone promcheck)" >&2; exit 2 ;;
   esac
 }
 
@@ -156,6 +166,7 @@ if [ "${1:-}" = --env ]; then
   echo "BACKBEAT_KUBECTL=$CACHE/bin/kube-$KUBE_V/kubectl"
   echo "BACKBEAT_HELM=$CACHE/bin/helm-$HELM_V/helm"
   echo "BACKBEAT_RCLONE=$CACHE/bin/rclone-$RCLONE_V/rclone"
+  echo "BACKBEAT_PROMCHECK=$CACHE/bin/promcheck-$PROMCHECK_V/promcheck"
   exit 0
 fi
 
@@ -165,7 +176,7 @@ done
 mkdir -p "$CACHE"
 start=$SECONDS
 # Sequential on purpose: Go builds already use every core, and parallel ones would compete for memory.
-for c in "${@:-node kafka minio etcd kube helm rclone}"; do
+for c in "${@:-node kafka minio etcd kube helm rclone promcheck}"; do
   for one in $c; do component "$one"; done
 done
 log "all requested components ready in $((SECONDS - start)) s"

@@ -13,6 +13,7 @@ export interface Binaries {
   kubectl: string;
   helm: string;
   rclone: string;
+  promcheck: string;
 }
 
 let cached: Binaries | undefined;
@@ -42,6 +43,7 @@ export function binaries(): Binaries {
     kubectl: get('BACKBEAT_KUBECTL'),
     helm: get('BACKBEAT_HELM'),
     rclone: get('BACKBEAT_RCLONE'),
+    promcheck: get('BACKBEAT_PROMCHECK'),
   };
   return cached;
 }

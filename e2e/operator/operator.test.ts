@@ -148,6 +148,12 @@ describe('Operator on a real API server', function () {
       // The leader has reconciled; the standby only waits.
       const operators = [await metrics('operator', 0), await metrics('operator', 1)];
       assert.equal(operators.filter((m) => /backbeat_operator_reconciles_total\{result="ok"\} [1-9]/.test(m)).length, 1, 'exactly one operator reconciles');
+      // What the chart's alerts read: one leader, and every resource Ready.
+      assert.deepEqual(operators.map((m) => /^backbeat_operator_leader (\d)$/m.exec(m)?.[1]).sort(), ['0', '1']);
+      const leader = operators.find((m) => m.includes('backbeat_operator_leader 1')) ?? '';
+      for (const r of ['kind="Location",name="site-a"', 'kind="Location",name="site-b"', 'kind="ReplicationRule",name="photos"']) {
+        assert.match(leader, new RegExp(`^backbeat_resource_ready\\{${r}\\} 1$`, 'm'));
+      }
     }
   });
 
@@ -159,6 +165,13 @@ describe('Operator on a real API server', function () {
       const states = JSON.parse((await httpGet(`${status}/v1/destinations`)).body) as { destinations: { location: string; paused: boolean }[] };
       assert.deepEqual(states.destinations, [{ location: 'site-b', paused: true }]);
     });
+    if (!c.external) {
+      // The processor says it is paused (the stalled-replication alert leaves paused destinations alone).
+      await eventually(async () => {
+        const port = c.pods?.pods(deployment('processor-site-b'))[0]?.ports['BACKBEAT_PORT'];
+        assert.match((await httpGet(`http://127.0.0.1:${String(port)}/metrics`)).body, /^backbeat_destination_paused\{location="site-b"\} 1$/m);
+      });
+    }
     for (let i = 0; i < 12; i++) await a.send(new PutObjectCommand({ Bucket: 'photos', Key: `burst/${String(i)}`, Body: `b${String(i)}` }));
     // 12 queued for a paused site-b: ceil(12 / 2) = 6 wanted, capped at the 3 partitions.
     await eventually(async () => {

@@ -117,6 +117,7 @@ export class Processor {
         if (this.closed) return;
         clearTimeout(this.resumeTimer);
         const paused = isPaused(this.pauseState);
+        this.options.metrics?.paused.set({ location: this.options.location }, paused ? 1 : 0);
         if (paused && this.consumer !== undefined) {
           // Work in flight finishes (or hands its offset back) before the consumer leaves.
           await this.consumer.close();

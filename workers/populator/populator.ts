@@ -30,6 +30,9 @@ export interface PopulatorCounters {
   malformed: number;
 }
 
+/** Records per send: well under Kafka's default 1 MB request, whatever the destinations per task. */
+const SEND_BATCH = 100;
+
 function wanted(change: ChangeRecord, d: MatchedDestination): boolean {
   if (change.kind === 'deleteMarker') return d.ReplicateDeleteMarkers;
   if (change.kind === 'versionDelete') return d.ReplicateVersionDeletes;
@@ -71,18 +74,23 @@ export class Populator {
 
   /** Queues the task of one change (if it replicates anywhere); resolves once it is durably queued. */
   async populate(change: ChangeRecord, onlyRule?: string): Promise<void> {
+    await this.queue([await this.plan(change, onlyRule)]);
+  }
+
+  /** The task of one change and its `queued` status event; undefined when it replicates nowhere. */
+  private async plan(change: ChangeRecord, onlyRule?: string): Promise<{ key: string; queued: StatusEvent; task: ReplicationTask } | undefined> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);
     if (config === undefined || change.isReplica) {
       this.counters.ignored++;
-      return;
+      return undefined;
     }
     let tags: Record<string, string> | undefined;
     if ((change.kind === 'object' || change.kind === 'tags') && needsTags(config, change.key)) {
       tags = await this.tagsOf(change);
       if (tags === undefined) {
         this.counters.ignored++;
-        return;
+        return undefined;
       }
     }
     const destinations: TaskDestination[] = matchDestinations(config, { key: change.key, ...(tags !== undefined ? { tags } : {}) })
@@ -97,7 +105,7 @@ export class Populator {
       }));
     if (destinations.length === 0) {
       this.counters.ignored++;
-      return;
+      return undefined;
     }
     const source = { location: change.location, bucket: change.bucket, key: change.key, versionId: change.versionId };
     const task: ReplicationTask = {
@@ -119,12 +127,24 @@ export class Populator {
       targets: destinations,
       at: new Date().toISOString(),
     };
+    return { key: objectKey(source), queued, task };
+  }
+
+  /**
+   * Sends planned tasks, SEND_BATCH at a time: the status events first, so that the status processor
+   * knows every destination before any result arrives, then the tasks. One send per batch instead of
+   * two per change is what makes a listing of thousands of versions quick on Kafka.
+   */
+  private async queue(plans: ({ key: string; queued: StatusEvent; task: ReplicationTask } | undefined)[]): Promise<void> {
+    const ready = plans.filter((p) => p !== undefined);
+    if (ready.length === 0) return;
     const producer = await this.out();
-    const key = objectKey(source);
-    // Status first: the status processor then knows every destination before any result arrives.
-    await producer.send(this.names.status, [{ key, value: encode(queued) }]);
-    await producer.send(this.names.replication, [{ key, value: encode(task) }]);
-    this.counters.queued++;
+    for (let i = 0; i < ready.length; i += SEND_BATCH) {
+      const batch = ready.slice(i, i + SEND_BATCH);
+      await producer.send(this.names.status, batch.map((p) => ({ key: p.key, value: encode(p.queued) })));
+      await producer.send(this.names.replication, batch.map((p) => ({ key: p.key, value: encode(p.task) })));
+      this.counters.queued += batch.length;
+    }
   }
 
   private async setAside(message: QueueMessage, location: string, reason: string): Promise<void> {
@@ -170,11 +190,13 @@ export class Populator {
     const since = options.since?.getTime();
     let count = 0;
     for await (const page of scanBucket(client, location, bucket)) {
+      const plans = [];
       for (const change of page) {
         if (since !== undefined && Date.parse(change.eventTime) < since) continue;
-        await this.populate(change, options.onlyRule);
+        plans.push(await this.plan(change, options.onlyRule));
         count++;
       }
+      await this.queue(plans);
     }
     return count;
   }

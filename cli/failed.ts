@@ -15,9 +15,11 @@ export async function listFailed(server: string, destination: string | undefined
     process.stdout.write(`${JSON.stringify(body.failed, null, 2)}\n`);
     return 0;
   }
-  const rows = [['OBJECT', 'VERSION', 'DESTINATION', 'ATTEMPTS', 'FIRST FAILURE', 'LAST FAILURE', 'REASON']];
+  // CHANGE tells a failed copy from a failed later change of a copied version (its tags, say).
+  const change = { object: 'object', tags: 'tags', deleteMarker: 'delete marker', versionDelete: 'version delete' };
+  const rows = [['OBJECT', 'VERSION', 'DESTINATION', 'CHANGE', 'ATTEMPTS', 'FIRST FAILURE', 'LAST FAILURE', 'REASON']];
   for (const e of body.failed) {
-    rows.push([`${e.object.location}/${e.object.bucket}/${e.object.key}`, e.object.versionId, e.destination, String(e.attempts), e.firstFailureAt ?? '', e.lastFailureAt ?? '', e.reason ?? '']);
+    rows.push([`${e.object.location}/${e.object.bucket}/${e.object.key}`, e.object.versionId, e.destination, change[e.kind], String(e.attempts), e.firstFailureAt ?? '', e.lastFailureAt ?? '', e.reason ?? '']);
   }
   process.stdout.write(`${table(rows)}\n${body.failed.length} failed\n`);
   return 0;

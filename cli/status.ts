@@ -36,6 +36,9 @@ export async function printStatus(q: StatusQuery): Promise<number> {
       rows.push([id, d.state, String(d.attempts), String(d.bytes), d.replicaEtag ?? '', d.reason ?? '']);
     }
     process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
+    for (const f of Object.values(v.followUps ?? {})) {
+      process.stdout.write(`  later ${f.kind} change to ${f.destination}: ${f.state}${f.reason !== undefined ? ` (${f.reason})` : ''}, ${String(f.attempts)} attempts\n`);
+    }
     if (v.gc !== undefined) process.stdout.write(`  transient source copy: ${v.gc.state}${v.gc.reason !== undefined ? ` (${v.gc.reason})` : ''}\n`);
   }
   return 0;

@@ -77,6 +77,8 @@ export type StatusEvent =
   | {
       type: 'result';
       object: ObjectRef;
+      /** The task's kind (absent in results written before it was recorded: the version's own). */
+      kind?: ChangeKind;
       destination: string;
       state: Exclude<DestinationState, 'PENDING'>;
       reason?: string;

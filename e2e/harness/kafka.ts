@@ -77,8 +77,9 @@ export async function startKafka(name = 'kafka'): Promise<KafkaServer> {
     ].join('\n'),
   );
   const logFile = join(dir, 'kafka.log');
-  // A KRaft cluster id is 16 random bytes in URL-safe base64.
-  const clusterId = randomBytes(16).toString('base64url');
+  // A KRaft cluster id is 16 random bytes in URL-safe base64; one starting with '-' would read as an
+  // option to StorageTool (a start failing once in 64).
+  const clusterId = `A${randomBytes(16).toString('base64url').slice(1)}`;
   try {
     await run(
       'java',

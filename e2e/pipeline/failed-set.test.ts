@@ -43,7 +43,7 @@ describe('failed set: durable, listable, retryable (real `backbeat run` process 
       assert.ok(e.firstFailureAt !== undefined && e.lastFailureAt !== undefined);
     }
     const table = await cli('failed', 'list', '--destination', 'site-b');
-    assert.match(table, /site-a\/docs\/a\.txt\s+\S+\s+site-b\/docs-b\s+1\s+/);
+    assert.match(table, /site-a\/docs\/a\.txt\s+\S+\s+site-b\/docs-b\s+object\s+1\s+/);
     assert.match(table, /2 failed/);
   });
 

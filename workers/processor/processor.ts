@@ -159,6 +159,7 @@ export class Processor {
       const event: StatusEvent = {
         type: 'result',
         object: task.source,
+        kind: task.kind,
         destination: d.id,
         state: failure !== undefined ? 'FAILED' : outcome.state,
         ...(failure !== undefined ? { reason: failure } : outcome.reason !== undefined ? { reason: outcome.reason } : {}),

@@ -13,9 +13,10 @@ const queued = (ids: string[], kind: 'object' | 'tags' = 'object'): StatusEvent 
   targets: ids.map(target),
   at: new Date().toISOString(),
 });
-const result = (destination: string, state: 'COMPLETED' | 'FAILED' | 'SKIPPED', reason?: string): StatusEvent => ({
+const result = (destination: string, state: 'COMPLETED' | 'FAILED' | 'SKIPPED', reason?: string, kind?: 'object' | 'tags'): StatusEvent => ({
   type: 'result',
   object,
+  ...(kind !== undefined ? { kind } : {}),
   destination,
   state,
   attempts: 1,
@@ -26,6 +27,25 @@ const result = (destination: string, state: 'COMPLETED' | 'FAILED' | 'SKIPPED', 
 const run = (...events: StatusEvent[]): ObjectStatus | undefined => events.reduce<ObjectStatus | undefined>((s, e) => fold(s, e), undefined);
 
 describe('status folding', () => {
+  it('keeps a failed tag change of a COMPLETED version as a follow-up, until a retry succeeds', () => {
+    const done = run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'), result('y/2', 'COMPLETED'));
+    // A tag change that succeeds leaves nothing behind.
+    assert.equal(fold(fold(done, queued(['x/1'], 'tags')), result('x/1', 'COMPLETED', undefined, 'tags')), done);
+    const failed = fold(fold(done, queued(['x/1'], 'tags')), result('x/1', 'FAILED', 'AccessDenied (HTTP 403)', 'tags'));
+    assert.equal(failed.state, 'COMPLETED');
+    assert.deepEqual(Object.values(failed.followUps ?? {}).map((f) => [f.kind, f.destination, f.state, f.reason, f.attempts]), [['tags', 'x/1', 'FAILED', 'AccessDenied (HTTP 403)', 1]]);
+    const again = fold(failed, result('x/1', 'FAILED', 'AccessDenied (HTTP 403)', 'tags'));
+    assert.equal(again.followUps?.['tags x/1']?.attempts, 2);
+    assert.equal(again.followUps['tags x/1'].firstFailureAt, failed.followUps?.['tags x/1']?.firstFailureAt);
+    const retried = fold(again, queued(['x/1'], 'tags'));
+    assert.equal(retried.followUps?.['tags x/1']?.state, 'PENDING');
+    const fixed = fold(retried, result('x/1', 'COMPLETED', undefined, 'tags'));
+    assert.equal(fixed.followUps, undefined);
+    assert.deepEqual(fixed.destinations, done?.destinations);
+    // A result without a kind (written before kinds were recorded) is the version's own: final as before.
+    assert.equal(fold(done, result('x/1', 'FAILED', 'late duplicate')), done);
+  });
+
   it('is PENDING until every destination is done, then COMPLETED', () => {
     assert.equal(run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'))?.state, 'PENDING');
     assert.equal(run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'), result('y/2', 'SKIPPED', 'superseded'))?.state, 'COMPLETED');

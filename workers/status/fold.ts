@@ -15,6 +15,15 @@ export interface DestinationStatus {
   updatedAt: string;
 }
 
+/**
+ * A change applied to a version after it COMPLETED (a tag change, a version delete) that failed for a
+ * destination: the version stays COMPLETED, and this keeps the failure visible and retryable.
+ */
+export interface FollowUp extends DestinationStatus {
+  kind: ChangeKind;
+  destination: string;
+}
+
 export interface ObjectStatus {
   object: ObjectRef;
   kind: ChangeKind;
@@ -22,6 +31,8 @@ export interface ObjectStatus {
   size?: number;
   state: ObjectState;
   destinations: Record<string, DestinationStatus>;
+  /** Failed (or retried) follow-up changes, keyed `<kind> <destination>`. */
+  followUps?: Record<string, FollowUp>;
   /** Where each destination writes (bucket, key prefix): what the GC verifies. */
   targets?: TaskDestination[];
   /** For a transient source: whether the source copy was deleted, or why not. */
@@ -67,7 +78,7 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
     if (base.gc?.state === 'DELETED') return base;
     return { ...base, gc: { state: event.state, ...(event.reason !== undefined ? { reason: event.reason } : {}), at: event.at }, updatedAt: event.at };
   }
-  if (previous?.state === 'COMPLETED') return previous;
+  if (previous?.state === 'COMPLETED') return foldFollowUp(previous, event);
   const destinations = { ...base.destinations };
   if (event.type === 'queued') {
     for (const id of event.destinations) {
@@ -108,5 +119,48 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
     updatedAt: event.at,
     state: overall(destinations),
   };
+  return next;
+}
+
+/**
+ * A COMPLETED version is final, but a later change of it (kind other than the version's own) can still
+ * fail per destination. Only failures are recorded; a retry queues the change again (PENDING), and a
+ * later success clears the record.
+ */
+function foldFollowUp(previous: ObjectStatus, event: Exclude<StatusEvent, { type: 'gc' }>): ObjectStatus {
+  const kind = event.kind;
+  if (kind === undefined || kind === previous.kind) return previous;
+  let followUps = { ...previous.followUps };
+  if (event.type === 'queued') {
+    let changed = false;
+    for (const destination of event.destinations) {
+      const f = followUps[`${kind} ${destination}`];
+      if (f === undefined || f.state !== 'FAILED') continue;
+      followUps[`${kind} ${destination}`] = { ...f, state: 'PENDING', updatedAt: event.at };
+      changed = true;
+    }
+    if (!changed) return previous;
+  } else {
+    const id = `${kind} ${event.destination}`;
+    const f = followUps[id];
+    if (event.state !== 'FAILED') {
+      if (f === undefined) return previous;
+      followUps = Object.fromEntries(Object.entries(followUps).filter(([k]) => k !== id));
+    } else {
+      followUps[id] = {
+        kind,
+        destination: event.destination,
+        state: 'FAILED',
+        ...(event.reason !== undefined ? { reason: event.reason } : {}),
+        attempts: (f?.attempts ?? 0) + event.attempts,
+        firstFailureAt: f?.firstFailureAt ?? event.at,
+        lastFailureAt: event.at,
+        bytes: 0,
+        updatedAt: event.at,
+      };
+    }
+  }
+  const next: ObjectStatus = { ...previous, followUps, updatedAt: event.at };
+  if (Object.keys(followUps).length === 0) delete next.followUps;
   return next;
 }

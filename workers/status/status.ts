@@ -104,13 +104,18 @@ export class StatusProcessor {
       .sort((a, b) => b.eventTime.localeCompare(a.eventTime));
   }
 
-  /** Failed destinations of every object version, optionally only those of one destination. */
+  /**
+   * Failed destinations of every object version, and failed follow-up changes (a tag change of a
+   * COMPLETED version), optionally only those of one destination.
+   */
   failed(destination?: (id: string) => boolean): FailedEntry[] {
     const out: FailedEntry[] = [];
+    const wanted = (id: string): boolean => destination === undefined || destination(id);
     for (const status of this.byVersion.values()) {
+      for (const f of Object.values(status.followUps ?? {})) if (f.state === 'FAILED' && wanted(f.destination)) out.push({ ...f, object: status.object });
       if (status.state !== 'FAILED') continue;
       for (const [id, d] of Object.entries(status.destinations)) {
-        if (d.state === 'FAILED' && (destination === undefined || destination(id))) out.push({ object: status.object, kind: status.kind, destination: id, ...d });
+        if (d.state === 'FAILED' && wanted(id)) out.push({ object: status.object, kind: status.kind, destination: id, ...d });
       }
     }
     return out.sort((x, y) => (x.lastFailureAt ?? '').localeCompare(y.lastFailureAt ?? ''));
@@ -121,19 +126,25 @@ export class StatusProcessor {
    * PENDING and the processors copy again. Returns how many destinations were re-queued.
    */
   async retry(entries: FailedEntry[]): Promise<number> {
-    const byVersion = new Map<string, FailedEntry[]>();
-    for (const e of entries) byVersion.set(versionKey(e.object), [...(byVersion.get(versionKey(e.object)) ?? []), e]);
+    // One task per version and kind: a failed copy and a failed tag change of one version are two.
+    const byChange = new Map<string, FailedEntry[]>();
+    for (const e of entries) {
+      const id = `${versionKey(e.object)} ${e.kind}`;
+      byChange.set(id, [...(byChange.get(id) ?? []), e]);
+    }
     let count = 0;
-    for (const [vk, failed] of byVersion) {
-      const status = this.byVersion.get(vk);
-      if (status === undefined) continue;
+    for (const failed of byChange.values()) {
+      const [first] = failed;
+      const status = first === undefined ? undefined : this.byVersion.get(versionKey(first.object));
+      if (first === undefined || status === undefined) continue;
       const ids = new Set(failed.map((f) => f.destination));
       const targets = (status.targets ?? []).filter((t) => ids.has(t.id));
       if (targets.length === 0) continue;
       const at = new Date().toISOString();
       const key = objectKey(status.object);
-      const queued: StatusEvent = { type: 'queued', object: status.object, kind: status.kind, eventTime: status.eventTime, destinations: targets.map((t) => t.id), targets, at };
-      const task: ReplicationTask = { source: status.object, kind: status.kind, eventTime: status.eventTime, destinations: targets, origin: 'retry', ...(status.size !== undefined ? { size: status.size } : {}) };
+      const kind = first.kind;
+      const queued: StatusEvent = { type: 'queued', object: status.object, kind, eventTime: status.eventTime, destinations: targets.map((t) => t.id), targets, at };
+      const task: ReplicationTask = { source: status.object, kind, eventTime: status.eventTime, destinations: targets, origin: 'retry', ...(status.size !== undefined ? { size: status.size } : {}) };
       const producer = await this.out();
       await producer.send(this.names.status, [{ key, value: encode(queued) }]);
       await producer.send(this.names.replication, [{ key, value: encode(task) }]);

@@ -48,7 +48,7 @@ describe('alerts and dashboard of the chart', function () {
   before(async () => {
     const { stdout } = await run(requireBinary('helm'), [
       'template', 'bb', CHART, '-n', 'replication', '--set', 'kafka.brokers={kafka:9092}',
-      '--set', 'metrics.prometheusRule.enabled=true', '--set', 'metrics.grafanaDashboard.enabled=true',
+      '--set', 'metrics.serviceMonitor.enabled=true', '--set', 'metrics.prometheusRule.enabled=true', '--set', 'metrics.grafanaDashboard.enabled=true',
     ]);
     docs = loadAll(stdout) as Doc[];
   });
@@ -70,6 +70,16 @@ describe('alerts and dashboard of the chart', function () {
       // Every selector of this release's series carries its namespace.
       assert.equal((r.expr.match(/backbeat_[a-z_]+\{/g) ?? []).length, (r.expr.match(/\{namespace="replication"\}/g) ?? []).length, r.alert);
     }
+  });
+
+  it('refuses alerts without the monitors that feed them', async () => {
+    await assert.rejects(
+      run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}', '--set', 'metrics.prometheusRule.enabled=true']),
+      (err: Error & { stderr?: string }) => {
+        assert.match(err.stderr ?? '', /metrics\.prometheusRule\.enabled needs metrics\.serviceMonitor\.enabled/);
+        return true;
+      },
+    );
   });
 
   it('ships a dashboard whose every query Prometheus parses, on metrics the code exports', async () => {

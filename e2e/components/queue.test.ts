@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -278,6 +278,45 @@ describe('embedded queue durability', () => {
       const again = await collectInGroup(reopened, 't', 'fast');
       await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['10', 'after']]));
       await again.consumer.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps what a held group has not read, what a topic of unknown policy holds, and offsets past a cut log', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
+    try {
+      const queue = embeddedQueue({ dir });
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic: 't', partitions: 1 }, { topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
+      const producer = await queue.producer();
+      await producer.send('t', Array.from({ length: 8 }, (_, i) => ({ key: 'k', value: String(i) })));
+      await producer.send('c', ['1', '2', '3', '4'].map((v) => ({ key: 'k', value: v })));
+      // A destination paused from the start never subscribes, but holds its tasks.
+      await admin.holdForGroup?.('paused', ['t']);
+      const reader = await collectInGroup(queue, 't', 'other');
+      await eventually(() => assert.equal(reader.seen.length, 8));
+      await reader.consumer.close();
+      assert.equal(queue.retain(), 3, 'only the compacted topic loses records');
+
+      // A folder from before the policy was recorded: nothing goes until the topic is declared again.
+      writeFileSync(join(dir, 'topics', 'c', 'meta.json'), JSON.stringify({ topic: 'c', partitions: 1 }));
+      await producer.send('c', ['5', '6'].map((v) => ({ key: 'k', value: v })));
+      const legacy = embeddedQueue({ dir });
+      assert.equal(legacy.retain(), 0);
+      await (await legacy.admin()).ensureTopics([{ topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
+      assert.equal(legacy.retain(), 2);
+
+      // A log cut short under a group's committed offset (a power loss): new records still reach it.
+      writeFileSync(join(dir, 'topics', 't', '0.log'), '');
+      const cut = embeddedQueue({ dir });
+      await (await cut.producer()).send('t', [{ key: 'k', value: 'after' }]);
+      const again = await collectInGroup(cut, 't', 'other');
+      await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['8', 'after']]));
+      await again.consumer.close();
+      const paused = await collectInGroup(cut, 't', 'paused');
+      await eventually(() => assert.deepEqual(paused.seen.map((m) => m.offset), ['8']));
+      await paused.consumer.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { join } from 'node:path';
 import type {
   Batch,
@@ -42,12 +43,32 @@ interface Partition {
 interface Topic {
   partitions: Partition[];
   compact: boolean;
+  /** False for a folder written before the policy was recorded, until the topic is declared again. */
+  policyKnown: boolean;
 }
 
 /** The embedded queue, plus the retention pass it also runs on its own every RETAIN_INTERVAL_MS. */
 export interface EmbeddedQueue extends Queue {
   /** Drops what retention allows now; returns how many records went. */
   retain(): number;
+}
+
+/** Replaces `file` with `text` so that a crash, even a power loss, leaves the old or the new one whole. */
+function replaceFile(file: string, text: string): void {
+  const fd = openSync(`${file}.tmp`, 'w');
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(`${file}.tmp`, file);
+  const folder = openSync(dirname(file), 'r');
+  try {
+    fsyncSync(folder);
+  } finally {
+    closeSync(folder);
+  }
 }
 
 const MAX_BATCH = 500;
@@ -82,7 +103,7 @@ function isCompacted(spec: TopicSpec): boolean {
   return spec.config?.['cleanup.policy'] === 'compact';
 }
 
-export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Error) => void } = {}): EmbeddedQueue {
+export function embeddedQueue(options: { dir?: string; onError?: (what: string, err: Error) => void } = {}): EmbeddedQueue {
   const topics = new Map<string, Topic>();
   const groups = new Map<string, Map<string, string>>(); // group → "topic/partition" → next offset
   const activeGroups = new Set<string>();
@@ -115,11 +136,20 @@ export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Err
           });
         return { messages, next: Number(messages.at(-1)?.offset ?? -1) + 1, file };
       });
-      topics.set(meta.topic, { partitions, compact: meta.compact === true });
+      topics.set(meta.topic, { partitions, compact: meta.compact === true, policyKnown: meta.compact !== undefined });
     }
     for (const g of readdirSync(join(dir, 'groups')).filter((f) => f.endsWith('.json'))) {
       const saved = JSON.parse(readFileSync(join(dir, 'groups', g), 'utf8')) as { group: string; offsets: Record<string, string> };
       groups.set(saved.group, new Map(Object.entries(saved.offsets)));
+    }
+    // A log cut short (a power loss before the kernel wrote it) must not hand out offsets a group has
+    // already committed past: its new records would be skipped.
+    for (const offsets of groups.values()) {
+      for (const [id, offset] of offsets) {
+        const at = id.lastIndexOf('/');
+        const part = topics.get(id.slice(0, at))?.partitions[Number(id.slice(at + 1))];
+        if (part !== undefined) part.next = Math.max(part.next, Number(offset));
+      }
     }
   }
 
@@ -144,8 +174,9 @@ export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Err
     const existing = topics.get(spec.topic);
     if (existing !== undefined) {
       // A folder from before the policy was recorded learns it from the topic's spec.
-      if (existing.compact !== isCompacted(spec)) {
+      if (!existing.policyKnown || existing.compact !== isCompacted(spec)) {
         existing.compact = isCompacted(spec);
+        existing.policyKnown = true;
         saveMeta(spec.topic, existing);
       }
       return;
@@ -154,6 +185,7 @@ export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Err
     const t: Topic = {
       partitions: Array.from({ length: spec.partitions }, (_, p) => ({ messages: [], next: 0, file: folder === undefined ? undefined : join(folder, `${p}.log`) })),
       compact: isCompacted(spec),
+      policyKnown: true,
     };
     saveMeta(spec.topic, t);
     topics.set(spec.topic, t);
@@ -183,29 +215,27 @@ export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Err
   function retain(): number {
     let dropped = 0;
     for (const [topic, t] of topics) {
+      // A topic whose policy is not known yet may be a compacted one: nothing of it goes.
+      if (!t.policyKnown) continue;
       t.partitions.forEach((part, partition) => {
         const keep = kept(topic, partition, part, t.compact);
         const gone = part.messages.length - keep.length;
         // Rewriting a log costs its size: only when a good share of it goes.
         if (gone === 0 || (gone < 1000 && gone * 4 < part.messages.length)) return;
-        if (part.file !== undefined) {
-          writeFileSync(`${part.file}.tmp`, keep.map((m) => `${JSON.stringify(stored(m))}\n`).join(''));
-          renameSync(`${part.file}.tmp`, part.file);
-        }
+        if (part.file !== undefined) replaceFile(part.file, keep.map((m) => `${JSON.stringify(stored(m))}\n`).join(''));
         part.messages = keep;
         dropped += gone;
       });
     }
     return dropped;
   }
-  retain();
-  // Retention only ever removes what nothing needs: when it fails (a full disk), everything stays and
-  // the next round tries again.
+  // Not at once: the consumers of this run subscribe first. Retention only ever removes what nothing
+  // needs; when it fails (a full disk), everything stays and the next round tries again.
   setInterval(() => {
     try {
       retain();
     } catch (err) {
-      options.onRetainError?.(err as Error);
+      options.onError?.('retention', err as Error);
     }
   }, RETAIN_INTERVAL_MS).unref();
 
@@ -230,10 +260,21 @@ export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Err
     groups.set(group, offsets);
     if (dir === undefined) return;
     unsaved.add(group);
-    flushTimer ??= setTimeout(() => {
-      flushTimer = undefined;
-      [...unsaved].forEach(save);
-    }, COMMIT_FLUSH_MS);
+    flushTimer ??= setTimeout(flush, COMMIT_FLUSH_MS);
+  }
+
+  function flush(): void {
+    flushTimer = undefined;
+    for (const group of [...unsaved]) {
+      try {
+        save(group);
+      } catch (err) {
+        // Kept in memory and written at the next flush; until then a crash redelivers a little more.
+        unsaved.add(group);
+        flushTimer ??= setTimeout(flush, 1_000);
+        options.onError?.('saving consumer offsets', err as Error);
+      }
+    }
   }
 
   function deleteGroups(groupIds: string[]): Promise<void> {
@@ -267,6 +308,19 @@ export function embeddedQueue(options: { dir?: string; onRetainError?: (err: Err
           );
         },
         deleteGroups,
+        holdForGroup(groupId: string, topicNames: string[]) {
+          const held = groups.get(groupId);
+          const start = topicNames.flatMap((topic) =>
+            partitionsOf(topic).flatMap((part, partition) =>
+              held?.has(`${topic}/${partition}`) === true ? [] : [{ topic, partition, offset: String(Number(part.messages[0]?.offset ?? part.next)) }],
+            ),
+          );
+          if (start.length > 0) {
+            commit(groupId, start);
+            save(groupId);
+          }
+          return Promise.resolve();
+        },
         close: () => Promise.resolve(),
       });
     },

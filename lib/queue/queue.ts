@@ -44,6 +44,12 @@ export interface QueueAdmin {
   groupLag(groupId: string, topic: string): Promise<PartitionLag[]>;
   /** Deletes consumer groups that have no member left, with their offsets. Best effort: never throws. */
   deleteGroups(groupIds: string[]): Promise<void>;
+  /**
+   * Where a queue drops what every group has read (the embedded queue), registers a group that will read
+   * `topics` from their beginning but may not subscribe yet (a paused destination), so that nothing it
+   * has to read goes. Kafka keeps records by time and does without.
+   */
+  holdForGroup?(groupId: string, topics: string[]): Promise<void>;
   close(): Promise<void>;
 }
 

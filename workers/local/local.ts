@@ -75,7 +75,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const queue: Queue =
     options.brokers !== undefined
       ? kafkaQueue({ brokers: options.brokers, clientId: 'backbeat-local', logger })
-      : embeddedQueue({ dir: join(options.stateDir, 'queue'), onRetainError: (error) => logger.warn('queue retention failed; retrying in a minute', { error }) });
+      : embeddedQueue({ dir: join(options.stateDir, 'queue'), onError: (what, error) => logger.warn(`embedded queue: ${what} failed; retrying`, { error }) });
   const names = queueNames(options.prefix);
   const metrics = createMetrics();
   const partitions = options.partitions ?? 4;

@@ -92,6 +92,13 @@ export class Processor {
 
   /** Reads the pause state, then consumes tasks unless paused; follows pause and resume from then on. */
   async start(): Promise<void> {
+    // Even paused from the start, this destination's tasks must be kept until it has read them.
+    const admin = await this.options.queue.admin();
+    try {
+      await admin.holdForGroup?.(this.groupId, [this.names.replication]);
+    } finally {
+      await admin.close();
+    }
     this.producer = await this.options.queue.producer();
     await readToEnd(this.options.queue, this.names.control, (m) => {
       this.onControl(m);

@@ -46,6 +46,19 @@ describe('status folding', () => {
     assert.equal(fold(done, result('x/1', 'FAILED', 'late duplicate')), done);
   });
 
+  it('keeps a follow-up of a destination already done while another is pending, and a new target of a change', () => {
+    const partly = run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'));
+    const failed = fold(partly, result('x/1', 'FAILED', 'AccessDenied (HTTP 403)', 'tags'));
+    assert.equal(failed.state, 'PENDING');
+    assert.equal(failed.destinations['x/1']?.state, 'COMPLETED');
+    assert.equal(failed.followUps?.['tags x/1']?.state, 'FAILED');
+    // New tags match a rule to z/3: its target is known, so a failure there can be retried.
+    const done = fold(failed, result('y/2', 'COMPLETED'));
+    assert.equal(done.state, 'COMPLETED');
+    const widened = fold(done, queued(['z/3'], 'tags'));
+    assert.deepEqual(widened.targets?.map((t) => t.id), ['x/1', 'y/2', 'z/3']);
+  });
+
   it('is PENDING until every destination is done, then COMPLETED', () => {
     assert.equal(run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'))?.state, 'PENDING');
     assert.equal(run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'), result('y/2', 'SKIPPED', 'superseded'))?.state, 'COMPLETED');

@@ -79,6 +79,10 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
     return { ...base, gc: { state: event.state, ...(event.reason !== undefined ? { reason: event.reason } : {}), at: event.at }, updatedAt: event.at };
   }
   if (previous?.state === 'COMPLETED') return foldFollowUp(previous, event);
+  // A later change's result for a destination that already holds the version is a follow-up too.
+  if (previous !== undefined && event.type === 'result' && event.kind !== undefined && event.kind !== previous.kind && previous.destinations[event.destination]?.state === 'COMPLETED') {
+    return foldFollowUp(previous, event);
+  }
   const destinations = { ...base.destinations };
   if (event.type === 'queued') {
     for (const id of event.destinations) {
@@ -132,7 +136,11 @@ function foldFollowUp(previous: ObjectStatus, event: Exclude<StatusEvent, { type
   if (kind === undefined || kind === previous.kind) return previous;
   let followUps = { ...previous.followUps };
   if (event.type === 'queued') {
-    let changed = false;
+    // The change may reach a destination the version did not have (new tags matching another rule):
+    // its target is kept, so that a failure there can be retried.
+    const targets = mergeTargets(previous.targets, event.targets);
+    let changed = targets.length !== (previous.targets?.length ?? 0);
+    if (changed) previous = { ...previous, targets };
     for (const destination of event.destinations) {
       const f = followUps[`${kind} ${destination}`];
       if (f === undefined || f.state !== 'FAILED') continue;

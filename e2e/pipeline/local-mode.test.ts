@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { CreateBucketCommand, PutBucketVersioningCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
 import { createLogger } from '../../lib/log/logger.ts';
+import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { startLocal, type LocalRun } from '../../workers/local/local.ts';
 import { minio } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
@@ -53,6 +54,8 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
     } finally {
       await local.stop();
     }
+    // A group of a destination no longer in the manifests would hold the logs for ever.
+    await (await embeddedQueue({ dir: join(stateDir, 'queue') }).admin()).holdForGroup?.('backbeat-processor-gone', ['backbeat-replication']);
     // The embedded queue and the status live in the state folder: a restart remembers everything.
     local = await startLocal({ files: [dir], logger, stateDir });
     try {
@@ -61,6 +64,8 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
     } finally {
       await local.stop();
     }
+    // What stays is what the manifests use; the readers' and followers' groups went when they closed.
+    assert.deepEqual(embeddedQueue({ dir: join(stateDir, 'queue') }).groupIds().sort(), ['backbeat-processor-dst', 'backbeat-status']);
   });
 
   it('refuses a malformed manifest with one line per problem and its field path, without a stack trace', async () => {

@@ -51,6 +51,8 @@ interface Topic {
 export interface EmbeddedQueue extends Queue {
   /** Drops what retention allows now; returns how many records went. */
   retain(): number;
+  /** The consumer groups with offsets here, this run's and earlier runs'. */
+  groupIds(): string[];
 }
 
 /** Replaces `file` with `text` so that a crash, even a power loss, leaves the old or the new one whole. */
@@ -288,6 +290,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
 
   return {
     retain,
+    groupIds: () => [...groups.keys()],
 
     admin(): Promise<QueueAdmin> {
       return Promise.resolve({

@@ -72,11 +72,10 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
-  const queue: Queue =
-    options.brokers !== undefined
-      ? kafkaQueue({ brokers: options.brokers, clientId: 'backbeat-local', logger })
-      : embeddedQueue({ dir: join(options.stateDir, 'queue'), onError: (what, error) => logger.warn(`embedded queue: ${what} failed; retrying`, { error }) });
-  const names = queueNames(options.prefix);
+  const embedded = options.brokers === undefined ? embeddedQueue({ dir: join(options.stateDir, 'queue'), onError: (what, error) => logger.warn(`embedded queue: ${what} failed; retrying`, { error }) }) : undefined;
+  const queue: Queue = embedded ?? kafkaQueue({ brokers: options.brokers ?? [], clientId: 'backbeat-local', logger });
+  const prefix = options.prefix ?? 'backbeat';
+  const names = queueNames(prefix);
   const metrics = createMetrics();
   const partitions = options.partitions ?? 4;
   const admin = await queue.admin();
@@ -87,6 +86,20 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       [...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : [])),
     ),
   );
+  if (embedded !== undefined) {
+    // Groups of an earlier run that this one does not use (readers and followers take fresh names; a
+    // destination gone from the manifests) would hold the embedded logs for ever.
+    const keep = new Set([
+      names.statusGroup,
+      names.gcGroup,
+      ...[...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => names.processorGroup(d.Location)))),
+    ]);
+    const stale = embedded.groupIds().filter((g) => [`${prefix}-`, 'backbeat-reader-', 'follow-'].some((p) => g.startsWith(p)) && !keep.has(g));
+    if (stale.length > 0) {
+      await admin.deleteGroups(stale);
+      logger.info('removed consumer groups of an earlier run', { groups: stale });
+    }
+  }
   await admin.close();
 
   const transientSources = new Set([...configs.values()].map((c) => c.SourceLocation).filter((l) => manifests.locations.get(l)?.spec.transient === true));

@@ -5,10 +5,12 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   GetObjectTaggingCommand,
+  HeadObjectCommand,
   PutObjectCommand,
   PutObjectTaggingCommand,
   UploadPartCommand,
   type GetObjectCommandOutput,
+  type HeadObjectCommandOutput,
   type S3Client,
   type StorageClass,
 } from '@aws-sdk/client-s3';
@@ -101,40 +103,45 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
 
 async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination): Promise<Outcome> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
-  // Tags first, then one GET whose headers serve as the HEAD would: two requests on the source, not three.
+  // Tags first, then one request whose headers tell the rest: a GET whose body is the copy, or, for a
+  // version the journal already says is multipart, a HEAD before the copy part by part.
+  const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag);
   let tags: { Key: string; Value: string }[];
-  let got: GetObjectCommandOutput;
+  let got: GetObjectCommandOutput | HeadObjectCommandOutput;
   try {
     tags = await sourceTags(ctx, task);
-    got = await ctx.source.send(new GetObjectCommand(src));
+    got = await ctx.source.send(multipartHint ? new HeadObjectCommand(src) : new GetObjectCommand(src));
   } catch (err) {
     if (isNotFound(err)) return skipped('source version no longer exists');
     throw err;
   }
-  const stream = got.Body as Readable;
+  const stream = 'Body' in got ? (got.Body as Readable | undefined) : undefined;
   try {
     if (got.Metadata?.[REPLICA_VERSION_META] !== undefined) return skipped('the source object is itself a replica written by this engine');
     const headers = replicaHeaders(task, d, got, tags);
     const sourceEtag = unquote(got.ETag);
     const parts = /-(\d+)$/.exec(sourceEtag);
     let replicaEtag: string;
-    if (parts === null) {
+    if (parts === null && stream !== undefined) {
       const length = got.ContentLength ?? 0;
       // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
       const put = await ctx.destination.send(new PutObjectCommand({ ...headers, Body: length === 0 ? Buffer.alloc(0) : stream, ContentLength: length }));
       replicaEtag = unquote(put.ETag);
-    } else {
-      // A multipart object is copied part by part, keeping its parts (and so its ETag): the whole-object
-      // read is dropped after its headers.
-      stream.destroy();
+    } else if (parts !== null) {
+      // Part by part, keeping the source's parts (and so its ETag). A whole-object GET (no hint from the
+      // journal) is dropped after its headers.
+      stream?.destroy();
       replicaEtag = await copyParts(ctx, src, headers, Number(parts[1]));
+    } else {
+      // The hint was wrong (the journal's ETag is not this version's): copy it whole, as any other.
+      return await copyObject(ctx, { ...task, etag: sourceEtag }, d);
     }
     // The same bytes in the same parts give the same ETag (MD5, or MD5 of part MD5s): a cheap end-to-end check.
     if (replicaEtag !== sourceEtag) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from source ETag ${sourceEtag}`);
     return { state: 'COMPLETED', bytes: got.ContentLength ?? 0, replicaEtag };
   } finally {
     // Releases the source connection whatever happened to the write.
-    stream.destroy();
+    stream?.destroy();
   }
 }
 

@@ -1,4 +1,4 @@
-import type { TopicSpec } from '../lib/queue/queue.ts';
+import type { QueueProducer, TopicSpec } from '../lib/queue/queue.ts';
 import type { ChangeKind } from './journal/change.ts';
 
 // What flows between the roles. Records are keyed by `location/bucket/key`, so every version of a key
@@ -148,4 +148,27 @@ export function installationTopics(names: QueueNames, partitions: number, journa
     { topic: names.figures, partitions: 1, config: compact },
     ...[...new Set(journalTopics)].map((topic) => ({ topic, partitions })),
   ];
+}
+
+/** A task ready to queue, with the `queued` status event that announces its destinations. */
+export interface PlannedTask {
+  key: string;
+  queued: StatusEvent;
+  task: ReplicationTask;
+}
+
+/** Records per send: well under Kafka's default 1 MB request, whatever the destinations per task. */
+const SEND_BATCH = 100;
+
+/**
+ * Queues tasks SEND_BATCH at a time: the status events first, so that the status processor knows every
+ * destination before any result arrives, then the tasks. One send per batch, not two per task, is what
+ * makes a listing of thousands of versions quick on Kafka.
+ */
+export async function queueTasks(producer: QueueProducer, names: QueueNames, planned: PlannedTask[]): Promise<void> {
+  for (let i = 0; i < planned.length; i += SEND_BATCH) {
+    const batch = planned.slice(i, i + SEND_BATCH);
+    await producer.send(names.status, batch.map((p) => ({ key: p.key, value: encode(p.queued) })));
+    await producer.send(names.replication, batch.map((p) => ({ key: p.key, value: encode(p.task) })));
+  }
 }

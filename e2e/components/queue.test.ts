@@ -182,165 +182,144 @@ for (const [name, open] of implementations) {
 }
 
 describe('embedded queue durability', () => {
+  // Each test gets a folder of its own, removed afterwards.
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('cuts off a torn last line (a crash mid-append) and keeps every acknowledged record', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
-    try {
-      const first = embeddedQueue({ dir });
-      await (await first.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
-      await (await first.producer()).send('t', [{ key: 'k', value: 'one' }]);
-      appendFileSync(join(dir, 'topics', 't', '0.log'), '{"k":"k","v":"dHdv');
-      const second = embeddedQueue({ dir });
-      await (await second.producer()).send('t', [{ key: 'k', value: 'three' }]);
-      const third = embeddedQueue({ dir });
-      const c = await collect(third, 't', 'g');
-      await eventually(() => assert.deepEqual(c.seen.map((m) => [m.offset, m.value?.toString()]), [['0', 'one'], ['1', 'three']]));
-      await c.consumer.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const first = embeddedQueue({ dir });
+    await (await first.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
+    await (await first.producer()).send('t', [{ key: 'k', value: 'one' }]);
+    appendFileSync(join(dir, 'topics', 't', '0.log'), '{"k":"k","v":"dHdv');
+    const second = embeddedQueue({ dir });
+    await (await second.producer()).send('t', [{ key: 'k', value: 'three' }]);
+    const third = embeddedQueue({ dir });
+    const c = await collect(third, 't', 'g');
+    await eventually(() => assert.deepEqual(c.seen.map((m) => [m.offset, m.value?.toString()]), [['0', 'one'], ['1', 'three']]));
+    await c.consumer.close();
   });
 
   it('keeps records and committed offsets across a restart from its folder', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
-    try {
-      const before = embeddedQueue({ dir });
-      await (await before.admin()).ensureTopics([{ topic: 't', partitions: 2 }]);
-      await (await before.producer()).send('t', ['x', 'y', 'z'].map((v) => ({ key: v, value: v })));
-      const c1 = await collectInGroup(before, 't', 'g');
-      await eventually(() => assert.equal(c1.seen.length, 3));
-      await c1.consumer.close();
-      await (await before.producer()).send('t', [{ key: 'w', value: 'w' }]);
+    const before = embeddedQueue({ dir });
+    await (await before.admin()).ensureTopics([{ topic: 't', partitions: 2 }]);
+    await (await before.producer()).send('t', ['x', 'y', 'z'].map((v) => ({ key: v, value: v })));
+    const c1 = await collectInGroup(before, 't', 'g');
+    await eventually(() => assert.equal(c1.seen.length, 3));
+    await c1.consumer.close();
+    await (await before.producer()).send('t', [{ key: 'w', value: 'w' }]);
 
-      const after = embeddedQueue({ dir });
-      assert.deepEqual(await (await after.admin()).listTopics(), ['t']);
-      const c2 = await collectInGroup(after, 't', 'g');
-      await eventually(() => assert.deepEqual(c2.seen.map((m) => m.value?.toString()), ['w']));
-      await c2.consumer.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const after = embeddedQueue({ dir });
+    assert.deepEqual(await (await after.admin()).listTopics(), ['t']);
+    const c2 = await collectInGroup(after, 't', 'g');
+    await eventually(() => assert.deepEqual(c2.seen.map((m) => m.value?.toString()), ['w']));
+    await c2.consumer.close();
   });
 
   it('compacts a compacted topic to the newest record per key, keeping offsets, on disk too', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
-    try {
-      const queue = embeddedQueue({ dir });
-      await (await queue.admin()).ensureTopics([{ topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
-      const producer = await queue.producer();
-      await producer.send('c', ['v1', 'v2', 'v3'].map((v) => ({ key: 'k', value: v })));
-      await producer.send('c', [{ key: 'j', value: 'j1' }]);
-      assert.equal(queue.retain(), 2);
+    const queue = embeddedQueue({ dir });
+    await (await queue.admin()).ensureTopics([{ topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
+    const producer = await queue.producer();
+    await producer.send('c', ['v1', 'v2', 'v3'].map((v) => ({ key: 'k', value: v })));
+    await producer.send('c', [{ key: 'j', value: 'j1' }]);
+    assert.equal(queue.retain(), 2);
 
-      const reopened = embeddedQueue({ dir });
-      const read = await collectInGroup(reopened, 'c', 'reader');
-      await eventually(() => assert.deepEqual(read.seen.map((m) => [m.offset, m.value?.toString()]), [['2', 'v3'], ['3', 'j1']]));
-      await (await reopened.producer()).send('c', [{ key: 'k', value: 'v4' }]);
-      await eventually(() => assert.deepEqual(read.seen.map((m) => m.offset), ['2', '3', '4']));
-      await read.consumer.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const reopened = embeddedQueue({ dir });
+    const read = await collectInGroup(reopened, 'c', 'reader');
+    await eventually(() => assert.deepEqual(read.seen.map((m) => [m.offset, m.value?.toString()]), [['2', 'v3'], ['3', 'j1']]));
+    await (await reopened.producer()).send('c', [{ key: 'k', value: 'v4' }]);
+    await eventually(() => assert.deepEqual(read.seen.map((m) => m.offset), ['2', '3', '4']));
+    await read.consumer.close();
   });
 
   it('drops records of other topics only once every subscribed group has committed past them', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
-    try {
-      const queue = embeddedQueue({ dir });
-      const admin = await queue.admin();
-      await admin.ensureTopics([{ topic: 't', partitions: 1 }]);
-      await (await queue.producer()).send('t', Array.from({ length: 10 }, (_, i) => ({ key: 'k', value: String(i) })));
-      const fast = await collectInGroup(queue, 't', 'fast');
-      await eventually(() => assert.equal(fast.seen.length, 10));
-      // A second group that has subscribed but holds its first batch (a paused destination): nothing goes.
-      let release: () => void = () => undefined;
-      const held = new Promise<void>((r) => (release = r));
-      const slow = await queue.consumer({ groupId: 'slow', topics: ['t'], fromBeginning: true });
-      let slowSeen = 0;
-      await slow.run({
-        onBatch: async (batch) => {
-          await held;
-          slowSeen += batch.messages.length;
-          await commitBatch(slow, batch);
-        },
-      });
-      await sleep(100);
-      assert.equal(queue.retain(), 0);
-      release();
-      await eventually(() => assert.equal(slowSeen, 10));
-      // The last record stays: it carries the next offset across a restart.
-      assert.equal(queue.retain(), 9);
-      assert.deepEqual((await admin.groupLag('slow', 't')).map((p) => [p.committed, p.highWatermark, p.lag]), [['10', '10', 0]]);
-      await fast.consumer.close();
-      await slow.close();
+    const queue = embeddedQueue({ dir });
+    const admin = await queue.admin();
+    await admin.ensureTopics([{ topic: 't', partitions: 1 }]);
+    await (await queue.producer()).send('t', Array.from({ length: 10 }, (_, i) => ({ key: 'k', value: String(i) })));
+    const fast = await collectInGroup(queue, 't', 'fast');
+    await eventually(() => assert.equal(fast.seen.length, 10));
+    // A second group that has subscribed but holds its first batch (a paused destination): nothing goes.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    const slow = await queue.consumer({ groupId: 'slow', topics: ['t'], fromBeginning: true });
+    let slowSeen = 0;
+    await slow.run({
+      onBatch: async (batch) => {
+        await held;
+        slowSeen += batch.messages.length;
+        await commitBatch(slow, batch);
+      },
+    });
+    await sleep(100);
+    assert.equal(queue.retain(), 0);
+    release();
+    await eventually(() => assert.equal(slowSeen, 10));
+    // The last record stays: it carries the next offset across a restart.
+    assert.equal(queue.retain(), 9);
+    assert.deepEqual((await admin.groupLag('slow', 't')).map((p) => [p.committed, p.highWatermark, p.lag]), [['10', '10', 0]]);
+    await fast.consumer.close();
+    await slow.close();
 
-      const reopened = embeddedQueue({ dir });
-      await (await reopened.producer()).send('t', [{ key: 'k', value: 'after' }]);
-      const again = await collectInGroup(reopened, 't', 'fast');
-      await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['10', 'after']]));
-      await again.consumer.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const reopened = embeddedQueue({ dir });
+    await (await reopened.producer()).send('t', [{ key: 'k', value: 'after' }]);
+    const again = await collectInGroup(reopened, 't', 'fast');
+    await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['10', 'after']]));
+    await again.consumer.close();
   });
 
   it('keeps what a held group has not read, what a topic of unknown policy holds, and offsets past a cut log', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
-    try {
-      const queue = embeddedQueue({ dir });
-      const admin = await queue.admin();
-      await admin.ensureTopics([{ topic: 't', partitions: 1 }, { topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
-      const producer = await queue.producer();
-      await producer.send('t', Array.from({ length: 8 }, (_, i) => ({ key: 'k', value: String(i) })));
-      await producer.send('c', ['1', '2', '3', '4'].map((v) => ({ key: 'k', value: v })));
-      // A destination paused from the start never subscribes, but holds its tasks.
-      await admin.holdForGroup?.('paused', ['t']);
-      const reader = await collectInGroup(queue, 't', 'other');
-      await eventually(() => assert.equal(reader.seen.length, 8));
-      await reader.consumer.close();
-      assert.equal(queue.retain(), 3, 'only the compacted topic loses records');
+    const queue = embeddedQueue({ dir });
+    const admin = await queue.admin();
+    await admin.ensureTopics([{ topic: 't', partitions: 1 }, { topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
+    const producer = await queue.producer();
+    await producer.send('t', Array.from({ length: 8 }, (_, i) => ({ key: 'k', value: String(i) })));
+    await producer.send('c', ['1', '2', '3', '4'].map((v) => ({ key: 'k', value: v })));
+    // A destination paused from the start never subscribes, but holds its tasks.
+    await admin.holdForGroup?.('paused', ['t']);
+    const reader = await collectInGroup(queue, 't', 'other');
+    await eventually(() => assert.equal(reader.seen.length, 8));
+    await reader.consumer.close();
+    assert.equal(queue.retain(), 3, 'only the compacted topic loses records');
 
-      // A folder from before the policy was recorded: nothing goes until the topic is declared again.
-      writeFileSync(join(dir, 'topics', 'c', 'meta.json'), JSON.stringify({ topic: 'c', partitions: 1 }));
-      await producer.send('c', ['5', '6'].map((v) => ({ key: 'k', value: v })));
-      const legacy = embeddedQueue({ dir });
-      assert.equal(legacy.retain(), 0);
-      await (await legacy.admin()).ensureTopics([{ topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
-      assert.equal(legacy.retain(), 2);
+    // A folder from before the policy was recorded: nothing goes until the topic is declared again.
+    writeFileSync(join(dir, 'topics', 'c', 'meta.json'), JSON.stringify({ topic: 'c', partitions: 1 }));
+    await producer.send('c', ['5', '6'].map((v) => ({ key: 'k', value: v })));
+    const legacy = embeddedQueue({ dir });
+    assert.equal(legacy.retain(), 0);
+    await (await legacy.admin()).ensureTopics([{ topic: 'c', partitions: 1, config: { 'cleanup.policy': 'compact' } }]);
+    assert.equal(legacy.retain(), 2);
 
-      // A log cut short under a group's committed offset (a power loss): new records still reach it.
-      writeFileSync(join(dir, 'topics', 't', '0.log'), '');
-      const cut = embeddedQueue({ dir });
-      await (await cut.producer()).send('t', [{ key: 'k', value: 'after' }]);
-      const again = await collectInGroup(cut, 't', 'other');
-      await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['8', 'after']]));
-      await again.consumer.close();
-      const paused = await collectInGroup(cut, 't', 'paused');
-      await eventually(() => assert.deepEqual(paused.seen.map((m) => m.offset), ['8']));
-      await paused.consumer.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    // A log cut short under a group's committed offset (a power loss): new records still reach it.
+    writeFileSync(join(dir, 'topics', 't', '0.log'), '');
+    const cut = embeddedQueue({ dir });
+    await (await cut.producer()).send('t', [{ key: 'k', value: 'after' }]);
+    const again = await collectInGroup(cut, 't', 'other');
+    await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['8', 'after']]));
+    await again.consumer.close();
+    const paused = await collectInGroup(cut, 't', 'paused');
+    await eventually(() => assert.deepEqual(paused.seen.map((m) => m.offset), ['8']));
+    await paused.consumer.close();
   });
 
   it('saves the offsets of a consumer that never closes (a crash) within a moment of the commit', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bb-embedded-'));
-    try {
-      const crashed = embeddedQueue({ dir });
-      await (await crashed.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
-      await (await crashed.producer()).send('t', ['a', 'b'].map((v) => ({ key: v, value: v })));
-      const c1 = await collectInGroup(crashed, 't', 'g');
-      await eventually(() => assert.equal(c1.seen.length, 2));
-      // Commits are written at most every 100 ms; this consumer is abandoned, not closed.
-      await sleep(300);
-      await (await crashed.producer()).send('t', [{ key: 'c', value: 'c' }]);
-      await eventually(() => assert.equal(c1.seen.length, 3));
+    const crashed = embeddedQueue({ dir });
+    await (await crashed.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
+    await (await crashed.producer()).send('t', ['a', 'b'].map((v) => ({ key: v, value: v })));
+    const c1 = await collectInGroup(crashed, 't', 'g');
+    await eventually(() => assert.equal(c1.seen.length, 2));
+    // Commits are written at most every 100 ms; this consumer is abandoned, not closed.
+    await sleep(300);
+    await (await crashed.producer()).send('t', [{ key: 'c', value: 'c' }]);
+    await eventually(() => assert.equal(c1.seen.length, 3));
 
-      const restarted = embeddedQueue({ dir });
-      const lag = await (await restarted.admin()).groupLag('g', 't');
-      assert.ok(['2', '3'].includes(lag[0]?.committed ?? ''), `committed ${String(lag[0]?.committed)}`);
-      await c1.consumer.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const restarted = embeddedQueue({ dir });
+    const lag = await (await restarted.admin()).groupLag('g', 't');
+    assert.ok(['2', '3'].includes(lag[0]?.committed ?? ''), `committed ${String(lag[0]?.committed)}`);
+    await c1.consumer.close();
   });
 });

@@ -86,6 +86,11 @@ function safeName(name: string): string {
   return encodeURIComponent(name);
 }
 
+/** The offset of the oldest record kept (the next one's when none is). */
+function firstOffset(part: Partition): number {
+  return Number(part.messages[0]?.offset ?? part.next);
+}
+
 /** The index of the first message at or after `offset`. */
 function indexAt(messages: QueueMessage[], offset: number): number {
   let [lo, hi] = [0, messages.length];
@@ -305,7 +310,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
           return Promise.resolve(
             partitionsOf(topic).map((p, partition) => {
               const committed = offsets?.get(`${topic}/${partition}`) ?? null;
-              const low = Number(p.messages[0]?.offset ?? p.next);
+              const low = firstOffset(p);
               return { partition, committed, highWatermark: String(p.next), lag: p.next - Math.max(low, Number(committed ?? low)) };
             }),
           );
@@ -315,7 +320,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
           const held = groups.get(groupId);
           const start = topicNames.flatMap((topic) =>
             partitionsOf(topic).flatMap((part, partition) =>
-              held?.has(`${topic}/${partition}`) === true ? [] : [{ topic, partition, offset: String(Number(part.messages[0]?.offset ?? part.next)) }],
+              held?.has(`${topic}/${partition}`) === true ? [] : [{ topic, partition, offset: String(firstOffset(part)) }],
             ),
           );
           if (start.length > 0) {
@@ -362,7 +367,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
       const position = (topic: string, partition: number, part: Partition): number => {
         const committed = groups.get(opts.groupId)?.get(`${topic}/${partition}`);
         if (committed !== undefined) return Number(committed);
-        const start = opts.fromBeginning === true ? Number(part.messages[0]?.offset ?? part.next) : part.next;
+        const start = opts.fromBeginning === true ? firstOffset(part) : part.next;
         // Where a new group starts is its first commit: retention then keeps what it has yet to read.
         commit(opts.groupId, [{ topic, partition, offset: String(start) }]);
         return start;

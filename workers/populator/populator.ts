@@ -8,7 +8,7 @@ import { isNotFound } from '../../lib/s3/errors.ts';
 import type { ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
-import { encode, objectKey, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
+import { encode, objectKey, queueTasks, type PlannedTask, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 
 export interface PopulatorOptions {
   queue: Queue;
@@ -29,9 +29,6 @@ export interface PopulatorCounters {
   ignored: number;
   malformed: number;
 }
-
-/** Records per send: well under Kafka's default 1 MB request, whatever the destinations per task. */
-const SEND_BATCH = 100;
 
 function wanted(change: ChangeRecord, d: MatchedDestination): boolean {
   if (change.kind === 'deleteMarker') return d.ReplicateDeleteMarkers;
@@ -78,7 +75,7 @@ export class Populator {
   }
 
   /** The task of one change and its `queued` status event; undefined when it replicates nowhere. */
-  private async plan(change: ChangeRecord, onlyRule?: string): Promise<{ key: string; queued: StatusEvent; task: ReplicationTask } | undefined> {
+  private async plan(change: ChangeRecord, onlyRule?: string): Promise<PlannedTask | undefined> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);
     if (config === undefined || change.isReplica) {
@@ -130,21 +127,11 @@ export class Populator {
     return { key: objectKey(source), queued, task };
   }
 
-  /**
-   * Sends planned tasks, SEND_BATCH at a time: the status events first, so that the status processor
-   * knows every destination before any result arrives, then the tasks. One send per batch instead of
-   * two per change is what makes a listing of thousands of versions quick on Kafka.
-   */
-  private async queue(plans: ({ key: string; queued: StatusEvent; task: ReplicationTask } | undefined)[]): Promise<void> {
+  private async queue(plans: (PlannedTask | undefined)[]): Promise<void> {
     const ready = plans.filter((p) => p !== undefined);
     if (ready.length === 0) return;
-    const producer = await this.out();
-    for (let i = 0; i < ready.length; i += SEND_BATCH) {
-      const batch = ready.slice(i, i + SEND_BATCH);
-      await producer.send(this.names.status, batch.map((p) => ({ key: p.key, value: encode(p.queued) })));
-      await producer.send(this.names.replication, batch.map((p) => ({ key: p.key, value: encode(p.task) })));
-      this.counters.queued += batch.length;
-    }
+    await queueTasks(await this.out(), this.names, ready);
+    this.counters.queued += ready.length;
   }
 
   private async setAside(message: QueueMessage, location: string, reason: string): Promise<void> {

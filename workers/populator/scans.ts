@@ -14,6 +14,8 @@ export interface ScanSchedule {
  */
 export const SCAN_OVERLAP_MS = 15 * 60_000;
 
+type ScanReason = 'existing objects' | 'periodic scan';
+
 /** When each location's last scan and last full scan began, so that periodic scans between full ones queue less. */
 interface Watermark {
   lastStart: number;
@@ -37,10 +39,11 @@ export function scheduleScans(
   { overlapMs = SCAN_OVERLAP_MS }: { overlapMs?: number } = {},
 ): ScanSchedule {
   const marks = new Map<string, Watermark>();
-  const scanLocation = async (location: string, why: string): Promise<void> => {
+  const scanLocation = async (location: string, why: ScanReason): Promise<void> => {
     const mark = marks.get(location);
     const fullEveryMs = (locations.get(location)?.spec.journal?.scan?.fullIntervalSeconds ?? 0) * 1000;
     const started = Date.now();
+    // A backfill lists everything; a periodic scan only at start and every fullIntervalSeconds.
     const full = why === 'existing objects' || mark === undefined || started - mark.lastFull >= fullEveryMs;
     const since = full ? undefined : new Date(mark.lastStart - overlapMs);
     let versions = 0;
@@ -53,7 +56,7 @@ export function scheduleScans(
   };
   let scanning: Promise<unknown> = Promise.resolve();
   let scansQueued = 0;
-  const safeScan = (why: string, locationsToScan: string[]): void => {
+  const safeScan = (why: ScanReason, locationsToScan: string[]): void => {
     if (why === 'periodic scan' && scansQueued > 0) return;
     scansQueued++;
     scanning = scanning

@@ -2,7 +2,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, figuresKey, type Figures, objectKey, versionKey, type GcTask, type ObjectRef, type ReplicationTask, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, figuresKey, type Figures, objectKey, versionKey, type GcTask, type ObjectRef, type PlannedTask, queueTasks, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
 import { fold, type DestinationStatus, type ObjectState, type ObjectStatus } from './fold.ts';
 
 /** One destination of one object version that failed, as `backbeat failed list` shows it. */
@@ -133,6 +133,7 @@ export class StatusProcessor {
       byChange.set(id, [...(byChange.get(id) ?? []), e]);
     }
     let count = 0;
+    const planned: PlannedTask[] = [];
     for (const failed of byChange.values()) {
       const [first] = failed;
       const status = first === undefined ? undefined : this.byVersion.get(versionKey(first.object));
@@ -140,16 +141,15 @@ export class StatusProcessor {
       const ids = new Set(failed.map((f) => f.destination));
       const targets = (status.targets ?? []).filter((t) => ids.has(t.id));
       if (targets.length === 0) continue;
-      const at = new Date().toISOString();
-      const key = objectKey(status.object);
-      const kind = first.kind;
-      const queued: StatusEvent = { type: 'queued', object: status.object, kind, eventTime: status.eventTime, destinations: targets.map((t) => t.id), targets, at };
-      const task: ReplicationTask = { source: status.object, kind, eventTime: status.eventTime, destinations: targets, origin: 'retry', ...(status.size !== undefined ? { size: status.size } : {}) };
-      const producer = await this.out();
-      await producer.send(this.names.status, [{ key, value: encode(queued) }]);
-      await producer.send(this.names.replication, [{ key, value: encode(task) }]);
+      const { kind } = first;
+      planned.push({
+        key: objectKey(status.object),
+        queued: { type: 'queued', object: status.object, kind, eventTime: status.eventTime, destinations: targets.map((t) => t.id), targets, at: new Date().toISOString() },
+        task: { source: status.object, kind, eventTime: status.eventTime, destinations: targets, origin: 'retry', ...(status.size !== undefined ? { size: status.size } : {}) },
+      });
       count += targets.length;
     }
+    if (planned.length > 0) await queueTasks(await this.out(), this.names, planned);
     return count;
   }
 

@@ -1,18 +1,21 @@
 import type { FailedEntry } from '../workers/status/status.ts';
 import { callApi, table } from './api.ts';
 
-/** `backbeat failed list`: one row per failed destination of an object version. */
-export async function listFailed(server: string, destination: string | undefined, json: boolean): Promise<number> {
-  const query = destination !== undefined ? `?destination=${encodeURIComponent(destination)}` : '';
-  const answer = await callApi(server, `/v1/failed${query}`);
+/** `backbeat failed list`: one row per failed destination of an object version, a page at a time. */
+export async function listFailed(server: string, page: { destination?: string; limit?: string; cursor?: string }, json: boolean): Promise<number> {
+  const query = new URLSearchParams(Object.entries(page)).toString();
+  const answer = await callApi(server, `/v1/failed${query === '' ? '' : `?${query}`}`);
   const { status } = answer;
-  const body = answer.body as { failed?: FailedEntry[]; error?: string };
+  const body = answer.body as { failed?: FailedEntry[]; next?: string; error?: string };
   if (status !== 200 || body.failed === undefined) {
     process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${status}`}\n`);
     return 2;
   }
+  const more = body.next === undefined ? '' : `more: backbeat failed list --cursor ${body.next}${page.limit !== undefined ? ` --limit ${page.limit}` : ''}${page.destination !== undefined ? ` --destination ${page.destination}` : ''}`;
   if (json) {
+    // stdout stays a JSON array for scripts; where the next page starts goes to stderr.
     process.stdout.write(`${JSON.stringify(body.failed, null, 2)}\n`);
+    if (more !== '') process.stderr.write(`${more}\n`);
     return 0;
   }
   // CHANGE tells a failed copy from a failed later change of a copied version (its tags, say).
@@ -21,7 +24,7 @@ export async function listFailed(server: string, destination: string | undefined
   for (const e of body.failed) {
     rows.push([`${e.object.location}/${e.object.bucket}/${e.object.key}`, e.object.versionId, e.destination, change[e.kind], String(e.attempts), e.firstFailureAt ?? '', e.lastFailureAt ?? '', e.reason ?? '']);
   }
-  process.stdout.write(`${table(rows)}\n${body.failed.length} failed\n`);
+  process.stdout.write(`${table(rows)}\n${String(body.failed.length)} failed${more === '' ? '' : `; ${more}`}\n`);
   return 0;
 }
 

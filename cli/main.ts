@@ -24,8 +24,9 @@ Usage:
       Checks manifests and prints the per-bucket replication configs they compile to.
   backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
       Replication status of an object, per destination.
-  backbeat failed list [--destination D] [--json] [--server URL]
+  backbeat failed list [--destination D] [--limit N] [--cursor C] [--json] [--server URL]
       Object versions whose replication failed, per destination: reason, attempts, first and last failure.
+      Oldest failure first, N a page (default 100); the last line gives the --cursor of the next page.
   backbeat failed retry (<location>/<bucket>/<key> [--version-id V] | --destination D | --all) [--server URL]
       Sends failed entries back through the pipeline. D is a destination (location/bucket) or a location.
 
@@ -39,7 +40,9 @@ Usage:
       Replicates the objects that were in the rule's source bucket before it (or that it missed).
 
   backbeat worker --role populator|scanner|processor|status|gc [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
-      One worker role, as the operator's Deployments run it, from the config the operator publishes.
+                 [--state-dir DIR] [--advertise-url URL]
+      One worker role, as the operator's Deployments run it, from the config the operator publishes. The
+      status role keeps its partitions' state in --state-dir, and other replicas reach it at --advertise-url.
   backbeat operator --namespace NS --image IMAGE --brokers B [--name NAME] [--owner DEPLOYMENT] [--kubeconfig FILE]
       The Kubernetes operator. Every flag of worker and operator can be set as $BACKBEAT_<FLAG> instead.
 
@@ -138,12 +141,16 @@ async function failed(args: string[]): Promise<number> {
     all: { type: 'boolean' },
     json: { type: 'boolean' },
     server: { type: 'string' },
+    limit: { type: 'string' },
+    cursor: { type: 'string' },
   });
   const server = typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900';
   const destination = typeof values.destination === 'string' ? values.destination : undefined;
   if (sub === 'list') {
     if (positionals.length > 0) throw new UsageError('failed list takes no object; use --destination to narrow it');
-    return listFailed(server, destination, values.json === true);
+    const limit = typeof values.limit === 'string' ? values.limit : undefined;
+    if (limit !== undefined && !/^[1-9]\d*$/.test(limit)) throw new UsageError(`--limit must be a positive whole number, got "${limit}"`);
+    return listFailed(server, { ...(destination !== undefined ? { destination } : {}), ...(limit !== undefined ? { limit } : {}), ...(typeof values.cursor === 'string' ? { cursor: values.cursor } : {}) }, values.json === true);
   }
   if (sub === 'retry') {
     const object = positionals[0];

@@ -21,6 +21,8 @@ export const SERVE_OPTIONS = {
   listen: { type: 'string' },
   concurrency: { type: 'string' },
   'gc-delay': { type: 'string' },
+  'state-dir': { type: 'string' },
+  'advertise-url': { type: 'string' },
   namespace: { type: 'string' },
   name: { type: 'string' },
   image: { type: 'string' },
@@ -109,10 +111,14 @@ export async function worker(values: Values): Promise<number> {
     listenPort: where.port,
     concurrency: count(values, 'concurrency', 16, 1),
     gcDelayMs: gcDelay * 1000,
+    ...optional('stateDir', setting(values, 'state-dir', 'BACKBEAT_STATE_DIR')),
+    ...optional('advertiseUrl', setting(values, 'advertise-url', 'BACKBEAT_ADVERTISE_URL')),
     logger,
   });
   return untilSignal(logger, () => run.stop());
 }
+
+const optional = <K extends string>(name: K, value: string | undefined): Partial<Record<K, string>> => (value === undefined ? {} : ({ [name]: value } as Record<K, string>));
 
 export async function operator(values: Values): Promise<number> {
   const { startOperator } = await import('../operator/operator.ts');

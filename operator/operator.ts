@@ -82,6 +82,8 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
     // Kafka is reached in the background, retried until it answers: Locations and rules are reconciled
     // meanwhile, and what needs Kafka (topics, lag) is retried by the passes.
     const figures = new Map<string, Figures>();
+    // One record per status partition (`<figuresKey> #<partition>`): the rule's figures are their sum.
+    const byPartition = new Map<string, Map<string, Figures>>();
     let admin: QueueAdmin | undefined;
     let figuresConsumer: QueueConsumer | undefined;
     const kafka = (async () => {
@@ -91,7 +93,14 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
           await admin.ensureTopics(installationTopics(names, options.settings.partitions, []));
           figuresConsumer = await follow(queue, names.figures, (m) => {
             try {
-              if (m.key !== null && m.value !== null) figures.set(m.key, decode(m.value) as Figures);
+              const at = m.key?.lastIndexOf(' #') ?? -1;
+              if (m.key === null || m.value === null || at < 0) return;
+              const key = m.key.slice(0, at);
+              const parts = byPartition.get(key) ?? new Map<string, Figures>();
+              byPartition.set(key, parts.set(m.key, decode(m.value) as Figures));
+              const sum = (k: 'replicated' | 'pending' | 'failed'): number => [...parts.values()].reduce((n, f) => n + f[k], 0);
+              const latest = [...parts.values()].reduce((a, b) => (a.at > b.at ? a : b));
+              figures.set(key, { ...latest, replicated: sum('replicated'), pending: sum('pending'), failed: sum('failed') });
             } catch {
               // a record we cannot read carries no figures
             }

@@ -36,7 +36,7 @@ describe('Worker Deployments', () => {
       ['bb-scanner-a', undefined, true],
       ['bb-processor-b', 'bb-processor-b', true],
       ['bb-processor-c', 'bb-processor-c', true],
-      ['bb-status', undefined, true],
+      ['bb-status', 'bb-status', true],
       ['bb-gc', 'bb-gc', false],
     ]);
     const scanOnly = configs([location('a', { journal: { scan: { intervalSeconds: 60, fullIntervalSeconds: 86400 } } }), location('b')], rule('r1', ['b']));
@@ -53,7 +53,11 @@ describe('Worker Deployments', () => {
     assert.equal(replicasFor(populator, 350, 4, settings.scaling), 4);
     assert.equal(replicasFor(populator, 5000, 4, settings.scaling), 4, 'capped at the partitions');
     assert.equal(replicasFor(populator, 5000, 64, settings.scaling), 10, 'capped at max');
-    assert.equal(replicasFor(status, 5000, 64, settings.scaling), 1, 'status keeps one');
+    assert.equal(replicasFor(status, 5000, 4, settings.scaling), 4, 'status scales with its lag, up to the partitions');
+    assert.equal(replicasFor(status, 0, 4, settings.scaling), 1);
+    const statusPods = deploymentFor(settings, status, 2, 'bb-config', [], 'h').spec as { strategy?: unknown; template: { spec: { volumes: { name: string; emptyDir?: unknown }[] } } };
+    assert.deepEqual(statusPods.strategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }, 'a new status pod joins before an old one leaves');
+    assert.ok(statusPods.template.spec.volumes.some((v) => v.name === 'state' && v.emptyDir !== undefined), 'the local store has a volume of its own');
     assert.equal(replicasFor(gc, 5000, 64, settings.scaling), 0, 'no transient source: no GC');
   });
 

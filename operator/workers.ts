@@ -33,7 +33,7 @@ export interface WorkerSpec {
   role: Role;
   location?: string;
   deployment: string;
-  /** The consumer group and topic whose lag sizes it; none for the status role (one replica). */
+  /** The consumer group and topic whose lag sizes it; none for the scanner (one replica). */
   lag?: { group: string; topic: string };
   /** False for a role with nothing to do (the GC without a transient source): zero replicas. */
   active: boolean;
@@ -49,6 +49,8 @@ export interface SecretKeys {
 const PORT = 8900;
 export const CONFIG_DIR = '/etc/backbeat/config';
 export const CREDENTIALS_DIR = '/etc/backbeat/credentials';
+/** The status role's local store: an emptyDir, restored from the changelog when the pod is new. */
+export const STATE_DIR = '/var/lib/backbeat';
 
 const shortHash = (s: string, n = 8): string => createHash('sha256').update(s).digest('hex').slice(0, n);
 
@@ -78,15 +80,16 @@ export function desiredWorkers(settings: WorkerSettings, names: QueueNames, conf
       ];
     }),
     ...destinations.map((location): WorkerSpec => ({ role: 'processor', location, deployment: deploymentName(settings.name, 'processor', location), lag: { group: names.processorGroup(location), topic: names.replication }, active: true })),
-    { role: 'status', deployment: deploymentName(settings.name, 'status'), active: true },
+    // Scaled like the others: each replica owns the status partitions the group gives it.
+    { role: 'status', deployment: deploymentName(settings.name, 'status'), lag: { group: names.statusGroup, topic: names.status }, active: true },
     { role: 'gc', deployment: deploymentName(settings.name, 'gc'), lag: { group: names.gcGroup, topic: names.gc }, active: transient },
   ];
 }
 
 /**
  * Replicas from consumer lag: ceil(lag / threshold) within [min, max], and never more than the topic's
- * partitions (a consumer beyond that would sit idle). Roles without lag keep one replica: the status
- * processor (its in-memory view answers the status API) and the scanner (each listing runs once).
+ * partitions (a consumer beyond that would sit idle). The scanner has no lag and keeps one replica, so
+ * that each listing runs once.
  */
 export function replicasFor(spec: WorkerSpec, lag: number, partitions: number, scaling: Scaling): number {
   if (!spec.active) return 0;
@@ -111,6 +114,7 @@ export function labels(settings: WorkerSettings, spec: WorkerSpec): Record<strin
  */
 export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replicas: number, configMap: string, credentials: SecretKeys[], configHash: string): Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } } {
   const selector = labels(settings, spec);
+  const status = spec.role === 'status';
   // One folder of credentials, <secret>/<key>, projected from every Secret the Locations name.
   const projected = [...credentials]
     .sort((x, y) => x.name.localeCompare(y.name))
@@ -150,6 +154,14 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
             { name: 'BACKBEAT_LOG_LEVEL', value: settings.logLevel },
             // kafkajs sets negative timeouts on Node 24 (tulios/kafkajs#1751): harmless, and noisy.
             { name: 'NODE_OPTIONS', value: '--disable-warning=TimeoutNegativeWarning' },
+            ...(status
+              ? [
+                  { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+                  { name: 'BACKBEAT_STATE_DIR', value: STATE_DIR },
+                  // Where the other status replicas forward requests for the partitions this one owns.
+                  { name: 'BACKBEAT_ADVERTISE_URL', value: 'http://$(POD_IP):$(BACKBEAT_PORT)' },
+                ]
+              : []),
           ],
           ports: [{ name: 'http', containerPort: PORT }],
           readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5 },
@@ -159,12 +171,14 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
           volumeMounts: [
             { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
             { name: 'credentials', mountPath: CREDENTIALS_DIR, readOnly: true },
+            ...(status ? [{ name: 'state', mountPath: STATE_DIR }] : []),
           ],
         },
       ],
       volumes: [
         { name: 'config', configMap: { name: configMap } },
         { name: 'credentials', projected: { sources: projected, defaultMode: 0o440 } },
+        ...(status ? [{ name: 'state', emptyDir: {} }] : []),
       ],
     },
   };
@@ -178,7 +192,14 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
       annotations: { 'backbeat.io/spec-hash': specHash },
       ...(settings.owner !== undefined ? { ownerReferences: [{ ...settings.owner, controller: true, blockOwnerDeletion: false }] } : {}),
     },
-    spec: { replicas, selector: { matchLabels: selector }, template },
+    spec: {
+      replicas,
+      selector: { matchLabels: selector },
+      // A new status pod joins before an old one leaves: partitions move to it (caught up from the
+      // changelog) instead of waiting, unowned, for a pod to start.
+      ...(status ? { strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } } } : {}),
+      template,
+    },
   };
 }
 

@@ -1,4 +1,4 @@
-import type { QueueProducer, TopicSpec } from '../lib/queue/queue.ts';
+import type { OutgoingRecord, QueueProducer, TopicSpec } from '../lib/queue/queue.ts';
 import type { ChangeKind } from './journal/change.ts';
 
 // What flows between the roles. Records are keyed by `location/bucket/key`, so every version of a key
@@ -11,8 +11,13 @@ import type { ChangeKind } from './journal/change.ts';
 export interface QueueNames {
   replication: string;
   status: string;
-  /** Compacted: the latest status of each object version, from which the status processor rebuilds. */
-  objectStatus: string;
+  /**
+   * Compacted changelog of the status store: the latest status of each object version, and each
+   * partition's totals, written to the partition of the status topic they come from.
+   */
+  statusStore: string;
+  /** Compacted: which status replica (its API's URL) owns each partition of the status topic. */
+  statusOwners: string;
   /** Journal messages that could not be understood, with the reason, for an operator to inspect. */
   journalFailed: string;
   /** Object versions of a transient source that every destination holds: candidates for deletion. */
@@ -31,7 +36,8 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
   return {
     replication: `${prefix}-replication`,
     status: `${prefix}-replication-status`,
-    objectStatus: `${prefix}-object-status`,
+    statusStore: `${prefix}-status-store`,
+    statusOwners: `${prefix}-status-owners`,
     journalFailed: `${prefix}-journal-failed`,
     gc: `${prefix}-gc`,
     control: `${prefix}-control`,
@@ -134,6 +140,8 @@ export interface Figures {
 }
 
 export const figuresKey = (source: string, destination: string): string => `${source} -> ${destination}`;
+/** The figures topic holds one record per status partition; the operator adds them up per figuresKey. */
+export const partitionFiguresKey = (source: string, destination: string, partition: number): string => `${figuresKey(source, destination)} #${String(partition)}`;
 
 /** Every topic of an installation, plus the journal topics of its source locations. */
 export function installationTopics(names: QueueNames, partitions: number, journalTopics: Iterable<string>): TopicSpec[] {
@@ -141,7 +149,9 @@ export function installationTopics(names: QueueNames, partitions: number, journa
   return [
     { topic: names.replication, partitions },
     { topic: names.status, partitions },
-    { topic: names.objectStatus, partitions, config: compact },
+    // Written a folded batch per record batch (atomic per partition), so allowed larger than the default.
+    { topic: names.statusStore, partitions, config: { ...compact, 'max.message.bytes': String(16 * 1024 * 1024) } },
+    { topic: names.statusOwners, partitions: 1, config: compact },
     { topic: names.journalFailed, partitions: 1 },
     { topic: names.gc, partitions },
     { topic: names.control, partitions: 1, config: compact },
@@ -161,14 +171,20 @@ export interface PlannedTask {
 const SEND_BATCH = 100;
 
 /**
- * Queues tasks SEND_BATCH at a time: the status events first, so that the status processor knows every
- * destination before any result arrives, then the tasks. One send per batch, not two per task, is what
- * makes a listing of thousands of versions quick on Kafka.
+ * Queues tasks SEND_BATCH at a time, in one send per batch and topic rather than two per task (what makes
+ * a listing of thousands of versions quick on Kafka). New tasks announce their destinations first, so
+ * that the status processor knows every destination before any result arrives. A retry sends the task
+ * first (`tasksFirst`): the version is already known, and a failed second send must leave it FAILED
+ * (listed, retryable) rather than PENDING with no task.
  */
-export async function queueTasks(producer: QueueProducer, names: QueueNames, planned: PlannedTask[]): Promise<void> {
+export async function queueTasks(producer: QueueProducer, names: QueueNames, planned: PlannedTask[], options: { tasksFirst?: boolean } = {}): Promise<void> {
   for (let i = 0; i < planned.length; i += SEND_BATCH) {
     const batch = planned.slice(i, i + SEND_BATCH);
-    await producer.send(names.status, batch.map((p) => ({ key: p.key, value: encode(p.queued) })));
-    await producer.send(names.replication, batch.map((p) => ({ key: p.key, value: encode(p.task) })));
+    const sends: [string, OutgoingRecord[]][] = [
+      [names.status, batch.map((p) => ({ key: p.key, value: encode(p.queued) }))],
+      [names.replication, batch.map((p) => ({ key: p.key, value: encode(p.task) }))],
+    ];
+    if (options.tasksFirst === true) sends.reverse();
+    for (const [topic, records] of sends) await producer.send(topic, records);
   }
 }

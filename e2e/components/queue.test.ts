@@ -144,6 +144,45 @@ for (const [name, open] of implementations) {
       await admin.close();
     });
 
+    it('writes to a named partition, tells where each send ended, replays ranges to their end, and places keys where partitionOf says', async () => {
+      const topic = `changelog-${randomUUID()}`;
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic, partitions: 3, config: { 'cleanup.policy': 'compact' } }]);
+      const producer = await queue.producer();
+      assert.deepEqual(await producer.send(topic, [{ key: 'a', value: '1', partition: 2 }, { key: 'b', value: null, partition: 2 }]), [{ partition: 2, next: '2' }]);
+      assert.deepEqual(await producer.send(topic, [{ key: 'a', value: '2', partition: 2 }]), [{ partition: 2, next: '3' }]);
+      const read: [number, string, string | null][] = [];
+      const ends = await queue.replay(topic, new Map([[2, '1'], [0, '0']]), (m) => read.push([m.partition, m.offset, m.value?.toString() ?? null]));
+      assert.deepEqual(read, [[2, '1', null], [2, '2', '2']], 'from the offset asked, a tombstone included, to the end');
+      assert.deepEqual([...ends].sort(), [[0, '0'], [2, '3']]);
+      read.length = 0;
+      assert.deepEqual([...(await queue.replay(topic, new Map([[2, '3']]), (m) => read.push([m.partition, m.offset, null])))], [[2, '3']]);
+      assert.deepEqual(read, [], 'nothing past the end');
+
+      // Keyed records without a partition land where partitionOf says, and a consumer hears its assignment.
+      const keys = Array.from({ length: 12 }, (_, i) => `loc/bucket/key-${String(i)}`);
+      await producer.send(topic, keys.map((key) => ({ key, value: 'x' })));
+      const expected = new Map(await Promise.all(keys.map(async (k) => [k, await queue.partitionOf(topic, k)] as const)));
+      const assigned: number[][] = [];
+      const seen = new Map<string, number>();
+      const group = `g-${randomUUID()}`;
+      const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+      await consumer.run({
+        onAssign: (tps) => assigned.push(tps.map((tp) => tp.partition).sort()),
+        onBatch: async (batch) => {
+          for (const m of batch.messages) if (m.key?.startsWith('loc/') === true) seen.set(m.key, m.partition);
+          await commitBatch(consumer, batch);
+        },
+      });
+      await eventually(() => assert.equal(seen.size, keys.length));
+      assert.deepEqual(seen, expected);
+      assert.deepEqual(assigned.at(-1), [0, 1, 2]);
+      await consumer.close();
+      await admin.deleteGroups([group]);
+      await producer.close();
+      await admin.close();
+    });
+
     it('redelivers what was not committed to the next consumer of the group', async () => {
       const topic = `redeliver-${randomUUID()}`;
       const admin = await queue.admin();

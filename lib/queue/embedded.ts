@@ -15,6 +15,7 @@ import type {
   QueueConsumer,
   QueueMessage,
   TopicSpec,
+  Written,
 } from './queue.ts';
 
 // The queue of local mode: Kafka's semantics (partitions keyed by hash, consumer groups with committed
@@ -297,6 +298,25 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
     retain,
     groupIds: () => [...groups.keys()],
 
+    replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void): Promise<Map<number, string>> {
+      const partitions = partitionsOf(topic);
+      const ends = new Map<number, string>();
+      for (const [partition, start] of from) {
+        const part = partitions[partition];
+        if (part === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(partition)}`));
+        const end = part.next;
+        for (let i = indexAt(part.messages, Number(start)); i < part.messages.length; i++) {
+          const m = part.messages[i];
+          if (m === undefined || Number(m.offset) >= end) break;
+          onMessage(m);
+        }
+        ends.set(partition, String(end));
+      }
+      return Promise.resolve(ends);
+    },
+
+    partitionOf: (topic: string, key: string) => Promise.resolve(partitionFor(key, partitionsOf(topic).length, 0)),
+
     admin(): Promise<QueueAdmin> {
       return Promise.resolve({
         ensureTopics(specs: TopicSpec[]) {
@@ -337,18 +357,20 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
       return Promise.resolve({
         send(topic: string, records: OutgoingRecord[]) {
           const partitions = partitionsOf(topic);
+          const written = new Map<number, string>();
           for (const r of records) {
-            const p = partitionFor(r.key, partitions.length, roundRobin++);
+            const p = r.partition ?? partitionFor(r.key, partitions.length, roundRobin++);
             const part = partitions[p];
-            if (part === undefined) continue;
-            const value = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-            const record: Stored = { o: part.next, k: r.key ?? null, v: value.toString('base64'), h: r.headers ?? {}, t: Date.now() };
+            if (part === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(p)}`));
+            const value = r.value === null ? null : (Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value)).toString('base64');
+            const record: Stored = { o: part.next, k: r.key ?? null, v: value, h: r.headers ?? {}, t: Date.now() };
             // Appended before the send resolves: an acknowledged record survives a crash.
             if (part.file !== undefined) appendFileSync(part.file, `${JSON.stringify(record)}\n`);
             part.messages.push(toMessage(topic, p, part.next++, record));
+            if (r.partition !== undefined) written.set(p, String(part.next));
           }
           appended.emit('append');
-          return Promise.resolve();
+          return Promise.resolve([...written].map(([partition, next]): Written => ({ partition, next })));
         },
         deleteGroups,
         close: () => Promise.resolve(),
@@ -409,6 +431,8 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
       return Promise.resolve({
         run(handlers: ConsumerHandlers) {
           state.running = true;
+          // The one consumer of its group: every partition, once.
+          handlers.onAssign?.(opts.topics.flatMap((topic) => partitionsOf(topic).map((_, partition) => ({ topic, partition }))));
           for (const topic of opts.topics) {
             partitionsOf(topic).forEach((_, p) => loops.push(loop(topic, p, handlers)));
           }

@@ -1,4 +1,5 @@
-import { Kafka, logLevel as KafkaLogLevel, Partitioners, type IHeaders, type LogEntry } from 'kafkajs';
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel as KafkaLogLevel, Partitioners, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 import type {
   CommitPoint,
@@ -11,6 +12,7 @@ import type {
   QueueMessage,
   QueueProducer,
   TopicSpec,
+  Written,
 } from './queue.ts';
 
 export interface KafkaOptions {
@@ -59,7 +61,102 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       },
   });
 
+  const toMessage = (topic: string, partition: number, message: KafkaMessage): QueueMessage => ({
+    topic,
+    partition,
+    offset: message.offset,
+    key: message.key?.toString('utf8') ?? null,
+    value: message.value,
+    headers: headersOf(message.headers),
+    timestamp: Number(message.timestamp),
+  });
+  // The producer's own partitioner, asked with a topic's partition count: where a key's records go.
+  const partitioner = Partitioners.DefaultPartitioner();
+  const partitionCounts = new Map<string, number>();
+
   return {
+    async partitionOf(topic: string, key: string): Promise<number> {
+      let count = partitionCounts.get(topic);
+      if (count === undefined) {
+        const admin = kafka.admin();
+        await admin.connect();
+        try {
+          count = (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
+        } finally {
+          await admin.disconnect();
+        }
+        if (count === 0) throw new Error(`topic "${topic}" has no partitions`);
+        partitionCounts.set(topic, count);
+      }
+      const partitionMetadata = Array.from({ length: count }, (_, partitionId): PartitionMetadata => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
+      return partitioner({ topic, partitionMetadata, message: { key, value: null } });
+    },
+
+    async replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void): Promise<Map<number, string>> {
+      const admin = kafka.admin();
+      await admin.connect();
+      let offsets: Awaited<ReturnType<typeof admin.fetchTopicOffsets>>;
+      try {
+        offsets = await admin.fetchTopicOffsets(topic);
+      } finally {
+        await admin.disconnect();
+      }
+      const ends = new Map<number, string>();
+      // Per partition still to read: where to start, and the last offset to read.
+      const todo = new Map<number, { start: bigint; last: bigint }>();
+      for (const [partition, given] of from) {
+        const o = offsets.find((x) => x.partition === partition);
+        if (o === undefined) throw new Error(`topic "${topic}" has no partition ${String(partition)}`);
+        ends.set(partition, o.high);
+        const start = BigInt(given) > BigInt(o.low) ? BigInt(given) : BigInt(o.low);
+        if (start < BigInt(o.high)) todo.set(partition, { start, last: BigInt(o.high) - 1n });
+      }
+      if (todo.size === 0) return ends;
+      // kafkajs has no group-less consumer: a group of its own, deleted afterwards, seeks each partition.
+      const groupId = `backbeat-replay-${randomUUID()}`;
+      const consumer = kafka.consumer({ groupId, allowAutoTopicCreation: false });
+      await consumer.connect();
+      try {
+        await consumer.subscribe({ topic, fromBeginning: true });
+        await new Promise<void>((resolve, reject) => {
+          consumer
+            .run({
+              autoCommit: false,
+              eachBatch: async ({ batch }) => {
+                const range = todo.get(batch.partition);
+                if (range === undefined) return;
+                for (const message of batch.messages) {
+                  const offset = BigInt(message.offset);
+                  if (offset < range.start) continue;
+                  if (offset > range.last) break;
+                  onMessage(toMessage(topic, batch.partition, message));
+                }
+                if (BigInt(batch.lastOffset()) >= range.last) {
+                  todo.delete(batch.partition);
+                  consumer.pause([{ topic, partitions: [batch.partition] }]);
+                  if (todo.size === 0) resolve();
+                }
+                return Promise.resolve();
+              },
+            })
+            .then(() => {
+              for (const [partition, range] of todo) consumer.seek({ topic, partition, offset: range.start.toString() });
+              const idle = offsets.map((o) => o.partition).filter((p) => !todo.has(p));
+              if (idle.length > 0) consumer.pause([{ topic, partitions: idle }]);
+            })
+            .catch((err: unknown) => {
+              reject(err instanceof Error ? err : new Error(String(err)));
+            });
+        });
+      } finally {
+        await consumer.disconnect();
+        const admin2 = kafka.admin();
+        await admin2.connect().then(() => admin2.deleteGroups([groupId])).catch(() => undefined);
+        await admin2.disconnect().catch(() => undefined);
+      }
+      return ends;
+    },
+
     async admin(): Promise<QueueAdmin> {
       const admin = kafka.admin();
       await admin.connect();
@@ -124,15 +221,24 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       });
       await producer.connect();
       return {
-        async send(topic, records) {
-          await producer.send({
+        async send(topic, records): Promise<Written[]> {
+          const written = await producer.send({
             topic,
             acks: -1,
             messages: records.map((r) => ({
               key: r.key ?? null,
               value: r.value,
               ...(r.headers !== undefined ? { headers: r.headers } : {}),
+              ...(r.partition !== undefined ? { partition: r.partition } : {}),
             })),
+          });
+          // A partition's records of one send are appended together from its base offset; the end is
+          // known where every record named its partition.
+          const counts = new Map<number, number>();
+          for (const r of records) if (r.partition !== undefined) counts.set(r.partition, (counts.get(r.partition) ?? 0) + 1);
+          return written.flatMap((w) => {
+            const n = counts.get(w.partition);
+            return n === undefined || w.baseOffset === undefined ? [] : [{ partition: w.partition, next: (BigInt(w.baseOffset) + BigInt(n)).toString() }];
           });
         },
         close: () => producer.disconnect(),
@@ -150,21 +256,18 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       const committed = new Map<string, string>();
       return {
         async run(handlers: ConsumerHandlers) {
+          if (handlers.onAssign !== undefined) {
+            consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+              handlers.onAssign?.(Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition }))));
+            });
+          }
           await consumer.run({
             autoCommit: false,
             eachBatchAutoResolve: false,
             partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently ?? 8,
             eachBatch: async (payload) => {
               const { batch } = payload;
-              const messages: QueueMessage[] = batch.messages.map((message) => ({
-                topic: batch.topic,
-                partition: batch.partition,
-                offset: message.offset,
-                key: message.key?.toString('utf8') ?? null,
-                value: message.value,
-                headers: headersOf(message.headers),
-                timestamp: Number(message.timestamp),
-              }));
+              const messages = batch.messages.map((message) => toMessage(batch.topic, batch.partition, message));
               await handlers.onBatch({
                 topic: batch.topic,
                 partition: batch.partition,

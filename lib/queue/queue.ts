@@ -12,8 +12,23 @@ export interface TopicSpec {
 export interface OutgoingRecord {
   /** Records with the same key land on the same partition, in order. */
   key?: string;
-  value: string | Buffer;
+  /** null is a tombstone: on a compacted topic it removes the key. */
+  value: string | Buffer | null;
   headers?: Record<string, string>;
+  /** Overrides the key's partition: a changelog is written to the partition of the input it mirrors. */
+  partition?: number;
+}
+
+/** Where the records of one send landed: per partition written, the offset after its last record. */
+export interface Written {
+  partition: number;
+  next: string;
+}
+
+/** A partition of a topic, as group assignments name them. */
+export interface TopicPartition {
+  topic: string;
+  partition: number;
 }
 
 export interface QueueMessage {
@@ -54,7 +69,7 @@ export interface QueueAdmin {
 }
 
 export interface QueueProducer {
-  send(topic: string, records: OutgoingRecord[]): Promise<void>;
+  send(topic: string, records: OutgoingRecord[]): Promise<Written[]>;
   close(): Promise<void>;
 }
 
@@ -92,6 +107,11 @@ export interface ConsumerHandlers {
    * only through commit().
    */
   onBatch(batch: Batch): Promise<void>;
+  /**
+   * The member's whole assignment, each time the group gives it one (a join, every rebalance), before
+   * any batch of that assignment. State kept per partition is caught up here (Kafka Streams' model).
+   */
+  onAssign?(assignment: TopicPartition[]): void;
 }
 
 export interface QueueConsumer {
@@ -104,6 +124,13 @@ export interface QueueConsumer {
 
 export interface Queue {
   admin(): Promise<QueueAdmin>;
+  /**
+   * Reads partitions of a topic, each from its given offset to the end it had when called (a changelog
+   * catching up), in offset order per partition; resolves with the offset after the end of each.
+   */
+  replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void): Promise<Map<number, string>>;
+  /** The partition a key goes to on `topic`, as the producer picks it. */
+  partitionOf(topic: string, key: string): Promise<number>;
   producer(): Promise<QueueProducer>;
   consumer(options: ConsumerOptions): Promise<QueueConsumer>;
 }

@@ -108,9 +108,11 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     names,
     transientSources,
     logger: logger.child({ role: 'status' }),
-    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+    // A copy of the status changelog, per installation prefix: a restart reads only what it missed.
+    storeFile: join(options.stateDir, `status-${prefix}.db`),
   });
   await status.start();
+  await status.whenReady();
   // The GC runs only where a transient source exists.
   const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
   await gc?.start();
@@ -160,7 +162,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     status,
     destinations: [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort(),
     controls: {
-      set: (state) => controlProducer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]),
+      set: async (state) => {
+        await controlProducer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]);
+      },
       states: () =>
         [...processors.entries()].map(([location, p]) => ({
           location,
@@ -177,7 +181,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       }
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
-    ready: () => !stopping,
+    ready: () => !stopping && status.ready(),
+    readiness: () => ({ restoring: status.restores() }),
     rules: [...manifests.rules.keys()].sort(),
     backfill(name) {
       const rule = manifests.rules.get(name);

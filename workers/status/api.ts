@@ -1,7 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { redactString } from '../../lib/log/redact.ts';
-import type { PauseState } from '../messages.ts';
+import { type PauseState, versionKey } from '../messages.ts';
+import type { ObjectState, ObjectStatus } from './fold.ts';
 import type { FailedEntry, StatusProcessor } from './status.ts';
+import type { FailedCursor } from './store.ts';
 
 export interface DestinationControls {
   /** Records a pause state durably; processors of that location follow it. */
@@ -16,6 +18,8 @@ export interface HealthContext {
   metrics(): Promise<{ contentType: string; body: string }>;
   /** True once every role has started, false again while stopping. */
   ready(): boolean;
+  /** What /readyz adds to its answer (e.g. the status partitions being restored). */
+  readiness?(): Record<string, unknown>;
 }
 
 export interface ApiContext extends HealthContext {
@@ -26,6 +30,8 @@ export interface ApiContext extends HealthContext {
   /** Queues the existing objects of a rule; undefined when no such rule exists. */
   backfill(rule: string): Promise<number> | undefined;
   rules: string[];
+  /** This replica's own URL as announced to the others (so that it never forwards to itself). */
+  advertiseUrl?: string;
 }
 
 class BadRequest extends Error {
@@ -70,29 +76,149 @@ function pauseRequest(ctx: ApiContext, location: string, action: string, body: R
   return { location, paused: true, until: new Date(until).toISOString(), at };
 }
 
-/** The failed entries a retry request selects: { all: true } | { destination } | { object, versionId? }. */
-function selectFailed(ctx: ApiContext, body: Record<string, unknown>): FailedEntry[] {
+/** The header that marks a request one replica forwarded to another: answered locally, never forwarded again. */
+const FORWARDED = 'x-backbeat-forwarded';
+const PAGE_DEFAULT = 100;
+const PAGE_MAX = 10_000;
+
+/** Where an answer comes from: this replica's store, or the replica(s) that own the keys asked for. */
+type Answer = { code: number; body: unknown };
+
+async function ask(url: string, path: string, init?: { method: 'POST'; body: unknown }): Promise<Answer> {
+  const res = await fetch(`${url}${path}`, {
+    method: init?.method ?? 'GET',
+    headers: { [FORWARDED]: '1', ...(init !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(init !== undefined ? { body: JSON.stringify(init.body) } : {}),
+    signal: AbortSignal.timeout(30_000),
+  });
+  return { code: res.status, body: await res.json() };
+}
+
+/** The same request asked of every other replica that owns partitions; a replica that does not answer fails it. */
+async function fanOut(ctx: ApiContext, path: string, init?: { method: 'POST'; body: unknown }): Promise<unknown[]> {
+  return Promise.all(
+    ctx.status.peers().map(async (url) => {
+      let answer: Answer;
+      try {
+        answer = await ask(url, path, init);
+      } catch (err) {
+        throw new BadRequest(503, `the status replica at ${url} did not answer (${(err as Error).message}); try again`);
+      }
+      if (answer.code !== 200) throw new BadRequest(answer.code, (answer.body as { error?: string }).error ?? `the status replica at ${url} answered HTTP ${String(answer.code)}`);
+      return answer.body;
+    }),
+  );
+}
+
+/** Answers for an object from the replica that owns its partition: here, or forwarded once. */
+async function atOwner(ctx: ApiContext, req: IncomingMessage, location: string, bucket: string, key: string, path: string, local: () => Promise<Answer> | Answer, init?: { method: 'POST'; body: unknown }): Promise<Answer> {
+  const partition = await ctx.status.partitionOf(location, bucket, key);
+  if (ctx.status.ownsPartition(partition)) return local();
+  const owner = ctx.status.ownerOf(partition);
+  if (req.headers[FORWARDED] !== undefined || owner === undefined || owner === ctx.advertiseUrl) {
+    return { code: 503, body: { error: `status partition ${String(partition)} is being handed over between replicas; try again` } };
+  }
+  try {
+    return await ask(owner, path, init);
+  } catch (err) {
+    return { code: 503, body: { error: `the status replica at ${owner} did not answer (${(err as Error).message}); try again` } };
+  }
+}
+
+/** The sort key of a failed entry: what the store orders pages by, and what a cursor names. */
+function cursorOf(e: FailedEntry): FailedCursor {
+  return { at: e.lastFailureAt ?? e.updatedAt, vk: versionKey(e.object), id: `${e.kind} ${e.destination}` };
+}
+const before = (a: FailedCursor, b: FailedCursor): number => (a.at < b.at ? -1 : a.at > b.at ? 1 : a.vk < b.vk ? -1 : a.vk > b.vk ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const encodeCursor = (c: FailedCursor): string => Buffer.from(JSON.stringify([c.at, c.vk, c.id])).toString('base64url');
+function decodeCursor(text: string): FailedCursor {
+  try {
+    const [at, vk, id] = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as unknown[];
+    if (typeof at === 'string' && typeof vk === 'string' && typeof id === 'string') return { at, vk, id };
+  } catch {
+    // reported below
+  }
+  throw new BadRequest(400, 'the cursor is not one this API gave');
+}
+
+/** GET /v1/failed: one page over every replica's partitions, merged in the order of the cursor. */
+async function failedPage(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> {
+  const d = url.searchParams.get('destination');
+  if (d !== null) destinationFilter(ctx, d);
+  const limitText = url.searchParams.get('limit') ?? String(PAGE_DEFAULT);
+  const limit = Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > PAGE_MAX) throw new BadRequest(400, `limit must be a whole number from 1 to ${String(PAGE_MAX)}, got "${limitText}"`);
+  const cursorText = url.searchParams.get('cursor');
+  const after = cursorText === null ? undefined : decodeCursor(cursorText);
+  const page = ctx.status.failed({ limit, ...(d !== null ? { destination: d } : {}), ...(after !== undefined ? { after } : {}) });
+  const pages = [{ failed: page.entries, more: page.next !== undefined }];
+  if (req.headers[FORWARDED] === undefined) pages.push(...((await fanOut(ctx, `${url.pathname}${url.search}`)) as { failed: FailedEntry[]; more: boolean }[]));
+  const merged = pages.flatMap((p) => p.failed).sort((a, b) => before(cursorOf(a), cursorOf(b)));
+  const entries = merged.slice(0, limit);
+  const more = merged.length > limit || pages.some((p) => p.more);
+  const last = entries.at(-1);
+  return { code: 200, body: { failed: entries, more, ...(more && last !== undefined ? { next: encodeCursor(cursorOf(last)) } : {}) } };
+}
+
+/** POST /v1/failed/retry: { all: true } | { destination } | { object, versionId? }, each by the replicas owning the entries. */
+async function retry(ctx: ApiContext, req: IncomingMessage, body: Record<string, unknown>): Promise<Answer> {
   const { all, destination, object, versionId } = body;
   const given = [all === true, typeof destination === 'string', typeof object === 'string'].filter(Boolean).length;
   if (given !== 1) throw new BadRequest(400, 'select exactly one of: all, a destination, an object');
-  if (typeof destination === 'string') return ctx.status.failed(destinationFilter(ctx, destination));
   if (typeof object === 'string') {
     const m = /^([^/]+)\/([^/]+)\/(.+)$/s.exec(object);
     if (m === null) throw new BadRequest(400, `an object is <location>/<bucket>/<key>, got "${object}"`);
-    const [, location, bucket, key] = m;
-    const selected = ctx.status
-      .failed()
-      .filter((e) => e.object.location === location && e.object.bucket === bucket && e.object.key === key && (typeof versionId !== 'string' || e.object.versionId === versionId));
-    if (selected.length === 0) throw new BadRequest(404, `no failed replication for ${object}${typeof versionId === 'string' ? ` version ${versionId}` : ''}`);
-    return selected;
+    const [, location = '', bucket = '', key = ''] = m;
+    return atOwner(ctx, req, location, bucket, key, '/v1/failed/retry', async () => {
+      const selected = ctx.status.lookup(location, bucket, key, typeof versionId === 'string' ? versionId : undefined).flatMap((s) => [...failuresOfStatus(s)]);
+      if (selected.length === 0) throw new BadRequest(404, `no failed replication for ${object}${typeof versionId === 'string' ? ` version ${versionId}` : ''}`);
+      return { code: 200, body: { retried: await ctx.status.retry(selected) } };
+    }, { method: 'POST', body });
   }
-  return ctx.status.failed();
+  if (typeof destination === 'string') destinationFilter(ctx, destination);
+  let retried = await ctx.status.retry(ctx.status.allFailed(typeof destination === 'string' ? destination : undefined));
+  if (req.headers[FORWARDED] === undefined) {
+    for (const answer of (await fanOut(ctx, '/v1/failed/retry', { method: 'POST', body })) as { retried: number }[]) retried += answer.retried;
+  }
+  return { code: 200, body: { retried } };
+}
+
+/** The failed entries of one version, as the store lists them. */
+function* failuresOfStatus(s: ObjectStatus): Generator<FailedEntry> {
+  for (const [destination, d] of Object.entries(s.destinations)) if (d.state === 'FAILED') yield { object: s.object, kind: s.kind, destination, ...d };
+  for (const f of Object.values(s.followUps ?? {})) if (f.state === 'FAILED') yield { ...f, object: s.object };
+}
+
+/** GET /v1/summary: versions per state, over every replica's partitions. */
+async function summary(ctx: ApiContext, req: IncomingMessage): Promise<Answer> {
+  const total = ctx.status.summary();
+  if (req.headers[FORWARDED] === undefined) {
+    for (const s of (await fanOut(ctx, '/v1/summary')) as Record<ObjectState, number>[]) {
+      for (const k of Object.keys(total) as ObjectState[]) total[k] += s[k];
+    }
+  }
+  return { code: 200, body: total };
+}
+
+/** GET /v1/objects/<location>/<bucket>/<key>[?versionId=V], answered by the replica that owns the key. */
+function objectStatus(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> | Answer {
+  // Segments are percent-encoded by the client, so keys with '/', '%', '+' or spaces arrive intact.
+  const [location, bucket, ...rest] = url.pathname.slice('/v1/objects/'.length).split('/');
+  if (location === undefined || bucket === undefined || rest.length === 0) return { code: 400, body: { error: 'expected /v1/objects/<location>/<bucket>/<key>' } };
+  const [loc, b, key] = [decodeURIComponent(location), decodeURIComponent(bucket), rest.map(decodeURIComponent).join('/')];
+  const versionId = url.searchParams.get('versionId') ?? undefined;
+  return atOwner(ctx, req, loc, b, key, `${url.pathname}${url.search}`, () => {
+    const versions = ctx.status.lookup(loc, b, key, versionId);
+    if (versions.length === 0) return { code: 404, body: { error: `no replication status for ${loc}/${b}/${key}${versionId !== undefined ? ` version ${versionId}` : ''}` } };
+    return { code: 200, body: { versions } };
+  });
 }
 
 /**
- * HTTP API of the status processor (what the CLI asks):
+ * HTTP API of the status processor (what the CLI asks). Any replica answers: what it does not own it
+ * forwards to the owner (an object) or asks of every replica (lists, totals, retries).
  *   GET  /v1/objects/<location>/<bucket>/<key>[?versionId=V]  → { versions: ObjectStatus[] } or 404
- *   GET  /v1/failed[?destination=D]                           → { failed: FailedEntry[] }
+ *   GET  /v1/failed[?destination=D][&limit=N][&cursor=C]      → { failed: FailedEntry[], more, next? } (next: the cursor of the next page)
  *   POST /v1/failed/retry  { all: true } | { destination } | { object, versionId? }  → { retried: n }
  *   GET  /v1/destinations                                     → pause state of each destination location
  *   POST /v1/destinations/<location>/pause  { until? }  and  /resume
@@ -100,102 +226,57 @@ function selectFailed(ctx: ApiContext, body: Record<string, unknown>): FailedEnt
  *   GET  /v1/summary                                          → object versions per state
  *   GET  /metrics                                             → Prometheus metrics
  *   GET  /healthz                                             → 200 while the process serves
- *   GET  /readyz                                              → 200 once every role runs, 503 while stopping
+ *   GET  /readyz                                              → 200 once every role runs and the status partitions are restored
  */
 export function statusServer(ctx: ApiContext): Server {
   return createServer((req, res) => {
-    try {
-      route(ctx, req, res);
-    } catch (err) {
+    const send = (code: number, body: unknown): void => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    const fail = (err: unknown): void => {
       // e.g. a malformed percent-encoding: the request is bad, the process goes on.
-      res.writeHead(err instanceof URIError ? 400 : 500, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: err instanceof URIError ? 'malformed URL encoding' : 'internal error' }));
+      if (err instanceof BadRequest) send(err.code, { error: err.message });
+      else if (err instanceof URIError) send(400, { error: 'malformed URL encoding' });
+      else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });
+    };
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+      if (healthRoute(ctx, url, res, send, fail)) return;
+    } catch (err) {
+      fail(err);
+      return;
     }
+    route(ctx, req, url).then(({ code, body }) => {
+      send(code, body);
+    }, fail);
   });
 }
 
-function route(ctx: ApiContext, req: IncomingMessage, res: ServerResponse): void {
-  const { status } = ctx;
-  const send = (code: number, body: unknown): void => {
-    res.writeHead(code, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(body));
-  };
-  const url = new URL(req.url ?? '/', 'http://localhost');
-  const fail = (err: unknown): void => {
-    if (err instanceof BadRequest) send(err.code, { error: err.message });
-    else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });
-  };
-  const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
-  if (req.method === 'POST' && control !== null) {
-    jsonBody(req)
-      .then(async (body) => {
-        const state = pauseRequest(ctx, decodeURIComponent(control[1] ?? ''), control[2] ?? '', body);
-        await ctx.controls.set(state);
-        send(200, state);
-      })
-      .catch(fail);
-    return;
-  }
-  const backfill = /^\/v1\/rules\/([^/]+)\/backfill$/.exec(url.pathname);
-  if (req.method === 'POST' && backfill !== null) {
-    const rule = decodeURIComponent(backfill[1] ?? '');
-    const queued = ctx.backfill(rule);
-    if (queued === undefined) {
-      send(404, { error: `unknown rule "${rule}" (known: ${ctx.rules.join(', ') || 'none'})` });
-      return;
+async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> {
+  if (req.method === 'POST') {
+    const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
+    if (control !== null) {
+      const state = pauseRequest(ctx, decodeURIComponent(control[1] ?? ''), control[2] ?? '', await jsonBody(req));
+      await ctx.controls.set(state);
+      return { code: 200, body: state };
     }
-    queued.then((n) => {
-      send(200, { rule, queued: n });
-    }, fail);
-    return;
-  }
-  if (req.method === 'POST' && url.pathname === '/v1/failed/retry') {
-    jsonBody(req)
-      .then((body) => status.retry(selectFailed(ctx, body)))
-      .then((retried) => {
-        send(200, { retried });
-      })
-      .catch(fail);
-    return;
-  }
-  if (req.method !== 'GET') {
-    send(405, { error: `${req.method ?? ''} ${url.pathname} is not served` });
-    return;
-  }
-  if (url.pathname === '/v1/destinations') {
-    send(200, { destinations: ctx.controls.states() });
-    return;
-  }
-  if (url.pathname === '/v1/failed') {
-    try {
-      const d = url.searchParams.get('destination');
-      send(200, { failed: status.failed(d === null ? undefined : destinationFilter(ctx, d)) });
-    } catch (err) {
-      fail(err);
+    const backfill = /^\/v1\/rules\/([^/]+)\/backfill$/.exec(url.pathname);
+    if (backfill !== null) {
+      const rule = decodeURIComponent(backfill[1] ?? '');
+      const queued = ctx.backfill(rule);
+      if (queued === undefined) return { code: 404, body: { error: `unknown rule "${rule}" (known: ${ctx.rules.join(', ') || 'none'})` } };
+      return { code: 200, body: { rule, queued: await queued } };
     }
-    return;
+    if (url.pathname === '/v1/failed/retry') return retry(ctx, req, await jsonBody(req));
   }
-  if (healthRoute(ctx, url, res, send, fail)) return;
-  if (url.pathname === '/v1/summary') {
-    send(200, status.summary());
-    return;
-  }
-  const prefix = '/v1/objects/';
-  if (url.pathname.startsWith(prefix)) {
-    // Segments are percent-encoded by the client, so keys with '/', '%', '+' or spaces arrive intact.
-    const [location, bucket, ...rest] = url.pathname.slice(prefix.length).split('/');
-    if (location === undefined || bucket === undefined || rest.length === 0) {
-      send(400, { error: 'expected /v1/objects/<location>/<bucket>/<key>' });
-      return;
-    }
-    const key = rest.map(decodeURIComponent).join('/');
-    const versionId = url.searchParams.get('versionId') ?? undefined;
-    const versions = status.lookup(decodeURIComponent(location), decodeURIComponent(bucket), key, versionId);
-    if (versions.length === 0) send(404, { error: `no replication status for ${location}/${bucket}/${key}${versionId !== undefined ? ` version ${versionId}` : ''}` });
-    else send(200, { versions });
-    return;
-  }
-  send(404, { error: `no such endpoint: ${url.pathname}` });
+  if (req.method !== 'GET') return { code: 405, body: { error: `${req.method ?? ''} ${url.pathname} is not served` } };
+  if (url.pathname === '/v1/destinations') return { code: 200, body: { destinations: ctx.controls.states() } };
+  if (url.pathname === '/v1/failed') return failedPage(ctx, req, url);
+  if (url.pathname === '/v1/summary') return summary(ctx, req);
+  if (url.pathname.startsWith('/v1/objects/')) return objectStatus(ctx, req, url);
+  return { code: 404, body: { error: `no such endpoint: ${url.pathname}` } };
 }
 
 /** /healthz, /readyz and /metrics; false for any other path. */
@@ -206,7 +287,7 @@ function healthRoute(ctx: HealthContext, url: URL, res: ServerResponse, send: (c
   }
   if (url.pathname === '/readyz') {
     const ready = ctx.ready();
-    send(ready ? 200 : 503, { ready });
+    send(ready ? 200 : 503, { ready, ...ctx.readiness?.() });
     return true;
   }
   if (url.pathname === '/metrics') {

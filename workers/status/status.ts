@@ -1,64 +1,267 @@
 import type { Logger } from '../../lib/log/logger.ts';
-import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
-import { readToEnd } from '../../lib/queue/read-all.ts';
-import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, figuresKey, type Figures, objectKey, versionKey, type GcTask, type ObjectRef, type PlannedTask, queueTasks, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
-import { fold, type DestinationStatus, type ObjectState, type ObjectStatus } from './fold.ts';
+import { follow } from '../../lib/queue/follow.ts';
+import { commitBatch } from '../../lib/queue/ordered.ts';
+import type { Batch, OutgoingRecord, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import { decode, encode, type Figures, objectKey, versionKey, type GcTask, type PlannedTask, queueTasks, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
+import { type FailedCursor, type FailedEntry, type FailedQuery, type PartitionTotals, recount, StatusStore, TOTALS_KEY } from './store.ts';
 
-/** One destination of one object version that failed, as `backbeat failed list` shows it. */
-export type FailedEntry = { object: ObjectRef; kind: ObjectStatus['kind']; destination: string } & DestinationStatus;
+export type { FailedEntry } from './store.ts';
 
 export interface StatusOptions {
   queue: Queue;
   logger: Logger;
-  concurrency?: number;
   names?: QueueNames;
   /** Source locations marked transient: their COMPLETED object versions go to the GC. */
   transientSources?: Set<string>;
+  /** The SQLite file of the local store (kept across restarts); in memory without one. */
+  storeFile?: string;
+  /** This replica's API URL, announced as the owner of its partitions so that other replicas forward to it. */
+  advertiseUrl?: string;
+  /**
+   * How long the status of a version the GC deleted stays visible before its record is dropped (a
+   * tombstone in the changelog: memory and restore time stay flat however many versions go through).
+   * Default 24 hours.
+   */
+  collectedRetentionMs?: number;
 }
 
+/** A partition's restore, as /readyz and the log show it. */
+export interface RestoreProgress {
+  partition: number;
+  read: number;
+  /** Records between the local copy's offset and the changelog's end when the restore began. */
+  total: number;
+}
+
+/** Owner records of the owners topic. */
+interface Owner {
+  partition: number;
+  url: string;
+  at: string;
+}
+
+/** Encoded changelog records of one batch stay under this (the topic allows 16 MiB per record batch). */
+const FLUSH_BYTES = 4 * 1024 * 1024;
+/** Restored records are written to the local store this many at a time. */
+const RESTORE_CHUNK = 2_000;
 /**
- * Folds per-destination results into one status per object version. Every change is persisted to a
- * compacted topic before its input offset is committed, and the state is rebuilt from that topic at
- * start, so a restart loses nothing.
+ * A local copy older than this is restored from the beginning: compaction removes a tombstone after
+ * the changelog's delete.retention.ms (24 h by default), and a copy that missed it would keep the row.
+ */
+const STALE_COPY_MS = 12 * 3600_000;
+/** Records of collected versions dropped per flush, at most: the sweep rides on the folding of new events. */
+const SWEEP_LIMIT = 500;
+
+/**
+ * Folds per-destination results into one status per object version, partition by partition: each replica
+ * owns the partitions of the status topic the group assigns it, keeps their state in a local store, and
+ * writes every change to a compacted changelog (same partition) before it commits its input. On each
+ * assignment it catches its partitions up from the changelog before folding anything, so two replicas
+ * never fold one key from different copies, and a restart with an intact copy reads only what it missed.
  */
 export class StatusProcessor {
+  /** Changelog records read by restores since start (0 after a restart with a current local copy). */
+  restoredRecords = 0;
   private readonly options: StatusOptions;
-  private readonly byVersion = new Map<string, ObjectStatus>();
-  private readonly versionsOfKey = new Map<string, Set<string>>();
-  private consumer: QueueConsumer | undefined;
-  private producer: QueueProducer | undefined;
-
-  private async out(): Promise<QueueProducer> {
-    this.producer ??= await this.options.queue.producer();
-    return this.producer;
-  }
   private readonly names: QueueNames;
+  private store: StatusStore | undefined;
+  /** Partitions assigned and caught up: the ones this replica folds and answers for. */
+  private readonly owned = new Set<number>();
+  private assigned = new Set<number>();
+  private assignment = 0;
+  private restoring: Promise<void> = Promise.resolve();
+  private readonly progress = new Map<number, RestoreProgress>();
+  private readonly owners = new Map<number, Owner>();
+  private joined = false;
+  private consumer: QueueConsumer | undefined;
+  private ownersFollower: QueueConsumer | undefined;
+  private producer: QueueProducer | undefined;
 
   constructor(options: StatusOptions) {
     this.options = options;
     this.names = options.names ?? queueNames();
   }
 
-  private remember(status: ObjectStatus): void {
-    const vk = versionKey(status.object);
-    this.byVersion.set(vk, status);
-    const ok = objectKey(status.object);
-    let versions = this.versionsOfKey.get(ok);
-    if (versions === undefined) this.versionsOfKey.set(ok, (versions = new Set()));
-    versions.add(vk);
+  private get log(): Logger {
+    return this.options.logger;
+  }
+
+  private async out(): Promise<QueueProducer> {
+    this.producer ??= await this.options.queue.producer();
+    return this.producer;
+  }
+
+  private db(): StatusStore {
+    if (this.store === undefined) throw new Error('the status processor has not started');
+    return this.store;
   }
 
   async start(): Promise<void> {
-    const restored = await readToEnd(this.options.queue, this.names.objectStatus, (m) => {
-      if (m.value !== null) this.remember(decode(m.value) as ObjectStatus);
-    });
-    if (restored > 0) this.options.logger.info('status restored', { records: restored, versions: this.byVersion.size });
+    const { queue } = this.options;
+    const admin = await queue.admin();
+    try {
+      const [input, changelog] = await Promise.all([admin.partitionCount(this.names.status), admin.partitionCount(this.names.statusStore)]);
+      if (input !== changelog) {
+        throw new Error(`topic ${this.names.statusStore} has ${String(changelog)} partitions and ${this.names.status} ${String(input)}: a changelog needs as many partitions as its input`);
+      }
+    } finally {
+      await admin.close();
+    }
+    this.store = StatusStore.open(this.options.storeFile, this.log);
     await this.out();
-    const consumer = await this.options.queue.consumer({ groupId: this.names.statusGroup, topics: [this.names.status], fromBeginning: true });
+    this.ownersFollower = await follow(queue, this.names.statusOwners, (m) => {
+      try {
+        const owner = decode(m.value) as Owner;
+        this.owners.set(owner.partition, owner);
+      } catch {
+        // a tombstone, or a record this version cannot read: no owner to learn
+      }
+    });
+    const consumer = await queue.consumer({ groupId: this.names.statusGroup, topics: [this.names.status], fromBeginning: true });
     this.consumer = consumer;
-    const limiter = new Limiter(this.options.concurrency ?? 16);
-    await consumeOrdered(consumer, limiter, async (message) => {
+    await consumer.run({
+      onAssign: (tps) => {
+        this.assign(tps.filter((tp) => tp.topic === this.names.status).map((tp) => tp.partition));
+      },
+      onBatch: async (batch) => {
+        await this.foldBatch(consumer, batch);
+      },
+    });
+  }
+
+  /** A new assignment: nothing is folded or answered until its partitions are caught up. */
+  private assign(partitions: number[]): void {
+    this.joined = true;
+    const id = ++this.assignment;
+    this.assigned = new Set(partitions);
+    this.owned.clear();
+    this.log.info('status partitions assigned', { partitions });
+    // After the restore in progress: one changelog reader at a time.
+    this.restoring = this.restoring
+      .then(() => this.restore(partitions, id))
+      .catch((err: unknown) => {
+        this.log.error('restoring status partitions failed', { partitions, error: (err as Error).message });
+      });
+  }
+
+  /** Catches `partitions` up from the changelog, then owns them (unless a newer assignment came). */
+  private async restore(partitions: number[], id: number): Promise<void> {
+    const store = this.db();
+    const from = new Map<number, string>();
+    for (const p of partitions) {
+      const at = store.position(p);
+      if (at !== undefined && Date.now() - at.at > STALE_COPY_MS) {
+        this.log.info('local copy too old: restoring the partition from the beginning', { partition: p });
+        store.reset(p);
+      }
+      from.set(p, store.position(p)?.next ?? '0');
+    }
+    for (;;) {
+      try {
+        await this.replay(from);
+        break;
+      } catch (err) {
+        if (id !== this.assignment) return;
+        this.log.warn('restoring status partitions failed; trying again', { partitions, error: (err as Error).message });
+        await new Promise((r) => setTimeout(r, 2_000));
+      }
+    }
+    if (id !== this.assignment) return;
+    for (const p of partitions) this.owned.add(p);
+    this.progress.clear();
+    await this.announce(partitions);
+  }
+
+  private async replay(from: Map<number, string>): Promise<void> {
+    const store = this.db();
+    const started = Date.now();
+    const pending = new Map<number, { changes: Map<string, ObjectStatus | null>; totals?: PartitionTotals; next?: string }>();
+    const flush = (partition: number): void => {
+      const p = pending.get(partition);
+      if (p === undefined || p.next === undefined) return;
+      store.apply(partition, p.changes, { ...(p.totals !== undefined ? { totals: p.totals } : {}), next: p.next });
+      pending.delete(partition);
+    };
+    for (const partition of from.keys()) this.progress.set(partition, { partition, read: 0, total: 0 });
+    let logged = Date.now();
+    const ends = await this.options.queue.replay(this.names.statusStore, from, (m: QueueMessage) => {
+      let p = pending.get(m.partition);
+      if (p === undefined) pending.set(m.partition, (p = { changes: new Map() }));
+      if (m.key === TOTALS_KEY) {
+        if (m.value !== null) p.totals = decode(m.value) as PartitionTotals;
+      } else if (m.key !== null) {
+        p.changes.set(m.key, m.value === null ? null : (decode(m.value) as ObjectStatus));
+      }
+      p.next = (BigInt(m.offset) + 1n).toString();
+      const progress = this.progress.get(m.partition);
+      if (progress !== undefined) progress.read++;
+      this.restoredRecords++;
+      if (p.changes.size >= RESTORE_CHUNK) flush(m.partition);
+      if (Date.now() - logged > 5_000) {
+        logged = Date.now();
+        this.log.info('restoring status partitions', { progress: [...this.progress.values()] });
+      }
+    });
+    for (const partition of pending.keys()) flush(partition);
+    for (const [partition, end] of ends) {
+      if (store.position(partition)?.next !== end) store.apply(partition, [], { next: end });
+    }
+    const read = [...this.progress.values()].reduce((n, p) => n + p.read, 0);
+    this.log.info('status partitions caught up', { partitions: [...from.keys()], records: read, ms: Date.now() - started });
+  }
+
+  /** Tells the other replicas where the API of `partitions` is now. */
+  private async announce(partitions: number[]): Promise<void> {
+    const url = this.options.advertiseUrl;
+    if (url === undefined || partitions.length === 0) return;
+    const at = new Date().toISOString();
+    try {
+      await (await this.out()).send(this.names.statusOwners, partitions.map((partition) => ({ key: `owner/${String(partition)}`, value: encode({ partition, url, at } satisfies Owner) })));
+    } catch (err) {
+      this.log.warn('could not announce the status partitions owned here', { error: (err as Error).message });
+    }
+  }
+
+  private async foldBatch(consumer: QueueConsumer, batch: Batch): Promise<void> {
+    const { partition } = batch;
+    while (!this.owned.has(partition)) {
+      // Not folded here until caught up; a partition gone meanwhile is left uncommitted for its new owner.
+      if (!batch.isActive() || !this.assigned.has(partition)) return;
+      const current = this.restoring;
+      await current;
+      if (current === this.restoring && !this.owned.has(partition)) await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const store = this.db();
+    let totals = store.totalsOf(partition);
+    // Per version touched: its state before this chunk, and now (null once it is gone).
+    let touched = new Map<string, { before: ObjectStatus | undefined; now: ObjectStatus | null; last: ObjectStatus }>();
+    let gcTasks: GcTask[] = [];
+    let bytes = 0;
+    const flush = async (upTo: QueueMessage): Promise<void> => {
+      const producer = await this.out();
+      const retention = this.options.collectedRetentionMs ?? 24 * 3600_000;
+      for (const [vk, status] of store.collectedBefore(partition, new Date(Date.now() - retention).toISOString(), SWEEP_LIMIT)) {
+        if (!touched.has(vk)) touched.set(vk, { before: status, now: null, last: status });
+      }
+      // Sent before the status is saved: a crash in between repeats a GC task (the GC is idempotent)
+      // rather than losing it.
+      for (let i = 0; i < gcTasks.length; i += 100) {
+        await producer.send(this.names.gc, gcTasks.slice(i, i + 100).map((t) => ({ key: objectKey(t.object), value: encode(t) })));
+      }
+      for (const t of touched.values()) recount(totals, t.before, t.last);
+      const records: OutgoingRecord[] = [...touched].map(([vk, t]) => ({ key: vk, value: t.now === null ? null : encode(t.now), partition }));
+      records.push({ key: TOTALS_KEY, value: encode(totals), partition });
+      // One send: the partition's records of a chunk are appended together, rows and totals alike.
+      const written = await producer.send(this.names.statusStore, records);
+      store.apply(partition, [...touched].map(([vk, t]) => [vk, t.now] as [string, ObjectStatus | null]), { totals, ...(written[0] !== undefined ? { next: written[0].next } : {}) });
+      await commitBatch(consumer, { ...batch, messages: [upTo] });
+      totals = store.totalsOf(partition);
+      touched = new Map();
+      gcTasks = [];
+      bytes = 0;
+    };
+    for (const message of batch.messages) {
       let event: StatusEvent;
       let vk: string;
       try {
@@ -66,66 +269,107 @@ export class StatusProcessor {
         vk = versionKey(event.object);
       } catch (err) {
         // Not ours to fix by retrying: logged and passed over, so the partition goes on.
-        this.options.logger.error('unreadable status event skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
-        return;
+        this.log.error('unreadable status event skipped', { partition, offset: message.offset, error: (err as Error).message });
+        continue;
       }
-      const previous = this.byVersion.get(vk);
+      const t = touched.get(vk);
+      const previous = t === undefined ? store.get(vk) : (t.now ?? undefined);
+      if (t?.now === null || (previous === undefined && event.type !== 'queued')) {
+        // A version whose record was dropped after the GC collected it, or one never queued: nothing to fold into.
+        continue;
+      }
       const next = fold(previous, event);
-      if (next === previous) return;
-      const producer = await this.out();
-      if (this.collectable(previous, next)) {
-        // Sent before the status is saved: a crash in between repeats the GC task (the GC is
-        // idempotent) rather than losing it.
-        const task: GcTask = { object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt };
-        await producer.send(this.names.gc, [{ key: objectKey(next.object), value: encode(task) }]);
+      if (this.collectable(previous, next) || this.rescanned(previous, next, event)) {
+        gcTasks.push({ object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt });
       }
-      await producer.send(this.names.objectStatus, [{ key: vk, value: encode(next) }]);
-      this.remember(next);
-    });
+      if (next === previous) continue;
+      touched.set(vk, { before: t === undefined ? previous : t.before, now: next, last: next });
+      bytes += (message.value?.length ?? 0) + vk.length;
+      if (bytes >= FLUSH_BYTES) await flush(message);
+    }
+    const last = batch.messages.at(-1);
+    if (last !== undefined) await flush(last);
   }
 
+  private transient(status: ObjectStatus): boolean {
+    return status.kind === 'object' && this.options.transientSources?.has(status.object.location) === true;
+  }
+
+  /** COMPLETED just now, on a transient source: the source copy can go once the GC has verified it. */
   private collectable(previous: ObjectStatus | undefined, next: ObjectStatus): boolean {
-    return (
-      next.state === 'COMPLETED' &&
-      previous?.state !== 'COMPLETED' &&
-      next.kind === 'object' &&
-      this.options.transientSources?.has(next.object.location) === true
-    );
+    return next.state === 'COMPLETED' && previous?.state !== 'COMPLETED' && this.transient(next);
   }
 
-  /** One version's status, or, without a version id, every known version of the key, newest first. */
+  /** Queued again (a rescan) although COMPLETED and not collected: the GC task may have been lost. */
+  private rescanned(previous: ObjectStatus | undefined, next: ObjectStatus, event: StatusEvent): boolean {
+    return event.type === 'queued' && previous?.state === 'COMPLETED' && next.state === 'COMPLETED' && next.gc?.state !== 'DELETED' && this.transient(next);
+  }
+
+  /** True once the group has assigned partitions to this replica and each of them is caught up. */
+  ready(): boolean {
+    return this.joined && [...this.assigned].every((p) => this.owned.has(p));
+  }
+
+  /** Resolves once ready (local mode waits for it: one replica owns every partition). */
+  async whenReady(): Promise<void> {
+    while (!this.ready()) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  /** The restores in progress (empty when ready). */
+  restores(): RestoreProgress[] {
+    return [...this.progress.values()];
+  }
+
+  /** The partition of the status topic an object's records go to. */
+  partitionOf(location: string, bucket: string, key: string): Promise<number> {
+    return this.options.queue.partitionOf(this.names.status, objectKey({ location, bucket, key }));
+  }
+
+  ownsPartition(partition: number): boolean {
+    return this.owned.has(partition);
+  }
+
+  /** The API URL of the replica that owns `partition`, as last announced; undefined when unknown. */
+  ownerOf(partition: number): string | undefined {
+    return this.owners.get(partition)?.url;
+  }
+
+  /** Every other replica's API URL, as announced (one per URL). */
+  peers(): string[] {
+    return [...new Set([...this.owners.values()].map((o) => o.url))].filter((u) => u !== this.options.advertiseUrl);
+  }
+
+  /** One version's status, or, without a version id, every known version of the key, newest first (owned keys only). */
   lookup(location: string, bucket: string, key: string, versionId?: string): ObjectStatus[] {
+    const store = this.db();
     if (versionId !== undefined) {
-      const one = this.byVersion.get(versionKey({ location, bucket, key, versionId }));
+      const one = store.get(versionKey({ location, bucket, key, versionId }));
       return one === undefined ? [] : [one];
     }
-    return [...(this.versionsOfKey.get(objectKey({ location, bucket, key })) ?? [])]
-      .flatMap((vk) => this.byVersion.get(vk) ?? [])
-      .sort((a, b) => b.eventTime.localeCompare(a.eventTime));
+    return store.versionsOf(location, bucket, key, this.owned);
+  }
+
+  /** Failed destinations and failed later changes of the versions owned here, a page at a time. */
+  failed(query: FailedQuery): { entries: FailedEntry[]; next?: FailedCursor } {
+    return this.db().failed(this.owned, query);
+  }
+
+  /** Every failed entry owned here that `select` keeps, page by page. */
+  *allFailed(destination?: string): Generator<FailedEntry> {
+    let after: FailedCursor | undefined;
+    do {
+      const page = this.failed({ limit: 1_000, ...(destination !== undefined ? { destination } : {}), ...(after !== undefined ? { after } : {}) });
+      yield* page.entries;
+      after = page.next;
+    } while (after !== undefined);
   }
 
   /**
-   * Failed destinations of every object version, and failed follow-up changes (a tag change of a
-   * COMPLETED version), optionally only those of one destination.
+   * Sends failed destinations of the selected entries back through the pipeline: the task first, then
+   * the `queued` event that makes them PENDING, so that a failed send leaves them FAILED (and listed)
+   * rather than PENDING with no task. Returns how many destinations were re-queued.
    */
-  failed(destination?: (id: string) => boolean): FailedEntry[] {
-    const out: FailedEntry[] = [];
-    const wanted = (id: string): boolean => destination === undefined || destination(id);
-    for (const status of this.byVersion.values()) {
-      for (const f of Object.values(status.followUps ?? {})) if (f.state === 'FAILED' && wanted(f.destination)) out.push({ ...f, object: status.object });
-      if (status.state !== 'FAILED') continue;
-      for (const [id, d] of Object.entries(status.destinations)) {
-        if (d.state === 'FAILED' && wanted(id)) out.push({ object: status.object, kind: status.kind, destination: id, ...d });
-      }
-    }
-    return out.sort((x, y) => (x.lastFailureAt ?? '').localeCompare(y.lastFailureAt ?? ''));
-  }
-
-  /**
-   * Sends failed destinations of the selected entries back through the pipeline: their state returns to
-   * PENDING and the processors copy again. Returns how many destinations were re-queued.
-   */
-  async retry(entries: FailedEntry[]): Promise<number> {
+  async retry(entries: Iterable<FailedEntry>): Promise<number> {
     // One task per version and kind: a failed copy and a failed tag change of one version are two.
     const byChange = new Map<string, FailedEntry[]>();
     for (const e of entries) {
@@ -136,7 +380,7 @@ export class StatusProcessor {
     const planned: PlannedTask[] = [];
     for (const failed of byChange.values()) {
       const [first] = failed;
-      const status = first === undefined ? undefined : this.byVersion.get(versionKey(first.object));
+      const status = first === undefined ? undefined : this.db().get(versionKey(first.object));
       if (first === undefined || status === undefined) continue;
       const ids = new Set(failed.map((f) => f.destination));
       const targets = (status.targets ?? []).filter((t) => ids.has(t.id));
@@ -149,46 +393,37 @@ export class StatusProcessor {
       });
       count += targets.length;
     }
-    if (planned.length > 0) await queueTasks(await this.out(), this.names, planned);
+    if (planned.length > 0) await queueTasks(await this.out(), this.names, planned, { tasksFirst: true });
     return count;
   }
 
-  /** Object versions still pending, per destination. */
+  /** Object versions still pending per destination, over the partitions owned here. */
   pendingByDestination(): Map<string, number> {
     const out = new Map<string, number>();
-    for (const status of this.byVersion.values()) {
-      if (status.state !== 'PENDING') continue;
-      for (const [id, d] of Object.entries(status.destinations)) if (d.state === 'PENDING') out.set(id, (out.get(id) ?? 0) + 1);
-    }
+    for (const f of this.db().figures(this.owned).values()) if (f.pending > 0) out.set(f.destination, (out.get(f.destination) ?? 0) + f.pending);
     return out;
   }
 
-  /** Per source bucket and destination: how many object versions are replicated, pending, failed. */
+  /** Per source bucket and destination: replicated, pending, failed versions over the partitions owned here. */
   figures(): Map<string, Omit<Figures, 'at'>> {
-    const out = new Map<string, Omit<Figures, 'at'>>();
-    for (const status of this.byVersion.values()) {
-      const source = `${status.object.location}/${status.object.bucket}`;
-      for (const [destination, d] of Object.entries(status.destinations)) {
-        const key = figuresKey(source, destination);
-        let f = out.get(key);
-        if (f === undefined) out.set(key, (f = { source, destination, replicated: 0, pending: 0, failed: 0 }));
-        if (d.state === 'COMPLETED') f.replicated++;
-        else if (d.state === 'PENDING') f.pending++;
-        else if (d.state === 'FAILED') f.failed++;
-      }
-    }
-    return out;
+    return this.db().figures(this.owned);
   }
 
-  /** How many object versions are in each state. */
+  /** The figures of each partition owned here, for the operator (which adds up every partition's). */
+  partitionFigures(): Map<number, Omit<Figures, 'at'>[]> {
+    return new Map([...this.owned].map((p) => [p, [...this.db().figures([p]).values()]]));
+  }
+
+  /** How many object versions of the partitions owned here are in each state. */
   summary(): Record<ObjectState, number> {
-    const out: Record<ObjectState, number> = { PENDING: 0, COMPLETED: 0, FAILED: 0, SKIPPED: 0 };
-    for (const s of this.byVersion.values()) out[s.state]++;
-    return out;
+    return this.db().summary(this.owned);
   }
 
   async close(): Promise<void> {
     await this.consumer?.close();
+    await this.ownersFollower?.close();
     await this.producer?.close();
+    this.store?.close();
+    this.store = undefined;
   }
 }

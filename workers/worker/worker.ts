@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -12,11 +13,11 @@ import { follow } from '../../lib/queue/follow.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import { GarbageCollector } from '../gc/gc.ts';
-import { decode, encode, figuresKey, installationTopics, isPaused, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, installationTopics, partitionFiguresKey, isPaused, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
 import { Populator } from '../populator/populator.ts';
 import { scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
-import { healthServer, statusServer } from '../status/api.ts';
+import { type HealthContext, healthServer, statusServer } from '../status/api.ts';
 import { StatusProcessor } from '../status/status.ts';
 
 // One role per process, as the operator's worker Deployments run them: the populator (journal follower)
@@ -43,6 +44,10 @@ export interface WorkerOptions {
   gcDelayMs?: number;
   /** How often the status role publishes its figures for the operator. */
   figuresIntervalMs?: number;
+  /** Where the status role keeps its local store (an emptyDir in a pod); in memory without one. */
+  stateDir?: string;
+  /** The URL other status replicas reach this one's API at (e.g. http://$(POD_IP):8080). */
+  advertiseUrl?: string;
   logger: Logger;
 }
 
@@ -58,7 +63,11 @@ interface RoleRun {
   refresh?: () => void;
   stop(): Promise<void>;
   /** The status role serves its API instead of metrics alone. */
-  server?: (health: { metrics: () => Promise<{ contentType: string; body: string }>; ready: () => boolean }) => Server;
+  server?: (health: HealthContext) => Server;
+  /** False while the role cannot do its work yet (the status role restoring its partitions). */
+  ready?: () => boolean;
+  /** What /readyz adds to its answer. */
+  readiness?: () => Record<string, unknown>;
 }
 
 interface RoleContext {
@@ -141,7 +150,15 @@ async function gc(ctx: RoleContext): Promise<RoleRun> {
 
 async function status(ctx: RoleContext): Promise<RoleRun> {
   const { queue, names } = ctx;
-  const s = new StatusProcessor({ queue, names, transientSources: transientSources(ctx), logger: ctx.logger, ...(ctx.options.concurrency !== undefined ? { concurrency: ctx.options.concurrency } : {}) });
+  const { stateDir, advertiseUrl } = ctx.options;
+  const s = new StatusProcessor({
+    queue,
+    names,
+    transientSources: transientSources(ctx),
+    logger: ctx.logger,
+    ...(stateDir !== undefined ? { storeFile: join(stateDir, 'status.db') } : {}),
+    ...(advertiseUrl !== undefined ? { advertiseUrl } : {}),
+  });
   await s.start();
   const producer = await queue.producer();
 
@@ -156,15 +173,19 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
     }
   }, `${names.statusGroup}-control-${String(process.pid)}-${String(Date.now())}`);
 
-  // Figures for the operator's ReplicationRule status: sent when they change.
+  // Figures for the operator's ReplicationRule status, per partition owned here (the operator adds up
+  // every partition's): sent when they change, and again by the next owner when a partition moves.
   const sent = new Map<string, string>();
   const publish = async (): Promise<void> => {
-    const records = [...s.figures()].flatMap(([key, f]) => {
-      const value = JSON.stringify(f);
-      if (sent.get(key) === value) return [];
-      sent.set(key, value);
-      return [{ key: figuresKey(f.source, f.destination), value: encode({ ...f, at: new Date().toISOString() }) }];
-    });
+    const records = [...s.partitionFigures()].flatMap(([partition, list]) =>
+      list.flatMap((f) => {
+        const key = partitionFiguresKey(f.source, f.destination, partition);
+        const value = JSON.stringify(f);
+        if (sent.get(key) === value) return [];
+        sent.set(key, value);
+        return [{ key, value: encode({ ...f, at: new Date().toISOString() }) }];
+      }),
+    );
     if (records.length > 0) await producer.send(names.figures, records);
   };
   let publishing = Promise.resolve();
@@ -187,13 +208,18 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
       ctx.metrics.pending.reset();
       for (const [destination, n] of s.pendingByDestination()) ctx.metrics.pending.set({ destination }, n);
     },
+    ready: () => s.ready(),
+    readiness: () => ({ restoring: s.restores() }),
     server: (health) =>
       statusServer({
         ...health,
         status: s,
         destinations,
+        ...(advertiseUrl !== undefined ? { advertiseUrl } : {}),
         controls: {
-          set: (state) => producer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]),
+          set: async (state) => {
+            await producer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]);
+          },
           states: () =>
             [...new Set(destinations.map((d) => d.split('/')[0] ?? ''))].map((location) => {
               const p = pauses.get(location);
@@ -242,8 +268,9 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   const run = await START[options.role]({ options, queue, names, metrics, logger, config, client });
 
   let stopping = false;
-  const health = {
-    ready: () => !stopping,
+  const health: HealthContext = {
+    ready: () => !stopping && (run.ready?.() ?? true),
+    ...(run.readiness !== undefined ? { readiness: run.readiness } : {}),
     async metrics() {
       run.refresh?.();
       for (const [group, topic] of run.lagGroups) {

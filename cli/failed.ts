@@ -19,7 +19,7 @@ export async function listFailed(server: string, page: { destination?: string; l
     return 0;
   }
   // CHANGE tells a failed copy from a failed later change of a copied version (its tags, say).
-  const change = { object: 'object', tags: 'tags', deleteMarker: 'delete marker', versionDelete: 'version delete' };
+  const change = { object: 'object', tags: 'tags', deleteMarker: 'delete marker', versionDelete: 'version delete', gc: 'GC deletion' };
   const rows = [['OBJECT', 'VERSION', 'DESTINATION', 'CHANGE', 'ATTEMPTS', 'FIRST FAILURE', 'LAST FAILURE', 'REASON']];
   for (const e of body.failed) {
     rows.push([`${e.object.location}/${e.object.bucket}/${e.object.key}`, e.object.versionId, e.destination, change[e.kind], String(e.attempts), e.firstFailureAt ?? '', e.lastFailureAt ?? '', e.reason ?? '']);

@@ -118,6 +118,11 @@ export interface GcTask {
   object: ObjectRef;
   targets: TaskDestination[];
   completedAt: string;
+  /**
+   * A version skipped everywhere as superseded: deleted once this newer version of the key is verified
+   * on every destination (it is what the destinations hold instead).
+   */
+  supersededBy?: ObjectRef;
 }
 
 export const objectKey = (o: Pick<ObjectRef, 'location' | 'bucket' | 'key'>): string => `${o.location}/${o.bucket}/${o.key}`;

@@ -6,12 +6,22 @@ import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import type { Batch, Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { REPLICA_VERSION_META } from '../journal/change.ts';
-import { decode, encode, objectKey, queueNames, type GcState, type GcTask, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
+import { type ChangeRecord, REPLICA_VERSION_META } from '../journal/change.ts';
+import { decode, encode, objectKey, type PlannedTask, queueNames, queueTasks, type GcState, type GcTask, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
 import { keyHistory } from '../processor/s3-state.ts';
+
+/** What replicates a version under the rules as they are now (the populator's matching). */
+export interface Planner {
+  plan(change: ChangeRecord): Promise<PlannedTask | undefined>;
+}
 
 export interface GcOptions {
   queue: Queue;
+  /**
+   * Today's rules: the destinations checked at GC time are those they name, not those the version was
+   * first sent to. Without one, the destinations recorded on the task are checked.
+   */
+  planner?: Planner;
   logger: Logger;
   /** S3 clients of every location, by name. */
   clients: Map<string, S3Client>;
@@ -46,7 +56,7 @@ export class GarbageCollector {
   }
 
   async start(): Promise<void> {
-    this.producer = await this.options.queue.producer();
+    await this.out();
     const consumer = await this.options.queue.consumer({ groupId: this.names.gcGroup, topics: [this.names.gc], fromBeginning: true });
     this.consumer = consumer;
     const limiter = new Limiter(this.options.concurrency ?? 8);
@@ -60,9 +70,11 @@ export class GarbageCollector {
         return;
       }
       await this.waitForDelay(task, b);
-      const { state, reason } = await this.collect(task, b);
+      const verdict = await this.collect(task, b);
+      if (verdict === undefined) return;
+      const { state, reason } = verdict;
       const event: StatusEvent = { type: 'gc', object: task.object, state, ...(reason !== undefined ? { reason } : {}), at: new Date().toISOString() };
-      await this.producer?.send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
+      await (await this.out()).send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
       this.counters[state === 'DELETED' ? 'deleted' : 'refused']++;
       (state === 'DELETED' ? this.options.metrics?.gcDeleted : this.options.metrics?.gcRefused)?.inc({ location: task.object.location });
     });
@@ -108,7 +120,42 @@ export class GarbageCollector {
     return `${target.id}: replica ETag ${unquote(h.ETag)} differs from source ETag ${unquote(source.ETag)}`;
   }
 
-  private async collect(task: GcTask, batch: Batch): Promise<{ state: GcState; reason?: string }> {
+  /**
+   * The destinations today's rules send this version to. Those the version has not been sent to yet
+   * (a destination added since) are queued, and the verdict waits for them: undefined then.
+   */
+  private async currentTargets(task: GcTask, head: HeadObjectCommandOutput): Promise<TaskDestination[] | { refused: string } | undefined> {
+    const { planner } = this.options;
+    if (planner === undefined) return task.targets;
+    const { object } = task;
+    const change: ChangeRecord = {
+      ...object,
+      kind: 'object',
+      ...(head.ContentLength !== undefined ? { size: head.ContentLength } : {}),
+      ...(head.ETag !== undefined ? { etag: unquote(head.ETag) } : {}),
+      eventTime: (head.LastModified ?? new Date()).toISOString(),
+      isReplica: false,
+      origin: 'scan',
+    };
+    const planned = await planner.plan(change);
+    if (planned === undefined) return { refused: 'no rule replicates this version any more' };
+    const known = new Set(task.targets.map((t) => t.id));
+    const missing = planned.task.destinations.filter((d) => !known.has(d.id));
+    if (missing.length === 0) return planned.task.destinations;
+    const ids = missing.map((d) => d.id);
+    this.options.logger.info('GC waits: the rules now send this version to more destinations', { key: object.key, versionId: object.versionId, destinations: ids });
+    await queueTasks(await this.out(), this.names, [
+      { key: planned.key, queued: { ...planned.queued, destinations: ids, targets: missing } as StatusEvent, task: { ...planned.task, destinations: missing, origin: 'retry' } },
+    ]);
+    return undefined;
+  }
+
+  private async out(): Promise<QueueProducer> {
+    this.producer ??= await this.options.queue.producer();
+    return this.producer;
+  }
+
+  private async collect(task: GcTask, batch: Batch): Promise<{ state: GcState; reason?: string } | undefined> {
     const { object } = task;
     const source = this.client(object.location);
     for (let attempt = 1; ; attempt++) {
@@ -120,8 +167,23 @@ export class GarbageCollector {
           if (isNotFound(err)) return { state: 'DELETED', reason: 'already gone from the source' };
           throw err;
         }
-        if (task.targets.length === 0) return { state: 'REFUSED', reason: 'no destination is known for this version' };
-        const problems = (await Promise.all(task.targets.map((t) => this.checkReplica(task, t, head)))).filter((p) => p !== undefined);
+        // A superseded version goes once the version that replaced it is verified: that is what is checked.
+        const { supersededBy } = task;
+        const checked = supersededBy === undefined ? task : { ...task, object: supersededBy };
+        let basis = head;
+        if (supersededBy !== undefined) {
+          try {
+            basis = await source.send(new HeadObjectCommand({ Bucket: supersededBy.bucket, Key: supersededBy.key, VersionId: supersededBy.versionId }));
+          } catch (err) {
+            if (isNotFound(err)) return { state: 'REFUSED', reason: `superseded by version ${supersededBy.versionId}, which is no longer on the source to verify against` };
+            throw err;
+          }
+        }
+        const targets = await this.currentTargets(checked, basis);
+        if (targets === undefined) return undefined;
+        if (!Array.isArray(targets)) return { state: 'REFUSED', reason: targets.refused };
+        if (targets.length === 0) return { state: 'REFUSED', reason: 'no destination is known for this version' };
+        const problems = (await Promise.all(targets.map((t) => this.checkReplica(checked, t, basis)))).filter((p) => p !== undefined);
         if (problems.length > 0) {
           this.options.logger.warn('GC refused to delete', { key: object.key, versionId: object.versionId, reasons: problems });
           return { state: 'REFUSED', reason: problems.join('; ') };

@@ -114,7 +114,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   await status.start();
   await status.whenReady();
   // The GC runs only where a transient source exists.
-  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
+  // It checks the destinations of the rules as they are now, matched as the populator matches them.
+  const planner = new Populator({ queue, names, logger: logger.child({ role: 'gc' }), configs, sources: clients });
+  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, planner, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
   await gc?.start();
 
   const processors = new Map<string, Processor>();

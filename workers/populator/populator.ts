@@ -75,7 +75,7 @@ export class Populator {
   }
 
   /** The task of one change and its `queued` status event; undefined when it replicates nowhere. */
-  private async plan(change: ChangeRecord, onlyRule?: string): Promise<PlannedTask | undefined> {
+  async plan(change: ChangeRecord, onlyRule?: string): Promise<PlannedTask | undefined> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);
     if (config === undefined || change.isReplica) {

@@ -1,9 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { redactString } from '../../lib/log/redact.ts';
 import { type PauseState, versionKey } from '../messages.ts';
-import type { ObjectState, ObjectStatus } from './fold.ts';
+import type { ObjectState } from './fold.ts';
 import type { FailedEntry, StatusProcessor } from './status.ts';
-import type { FailedCursor } from './store.ts';
+import { type FailedCursor, failuresOf } from './store.ts';
 
 export interface DestinationControls {
   /** Records a pause state durably; processors of that location follow it. */
@@ -170,7 +170,7 @@ async function retry(ctx: ApiContext, req: IncomingMessage, body: Record<string,
     if (m === null) throw new BadRequest(400, `an object is <location>/<bucket>/<key>, got "${object}"`);
     const [, location = '', bucket = '', key = ''] = m;
     return atOwner(ctx, req, location, bucket, key, '/v1/failed/retry', async () => {
-      const selected = ctx.status.lookup(location, bucket, key, typeof versionId === 'string' ? versionId : undefined).flatMap((s) => [...failuresOfStatus(s)]);
+      const selected = ctx.status.lookup(location, bucket, key, typeof versionId === 'string' ? versionId : undefined).flatMap(failuresOf);
       if (selected.length === 0) throw new BadRequest(404, `no failed replication for ${object}${typeof versionId === 'string' ? ` version ${versionId}` : ''}`);
       return { code: 200, body: { retried: await ctx.status.retry(selected) } };
     }, { method: 'POST', body });
@@ -181,12 +181,6 @@ async function retry(ctx: ApiContext, req: IncomingMessage, body: Record<string,
     for (const answer of (await fanOut(ctx, '/v1/failed/retry', { method: 'POST', body })) as { retried: number }[]) retried += answer.retried;
   }
   return { code: 200, body: { retried } };
-}
-
-/** The failed entries of one version, as the store lists them. */
-function* failuresOfStatus(s: ObjectStatus): Generator<FailedEntry> {
-  for (const [destination, d] of Object.entries(s.destinations)) if (d.state === 'FAILED') yield { object: s.object, kind: s.kind, destination, ...d };
-  for (const f of Object.values(s.followUps ?? {})) if (f.state === 'FAILED') yield { ...f, object: s.object };
 }
 
 /** GET /v1/summary: versions per state, over every replica's partitions. */

@@ -87,6 +87,18 @@ describe('status folding', () => {
     assert.equal(fold(retried, result('x/1', 'COMPLETED')).state, 'COMPLETED');
   });
 
+  it('re-opens a COMPLETED version for a destination added since, for that destination alone', () => {
+    const done = run(queued(['x/1']), result('x/1', 'COMPLETED'));
+    assert.equal(fold(done, queued(['x/1'])), done, 'queued again for what it has: nothing changes');
+    const reopened = fold(done, queued(['x/1', 'z/3']));
+    assert.equal(reopened.state, 'PENDING');
+    assert.deepEqual(Object.entries(reopened.destinations).map(([id, d]) => [id, d.state]), [['x/1', 'COMPLETED'], ['z/3', 'PENDING']]);
+    assert.deepEqual(reopened.targets?.map((t) => t.id), ['x/1', 'z/3']);
+    assert.equal(fold(reopened, result('x/1', 'FAILED', 'late duplicate')).destinations['x/1']?.state, 'COMPLETED', 'completed stays completed');
+    assert.equal(fold(reopened, result('z/3', 'COMPLETED')).state, 'COMPLETED');
+    assert.equal(fold(done, queued(['z/3'], 'tags')).state, 'COMPLETED', 'a later change to a new destination does not re-open the copy');
+  });
+
   it('keeps the version its own kind when its tags change', () => {
     assert.equal(run(queued(['x/1']), queued(['x/1'], 'tags'))?.kind, 'object');
   });
@@ -94,7 +106,8 @@ describe('status folding', () => {
   it('records the GC verdict after COMPLETED, and DELETED is final', () => {
     const done = run(queued(['x/1']), result('x/1', 'COMPLETED'));
     const refused = fold(done, { type: 'gc', object, state: 'REFUSED', reason: 'x/1: no replica', at: 't1' });
-    assert.deepEqual(refused.gc, { state: 'REFUSED', reason: 'x/1: no replica', at: 't1' });
+    assert.deepEqual(refused.gc, { state: 'REFUSED', reason: 'x/1: no replica', at: 't1', attempts: 1, firstAt: 't1' });
+    assert.deepEqual(fold(refused, { type: 'gc', object, state: 'REFUSED', reason: 'again', at: 't1b' }).gc, { state: 'REFUSED', reason: 'again', at: 't1b', attempts: 2, firstAt: 't1' });
     const deleted = fold(refused, { type: 'gc', object, state: 'DELETED', at: 't2' });
     assert.equal(fold(deleted, { type: 'gc', object, state: 'REFUSED', reason: 'late', at: 't3' }).gc?.state, 'DELETED');
   });

@@ -35,8 +35,11 @@ export interface ObjectStatus {
   followUps?: Record<string, FollowUp>;
   /** Where each destination writes (bucket, key prefix): what the GC verifies. */
   targets?: TaskDestination[];
-  /** For a transient source: whether the source copy was deleted, or why not. */
-  gc?: { state: GcState; reason?: string; at: string };
+  /**
+   * For a transient source: whether the source copy was deleted, or why not. A refusal is kept in the
+   * failed set (`backbeat failed list`) with how many verdicts refused it and since when.
+   */
+  gc?: { state: GcState; reason?: string; at: string; attempts?: number; firstAt?: string };
   updatedAt: string;
 }
 
@@ -76,9 +79,18 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
   if (event.type === 'gc') {
     // The GC acts on COMPLETED versions only; a DELETED verdict is final like COMPLETED is.
     if (base.gc?.state === 'DELETED') return base;
-    return { ...base, gc: { state: event.state, ...(event.reason !== undefined ? { reason: event.reason } : {}), at: event.at }, updatedAt: event.at };
+    const refusals = event.state === 'REFUSED' ? { attempts: (base.gc?.state === 'REFUSED' ? (base.gc.attempts ?? 1) : 0) + 1, firstAt: base.gc?.state === 'REFUSED' ? (base.gc.firstAt ?? base.gc.at) : event.at } : {};
+    return { ...base, gc: { state: event.state, ...(event.reason !== undefined ? { reason: event.reason } : {}), at: event.at, ...refusals }, updatedAt: event.at };
   }
-  if (previous?.state === 'COMPLETED') return foldFollowUp(previous, event);
+  if (previous?.state === 'COMPLETED') {
+    // A destination the version did not have (added to the rule since, or another rule now matching)
+    // re-opens it for that destination alone: what completed stays completed.
+    const added = event.type === 'queued' && (event.kind === previous.kind) ? event.destinations.filter((id) => previous.destinations[id] === undefined) : [];
+    if (added.length === 0 || event.type !== 'queued') return foldFollowUp(previous, event);
+    const destinations = { ...previous.destinations };
+    for (const id of added) destinations[id] = { state: 'PENDING', attempts: 0, bytes: 0, updatedAt: event.at };
+    return { ...previous, targets: mergeTargets(previous.targets, event.targets), destinations, state: overall(destinations), updatedAt: event.at };
+  }
   // A later change's result for a destination that already holds the version is a follow-up too.
   if (previous !== undefined && event.type === 'result' && event.kind !== undefined && event.kind !== previous.kind && previous.destinations[event.destination]?.state === 'COMPLETED') {
     return foldFollowUp(previous, event);

@@ -280,7 +280,14 @@ export class StatusProcessor {
       }
       const next = fold(previous, event);
       if (this.collectable(previous, next) || this.rescanned(previous, next, event)) {
+        // Older versions it superseded first: one key's GC tasks are handled in order, and they need
+        // this version still on the source to verify it.
+        for (const older of this.superseded(next, touched)) gcTasks.push({ object: older.object, targets: next.targets ?? [], completedAt: next.updatedAt, supersededBy: next.object });
         gcTasks.push({ object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt });
+      } else if (this.skippedAsSuperseded(previous, next)) {
+        // Superseded after the newer version completed (it arrived late): collected against that one.
+        const newer = this.newestCompleted(next, touched);
+        if (newer !== undefined) gcTasks.push({ object: next.object, targets: newer.targets ?? [], completedAt: next.updatedAt, supersededBy: newer.object });
       }
       if (next === previous) continue;
       touched.set(vk, { before: t === undefined ? previous : t.before, now: next, last: next });
@@ -298,6 +305,36 @@ export class StatusProcessor {
   /** COMPLETED just now, on a transient source: the source copy can go once the GC has verified it. */
   private collectable(previous: ObjectStatus | undefined, next: ObjectStatus): boolean {
     return next.state === 'COMPLETED' && previous?.state !== 'COMPLETED' && this.transient(next);
+  }
+
+  /** Every version of the key held here, as this chunk left them. */
+  private versionsOfKey(status: ObjectStatus, touched: Map<string, { now: ObjectStatus | null }>): ObjectStatus[] {
+    const { location, bucket, key } = status.object;
+    const byVk = new Map(this.db().versionsOf(location, bucket, key, this.owned).map((s) => [versionKey(s.object), s]));
+    for (const [vk, t] of touched) if (t.now !== null && objectKey(t.now.object) === objectKey(status.object)) byVk.set(vk, t.now);
+    return [...byVk.values()].filter((s) => s.gc?.state !== 'DELETED');
+  }
+
+  /** SKIPPED on every destination because a newer version was already there: nothing else will collect it. */
+  private isSuperseded(s: ObjectStatus): boolean {
+    const ds = Object.values(s.destinations);
+    return s.state === 'SKIPPED' && ds.length > 0 && ds.every((d) => d.reason?.startsWith('superseded') === true);
+  }
+
+  private skippedAsSuperseded(previous: ObjectStatus | undefined, next: ObjectStatus): boolean {
+    return previous?.state !== 'SKIPPED' && this.isSuperseded(next) && this.transient(next);
+  }
+
+  /** Older versions of the key that `newer` superseded everywhere, not collected yet. */
+  private superseded(newer: ObjectStatus, touched: Map<string, { now: ObjectStatus | null }>): ObjectStatus[] {
+    return this.versionsOfKey(newer, touched).filter((s) => s.object.versionId !== newer.object.versionId && this.isSuperseded(s) && s.eventTime <= newer.eventTime);
+  }
+
+  /** The newest COMPLETED version of the key, newer than `older`. */
+  private newestCompleted(older: ObjectStatus, touched: Map<string, { now: ObjectStatus | null }>): ObjectStatus | undefined {
+    return this.versionsOfKey(older, touched)
+      .filter((s) => s.state === 'COMPLETED' && s.kind === 'object' && s.eventTime >= older.eventTime && s.object.versionId !== older.object.versionId)
+      .sort((a, b) => b.eventTime.localeCompare(a.eventTime))[0];
   }
 
   /** Queued again (a rescan) although COMPLETED and not collected: the GC task may have been lost. */
@@ -378,14 +415,21 @@ export class StatusProcessor {
     }
     let count = 0;
     const planned: PlannedTask[] = [];
+    const collect: GcTask[] = [];
     for (const failed of byChange.values()) {
       const [first] = failed;
       const status = first === undefined ? undefined : this.db().get(versionKey(first.object));
       if (first === undefined || status === undefined) continue;
+      if (first.kind === 'gc') {
+        // A refused deletion: the GC checks again, against the rules as they are now.
+        collect.push({ object: status.object, targets: status.targets ?? [], completedAt: new Date(0).toISOString() });
+        count++;
+        continue;
+      }
       const ids = new Set(failed.map((f) => f.destination));
       const targets = (status.targets ?? []).filter((t) => ids.has(t.id));
       if (targets.length === 0) continue;
-      const { kind } = first;
+      const kind = first.kind;
       planned.push({
         key: objectKey(status.object),
         queued: { type: 'queued', object: status.object, kind, eventTime: status.eventTime, destinations: targets.map((t) => t.id), targets, at: new Date().toISOString() },
@@ -394,6 +438,7 @@ export class StatusProcessor {
       count += targets.length;
     }
     if (planned.length > 0) await queueTasks(await this.out(), this.names, planned, { tasksFirst: true });
+    if (collect.length > 0) await (await this.out()).send(this.names.gc, collect.map((t) => ({ key: objectKey(t.object), value: encode(t) })));
     return count;
   }
 

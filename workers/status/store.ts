@@ -11,8 +11,11 @@ import type { DestinationStatus, ObjectState, ObjectStatus } from './fold.ts';
 // given the partition catches up from there (Kafka Streams' state store model). The running totals
 // (figures, states) are kept per partition in the same transaction as the rows they count.
 
-/** One failed destination of a version, or one failed later change of it, as `backbeat failed list` shows it. */
-export type FailedEntry = { object: ObjectStatus['object']; kind: ObjectStatus['kind']; destination: string } & DestinationStatus;
+/**
+ * One failed destination of a version, one failed later change of it, or a GC refusal (kind `gc`, its
+ * destination the source bucket the copy stays in), as `backbeat failed list` shows it.
+ */
+export type FailedEntry = { object: ObjectStatus['object']; kind: ObjectStatus['kind'] | 'gc'; destination: string } & DestinationStatus;
 
 /** Where a page of failed entries ends: the next page starts after it. */
 export interface FailedCursor {
@@ -62,13 +65,18 @@ export function recount(totals: PartitionTotals, before: ObjectStatus | undefine
   }
 }
 
-function failuresOf(status: ObjectStatus): (FailedEntry & { id: string })[] {
+export function failuresOf(status: ObjectStatus): (FailedEntry & { id: string })[] {
   const out: (FailedEntry & { id: string })[] = [];
   // Every failed destination, whatever the others do: one still pending does not hide another's failure.
   for (const [destination, d] of Object.entries(status.destinations)) {
     if (d.state === 'FAILED') out.push({ id: `${status.kind} ${destination}`, object: status.object, kind: status.kind, destination, ...d });
   }
   for (const [id, f] of Object.entries(status.followUps ?? {})) if (f.state === 'FAILED') out.push({ ...f, id, object: status.object });
+  const { gc } = status;
+  if (gc?.state === 'REFUSED') {
+    const destination = `${status.object.location}/${status.object.bucket}`;
+    out.push({ id: `gc ${destination}`, object: status.object, kind: 'gc', destination, state: 'FAILED', ...(gc.reason !== undefined ? { reason: gc.reason } : {}), attempts: gc.attempts ?? 1, firstFailureAt: gc.firstAt ?? gc.at, lastFailureAt: gc.at, bytes: 0, updatedAt: gc.at });
+  }
   return out;
 }
 

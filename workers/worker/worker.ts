@@ -143,7 +143,9 @@ function transientSources(ctx: RoleContext): Set<string> {
 async function gc(ctx: RoleContext): Promise<RoleRun> {
   const locations = new Set([...ctx.config.buckets.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
   const clients = new Map([...locations].map((l) => [l, ctx.client(l)]));
-  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
+  // Today's rules, matched as the populator matches them: the destinations the GC verifies.
+  const planner = new Populator({ queue: ctx.queue, names: ctx.names, logger: ctx.logger, configs: ctx.config.buckets, sources: clients });
+  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, planner, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
   await g.start();
   return { lagGroups: [[ctx.names.gcGroup, ctx.names.gc]], stop: () => g.close() };
 }

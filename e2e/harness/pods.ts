@@ -9,9 +9,23 @@ import { runDir } from './run-dir.ts';
 
 // A stand-in kubelet (and Deployment controller) for the test control plane, which has neither: it polls
 // a namespace's Deployments and runs each pod template's containers as local processes, restarts them
-// when they exit, replaces them when the template changes, and reports the Deployments' status.
+// when they exit, rolls them to a new template the way the Deployment's strategy says, and reports the
+// Deployments' status.
+//
+// Rollouts follow the Deployment controller. RollingUpdate (maxSurge, maxUnavailable, minReadySeconds)
+// starts new pods up to replicas + maxSurge, and terminates an old pod only while replicas - maxUnavailable
+// pods stay available; pods of every older template, intermediate ones included, are old. Recreate
+// terminates every old pod and starts the new ones once all of them have exited. A terminating pod gets
+// SIGTERM and runs until it exits, or until its terminationGracePeriodSeconds end in SIGKILL; as in a
+// cluster, RollingUpdate does not count it, so its replacement may start while it still runs. The status
+// carries what `kubectl rollout status` reads: observedGeneration, updated/ready/available replicas and
+// the Progressing condition, which turns False once progressDeadlineSeconds pass without progress.
 //
 // Departures from a cluster, all of them deliberate:
+// - There are no ReplicaSet or Pod objects in the API: the runner keeps the pods (see `pods()`), named
+//   `<deployment>-<template hash>-<n>`, so `kubectl get pods` and `rollout history/undo` find nothing. A
+//   template applied again (a rollback) gets back its pods that still run. Replicas added in the middle of
+//   a rollout all go to the newest template (no proportional scaling). `spec.paused` is ignored.
 // - Pods share the host's network: env vars named in `portEnv` get a fresh free port per process, and
 //   `status.podIP` is 127.0.0.1.
 // - The one liberty taken with the pod spec: configMap/secret/projected/emptyDir volumes are files in a per-pod
@@ -19,11 +33,11 @@ import { runDir } from './run-dir.ts';
 //   values, is rewritten to that folder. Paths elsewhere (e.g. built into the program) are not mapped.
 // - There are no images: `command` is required (no ENTRYPOINT to fall back on), `workingDir` is ignored
 //   and every process runs in `cwd`, and inherits this process's environment under the container's.
-// - A change of a referenced ConfigMap or Secret replaces the pods like a template change (a cluster
-//   would update mounted files in place and leave env vars stale). Replacement is "Recreate": the old
-//   pods are stopped before the new ones start.
-// - Readiness is probed (readinessProbe.httpGet) until the process first answers, not afterwards.
-// - Init containers, probes other than httpGet and other volume types are not supported.
+// - A change of a referenced ConfigMap or Secret rolls the pods like a template change (a cluster would
+//   update mounted files in place and leave env vars stale).
+// - Readiness is probed (readinessProbe.httpGet) until the process first answers, not afterwards; a
+//   process that is not ready within 60 s is stopped and restarted, as a failing livenessProbe would be.
+// - Init containers, probes other than httpGet, lifecycle hooks and other volume types are not supported.
 
 export interface PodRunnerOptions {
   kubeconfig: string;
@@ -37,35 +51,45 @@ export interface PodRunnerOptions {
    * the pods share one network namespace here. Default ['BACKBEAT_PORT'].
    */
   portEnv?: string[];
-  /** Default 500. */
+  /** Default 500. A pod that becomes ready or exits triggers a poll at once. */
   pollMs?: number;
 }
 
-/** One container of a running pod (pods usually have one). */
+/** One container of a pod (pods usually have one). */
 export interface RunningPod {
   deployment: string;
-  /** `<deployment>-<n>`. */
+  /** `<deployment>-<templateHash>-<n>`, unique among the pods that run. */
   name: string;
+  /** Names the pod template, and the ConfigMap and Secret data it refers to, that the pod was made from. */
+  templateHash: string;
   container: string;
   /** portEnv var name → the port assigned to this process. */
   ports: Record<string, number>;
   process: ManagedProcess;
-  /** Started, answered its readiness probe, and still running. */
+  /** Started, answered its readiness probe, still running, and not terminating. */
   ready: boolean;
+  /** Sent SIGTERM: the process runs until it exits or its grace period ends. */
+  terminating: boolean;
   /** How many times the process exited by itself (and was restarted). */
   restarts: number;
 }
 
 export interface PodRunner {
-  /** The containers of the current pods (not of those being stopped), of one Deployment or of all. */
-  pods(deployment?: string): RunningPod[];
-  /** Stops polling and every process, and waits for them. */
+  /**
+   * The containers of the current pods of one Deployment or of all, oldest template first, then by index;
+   * with `includeTerminating`, also those of pods that are terminating but still running.
+   */
+  pods(deployment?: string, query?: { includeTerminating?: boolean }): RunningPod[];
+  /** Stops polling and terminates every pod, and waits for them. */
   stop(): Promise<void>;
 }
 
 const READY_TIMEOUT_MS = 60_000;
 const BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 10_000;
+const DEFAULT_GRACE_SECONDS = 30;
+/** progressDeadlineSeconds that means "none" (math.MaxInt32, as the API writes it). */
+const NO_DEADLINE = 2_147_483_647;
 
 type Data = Map<string, Buffer>;
 
@@ -81,11 +105,55 @@ interface Container {
   ports: Record<string, number>;
   probe: ReadyCheck['probe'];
   ready: boolean;
+  /** When the running process answered its probe: availability counts minReadySeconds from here. */
+  readySince: number | undefined;
   restarts: number;
+}
+
+/** Per Deployment, what a cluster keeps in its ReplicaSets and Pods. */
+interface Rollout {
+  /** Pods by name, terminating ones included until they have exited. */
+  pods: Map<string, Pod>;
+  /** Template identity → when it was first seen (a counter): old templates are scaled down oldest first. */
+  age: Map<string, number>;
+  /** The newest template's identity, and how many pods it wants: its ReplicaSet's spec.replicas. */
+  target: string | undefined;
+  wanted: number;
+  /** A new template that the status has not announced yet (Progressing: NewReplicaSetCreated). */
+  announce: boolean;
 }
 
 class PodSpecError extends Error {
   override name = 'PodSpecError';
+}
+
+export interface RollingLimits {
+  maxSurge: number;
+  maxUnavailable: number;
+}
+
+/**
+ * maxSurge and maxUnavailable as pod counts, resolved as the Deployment controller does
+ * (ResolveFenceposts, MaxUnavailable): a percentage of replicas, rounded up for surge and down for
+ * unavailable; when both come to 0 (the API refuses 0 and 0 as written, rounding can still get there),
+ * maxUnavailable is 1; never more unavailable than replicas. An absent value is the API's default, 25%.
+ */
+export function rollingLimits(rolling: k8s.V1RollingUpdateDeployment | undefined, replicas: number): RollingLimits {
+  const scaled = (field: string, value: number | string, round: (x: number) => number): number => {
+    if (typeof value === 'number') return value;
+    const percent = /^(\d+)%$/.exec(value)?.[1];
+    if (percent === undefined) throw new PodSpecError(`spec.strategy.rollingUpdate.${field} "${value}" is neither an integer nor a percentage`);
+    return round((Number(percent) * replicas) / 100);
+  };
+  const maxSurge = scaled('maxSurge', rolling?.maxSurge ?? '25%', Math.ceil);
+  const maxUnavailable = scaled('maxUnavailable', rolling?.maxUnavailable ?? '25%', Math.floor);
+  return { maxSurge, maxUnavailable: Math.min(maxSurge === 0 && maxUnavailable === 0 ? 1 : maxUnavailable, replicas) };
+}
+
+function isRecreate(d: k8s.V1Deployment): boolean {
+  const type = d.spec?.strategy?.type ?? 'RollingUpdate';
+  if (type !== 'Recreate' && type !== 'RollingUpdate') throw new PodSpecError(`spec.strategy.type "${type}" is neither RollingUpdate nor Recreate`);
+  return type === 'Recreate';
 }
 
 export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
@@ -97,12 +165,16 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
   const portEnv = options.portEnv ?? ['BACKBEAT_PORT'];
   const pollMs = options.pollMs ?? 500;
 
-  /** Per Deployment name: its pods by name, stopping ones included until they are gone. */
-  const deployments = new Map<string, Map<string, Pod>>();
+  const rollouts = new Map<string, Rollout>();
   const stopping = new Set<Promise<void>>();
   const assignedPorts = new Set<number>();
   const lastError = new Map<string, string>();
   const abort = new AbortController();
+  let ages = 0;
+  // A pod that became ready or exited: poll again without waiting out pollMs, as a controller's watch
+  // would. Aborted during a poll, `wake` makes the next wait end at once; stop() aborts it too.
+  let wake = new AbortController();
+  const nudge = (): void => wake.abort();
 
   /** Logs an error unless it is the same as the last one under that key (a poll repeats them). */
   function report(key: string, err: unknown): void {
@@ -123,59 +195,139 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
     }
   }
 
-  function stopPod(pods: Map<string, Pod>, pod: Pod): void {
+  const live = (r: Rollout): Pod[] => [...r.pods.values()].filter((p) => !p.stopping);
+
+  /** SIGTERM, and the pod stays in `r.pods` (terminating) until its processes have exited. */
+  function terminate(r: Rollout, pod: Pod): void {
     if (pod.stopping) return;
     const done = pod.stop().finally(() => {
-      pods.delete(pod.name);
+      r.pods.delete(pod.name);
       for (const c of pod.containers) for (const port of Object.values(c.ports)) assignedPorts.delete(port);
       stopping.delete(done);
+      nudge();
     });
     stopping.add(done);
   }
 
+  /**
+   * One sync of the Deployment controller's RollingUpdate (rolloutRolling): the newest template's pods
+   * scaled up within maxSurge, then old pods terminated within maxUnavailable, unavailable ones first
+   * and the oldest template first. Pods being terminated are not counted, and the newest template counts
+   * the pods it wants whether they could be created or not, as the controller counts ReplicaSets'
+   * spec.replicas. Returns whether it changed anything.
+   */
+  function rollStep(r: Rollout, identity: string, replicas: number, limits: RollingLimits, minReadyMs: number): boolean {
+    const now = Date.now();
+    const available = (p: Pod): boolean => p.available(now, minReadyMs);
+    const old = live(r).filter((p) => p.identity !== identity);
+    let changed = false;
+    if (r.wanted > replicas) {
+      r.wanted = replicas;
+      changed = true;
+    } else if (r.wanted < replicas) {
+      const room = replicas + limits.maxSurge - (r.wanted + old.length);
+      if (room > 0) {
+        r.wanted += Math.min(room, replicas - r.wanted);
+        changed = true;
+      }
+    }
+    if (old.length === 0) return changed;
+    const minAvailable = replicas - limits.maxUnavailable;
+    const newAvailable = live(r).filter((p) => p.identity === identity && available(p)).length;
+    let cleanup = r.wanted + old.length - minAvailable - Math.max(0, r.wanted - newAvailable);
+    if (cleanup <= 0) return changed;
+    const oldestFirst = old.sort((a, b) => (r.age.get(a.identity) ?? 0) - (r.age.get(b.identity) ?? 0) || deletionOrder(a, b));
+    for (const p of oldestFirst) {
+      if (cleanup > 0 && !p.stopping && !available(p)) {
+        terminate(r, p);
+        cleanup--;
+        changed = true;
+      }
+    }
+    let spare = live(r).filter(available).length - minAvailable;
+    for (const p of oldestFirst) {
+      if (spare > 0 && !p.stopping) {
+        terminate(r, p);
+        spare--;
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
   async function reconcile(d: k8s.V1Deployment, name: string, identity: string, sources: Sources): Promise<void> {
     const template = d.spec?.template ?? {};
-    let pods = deployments.get(name);
-    if (pods === undefined) deployments.set(name, (pods = new Map<string, Pod>()));
-    const stale = [...pods.values()].filter((p) => p.identity !== identity);
-    if (stale.length > 0) {
-      // Recreate: the new pods start on a later poll, once every old one is gone.
-      for (const p of stale) stopPod(pods, p);
-      return;
-    }
     const replicas = d.spec?.replicas ?? 1;
-    // Scale down: the highest-numbered pods go.
-    for (const p of pods.values()) if (p.index >= replicas) stopPod(pods, p);
-    for (let index = 0; index < replicas; index++) {
-      const podName = `${name}-${index}`;
-      if (pods.has(podName)) continue; // running, starting, or its predecessor is still stopping
-      const pod = await preparePod({ namespace, deployment: name, podName, index, identity, template, sources, options, portEnv, uniquePort });
-      pods.set(podName, pod);
-      pod.run(report);
+    let r = rollouts.get(name);
+    if (r === undefined) rollouts.set(name, (r = { pods: new Map(), age: new Map(), target: undefined, wanted: 0, announce: false }));
+    if (r.target !== identity) {
+      r.target = identity;
+      // A template seen before (a rollback) takes back those of its pods that still run.
+      r.wanted = live(r).filter((p) => p.identity === identity).length;
+      r.announce = true;
+      if (!r.age.has(identity)) r.age.set(identity, ages++);
     }
+    if (isRecreate(d)) {
+      for (const p of live(r)) if (p.identity !== identity) terminate(r, p);
+      // The new pods wait until every old pod has exited.
+      if (![...r.pods.values()].some((p) => p.identity !== identity)) r.wanted = replicas;
+    } else {
+      const limits = rollingLimits(d.spec?.strategy?.rollingUpdate, replicas);
+      const minReadyMs = (d.spec?.minReadySeconds ?? 0) * 1000;
+      // The controller syncs again after each step; here the steps run until one changes nothing (each
+      // one scales up or terminates a pod, so a few do; the bound turns a bug into an error, not a hang).
+      for (let steps = 0; rollStep(r, identity, replicas, limits, minReadyMs); steps++) {
+        if (steps > 2 * (replicas + r.pods.size) + 10) throw new Error(`the rollout of ${name} does not settle (a bug in pods.ts)`);
+      }
+    }
+    // The newest template's ReplicaSet: its pods follow `wanted`. Scale-down takes pods that are not ready
+    // first, then the highest-numbered.
+    const current = live(r).filter((p) => p.identity === identity);
+    for (const p of current.sort(deletionOrder).slice(0, Math.max(0, current.length - r.wanted))) terminate(r, p);
+    const hash = templateHash(identity);
+    for (let count = current.length; count < r.wanted; count++) {
+      let index = 0;
+      while (r.pods.has(`${name}-${hash}-${index}`)) index++;
+      const podName = `${name}-${hash}-${index}`;
+      const pod = await preparePod({ namespace, deployment: name, podName, index, identity, templateHash: hash, template, sources, options, portEnv, uniquePort });
+      r.pods.set(podName, pod);
+      pod.run(report, nudge);
+    }
+    for (const id of r.age.keys()) if (id !== identity && ![...r.pods.values()].some((p) => p.identity === id)) r.age.delete(id);
     lastError.delete(name);
   }
 
   async function writeStatus(d: k8s.V1Deployment, name: string, identity: string): Promise<void> {
-    const current = [...(deployments.get(name)?.values() ?? [])].filter((p) => !p.stopping);
-    const desired = d.spec?.replicas ?? 1;
-    const ready = current.filter((p) => p.ready).length;
-    const status = {
+    const r = rollouts.get(name);
+    const all = r === undefined ? [] : [...r.pods.values()];
+    const current = all.filter((p) => !p.stopping);
+    const now = Date.now();
+    const minReadyMs = (d.spec?.minReadySeconds ?? 0) * 1000;
+    const available = current.filter((p) => p.available(now, minReadyMs)).length;
+    const counts = {
       observedGeneration: d.metadata?.generation ?? 0,
       replicas: current.length,
       updatedReplicas: current.filter((p) => p.identity === identity).length,
-      readyReplicas: ready,
-      availableReplicas: ready,
-      unavailableReplicas: Math.max(0, desired - ready),
+      readyReplicas: current.filter((p) => p.ready).length,
+      availableReplicas: available,
+      // As the controller counts it: the pods wanted, created or not, less the available ones.
+      unavailableReplicas: Math.max(0, (r?.wanted ?? 0) + current.filter((p) => p.identity !== identity).length - available),
+      terminatingReplicas: all.length - current.length,
     };
+    const conditions = deploymentConditions(d, counts, { announce: r?.announce ?? false, replicaSet: `${name}-${templateHash(identity)}`, now });
     const old = d.status ?? {};
-    const same = (Object.keys(status) as (keyof typeof status)[]).every((k) => (old[k] ?? 0) === status[k]);
-    if (same) return;
-    // A merge patch of the status subresource: no resourceVersion, so no conflict with spec updates.
-    await apps.patchNamespacedDeploymentStatus(
-      { name, namespace, body: { status } },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-    );
+    const oldCounts = old as Partial<Record<keyof typeof counts, number>>;
+    const same =
+      (Object.keys(counts) as (keyof typeof counts)[]).every((k) => (oldCounts[k] ?? 0) === counts[k]) &&
+      JSON.stringify(conditions) === JSON.stringify((old.conditions ?? []).map(condition));
+    if (!same) {
+      // A merge patch of the status subresource: no resourceVersion, so no conflict with spec updates.
+      await apps.patchNamespacedDeploymentStatus(
+        { name, namespace, body: { status: { ...counts, conditions } } },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+    }
+    if (r !== undefined) r.announce = false;
   }
 
   async function poll(): Promise<void> {
@@ -201,10 +353,11 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
         report(name, err);
       }
     }
-    for (const [name, pods] of deployments) {
+    for (const [name, r] of rollouts) {
       if (seen.has(name)) continue;
-      for (const p of pods.values()) stopPod(pods, p);
-      if (pods.size === 0) deployments.delete(name);
+      r.target = undefined; // a Deployment created again under this name starts a new rollout
+      for (const p of r.pods.values()) terminate(r, p);
+      if (r.pods.size === 0) rollouts.delete(name);
     }
     for (const d of list.items) {
       const name = d.metadata?.name;
@@ -213,34 +366,47 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
       try {
         await writeStatus(d, name, identity);
       } catch (err) {
-        // 409: the Deployment changed meanwhile; the next poll writes again.
-        if (!(err instanceof k8s.ApiException && err.code === 409)) report(`${name} status`, err);
+        // 409: the Deployment changed meanwhile, the next poll writes again; 404: it is gone, the next
+        // poll terminates its pods.
+        if (!(err instanceof k8s.ApiException && (err.code === 409 || err.code === 404))) report(`${name} status`, err);
       }
     }
   }
 
   await poll(); // a wrong kubeconfig or namespace fails here, not in the background
   const loop = (async () => {
-    await sleep(pollMs, undefined, { signal: abort.signal }).catch(() => undefined);
-    while (!abort.signal.aborted) {
+    for (;;) {
+      await sleep(pollMs, undefined, { signal: wake.signal }).catch(() => undefined);
+      if (abort.signal.aborted) return;
+      wake = new AbortController();
       try {
         await poll();
       } catch (err) {
         report('(poll)', err);
       }
-      await sleep(pollMs, undefined, { signal: abort.signal }).catch(() => undefined);
     }
   })();
 
   return {
-    pods(deployment) {
+    pods(deployment, query) {
       const out: RunningPod[] = [];
-      for (const [name, pods] of deployments) {
+      for (const [name, r] of rollouts) {
         if (deployment !== undefined && name !== deployment) continue;
-        for (const p of [...pods.values()].sort((a, b) => a.index - b.index)) {
-          if (p.stopping) continue;
+        const sorted = [...r.pods.values()].sort((a, b) => (r.age.get(a.identity) ?? 0) - (r.age.get(b.identity) ?? 0) || a.index - b.index);
+        for (const p of sorted) {
+          if (p.stopping && query?.includeTerminating !== true) continue;
           for (const c of p.containers) {
-            out.push({ deployment: name, name: p.name, container: c.name, ports: { ...c.ports }, process: c.process, ready: c.ready && c.process.running, restarts: c.restarts });
+            out.push({
+              deployment: name,
+              name: p.name,
+              templateHash: p.templateHash,
+              container: c.name,
+              ports: { ...c.ports },
+              process: c.process,
+              ready: !p.stopping && c.ready && c.process.running,
+              terminating: p.stopping,
+              restarts: c.restarts,
+            });
           }
         }
       }
@@ -248,11 +414,87 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
     },
     async stop() {
       abort.abort();
+      wake.abort();
       await loop;
-      for (const pods of deployments.values()) for (const p of pods.values()) stopPod(pods, p);
+      for (const r of rollouts.values()) for (const p of r.pods.values()) terminate(r, p);
       await Promise.all([...stopping]);
     },
   };
+}
+
+/** The order in which a ReplicaSet deletes its pods, in short: those not ready first, then the highest-numbered. */
+function deletionOrder(a: Pod, b: Pod): number {
+  return Number(a.ready) - Number(b.ready) || b.index - a.index;
+}
+
+interface Condition {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+  lastUpdateTime: string;
+  lastTransitionTime: string;
+}
+
+/** Seconds, as the API writes times. */
+function apiTime(t: Date | string | number | undefined): string {
+  return t === undefined ? '' : new Date(t).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+function condition(c: k8s.V1DeploymentCondition): Condition {
+  return { type: c.type, status: c.status, reason: c.reason ?? '', message: c.message ?? '', lastUpdateTime: apiTime(c.lastUpdateTime), lastTransitionTime: apiTime(c.lastTransitionTime) };
+}
+
+interface StatusCounts {
+  observedGeneration: number;
+  replicas: number;
+  updatedReplicas: number;
+  readyReplicas: number;
+  availableReplicas: number;
+}
+
+/**
+ * The Available and Progressing conditions as the Deployment controller sets them (calculateStatus,
+ * syncRolloutStatus), from the status in the API and the new counts. `kubectl rollout status` fails when
+ * Progressing turns False with ProgressDeadlineExceeded.
+ */
+function deploymentConditions(d: k8s.V1Deployment, counts: StatusCounts, ctx: { announce: boolean; replicaSet: string; now: number }): Condition[] {
+  const now = apiTime(ctx.now);
+  let conditions = (d.status?.conditions ?? []).map(condition);
+  const get = (type: string): Condition | undefined => conditions.find((c) => c.type === type);
+  /** SetDeploymentCondition: no change for the same status and reason; lastTransitionTime kept for the same status. */
+  const set = (c: Pick<Condition, 'type' | 'status' | 'reason' | 'message'>): void => {
+    const current = get(c.type);
+    if (current?.status === c.status && current.reason === c.reason) return;
+    conditions = [...conditions.filter((x) => x.type !== c.type), { ...c, lastUpdateTime: now, lastTransitionTime: current?.status === c.status ? current.lastTransitionTime : now }];
+  };
+  const replicas = d.spec?.replicas ?? 1;
+  const rs = `ReplicaSet "${ctx.replicaSet}"`;
+  if (ctx.announce) set({ type: 'Progressing', status: 'True', reason: 'NewReplicaSetCreated', message: `Created new replica set "${ctx.replicaSet}"` });
+  const maxUnavailable = isRecreate(d) || replicas === 0 ? 0 : rollingLimits(d.spec?.strategy?.rollingUpdate, replicas).maxUnavailable;
+  if (counts.availableReplicas >= replicas - maxUnavailable) set({ type: 'Available', status: 'True', reason: 'MinimumReplicasAvailable', message: 'Deployment has minimum availability.' });
+  else set({ type: 'Available', status: 'False', reason: 'MinimumReplicasUnavailable', message: 'Deployment does not have minimum availability.' });
+
+  const deadline = d.spec?.progressDeadlineSeconds;
+  if (deadline === undefined || deadline === NO_DEADLINE) return conditions.filter((c) => c.type !== 'Progressing');
+  const progressing = get('Progressing');
+  if (counts.replicas === counts.updatedReplicas && progressing?.reason === 'NewReplicaSetAvailable') return conditions;
+  const old = d.status ?? {};
+  const complete = counts.updatedReplicas === replicas && counts.replicas === replicas && counts.availableReplicas === replicas && counts.observedGeneration >= (d.metadata?.generation ?? 0);
+  const progressed =
+    counts.updatedReplicas > (old.updatedReplicas ?? 0) ||
+    counts.replicas - counts.updatedReplicas < (old.replicas ?? 0) - (old.updatedReplicas ?? 0) ||
+    counts.readyReplicas > (old.readyReplicas ?? 0) ||
+    counts.availableReplicas > (old.availableReplicas ?? 0);
+  if (complete) set({ type: 'Progressing', status: 'True', reason: 'NewReplicaSetAvailable', message: `${rs} has successfully progressed.` });
+  else if (progressed) {
+    // Unlike set(): every bit of progress moves lastUpdateTime, from which the deadline counts.
+    const since = progressing?.status === 'True' ? progressing.lastTransitionTime : now;
+    conditions = [...conditions.filter((c) => c.type !== 'Progressing'), { type: 'Progressing', status: 'True', reason: 'ReplicaSetUpdated', message: `${rs} is progressing.`, lastUpdateTime: now, lastTransitionTime: since }];
+  } else if (progressing !== undefined && progressing.reason !== 'NewReplicaSetAvailable' && Date.parse(progressing.lastUpdateTime) + deadline * 1000 < ctx.now) {
+    set({ type: 'Progressing', status: 'False', reason: 'ProgressDeadlineExceeded', message: `${rs} has timed out progressing.` });
+  }
+  return conditions;
 }
 
 /** A pod: its containers, each supervised as restartPolicy Always would. */
@@ -262,36 +504,49 @@ class Pod {
   readonly name: string;
   readonly index: number;
   readonly identity: string;
+  readonly templateHash: string;
+  /** terminationGracePeriodSeconds, in ms: from SIGTERM to SIGKILL. */
+  readonly graceMs: number;
   readonly containers: Container[];
+  /** Terminating: no longer counted, but its processes run until they have exited. */
   stopping = false;
   private readonly abort = new AbortController();
   private supervisors: Promise<void>[] = [];
 
-  constructor(fields: Pick<Pod, 'deployment' | 'namespace' | 'name' | 'index' | 'identity' | 'containers'>) {
+  constructor(fields: Pick<Pod, 'deployment' | 'namespace' | 'name' | 'index' | 'identity' | 'templateHash' | 'graceMs' | 'containers'>) {
     this.deployment = fields.deployment;
     this.namespace = fields.namespace;
     this.name = fields.name;
     this.index = fields.index;
     this.identity = fields.identity;
+    this.templateHash = fields.templateHash;
+    this.graceMs = fields.graceMs;
     this.containers = fields.containers;
   }
 
+  /** Every container answered its probe and runs; a terminating pod is not ready, as in a cluster. */
   get ready(): boolean {
-    return this.containers.every((c) => c.ready && c.process.running);
+    return !this.stopping && this.containers.every((c) => c.ready && c.process.running);
   }
 
-  run(report: (key: string, err: unknown) => void): void {
-    this.supervisors = this.containers.map((c) => this.supervise(c, report));
+  /** Ready for at least minReadySeconds. */
+  available(now: number, minReadyMs: number): boolean {
+    return this.ready && this.containers.every((c) => c.readySince !== undefined && now - c.readySince >= minReadyMs);
+  }
+
+  /** `changed` is called when a container becomes ready or exits. */
+  run(report: (key: string, err: unknown) => void, changed: () => void): void {
+    this.supervisors = this.containers.map((c) => this.supervise(c, report, changed));
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
     this.abort.abort();
-    await Promise.all(this.containers.map((c) => c.process.stop()));
+    await Promise.all(this.containers.map((c) => c.process.stop(this.graceMs)));
     await Promise.all(this.supervisors);
   }
 
-  private async supervise(c: Container, report: (key: string, err: unknown) => void): Promise<void> {
+  private async supervise(c: Container, report: (key: string, err: unknown) => void, changed: () => void): Promise<void> {
     const signal = this.abort.signal;
     let backoff = BACKOFF_MS;
     // (a method call, not this.stopping: TS would narrow the field across the awaits)
@@ -302,12 +557,17 @@ class Pod {
         // Not ready in time: ManagedProcess stops it and throws; it is retried after the backoff.
         await c.process.start({ probe: c.probe, timeoutMs: READY_TIMEOUT_MS, intervalMs: 250 });
         c.ready = true;
+        c.readySince = Date.now();
+        changed();
         while (c.process.running) await sleep(200, undefined, { signal });
       } catch (err) {
         if (!stopped()) report(`${this.name}/${c.name}`, err);
       }
+      const wasReady = c.ready;
       c.ready = false;
+      c.readySince = undefined;
       if (stopped()) return;
+      if (wasReady) changed();
       c.restarts++;
       // As the kubelet does, forget the backoff once a run has lasted a while.
       if (Date.now() - startedAt > 60_000) backoff = BACKOFF_MS;
@@ -329,6 +589,7 @@ interface PodContext {
   podName: string;
   index: number;
   identity: string;
+  templateHash: string;
   template: k8s.V1PodTemplateSpec;
   sources: Sources;
   options: PodRunnerOptions;
@@ -384,10 +645,12 @@ async function preparePod(ctx: PodContext): Promise<Pod> {
       ports,
       probe: readinessProbe(c, originals),
       ready: false,
+      readySince: undefined,
       restarts: 0,
     });
   }
-  return new Pod({ deployment: ctx.deployment, namespace: ctx.namespace, name: ctx.podName, index: ctx.index, identity: ctx.identity, containers });
+  const graceMs = (spec.terminationGracePeriodSeconds ?? DEFAULT_GRACE_SECONDS) * 1000;
+  return new Pod({ deployment: ctx.deployment, namespace: ctx.namespace, name: ctx.podName, index: ctx.index, identity: ctx.identity, templateHash: ctx.templateHash, graceMs, containers });
 }
 
 /**
@@ -456,6 +719,7 @@ function fieldValue(path: string, ctx: PodContext, where: string): string {
       return ctx.template.spec?.serviceAccountName ?? 'default';
   }
   const m = /^metadata\.(labels|annotations)\['(.*)'\]$/.exec(path);
+  if (m?.[1] === 'labels' && m[2] === 'pod-template-hash') return ctx.templateHash; // the label a ReplicaSet adds
   if (m?.[1] !== undefined && m[2] !== undefined) return ctx.template.metadata?.[m[1] as 'labels' | 'annotations']?.[m[2]] ?? '';
   throw new PodSpecError(`${where}: fieldRef ${path} is not supported`);
 }
@@ -529,7 +793,8 @@ function readinessProbe(c: k8s.V1Container, originals: Map<number, number>): Rea
 
 /**
  * What the pods of a template are made of: the template and the data of the ConfigMaps and Secrets it
- * refers to. When it changes, the pods are replaced.
+ * refers to. When it changes, the pods are rolled; `kubectl rollout restart` changes it through the
+ * annotation it sets on the template.
  */
 function templateIdentity(template: k8s.V1PodTemplateSpec, sources: Sources): string {
   const refs: Record<string, Record<string, string> | null> = {};
@@ -557,6 +822,12 @@ function templateIdentity(template: k8s.V1PodTemplateSpec, sources: Sources): st
   }
   const sorted = Object.keys(refs).sort().map((k) => [k, refs[k]]);
   return createHash('sha256').update(JSON.stringify([template, sorted])).digest('hex');
+}
+
+/** A pod-template-hash look-alike (10 characters of the same alphabet), taken from the template identity. */
+function templateHash(identity: string): string {
+  const alphabet = 'bcdfghjklmnpqrstvwxz2456789';
+  return [...createHash('sha256').update(identity).digest().subarray(0, 10)].map((b) => alphabet[b % alphabet.length]).join('');
 }
 
 function configMapData(cm: k8s.V1ConfigMap): Data {

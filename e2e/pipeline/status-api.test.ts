@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { createLogger } from '../../lib/log/logger.ts';
+import { kafkaQueue } from '../../lib/queue/kafka.ts';
+import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
+import { encode, installationTopics, objectKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
+import { statusServer } from '../../workers/status/api.ts';
+import { StatusProcessor } from '../../workers/status/status.ts';
+import type { FailedEntry } from '../../workers/status/store.ts';
+import { sharedKafka } from '../harness/env.ts';
+import { freePort } from '../harness/net.ts';
+import { eventually } from '../harness/wait.ts';
+import { backbeat } from './backbeat.ts';
+
+// Several status replicas behind the real HTTP API and CLI: any replica answers for any object (it
+// forwards to the owner of the key's partition), and lists, totals and retries span every replica.
+
+const quiet = createLogger({ component: 'test', stream: new PassThrough() });
+const target = (id: string): TaskDestination => ({ id, location: id.split('/')[0] ?? '', bucket: id.split('/')[1] ?? '', rule: 'r' });
+
+describe('status API over several replicas (real Kafka, real HTTP, the backbeat CLI)', function () {
+  this.timeout(240_000);
+  let queue: Queue;
+  let names: QueueNames;
+  let producer: QueueProducer;
+  let dir: string;
+  const replicas: { status: StatusProcessor; server: Server; url: string }[] = [];
+
+  before(async () => {
+    queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'status-api-test', logger: quiet });
+    names = queueNames(`sa-${randomUUID().slice(0, 8)}`);
+    const admin = await queue.admin();
+    await admin.ensureTopics(installationTopics(names, 6, []));
+    await admin.close();
+    producer = await queue.producer();
+    dir = mkdtempSync(join(tmpdir(), 'status-api-'));
+  });
+  after(async () => {
+    for (const r of replicas.splice(0)) await stopReplica(r);
+    await producer.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function startReplica(name: string): Promise<(typeof replicas)[number]> {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${String(port)}`;
+    const status = new StatusProcessor({ queue, names, logger: quiet, storeFile: join(dir, `${name}.db`), advertiseUrl: url });
+    await status.start();
+    const server = statusServer({
+      status,
+      advertiseUrl: url,
+      destinations: ['b/x', 'c/y'],
+      rules: ['r'],
+      controls: { set: () => Promise.resolve(), states: () => [] },
+      backfill: () => undefined,
+      ready: () => status.ready(),
+      metrics: () => Promise.resolve({ contentType: 'text/plain', body: '' }),
+    });
+    server.listen(port, '127.0.0.1');
+    await once(server, 'listening');
+    const r = { status, server, url };
+    replicas.push(r);
+    return r;
+  }
+  async function stopReplica(r: (typeof replicas)[number]): Promise<void> {
+    r.server.close();
+    r.server.closeAllConnections();
+    await r.status.close();
+  }
+
+  const at = (): string => new Date().toISOString();
+  const objects = Array.from({ length: 60 }, (_, i): ObjectRef => ({ location: 'a', bucket: 'src', key: `dir/obj ${String(i)}`, versionId: `v${String(i)}` }));
+
+  it('answers `backbeat status` for keys owned by each replica, pages `failed list` across them, and retries on their owners', async () => {
+    const [first, second, third] = [await startReplica('r1'), await startReplica('r2'), await startReplica('r3')];
+    const events: StatusEvent[] = objects.flatMap((object, i): StatusEvent[] => [
+      { type: 'queued', object, kind: 'object', eventTime: at(), destinations: ['b/x', 'c/y'], targets: ['b/x', 'c/y'].map(target), at: at() },
+      { type: 'result', object, kind: 'object', destination: 'b/x', state: 'COMPLETED', attempts: 1, bytes: 5, at: at() },
+      i % 2 === 0
+        ? { type: 'result', object, kind: 'object', destination: 'c/y', state: 'FAILED', reason: `NoSuchBucket ${String(i)}`, attempts: 1, bytes: 0, at: at() }
+        : { type: 'result', object, kind: 'object', destination: 'c/y', state: 'COMPLETED', attempts: 1, bytes: 5, at: at() },
+    ]);
+    await producer.send(names.status, events.map((e) => ({ key: objectKey(e.object), value: encode(e) })));
+    const all = [first, second, third].map((r) => r.status);
+    await eventually(() => {
+      assert.ok(all.every((s) => s.ready()));
+      assert.equal(all.reduce((n, s) => n + s.summary().COMPLETED + s.summary().FAILED, 0), 60);
+      assert.ok(all.every((s) => s.peers().length === 2), 'each replica knows the two others');
+    }, 90_000, 200);
+    const owners = new Set<number>();
+    for (const [i, o] of objects.entries()) {
+      const partition = await first.status.partitionOf(o.location, o.bucket, o.key);
+      owners.add(all.findIndex((s) => s.ownsPartition(partition)));
+      // Always asked of the same replica, whoever owns the key.
+      const out = await backbeat('status', `a/src/${o.key}`, '--server', first.url);
+      assert.match(out, new RegExp(`version v${String(i)}  object  ${i % 2 === 0 ? 'FAILED' : 'COMPLETED'}`));
+    }
+    assert.deepEqual([...owners].sort(), [0, 1, 2], 'the keys asked are owned by each of the three replicas');
+
+    // failed list, 7 a page, through the second replica, cursor after cursor.
+    const seen: FailedEntry[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const args = ['failed', 'list', '--json', '--limit', '7', '--server', second.url, ...(cursor !== undefined ? ['--cursor', cursor] : [])];
+      const res = await fetch(`${second.url}/v1/failed?limit=7${cursor !== undefined ? `&cursor=${cursor}` : ''}`);
+      const page = (await res.json()) as { failed: FailedEntry[]; next?: string };
+      assert.deepEqual(JSON.parse(await backbeat(...args)), page.failed, 'the CLI shows the page the API gives');
+      seen.push(...page.failed);
+      cursor = page.next;
+      pages++;
+    } while (cursor !== undefined);
+    assert.equal(seen.length, 30);
+    assert.equal(new Set(seen.map((e) => e.object.key)).size, 30, 'no entry twice');
+    assert.ok(pages >= 5);
+    const times = seen.map((e) => e.lastFailureAt ?? '');
+    assert.deepEqual(times, [...times].sort(), 'oldest failure first');
+    assert.match(await backbeat('failed', 'list', '--limit', '7', '--server', third.url), /7 failed; more: backbeat failed list --cursor \S+ --limit 7/);
+    assert.match(await backbeat('failed', 'list', '--limit', 'x', '--server', third.url).catch((e: unknown) => String((e as { stderr?: string }).stderr)), /--limit must be a positive whole number/);
+
+    const summary = (await (await fetch(`${third.url}/v1/summary`)).json()) as Record<string, number>;
+    assert.deepEqual(summary, { PENDING: 0, COMPLETED: 30, FAILED: 30, SKIPPED: 0 });
+    assert.match(await backbeat('failed', 'retry', '--all', '--server', third.url), /re-queued 30 failed destinations/);
+    await eventually(() => assert.equal(all.reduce((n, s) => n + s.summary().PENDING, 0), 30), 60_000, 200);
+
+    // Back to one replica: it owns everything, and answers alone.
+    for (const r of [second, third]) {
+      replicas.splice(replicas.indexOf(r), 1);
+      await stopReplica(r);
+    }
+    await eventually(() => assert.ok(Array.from({ length: 6 }, (_, p) => p).every((p) => first.status.ownsPartition(p))), 90_000, 200);
+    assert.match(await backbeat('status', 'a/src/dir/obj 7', '--server', first.url), /version v7 {2}object {2}COMPLETED/);
+    assert.deepEqual(first.status.summary(), { PENDING: 30, COMPLETED: 30, FAILED: 0, SKIPPED: 0 });
+  });
+});

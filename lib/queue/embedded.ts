@@ -298,19 +298,24 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
     retain,
     groupIds: () => [...groups.keys()],
 
-    replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void): Promise<Map<number, string>> {
+    replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void, onEnds?: (ends: Map<number, string>) => void): Promise<Map<number, string>> {
       const partitions = partitionsOf(topic);
       const ends = new Map<number, string>();
-      for (const [partition, start] of from) {
+      for (const partition of from.keys()) {
         const part = partitions[partition];
         if (part === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(partition)}`));
-        const end = part.next;
+        ends.set(partition, String(part.next));
+      }
+      onEnds?.(ends);
+      for (const [partition, start] of from) {
+        const part = partitions[partition];
+        const end = Number(ends.get(partition));
+        if (part === undefined) continue;
         for (let i = indexAt(part.messages, Number(start)); i < part.messages.length; i++) {
           const m = part.messages[i];
           if (m === undefined || Number(m.offset) >= end) break;
           onMessage(m);
         }
-        ends.set(partition, String(end));
       }
       return Promise.resolve(ends);
     },

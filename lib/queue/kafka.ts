@@ -92,7 +92,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       return partitioner({ topic, partitionMetadata, message: { key, value: null } });
     },
 
-    async replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void): Promise<Map<number, string>> {
+    async replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void, onEnds?: (ends: Map<number, string>) => void): Promise<Map<number, string>> {
       const admin = kafka.admin();
       await admin.connect();
       let offsets: Awaited<ReturnType<typeof admin.fetchTopicOffsets>>;
@@ -111,6 +111,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         const start = BigInt(given) > BigInt(o.low) ? BigInt(given) : BigInt(o.low);
         if (start < BigInt(o.high)) todo.set(partition, { start, last: BigInt(o.high) - 1n });
       }
+      onEnds?.(ends);
       if (todo.size === 0) return ends;
       // kafkajs has no group-less consumer: a group of its own, deleted afterwards, seeks each partition.
       const groupId = `backbeat-replay-${randomUUID()}`;

@@ -126,9 +126,10 @@ export interface Queue {
   admin(): Promise<QueueAdmin>;
   /**
    * Reads partitions of a topic, each from its given offset to the end it had when called (a changelog
-   * catching up), in offset order per partition; resolves with the offset after the end of each.
+   * catching up), in offset order per partition; resolves with the offset after the end of each, which
+   * `onEnds` learns before the first record (to report progress).
    */
-  replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void): Promise<Map<number, string>>;
+  replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void, onEnds?: (ends: Map<number, string>) => void): Promise<Map<number, string>>;
   /** The partition a key goes to on `topic`, as the producer picks it. */
   partitionOf(topic: string, key: string): Promise<number>;
   producer(): Promise<QueueProducer>;

@@ -75,8 +75,11 @@ export class GarbageCollector {
       const { state, reason } = verdict;
       const event: StatusEvent = { type: 'gc', object: task.object, state, ...(reason !== undefined ? { reason } : {}), at: new Date().toISOString() };
       await (await this.out()).send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
-      this.counters[state === 'DELETED' ? 'deleted' : 'refused']++;
-      (state === 'DELETED' ? this.options.metrics?.gcDeleted : this.options.metrics?.gcRefused)?.inc({ location: task.object.location });
+      // A version found already gone (a repeated task) was deleted before, and counted then.
+      if (state === 'REFUSED' || reason === undefined) {
+        this.counters[state === 'DELETED' ? 'deleted' : 'refused']++;
+        (state === 'DELETED' ? this.options.metrics?.gcDeleted : this.options.metrics?.gcRefused)?.inc({ location: task.object.location });
+      }
     });
   }
 

@@ -81,8 +81,8 @@ const FORWARDED = 'x-backbeat-forwarded';
 const PAGE_DEFAULT = 100;
 const PAGE_MAX = 10_000;
 
-/** Where an answer comes from: this replica's store, or the replica(s) that own the keys asked for. */
-type Answer = { code: number; body: unknown };
+/** An answer, and which replica gave it when another one did (sent as x-backbeat-answered-by). */
+type Answer = { code: number; body: unknown; by?: string };
 
 async function ask(url: string, path: string, init?: { method: 'POST'; body: unknown }): Promise<Answer> {
   const res = await fetch(`${url}${path}`, {
@@ -91,7 +91,7 @@ async function ask(url: string, path: string, init?: { method: 'POST'; body: unk
     ...(init !== undefined ? { body: JSON.stringify(init.body) } : {}),
     signal: AbortSignal.timeout(30_000),
   });
-  return { code: res.status, body: await res.json() };
+  return { code: res.status, body: await res.json(), by: url };
 }
 
 /** The same request asked of every other replica that owns partitions; a replica that does not answer fails it. */
@@ -242,7 +242,9 @@ export function statusServer(ctx: ApiContext): Server {
       fail(err);
       return;
     }
-    route(ctx, req, url).then(({ code, body }) => {
+    route(ctx, req, url).then(({ code, body, by }) => {
+      const from = by ?? ctx.advertiseUrl;
+      if (from !== undefined) res.setHeader('x-backbeat-answered-by', from);
       send(code, body);
     }, fail);
   });

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import type { StatusEvent, TaskDestination } from '../messages.ts';
-import { fold, type ObjectStatus } from './fold.ts';
+import { fold, goneAt, type ObjectStatus } from './fold.ts';
 
 const object = { location: 'a', bucket: 'b', key: 'k', versionId: 'v1' };
 const target = (id: string): TaskDestination => ({ id, location: id.split('/')[0] ?? '', bucket: id.split('/')[1] ?? '', rule: 'r' });
-const queued = (ids: string[], kind: 'object' | 'tags' = 'object'): StatusEvent => ({
+const queued = (ids: string[], kind: 'object' | 'tags' | 'versionDelete' = 'object'): StatusEvent => ({
   type: 'queued',
   object,
   kind,
@@ -13,7 +13,7 @@ const queued = (ids: string[], kind: 'object' | 'tags' = 'object'): StatusEvent 
   targets: ids.map(target),
   at: new Date().toISOString(),
 });
-const result = (destination: string, state: 'COMPLETED' | 'FAILED' | 'SKIPPED', reason?: string, kind?: 'object' | 'tags'): StatusEvent => ({
+const result = (destination: string, state: 'COMPLETED' | 'FAILED' | 'SKIPPED', reason?: string, kind?: 'object' | 'tags' | 'versionDelete'): StatusEvent => ({
   type: 'result',
   object,
   ...(kind !== undefined ? { kind } : {}),
@@ -97,6 +97,17 @@ describe('status folding', () => {
     assert.equal(fold(reopened, result('x/1', 'FAILED', 'late duplicate')).destinations['x/1']?.state, 'COMPLETED', 'completed stays completed');
     assert.equal(fold(reopened, result('z/3', 'COMPLETED')).state, 'COMPLETED');
     assert.equal(fold(done, queued(['z/3'], 'tags')).state, 'COMPLETED', 'a later change to a new destination does not re-open the copy');
+  });
+
+  it('knows when a version is gone: collected, or deleted on the source and then on every destination', () => {
+    const done = run(queued(['x/1', 'y/2']), result('x/1', 'COMPLETED'), result('y/2', 'COMPLETED'));
+    assert.ok(done);
+    assert.equal(goneAt(done), undefined);
+    assert.equal(goneAt(fold(done, { type: 'gc', object, state: 'DELETED', at: 't9' })), 't9');
+    const deletes = (id: string): StatusEvent => ({ ...result(id, 'COMPLETED', undefined, 'versionDelete'), at: `t-${id}` });
+    const once = fold(fold(done, queued(['x/1', 'y/2'], 'versionDelete')), deletes('x/1'));
+    assert.equal(goneAt(once), undefined, 'still on y/2');
+    assert.equal(goneAt(fold(once, deletes('y/2'))), 't-y/2');
   });
 
   it('keeps the version its own kind when its tags change', () => {

@@ -40,7 +40,21 @@ export interface ObjectStatus {
    * failed set (`backbeat failed list`) with how many verdicts refused it and since when.
    */
   gc?: { state: GcState; reason?: string; at: string; attempts?: number; firstAt?: string };
+  /** Destinations where the version was permanently deleted after the source deleted it (replicated version deletes). */
+  deletedFrom?: string[];
   updatedAt: string;
+}
+
+/**
+ * When the version stopped existing anywhere this engine looks after: collected from the transient
+ * source by the GC, or permanently deleted on the source and on every destination that held it. Its
+ * record can go some time after (a tombstone), while the totals keep counting it.
+ */
+export function goneAt(s: ObjectStatus): string | undefined {
+  if (s.gc?.state === 'DELETED') return s.gc.at;
+  if (s.kind === 'versionDelete' && s.state === 'COMPLETED') return s.updatedAt;
+  const held = Object.entries(s.destinations).filter(([, d]) => d.state === 'COMPLETED').map(([id]) => id);
+  return held.length > 0 && held.every((id) => s.deletedFrom?.includes(id) === true) ? s.updatedAt : undefined;
 }
 
 /**
@@ -163,6 +177,10 @@ function foldFollowUp(previous: ObjectStatus, event: Exclude<StatusEvent, { type
   } else {
     const id = `${kind} ${event.destination}`;
     const f = followUps[id];
+    if (kind === 'versionDelete' && event.state === 'COMPLETED' && previous.deletedFrom?.includes(event.destination) !== true) {
+      previous = { ...previous, deletedFrom: [...(previous.deletedFrom ?? []), event.destination] };
+      if (f === undefined) return { ...previous, updatedAt: event.at };
+    }
     if (event.state !== 'FAILED') {
       if (f === undefined) return previous;
       followUps = Object.fromEntries(Object.entries(followUps).filter(([k]) => k !== id));

@@ -19,9 +19,9 @@ export interface StatusOptions {
   /** This replica's API URL, announced as the owner of its partitions so that other replicas forward to it. */
   advertiseUrl?: string;
   /**
-   * How long the status of a version the GC deleted stays visible before its record is dropped (a
-   * tombstone in the changelog: memory and restore time stay flat however many versions go through).
-   * Default 24 hours.
+   * How long the status of a version that is gone (collected by the GC, or permanently deleted and that
+   * deletion replicated) stays visible before its record is dropped (a tombstone in the changelog:
+   * memory and restore time stay flat however many versions go through). Default 24 hours.
    */
   collectedRetentionMs?: number;
 }
@@ -201,6 +201,11 @@ export class StatusProcessor {
       if (Date.now() - logged > 5_000) {
         logged = Date.now();
         this.log.info('restoring status partitions', { progress: [...this.progress.values()] });
+      }
+    }, (ends) => {
+      for (const [partition, end] of ends) {
+        const progress = this.progress.get(partition);
+        if (progress !== undefined) progress.total = Math.max(0, Number(BigInt(end) - BigInt(from.get(partition) ?? '0')));
       }
     });
     for (const partition of pending.keys()) flush(partition);

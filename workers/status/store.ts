@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { Logger } from '../../lib/log/logger.ts';
 import { figuresKey, objectKey, type Figures } from '../messages.ts';
-import type { DestinationStatus, ObjectState, ObjectStatus } from './fold.ts';
+import { type DestinationStatus, goneAt, type ObjectState, type ObjectStatus } from './fold.ts';
 
 // The status processor's state, on local disk in SQLite (Node's built-in node:sqlite: no native build,
 // memory flat in the number of versions, one transaction per folded batch). Rows belong to a partition of
@@ -43,7 +43,7 @@ export interface PartitionTotals {
   states: Record<ObjectState, number>;
 }
 
-const SCHEMA = 4;
+const SCHEMA = 5;
 /** The changelog key of a partition's totals: no version key starts with a NUL. */
 export const TOTALS_KEY = '\0totals';
 
@@ -155,7 +155,7 @@ export class StatusStore {
     return this.q.position.get(partition) as { next: string; at: number } | undefined;
   }
 
-  /** Versions of `partition` the GC deleted before `before` (an ISO time): at most `limit` of them. */
+  /** Versions of `partition` gone (see goneAt) before `before`, an ISO time: at most `limit` of them. */
   collectedBefore(partition: number, before: string, limit: number): [string, ObjectStatus][] {
     return (this.q.collected.all(partition, before, limit) as { vk: string; body: string }[]).map((r) => [r.vk, JSON.parse(r.body) as ObjectStatus]);
   }
@@ -178,7 +178,7 @@ export class StatusStore {
           this.q.del.run(vk);
           continue;
         }
-        this.q.put.run(vk, partition, objectKey(status.object), JSON.stringify(status), status.gc?.state === 'DELETED' ? status.gc.at : null);
+        this.q.put.run(vk, partition, objectKey(status.object), JSON.stringify(status), goneAt(status) ?? null);
         for (const f of failuresOf(status)) {
           const { id, ...entry } = f;
           this.q.putFailure.run(vk, id, partition, f.lastFailureAt ?? f.updatedAt, f.destination, JSON.stringify(entry));

@@ -17,7 +17,8 @@ interface SdkError {
   cause?: unknown;
 }
 
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'TimeoutError', 'RequestTimeout']);
+// A server still starting (MinIO says XMinioServerNotInitialized) answers, but is not there yet either.
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'TimeoutError', 'RequestTimeout', 'XMinioServerNotInitialized']);
 const PERMANENT = new Set([
   'AccessDenied',
   'AllAccessDisabled',

@@ -9,6 +9,8 @@ import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
 import { encode, installationTopics, objectKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
 import { StatusProcessor } from '../../workers/status/status.ts';
+import { follow } from '../../lib/queue/follow.ts';
+import type { GcTask } from '../../workers/messages.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { eventually } from '../harness/wait.ts';
 
@@ -134,6 +136,26 @@ describe('status store: partitioned, persistent, handed over with its partitions
     assert.ok(s.restoredRecords >= 200, `rebuilt from the changelog (${String(s.restoredRecords)} records)`);
     assert.equal(s.summary().COMPLETED, 200);
     assert.equal(s.lookup('a', 'src', 'restart-7', 'v7')[0]?.state, 'COMPLETED');
+  });
+
+  it('sends a version superseded everywhere to the GC with the version that superseded it, whichever settles first', async () => {
+    const s = await replica('sup', { transientSources: new Set(['a']) });
+    const tasks: GcTask[] = [];
+    const reader = await follow(queue, names.gc, (m) => tasks.push(JSON.parse(m.value?.toString() ?? '{}') as GcTask));
+    const version = (key: string, versionId: string): ObjectRef => ({ location: 'a', bucket: 'src', key, versionId });
+    const skipped = (os: ObjectRef[]): StatusEvent[] => os.flatMap((object) => DESTINATIONS.map((destination): StatusEvent => ({ type: 'result', object, kind: 'object', destination, state: 'SKIPPED', reason: 'superseded: newer source version v2 is already replicated', attempts: 1, bytes: 0, at: at() })));
+    const queuedAt = (o: ObjectRef, eventTime: string): StatusEvent => ({ type: 'queued', object: o, kind: 'object', eventTime, destinations: DESTINATIONS, targets: DESTINATIONS.map(target), at: at() });
+    // k1: the old version is skipped before the new one completes; k2: after it.
+    const [k1v1, k1v2, k2v1, k2v2] = [version('k1', 'v1'), version('k1', 'v2'), version('k2', 'v1'), version('k2', 'v2')];
+    await send([queuedAt(k1v1, '2026-01-01T00:00:01Z'), queuedAt(k1v2, '2026-01-01T00:00:02Z'), queuedAt(k2v1, '2026-01-01T00:00:01Z'), queuedAt(k2v2, '2026-01-01T00:00:02Z')]);
+    await send([...skipped([k1v1]), ...results([k1v2, k2v2], 'b/x'), ...results([k1v2, k2v2], 'c/y')]);
+    await send(skipped([k2v1]));
+    await eventually(() => assert.equal(tasks.length, 4), 60_000, 200);
+    const line = (t: GcTask): string => `${t.object.key}@${t.object.versionId}${t.supersededBy !== undefined ? ` after ${t.supersededBy.versionId}` : ''}`;
+    assert.deepEqual(tasks.filter((t) => t.object.key === 'k1').map(line), ['k1@v1 after v2', 'k1@v2'], 'the superseded version first, checked against the one that replaced it');
+    assert.deepEqual(tasks.filter((t) => t.object.key === 'k2').map(line).sort(), ['k2@v1 after v2', 'k2@v2']);
+    await reader.close();
+    assert.ok(s.ready());
   });
 
   it('drops the records of versions the GC collected, keeps them counted, and ignores late events for them', async () => {

@@ -62,6 +62,27 @@ describe('Published config on a real API server', function () {
     assert.deepEqual((await store().read()).shards.map((s) => s.resourceVersion), versions);
   });
 
+  it('takes over bucket files from before shards: kept in the base ConfigMap until every shard is written', async () => {
+    const path = `/api/v1/namespaces/${namespace}/configmaps`;
+    const [legacy] = configs('old', 1);
+    assert.ok(legacy);
+    const file = `bucket_old_${legacy.SourceBucket}.json`;
+    // What an operator without shards left: one ConfigMap with locations.json and every bucket file.
+    await rest.create(path, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'bd-config', labels: { 'app.kubernetes.io/managed-by': 'backbeat-operator', 'app.kubernetes.io/instance': 'bd' } }, data: { 'locations.json': locations, [file]: JSON.stringify(legacy) } });
+    const before = await store('bd').read();
+    assert.deepEqual([...publishedBuckets(before).keys()], ['old/bucket-00000'], 'published before shards: still published');
+    await rest.create(path, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'bd-buckets-old-0-of-1' }, data: { theirs: 'x' } });
+    const blocked = await store('bd').publish(locations, [legacy], before);
+    assert.equal(blocked.failures.length, 1);
+    assert.deepEqual([...blocked.buckets.keys()], ['old/bucket-00000'], 'its shard could not be written: the base keeps it');
+    assert.ok(file in (await rest.get<KubeObject & { data: Record<string, string> }>(`${path}/bd-config`)).data);
+    await rest.delete(`${path}/bd-buckets-old-0-of-1`);
+    const done = await store('bd').publish(locations, [legacy], await store('bd').read());
+    assert.deepEqual(done.failures, []);
+    assert.deepEqual([...done.buckets.keys()], ['old/bucket-00000']);
+    assert.deepEqual(Object.keys((await rest.get<KubeObject & { data: Record<string, string> }>(`${path}/bd-config`)).data), ['locations.json'], 'the base holds locations.json alone');
+  });
+
   it('grows a location into a new layout beside the old one, switches to it whole, then lets the old go', async () => {
     const small = await store('bc').publish(locations, configs('big', 100), await store('bc').read());
     assert.deepEqual(small.mounted.get('big'), ['bc-buckets-big-0-of-1']);

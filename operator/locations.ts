@@ -9,6 +9,8 @@ export interface LocationCheck {
   condition: ConditionInput;
   /** A client for a Ready location. */
   client?: S3Client;
+  /** The buckets a Ready location listed with these credentials: they exist. */
+  buckets?: Set<string>;
 }
 
 /**
@@ -28,8 +30,15 @@ export async function checkLocation(location: Location, secret: Secret | undefin
     throw err;
   }
   const endpoint = location.spec.endpoint ?? `AWS S3 (${location.spec.region})`;
+  const buckets = new Set<string>();
   try {
-    await client.send(new ListBucketsCommand({}), { abortSignal: AbortSignal.timeout(timeoutMs) });
+    // The probe's listing doubles as the existence check of every bucket the rules name.
+    let token: string | undefined;
+    do {
+      const page = await client.send(new ListBucketsCommand(token !== undefined ? { ContinuationToken: token } : {}), { abortSignal: AbortSignal.timeout(timeoutMs) });
+      for (const b of page.Buckets ?? []) if (b.Name !== undefined) buckets.add(b.Name);
+      token = page.ContinuationToken;
+    } while (token !== undefined && token !== '');
   } catch (err) {
     client.destroy();
     const kind = classify(err);
@@ -37,5 +46,5 @@ export async function checkLocation(location: Location, secret: Secret | undefin
     if (kind === 'permanent') return { condition: notReady('CredentialsRejected', `${endpoint} refused the credentials of Secret "${ref.name}": ${reasonOf(err)}`) };
     return { condition: notReady('EndpointError', `${endpoint} failed: ${reasonOf(err)}`) };
   }
-  return { condition: ready('Reachable', `${endpoint} answers with the credentials of Secret "${ref.name}"`), client };
+  return { condition: ready('Reachable', `${endpoint} answers with the credentials of Secret "${ref.name}"`), client, buckets };
 }

@@ -14,7 +14,7 @@ import { decode, installationTopics, queueNames, type Figures } from '../workers
 import { healthServer } from '../workers/status/api.ts';
 import { LeaderLease } from './lease.ts';
 import { operatorMetrics } from './metrics.ts';
-import { Reconciler } from './reconciler.ts';
+import { PassFailed, Reconciler } from './reconciler.ts';
 import { watchCollection } from './watch.ts';
 import { MANAGED_BY, type WorkerSettings } from './workers.ts';
 
@@ -141,15 +141,22 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
         wanted = false;
         // Let a burst of events (kubectl apply -f dir/) settle into one pass.
         await sleep(200);
+        const started = Date.now();
         try {
-          await reconciler.reconcile();
+          const { again } = await reconciler.reconcile();
           passes.inc({ result: 'ok' });
+          if (again) wanted = true;
+          logger.debug('reconcile pass done', { durationMs: Date.now() - started });
           backoff = 1_000;
         } catch (err) {
           passes.inc({ result: 'error' });
-          logger.error('reconcile failed; retrying', { error: (err as Error).message, retryInMs: backoff });
-          await sleep(backoff, undefined, { signal: stopper.signal }).catch(() => undefined);
-          backoff = Math.min(backoff * 2, 10_000);
+          // Rules still waiting for their checks go on at once; what failed is retried by those passes too.
+          const again = err instanceof PassFailed && err.again;
+          logger.error('reconcile failed; retrying', { error: (err as Error).message, durationMs: Date.now() - started, retryInMs: again ? 0 : backoff });
+          if (!again) {
+            await sleep(backoff, undefined, { signal: stopper.signal }).catch(() => undefined);
+            backoff = Math.min(backoff * 2, 10_000);
+          }
           wanted = true;
         }
       }

@@ -1,32 +1,35 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import { compileBucketConfigs, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
-import { publishConfig } from '../lib/config/published.ts';
-import { API_GROUP, API_VERSION, type Location, type ReplicationRule, type Secret } from '../lib/config/schema.ts';
-import { checkSemantics } from '../lib/config/semantics.ts';
+import { assembleBucketConfigs, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
+import { locationsText } from '../lib/config/published.ts';
+import { API_GROUP, API_VERSION, type Location, type Secret } from '../lib/config/schema.ts';
 import type { Logger } from '../lib/log/logger.ts';
 import { KubeError, type KubeObject, type KubeRest } from '../lib/kube/rest.ts';
 import type { QueueAdmin } from '../lib/queue/queue.ts';
 import { reasonOf } from '../lib/s3/errors.ts';
 import { figuresKey, type Figures, type QueueNames } from '../workers/messages.ts';
-import { checkBucket, journalArns, unwireJournal, wireJournal } from './buckets.ts';
-import { canonical, notReady, ready, setCondition, type Condition, type ConditionInput } from './conditions.ts';
+import { unwireJournal } from './buckets.ts';
+import { canonical, setCondition, type Condition, type ConditionInput } from './conditions.ts';
 import { checkLocation } from './locations.ts';
+import { forEachLimit } from './pool.ts';
+import { planPublication, publishedConditions } from './publish-plan.ts';
+import { PublishedConfigMaps, publishedBuckets, publishedRules, type PublishResult } from './published-state.ts';
+import { RuleChecks, type LocationObject as CheckedLocation, type RuleObject as CheckedRule } from './rule-checks.ts';
 import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, roleInputs, type SecretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
 
-// One level-triggered pass over the whole installation: read every Location and ReplicationRule, decide
-// what should exist, change only what differs, and write each status once, only when it changed. A rule
-// is published to the workers whole or not at all: only rules whose every precondition holds (or held at
-// this generation, see publishable) are compiled.
+// One level-triggered pass over the whole installation: read every Location and ReplicationRule, and
+// what is published now; decide what should exist; change only what differs; write each status once,
+// only when it changed. Which form of each rule the workers get is publish-plan.ts's decision. What is
+// published is read back from the API server at every pass (published-state.ts), never remembered, so
+// that a new leader, or an operator restarted during an outage, decides as the old one would have.
 
 export const FINALIZER = `${API_GROUP}/journal`;
 /** On a rule: delete it without removing the notification configuration (e.g. its Location is gone for good). */
 export const SKIP_CLEANUP = `${API_GROUP}/skip-cleanup`;
-/** Precondition failures that may pass by themselves: a rule already published stays published. */
-const PASSING = new Set(['LocationNotReady', 'BucketUnavailable', 'JournalNotWired']);
 
 type Status = { observedGeneration?: number; conditions?: Condition[] } & Record<string, unknown>;
-type LocationObject = Location & KubeObject & { status?: Status };
-type RuleObject = ReplicationRule & KubeObject & { status?: Status };
+type LocationObject = CheckedLocation & { status?: Status };
+type RuleObject = CheckedRule & { status?: Status };
+type Attempt = (what: string, work: () => Promise<void>) => Promise<boolean>;
 
 export interface ReconcilerOptions {
   rest: KubeRest;
@@ -40,6 +43,27 @@ export interface ReconcilerOptions {
   figures: Map<string, Figures>;
   /** A lower replica count is applied only after it has been wanted this long (no flapping). */
   scaleDownDelayMs?: number;
+  /** S3 and API calls in flight at once within a pass (default 16). */
+  concurrency?: number;
+  /** How often a rule's per-bucket checks (versioning, notifications) repeat when nothing changed (default 10 min). */
+  recheckMs?: number;
+  /** Rules checked against the servers per pass at most (default 500); the rest go on in the next pass. */
+  checksPerPass?: number;
+}
+
+export interface PassResult {
+  /** Work was left for another pass, to run at once. */
+  again: boolean;
+}
+
+/** A pass that went through, some of whose steps failed: they are to be retried. */
+export class PassFailed extends Error {
+  override name = 'PassFailed';
+  readonly again: boolean;
+  constructor(message: string, again: boolean) {
+    super(message);
+    this.again = again;
+  }
 }
 
 export class Reconciler {
@@ -47,8 +71,11 @@ export class Reconciler {
   private readonly base: string;
   private readonly scaling = new Map<string, { replicas: number; lowSince?: number }>();
   private journalTopics = '';
-  /** Rules published to the workers, with the generation they were published at. */
-  private readonly published = new Map<string, number>();
+  private readonly concurrency: number;
+  private readonly checks: RuleChecks;
+  private readonly publication: PublishedConfigMaps;
+  /** Each processor location's lag, as of the last pass that could read it. */
+  private lags = new Map<string, number>();
   /** The last cleanup failure reported per rule: an Event only when it changes. */
   private readonly cleanupReported = new Map<string, string>();
   /** Whether each Location and rule is Ready (`Location/<name>`), as of the last pass that decided it. */
@@ -57,28 +84,47 @@ export class Reconciler {
   constructor(options: ReconcilerOptions) {
     this.o = options;
     this.base = `/apis/${API_GROUP}/v1alpha1/namespaces/${options.namespace}`;
+    this.concurrency = options.concurrency ?? 16;
+    this.checks = new RuleChecks({ recheckMs: options.recheckMs ?? 600_000, perPass: options.checksPerPass ?? 500, concurrency: this.concurrency, logger: options.logger });
+    this.publication = new PublishedConfigMaps({
+      rest: options.rest,
+      namespace: options.namespace,
+      release: options.settings.name,
+      labels: { 'app.kubernetes.io/managed-by': MANAGED_BY, 'app.kubernetes.io/instance': options.settings.name },
+      ...this.ownerRefs(),
+      concurrency: this.concurrency,
+      logger: options.logger,
+    });
   }
 
+  /** The ConfigMap with locations.json; the bucket configs are in its shards. */
   get configMapName(): string {
-    return `${this.o.settings.name}-config`;
+    return this.publication.baseName;
   }
 
-  async reconcile(): Promise<void> {
+  async reconcile(): Promise<PassResult> {
     const { rest, namespace, logger } = this.o;
     const locations = (await rest.list<LocationObject>(`${this.base}/locations`)).items;
     const rules = (await rest.list<RuleObject>(`${this.base}/replicationrules`)).items;
     // One object's failure is logged and retried; it never holds up the others.
     const failures: string[] = [];
-    const attempt = async (what: string, work: () => Promise<void>): Promise<void> => {
+    const failed = (what: string, err: unknown): void => {
+      failures.push(`${what}: ${(err as Error).message}`);
+      logger.warn('reconcile step failed; retrying', { what, error: reasonOf(err) });
+    };
+    const attempt: Attempt = async (what, work) => {
       try {
         await work();
+        return true;
       } catch (err) {
-        failures.push(`${what}: ${(err as Error).message}`);
-        logger.warn('reconcile step failed; retrying', { what, error: reasonOf(err) });
+        failed(what, err);
+        return false;
       }
     };
     const secrets = new Map<string, KubeObject & Secret>();
     const clients = new Map<string, S3Client>();
+    const listings = new Map<string, Set<string>>();
+    const pass: PassResult = { again: false };
     try {
       for (const name of new Set(locations.map((l) => l.spec.credentialsSecretRef.name))) {
         await attempt(`Secret/${name}`, async () => {
@@ -86,118 +132,82 @@ export class Reconciler {
           if (s !== undefined) secrets.set(name, s);
         });
       }
-      // Locations: credentials and a probe of the endpoint.
+      // Locations: credentials and a probe of the endpoint, which lists its buckets.
       const locationReady = new Map<string, ConditionInput>();
-      for (const l of locations) {
+      await forEachLimit(locations, this.concurrency, async (l) => {
         await attempt(`Location/${l.metadata.name}`, async () => {
           const check = await checkLocation(l, secrets.get(l.spec.credentialsSecretRef.name));
           if (check.client !== undefined) clients.set(l.metadata.name, check.client);
+          if (check.buckets !== undefined) listings.set(l.metadata.name, check.buckets);
           locationReady.set(l.metadata.name, check.condition);
           this.readiness.set(`Location/${l.metadata.name}`, check.condition.status === 'True');
           await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0) }, check.condition);
         });
-      }
+      });
       await attempt('journal topics', () => this.ensureJournalTopics(locations));
 
-      // Rules: preconditions, then the journal wiring.
+      // What the workers read now, as the API server holds it. Unreadable: nothing can be decided.
+      const before = await this.publication.read();
+
+      // Rules: finalizer, preconditions, journal wiring.
       const byName = new Map(locations.map((l) => [l.metadata.name, l]));
       const live = rules.filter((r) => r.metadata.deletionTimestamp === undefined);
-      const decisions = new Map<string, ConditionInput>();
-      for (const rule of live) {
-        await attempt(`ReplicationRule/${rule.metadata.name}`, async () => {
-          await this.ensureFinalizer(rule);
-          const decision = await this.checkRule(rule, byName, locationReady, clients);
-          decisions.set(rule.metadata.name, decision);
-          this.readiness.set(`ReplicationRule/${rule.metadata.name}`, decision.status === 'True');
-        });
-      }
+      const { decisions, deferred } = await this.checks.decide(
+        live,
+        { locations: byName, locationReady, clients, listings },
+        (rule) => this.ensureFinalizer(rule),
+        (rule, err) => {
+          failed(`ReplicationRule/${rule.metadata.name}`, err);
+        },
+      );
+      pass.again = deferred > 0;
+      for (const [name, d] of decisions) this.readiness.set(`ReplicationRule/${name}`, d.status === 'True');
       const existing = new Set([...locations.map((l) => `Location/${l.metadata.name}`), ...live.map((r) => `ReplicationRule/${r.metadata.name}`)]);
       for (const k of this.readiness.keys()) if (!existing.has(k)) this.readiness.delete(k);
-      const publishedRules = this.publishable(live, decisions);
-      const configs = [...compileBucketConfigs({ rules: new Map(publishedRules.map((r) => [r.metadata.name, r])) }).values()];
+
+      // Publication: every rule in the form publish-plan.ts gives it, and the Locations they name.
+      const { rules: forms } = planPublication(live, decisions, publishedRules(publishedBuckets(before, logger).values()));
+      const configs = [...assembleBucketConfigs(forms).values()];
       const used = new Set(configs.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
       const published = locations.filter((l) => clients.has(l.metadata.name) || used.has(l.metadata.name));
-      // Without the ConfigMap written, rolling the workers would roll them onto the old one: stop here.
-      await this.applyConfigMap(publishConfig(published, configs));
+      let result: PublishResult | undefined;
+      await attempt('published config', async () => {
+        result = await this.publication.publish(locationsText(published), configs, before);
+        failures.push(...result.failures);
+      });
+      // What the workers read once the writes are done: a shard that failed still holds its old configs.
+      const reading = result?.buckets ?? publishedBuckets(before, logger);
+      const nowPublished = publishedRules(reading.values());
 
+      // A deleted rule is cleaned up once the workers no longer read it.
       for (const rule of rules.filter((r) => r.metadata.deletionTimestamp !== undefined)) {
+        const form = nowPublished.get(rule.metadata.name);
+        if (form !== undefined && form.location === rule.spec.source.location && form.bucket === rule.spec.source.bucket) continue;
         await attempt(`ReplicationRule/${rule.metadata.name} cleanup`, () => this.finalize(rule, live, byName, clients));
       }
 
-      const secretVersion = (l: Location): string => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`;
-      const lags = await this.applyWorkers(configs, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, secretKeys(published), attempt);
-
-      for (const rule of live) {
-        const decision = decisions.get(rule.metadata.name);
-        if (decision === undefined) continue;
-        await attempt(`ReplicationRule/${rule.metadata.name} status`, () =>
-          this.writeStatus('replicationrules', rule, { conditions: setCondition(rule.status?.conditions, decision, rule.metadata.generation ?? 0), ...this.figuresOf(rule, lags) }, decision),
-        );
+      // Without locations.json written, rolling the workers would roll them onto the old one.
+      if (result !== undefined) {
+        const { mounted, stale } = result;
+        const secretVersion = (l: Location): string => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`;
+        const workersOk = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, secretKeys(published), attempt);
+        // Removed only once no Deployment mounts them: while one could not be updated, it still may.
+        if (workersOk && stale.length > 0) await attempt('unused shards', () => this.publication.remove(stale));
       }
+
+      await forEachLimit(live, this.concurrency, async (rule) => {
+        const decision = decisions.get(rule.metadata.name);
+        if (decision === undefined) return;
+        const { ready, published: current } = publishedConditions(rule, decision, nowPublished.get(rule.metadata.name));
+        const generation = rule.metadata.generation ?? 0;
+        const conditions = setCondition(setCondition(rule.status?.conditions, ready, generation), current, generation);
+        await attempt(`ReplicationRule/${rule.metadata.name} status`, () => this.writeStatus('replicationrules', rule, { conditions, ...this.figuresOf(rule) }, ready));
+      });
     } finally {
       for (const c of clients.values()) c.destroy();
     }
-    if (failures.length > 0) throw new Error(`${String(failures.length)} step(s) to retry: ${failures.join('; ')}`);
-  }
-
-  /**
-   * The rules the workers get: those whose every precondition holds, and those published before at the
-   * same generation whose check failed for a passing reason (an endpoint that timed out once). Dropping
-   * and re-adding those would restart their workers twice for nothing.
-   */
-  private publishable(live: RuleObject[], decisions: Map<string, ConditionInput>): RuleObject[] {
-    const out: RuleObject[] = [];
-    for (const rule of live) {
-      const { name, generation } = rule.metadata;
-      const decision = decisions.get(name);
-      const before = this.published.get(name);
-      if (decision?.status === 'True') this.published.set(name, generation ?? 0);
-      else if (before === undefined || before !== generation || (decision !== undefined && !PASSING.has(decision.reason))) {
-        this.published.delete(name);
-        continue;
-      }
-      out.push(rule);
-    }
-    for (const name of this.published.keys()) if (!live.some((r) => r.metadata.name === name)) this.published.delete(name);
-    return out;
-  }
-
-  /** Every precondition of a rule, in the order a person would fix them; the first failure is reported. */
-  private async checkRule(rule: RuleObject, locations: Map<string, LocationObject>, locationReady: Map<string, ConditionInput>, clients: Map<string, S3Client>): Promise<ConditionInput> {
-    const name = rule.metadata.name;
-    const problems = checkSemantics({ locations, rules: new Map([[name, rule]]), secrets: new Map() }, () => undefined).filter((p) => p.resource === `ReplicationRule/${name}`);
-    const unknown = problems.find((p) => p.message.startsWith('unknown Location'));
-    if (unknown !== undefined) return notReady('LocationNotFound', `${unknown.path}: ${unknown.message}`);
-    const invalid = problems[0];
-    if (invalid !== undefined) return notReady('InvalidSpec', `${invalid.path}: ${invalid.message}`);
-    const { source, destinations } = rule.spec;
-    for (const d of [source.location, ...destinations.map((x) => x.location)]) {
-      if (!locations.has(d)) return notReady('LocationNotFound', `Location "${d}" does not exist`);
-      const c = locationReady.get(d);
-      if (c?.status !== 'True') return notReady('LocationNotReady', `Location "${d}" is not ready: ${c?.message ?? 'not checked yet'}`);
-    }
-    const client = (l: string): S3Client => clients.get(l) as S3Client;
-    try {
-      const failure =
-        (await checkBucket(client(source.location), source.location, source.bucket, 'source')) ??
-        (await firstOf(destinations.map((d) => () => checkBucket(client(d.location), d.location, d.bucket, 'destination'))));
-      if (failure !== undefined) return failure;
-    } catch (err) {
-      return notReady('BucketUnavailable', `buckets cannot be checked: ${reasonOf(err)}`);
-    }
-    const sourceLocation = locations.get(source.location) as LocationObject;
-    const arns = journalArns(sourceLocation);
-    if (arns.length === 0) {
-      const how = sourceLocation.spec.journal?.kafka !== undefined ? 'notifications are the user\'s to wire (no targetId)' : 'listing scans';
-      return ready('Replicating', `replicating ${source.location}/${source.bucket} to ${String(destinations.length)} destination(s); journal: ${how}`);
-    }
-    try {
-      const wired = await wireJournal(client(source.location), source.bucket, arns);
-      if (wired === 'added') this.o.logger.info('journal wired', { bucket: `${source.location}/${source.bucket}` });
-    } catch (err) {
-      return notReady('JournalNotWired', `event notifications of ${source.location}/${source.bucket} could not be sent to target ${sourceLocation.spec.journal?.kafka?.targetId ?? ''}: ${reasonOf(err)}`);
-    }
-    return ready('Replicating', `replicating ${source.location}/${source.bucket} to ${String(destinations.length)} destination(s); journal: event notifications`);
+    if (failures.length > 0) throw new PassFailed(`${String(failures.length)} step(s) to retry: ${failures.slice(0, 5).join('; ')}${failures.length > 5 ? '; ...' : ''}`, pass.again);
+    return pass;
   }
 
   private async ensureFinalizer(rule: RuleObject): Promise<void> {
@@ -238,14 +248,6 @@ export class Reconciler {
     await this.event(rule, 'Normal', 'Finalized', skip ? `deleted without cleanup (${SKIP_CLEANUP})` : 'removed what the operator added for this rule');
   }
 
-  private async applyConfigMap(data: Record<string, string>): Promise<void> {
-    const path = `/api/v1/namespaces/${this.o.namespace}/configmaps`;
-    const current = await this.o.rest.find<KubeObject & { data?: Record<string, string> }>(`${path}/${this.configMapName}`);
-    const body = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: this.configMapName, labels: { 'app.kubernetes.io/managed-by': MANAGED_BY, 'app.kubernetes.io/instance': this.o.settings.name }, ...this.ownerRefs() }, data };
-    if (current === undefined) await this.o.rest.create(path, body);
-    else if (canonical(current.data ?? {}) !== canonical(data)) await this.o.rest.replace(`${path}/${this.configMapName}`, { ...body, metadata: { ...body.metadata, resourceVersion: current.metadata.resourceVersion } });
-  }
-
   private ownerRefs(): { ownerReferences?: unknown[] } {
     const owner = this.o.settings.owner;
     return owner !== undefined ? { ownerReferences: [{ ...owner, controller: true, blockOwnerDeletion: false }] } : {};
@@ -258,20 +260,25 @@ export class Reconciler {
     this.journalTopics = topics.join(',');
   }
 
-  /** Creates, updates and deletes the worker Deployments; returns the lag of each processor location. */
+  /**
+   * Creates, updates and deletes the worker Deployments, from what the workers read (`configs`, in the
+   * `mounted` shards); records each processor location's lag. True when every step succeeded.
+   */
   private async applyWorkers(
     configs: BucketReplicationConfig[],
+    mounted: Map<string, string[]>,
     locations: Map<string, Location>,
     secretVersion: (l: Location) => string,
     credentials: SecretKeys[],
-    attempt: (what: string, work: () => Promise<void>) => Promise<void>,
-  ): Promise<Map<string, number>> {
+    attempt: Attempt,
+  ): Promise<boolean> {
     const { rest, namespace, settings, logger } = this.o;
     const path = `/apis/apps/v1/namespaces/${namespace}/deployments`;
     const specs = desiredWorkers(settings, this.o.names, configs, locations);
     const lags = new Map<string, number>();
+    const done: boolean[] = [];
     for (const spec of specs) {
-      await attempt(`Deployment/${spec.deployment}`, async () => {
+      const ok = await attempt(`Deployment/${spec.deployment}`, async () => {
         const current = await rest.find<KubeObject & { spec: { replicas?: number } }>(`${path}/${spec.deployment}`);
         let replicas = current?.spec.replicas ?? 1;
         try {
@@ -284,16 +291,17 @@ export class Reconciler {
           logger.warn('consumer lag unknown; replicas unchanged', { deployment: spec.deployment, error: (err as Error).message });
           if (!spec.active) replicas = 0;
         }
-        // Each role rolls only when what it reads changed.
+        // Each role mounts the shards it reads, and rolls only when what it reads changed.
         const inputs = roleInputs(spec, configs);
         const hash = configHash(
-          JSON.stringify(inputs.configs),
+          JSON.stringify(inputs.reads),
           inputs.locations.flatMap((name) => {
             const l = locations.get(name);
             return l === undefined ? [] : [JSON.stringify(l.spec), secretVersion(l)];
           }),
         );
-        const desired = deploymentFor(settings, spec, replicas, this.configMapName, credentials, hash);
+        const configMaps = [this.configMapName, ...inputs.mounts.flatMap((l) => mounted.get(l) ?? [])];
+        const desired = deploymentFor(settings, spec, replicas, configMaps, credentials, hash);
         if (current === undefined) {
           await rest.create(path, desired);
           logger.info('worker deployment created', { deployment: spec.deployment, replicas });
@@ -302,18 +310,22 @@ export class Reconciler {
           if (current.spec.replicas !== replicas) logger.info('worker deployment scaled', { deployment: spec.deployment, from: current.spec.replicas, to: replicas });
         }
       });
+      done.push(ok);
     }
-    await attempt('unwanted Deployments', async () => {
-      const wanted = new Set(specs.map((s) => s.deployment));
-      const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
-      for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
-        if (wanted.has(d.metadata.name)) continue;
-        await rest.delete(`${path}/${d.metadata.name}`);
-        this.scaling.delete(d.metadata.name);
-        logger.info('worker deployment removed', { deployment: d.metadata.name });
-      }
-    });
-    return lags;
+    done.push(
+      await attempt('unwanted Deployments', async () => {
+        const wanted = new Set(specs.map((s) => s.deployment));
+        const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
+        for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
+          if (wanted.has(d.metadata.name)) continue;
+          await rest.delete(`${path}/${d.metadata.name}`);
+          this.scaling.delete(d.metadata.name);
+          logger.info('worker deployment removed', { deployment: d.metadata.name });
+        }
+      }),
+    );
+    this.lags = lags;
+    return done.every(Boolean);
   }
 
   /** Scale up at once; scale down only once the lower count has been wanted for scaleDownDelayMs. */
@@ -330,7 +342,8 @@ export class Reconciler {
     return now - lowSince >= (this.o.scaleDownDelayMs ?? 60_000) ? wanted : current;
   }
 
-  private figuresOf(rule: RuleObject, lags: Map<string, number>): Record<string, unknown> {
+  private figuresOf(rule: RuleObject): Record<string, unknown> {
+    const lags = this.lags;
     const source = `${rule.spec.source.location}/${rule.spec.source.bucket}`;
     const destinations = rule.spec.destinations.map((d) => {
       const f = this.o.figures.get(figuresKey(source, `${d.location}/${d.bucket}`));
@@ -392,11 +405,3 @@ function secretKeys(locations: Location[]): SecretKeys[] {
   return [...keys].map(([name, k]) => ({ name, keys: k }));
 }
 
-/** The first defined answer of checks run one after the other. */
-async function firstOf<T>(checks: (() => Promise<T | undefined>)[]): Promise<T | undefined> {
-  for (const check of checks) {
-    const answer = await check();
-    if (answer !== undefined) return answer;
-  }
-  return undefined;
-}

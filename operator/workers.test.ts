@@ -7,7 +7,7 @@ import { publishConfig, readPublishedConfig, secretsFromDir } from '../lib/confi
 import type { Location, ReplicationRule } from '../lib/config/schema.ts';
 import { queueNames } from '../workers/messages.ts';
 import { setCondition } from './conditions.ts';
-import { deploymentFor, desiredWorkers, replicasFor, type WorkerSettings } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, replicasFor, roleInputs, type WorkerSettings } from './workers.ts';
 
 const location = (name: string, spec: Partial<Location['spec']> = {}): Location => ({
   apiVersion: 'backbeat.io/v1alpha1',
@@ -55,7 +55,7 @@ describe('Worker Deployments', () => {
     assert.equal(replicasFor(populator, 5000, 64, settings.scaling), 10, 'capped at max');
     assert.equal(replicasFor(status, 5000, 4, settings.scaling), 4, 'status scales with its lag, up to the partitions');
     assert.equal(replicasFor(status, 0, 4, settings.scaling), 1);
-    const statusPods = deploymentFor(settings, status, 2, 'bb-config', [], 'h').spec as { strategy?: unknown; template: { spec: { volumes: { name: string; emptyDir?: unknown }[] } } };
+    const statusPods = deploymentFor(settings, status, 2, ['bb-config'], [], 'h').spec as { strategy?: unknown; template: { spec: { volumes: { name: string; emptyDir?: unknown }[] } } };
     assert.deepEqual(statusPods.strategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }, 'a new status pod joins before an old one leaves');
     assert.ok(statusPods.template.spec.volumes.some((v) => v.name === 'state' && v.emptyDir !== undefined), 'the local store has a volume of its own');
     assert.equal(replicasFor(gc, 5000, 64, settings.scaling), 0, 'no transient source: no GC');
@@ -67,14 +67,49 @@ describe('Worker Deployments', () => {
     assert.ok(spec);
     assert.ok(spec.deployment.length <= 52, spec.deployment);
     assert.match(spec.deployment, /^bb-processor-a-location-.*-[0-9a-f]{8}$/);
-    const d = deploymentFor(settings, spec, 2, 'bb-config', [{ name: 's1', keys: ['accessKeyId', 'secretAccessKey', 'accessKeyId'] }], 'h1');
+    const d = deploymentFor(settings, spec, 2, ['bb-config'], [{ name: 's1', keys: ['accessKeyId', 'secretAccessKey', 'accessKeyId'] }], 'h1');
     const text = JSON.stringify(d);
     assert.match(text, /"path":"s1\/accessKeyId"/);
     assert.equal([...text.matchAll(/s1\/accessKeyId/g)].length, 1, 'keys once each');
     assert.match(text, /"backbeat.io\/config-hash":"h1"/);
     assert.match(text, /"readOnlyRootFilesystem":true/);
-    const other = deploymentFor(settings, spec, 2, 'bb-config', [{ name: 's1', keys: ['accessKeyId', 'secretAccessKey'] }], 'h2');
+    const other = deploymentFor(settings, spec, 2, ['bb-config'], [{ name: 's1', keys: ['accessKeyId', 'secretAccessKey'] }], 'h2');
     assert.notEqual(d.metadata.annotations['backbeat.io/spec-hash'], other.metadata.annotations['backbeat.io/spec-hash'], 'a new config rolls the pods');
+  });
+});
+
+describe('What each role reads', () => {
+  const names = queueNames('bb');
+  const from = (source: string, bucket: string, name: string, destinations: string[]): ReplicationRule => {
+    const r = rule(name, destinations);
+    return { ...r, spec: { ...r.spec, source: { location: source, bucket } } };
+  };
+  const inputsAfter = (...rules: ReplicationRule[]): Map<string, string> => {
+    const configs = [...compileBucketConfigs({ rules: new Map(rules.map((r) => [r.metadata.name, r])) }).values()];
+    const specs = desiredWorkers(settings, names, configs, new Map(['a', 'b', 'c', 'd'].map((l) => [l, location(l)])));
+    return new Map(specs.map((s) => {
+      const i = roleInputs(s, configs);
+      return [s.deployment, `${configHash(JSON.stringify(i.reads), i.locations)} mounts ${i.mounts.join(',')}`];
+    }));
+  };
+  const changed = (x: Map<string, string>, y: Map<string, string>): string[] => [...new Set([...x.keys(), ...y.keys()])].filter((k) => x.get(k) !== y.get(k)).sort();
+
+  it('one rule\'s change touches only the roles that read it', () => {
+    const base = [from('a', 'p1', 'r1', ['b']), from('a', 'p2', 'r2', ['c']), from('d', 'q1', 'r3', ['c'])];
+    const before = inputsAfter(...base);
+    assert.match(before.get('bb-processor-c') ?? '', /mounts a,d$/);
+    assert.match(before.get('bb-populator-a') ?? '', /mounts a$/);
+    // A filter: the populator of its source and the status processor; no processor (they read no filter).
+    const filtered = { ...base[0], spec: { ...base[0]?.spec, filter: { prefix: 'x/' } } } as ReplicationRule;
+    assert.deepEqual(changed(before, inputsAfter(filtered, base[1] as ReplicationRule, base[2] as ReplicationRule)), ['bb-populator-a', 'bb-status']);
+    // Another destination location for a rule of a: processor c already read source a, so it stays...
+    const toC = from('a', 'p1', 'r1', ['b', 'c']);
+    assert.deepEqual(changed(before, inputsAfter(toC, base[1] as ReplicationRule, base[2] as ReplicationRule)), ['bb-populator-a', 'bb-status']);
+    // ...but processor b does gain source d when a rule of d sends to it.
+    const dToB = from('d', 'q1', 'r3', ['c', 'b']);
+    assert.deepEqual(changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule, dToB)), ['bb-populator-d', 'bb-processor-b', 'bb-status']);
+    // The GC reads which Locations are used: it changes when one is no longer.
+    assert.deepEqual(changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule)), ['bb-gc', 'bb-populator-d', 'bb-processor-c', 'bb-status']);
   });
 });
 

@@ -109,10 +109,12 @@ export function labels(settings: WorkerSettings, spec: WorkerSpec): Record<strin
 }
 
 /**
- * The Deployment of a worker role. `configHash` changes with the published config and the Secrets, and
- * sits on the pod template, so that a change rolls the pods.
+ * The Deployment of a worker role. Its config folder is one projected volume: the ConfigMap with
+ * locations.json and the bucket shards the role reads (`configMaps`, in that order). `configHash`
+ * changes with what the role reads and with the Secrets, and sits on the pod template, so that a change
+ * rolls the pods.
  */
-export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replicas: number, configMap: string, credentials: SecretKeys[], configHash: string): Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } } {
+export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replicas: number, configMaps: string[], credentials: SecretKeys[], configHash: string): Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } } {
   const selector = labels(settings, spec);
   const status = spec.role === 'status';
   // One folder of credentials, <secret>/<key>, projected from every Secret the Locations name.
@@ -176,7 +178,8 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
         },
       ],
       volumes: [
-        { name: 'config', configMap: { name: configMap } },
+        // Never optional: a worker started without one of its shards would drop that shard's changes.
+        { name: 'config', projected: { sources: configMaps.map((name) => ({ configMap: { name } })) } },
         { name: 'credentials', projected: { sources: projected, defaultMode: 0o440 } },
         ...(status ? [{ name: 'state', emptyDir: {} }] : []),
       ],
@@ -203,19 +206,36 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
   };
 }
 
-/** What a role reads of the published config: the bucket configs it acts on, and the Locations it talks to. */
-export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[]): { configs: BucketReplicationConfig[]; locations: string[] } {
-  const sendsTo = (c: BucketReplicationConfig, l: string): boolean => c.Rules.some((r) => r.Destinations.some((d) => d.Location === l));
-  const mine =
-    spec.role === 'populator' || spec.role === 'scanner' ? configs.filter((c) => c.SourceLocation === spec.location)
-    : spec.role === 'processor' ? configs.filter((c) => spec.location !== undefined && sendsTo(c, spec.location))
-    : configs;
-  const locations = new Set(mine.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
-  if (spec.location !== undefined) locations.add(spec.location);
-  return { configs: mine, locations: [...locations].sort() };
+/**
+ * What a role reads of the published config (see workers/worker/worker.ts), which decides when it rolls:
+ * - populator, scanner of location L: the bucket configs of L's buckets, and Location L;
+ * - processor of location D: only which source locations send to D (their clients), and those Locations;
+ * - status: every bucket config (rules for backfill, destinations), and the source Locations (clients,
+ *   which are transient);
+ * - gc: every Location used (a client of each).
+ * `mounts` are the source locations whose bucket shards its pods mount: those it reads configs from.
+ */
+export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[]): { reads: unknown; locations: string[]; mounts: string[] } {
+  const used = (list: BucketReplicationConfig[]): string[] => [...new Set(list.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]))].sort();
+  const allSources = [...new Set(configs.map((c) => c.SourceLocation))].sort();
+  switch (spec.role) {
+    case 'populator':
+    case 'scanner': {
+      const mine = configs.filter((c) => c.SourceLocation === spec.location);
+      return { reads: mine, locations: spec.location !== undefined ? [spec.location] : [], mounts: spec.location !== undefined ? [spec.location] : [] };
+    }
+    case 'processor': {
+      const sources = [...new Set(configs.filter((c) => c.Rules.some((r) => r.Destinations.some((d) => d.Location === spec.location))).map((c) => c.SourceLocation))].sort();
+      return { reads: sources, locations: [...new Set([...(spec.location !== undefined ? [spec.location] : []), ...sources])].sort(), mounts: sources };
+    }
+    case 'status':
+      return { reads: configs, locations: allSources, mounts: allSources };
+    case 'gc':
+      return { reads: null, locations: used(configs), mounts: allSources };
+  }
 }
 
 /** A hash of what a worker reads at start (config and Secret versions): on the pod template, it rolls the pods. */
-export function configHash(configs: string, locations: string[]): string {
-  return shortHash(JSON.stringify({ configs, locations }), 16);
+export function configHash(reads: string, locations: string[]): string {
+  return shortHash(JSON.stringify({ reads, locations }), 16);
 }

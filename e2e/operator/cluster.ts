@@ -10,6 +10,7 @@ import { kubeRest, type KubeRest } from '../../lib/kube/rest.ts';
 import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
 import { requireBinary } from '../harness/binaries.ts';
 import { minio, sharedKafka, sharedKube } from '../harness/env.ts';
+import type { MinioServer } from '../harness/minio.ts';
 import { freePort, httpGet } from '../harness/net.ts';
 import { runPods, type PodRunner } from '../harness/pods.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -28,6 +29,8 @@ export interface Site {
   /** The endpoint Location manifests name: reachable from the operator and the workers. */
   endpoint: string;
   credentials: S3Credentials;
+  /** Stops the server and starts it again on the same port and data; local servers only. */
+  outage?: { stop(): Promise<void>; start(): Promise<void> };
 }
 
 export interface Cluster {
@@ -56,6 +59,14 @@ const site = (endpoint: string, credentials: S3Credentials, reachable = endpoint
   endpoint,
   credentials,
   client: () => createS3Client({ endpoint: reachable, region: 'us-east-1', forcePathStyle: true, credentials }),
+});
+
+const localSite = (server: MinioServer): Site => ({
+  ...site(server.endpoint, server.credentials),
+  outage: {
+    stop: () => server.process.stop(),
+    start: () => server.process.start({ probe: async () => (await httpGet(`${server.endpoint}/minio/health/ready`)).status === 200, timeoutMs: 60_000 }),
+  },
 });
 
 export const RELEASE = 'backbeat';
@@ -122,8 +133,8 @@ async function local(): Promise<Cluster> {
     namespace,
     prefix: `op${id}`,
     journalTopic,
-    siteA: site(a.endpoint, a.credentials),
-    siteB: site(b.endpoint, b.credentials),
+    siteA: localSite(a),
+    siteB: localSite(b),
     rest,
     helmValues: ['--set', `kafka.brokers={${kafka.brokers.join(',')}}`],
     get pods() {

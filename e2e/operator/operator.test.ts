@@ -11,10 +11,12 @@ import {
 } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from 'js-yaml';
+import type { CompiledRule } from '../../lib/config/bucket-config.ts';
 import type { KubeObject } from '../../lib/kube/rest.ts';
 import { httpGet } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
 import { exampleManifests, installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
+import { published, watchPublished, type Published } from './published.ts';
 
 // The operator on a real API server: helm install, kubectl apply of examples/, worker Deployments run,
 // objects replicated, figures in `kubectl get replicationrules`, scaling from lag, operator-only bad input,
@@ -37,9 +39,11 @@ describe('Operator on a real API server', function () {
   const deployment = (suffix: string): string => `${RELEASE}-${suffix}`;
 
   const get = async (plural: string, name: string): Promise<Resource> => c.rest.get<Resource>(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/${plural}/${name}`);
-  const ready = (r: Resource): Condition | undefined => r.status?.conditions?.find((x) => x.type === 'Ready');
+  const condition = (r: Resource, type: string): Condition | undefined => r.status?.conditions?.find((x) => x.type === type);
+  const ready = (r: Resource): Condition | undefined => condition(r, 'Ready');
   const replicas = async (name: string): Promise<number | undefined> => (await c.rest.find<KubeObject & { spec: { replicas: number } }>(`/apis/apps/v1/namespaces/${c.namespace}/deployments/${name}`))?.spec.replicas;
-  const configMap = async (): Promise<Record<string, string>> => (await c.rest.get<KubeObject & { data?: Record<string, string> }>(`/api/v1/namespaces/${c.namespace}/configmaps/${RELEASE}-config`)).data ?? {};
+  // Every published file (locations.json and the bucket files of every shard), as one folder.
+  const configMap = async (): Promise<Record<string, string>> => (await published(c.rest, c.namespace)).files;
   const queues = async (): Promise<{ Id?: string | undefined }[]> => (await a.send(new GetBucketNotificationConfigurationCommand({ Bucket: 'photos' }))).QueueConfigurations ?? [];
   const waitReady = (plural: string, name: string, status: string, reason?: string): Promise<Condition> =>
     eventually(async () => {
@@ -249,9 +253,10 @@ describe('Operator on a real API server', function () {
     if (!c.external) assert.deepEqual(c.pods?.pods(deployment('operator')).map((p) => p.restarts), [0, 0], 'no operator ever crashed');
   });
 
-  it('hands over to the standby operator when the leader dies', async () => {
-    const leasePath = `/apis/coordination.k8s.io/v1/namespaces/${c.namespace}/leases/${RELEASE}-operator`;
-    const holder = async (): Promise<string> => (await c.rest.get<KubeObject & { spec: { holderIdentity?: string } }>(leasePath)).spec.holderIdentity ?? '';
+  const leasePath = (): string => `/apis/coordination.k8s.io/v1/namespaces/${c.namespace}/leases/${RELEASE}-operator`;
+  const holder = async (): Promise<string> => (await c.rest.get<KubeObject & { spec: { holderIdentity?: string } }>(leasePath())).spec.holderIdentity ?? '';
+  /** Kills the leading operator's process (its pod, on a real cluster); returns the identity it held the Lease with. */
+  const killLeader = async (): Promise<string> => {
     const leader = await holder();
     const pod = /^(.*)-[0-9a-f]{8}$/.exec(leader)?.[1];
     assert.ok(pod !== undefined, `holder ${leader} names its pod`);
@@ -261,17 +266,92 @@ describe('Operator on a real API server', function () {
       assert.ok(running, `pod ${pod} runs here`);
       await running.process.kill();
     }
-    // The lease expires (15 s) and another candidate takes it, then goes on reconciling.
-    await eventually(async () => {
+    return leader;
+  };
+  /** The lease expires (15 s) and another candidate takes it. */
+  const newLeader = (leader: string): Promise<void> =>
+    eventually(async () => {
       const now = await holder();
       assert.ok(now !== '' && now !== leader, `still held by ${now}`);
     }, 60_000, 500);
+
+  it('hands over to the standby operator when the leader dies', async () => {
+    await newLeader(await killLeader());
     await c.kubectl(['patch', 'replicationrule', 'photos', '--type=merge', '-p', '{"spec":{"priority":5}}']);
     await eventually(async () => {
       const r = await get('replicationrules', 'photos');
       assert.equal(r.status?.observedGeneration, r.metadata.generation, 'the new leader reconciled the change');
       assert.equal(ready(r)?.status, 'True');
     }, 60_000, 500);
+  });
+
+  it('keeps a rule published through a destination outage, an operator restart and a spec change; what is written meanwhile replicates', async function () {
+    const outage = c.siteB.outage;
+    // Stopping a site needs the local harness.
+    if (outage === undefined) this.skip();
+    this.timeout(300_000);
+    const photos = (p: Published): CompiledRule | undefined => p.buckets.get('site-a/photos')?.Rules.find((r) => r.ID === 'photos');
+    const publishedAt = async (when: string, priority: number): Promise<void> => {
+      assert.equal(photos(await published(c.rest, c.namespace))?.Priority, priority, `${when}: published, at priority ${String(priority)}`);
+    };
+    const [k1, k2, k3] = ['outage/1', 'outage/2', 'outage/3'] as const;
+    const keys = [k1, k2, k3];
+    // Every version of the published config the API server stores from now on.
+    const watch = await watchPublished(c.rest, c.namespace);
+    try {
+      await publishedAt('before the outage', 5);
+      await outage.stop();
+      await waitReady('locations', 'site-b', 'False', 'EndpointUnreachable');
+      const degraded = await waitReady('replicationrules', 'photos', 'False', 'LocationNotReady');
+      assert.match(degraded.message, /^Location "site-b" is not ready: .*\(still published: replication resumes once this is fixed\)$/);
+      assert.equal(condition(await get('replicationrules', 'photos'), 'Published')?.reason, 'Current');
+      await publishedAt('destination down', 5);
+      for (const key of [k1, k2]) await a.send(new PutObjectCommand({ Bucket: 'photos', Key: key, Body: key }));
+
+      // The leader dies: its successor knows what is published from the API server, not from memory.
+      const leader = await killLeader();
+      await publishedAt('leader killed', 5);
+      await newLeader(leader);
+      // A new generation while the destination is down: the previous form stays until it can be checked.
+      await c.kubectl(['patch', 'replicationrule', 'photos', '--type=merge', '-p', '{"spec":{"priority":7}}']);
+      await eventually(async () => {
+        const r = await get('replicationrules', 'photos');
+        assert.equal(r.status?.observedGeneration, r.metadata.generation, 'the new leader reconciled the change');
+        assert.equal(ready(r)?.reason, 'LocationNotReady');
+        assert.match(ready(r)?.message ?? '', /the config published before stays in effect until this is fixed/);
+        assert.deepEqual([condition(r, 'Published')?.reason, condition(r, 'Published')?.observedGeneration], ['PreviousConfig', r.metadata.generation]);
+      }, 90_000, 500);
+      await publishedAt('new generation, destination down', 5);
+      await a.send(new PutObjectCommand({ Bucket: 'photos', Key: k3, Body: k3 }));
+
+      // Every change was queued for site-b, none dropped: the status processor holds them as pending.
+      const status = await c.statusUrl();
+      await eventually(async () => {
+        for (const key of keys) {
+          const answer = await httpGet(`${status}/v1/objects/site-a/photos/${key}`);
+          assert.equal(answer.status, 200, `${key}: ${answer.body}`);
+          const { versions } = JSON.parse(answer.body) as { versions: { destinations: Record<string, { state: string }> }[] };
+          assert.deepEqual(Object.entries(versions[0]?.destinations ?? {}).map(([d, x]) => [d, x.state]), [['site-b/photos-replica', 'PENDING']], key);
+        }
+      }, 60_000, 500);
+      await publishedAt('changes queued', 5);
+    } finally {
+      await outage.start();
+    }
+    await waitReady('locations', 'site-b', 'True', 'Reachable');
+    await waitReady('replicationrules', 'photos', 'True', 'Replicating');
+    await eventually(async () => {
+      await publishedAt('destination back', 7);
+      assert.equal(condition(await get('replicationrules', 'photos'), 'Published')?.reason, 'Current');
+    }, 60_000, 500);
+    await eventually(async () => {
+      for (const key of keys) assert.equal(await text(b, 'photos-replica', key), key);
+    }, 120_000, 1_000);
+    watch.stop();
+    assert.equal(watch.ended(), false, 'the watch followed the whole test');
+    const without = watch.states.filter((st) => photos(st.published) === undefined).map((st) => st.resourceVersion);
+    assert.deepEqual(without, [], 'no stored version of the published config lacked the rule');
+    assert.ok(watch.states.some((st) => photos(st.published)?.Priority === 7), `the watch saw the rule republished (${String(watch.states.length)} versions)`);
   });
 
   it('deleting the rules removes what they added and scales their workers down', async () => {

@@ -39,7 +39,7 @@ export interface BucketReplicationConfig {
 
 const status = (on: boolean): { Status: Status } => ({ Status: on ? 'Enabled' : 'Disabled' });
 
-function compileRule(rule: ReplicationRule): CompiledRule {
+export function compileRule(rule: ReplicationRule): CompiledRule {
   const { spec } = rule;
   const filter: CompiledRule['Filter'] = {};
   if (spec.filter?.prefix !== undefined && spec.filter.prefix !== '') filter.Prefix = spec.filter.prefix;
@@ -64,23 +64,34 @@ function compileRule(rule: ReplicationRule): CompiledRule {
   };
 }
 
-/** One config per source bucket, keyed `location/bucket`. */
-export function compileBucketConfigs(manifests: Pick<Manifests, 'rules'>): Map<string, BucketReplicationConfig> {
+/** A compiled rule and the source bucket it reads. */
+export interface SourcedRule {
+  location: string;
+  bucket: string;
+  rule: CompiledRule;
+}
+
+/** One config per source bucket, keyed `location/bucket`, sorted. */
+export function assembleBucketConfigs(rules: Iterable<SourcedRule>): Map<string, BucketReplicationConfig> {
   const bySource = new Map<string, BucketReplicationConfig>();
-  for (const rule of manifests.rules.values()) {
-    const { location, bucket } = rule.spec.source;
+  for (const { location, bucket, rule } of rules) {
     const source = `${location}/${bucket}`;
     let config = bySource.get(source);
     if (config === undefined) {
       config = { Source: source, SourceLocation: location, SourceBucket: bucket, Rules: [] };
       bySource.set(source, config);
     }
-    config.Rules.push(compileRule(rule));
+    config.Rules.push(rule);
   }
   for (const config of bySource.values()) {
     config.Rules.sort((a, b) => b.Priority - a.Priority || a.ID.localeCompare(b.ID));
   }
   return new Map([...bySource.entries()].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** One config per source bucket, keyed `location/bucket`. */
+export function compileBucketConfigs(manifests: Pick<Manifests, 'rules'>): Map<string, BucketReplicationConfig> {
+  return assembleBucketConfigs([...manifests.rules.values()].map((r) => ({ location: r.spec.source.location, bucket: r.spec.source.bucket, rule: compileRule(r) })));
 }
 
 export interface ObjectFacts {

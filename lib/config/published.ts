@@ -4,10 +4,13 @@ import type { BucketReplicationConfig } from './bucket-config.ts';
 import type { Location, Secret } from './schema.ts';
 import { ConfigError } from './validate.ts';
 
-// What the operator publishes for the workers, as the data of one ConfigMap mounted as a folder:
+// What the operator publishes for the workers. A worker sees one folder (a projected volume of several
+// ConfigMaps on Kubernetes):
 //   locations.json                  every Location (name and spec: no secret, only the Secret's name)
 //   bucket_<location>_<bucket>.json the compiled config of one source bucket ('_' is in neither name)
 // and the credentials, as each Location's Secret mounted under <credentials dir>/<secret name>/<key>.
+// The operator spreads the bucket files over several ConfigMaps (operator/shards.ts); every file name is
+// unique, so the folder is the same whichever ConfigMap a file came from.
 
 export interface PublishedConfig {
   locations: Map<string, Location>;
@@ -15,35 +18,70 @@ export interface PublishedConfig {
   buckets: Map<string, BucketReplicationConfig>;
 }
 
-const LOCATIONS = 'locations.json';
-const bucketFile = (c: BucketReplicationConfig): string => `bucket_${c.SourceLocation}_${c.SourceBucket}.json`;
+export const LOCATIONS_FILE = 'locations.json';
+const BUCKET_FILE = /^bucket_.+\.json$/;
 
-/** ConfigMap data for these locations and bucket configs; equal inputs give equal data. */
-export function publishConfig(locations: Location[], buckets: Iterable<BucketReplicationConfig>): Record<string, string> {
-  const data: Record<string, string> = {};
+export const bucketFile = (c: BucketReplicationConfig): string => `bucket_${c.SourceLocation}_${c.SourceBucket}.json`;
+export const bucketText = (c: BucketReplicationConfig): string => `${JSON.stringify(c, null, 2)}\n`;
+
+/** The locations.json of these Locations; equal inputs give equal text. */
+export function locationsText(locations: Location[]): string {
   const sorted = [...locations].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
-  data[LOCATIONS] = `${JSON.stringify(sorted.map((l) => ({ apiVersion: l.apiVersion, kind: l.kind, metadata: { name: l.metadata.name }, spec: l.spec })), null, 2)}\n`;
-  for (const c of buckets) data[bucketFile(c)] = `${JSON.stringify(c, null, 2)}\n`;
+  return `${JSON.stringify(sorted.map((l) => ({ apiVersion: l.apiVersion, kind: l.kind, metadata: { name: l.metadata.name }, spec: l.spec })), null, 2)}\n`;
+}
+
+/** Every file in one folder, as a worker sees them once all its ConfigMaps are mounted. */
+export function publishConfig(locations: Location[], buckets: Iterable<BucketReplicationConfig>): Record<string, string> {
+  const data: Record<string, string> = { [LOCATIONS_FILE]: locationsText(locations) };
+  for (const c of buckets) data[bucketFile(c)] = bucketText(c);
   return data;
 }
 
-function readJson(dir: string, file: string): unknown {
+/**
+ * The bucket configs among published files (a folder's, or a ConfigMap's data), keyed `location/bucket`.
+ * A file that does not parse is reported through `unreadable` and left out, so that the caller decides.
+ */
+export function bucketsOf(files: Iterable<[string, string]>, unreadable: (file: string, err: Error) => void): Map<string, BucketReplicationConfig> {
+  const buckets = new Map<string, BucketReplicationConfig>();
+  // Sorted, as compileBucketConfigs sorts, so every reader sees the same order.
+  for (const [file, text] of [...files].filter(([f]) => BUCKET_FILE.test(f)).sort(([a], [b]) => a.localeCompare(b))) {
+    try {
+      const c = JSON.parse(text) as BucketReplicationConfig;
+      buckets.set(c.Source, c);
+    } catch (err) {
+      unreadable(file, err as Error);
+    }
+  }
+  return buckets;
+}
+
+function unreadable(dir: string, file: string, err: Error): ConfigError {
+  return new ConfigError([{ resource: `${dir}/${file}`, path: '', message: `unreadable published config: ${err.message}` }]);
+}
+
+function readText(dir: string, file: string): string {
   try {
-    return JSON.parse(readFileSync(join(dir, file), 'utf8'));
+    return readFileSync(join(dir, file), 'utf8');
   } catch (err) {
-    throw new ConfigError([{ resource: `${dir}/${file}`, path: '', message: `unreadable published config: ${(err as Error).message}` }]);
+    throw unreadable(dir, file, err as Error);
   }
 }
 
 export function readPublishedConfig(dir: string): PublishedConfig {
-  if (!existsSync(join(dir, LOCATIONS))) throw new ConfigError([{ resource: dir, path: '', message: `no ${LOCATIONS}: is the operator's ConfigMap mounted here?` }]);
-  const locations = new Map((readJson(dir, LOCATIONS) as Location[]).map((l) => [l.metadata.name, l]));
-  const buckets = new Map<string, BucketReplicationConfig>();
-  // Sorted, as compileBucketConfigs sorts, so every worker sees the same order.
-  for (const file of readdirSync(dir).filter((f) => /^bucket_.+\.json$/.test(f)).sort()) {
-    const c = readJson(dir, file) as BucketReplicationConfig;
-    buckets.set(c.Source, c);
+  if (!existsSync(join(dir, LOCATIONS_FILE))) throw new ConfigError([{ resource: dir, path: '', message: `no ${LOCATIONS_FILE}: is the operator's ConfigMap mounted here?` }]);
+  let locations: Map<string, Location>;
+  try {
+    locations = new Map((JSON.parse(readText(dir, LOCATIONS_FILE)) as Location[]).map((l) => [l.metadata.name, l]));
+  } catch (err) {
+    throw err instanceof ConfigError ? err : unreadable(dir, LOCATIONS_FILE, err as Error);
   }
+  const files = readdirSync(dir).filter((f) => BUCKET_FILE.test(f));
+  const buckets = bucketsOf(
+    files.map((f): [string, string] => [f, readText(dir, f)]),
+    (file, err) => {
+      throw unreadable(dir, file, err);
+    },
+  );
   return { locations, buckets };
 }
 

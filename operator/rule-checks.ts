@@ -1,0 +1,185 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Location, ReplicationRule } from '../lib/config/schema.ts';
+import { checkSemantics } from '../lib/config/semantics.ts';
+import type { KubeObject } from '../lib/kube/rest.ts';
+import type { Logger } from '../lib/log/logger.ts';
+import { reasonOf } from '../lib/s3/errors.ts';
+import { checkBucket, journalArns, wireJournal } from './buckets.ts';
+import { notReady, ready, type ConditionInput } from './conditions.ts';
+import { forEachLimit } from './pool.ts';
+
+// A rule's preconditions, in the order a person would fix them; the first failure is its Ready
+// condition. Thousands of rules must not cost thousands of S3 calls at every pass: a bucket's existence
+// comes from its Location's listing (the probe made it), each bucket is checked once per pass however
+// many rules name it, and the checks that need a call per bucket (versioning, notification wiring) are
+// repeated for a rule only when it or its Locations changed, when one of them was not Ready, or every
+// `recheckMs`. That memory only spares calls: a restarted operator checks everything once again.
+
+export type RuleObject = ReplicationRule & KubeObject;
+export type LocationObject = Location & KubeObject;
+
+export interface PassFacts {
+  locations: ReadonlyMap<string, LocationObject>;
+  locationReady: ReadonlyMap<string, ConditionInput>;
+  /** A client of each Ready Location. */
+  clients: ReadonlyMap<string, S3Client>;
+  /** The buckets each Ready Location listed this pass. */
+  listings: ReadonlyMap<string, ReadonlySet<string>>;
+}
+
+export interface RuleChecksOptions {
+  /** How often a rule's per-bucket checks are repeated when nothing changed. */
+  recheckMs: number;
+  /**
+   * At most this many rules whose checks call the servers, per pass; the others wait for the next
+   * pass, which follows at once. A pass stays short however many rules arrive together, so that other
+   * changes are not held up, and the first rules are published while the rest are checked.
+   */
+  perPass: number;
+  concurrency: number;
+  logger: Logger;
+}
+
+export interface Decisions {
+  /** By rule name; a rule without one was not decided this pass. */
+  decisions: Map<string, ConditionInput>;
+  /** Rules left for the next pass (over `perPass`). */
+  deferred: number;
+}
+
+export class RuleChecks {
+  private readonly o: RuleChecksOptions;
+  /** Rules whose every check passed: under which generations, and until when that stands. */
+  private readonly verified = new Map<string, { key: string; due: number }>();
+  /** When each rule was last checked against the servers: the longest waiting go first. */
+  private readonly attempted = new Map<string, number>();
+
+  constructor(options: RuleChecksOptions) {
+    this.o = options;
+  }
+
+  /**
+   * The decision of every rule (up to `perPass` of those that need calls). Rules of one source bucket
+   * run one after the other (its notification settings are one document to read and write), different
+   * buckets concurrently. `before` runs first for each rule (its finalizer); a rule whose check throws
+   * gets no decision.
+   */
+  async decide(rules: RuleObject[], facts: PassFacts, before: (rule: RuleObject) => Promise<void>, failed: (rule: RuleObject, err: unknown) => void): Promise<Decisions> {
+    const decisions = new Map<string, ConditionInput>();
+    const buckets = new Map<string, Promise<ConditionInput | undefined>>();
+    const costly = rules
+      .filter((r) => this.preflight(r, facts) === undefined && !this.fresh(r, facts))
+      .sort((x, y) => (this.attempted.get(x.metadata.name) ?? 0) - (this.attempted.get(y.metadata.name) ?? 0) || x.metadata.name.localeCompare(y.metadata.name));
+    const later = new Set(costly.slice(this.o.perPass).map((r) => r.metadata.name));
+    const now = Date.now();
+    for (const r of costly.slice(0, this.o.perPass)) this.attempted.set(r.metadata.name, now);
+    const bySource = new Map<string, RuleObject[]>();
+    for (const r of rules) {
+      if (later.has(r.metadata.name)) continue;
+      const key = `${r.spec.source.location}/${r.spec.source.bucket}`;
+      const list = bySource.get(key);
+      if (list === undefined) bySource.set(key, [r]);
+      else list.push(r);
+    }
+    await forEachLimit(bySource.values(), this.o.concurrency, async (group) => {
+      for (const rule of group) {
+        try {
+          await before(rule);
+          const decision = this.preflight(rule, facts) ?? (await this.servers(rule, facts, buckets));
+          if (decision.status !== 'True') this.verified.delete(rule.metadata.name);
+          decisions.set(rule.metadata.name, decision);
+        } catch (err) {
+          this.verified.delete(rule.metadata.name);
+          failed(rule, err);
+        }
+      }
+    });
+    const live = new Set(rules.map((r) => r.metadata.name));
+    for (const memory of [this.verified, this.attempted]) for (const name of memory.keys()) if (!live.has(name)) memory.delete(name);
+    if (later.size > 0) this.o.logger.info('rule checks continue in the next pass', { checked: costly.length - later.size, waiting: later.size });
+    return { decisions, deferred: later.size };
+  }
+
+  /** The memory key of a rule's checks: its generation and its Locations'. */
+  private key(rule: RuleObject, locations: ReadonlyMap<string, LocationObject>): string {
+    const named = [rule.spec.source.location, ...rule.spec.destinations.map((d) => d.location)];
+    return [rule.metadata.generation ?? 0, ...named.map((l) => `${l}@${String(locations.get(l)?.metadata.generation ?? 0)}`)].join('|');
+  }
+
+  /** Verified before, and neither it nor its Locations changed since: no call needed. */
+  private fresh(rule: RuleObject, facts: PassFacts): boolean {
+    const cached = this.verified.get(rule.metadata.name);
+    return cached !== undefined && cached.key === this.key(rule, facts.locations) && Date.now() < cached.due;
+  }
+
+  /** What can be told without a call: the spec, and whether its Locations exist and are Ready. */
+  private preflight(rule: RuleObject, facts: PassFacts): ConditionInput | undefined {
+    const { locations, locationReady } = facts;
+    const name = rule.metadata.name;
+    const problems = checkSemantics({ locations: locations as Map<string, LocationObject>, rules: new Map([[name, rule]]), secrets: new Map() }, () => undefined).filter((p) => p.resource === `ReplicationRule/${name}`);
+    const unknown = problems.find((p) => p.message.startsWith('unknown Location'));
+    if (unknown !== undefined) return notReady('LocationNotFound', `${unknown.path}: ${unknown.message}`);
+    const invalid = problems[0];
+    if (invalid !== undefined) return notReady('InvalidSpec', `${invalid.path}: ${invalid.message}`);
+    for (const d of [rule.spec.source.location, ...rule.spec.destinations.map((x) => x.location)]) {
+      if (!locations.has(d)) return notReady('LocationNotFound', `Location "${d}" does not exist`);
+      const c = locationReady.get(d);
+      if (c?.status !== 'True') return notReady('LocationNotReady', `Location "${d}" is not ready: ${c?.message ?? 'not checked yet'}`);
+    }
+    return undefined;
+  }
+
+  /** The buckets and the journal wiring; a rule verified before (fresh) only needs its buckets listed. */
+  private async servers(rule: RuleObject, facts: PassFacts, buckets: Map<string, Promise<ConditionInput | undefined>>): Promise<ConditionInput> {
+    const { locations, clients, listings } = facts;
+    const { source, destinations } = rule.spec;
+    const fresh = this.fresh(rule, facts);
+    const client = (l: string): S3Client => clients.get(l) as S3Client;
+    const bucket = (location: string, b: string, role: 'source' | 'destination'): Promise<ConditionInput | undefined> => {
+      const listed = listings.get(location)?.has(b) === true;
+      if (fresh && listed) return Promise.resolve(undefined);
+      const id = `${role}:${location}/${b}`;
+      let answer = buckets.get(id);
+      if (answer === undefined) {
+        answer = checkBucket(client(location), location, b, role, listed);
+        buckets.set(id, answer);
+      }
+      return answer;
+    };
+    try {
+      const failure = (await bucket(source.location, source.bucket, 'source')) ?? (await firstOf(destinations.map((d) => () => bucket(d.location, d.bucket, 'destination'))));
+      if (failure !== undefined) return failure;
+    } catch (err) {
+      return notReady('BucketUnavailable', `buckets cannot be checked: ${reasonOf(err)}`);
+    }
+    const sourceLocation = locations.get(source.location) as LocationObject;
+    const arns = journalArns(sourceLocation);
+    const replicating = (how: string): ConditionInput => ready('Replicating', `replicating ${source.location}/${source.bucket} to ${String(destinations.length)} destination(s); journal: ${how}`);
+    let decision: ConditionInput;
+    if (arns.length === 0) {
+      decision = replicating(sourceLocation.spec.journal?.kafka !== undefined ? 'notifications are the user\'s to wire (no targetId)' : 'listing scans');
+    } else {
+      if (!fresh) {
+        try {
+          const wired = await wireJournal(client(source.location), source.bucket, arns);
+          if (wired === 'added') this.o.logger.info('journal wired', { bucket: `${source.location}/${source.bucket}` });
+        } catch (err) {
+          return notReady('JournalNotWired', `event notifications of ${source.location}/${source.bucket} could not be sent to target ${sourceLocation.spec.journal?.kafka?.targetId ?? ''}: ${reasonOf(err)}`);
+        }
+      }
+      decision = replicating('event notifications');
+    }
+    // Spread over the interval, so that thousands of rules verified together are not all due together.
+    if (!fresh) this.verified.set(rule.metadata.name, { key: this.key(rule, locations), due: Date.now() + this.o.recheckMs * (0.75 + Math.random() / 2) });
+    return decision;
+  }
+}
+
+/** The first defined answer of checks run one after the other. */
+async function firstOf<T>(checks: (() => Promise<T | undefined>)[]): Promise<T | undefined> {
+  for (const check of checks) {
+    const answer = await check();
+    if (answer !== undefined) return answer;
+  }
+  return undefined;
+}

@@ -54,7 +54,7 @@ bench: deps install ## backbeat against rclone on the same objects and servers: 
 # Options for the status store benchmark, e.g. make bench-status BENCH_STATUS='--versions 10000000'
 BENCH_STATUS ?=
 
-bench-status: deps install ## the status store against the in-memory one it replaced, on Kafka: fold rate, peak RSS, restart time (1 M versions: ~20 min)
+bench-status: deps install ## the status store against the in-memory one it replaced, on Kafka: fold rate, peak RSS, restart time (1 M versions: ~11 min)
 	node --disable-warning=TimeoutNegativeWarning bench/status-main.ts $(BENCH_STATUS)
 
 crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.ts

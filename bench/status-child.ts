@@ -118,5 +118,7 @@ async function run(job: ChildJob): Promise<ChildReport> {
   return { readyMs, ...(foldMs !== undefined ? { foldMs } : {}), summary, sampled: sample.length, sampledCompleted, ...(restoredRecords !== undefined ? { restoredRecords } : {}), peakRssBytes: vmHwm() };
 }
 
+// A parent gone (interrupted, crashed) leaves nobody to report to.
+process.once('disconnect', () => process.exit(1));
 const report = await run(JSON.parse(process.argv[2] ?? '') as ChildJob);
 process.send?.(report, () => process.exit(0));

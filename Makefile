@@ -10,7 +10,7 @@ STAMP := node_modules/.installed
 # Which suites test-only runs; e.g. make test-only SPEC=e2e/components/kafka.test.ts
 SPEC ?= '{lib,workers,operator,cli,e2e,bench}/**/*.test.ts'
 
-.PHONY: help deps install build typecheck lint test test-only demo demo-operator bench crds clean images e2e-kind
+.PHONY: help deps install build typecheck lint test test-only demo demo-operator bench bench-status crds clean images e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -50,6 +50,12 @@ BENCH ?=
 
 bench: deps install ## backbeat against rclone on the same objects and servers: medians and ratios (a few minutes)
 	node --disable-warning=TimeoutNegativeWarning bench/main.ts $(BENCH)
+
+# Options for the status store benchmark, e.g. make bench-status BENCH_STATUS='--versions 10000000'
+BENCH_STATUS ?=
+
+bench-status: deps install ## the status store against the in-memory one it replaced, on Kafka: fold rate, peak RSS, restart time (1 M versions: ~11 min)
+	node --disable-warning=TimeoutNegativeWarning bench/status-main.ts $(BENCH_STATUS)
 
 crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.ts
 	node scripts/gen-crds.ts

@@ -122,7 +122,9 @@ describe(`The operator with ${String(COUNT)} rules on as many source buckets`, f
   it('rolls only the workers that read a changed rule', async () => {
     const configMaps = async (): Promise<Map<string, string>> => new Map((await c.rest.list(`/api/v1/namespaces/${c.namespace}/configmaps`)).items.map((cm) => [cm.metadata.name, cm.metadata.resourceVersion ?? '']));
     const pid = (deployment: string): number | undefined => c.pods?.pods(`${RELEASE}-${deployment}`)[0]?.process.pid;
-    // (The stand-in kubelet restarts a pod whose ConfigMaps changed: wait for the last restart to settle.)
+    // (The stand-in kubelet restarts a pod whose ConfigMaps changed, and an earlier step may still be
+    // rolling it: wait for its rollout to finish, then for the last restart to settle.)
+    await c.kubectl(['rollout', 'status', `deployment/${RELEASE}-populator-src-2`, '--timeout=180s']);
     const untouched = c.pods === undefined ? undefined : await eventually(() => {
       const p = c.pods?.pods(`${RELEASE}-populator-src-2`)[0];
       assert.ok(p?.ready === true, 'the populator of src-2 runs');

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { requireBinary } from '../e2e/harness/binaries.ts';
@@ -7,6 +7,7 @@ import { freePort, httpGet } from '../e2e/harness/net.ts';
 import { ManagedProcess, logTail } from '../e2e/harness/process.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
 import { locationManifest } from '../e2e/pipeline/sites.ts';
+import { peakRss } from './process.ts';
 
 // The programs under comparison, each run as its own process so that its wall time and peak memory are
 // its own: `backbeat run` (local mode, the same workers as on Kubernetes) and `rclone copy`.
@@ -37,17 +38,6 @@ export interface Contender {
   /** How it was run, printed under the results. */
   describe(job: Pick<Job, 'concurrency' | 'partSize'>): string;
   run(job: Job): Promise<Measure>;
-}
-
-/** VmHWM of a live process: its peak resident memory so far, in bytes; 0 once it is gone. */
-function peakRss(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${String(pid)}/status`, 'utf8'))?.[1];
-    return kib === undefined ? 0 : Number(kib) * 1024;
-  } catch {
-    return 0;
-  }
 }
 
 const CLI = new URL('../cli/main.ts', import.meta.url).pathname;

@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
 import { backbeatContender, rcloneContender, type Contender } from './contenders.ts';
 import { formatReport, runBench, type Workload } from './replicate.ts';
+import { count } from './process.ts';
 
 const { values } = parseArgs({
   options: {
@@ -18,14 +19,6 @@ const { values } = parseArgs({
   },
   strict: true,
 });
-const count = (name: string, text: string, min: number): number => {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`--${name} must be an integer of at least ${String(min)}, got ${text}\n`);
-    process.exit(2);
-  }
-  return n;
-};
 const rounds = count('rounds', values.rounds, 1);
 const concurrency = count('concurrency', values.concurrency, 1);
 const workloads: Workload[] = [

@@ -11,6 +11,7 @@ import { sharedKafka, stopAll } from '../e2e/harness/env.ts';
 import { runDir } from '../e2e/harness/run-dir.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { formatStatusReport, runStatusBench } from './status.ts';
+import { count } from './process.ts';
 
 const { values } = parseArgs({
   options: {
@@ -23,14 +24,6 @@ const { values } = parseArgs({
   },
   strict: true,
 });
-const count = (name: string, text: string, min: number): number => {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`--${name} must be an integer of at least ${String(min)}, got ${text}\n`);
-    process.exit(2);
-  }
-  return n;
-};
 const versions = count('versions', values.versions, 1);
 const foldVersions = count('fold-versions', values['fold-versions'], 1);
 const partitions = count('partitions', values.partitions, 1);

@@ -1,5 +1,5 @@
 import { fork } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { logTail } from '../e2e/harness/process.ts';
 import type { Logger } from '../lib/log/logger.ts';
@@ -9,6 +9,7 @@ import { installationTopics, queueNames } from '../workers/messages.ts';
 import { objectStatusTopic } from './baseline-status.ts';
 import type { ChildJob, ChildReport } from './status-child.ts';
 import { EVENTS_PER_VERSION, eventRecords, finalRecord, produce, type ProduceOptions } from './status-workload.ts';
+import { peakRss } from './process.ts';
 
 // `make bench-status`: the status store (node:sqlite + changelog, workers/status) against the in-memory
 // status processor it replaced (bench/baseline-status.ts), on the same Kafka broker, each contender in a
@@ -63,16 +64,6 @@ export interface StatusBenchResult {
 const CHILD = new URL('./status-child.ts', import.meta.url).pathname;
 const NAME = { new: 'new store', old: 'old store' } as const;
 
-function vmHwm(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${String(pid)}/status`, 'utf8'))?.[1];
-    return kib === undefined ? 0 : Number(kib) * 1024;
-  } catch {
-    return 0;
-  }
-}
-
 interface ChildOutcome {
   report?: ChildReport;
   /** Highest VmHWM seen: sampled by the parent every 100 ms, and the child's own last reading. */
@@ -93,7 +84,7 @@ function runChild(job: ChildJob, logFile: string, timeoutMs: number): Promise<Ch
     let report: ChildReport | undefined;
     let peak = 0;
     let timedOut = false;
-    const sample = setInterval(() => (peak = Math.max(peak, vmHwm(child.pid))), 100);
+    const sample = setInterval(() => (peak = Math.max(peak, peakRss(child.pid))), 100);
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');

@@ -95,6 +95,51 @@ describe('status store: partitioned, persistent, handed over with its partitions
     assert.deepEqual(figures, [['b/x', 300, 0], ['c/y', 300, 0]]);
   });
 
+  it('three rolling replacements (new replica joins, then the old one leaves) during a stream of 2 000 versions: one GC task each, and the changelog alone rebuilds the same state', async () => {
+    const os = objects(2_000, 'roll');
+    // The GC's part, played here: each task's version reported DELETED, as the real GC does.
+    const tasks = new Map<string, number>();
+    const gc = await follow(queue, names.gc, (m) => {
+      const t = JSON.parse(m.value?.toString() ?? '{}') as GcTask;
+      tasks.set(t.object.key, (tasks.get(t.object.key) ?? 0) + 1);
+      void send([{ type: 'gc', object: t.object, state: 'DELETED', at: at() }]);
+    });
+    const transient = { transientSources: new Set(['a']) };
+    let current = await replica('roll-0', transient);
+    // Each version's three events go out in small bursts, interleaved with other versions', while replicas roll.
+    const streaming = (async () => {
+      for (let i = 0; i < os.length; i += 50) {
+        const chunk = os.slice(i, i + 50);
+        await send(queued(chunk));
+        await send(results(chunk, 'b/x'));
+        await send(results(chunk, 'c/y'));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    for (let round = 1; round <= 3; round++) {
+      await new Promise((r) => setTimeout(r, 1_500));
+      const next = await replica(`roll-${String(round)}`, transient);
+      await eventually(() => assert.ok(next.ready()), 60_000, 100);
+      await stop(current);
+      current = next;
+    }
+    await streaming;
+    await eventually(() => assert.equal(tasks.size, os.length, `GC tasks for ${String(tasks.size)} of ${String(os.length)} versions`), 120_000, 200);
+    await eventually(() => assert.deepEqual(current.summary(), { PENDING: 0, COMPLETED: 2_000, FAILED: 0, SKIPPED: 0 }), 60_000, 200);
+    await eventually(() => assert.equal(os.filter((o) => current.lookup(o.location, o.bucket, o.key, o.versionId)[0]?.gc?.state === 'DELETED').length, os.length), 60_000, 200);
+    const repeated = [...tasks].filter(([, n]) => n > 1);
+    await gc.close();
+    // A replica with no local copy, alone: what it restores is what the changelog says.
+    await stop(current);
+    const rebuilt = await replica('roll-rebuilt', transient);
+    await eventually(() => assert.ok(rebuilt.ready()), 60_000, 100);
+    assert.deepEqual(rebuilt.summary(), { PENDING: 0, COMPLETED: 2_000, FAILED: 0, SKIPPED: 0 });
+    const wrong = os.filter((o) => rebuilt.lookup(o.location, o.bucket, o.key, o.versionId)[0]?.gc?.state !== 'DELETED');
+    assert.deepEqual(wrong.map((o) => o.key), [], 'every version restored as COMPLETED and collected');
+    // A handover may repeat a GC task (the GC is idempotent); most are sent once.
+    assert.ok(repeated.length < os.length / 10, `${String(repeated.length)} GC tasks repeated`);
+  });
+
   it('answers for every key from one of three replicas, and agrees after scaling back to one', async () => {
     const os = objects(120, 'scale');
     const first = await replica('s1');

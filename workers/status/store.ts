@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { Logger } from '../../lib/log/logger.ts';
-import { figuresKey, objectKey, type Figures } from '../messages.ts';
+import { figuresKey, objectKey, type Figures, versionKey } from '../messages.ts';
 import { type DestinationStatus, goneAt, type ObjectState, type ObjectStatus } from './fold.ts';
 
 // The status processor's state, on local disk in SQLite (Node's built-in node:sqlite: no native build,
@@ -43,7 +43,7 @@ export interface PartitionTotals {
   states: Record<ObjectState, number>;
 }
 
-const SCHEMA = 5;
+const SCHEMA = 6;
 /** The changelog key of a partition's totals: no version key starts with a NUL. */
 export const TOTALS_KEY = '\0totals';
 
@@ -110,9 +110,7 @@ export class StatusStore {
       db.exec('DROP TABLE IF EXISTS versions; DROP TABLE IF EXISTS failures; DROP TABLE IF EXISTS totals; DROP TABLE IF EXISTS positions;');
     }
     db.exec(`
-      CREATE TABLE IF NOT EXISTS versions (vk TEXT PRIMARY KEY, partition INTEGER NOT NULL, ok TEXT NOT NULL, body TEXT NOT NULL, collected TEXT) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS versions_ok ON versions (ok);
-      CREATE INDEX IF NOT EXISTS versions_partition ON versions (partition);
+      CREATE TABLE IF NOT EXISTS versions (vk TEXT PRIMARY KEY, partition INTEGER NOT NULL, body TEXT NOT NULL, collected TEXT) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS versions_collected ON versions (partition, collected) WHERE collected IS NOT NULL;
       CREATE TABLE IF NOT EXISTS failures (vk TEXT NOT NULL, id TEXT NOT NULL, partition INTEGER NOT NULL, at TEXT NOT NULL, destination TEXT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (vk, id)) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS failures_order ON failures (at, vk, id);
@@ -122,10 +120,10 @@ export class StatusStore {
     db.prepare("INSERT OR REPLACE INTO meta VALUES ('schema', ?)").run(String(SCHEMA));
     this.q = {
       get: db.prepare('SELECT body FROM versions WHERE vk = ?'),
-      put: db.prepare('INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?)'),
+      put: db.prepare('INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)'),
       collected: db.prepare('SELECT vk, body FROM versions WHERE partition = ? AND collected IS NOT NULL AND collected < ? LIMIT ?'),
       del: db.prepare('DELETE FROM versions WHERE vk = ?'),
-      byObject: db.prepare('SELECT partition, body FROM versions WHERE ok = ?'),
+      byObject: db.prepare('SELECT partition, body FROM versions WHERE vk >= ? AND vk < ?'),
       delFailures: db.prepare('DELETE FROM failures WHERE vk = ?'),
       putFailure: db.prepare('INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)'),
       putTotals: db.prepare('INSERT OR REPLACE INTO totals VALUES (?, ?)'),
@@ -144,9 +142,14 @@ export class StatusStore {
 
   /** Every version of an object held for one of `partitions`, newest first. */
   versionsOf(location: string, bucket: string, key: string, partitions: ReadonlySet<number>): ObjectStatus[] {
-    return (this.q.byObject.all(objectKey({ location, bucket, key })) as { partition: number; body: string }[])
+    // The version keys of an object share a prefix (versionKey): a range of the primary key, with no
+    // index of its own to keep up. A key that itself contains the prefix's tail falls in the range too.
+    const ok = objectKey({ location, bucket, key });
+    const prefix = versionKey({ location, bucket, key, versionId: '' });
+    return (this.q.byObject.all(prefix, `${prefix.slice(0, -1)}>`) as { partition: number; body: string }[])
       .filter((r) => partitions.has(r.partition))
       .map((r) => JSON.parse(r.body) as ObjectStatus)
+      .filter((s) => objectKey(s.object) === ok)
       .sort((a, b) => b.eventTime.localeCompare(a.eventTime));
   }
 
@@ -178,7 +181,7 @@ export class StatusStore {
           this.q.del.run(vk);
           continue;
         }
-        this.q.put.run(vk, partition, objectKey(status.object), JSON.stringify(status), goneAt(status) ?? null);
+        this.q.put.run(vk, partition, JSON.stringify(status), goneAt(status) ?? null);
         for (const f of failuresOf(status)) {
           const { id, ...entry } = f;
           this.q.putFailure.run(vk, id, partition, f.lastFailureAt ?? f.updatedAt, f.destination, JSON.stringify(entry));

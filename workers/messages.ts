@@ -79,7 +79,23 @@ export interface ReplicationTask {
 export type DestinationState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
 
 export type StatusEvent =
-  | { type: 'queued'; object: ObjectRef; kind: ChangeKind; eventTime: string; size?: number; destinations: string[]; targets: TaskDestination[]; at: string }
+  | {
+      type: 'queued';
+      object: ObjectRef;
+      kind: ChangeKind;
+      eventTime: string;
+      size?: number;
+      destinations: string[];
+      targets: TaskDestination[];
+      /**
+       * The source Location was transient for the worker that queued the change. The status role sends
+       * the version to the GC on this mark, whatever config it started with: a status pod started before
+       * the Location was published (a rollout in progress) must not fold the version to COMPLETED
+       * without a GC task. The GC checks the Location is still transient before it deletes anything.
+       */
+      transient?: boolean;
+      at: string;
+    }
   | {
       type: 'result';
       object: ObjectRef;
@@ -155,7 +171,9 @@ export function installationTopics(names: QueueNames, partitions: number, journa
     { topic: names.replication, partitions },
     { topic: names.status, partitions },
     // Written a folded batch per record batch (atomic per partition), so allowed larger than the default.
-    { topic: names.statusStore, partitions, config: { ...compact, 'max.message.bytes': String(16 * 1024 * 1024) } },
+    // Segments of 64 MiB rather than 1 GiB: Kafka compacts only closed segments, and a full restore
+    // (a new status pod) should read about one record per version, not every state each one went through.
+    { topic: names.statusStore, partitions, config: { ...compact, 'max.message.bytes': String(16 * 1024 * 1024), 'segment.bytes': String(64 * 1024 * 1024) } },
     { topic: names.statusOwners, partitions: 1, config: compact },
     { topic: names.journalFailed, partitions: 1 },
     { topic: names.gc, partitions },

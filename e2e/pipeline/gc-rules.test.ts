@@ -2,7 +2,14 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { PassThrough } from 'node:stream';
+import { createLogger } from '../../lib/log/logger.ts';
+import { follow } from '../../lib/queue/follow.ts';
+import { kafkaQueue } from '../../lib/queue/kafka.ts';
+import { GarbageCollector } from '../../workers/gc/gc.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
+import { decode, encode, installationTopics, objectKey, queueNames, type StatusEvent } from '../../workers/messages.ts';
+import { sharedKafka } from '../harness/env.ts';
 import type { FailedEntry } from '../../workers/status/store.ts';
 import { faultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { eventually } from '../harness/wait.ts';
@@ -73,6 +80,31 @@ describe('GC against today\'s rule, with retries (real Kafka and MinIO)', functi
     assert.equal((await body(c, 'later-c', 'doc.txt')).toString(), 'needed on both sites');
     assert.deepEqual(await versionsOf(a, 'later', 'doc.txt'), []);
     assert.equal(local.gc?.counters.deleted, 1);
+  });
+
+  it('keeps the copy of a version whose source Location is no longer transient, whatever its task says', async () => {
+    const versionId = await put('heads', 'kept.txt', 'no longer transient');
+    const quiet = createLogger({ component: 'test', stream: new PassThrough() });
+    const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'gc-kept', logger: quiet });
+    const names = queueNames('gc-kept');
+    const admin = await queue.admin();
+    await admin.ensureTopics(installationTopics(names, 1, []));
+    await admin.close();
+    const verdicts: StatusEvent[] = [];
+    const statuses = await follow(queue, names.status, (m) => verdicts.push(decode(m.value) as StatusEvent));
+    // This GC's config: another Location is transient, site-a is not (any more).
+    const gc = new GarbageCollector({ queue, names, logger: quiet, clients: new Map([['site-a', a], ['site-b', b]]), transientSources: new Set(['site-z']) });
+    await gc.start();
+    const producer = await queue.producer();
+    const object = { location: 'site-a', bucket: 'heads', key: 'kept.txt', versionId };
+    await producer.send(names.gc, [{ key: objectKey(object), value: encode({ object, targets: [{ id: 'site-b/heads-b', location: 'site-b', bucket: 'heads-b', rule: 'heads' }], completedAt: new Date().toISOString() }) }]);
+    try {
+      await eventually(() => assert.equal(verdicts.length, 1), 60_000, 200);
+      assert.deepEqual(verdicts.map((v) => v.type === 'gc' && [v.state, v.reason]), [['REFUSED', 'Location "site-a" is not a transient source (any more): the source copy stays']]);
+      assert.equal((await body(a, 'heads', 'kept.txt', versionId)).toString(), 'no longer transient');
+    } finally {
+      await Promise.all([gc.close(), statuses.close(), producer.close()]);
+    }
   });
 
   it('retries a HEAD answered 503 and collects; a longer outage lands in the failed set, and failed retry collects it', async () => {

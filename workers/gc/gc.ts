@@ -22,6 +22,11 @@ export interface GcOptions {
    * first sent to. Without one, the destinations recorded on the task are checked.
    */
   planner?: Planner;
+  /**
+   * The transient source Locations as configured now: a version of any other Location is kept (a
+   * Location no longer transient keeps its copies). Without it, every task is acted on.
+   */
+  transientSources?: ReadonlySet<string>;
   logger: Logger;
   /** S3 clients of every location, by name. */
   clients: Map<string, S3Client>;
@@ -160,6 +165,7 @@ export class GarbageCollector {
 
   private async collect(task: GcTask, batch: Batch): Promise<{ state: GcState; reason?: string } | undefined> {
     const { object } = task;
+    if (this.options.transientSources?.has(object.location) === false) return { state: 'REFUSED', reason: `Location "${object.location}" is not a transient source (any more): the source copy stays` };
     const source = this.client(object.location);
     for (let attempt = 1; ; attempt++) {
       try {

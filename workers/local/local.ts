@@ -115,8 +115,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   await status.whenReady();
   // The GC runs only where a transient source exists.
   // It checks the destinations of the rules as they are now, matched as the populator matches them.
-  const planner = new Populator({ queue, names, logger: logger.child({ role: 'gc' }), configs, sources: clients });
-  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, planner, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
+  const planner = new Populator({ queue, names, logger: logger.child({ role: 'gc' }), configs, sources: clients, transientSources });
+  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, planner, transientSources, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
   await gc?.start();
 
   const processors = new Map<string, Processor>();
@@ -138,7 +138,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     processors.set(location, p);
   }
 
-  const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients });
+  const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients, transientSources });
   const sources = new Set([...configs.values()].map((c) => c.SourceLocation));
   for (const name of sources) {
     const topic = manifests.locations.get(name)?.spec.journal?.kafka?.topic;

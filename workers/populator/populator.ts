@@ -20,6 +20,8 @@ export interface PopulatorOptions {
   concurrency?: number;
   names?: QueueNames;
   metrics?: Metrics;
+  /** Transient source Locations: their `queued` events say so (the status role and the GC act on it). */
+  transientSources?: ReadonlySet<string>;
 }
 
 export interface PopulatorCounters {
@@ -122,6 +124,7 @@ export class Populator {
       ...(change.size !== undefined ? { size: change.size } : {}),
       destinations: destinations.map((d) => d.id),
       targets: destinations,
+      ...(this.options.transientSources?.has(change.location) === true ? { transient: true } : {}),
       at: new Date().toISOString(),
     };
     return { key: objectKey(source), queued, task };

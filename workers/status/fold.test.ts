@@ -122,4 +122,15 @@ describe('status folding', () => {
     const deleted = fold(refused, { type: 'gc', object, state: 'DELETED', at: 't2' });
     assert.equal(fold(deleted, { type: 'gc', object, state: 'REFUSED', reason: 'late', at: 't3' }).gc?.state, 'DELETED');
   });
+
+  it('keeps the transient mark of a queued event, and a rescan from a source made transient since adds it to a COMPLETED version', () => {
+    const marked: StatusEvent = { ...queued(['x/1']), transient: true };
+    assert.equal(run(marked, result('x/1', 'COMPLETED'))?.transient, true);
+    assert.equal(run(marked, queued(['x/1']))?.transient, true, 'a later unmarked queue does not take it away');
+    const done = run(queued(['x/1']), result('x/1', 'COMPLETED'));
+    assert.equal(done?.transient, undefined);
+    const rescanned = fold(done, marked);
+    assert.equal(rescanned.transient, true);
+    assert.equal(rescanned.state, 'COMPLETED');
+  });
 });

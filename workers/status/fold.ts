@@ -40,6 +40,8 @@ export interface ObjectStatus {
    * failed set (`backbeat failed list`) with how many verdicts refused it and since when.
    */
   gc?: { state: GcState; reason?: string; at: string; attempts?: number; firstAt?: string };
+  /** Queued from a transient source (see the `queued` event): a candidate for the GC once COMPLETED. */
+  transient?: boolean;
   /** Destinations where the version was permanently deleted after the source deleted it (replicated version deletes). */
   deletedFrom?: string[];
   updatedAt: string;
@@ -97,13 +99,15 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
     return { ...base, gc: { state: event.state, ...(event.reason !== undefined ? { reason: event.reason } : {}), at: event.at, ...refusals }, updatedAt: event.at };
   }
   if (previous?.state === 'COMPLETED') {
+    // A rescan from a source made transient since marks the version a GC candidate.
+    const current = event.type === 'queued' && event.transient === true && previous.transient !== true ? { ...previous, transient: true } : previous;
     // A destination the version did not have (added to the rule since, or another rule now matching)
     // re-opens it for that destination alone: what completed stays completed.
-    const added = event.type === 'queued' && (event.kind === previous.kind) ? event.destinations.filter((id) => previous.destinations[id] === undefined) : [];
-    if (added.length === 0 || event.type !== 'queued') return foldFollowUp(previous, event);
-    const destinations = { ...previous.destinations };
+    const added = event.type === 'queued' && event.kind === current.kind ? event.destinations.filter((id) => current.destinations[id] === undefined) : [];
+    if (added.length === 0 || event.type !== 'queued') return foldFollowUp(current, event);
+    const destinations = { ...current.destinations };
     for (const id of added) destinations[id] = { state: 'PENDING', attempts: 0, bytes: 0, updatedAt: event.at };
-    return { ...previous, targets: mergeTargets(previous.targets, event.targets), destinations, state: overall(destinations), updatedAt: event.at };
+    return { ...current, targets: mergeTargets(current.targets, event.targets), destinations, state: overall(destinations), updatedAt: event.at };
   }
   // A later change's result for a destination that already holds the version is a follow-up too.
   if (previous !== undefined && event.type === 'result' && event.kind !== undefined && event.kind !== previous.kind && previous.destinations[event.destination]?.state === 'COMPLETED') {
@@ -143,6 +147,7 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
           eventTime: previous?.eventTime ?? event.eventTime,
           targets: mergeTargets(base.targets, event.targets),
           ...(event.size !== undefined ? { size: event.size } : {}),
+          ...(event.transient === true ? { transient: true } : {}),
         }
       : {}),
     destinations,

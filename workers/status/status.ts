@@ -44,7 +44,7 @@ interface Owner {
 /** Encoded changelog records of one batch stay under this (the topic allows 16 MiB per record batch). */
 const FLUSH_BYTES = 4 * 1024 * 1024;
 /** Restored records are written to the local store this many at a time. */
-const RESTORE_CHUNK = 2_000;
+const RESTORE_CHUNK = 10_000;
 /**
  * A local copy older than this is restored from the beginning: compaction removes a tombstone after
  * the changelog's delete.retention.ms (24 h by default), and a copy that missed it would keep the row.
@@ -303,8 +303,9 @@ export class StatusProcessor {
     if (last !== undefined) await flush(last);
   }
 
+  /** An object version of a transient source: by the mark its `queued` event carried, or by this replica's config. */
   private transient(status: ObjectStatus): boolean {
-    return status.kind === 'object' && this.options.transientSources?.has(status.object.location) === true;
+    return status.kind === 'object' && (status.transient === true || this.options.transientSources?.has(status.object.location) === true);
   }
 
   /** COMPLETED just now, on a transient source: the source copy can go once the GC has verified it. */

@@ -173,9 +173,11 @@ export class StatusStore {
    * the partition's totals after them and the changelog offset they bring it to.
    */
   apply(partition: number, changes: Iterable<[string, ObjectStatus | null]>, after: { totals?: PartitionTotals; next?: string }): void {
+    // In key order: neighbouring rows share B-tree pages, fewer pages are read and written.
+    const sorted = [...changes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     this.db.exec('BEGIN');
     try {
-      for (const [vk, status] of changes) {
+      for (const [vk, status] of sorted) {
         this.q.delFailures.run(vk);
         if (status === null) {
           this.q.del.run(vk);

@@ -88,7 +88,7 @@ function needLocation(options: WorkerOptions): string {
 function sourcePopulator(ctx: RoleContext): { location: string; configs: Map<string, BucketReplicationConfig>; populator: Populator } {
   const location = needLocation(ctx.options);
   const configs = new Map([...ctx.config.buckets].filter(([, c]) => c.SourceLocation === location));
-  return { location, configs, populator: new Populator({ queue: ctx.queue, names: ctx.names, metrics: ctx.metrics, logger: ctx.logger, configs, sources: new Map([[location, ctx.client(location)]]) }) };
+  return { location, configs, populator: new Populator({ queue: ctx.queue, names: ctx.names, metrics: ctx.metrics, logger: ctx.logger, configs, sources: new Map([[location, ctx.client(location)]]), transientSources: transientSources(ctx) }) };
 }
 
 /** Follows the journal topic of a source location; scaled from its lag. */
@@ -144,8 +144,9 @@ async function gc(ctx: RoleContext): Promise<RoleRun> {
   const locations = new Set([...ctx.config.buckets.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
   const clients = new Map([...locations].map((l) => [l, ctx.client(l)]));
   // Today's rules, matched as the populator matches them: the destinations the GC verifies.
-  const planner = new Populator({ queue: ctx.queue, names: ctx.names, logger: ctx.logger, configs: ctx.config.buckets, sources: clients });
-  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, planner, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
+  const transient = transientSources(ctx);
+  const planner = new Populator({ queue: ctx.queue, names: ctx.names, logger: ctx.logger, configs: ctx.config.buckets, sources: clients, transientSources: transient });
+  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, planner, transientSources: transient, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
   await g.start();
   return { lagGroups: [[ctx.names.gcGroup, ctx.names.gc]], stop: () => g.close() };
 }
@@ -200,7 +201,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
 
   // Backfill on demand needs a populator of every source (it queues what a listing finds).
   const sourceClients = new Map(sourcesOf(ctx).map((l) => [l, ctx.client(l)]));
-  const backfiller = new Populator({ queue, names, metrics: ctx.metrics, logger: ctx.logger, configs: ctx.config.buckets, sources: sourceClients });
+  const backfiller = new Populator({ queue, names, metrics: ctx.metrics, logger: ctx.logger, configs: ctx.config.buckets, sources: sourceClients, transientSources: transientSources(ctx) });
   const rules = new Map([...ctx.config.buckets.values()].flatMap((c) => c.Rules.map((r) => [r.ID, c] as const)));
   const destinations = [...new Set([...ctx.config.buckets.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort();
 

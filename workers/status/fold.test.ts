@@ -124,7 +124,7 @@ describe('status folding', () => {
   });
 
   it('keeps the transient mark of a queued event, and a rescan from a source made transient since adds it to a COMPLETED version', () => {
-    const marked: StatusEvent = { ...queued(['x/1']), transient: true };
+    const marked: StatusEvent = { type: 'queued', object, kind: 'object', eventTime: '2026-01-01T00:00:00Z', destinations: ['x/1'], targets: [target('x/1')], transient: true, at: new Date().toISOString() };
     assert.equal(run(marked, result('x/1', 'COMPLETED'))?.transient, true);
     assert.equal(run(marked, queued(['x/1']))?.transient, true, 'a later unmarked queue does not take it away');
     const done = run(queued(['x/1']), result('x/1', 'COMPLETED'));

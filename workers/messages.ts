@@ -139,6 +139,12 @@ export interface GcTask {
    * on every destination (it is what the destinations hold instead).
    */
   supersededBy?: ObjectRef;
+  /**
+   * A delete marker whose replication settled, left with no object version under it that is not
+   * collected yet: it hides nothing, and goes once the source confirms that (as S3 lifecycle's expired
+   * object delete markers do).
+   */
+  deleteMarker?: true;
 }
 
 export const objectKey = (o: Pick<ObjectRef, 'location' | 'bucket' | 'key'>): string => `${o.location}/${o.bucket}/${o.key}`;

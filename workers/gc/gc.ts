@@ -169,6 +169,7 @@ export class GarbageCollector {
     const source = this.client(object.location);
     for (let attempt = 1; ; attempt++) {
       try {
+        if (task.deleteMarker === true) return await this.expireMarker(task);
         let head: HeadObjectCommandOutput;
         try {
           head = await source.send(new HeadObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: object.versionId }));
@@ -199,6 +200,7 @@ export class GarbageCollector {
         }
         await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: object.versionId }));
         this.options.logger.info('GC deleted the transient copy', { location: object.location, bucket: object.bucket, key: object.key, versionId: object.versionId });
+        await this.expireUnreplicatedMarkers(object);
         return { state: 'DELETED' };
       } catch (err) {
         const kind = classify(err);
@@ -206,6 +208,41 @@ export class GarbageCollector {
         if (!batch.isActive()) throw err;
         await sleep(Math.min(30_000, 500 * 2 ** attempt));
       }
+    }
+  }
+
+  /**
+   * Deletes a delete marker that hides nothing: no object version of its key is left on the source. One
+   * still there (not collected yet, or written since) keeps it, with no verdict: the status sends the
+   * marker again once that version is collected.
+   */
+  private async expireMarker(task: GcTask): Promise<{ state: GcState; reason?: string } | undefined> {
+    const { object } = task;
+    const source = this.client(object.location);
+    const history = await keyHistory(source, object.bucket, object.key);
+    if (history.some((e) => !e.isDeleteMarker)) return undefined;
+    if (!history.some((e) => e.versionId === object.versionId)) return { state: 'DELETED', reason: 'already gone from the source' };
+    await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: object.versionId }));
+    this.options.logger.info('GC deleted a delete marker that hid nothing', { location: object.location, bucket: object.bucket, key: object.key, versionId: object.versionId });
+    return { state: 'DELETED' };
+  }
+
+  /**
+   * After the last object version of a key went: its delete markers that no rule replicates hide
+   * nothing and are tracked nowhere else, so they go now. Markers a rule replicates are sent by the
+   * status once their replication settled (expireMarker).
+   */
+  private async expireUnreplicatedMarkers(object: GcTask['object']): Promise<void> {
+    const { planner } = this.options;
+    if (planner === undefined) return;
+    const source = this.client(object.location);
+    const history = await keyHistory(source, object.bucket, object.key);
+    if (history.length === 0 || history.some((e) => !e.isDeleteMarker)) return;
+    for (const marker of history) {
+      const change: ChangeRecord = { ...object, versionId: marker.versionId, kind: 'deleteMarker', eventTime: new Date(marker.lastModified).toISOString(), isReplica: false, origin: 'scan' };
+      if ((await planner.plan(change)) !== undefined) continue;
+      await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: marker.versionId }));
+      this.options.logger.info('GC deleted a delete marker that hid nothing', { location: object.location, bucket: object.bucket, key: object.key, versionId: marker.versionId });
     }
   }
 

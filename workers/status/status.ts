@@ -34,6 +34,9 @@ export interface RestoreProgress {
   total: number;
 }
 
+/** A delete marker every destination has settled (replicated, or nothing to do): its source copy is no longer needed. */
+const markerSettled = (s: ObjectStatus): boolean => s.state === 'COMPLETED' || s.state === 'SKIPPED';
+
 /** Owner records of the owners topic. */
 interface Owner {
   partition: number;
@@ -289,6 +292,10 @@ export class StatusProcessor {
         // this version still on the source to verify it.
         for (const older of this.superseded(next, touched)) gcTasks.push({ object: older.object, targets: next.targets ?? [], completedAt: next.updatedAt, supersededBy: next.object });
         gcTasks.push({ object: next.object, targets: next.targets ?? [], completedAt: next.updatedAt });
+      } else if (this.uncovering(previous, next)) {
+        // The last object version of the key collected, or a delete marker settled: markers left with
+        // nothing under them go too.
+        for (const marker of this.expiredMarkers(next, touched)) gcTasks.push({ object: marker.object, targets: [], completedAt: marker.updatedAt, deleteMarker: true });
       } else if (this.skippedAsSuperseded(previous, next)) {
         // Superseded after the newer version completed (it arrived late): collected against that one.
         const newer = this.newestCompleted(next, touched);
@@ -341,6 +348,22 @@ export class StatusProcessor {
     return this.versionsOfKey(older, touched)
       .filter((s) => s.state === 'COMPLETED' && s.kind === 'object' && s.eventTime >= older.eventTime && s.object.versionId !== older.object.versionId)
       .sort((a, b) => b.eventTime.localeCompare(a.eventTime))[0];
+  }
+
+  /** A delete marker just settled, or an object version just collected, on a transient source. */
+  private uncovering(previous: ObjectStatus | undefined, next: ObjectStatus): boolean {
+    if (next.transient !== true && this.options.transientSources?.has(next.object.location) !== true) return false;
+    if (next.kind === 'deleteMarker') return markerSettled(next) && (previous === undefined || !markerSettled(previous));
+    return next.kind === 'object' && next.gc?.state === 'DELETED' && previous?.gc?.state !== 'DELETED';
+  }
+
+  /** The key's settled delete markers not collected yet, once no object version of the key awaits the GC. */
+  private expiredMarkers(status: ObjectStatus, touched: Map<string, { now: ObjectStatus | null }>): ObjectStatus[] {
+    // `status` as it is now, not as the store or the chunk held it before this event.
+    const versions = this.versionsOfKey(status, touched).filter((s) => versionKey(s.object) !== versionKey(status.object));
+    if (status.gc?.state !== 'DELETED') versions.push(status);
+    if (versions.some((s) => s.kind === 'object')) return [];
+    return versions.filter((s) => s.kind === 'deleteMarker' && markerSettled(s) && s.gc === undefined);
   }
 
   /** Queued again (a rescan) although COMPLETED and not collected: the GC task may have been lost. */

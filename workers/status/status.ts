@@ -46,7 +46,7 @@ interface Owner {
 
 /** Encoded changelog records of one batch stay under this (the topic allows 16 MiB per record batch). */
 const FLUSH_BYTES = 4 * 1024 * 1024;
-/** Restored records are written to the local store this many at a time. */
+/** Restored records held at most before they are written to the local store (all partitions together: memory stays bounded). */
 const RESTORE_CHUNK = 10_000;
 /**
  * A local copy older than this is restored from the beginning: compaction removes a tombstone after
@@ -188,6 +188,7 @@ export class StatusProcessor {
     };
     for (const partition of from.keys()) this.progress.set(partition, { partition, read: 0, total: 0 });
     let logged = Date.now();
+    let held = 0;
     const ends = await this.options.queue.replay(this.names.statusStore, from, (m: QueueMessage) => {
       let p = pending.get(m.partition);
       if (p === undefined) pending.set(m.partition, (p = { changes: new Map() }));
@@ -200,7 +201,10 @@ export class StatusProcessor {
       const progress = this.progress.get(m.partition);
       if (progress !== undefined) progress.read++;
       this.restoredRecords++;
-      if (p.changes.size >= RESTORE_CHUNK) flush(m.partition);
+      if (++held >= RESTORE_CHUNK) {
+        for (const partition of [...pending.keys()]) flush(partition);
+        held = 0;
+      }
       if (Date.now() - logged > 5_000) {
         logged = Date.now();
         this.log.info('restoring status partitions', { progress: [...this.progress.values()] });

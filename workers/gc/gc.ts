@@ -200,7 +200,10 @@ export class GarbageCollector {
         }
         await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: object.versionId }));
         this.options.logger.info('GC deleted the transient copy', { location: object.location, bucket: object.bucket, key: object.key, versionId: object.versionId });
-        await this.expireUnreplicatedMarkers(object);
+        await this.expireUnreplicatedMarkers(object).catch((err: unknown) => {
+          // The version is gone all the same; a marker left behind hides nothing.
+          this.options.logger.warn('GC could not remove the delete markers left on the key', { key: object.key, error: reasonOf(err) });
+        });
         return { state: 'DELETED' };
       } catch (err) {
         const kind = classify(err);

@@ -225,9 +225,13 @@ export class GarbageCollector {
     const history = await keyHistory(source, object.bucket, object.key);
     if (history.some((e) => !e.isDeleteMarker)) return undefined;
     if (!history.some((e) => e.versionId === object.versionId)) return { state: 'DELETED', reason: 'already gone from the source' };
-    await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: object.versionId }));
-    this.options.logger.info('GC deleted a delete marker that hid nothing', { location: object.location, bucket: object.bucket, key: object.key, versionId: object.versionId });
+    await this.deleteMarker(object);
     return { state: 'DELETED' };
+  }
+
+  private async deleteMarker(marker: GcTask['object']): Promise<void> {
+    await this.client(marker.location).send(new DeleteObjectCommand({ Bucket: marker.bucket, Key: marker.key, VersionId: marker.versionId }));
+    this.options.logger.info('GC deleted a delete marker that hid nothing', { location: marker.location, bucket: marker.bucket, key: marker.key, versionId: marker.versionId });
   }
 
   /**
@@ -238,15 +242,13 @@ export class GarbageCollector {
   private async expireUnreplicatedMarkers(object: GcTask['object']): Promise<void> {
     const { planner } = this.options;
     if (planner === undefined) return;
-    const source = this.client(object.location);
-    const history = await keyHistory(source, object.bucket, object.key);
-    if (history.length === 0 || history.some((e) => !e.isDeleteMarker)) return;
-    for (const marker of history) {
-      const change: ChangeRecord = { ...object, versionId: marker.versionId, kind: 'deleteMarker', eventTime: new Date(marker.lastModified).toISOString(), isReplica: false, origin: 'scan' };
-      if ((await planner.plan(change)) !== undefined) continue;
-      await source.send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key, VersionId: marker.versionId }));
-      this.options.logger.info('GC deleted a delete marker that hid nothing', { location: object.location, bucket: object.bucket, key: object.key, versionId: marker.versionId });
-    }
+    // Whether a rule replicates this key's markers depends on the key, not on the marker: asked once,
+    // before any listing.
+    const change: ChangeRecord = { ...object, kind: 'deleteMarker', eventTime: new Date().toISOString(), isReplica: false, origin: 'scan' };
+    if ((await planner.plan(change)) !== undefined) return;
+    const history = await keyHistory(this.client(object.location), object.bucket, object.key);
+    if (history.some((e) => !e.isDeleteMarker)) return;
+    for (const marker of history) await this.deleteMarker({ ...object, versionId: marker.versionId });
   }
 
   async close(): Promise<void> {

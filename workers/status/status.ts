@@ -314,9 +314,14 @@ export class StatusProcessor {
     if (last !== undefined) await flush(last);
   }
 
-  /** An object version of a transient source: by the mark its `queued` event carried, or by this replica's config. */
+  /** From a transient source: by the mark its `queued` event carried, or by this replica's config. */
+  private fromTransient(status: ObjectStatus): boolean {
+    return status.transient === true || this.options.transientSources?.has(status.object.location) === true;
+  }
+
+  /** An object version (not a marker or a delete) of a transient source. */
   private transient(status: ObjectStatus): boolean {
-    return status.kind === 'object' && (status.transient === true || this.options.transientSources?.has(status.object.location) === true);
+    return status.kind === 'object' && this.fromTransient(status);
   }
 
   /** COMPLETED just now, on a transient source: the source copy can go once the GC has verified it. */
@@ -356,7 +361,7 @@ export class StatusProcessor {
 
   /** A delete marker just settled, or an object version just collected, on a transient source. */
   private uncovering(previous: ObjectStatus | undefined, next: ObjectStatus): boolean {
-    if (next.transient !== true && this.options.transientSources?.has(next.object.location) !== true) return false;
+    if (!this.fromTransient(next)) return false;
     if (next.kind === 'deleteMarker') return markerSettled(next) && (previous === undefined || !markerSettled(previous));
     return next.kind === 'object' && next.gc?.state === 'DELETED' && previous?.gc?.state !== 'DELETED';
   }

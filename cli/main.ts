@@ -8,7 +8,7 @@ import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
 import { callApi } from './api.ts';
 import { listFailed, retryFailed } from './failed.ts';
 import { setPause, untilTime } from './pause.ts';
-import { hostPort, operator, SERVE_OPTIONS, UsageError, worker } from './serve.ts';
+import { hostPort, operator, SERVE_OPTIONS, untilSignal, UsageError, worker } from './serve.ts';
 import { printStatus } from './status.ts';
 
 const USAGE = `backbeat — asynchronous S3 replication
@@ -92,17 +92,7 @@ async function run(args: string[]): Promise<number> {
     ...(typeof values.prefix === 'string' ? { prefix: values.prefix } : {}),
     ...(gcDelay !== undefined ? { gcDelayMs: gcDelay * 1000 } : {}),
   });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      logger.info('stopping: draining work in flight', { signal });
-      resolve();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  await local.stop();
-  logger.info('stopped');
-  return 0;
+  return untilSignal(logger, () => local.stop());
 }
 
 function validate(args: string[]): number {

@@ -18,6 +18,7 @@ export const SERVE_OPTIONS = {
   brokers: { type: 'string' },
   prefix: { type: 'string' },
   partitions: { type: 'string' },
+  'replication-factor': { type: 'string' },
   listen: { type: 'string' },
   concurrency: { type: 'string' },
   'gc-delay': { type: 'string' },
@@ -74,8 +75,17 @@ const brokers = (values: Values): string[] => {
   return list;
 };
 
-/** Runs until SIGTERM or SIGINT, then stops gracefully. */
-async function untilSignal(logger: ReturnType<typeof createLogger>, stop: () => Promise<void>): Promise<number> {
+/**
+ * How long a stop may drain work in flight before the process exits anyway: what is left is redelivered
+ * (its offsets were not committed). The worker pods' terminationGracePeriodSeconds (60) leaves room.
+ */
+export const DRAIN_TIMEOUT_MS = 45_000;
+
+/**
+ * Runs until SIGTERM or SIGINT, then stops gracefully within DRAIN_TIMEOUT_MS (a second signal exits at
+ * once), and exits: a client that keeps a handle open must not keep a stopped process alive.
+ */
+export async function untilSignal(logger: ReturnType<typeof createLogger>, stop: () => Promise<void>): Promise<number> {
   const reason = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => {
       resolve('SIGINT');
@@ -84,10 +94,24 @@ async function untilSignal(logger: ReturnType<typeof createLogger>, stop: () => 
       resolve('SIGTERM');
     });
   });
-  logger.info('stopping: draining work in flight', { reason });
-  await stop();
-  logger.info('stopped');
-  return 0;
+  logger.info('stopping: draining work in flight', { reason, timeoutMs: DRAIN_TIMEOUT_MS });
+  const again = (): void => {
+    logger.warn('second signal: exiting without waiting for the drain');
+    process.exit(1);
+  };
+  process.once('SIGINT', again);
+  process.once('SIGTERM', again);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(true), DRAIN_TIMEOUT_MS);
+  });
+  const drained = await Promise.race([stop().then(() => false), timedOut]);
+  clearTimeout(timer);
+  if (drained) logger.warn('drain timed out; exiting: unfinished work is redelivered', { timeoutMs: DRAIN_TIMEOUT_MS });
+  else logger.info('stopped');
+  // Whatever handle a client library left open, the process ends now.
+  setTimeout(() => process.exit(), 100).unref();
+  return drained ? 1 : 0;
 }
 
 export async function worker(values: Values): Promise<number> {
@@ -107,6 +131,7 @@ export async function worker(values: Values): Promise<number> {
     brokers: brokers(values),
     prefix: text(values, 'prefix', 'backbeat'),
     partitions: count(values, 'partitions', 8, 1),
+    ...replicationFactor(values),
     listenHost: where.host,
     listenPort: where.port,
     concurrency: count(values, 'concurrency', 16, 1),
@@ -116,6 +141,12 @@ export async function worker(values: Values): Promise<number> {
     logger,
   });
   return untilSignal(logger, () => run.stop());
+}
+
+/** Replicas of the topics created; unset: min(3, brokers). */
+function replicationFactor(values: Values): { replicationFactor?: number } {
+  const set = setting(values, 'replication-factor', envName('replication-factor')) !== undefined;
+  return set ? { replicationFactor: count(values, 'replication-factor', 0, 1) } : {};
 }
 
 const optional = <K extends string>(name: K, value: string | undefined): Partial<Record<K, string>> => (value === undefined ? {} : ({ [name]: value } as Record<K, string>));
@@ -145,6 +176,7 @@ export async function operator(values: Values): Promise<number> {
       brokers: brokers(values),
       prefix: text(values, 'prefix', 'backbeat'),
       partitions: count(values, 'partitions', 8, 1),
+      ...replicationFactor(values),
       logLevel: process.env['BACKBEAT_WORKER_LOG_LEVEL'] ?? process.env['BACKBEAT_LOG_LEVEL'] ?? 'info',
       scaling: { lagThreshold: count(values, 'lag-threshold', 1000, 1), minReplicas: min, maxReplicas: max },
       ...(parsedResources !== undefined ? { resources: parsedResources } : {}),

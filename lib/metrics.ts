@@ -16,6 +16,9 @@ export interface Metrics {
   lag: Gauge<'group'>;
   journalChanges: Counter<'location'>;
   journalMalformed: Counter<'location'>;
+  populatorFailures: Counter<'location' | 'reason'>;
+  scanFailures: Counter<'location' | 'bucket'>;
+  scanCompleted: Gauge<'location' | 'bucket'>;
   gcDeleted: Counter<'location'>;
   gcRefused: Counter<'location'>;
 }
@@ -45,6 +48,9 @@ export function createMetrics(): Metrics {
     lag: new Gauge({ name: 'backbeat_queue_lag_messages', help: 'Messages not yet consumed by each consumer group.', labelNames: ['group'], registers }),
     journalChanges: new Counter({ name: 'backbeat_journal_changes_total', help: 'Changes read from each source location journal.', labelNames: ['location'], registers }),
     journalMalformed: new Counter({ name: 'backbeat_journal_malformed_total', help: 'Journal messages set aside as malformed.', labelNames: ['location'], registers }),
+    populatorFailures: new Counter({ name: 'backbeat_populator_failures_total', help: 'Source changes set aside because what they need could not be read (their tags), by location and error code.', labelNames: ['location', 'reason'], registers }),
+    scanFailures: new Counter({ name: 'backbeat_scan_failures_total', help: 'Listing scans of a source bucket that failed.', labelNames: ['location', 'bucket'], registers }),
+    scanCompleted: new Gauge({ name: 'backbeat_scan_last_success_timestamp_seconds', help: 'When the last listing scan of a source bucket went through.', labelNames: ['location', 'bucket'], registers }),
     gcDeleted: new Counter({ name: 'backbeat_gc_deletions_total', help: 'Object versions deleted from a transient source after verification.', labelNames: ['location'], registers }),
     gcRefused: new Counter({ name: 'backbeat_gc_refusals_total', help: 'GC deletions refused because a replica check failed.', labelNames: ['location'], registers }),
   };

@@ -47,7 +47,8 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
   const { logger, namespace } = options;
   const rest = kubeRest(loadKubeConfig(options.kubeconfig));
   const names = queueNames(options.settings.prefix);
-  const queue = kafkaQueue({ brokers: options.settings.brokers, clientId: 'backbeat-operator', logger });
+  const { replicationFactor } = options.settings;
+  const queue = kafkaQueue({ brokers: options.settings.brokers, clientId: 'backbeat-operator', logger, ...(replicationFactor !== undefined ? { replicationFactor } : {}) });
   let reconciler: Reconciler | undefined;
   const { registry, passes } = operatorMetrics({ leading: () => leading && !stopped(), readiness: () => reconciler?.readiness ?? [] });
 

@@ -22,6 +22,8 @@ export interface WorkerSettings {
   brokers: string[];
   prefix: string;
   partitions: number;
+  /** Replicas of the topics created (unset: min(3, brokers)); the workers check topics against it. */
+  replicationFactor?: number;
   logLevel: string;
   scaling: Scaling;
   resources?: Json;
@@ -153,6 +155,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
             { name: 'BACKBEAT_KAFKA_BROKERS', value: settings.brokers.join(',') },
             { name: 'BACKBEAT_PREFIX', value: settings.prefix },
             { name: 'BACKBEAT_PARTITIONS', value: String(settings.partitions) },
+            ...(settings.replicationFactor !== undefined ? [{ name: 'BACKBEAT_REPLICATION_FACTOR', value: String(settings.replicationFactor) }] : []),
             { name: 'BACKBEAT_LOG_LEVEL', value: settings.logLevel },
             // kafkajs sets negative timeouts on Node 24 (tulios/kafkajs#1751): harmless, and noisy.
             { name: 'NODE_OPTIONS', value: '--disable-warning=TimeoutNegativeWarning' },

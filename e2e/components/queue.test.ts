@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createRequire } from 'node:module';
 import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
@@ -14,6 +15,7 @@ import { sharedKafka } from '../harness/env.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { eventually } from '../harness/wait.ts';
 
+const { ConfigResourceTypes, Kafka, logLevel } = createRequire(import.meta.url)('kafkajs') as typeof import('kafkajs');
 const quiet = createLogger({ component: 'test', stream: new PassThrough() });
 
 async function collect(queue: Queue, topic: string, group: string): Promise<{ seen: QueueMessage[]; consumer: QueueConsumer }> {
@@ -219,6 +221,67 @@ for (const [name, open] of implementations) {
     });
   });
 }
+
+describe('Kafka settings and recovery (real broker)', function () {
+  this.timeout(120_000);
+
+  it('creates topics with as many replicas as it can up to 3 and min.insync.replicas one less, and reports drift', async () => {
+    const lines: { message: string; topic?: string; setting?: string; expected?: string; actual?: string }[] = [];
+    const stream = new PassThrough();
+    stream.on('data', (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n').filter((l) => l !== '')) lines.push(JSON.parse(line) as (typeof lines)[number]);
+    });
+    const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: createLogger({ component: 'test', stream }) });
+    const admin = await queue.admin();
+    const [fresh, existing] = [`settings-${randomUUID()}`, `settings-${randomUUID()}`];
+    // Made elsewhere before: two partitions, no compaction.
+    await admin.ensureTopics([{ topic: existing, partitions: 2 }]);
+    await admin.ensureTopics([{ topic: fresh, partitions: 3, config: { 'cleanup.policy': 'compact' } }, { topic: existing, partitions: 4, config: { 'cleanup.policy': 'compact' } }]);
+    await admin.close();
+    const raw = new Kafka({ clientId: 'test-raw', brokers: (await sharedKafka()).brokers, logLevel: logLevel.NOTHING }).admin();
+    await raw.connect();
+    try {
+      const described = await raw.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: fresh }] });
+      const config = Object.fromEntries((described.resources[0]?.configEntries ?? []).map((e) => [e.configName, e.configValue]));
+      // One broker here: one replica, and writes acknowledged by it alone.
+      assert.deepEqual([config['min.insync.replicas'], config['cleanup.policy']], ['1', 'compact']);
+      const meta = await raw.fetchTopicMetadata({ topics: [fresh] });
+      assert.deepEqual(meta.topics[0]?.partitions.map((p) => p.replicas.length), [1, 1, 1]);
+    } finally {
+      await raw.disconnect();
+    }
+    const drift = lines.filter((l) => l.message === 'topic settings differ from what this installation expects').map((l) => [l.topic, l.setting, l.expected, l.actual]);
+    assert.deepEqual(drift, [[existing, 'partitions', '4', '2'], [existing, 'cleanup.policy', 'compact', 'delete']]);
+  });
+
+  it('restarts a consumer whose batch handler threw, from the last commit, instead of leaving it idle', async () => {
+    const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: quiet });
+    const topic = `handler-errors-${randomUUID()}`;
+    const admin = await queue.admin();
+    await admin.ensureTopics([{ topic, partitions: 1 }]);
+    await admin.close();
+    const producer = await queue.producer();
+    await producer.send(topic, ['a', 'b', 'c'].map((value) => ({ key: 'k', value })));
+    const seen: string[] = [];
+    let throws = 1;
+    const consumer = await queue.consumer({ groupId: `handler-errors-${randomUUID()}`, topics: [topic], fromBeginning: true });
+    await consumer.run({
+      onBatch: async (batch) => {
+        for (const m of batch.messages) {
+          if (m.value?.toString() === 'b' && throws-- > 0) throw new Error('a bug, once');
+          seen.push(m.value?.toString() ?? '');
+          await consumer.commit([{ topic, partition: batch.partition, offset: (BigInt(m.offset) + 1n).toString() }]);
+        }
+      },
+    });
+    try {
+      await eventually(() => assert.deepEqual(seen, ['a', 'b', 'c']), 60_000, 200);
+    } finally {
+      await consumer.close();
+      await producer.close();
+    }
+  });
+});
 
 describe('embedded queue durability', () => {
   // Each test gets a folder of its own, removed afterwards.

@@ -26,6 +26,11 @@ export interface CompiledRule {
   VersionDeleteReplication: { Status: Status };
   ExistingObjectReplication: { Status: Status };
   Destinations: CompiledDestination[];
+  /**
+   * When the rule took effect (ISO 8601): versions written before it replicate only where
+   * ExistingObjectReplication is Enabled, or by a backfill. Absent: every version is covered.
+   */
+  Since?: string;
 }
 
 export interface BucketReplicationConfig {
@@ -39,7 +44,8 @@ export interface BucketReplicationConfig {
 
 const status = (on: boolean): { Status: Status } => ({ Status: on ? 'Enabled' : 'Disabled' });
 
-export function compileRule(rule: ReplicationRule): CompiledRule {
+/** A rule starts at its creation (the API server's creationTimestamp), unless `since` says otherwise. */
+export function compileRule(rule: ReplicationRule, since = rule.metadata.creationTimestamp): CompiledRule {
   const { spec } = rule;
   const filter: CompiledRule['Filter'] = {};
   if (spec.filter?.prefix !== undefined && spec.filter.prefix !== '') filter.Prefix = spec.filter.prefix;
@@ -61,6 +67,7 @@ export function compileRule(rule: ReplicationRule): CompiledRule {
       ...(d.storageClass !== undefined ? { StorageClass: d.storageClass } : {}),
       ...(d.keyPrefix !== undefined && d.keyPrefix !== '' ? { KeyPrefix: d.keyPrefix } : {}),
     })),
+    ...(since !== undefined ? { Since: since } : {}),
   };
 }
 
@@ -89,15 +96,35 @@ export function assembleBucketConfigs(rules: Iterable<SourcedRule>): Map<string,
   return new Map([...bySource.entries()].sort(([a], [b]) => a.localeCompare(b)));
 }
 
-/** One config per source bucket, keyed `location/bucket`. */
-export function compileBucketConfigs(manifests: Pick<Manifests, 'rules'>): Map<string, BucketReplicationConfig> {
-  return assembleBucketConfigs([...manifests.rules.values()].map((r) => ({ location: r.spec.source.location, bucket: r.spec.source.bucket, rule: compileRule(r) })));
+/** One config per source bucket, keyed `location/bucket`; `starts` gives rules their start by name (local mode). */
+export function compileBucketConfigs(manifests: Pick<Manifests, 'rules'>, starts?: ReadonlyMap<string, string>): Map<string, BucketReplicationConfig> {
+  return assembleBucketConfigs(
+    [...manifests.rules.values()].map((r) => ({ location: r.spec.source.location, bucket: r.spec.source.bucket, rule: compileRule(r, starts?.get(r.metadata.name) ?? r.metadata.creationTimestamp) })),
+  );
 }
 
 export interface ObjectFacts {
   key: string;
   /** Needed only when a rule filters on tags; see needsTags(). */
   tags?: Record<string, string>;
+  /** When the version was written (ms since the epoch): a rule covers what was written after its start. */
+  time?: number;
+}
+
+/**
+ * How long before a rule's start a version still counts as written after it: a write under way as the
+ * rule was created (Last-Modified precedes visibility), and a server clock a little behind.
+ */
+export const RULE_START_GRACE_MS = 10_000;
+
+/**
+ * Whether a rule covers a version by when it was written: a backfill covers exactly its rules; otherwise
+ * a rule covers versions from its start on, or every version when it asks for existing objects.
+ */
+function covers(rule: CompiledRule, time: number | undefined, backfill: ReadonlySet<string> | undefined): boolean {
+  if (backfill !== undefined) return backfill.has(rule.ID);
+  if (rule.Since === undefined || time === undefined || rule.ExistingObjectReplication.Status === 'Enabled') return true;
+  return time >= Date.parse(rule.Since) - RULE_START_GRACE_MS;
 }
 
 export interface MatchedDestination extends CompiledDestination {
@@ -118,12 +145,13 @@ export function needsTags(config: BucketReplicationConfig, key: string): boolean
 
 /**
  * The destinations an object goes to: for each destination, the highest-priority matching rule decides
- * (its storage class, key prefix, delete handling). Rules are already in priority order.
+ * (its storage class, key prefix, delete handling). Rules are already in priority order. With
+ * `backfill`, only those rules are matched, whenever the version was written.
  */
-export function matchDestinations(config: BucketReplicationConfig, facts: ObjectFacts): MatchedDestination[] {
+export function matchDestinations(config: BucketReplicationConfig, facts: ObjectFacts, backfill?: ReadonlySet<string>): MatchedDestination[] {
   const chosen = new Map<string, MatchedDestination>();
   for (const rule of config.Rules) {
-    if (!filterMatches(rule, facts)) continue;
+    if (!covers(rule, facts.time, backfill) || !filterMatches(rule, facts)) continue;
     for (const d of rule.Destinations) {
       if (chosen.has(d.Id)) continue;
       chosen.set(d.Id, {

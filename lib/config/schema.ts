@@ -28,6 +28,7 @@ const ObjectMeta = Type.Object(
     namespace: Type.Optional(Name),
     labels: Type.Optional(Type.Record(Type.String(), Type.String())),
     annotations: Type.Optional(Type.Record(Type.String(), Type.String())),
+    creationTimestamp: Type.Optional(Type.String()),
   },
   { additionalProperties: true },
 );

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel as KafkaLogLevel, Partitioners, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
+import { createRequire } from 'node:module';
+import { Kafka, logLevel as KafkaLogLevel, Partitioners, type Admin, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
+import { retryKafka } from './kafka-retry.ts';
 import type {
   CommitPoint,
   ConsumerHandlers,
@@ -21,6 +23,45 @@ export interface KafkaOptions {
   logger: Logger;
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** Replicas of each topic this engine creates; default min(3, the brokers of the cluster). */
+  replicationFactor?: number;
+}
+
+/**
+ * Replicas and min.insync.replicas of a topic: by default as many replicas as brokers up to 3, and
+ * writes acknowledged (acks=all) by all but one, so that one broker can be lost without losing an
+ * acknowledged record or stopping writes.
+ */
+export function topicReplicas(wanted: number | undefined, brokers: number): { factor: number; minInSync: number } {
+  const factor = wanted ?? Math.max(1, Math.min(3, brokers));
+  if (factor > brokers) throw new Error(`replication factor ${String(factor)} needs ${String(factor)} brokers; the cluster has ${String(brokers)}`);
+  return { factor, minInSync: Math.max(1, factor - 1) };
+}
+
+// kafkajs' enum is not among the named exports Node finds in its CommonJS: taken from require.
+const { ConfigResourceTypes } = createRequire(import.meta.url)('kafkajs') as typeof import('kafkajs');
+
+/** How an existing topic differs from its spec: fewer partitions, fewer replicas, another setting. */
+async function topicDrift(admin: Admin, specs: TopicSpec[], replicas: { factor: number; minInSync: number }): Promise<{ topic: string; setting: string; expected: string; actual: string }[]> {
+  if (specs.length === 0) return [];
+  const drift: { topic: string; setting: string; expected: string; actual: string }[] = [];
+  const meta = await admin.fetchTopicMetadata({ topics: specs.map((s) => s.topic) });
+  for (const t of meta.topics) {
+    const spec = specs.find((s) => s.topic === t.name);
+    if (spec === undefined) continue;
+    if (t.partitions.length < spec.partitions) drift.push({ topic: t.name, setting: 'partitions', expected: String(spec.partitions), actual: String(t.partitions.length) });
+    const fewest = Math.min(...t.partitions.map((p) => p.replicas.length));
+    if (fewest < replicas.factor) drift.push({ topic: t.name, setting: 'replication factor', expected: String(replicas.factor), actual: String(fewest) });
+  }
+  const described = await admin.describeConfigs({ includeSynonyms: false, resources: specs.map((s) => ({ type: ConfigResourceTypes.TOPIC, name: s.topic })) });
+  for (const r of described.resources) {
+    const spec = specs.find((s) => s.topic === r.resourceName);
+    for (const [name, expected] of Object.entries(spec?.config ?? {})) {
+      const actual = r.configEntries.find((e) => e.configName === name)?.configValue ?? '';
+      if (actual !== expected) drift.push({ topic: r.resourceName, setting: name, expected, actual });
+    }
+  }
+  return drift;
 }
 
 const LEVELS: Record<number, string> = {
@@ -61,6 +102,10 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       },
   });
 
+  // Start-up and metadata calls ride out a cluster that is still settling (a topic just created, a
+  // leader being elected, a coordinator loading) instead of failing the role.
+  const settle = <T>(what: string, fn: () => Promise<T>): Promise<T> => retryKafka(what, fn, log);
+
   const toMessage = (topic: string, partition: number, message: KafkaMessage): QueueMessage => ({
     topic,
     partition,
@@ -79,12 +124,14 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       let count = partitionCounts.get(topic);
       if (count === undefined) {
         const admin = kafka.admin();
-        await admin.connect();
-        try {
-          count = (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
-        } finally {
-          await admin.disconnect();
-        }
+        count = await settle(`partitions of ${topic}`, async () => {
+          await admin.connect();
+          try {
+            return (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
+          } finally {
+            await admin.disconnect();
+          }
+        });
         if (count === 0) throw new Error(`topic "${topic}" has no partitions`);
         partitionCounts.set(topic, count);
       }
@@ -94,13 +141,14 @@ export function kafkaQueue(options: KafkaOptions): Queue {
 
     async replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void, onEnds?: (ends: Map<number, string>) => void): Promise<Map<number, string>> {
       const admin = kafka.admin();
-      await admin.connect();
-      let offsets: Awaited<ReturnType<typeof admin.fetchTopicOffsets>>;
-      try {
-        offsets = await admin.fetchTopicOffsets(topic);
-      } finally {
-        await admin.disconnect();
-      }
+      const offsets = await settle(`offsets of ${topic}`, async () => {
+        await admin.connect();
+        try {
+          return await admin.fetchTopicOffsets(topic);
+        } finally {
+          await admin.disconnect();
+        }
+      });
       const ends = new Map<number, string>();
       // Per partition still to read: where to start, and the last offset to read.
       const todo = new Map<number, { start: bigint; last: bigint }>();
@@ -116,9 +164,11 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       // kafkajs has no group-less consumer: a group of its own, deleted afterwards, seeks each partition.
       const groupId = `backbeat-replay-${randomUUID()}`;
       const consumer = kafka.consumer({ groupId, allowAutoTopicCreation: false });
-      await consumer.connect();
       try {
-        await consumer.subscribe({ topic, fromBeginning: true });
+        await settle(`reading ${topic}`, async () => {
+          await consumer.connect();
+          await consumer.subscribe({ topic, fromBeginning: true });
+        });
         await new Promise<void>((resolve, reject) => {
           consumer
             .run({
@@ -160,32 +210,35 @@ export function kafkaQueue(options: KafkaOptions): Queue {
 
     async admin(): Promise<QueueAdmin> {
       const admin = kafka.admin();
-      await admin.connect();
+      await settle('admin connection', () => admin.connect());
       return {
-        async ensureTopics(specs: TopicSpec[]) {
+        ensureTopics: (specs: TopicSpec[]) => settle('creating topics', async () => {
           const existing = new Set(await admin.listTopics());
           const missing = specs.filter((s) => !existing.has(s.topic));
-          if (missing.length === 0) return;
-          await admin.createTopics({
-            waitForLeaders: true,
-            topics: missing.map((s) => ({
-              topic: s.topic,
-              numPartitions: s.partitions,
-              replicationFactor: -1, // the broker's default.replication.factor
-              configEntries: Object.entries(s.config ?? {}).map(([name, value]) => ({ name, value })),
-            })),
-          });
-        },
+          const brokers = (await admin.describeCluster()).brokers.length;
+          const replicas = topicReplicas(options.replicationFactor, brokers);
+          if (missing.length > 0) {
+            await admin.createTopics({
+              waitForLeaders: true,
+              topics: missing.map((s) => ({
+                topic: s.topic,
+                numPartitions: s.partitions,
+                replicationFactor: replicas.factor,
+                configEntries: Object.entries({ 'min.insync.replicas': String(replicas.minInSync), ...s.config }).map(([name, value]) => ({ name, value })),
+              })),
+            });
+          }
+          const drift = await topicDrift(admin, specs.filter((s) => existing.has(s.topic)), replicas);
+          for (const d of drift) log.warn('topic settings differ from what this installation expects', { ...d });
+        }),
         listTopics: () => admin.listTopics(),
         async partitionCount(topic: string) {
-          const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+          const meta = await settle(`partitions of ${topic}`, () => admin.fetchTopicMetadata({ topics: [topic] }));
           return meta.topics[0]?.partitions.length ?? 0;
         },
         async groupLag(groupId: string, topic: string): Promise<PartitionLag[]> {
-          const [ends, committedByTopic] = await Promise.all([
-            admin.fetchTopicOffsets(topic),
-            admin.fetchOffsets({ groupId, topics: [topic] }),
-          ]);
+          // Not retried: a scrape answers now, and the next one asks again.
+          const [ends, committedByTopic] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
           const committed = new Map(
             (committedByTopic[0]?.partitions ?? []).map((p) => [p.partition, p.offset] as const),
           );
@@ -220,7 +273,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         idempotent: true,
         maxInFlightRequests: 1,
       });
-      await producer.connect();
+      await settle('producer connection', () => producer.connect());
       return {
         async send(topic, records): Promise<Written[]> {
           const written = await producer.send({
@@ -247,11 +300,12 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     },
 
     async consumer(opts: ConsumerOptions): Promise<QueueConsumer> {
-      const consumer = kafka.consumer({ groupId: opts.groupId, allowAutoTopicCreation: false });
-      await consumer.connect();
-      for (const topic of opts.topics) {
-        await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? false });
-      }
+      // A stop waits for the fetch under way: a long poll of 1 s, not kafkajs' 5 s, keeps stops short.
+      const consumer = kafka.consumer({ groupId: opts.groupId, allowAutoTopicCreation: false, maxWaitTimeInMs: 1_000 });
+      await settle(`joining ${opts.groupId}`, async () => {
+        await consumer.connect();
+        await consumer.subscribe({ topics: opts.topics, fromBeginning: opts.fromBeginning ?? false });
+      });
       // Next offset committed per topic/partition: after a batch, kafkajs fetches from there (resolveOffset),
       // so what a stopped batch left undone is fetched again, and nothing beyond it is skipped.
       const committed = new Map<string, string>();
@@ -269,17 +323,28 @@ export function kafkaQueue(options: KafkaOptions): Queue {
             eachBatch: async (payload) => {
               const { batch } = payload;
               const messages = batch.messages.map((message) => toMessage(batch.topic, batch.partition, message));
-              await handlers.onBatch({
-                topic: batch.topic,
-                partition: batch.partition,
-                messages,
-                heartbeat: () => payload.heartbeat(),
-                isActive: () => payload.isRunning() && !payload.isStale(),
-              });
-              const done = committed.get(`${batch.topic}/${batch.partition}`);
-              if (done !== undefined && BigInt(done) > BigInt(batch.firstOffset() ?? done)) {
-                payload.resolveOffset((BigInt(done) - 1n).toString());
+              // What was committed is not fetched again, whether the batch ended or failed.
+              const resolveCommitted = (): void => {
+                const done = committed.get(`${batch.topic}/${batch.partition}`);
+                if (done !== undefined && BigInt(done) > BigInt(batch.firstOffset() ?? done)) payload.resolveOffset((BigInt(done) - 1n).toString());
+              };
+              try {
+                await handlers.onBatch({
+                  topic: batch.topic,
+                  partition: batch.partition,
+                  messages,
+                  heartbeat: () => payload.heartbeat(),
+                  isActive: () => payload.isRunning() && !payload.isStale(),
+                });
+              } catch (err) {
+                resolveCommitted();
+                // kafkajs stops a consumer for good on an error it does not know as retriable, leaving the
+                // role idle: marked retriable, the batch is fetched again from its last commit, and after
+                // kafkajs' retries the consumer restarts and rejoins. A bug repeats, loudly, instead of idling.
+                log.error('batch failed; it is fetched again from its last commit', { group: opts.groupId, topic: batch.topic, partition: batch.partition, error: err });
+                throw Object.assign(new Error(`batch of ${batch.topic}/${String(batch.partition)} failed: ${(err as Error).message}`), { retriable: true });
               }
+              resolveCommitted();
             },
           });
         },

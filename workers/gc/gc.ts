@@ -6,7 +6,7 @@ import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import type { Batch, Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { type ChangeRecord, REPLICA_VERSION_META } from '../journal/change.ts';
+import { ChangeFailed, type ChangeRecord, REPLICA_VERSION_META } from '../journal/change.ts';
 import { decode, encode, objectKey, type PlannedTask, queueNames, queueTasks, type GcState, type GcTask, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
 import { keyHistory } from '../processor/s3-state.ts';
 
@@ -206,6 +206,8 @@ export class GarbageCollector {
         });
         return { state: 'DELETED' };
       } catch (err) {
+        // Today's rules could not be matched (the version's tags unreadable): nothing to verify against.
+        if (err instanceof ChangeFailed) return { state: 'REFUSED', reason: err.message };
         const kind = classify(err);
         if (kind === 'permanent' || (kind === 'transient' && attempt >= 5)) return { state: 'REFUSED', reason: `could not verify or delete: ${reasonOf(err)}` };
         if (!batch.isActive()) throw err;

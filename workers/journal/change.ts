@@ -30,3 +30,18 @@ export interface ChangeRecord {
 /** User metadata that marks a replica: the source version it copies, and the source it came from. */
 export const REPLICA_VERSION_META = 'backbeat-source-version-id';
 export const REPLICA_SOURCE_META = 'backbeat-source';
+
+/**
+ * A change that cannot be matched against the rules (its tags cannot be read): the populator sets it
+ * aside with the reason and goes on; the GC, which matches today's rules the same way, refuses.
+ */
+export class ChangeFailed extends Error {
+  override name = 'ChangeFailed';
+  /** The S3 error code, a bounded metric label. */
+  readonly code: string;
+
+  constructor(message: string, code: string) {
+    super(message);
+    this.code = code;
+  }
+}

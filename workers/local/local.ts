@@ -15,7 +15,9 @@ import { encode, installationTopics, pauseKey, queueNames } from '../messages.ts
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
 import { scheduleScans } from '../populator/scans.ts';
-import { Processor, type RetryPolicy } from '../processor/processor.ts';
+import { Processor } from '../processor/processor.ts';
+import type { RetryPolicy } from '../../lib/retry.ts';
+import { ruleStarts } from './rule-starts.ts';
 import { statusServer } from '../status/api.ts';
 import { StatusProcessor } from '../status/status.ts';
 
@@ -52,7 +54,7 @@ export interface LocalRun {
 export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const { logger } = options;
   const manifests = loadManifests(options.files);
-  const configs = compileBucketConfigs(manifests);
+  const configs = compileBucketConfigs(manifests, ruleStarts(options.stateDir, manifests.rules.keys()));
 
   const problems: Problem[] = [];
   const clients = new Map<string, S3Client>();
@@ -131,6 +133,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       location,
       destination,
       sources: clients,
+      configs,
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
       ...(options.retry !== undefined ? { retry: options.retry } : {}),
     });
@@ -145,7 +148,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     if (topic !== undefined) await populator.followJournal(name, topic);
   }
 
-  const scans = scheduleScans(populator, configs, manifests.locations, sources, logger);
+  const scans = scheduleScans(populator, configs, manifests.locations, sources, logger, { metrics });
 
   const controlProducer = await queue.producer();
   // Consumer groups whose lag /metrics reports.
@@ -183,12 +186,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       }
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
-    ready: () => !stopping && status.ready(),
+    ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled),
     readiness: () => ({ restoring: status.restores() }),
     rules: [...manifests.rules.keys()].sort(),
     backfill(name) {
       const rule = manifests.rules.get(name);
-      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, { onlyRule: name });
+      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, { backfill: new Set([name]) });
     },
   });
   server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');

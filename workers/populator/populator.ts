@@ -1,11 +1,13 @@
 import { GetObjectTaggingCommand, type S3Client } from '@aws-sdk/client-s3';
 import { matchDestinations, needsTags, type BucketReplicationConfig, type MatchedDestination } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
-import type { Metrics } from '../../lib/metrics.ts';
+import { reasonCode, type Metrics } from '../../lib/metrics.ts';
 import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
-import { isNotFound } from '../../lib/s3/errors.ts';
-import type { ChangeRecord } from '../journal/change.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoff, type RetryPolicy } from '../../lib/retry.ts';
+import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
+import { ChangeFailed, type ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
 import { encode, objectKey, queueTasks, type PlannedTask, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
@@ -30,7 +32,12 @@ export interface PopulatorCounters {
   /** Changes that match no enabled destination, or replicas written by this engine. */
   ignored: number;
   malformed: number;
+  /** Changes set aside because the source could not tell what they need (their tags). */
+  failed: number;
 }
+
+/** Tag lookups: a few quick retries of a transient error, then the change is set aside (the SDK retries too). */
+const TAG_RETRY: RetryPolicy = { maxAttempts: 4, baseDelayMs: 200, maxDelayMs: 5_000 };
 
 function wanted(change: ChangeRecord, d: MatchedDestination): boolean {
   if (change.kind === 'deleteMarker') return d.ReplicateDeleteMarkers;
@@ -40,7 +47,7 @@ function wanted(change: ChangeRecord, d: MatchedDestination): boolean {
 
 /** Matches changes against the per-bucket configs and queues one task per object version. */
 export class Populator {
-  readonly counters: PopulatorCounters = { changes: 0, queued: 0, ignored: 0, malformed: 0 };
+  readonly counters: PopulatorCounters = { changes: 0, queued: 0, ignored: 0, malformed: 0, failed: 0 };
   private readonly options: PopulatorOptions;
   private readonly consumers: QueueConsumer[] = [];
   private producer: QueueProducer | undefined;
@@ -56,28 +63,47 @@ export class Populator {
     return this.producer;
   }
 
-  private async tagsOf(change: ChangeRecord): Promise<Record<string, string> | undefined> {
+  /**
+   * The tags of a change's version. An unreachable source is waited for while `active()` (a journal
+   * partition still ours: the next change would wait for it too); without `active` (a scan), and for
+   * any other error, a few retries, then ChangeFailed.
+   */
+  private async tagsOf(change: ChangeRecord, active?: () => boolean): Promise<Record<string, string> | undefined> {
     const client = this.options.sources.get(change.location);
     if (client === undefined) throw new Error(`no S3 client for source location "${change.location}"`);
-    try {
-      const tagging = await client.send(
-        new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, VersionId: change.versionId }),
-      );
-      return Object.fromEntries((tagging.TagSet ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
-    } catch (err) {
-      // Gone since: a later change record covers what replaced it.
-      if (isNotFound(err)) return undefined;
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const tagging = await client.send(
+          new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, VersionId: change.versionId }),
+        );
+        return Object.fromEntries((tagging.TagSet ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
+      } catch (err) {
+        // Gone since: a later change record covers what replaced it.
+        if (isNotFound(err)) return undefined;
+        const kind = classify(err);
+        const waits = kind === 'unavailable' && active !== undefined;
+        if (kind === 'permanent' || (!waits && attempt >= TAG_RETRY.maxAttempts)) {
+          const reason = reasonOf(err);
+          throw new ChangeFailed(`tags of the source version could not be read: ${reason}`, reasonCode(reason));
+        }
+        // Stopping or rebalancing: the change is redelivered to whoever owns the partition next.
+        if (active?.() === false) throw err;
+        await sleep(backoff(Math.min(attempt, TAG_RETRY.maxAttempts), TAG_RETRY));
+      }
     }
   }
 
   /** Queues the task of one change (if it replicates anywhere); resolves once it is durably queued. */
-  async populate(change: ChangeRecord, onlyRule?: string): Promise<void> {
-    await this.queue([await this.plan(change, onlyRule)]);
+  async populate(change: ChangeRecord, active?: () => boolean): Promise<void> {
+    await this.queue([await this.plan(change, { ...(active !== undefined ? { active } : {}) })]);
   }
 
-  /** The task of one change and its `queued` status event; undefined when it replicates nowhere. */
-  async plan(change: ChangeRecord, onlyRule?: string): Promise<PlannedTask | undefined> {
+  /**
+   * The task of one change and its `queued` status event; undefined when it replicates nowhere. With
+   * `backfill`, only those rules are matched, whenever the version was written. Throws ChangeFailed when
+   * the change cannot be matched (its tags unreadable).
+   */
+  async plan(change: ChangeRecord, { backfill, active }: { backfill?: ReadonlySet<string>; active?: () => boolean } = {}): Promise<PlannedTask | undefined> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);
     if (config === undefined || change.isReplica) {
@@ -86,14 +112,16 @@ export class Populator {
     }
     let tags: Record<string, string> | undefined;
     if ((change.kind === 'object' || change.kind === 'tags') && needsTags(config, change.key)) {
-      tags = await this.tagsOf(change);
+      tags = await this.tagsOf(change, active);
       if (tags === undefined) {
         this.counters.ignored++;
         return undefined;
       }
     }
-    const destinations: TaskDestination[] = matchDestinations(config, { key: change.key, ...(tags !== undefined ? { tags } : {}) })
-      .filter((d) => wanted(change, d) && (onlyRule === undefined || d.Rule === onlyRule))
+    const time = Date.parse(change.eventTime);
+    const facts = { key: change.key, ...(tags !== undefined ? { tags } : {}), ...(Number.isNaN(time) ? {} : { time }) };
+    const destinations: TaskDestination[] = matchDestinations(config, facts, backfill)
+      .filter((d) => wanted(change, d))
       .map((d) => ({
         id: d.Id,
         location: d.Location,
@@ -137,17 +165,28 @@ export class Populator {
     this.counters.queued += ready.length;
   }
 
-  private async setAside(message: QueueMessage, location: string, reason: string): Promise<void> {
-    this.counters.malformed++;
-    this.options.metrics?.journalMalformed.inc({ location });
-    this.options.logger.warn('malformed journal message set aside', { location, topic: message.topic, partition: message.partition, offset: message.offset, reason });
+  /** Puts a journal message (or one change of it) on the journal-failed topic with the reason. */
+  private async setAside(message: QueueMessage, location: string, reason: string, change?: ChangeRecord): Promise<void> {
+    const where = { location, topic: message.topic, partition: message.partition, offset: message.offset };
+    if (change === undefined) {
+      this.counters.malformed++;
+      this.options.metrics?.journalMalformed.inc({ location });
+      this.options.logger.warn('malformed journal message set aside', { ...where, reason });
+    } else {
+      this.options.logger.warn('journal change set aside', { ...where, bucket: change.bucket, key: change.key, versionId: change.versionId, reason });
+    }
     const producer = await this.out();
     await producer.send(this.names.journalFailed, [
       {
         ...(message.key !== null ? { key: message.key } : {}),
-        value: encode({ location, topic: message.topic, partition: message.partition, offset: message.offset, reason, value: message.value?.toString('utf8') ?? null }),
+        value: encode({ ...where, reason, ...(change !== undefined ? { change } : { value: message.value?.toString('utf8') ?? null }) }),
       },
     ]);
+  }
+
+  private failed(location: string, err: ChangeFailed): void {
+    this.counters.failed++;
+    this.options.metrics?.populatorFailures.inc({ location, reason: err.code });
   }
 
   /** Follows a source location's notification topic until close(). */
@@ -155,7 +194,7 @@ export class Populator {
     const consumer = await this.options.queue.consumer({ groupId: this.names.populatorGroup(location), topics: [topic], fromBeginning: true });
     this.consumers.push(consumer);
     const limiter = new Limiter(this.options.concurrency ?? 16);
-    await consumeOrdered(consumer, limiter, async (message) => {
+    await consumeOrdered(consumer, limiter, async (message, batch) => {
       let changes: ChangeRecord[];
       try {
         changes = parseNotification(location, message.value);
@@ -165,16 +204,26 @@ export class Populator {
         return;
       }
       this.options.metrics?.journalChanges.inc({ location }, changes.length);
-      for (const change of changes) await this.populate(change);
+      for (const change of changes) {
+        try {
+          await this.populate(change, () => batch.isActive());
+        } catch (err) {
+          if (!(err instanceof ChangeFailed)) throw err;
+          this.failed(location, err);
+          await this.setAside(message, location, err.message, change);
+        }
+      }
     });
   }
 
   /**
    * Lists a source bucket and queues its versions: backfill, and the repair of missed notifications.
-   * With `onlyRule`, only that rule's destinations are queued (a backfill on demand); with `since`, only
-   * versions and delete markers modified at or after that time.
+   * With `backfill`, those rules' destinations are queued, whenever a version was written; without, each
+   * rule queues what was written since it took effect. With `since`, only versions and delete markers
+   * modified at or after that time. A version that cannot be matched is
+   * logged and counted, and the scan goes on (the next scan tries it again).
    */
-  async scan(location: string, bucket: string, options: { onlyRule?: string; since?: Date } = {}): Promise<number> {
+  async scan(location: string, bucket: string, options: { backfill?: ReadonlySet<string>; since?: Date } = {}): Promise<number> {
     const client = this.options.sources.get(location);
     if (client === undefined) throw new Error(`no S3 client for source location "${location}"`);
     const since = options.since?.getTime();
@@ -183,7 +232,13 @@ export class Populator {
       const plans = [];
       for (const change of page) {
         if (since !== undefined && Date.parse(change.eventTime) < since) continue;
-        plans.push(await this.plan(change, options.onlyRule));
+        try {
+          plans.push(await this.plan(change, options.backfill !== undefined ? { backfill: options.backfill } : {}));
+        } catch (err) {
+          if (!(err instanceof ChangeFailed)) throw err;
+          this.failed(location, err);
+          this.options.logger.warn('scanned version not queued', { location, bucket, key: change.key, versionId: change.versionId, reason: err.message });
+        }
         count++;
       }
       await this.queue(plans);

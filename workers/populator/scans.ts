@@ -1,6 +1,7 @@
-import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import type { BucketReplicationConfig, CompiledRule } from '../../lib/config/bucket-config.ts';
 import type { Location } from '../../lib/config/schema.ts';
 import type { Logger } from '../../lib/log/logger.ts';
+import type { Metrics } from '../../lib/metrics.ts';
 import type { Populator } from './populator.ts';
 
 export interface ScanSchedule {
@@ -16,19 +17,23 @@ export const SCAN_OVERLAP_MS = 15 * 60_000;
 
 type ScanReason = 'existing objects' | 'periodic scan';
 
-/** When each location's last scan and last full scan began, so that periodic scans between full ones queue less. */
+const wantsExisting = (r: CompiledRule): boolean => r.ExistingObjectReplication.Status === 'Enabled';
+
+/** When a bucket's last periodic scan and last full one began, so that periodic scans between full ones queue less. */
 interface Watermark {
   lastStart: number;
   lastFull: number;
 }
 
 /**
- * Listing scans of the source buckets of `sources`: once at start for rules asking for their existing
- * objects, and every `journal.scan.intervalSeconds` where a location has a scan journal. A periodic scan
- * is full (every version queued) at start and every `fullIntervalSeconds`; in between it queues only
+ * Listing scans of the source buckets of `sources`: once at start for the rules asking for their
+ * existing objects (those rules alone), and every `journal.scan.intervalSeconds` where a location has a
+ * scan journal (each rule queueing what was written since it took effect). A periodic scan is full
+ * (every version listed) at start and every `fullIntervalSeconds`; in between it queues only
  * versions modified since the previous scan began, less `overlapMs`, so that a large bucket is not
  * re-queued whole every few minutes. Scans run one at a time; a periodic tick while one still runs is
- * dropped rather than queued behind it.
+ * dropped rather than queued behind it. A bucket whose scan fails is logged and counted
+ * (backbeat_scan_failures_total), and the scan goes on with the next bucket.
  */
 export function scheduleScans(
   populator: Populator,
@@ -36,45 +41,58 @@ export function scheduleScans(
   locations: Map<string, Location>,
   sources: Set<string>,
   logger: Logger,
-  { overlapMs = SCAN_OVERLAP_MS }: { overlapMs?: number } = {},
+  { overlapMs = SCAN_OVERLAP_MS, metrics }: { overlapMs?: number; metrics?: Metrics } = {},
 ): ScanSchedule {
+  // Per source bucket: a bucket that fails does not hold back the others, nor move its own watermark.
   const marks = new Map<string, Watermark>();
-  const scanLocation = async (location: string, why: ScanReason): Promise<void> => {
-    const mark = marks.get(location);
+  const scanBucketOf = async (c: BucketReplicationConfig, why: ScanReason): Promise<void> => {
+    const { SourceLocation: location, SourceBucket: bucket } = c;
+    const id = `${location}/${bucket}`;
+    const mark = marks.get(id);
     const fullEveryMs = (locations.get(location)?.spec.journal?.scan?.fullIntervalSeconds ?? 0) * 1000;
     const started = Date.now();
-    // A backfill lists everything; a periodic scan only at start and every fullIntervalSeconds.
-    const full = why === 'existing objects' || mark === undefined || started - mark.lastFull >= fullEveryMs;
+    // A backfill lists everything for the rules that ask for existing objects, and only for them.
+    const backfill = why === 'existing objects' ? new Set(c.Rules.filter(wantsExisting).map((r) => r.ID)) : undefined;
+    // A periodic scan is full at start and every fullIntervalSeconds.
+    const full = backfill !== undefined || mark === undefined || started - mark.lastFull >= fullEveryMs;
     const since = full ? undefined : new Date(mark.lastStart - overlapMs);
-    let versions = 0;
-    for (const c of configs.values()) {
-      if (c.SourceLocation === location) versions += await populator.scan(location, c.SourceBucket, since !== undefined ? { since } : {});
+    const fields = { why, location, bucket, full, ...(since !== undefined ? { since: since.toISOString() } : {}) };
+    let versions: number;
+    try {
+      versions = await populator.scan(location, bucket, { ...(since !== undefined ? { since } : {}), ...(backfill !== undefined ? { backfill } : {}) });
+    } catch (err) {
+      // Only a periodic scan that went through moves the watermark: after a failure the next one looks as far back.
+      metrics?.scanFailures.inc({ location, bucket });
+      logger.error('scan of a source bucket failed; the next scan tries again', { ...fields, error: err });
+      return;
     }
-    // Only a scan that went through moves the watermark: after a failure the next one looks as far back.
-    marks.set(location, { lastStart: started, lastFull: full ? started : mark.lastFull });
-    logger.info('scan queued changes', { why, location, full, ...(since !== undefined ? { since: since.toISOString() } : {}), versions });
+    if (backfill === undefined) marks.set(id, { lastStart: started, lastFull: full ? started : mark.lastFull });
+    metrics?.scanCompleted.set({ location, bucket }, Date.now() / 1000);
+    logger.info('scan queued changes', { ...fields, versions });
   };
   let scanning: Promise<unknown> = Promise.resolve();
   let scansQueued = 0;
-  const safeScan = (why: ScanReason, locationsToScan: string[]): void => {
+  const safeScan = (why: ScanReason, buckets: BucketReplicationConfig[]): void => {
     if (why === 'periodic scan' && scansQueued > 0) return;
     scansQueued++;
     scanning = scanning
       .then(async () => {
-        for (const l of locationsToScan) await scanLocation(l, why);
+        for (const c of buckets) await scanBucketOf(c, why);
       })
       .catch((err: unknown) => {
         logger.error('scan failed', { why, error: err });
       })
       .finally(() => scansQueued--);
   };
-  const backfill = new Set([...configs.values()].filter((c) => sources.has(c.SourceLocation) && c.Rules.some((r) => r.ExistingObjectReplication.Status === 'Enabled')).map((c) => c.SourceLocation));
-  if (backfill.size > 0) safeScan('existing objects', [...backfill]);
+  const scanned = [...configs.values()].filter((c) => sources.has(c.SourceLocation));
+  const backfills = scanned.filter((c) => c.Rules.some(wantsExisting));
+  if (backfills.length > 0) safeScan('existing objects', backfills);
   const timers = [...sources].flatMap((name) => {
     const scan = locations.get(name)?.spec.journal?.scan;
     if (scan === undefined) return [];
-    safeScan('periodic scan', [name]);
-    return [setInterval(() => safeScan('periodic scan', [name]), scan.intervalSeconds * 1000)];
+    const buckets = scanned.filter((c) => c.SourceLocation === name);
+    safeScan('periodic scan', buckets);
+    return [setInterval(() => safeScan('periodic scan', buckets), scan.intervalSeconds * 1000)];
   });
   return {
     async stop() {

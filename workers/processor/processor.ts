@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
+import { backoff, DEFAULT_RETRY, type RetryPolicy } from '../../lib/retry.ts';
 import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
@@ -10,15 +12,6 @@ import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '.
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { decode, encode, isPaused, objectKey, pauseKey, type PauseState, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
-
-export interface RetryPolicy {
-  /** Attempts for a transient failure (5xx, throttling) before the object is FAILED. */
-  maxAttempts: number;
-  baseDelayMs: number;
-  maxDelayMs: number;
-}
-
-export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 8, baseDelayMs: 500, maxDelayMs: 30_000 };
 
 export interface ProcessorOptions {
   queue: Queue;
@@ -32,6 +25,11 @@ export interface ProcessorOptions {
   retry?: Partial<RetryPolicy>;
   names?: QueueNames;
   metrics?: Metrics;
+  /**
+   * The per-bucket configs as this worker knows them: a delete (marker or version) is carried out only
+   * while its rule still asks for it. Without them, tasks are acted on as queued.
+   */
+  configs?: ReadonlyMap<string, BucketReplicationConfig>;
 }
 
 export interface ProcessorCounters {
@@ -42,15 +40,23 @@ export interface ProcessorCounters {
   retries: number;
 }
 
+/**
+ * Why a delete queued under an earlier form of its rule is no longer wanted (the rule gone, the
+ * destination dropped, the delete handling turned off): nothing is deleted then. Copies are not held
+ * back this way: a worker whose config is older than the task's must not drop it.
+ */
+export function deleteNoLongerWanted(configs: ReadonlyMap<string, BucketReplicationConfig>, task: ReplicationTask, d: TaskDestination): string | undefined {
+  if (task.kind !== 'versionDelete' && task.kind !== 'deleteMarker') return undefined;
+  const rule = configs.get(`${task.source.location}/${task.source.bucket}`)?.Rules.find((r) => r.ID === d.rule);
+  if (rule === undefined) return `rule "${d.rule}" no longer exists: nothing deleted`;
+  if (!rule.Destinations.some((x) => x.Id === d.id)) return `rule "${d.rule}" no longer sends to ${d.id}: nothing deleted`;
+  const [handling, what] = task.kind === 'versionDelete' ? [rule.VersionDeleteReplication, 'version deletes'] : [rule.DeleteMarkerReplication, 'delete markers'];
+  return handling.Status === 'Enabled' ? undefined : `rule "${d.rule}" no longer replicates ${what}: nothing deleted`;
+}
+
 /** Stops the work of a batch that is no longer ours (stop, rebalance): its offset stays uncommitted. */
 class Stopped extends Error {
   override name = 'Stopped';
-}
-
-/** Exponential backoff with full jitter: spreads retries of many objects after a shared outage. */
-export function backoff(attempt: number, policy: RetryPolicy): number {
-  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(attempt - 1, 30));
-  return Math.round(cap / 2 + (Math.random() * cap) / 2);
 }
 
 export class Processor {
@@ -68,6 +74,7 @@ export class Processor {
   private transitions: Promise<void> = Promise.resolve();
   private following = false;
   private closed = false;
+  private failedTransitions = 0;
 
   constructor(options: ProcessorOptions) {
     this.options = options;
@@ -139,16 +146,33 @@ export class Processor {
           this.resumeTimer = setTimeout(() => void this.reconcile(), Math.max(0, Date.parse(until) - Date.now()) + 10);
         }
       })
+      .then(() => {
+        this.failedTransitions = 0;
+      })
       .catch((err: unknown) => {
-        this.log.error('pause or resume failed', { error: err });
+        // A (re)subscription that failed is tried again: a processor never idles while it looks healthy.
+        const retryInMs = Math.min(30_000, 1_000 * 2 ** Math.min(this.failedTransitions++, 5));
+        this.log.error('pause or resume failed; retrying', { error: err, retryInMs });
+        clearTimeout(this.resumeTimer);
+        if (!this.closed) this.resumeTimer = setTimeout(() => void this.reconcile(), retryInMs);
       });
     return this.transitions;
   }
 
+  /** Whether this processor does what its pause state says: consuming unless paused. */
+  get settled(): boolean {
+    return this.closed || isPaused(this.pauseState) === (this.consumer === undefined);
+  }
+
   private async consume(): Promise<void> {
     const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true });
+    try {
+      await consumeOrdered(consumer, this.limiter, (message, b) => this.handle(message, b));
+    } catch (err) {
+      await consumer.close().catch(() => undefined);
+      throw err;
+    }
     this.consumer = consumer;
-    await consumeOrdered(consumer, this.limiter, (message, b) => this.handle(message, b));
   }
 
   private async handle(message: QueueMessage, batch: Batch): Promise<void> {
@@ -201,6 +225,11 @@ export class Processor {
     const source = this.options.sources.get(task.source.location);
     const none: Outcome = { state: 'COMPLETED', bytes: 0 };
     if (source === undefined) return { outcome: none, attempts: 0, failure: `unknown source location "${task.source.location}"` };
+    const unwanted = this.options.configs !== undefined ? deleteNoLongerWanted(this.options.configs, task, d) : undefined;
+    if (unwanted !== undefined) {
+      this.log.info('delete not replicated', { key: task.source.key, versionId: task.source.versionId, destination: d.id, reason: unwanted });
+      return { outcome: { state: 'SKIPPED', reason: unwanted, bytes: 0 }, attempts: 0 };
+    }
     const ctx = { source, destination: this.options.destination };
     for (let attempt = 1; ; attempt++) {
       try {

@@ -38,6 +38,8 @@ export interface WorkerOptions {
   brokers: string[];
   prefix?: string;
   partitions?: number;
+  /** Replicas of the topics created (unset: min(3, brokers)). */
+  replicationFactor?: number;
   listenHost?: string;
   listenPort?: number;
   concurrency?: number;
@@ -103,7 +105,7 @@ async function populator(ctx: RoleContext): Promise<RoleRun> {
 /** The listing scans of a source location (periodic repair, existing objects): one replica, so each listing runs once. */
 function scanner(ctx: RoleContext): Promise<RoleRun> {
   const { location, configs, populator: p } = sourcePopulator(ctx);
-  const scans = scheduleScans(p, configs, ctx.config.locations, new Set([location]), ctx.logger);
+  const scans = scheduleScans(p, configs, ctx.config.locations, new Set([location]), ctx.logger, { metrics: ctx.metrics });
   return Promise.resolve({
     lagGroups: [],
     async stop() {
@@ -130,10 +132,12 @@ async function processor(ctx: RoleContext): Promise<RoleRun> {
     location,
     destination: ctx.client(location),
     sources,
+    configs: ctx.config.buckets,
     ...(ctx.options.concurrency !== undefined ? { concurrency: ctx.options.concurrency } : {}),
   });
   await p.start();
-  return { lagGroups: [[ctx.names.processorGroup(location), ctx.names.replication]], stop: () => p.close() };
+  // Not ready while it should consume and does not (a subscription failed and is being retried).
+  return { lagGroups: [[ctx.names.processorGroup(location), ctx.names.replication]], ready: () => p.settled, stop: () => p.close() };
 }
 
 function transientSources(ctx: RoleContext): Set<string> {
@@ -233,7 +237,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
         rules: [...rules.keys()].sort(),
         backfill(name) {
           const c = rules.get(name);
-          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, { onlyRule: name });
+          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, { backfill: new Set([name]) });
         },
       }),
     async stop() {
@@ -263,7 +267,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
     return c;
   };
   const logger = options.logger.child({ role: options.role, ...(options.location !== undefined ? { location: options.location } : {}) });
-  const queue = kafkaQueue({ brokers: options.brokers, clientId: `backbeat-${options.role}`, logger });
+  const queue = kafkaQueue({ brokers: options.brokers, clientId: `backbeat-${options.role}`, logger, ...(options.replicationFactor !== undefined ? { replicationFactor: options.replicationFactor } : {}) });
   const names = queueNames(options.prefix);
   const admin = await queue.admin();
   await admin.ensureTopics(installationTopics(names, options.partitions ?? 8, [...config.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : []))));

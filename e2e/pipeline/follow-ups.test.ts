@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GetObjectTaggingCommand, PutBucketNotificationConfigurationCommand, PutObjectCommand, PutObjectTaggingCommand } from '@aws-sdk/client-s3';
+import { GetObjectTaggingCommand, HeadObjectCommand, ListObjectVersionsCommand, PutBucketNotificationConfigurationCommand, PutObjectCommand, PutObjectTaggingCommand } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
 import { createLogger } from '../../lib/log/logger.ts';
+import { REPLICA_VERSION_META } from '../../workers/journal/change.ts';
 import { startLocal, type LocalRun } from '../../workers/local/local.ts';
 import { minio, sharedKafka } from '../harness/env.ts';
 import { faultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
@@ -84,5 +85,25 @@ describe('failures of changes to a completed version (real Kafka journal, MinIO 
     await eventually(async () => assert.deepEqual(await replicaTags(), ['stage=final']), 60_000, 500);
     await eventually(() => assert.deepEqual([...local.status.allFailed()], []), 30_000, 250);
     assert.equal(local.status.lookup('src', 'docs', 'report.pdf')[0]?.state, 'COMPLETED');
+  });
+
+  it('sets a tag change of a non-current version on that version\'s replica', async () => {
+    const v1 = await src.client().send(new PutObjectCommand({ Bucket: 'docs', Key: 'history.txt', Body: 'v1', Tagging: 'stage=draft' }));
+    const v2 = await src.client().send(new PutObjectCommand({ Bucket: 'docs', Key: 'history.txt', Body: 'v2' }));
+    for (const v of [v1, v2]) await eventually(() => assert.equal(local.status.lookup('src', 'docs', 'history.txt', v.VersionId)[0]?.state, 'COMPLETED'), 60_000, 250);
+    // v1 is no longer current on either side; its tags change.
+    await src.client().send(new PutObjectTaggingCommand({ Bucket: 'docs', Key: 'history.txt', VersionId: v1.VersionId, Tagging: { TagSet: [{ Key: 'stage', Value: 'archived' }] } }));
+    const replicaOfV1 = async (): Promise<string[]> => {
+      const versions = (await dst.client().send(new ListObjectVersionsCommand({ Bucket: 'docs', Prefix: 'history.txt' }))).Versions ?? [];
+      for (const v of versions) {
+        const head = await dst.client().send(new HeadObjectCommand({ Bucket: 'docs', Key: 'history.txt', VersionId: v.VersionId }));
+        if (head.Metadata?.[REPLICA_VERSION_META] !== v1.VersionId) continue;
+        return ((await dst.client().send(new GetObjectTaggingCommand({ Bucket: 'docs', Key: 'history.txt', VersionId: v.VersionId }))).TagSet ?? []).map((t) => `${t.Key ?? ''}=${t.Value ?? ''}`);
+      }
+      return [];
+    };
+    await eventually(async () => assert.deepEqual(await replicaOfV1(), ['stage=archived']), 60_000, 500);
+    const current = await dst.client().send(new GetObjectTaggingCommand({ Bucket: 'docs', Key: 'history.txt' }));
+    assert.deepEqual(current.TagSet ?? [], [], 'the current replica (v2) keeps its own tags');
   });
 });

@@ -19,7 +19,7 @@ import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_SOURCE_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
-import { currentState, keyHistory, replicaOf, type Current } from './s3-state.ts';
+import { currentState, keyHistory, replicaVersions, type Current } from './s3-state.ts';
 
 export interface CopyContext {
   source: S3Client;
@@ -183,16 +183,21 @@ async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskD
   return copyObject(ctx, task, d);
 }
 
+/** Sets the source version's tags on its replica, current or not; a version not replicated yet is copied whole. */
 async function replicateTags(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
   const current = await currentState(ctx.destination, d.bucket, destKey);
-  if (current.kind !== 'object' || current.replicaOf !== task.source.versionId) {
-    // The version itself is not there (yet): copy it whole, tags included.
-    return replicateObject(ctx, task, d, destKey);
+  const replicas = current.kind === 'object' && current.replicaOf === task.source.versionId ? [current.versionId] : await replicaVersions(ctx.destination, d.bucket, destKey, task.source.versionId);
+  if (replicas.length === 0) return replicateObject(ctx, task, d, destKey);
+  let tags: { Key: string; Value: string }[];
+  try {
+    tags = await sourceTags(ctx, task);
+  } catch (err) {
+    if (isNotFound(err)) return skipped('source version no longer exists');
+    throw err;
   }
-  const tags = await sourceTags(ctx, task);
-  await ctx.destination.send(
-    new PutObjectTaggingCommand({ Bucket: d.bucket, Key: destKey, VersionId: current.versionId, Tagging: { TagSet: tags } }),
-  );
+  for (const versionId of replicas) {
+    await ctx.destination.send(new PutObjectTaggingCommand({ Bucket: d.bucket, Key: destKey, VersionId: versionId, Tagging: { TagSet: tags } }));
+  }
   return done();
 }
 
@@ -208,14 +213,9 @@ async function replicateDeleteMarker(ctx: CopyContext, task: ReplicationTask, d:
 
 /** Permanently deletes the replica versions of a source version that was permanently deleted (opt-in). */
 async function replicateVersionDelete(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
-  let removed = 0;
-  for (const entry of await keyHistory(ctx.destination, d.bucket, destKey)) {
-    if (entry.isDeleteMarker) continue;
-    if ((await replicaOf(ctx.destination, d.bucket, destKey, entry.versionId)) !== task.source.versionId) continue;
-    await ctx.destination.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: destKey, VersionId: entry.versionId }));
-    removed++;
-  }
-  return done(removed === 0 ? 'no replica of this version' : undefined);
+  const replicas = await replicaVersions(ctx.destination, d.bucket, destKey, task.source.versionId);
+  for (const versionId of replicas) await ctx.destination.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: destKey, VersionId: versionId }));
+  return done(replicas.length === 0 ? 'no replica of this version' : undefined);
 }
 
 /** Makes destination `d` reflect the task's change. Idempotent: a repeat finds the work done. Throws S3 errors. */

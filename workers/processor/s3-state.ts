@@ -59,6 +59,15 @@ export async function currentState(client: S3Client, bucket: string, key: string
   return { kind: 'object', versionId, replicaOf: await replicaOf(client, bucket, key, versionId) };
 }
 
+/** The versions of `key` that replicate source version `sourceVersionId`, newest first (one, unless a copy was repeated). */
+export async function replicaVersions(client: S3Client, bucket: string, key: string, sourceVersionId: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const entry of await keyHistory(client, bucket, key)) {
+    if (!entry.isDeleteMarker && (await replicaOf(client, bucket, key, entry.versionId)) === sourceVersionId) found.push(entry.versionId);
+  }
+  return found;
+}
+
 /** The source version a replica version copies; undefined when it is not a replica (or is gone). */
 export async function replicaOf(client: S3Client, bucket: string, key: string, versionId: string): Promise<string | undefined> {
   try {

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { requireBinary } from './binaries.ts';
 import { freePort } from './net.ts';
-import { ManagedProcess, logTail, ComponentStartError } from './process.ts';
+import { ManagedProcess, logTail, ComponentStartError, type ReadyCheck } from './process.ts';
 import { runDir } from './run-dir.ts';
 
 const run = promisify(execFile);
@@ -34,93 +34,127 @@ function javaArgs(dir: string, libs: string): string[] {
   ];
 }
 
-/** A single-node KRaft Kafka (broker and controller in one JVM) on free loopback ports. */
-export async function startKafka(name = 'kafka'): Promise<KafkaServer> {
+/** One node of a KRaft cluster: a broker and a controller in one JVM. */
+export interface KafkaNode {
+  id: number;
+  broker: string;
+  process: ManagedProcess;
+  /** SIGKILL, as a crash or a lost machine would. */
+  kill(): Promise<void>;
+  /** Starts it again on the same ports and data; resolves once the cluster counts it again. */
+  start(): Promise<void>;
+}
+
+export interface KafkaCluster {
+  brokers: string[];
+  nodes: KafkaNode[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A KRaft cluster of `size` nodes, each broker and controller, on free loopback ports. Internal topics
+ * get min(3, size) replicas, as production would.
+ */
+export async function startKafkaCluster(name: string, size: number): Promise<KafkaCluster> {
   const libs = requireBinary('kafkaLibs');
-  const dir = join(runDir(), name);
-  mkdirSync(join(dir, 'data'), { recursive: true });
-  const [port, controllerPort] = [await freePort(), await freePort()];
-  writeFileSync(
-    join(dir, 'server.properties'),
-    [
-      'process.roles=broker,controller',
-      'node.id=1',
-      `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
-      `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-      `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
-      'controller.listener.names=CONTROLLER',
-      'inter.broker.listener.name=PLAINTEXT',
-      'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
-      `log.dirs=${join(dir, 'data')}`,
-      'num.partitions=1',
-      'default.replication.factor=1',
-      'offsets.topic.replication.factor=1',
-      'offsets.topic.num.partitions=1',
-      'transaction.state.log.replication.factor=1',
-      'transaction.state.log.min.isr=1',
-      'transaction.state.log.num.partitions=1',
-      'group.initial.rebalance.delay.ms=0',
-      'auto.create.topics.enable=false',
-      '',
-    ].join('\n'),
-  );
-  writeFileSync(
-    join(dir, 'log4j.properties'),
-    [
-      'log4j.rootLogger=WARN, stdout',
-      'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
-      'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
-      'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
-      'log4j.logger.kafka.server.KafkaServer=INFO',
-      'log4j.logger.kafka.server.BrokerServer=INFO',
-      '',
-    ].join('\n'),
-  );
-  const logFile = join(dir, 'kafka.log');
+  const ports = await Promise.all(Array.from({ length: size }, async () => ({ broker: await freePort(), controller: await freePort() })));
+  const voters = ports.map((p, i) => `${String(i + 1)}@127.0.0.1:${String(p.controller)}`).join(',');
+  const brokers = ports.map((p) => `127.0.0.1:${String(p.broker)}`);
+  const replicas = String(Math.min(3, size));
   // A KRaft cluster id is 16 random bytes in URL-safe base64; one starting with '-' would read as an
   // option to StorageTool (a start failing once in 64).
   const clusterId = `A${randomBytes(16).toString('base64url').slice(1)}`;
-  try {
-    await run(
-      'java',
-      [...javaArgs(dir, libs), 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', join(dir, 'server.properties'), '--ignore-formatted'],
-      { timeout: 60_000 },
+  const nodes: (KafkaNode & { ready: ReadyCheck })[] = [];
+  for (const [i, p] of ports.entries()) {
+    const id = i + 1;
+    const dir = join(runDir(), size === 1 ? name : `${name}-${String(id)}`);
+    mkdirSync(join(dir, 'data'), { recursive: true });
+    writeFileSync(
+      join(dir, 'server.properties'),
+      [
+        'process.roles=broker,controller',
+        `node.id=${String(id)}`,
+        `controller.quorum.voters=${voters}`,
+        `listeners=PLAINTEXT://127.0.0.1:${String(p.broker)},CONTROLLER://127.0.0.1:${String(p.controller)}`,
+        `advertised.listeners=PLAINTEXT://127.0.0.1:${String(p.broker)}`,
+        'controller.listener.names=CONTROLLER',
+        'inter.broker.listener.name=PLAINTEXT',
+        'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+        `log.dirs=${join(dir, 'data')}`,
+        'num.partitions=1',
+        `default.replication.factor=${replicas}`,
+        `offsets.topic.replication.factor=${replicas}`,
+        'offsets.topic.num.partitions=1',
+        `transaction.state.log.replication.factor=${replicas}`,
+        'transaction.state.log.min.isr=1',
+        'transaction.state.log.num.partitions=1',
+        'group.initial.rebalance.delay.ms=0',
+        'auto.create.topics.enable=false',
+        '',
+      ].join('\n'),
     );
-  } catch (err) {
-    throw new ComponentStartError(`${name}: formatting the KRaft storage failed: ${(err as Error).message}\n${logTail(logFile)}`);
+    writeFileSync(
+      join(dir, 'log4j.properties'),
+      [
+        'log4j.rootLogger=WARN, stdout',
+        'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
+        'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
+        'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
+        'log4j.logger.kafka.server.KafkaServer=INFO',
+        'log4j.logger.kafka.server.BrokerServer=INFO',
+        '',
+      ].join('\n'),
+    );
+    const logFile = join(dir, 'kafka.log');
+    try {
+      await run('java', [...javaArgs(dir, libs), 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', join(dir, 'server.properties'), '--ignore-formatted'], { timeout: 60_000 });
+    } catch (err) {
+      throw new ComponentStartError(`${name}: formatting the KRaft storage of node ${String(id)} failed: ${(err as Error).message}\n${logTail(logFile)}`);
+    }
+    const proc = new ManagedProcess({ name: size === 1 ? name : `${name}-${String(id)}`, command: 'java', args: [...javaArgs(dir, libs), 'kafka.Kafka', join(dir, 'server.properties')], env: { KAFKA_HEAP_OPTS: '' }, logFile });
+    // A node is up once the cluster's metadata, asked of it, lists it among the brokers.
+    const broker = brokers[i] ?? '';
+    const ready: ReadyCheck = { probe: () => brokerAnswers([broker], id), timeoutMs: 90_000, intervalMs: 500 };
+    nodes.push({ id, broker, process: proc, ready, kill: () => proc.kill(), start: () => proc.start(ready) });
   }
-  const proc = new ManagedProcess({
-    name,
-    command: 'java',
-    args: [...javaArgs(dir, libs), 'kafka.Kafka', join(dir, 'server.properties')],
-    env: { KAFKA_HEAP_OPTS: '' },
-    logFile,
-  });
-  const brokers = [`127.0.0.1:${port}`];
-  const ready = { probe: () => brokerAnswers(brokers), timeoutMs: 90_000, intervalMs: 500 };
-  await proc.start(ready);
+  // The controllers need their quorum to elect a leader: every node starts at once.
+  await Promise.all(nodes.map((n) => n.start()));
   return {
     brokers,
-    process: proc,
-    async restart() {
-      await proc.stop();
-      await proc.start(ready);
+    nodes,
+    async stop() {
+      await Promise.all(nodes.map((n) => n.process.stop()));
     },
-    async crash() {
-      await proc.kill();
-      await proc.start(ready);
-    },
-    stop: () => proc.stop(),
   };
 }
 
-/** True once the broker answers metadata requests and its controller has registered it. */
-async function brokerAnswers(brokers: string[]): Promise<boolean> {
+/** A single-node KRaft Kafka (broker and controller in one JVM) on free loopback ports. */
+export async function startKafka(name = 'kafka'): Promise<KafkaServer> {
+  const { brokers, nodes } = await startKafkaCluster(name, 1);
+  const [node] = nodes;
+  if (node === undefined) throw new Error('a cluster of one has one node');
+  return {
+    brokers,
+    process: node.process,
+    async restart() {
+      await node.process.stop();
+      await node.start();
+    },
+    async crash() {
+      await node.kill();
+      await node.start();
+    },
+    stop: () => node.process.stop(),
+  };
+}
+
+/** True once the broker answers metadata requests, lists node `id` among the brokers and knows a controller. */
+async function brokerAnswers(brokers: string[], id: number): Promise<boolean> {
   const admin = new Kafka({ brokers, clientId: 'harness-probe', logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();
   try {
     await admin.connect();
     const cluster = await admin.describeCluster();
-    return cluster.brokers.length > 0 && cluster.controller !== null;
+    return cluster.brokers.some((b) => b.nodeId === id) && cluster.controller !== null;
   } catch {
     return false;
   } finally {

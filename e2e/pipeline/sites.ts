@@ -44,10 +44,13 @@ export function locationManifest(name: string, endpoint: string, credentials: S3
     .join('---\n');
 }
 
-/** Kafka plus three MinIO sites: site A publishes its bucket notifications to Kafka (the journal). */
-/** `specs` adds Location spec fields per site (site A always has its Kafka journal). */
-export async function startSites(name: string, specs: { a?: Record<string, unknown>; b?: Record<string, unknown> } = {}): Promise<Sites> {
-  const kafka = await sharedKafka();
+/**
+ * Kafka plus three MinIO sites: site A publishes its bucket notifications to Kafka (the journal).
+ * `specs` adds Location spec fields per site (site A always has its Kafka journal); `brokers` is another
+ * Kafka than the shared one.
+ */
+export async function startSites(name: string, specs: { a?: Record<string, unknown>; b?: Record<string, unknown> } = {}, brokers?: string[]): Promise<Sites> {
+  const kafka = brokers !== undefined ? { brokers } : await sharedKafka();
   const journalTopic = `journal-${name}-${randomUUID().slice(0, 8)}`;
   const [a, b, c] = [
     await minio({ name: `${name}-a`, notifyKafka: { brokers: kafka.brokers, topic: journalTopic } }),

@@ -24,6 +24,8 @@ export interface QueueNames {
   gc: string;
   /** Compacted: operator controls, e.g. the pause state of each destination location. */
   control: string;
+  /** Compacted: the multipart uploads this engine has under way, by destination and key (see processor/uploads.ts). */
+  uploads: string;
   /** Compacted: replicated/pending/failed counts per source bucket and destination, for the operator. */
   figures: string;
   populatorGroup(location: string): string;
@@ -41,6 +43,7 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
     journalFailed: `${prefix}-journal-failed`,
     gc: `${prefix}-gc`,
     control: `${prefix}-control`,
+    uploads: `${prefix}-uploads`,
     figures: `${prefix}-figures`,
     populatorGroup: (location) => `${prefix}-populator-${location}`,
     processorGroup: (location) => `${prefix}-processor-${location}`,
@@ -184,6 +187,7 @@ export function installationTopics(names: QueueNames, partitions: number, journa
     { topic: names.journalFailed, partitions: 1 },
     { topic: names.gc, partitions },
     { topic: names.control, partitions: 1, config: compact },
+    { topic: names.uploads, partitions: 1, config: compact },
     { topic: names.figures, partitions: 1, config: compact },
     ...[...new Set(journalTopics)].map((topic) => ({ topic, partitions })),
   ];

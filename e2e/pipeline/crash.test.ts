@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListPartsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { startBackbeat, type RunningBackbeat } from './backbeat.ts';
 import { body, head, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
@@ -36,11 +39,13 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
     }
     const done = await a.send(new CompleteMultipartUploadCommand({ Bucket: 'media', Key: 'big.bin', UploadId, MultipartUpload: { Parts: etags } }));
 
-    // Wait for the copy to be under way on the destination, then kill the process outright.
+    // Wait for the copy to be under way on the destination (two parts there), then kill the process outright.
     await eventually(
       async () => {
-        const uploads = await b.send(new ListMultipartUploadsCommand({ Bucket: 'media-b' }));
-        assert.ok((uploads.Uploads ?? []).some((u) => u.Key === 'big.bin'), 'copy not started yet');
+        const upload = ((await b.send(new ListMultipartUploadsCommand({ Bucket: 'media-b' }))).Uploads ?? []).find((u) => u.Key === 'big.bin');
+        assert.ok(upload !== undefined, 'copy not started yet');
+        const uploaded = await b.send(new ListPartsCommand({ Bucket: 'media-b', Key: 'big.bin', UploadId: upload.UploadId }));
+        assert.ok((uploaded.Parts ?? []).length >= 2, 'fewer than two parts there yet');
       },
       60_000,
       20,
@@ -58,6 +63,11 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
     );
     const h = await head(b, 'media-b', 'big.bin');
     assert.equal(h.ETag, done.ETag);
+    // Resumed from the parts the killed process had uploaded, and no upload of it left behind.
+    const resumed = readFileSync(join(runDir(), 'backbeat-crash.log'), 'utf8').split('\n').filter((l) => l.includes('"multipart copy resumed"'));
+    assert.equal(resumed.length, 1, 'one resumed copy');
+    assert.ok((JSON.parse(resumed[0] ?? '{}') as { partsAlreadyThere: number }).partsAlreadyThere >= 2);
+    assert.deepEqual((await b.send(new ListMultipartUploadsCommand({ Bucket: 'media-b' }))).Uploads ?? [], []);
     assert.equal(md5(await body(b, 'media-b', 'big.bin')), md5(Buffer.concat(parts)));
 
     // The CLI's view of one object, per destination, with source and replica ETags.

@@ -75,6 +75,8 @@ function replaceFile(file: string, text: string): void {
 }
 
 const MAX_BATCH = 500;
+/** The signal of a batch never taken away. */
+const NEVER = new AbortController().signal;
 const COMMIT_FLUSH_MS = 100;
 const RETAIN_INTERVAL_MS = 60_000;
 
@@ -419,7 +421,8 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
             continue;
           }
           const messages = part.messages.slice(from, from + MAX_BATCH);
-          const batch: Batch = { topic, partition, messages, heartbeat: () => Promise.resolve(), isActive: () => state.running };
+          // One member per group here: a partition is only taken away by a stop, which waits for the batch.
+          const batch: Batch = { topic, partition, messages, heartbeat: () => Promise.resolve(), isActive: () => state.running, signal: NEVER };
           try {
             await handlers.onBatch(batch);
           } catch {

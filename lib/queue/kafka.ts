@@ -17,6 +17,17 @@ import type {
   Written,
 } from './queue.ts';
 
+/** Group errors that mean this member's partitions are being (or were) given to others. */
+const LOSING_PARTITIONS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID', 'NOT_COORDINATOR_FOR_GROUP', 'FENCED_INSTANCE_ID']);
+
+/**
+ * Group timings, set rather than left to kafkajs: a member that stops heartbeating is out after the
+ * session timeout, a rebalance waits up to the rebalance timeout for members to give up their
+ * partitions, and work in flight gets DRAIN_MS (less than that) to finish before it is aborted.
+ */
+export const GROUP_TIMINGS = { sessionTimeout: 30_000, rebalanceTimeout: 60_000, heartbeatInterval: 3_000 } as const;
+export const DRAIN_MS = 15_000;
+
 export interface KafkaOptions {
   brokers: string[];
   clientId: string;
@@ -301,7 +312,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
 
     async consumer(opts: ConsumerOptions): Promise<QueueConsumer> {
       // A stop waits for the fetch under way: a long poll of 1 s, not kafkajs' 5 s, keeps stops short.
-      const consumer = kafka.consumer({ groupId: opts.groupId, allowAutoTopicCreation: false, maxWaitTimeInMs: 1_000 });
+      const consumer = kafka.consumer({ groupId: opts.groupId, allowAutoTopicCreation: false, maxWaitTimeInMs: 1_000, ...GROUP_TIMINGS });
       await settle(`joining ${opts.groupId}`, async () => {
         await consumer.connect();
         await consumer.subscribe({ topics: opts.topics, fromBeginning: opts.fromBeginning ?? false });
@@ -328,13 +339,36 @@ export function kafkaQueue(options: KafkaOptions): Queue {
                 const done = committed.get(`${batch.topic}/${batch.partition}`);
                 if (done !== undefined && BigInt(done) > BigInt(batch.firstOffset() ?? done)) payload.resolveOffset((BigInt(done) - 1n).toString());
               };
+              // The fence of this batch: once the group takes the partition away (a heartbeat says a
+              // rebalance is under way, or this member was evicted) or the consumer stops, no new work
+              // starts, and what runs is aborted after DRAIN_MS.
+              const fence = new AbortController();
+              let losing = false;
+              let drain: NodeJS.Timeout | undefined;
+              const lose = (why: string): void => {
+                if (drain !== undefined) return;
+                losing = true;
+                log.info('partition being taken away: no new work, work in flight drains', { group: opts.groupId, topic: batch.topic, partition: batch.partition, why, drainMs: DRAIN_MS });
+                drain = setTimeout(() => fence.abort(new Error(`${batch.topic}/${String(batch.partition)} is no longer ours`)), DRAIN_MS);
+              };
+              const isActive = (): boolean => !losing && payload.isRunning() && !payload.isStale();
               try {
                 await handlers.onBatch({
                   topic: batch.topic,
                   partition: batch.partition,
                   messages,
-                  heartbeat: () => payload.heartbeat(),
-                  isActive: () => payload.isRunning() && !payload.isStale(),
+                  async heartbeat() {
+                    if (!payload.isRunning()) lose('the consumer is stopping');
+                    try {
+                      await payload.heartbeat();
+                    } catch (err) {
+                      const type = (err as { type?: string }).type ?? '';
+                      if (LOSING_PARTITIONS.has(type)) lose(type);
+                      throw err;
+                    }
+                  },
+                  isActive,
+                  signal: fence.signal,
                 });
               } catch (err) {
                 resolveCommitted();
@@ -343,6 +377,8 @@ export function kafkaQueue(options: KafkaOptions): Queue {
                 // kafkajs' retries the consumer restarts and rejoins. A bug repeats, loudly, instead of idling.
                 log.error('batch failed; it is fetched again from its last commit', { group: opts.groupId, topic: batch.topic, partition: batch.partition, error: err });
                 throw Object.assign(new Error(`batch of ${batch.topic}/${String(batch.partition)} failed: ${(err as Error).message}`), { retriable: true });
+              } finally {
+                clearTimeout(drain);
               }
               resolveCommitted();
             },

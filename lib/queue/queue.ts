@@ -98,6 +98,12 @@ export interface Batch {
   heartbeat(): Promise<void>;
   /** False once the consumer is stopping or the partition is being taken away: start no new work. */
   isActive(): boolean;
+  /**
+   * Aborted when work still running on this batch must end: the partition was taken away (or the
+   * consumer stops) and the drain time is over. S3 calls take it as their abortSignal; what they
+   * did not finish is redelivered to the partition's next owner.
+   */
+  signal: AbortSignal;
 }
 
 export interface ConsumerHandlers {

@@ -65,3 +65,16 @@ export function createS3Client(options: S3EndpointOptions): S3Client {
     logger: SILENT,
   });
 }
+
+/**
+ * The same client with every request bound to `signal`: once it aborts, requests under way reject
+ * (an AbortError) and new ones fail at once. The connection pool stays shared.
+ */
+export function abortable(client: S3Client, signal: AbortSignal): S3Client {
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      if (prop !== 'send') return Reflect.get(target, prop, receiver) as unknown;
+      return (command: Parameters<S3Client['send']>[0], options?: Parameters<S3Client['send']>[1]) => target.send(command, { ...(typeof options === 'object' ? options : {}), abortSignal: signal });
+    },
+  });
+}

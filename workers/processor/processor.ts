@@ -9,9 +9,11 @@ import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import { abortable } from '../../lib/s3/client.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { decode, encode, isPaused, objectKey, pauseKey, type PauseState, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
+import { ledgerKey, UploadLedger } from './uploads.ts';
 
 export interface ProcessorOptions {
   queue: Queue;
@@ -30,7 +32,12 @@ export interface ProcessorOptions {
    * while its rule still asks for it. Without them, tasks are acted on as queued.
    */
   configs?: ReadonlyMap<string, BucketReplicationConfig>;
+  /** How old a recorded multipart upload nobody resumed gets before it is aborted (default 24 h). */
+  uploadMaxAgeMs?: number;
 }
+
+const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
+const UPLOAD_SWEEP_MS = 3600_000;
 
 export interface ProcessorCounters {
   completed: number;
@@ -75,6 +82,10 @@ export class Processor {
   private following = false;
   private closed = false;
   private failedTransitions = 0;
+  private uploads: UploadLedger | undefined;
+  private sweep: NodeJS.Timeout | undefined;
+  /** Ledger keys of the copies under way here: their uploads are not old, whatever their age. */
+  private readonly copying = new Set<string>();
 
   constructor(options: ProcessorOptions) {
     this.options = options;
@@ -107,6 +118,10 @@ export class Processor {
       await admin.close();
     }
     this.producer = await this.options.queue.producer();
+    this.uploads = new UploadLedger({ queue: this.options.queue, names: this.names, location: this.options.location, producer: () => this.producer, logger: this.log });
+    await this.uploads.start();
+    void this.sweepUploads();
+    this.sweep = setInterval(() => void this.sweepUploads(), UPLOAD_SWEEP_MS);
     await readToEnd(this.options.queue, this.names.control, (m) => {
       this.onControl(m);
     });
@@ -116,6 +131,15 @@ export class Processor {
     }, `${this.groupId}-control-${randomUUID()}`);
     this.following = true;
     await this.reconcile();
+  }
+
+  /** Aborts the recorded uploads nobody resumed within their age limit. */
+  private async sweepUploads(): Promise<void> {
+    const aborted = await this.uploads?.abortStale(this.options.destination, this.options.uploadMaxAgeMs ?? UPLOAD_MAX_AGE_MS, (key) => this.copying.has(key)).catch((err: unknown) => {
+      this.log.warn('old multipart uploads not swept', { error: err });
+      return 0;
+    });
+    if (aborted !== undefined && aborted > 0) this.log.info('old multipart uploads of this engine aborted', { count: aborted });
   }
 
   private onControl(m: QueueMessage): void {
@@ -186,7 +210,16 @@ export class Processor {
     const metrics = this.options.metrics;
     for (const d of task.destinations.filter((x) => x.location === this.options.location)) {
       metrics?.inFlight.inc({ destination: this.options.location });
-      const { outcome, attempts, failure } = await this.attempt(task, d, batch).finally(() => metrics?.inFlight.dec({ destination: this.options.location }));
+      const copyKey = ledgerKey({ destination: d.id, key: `${d.keyPrefix ?? ''}${task.source.key}` });
+      this.copying.add(copyKey);
+      const { outcome, attempts, failure } = await this.attempt(task, d, batch).finally(() => {
+        this.copying.delete(copyKey);
+        metrics?.inFlight.dec({ destination: this.options.location });
+      });
+      if (outcome.resumedParts !== undefined) this.log.info('multipart copy resumed', { key: task.source.key, versionId: task.source.versionId, destination: d.id, partsAlreadyThere: outcome.resumedParts });
+      // Fenced: a partition taken away meanwhile has a new owner, which redoes the task (finding it done,
+      // if it is) and reports it. Two members never both report a task.
+      if (!batch.isActive()) throw new Stopped('the partition was taken away: its next owner reports the task');
       const event: StatusEvent = {
         type: 'result',
         object: task.source,
@@ -230,11 +263,13 @@ export class Processor {
       this.log.info('delete not replicated', { key: task.source.key, versionId: task.source.versionId, destination: d.id, reason: unwanted });
       return { outcome: { state: 'SKIPPED', reason: unwanted, bytes: 0 }, attempts: 0 };
     }
-    const ctx = { source, destination: this.options.destination };
+    // Every S3 call of the copy ends when the batch's fence aborts (the partition taken away, drained).
+    const ctx = { source: abortable(source, batch.signal), destination: abortable(this.options.destination, batch.signal), signal: batch.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}) };
     for (let attempt = 1; ; attempt++) {
       try {
         return { outcome: await replicate(ctx, task, d), attempts: attempt };
       } catch (err) {
+        if (batch.signal.aborted) throw new Stopped('aborted: the partition was taken away');
         const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);
         const reason = err instanceof ReplicaMismatch ? err.message : reasonOf(err);
         const fields = { key: task.source.key, versionId: task.source.versionId, destination: d.id, attempt, reason };
@@ -266,9 +301,11 @@ export class Processor {
     this.closed = true;
     await this.transitions;
     clearTimeout(this.resumeTimer);
+    clearInterval(this.sweep);
     await this.control?.close();
     await this.consumer?.close();
     this.consumer = undefined;
+    await this.uploads?.close();
     await this.producer?.close();
   }
 }

@@ -6,6 +6,7 @@ import {
   GetObjectCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
+  ListPartsCommand,
   PutObjectCommand,
   PutObjectTaggingCommand,
   UploadPartCommand,
@@ -14,16 +15,22 @@ import {
   type S3Client,
   type StorageClass,
 } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_SOURCE_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
 import { currentState, keyHistory, replicaVersions, type Current } from './s3-state.ts';
+import type { UploadLedger } from './uploads.ts';
 
 export interface CopyContext {
   source: S3Client;
   destination: S3Client;
+  /** Aborts the copy (its clients are bound to it): a multipart upload is then left to resume. */
+  signal?: AbortSignal;
+  /** The multipart uploads under way, for resuming them. */
+  uploads?: UploadLedger;
 }
 
 export interface Outcome {
@@ -32,6 +39,8 @@ export interface Outcome {
   reason?: string;
   bytes: number;
   replicaEtag?: string;
+  /** Parts of a multipart copy found already uploaded (a copy cut short, resumed). */
+  resumedParts?: number;
 }
 
 const done = (reason?: string): Outcome => ({ state: 'COMPLETED', bytes: 0, ...(reason !== undefined ? { reason } : {}) });
@@ -122,6 +131,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     const sourceEtag = unquote(got.ETag);
     const parts = /-(\d+)$/.exec(sourceEtag);
     let replicaEtag: string;
+    let resumedParts: number | undefined;
     if (parts === null && stream !== undefined) {
       const length = got.ContentLength ?? 0;
       // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
@@ -131,46 +141,101 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       // Part by part, keeping the source's parts (and so its ETag). A whole-object GET (no hint from the
       // journal) is dropped after its headers.
       stream?.destroy();
-      replicaEtag = await copyParts(ctx, src, headers, Number(parts[1]));
+      const copied = await copyParts(ctx, task, d, headers, Number(parts[1]), sourceEtag);
+      replicaEtag = copied.etag;
+      if (copied.resumed > 0) resumedParts = copied.resumed;
     } else {
       // The hint was wrong (the journal's ETag is not this version's): copy it whole, as any other.
       return await copyObject(ctx, { ...task, etag: sourceEtag }, d);
     }
     // The same bytes in the same parts give the same ETag (MD5, or MD5 of part MD5s): a cheap end-to-end check.
     if (replicaEtag !== sourceEtag) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from source ETag ${sourceEtag}`);
-    return { state: 'COMPLETED', bytes: got.ContentLength ?? 0, replicaEtag };
+    return { state: 'COMPLETED', bytes: got.ContentLength ?? 0, replicaEtag, ...(resumedParts !== undefined ? { resumedParts } : {}) };
   } finally {
     // Releases the source connection whatever happened to the write.
     stream?.destroy();
   }
 }
 
-/** A multipart copy with the source's own part boundaries, one part streamed at a time. */
+/** The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, and the part count. */
+function multipartEtag(partEtags: string[]): string {
+  const digests = Buffer.concat(partEtags.map((e) => Buffer.from(unquote(e), 'hex')));
+  return `${createHash('md5').update(digests).digest('hex')}-${String(partEtags.length)}`;
+}
+
+/** The parts already in an upload, by number (ETag); undefined when the upload is gone. */
+async function uploadedParts(client: S3Client, target: { Bucket: string; Key: string; UploadId: string }): Promise<Map<number, string> | undefined> {
+  const parts = new Map<number, string>();
+  let marker: string | undefined;
+  try {
+    do {
+      const page = await client.send(new ListPartsCommand({ ...target, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }));
+      for (const p of page.Parts ?? []) if (p.PartNumber !== undefined && p.ETag !== undefined) parts.set(p.PartNumber, p.ETag);
+      marker = page.IsTruncated === true ? page.NextPartNumberMarker : undefined;
+    } while (marker !== undefined);
+  } catch (err) {
+    if (isNotFound(err) || (err as { name?: string }).name === 'NoSuchUpload') return undefined;
+    throw err;
+  }
+  return parts;
+}
+
+/**
+ * A multipart copy with the source's own part boundaries, one part streamed at a time. The upload is
+ * recorded in the ledger before its first part: a copy cut short resumes from the parts already there,
+ * and is completed only if every part adds up to the source's ETag (a part that differs is never made
+ * visible). An abort (the partition taken away) leaves the upload for the next owner; any other failure
+ * aborts it.
+ */
 async function copyParts(
   ctx: CopyContext,
-  src: { Bucket: string; Key: string; VersionId?: string },
+  task: ReplicationTask,
+  d: TaskDestination,
   headers: ReturnType<typeof replicaHeaders>,
   count: number,
-): Promise<string> {
-  const upload = await ctx.destination.send(new CreateMultipartUploadCommand(headers));
-  const target = { Bucket: headers.Bucket, Key: headers.Key, UploadId: upload.UploadId };
+  sourceEtag: string,
+): Promise<{ etag: string; resumed: number }> {
+  const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
+  const place = { destination: d.id, key: headers.Key };
+  const previous = ctx.uploads?.find(place, task.source.versionId);
+  let parts = previous !== undefined ? await uploadedParts(ctx.destination, { Bucket: headers.Bucket, Key: headers.Key, UploadId: previous.uploadId }) : undefined;
+  let uploadId = parts !== undefined ? previous?.uploadId : undefined;
+  if (uploadId === undefined) {
+    if (previous !== undefined) await ctx.uploads?.forget(place);
+    uploadId = (await ctx.destination.send(new CreateMultipartUploadCommand(headers))).UploadId ?? '';
+    await ctx.uploads?.record(place, { uploadId, sourceVersionId: task.source.versionId, initiated: new Date().toISOString() });
+    parts = new Map();
+  }
+  const resumed = parts?.size ?? 0;
+  const etags = parts ?? new Map<number, string>();
+  const target = { Bucket: headers.Bucket, Key: headers.Key, UploadId: uploadId };
   try {
-    const etags: { ETag: string; PartNumber: number }[] = [];
     for (let n = 1; n <= count; n++) {
+      if (etags.has(n)) continue;
       const part = await ctx.source.send(new GetObjectCommand({ ...src, PartNumber: n }));
       const stream = part.Body as Readable;
       try {
         const put = await ctx.destination.send(new UploadPartCommand({ ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 }));
-        etags.push({ ETag: put.ETag ?? '', PartNumber: n });
+        etags.set(n, put.ETag ?? '');
       } finally {
         stream.destroy();
       }
     }
-    const complete = await ctx.destination.send(new CompleteMultipartUploadCommand({ ...target, MultipartUpload: { Parts: etags } }));
-    return unquote(complete.ETag);
+    const list = Array.from({ length: count }, (_, i) => ({ PartNumber: i + 1, ETag: etags.get(i + 1) ?? '' }));
+    const expected = multipartEtag(list.map((p) => p.ETag));
+    if (expected !== sourceEtag) throw new ReplicaMismatch(`the uploaded parts make ETag ${expected}, not the source's ${sourceEtag}`);
+    const complete = await ctx.destination.send(new CompleteMultipartUploadCommand({ ...target, MultipartUpload: { Parts: list } }));
+    await ctx.uploads?.forget(place);
+    return { etag: unquote(complete.ETag), resumed };
   } catch (err) {
-    // Leave no half-written upload behind; if the abort fails too, the copy's own error matters more.
-    await ctx.destination.send(new AbortMultipartUploadCommand(target)).catch(() => undefined);
+    if (ctx.signal?.aborted !== true) {
+      // Leave no half-written upload behind; if the abort fails too, the copy's own error matters more
+      // (the ledger keeps the record, and the upload is aborted once old).
+      await ctx.destination
+        .send(new AbortMultipartUploadCommand(target))
+        .then(() => ctx.uploads?.forget(place))
+        .catch(() => undefined);
+    }
     throw err;
   }
 }

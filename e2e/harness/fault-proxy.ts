@@ -14,7 +14,13 @@ export interface FaultProxy {
  * forwarding them: a real server with an injected fault (a 5xx cannot be provoked from MinIO at will).
  * Everything else is forwarded untouched, Host header included, so signatures still verify.
  */
-export async function faultProxy(target: string, fail: (req: IncomingMessage) => boolean, status = 503, code = 'ServiceUnavailable'): Promise<FaultProxy> {
+export async function faultProxy(
+  target: string,
+  fail: (req: IncomingMessage) => boolean,
+  status = 503,
+  code = 'ServiceUnavailable',
+  { delayMs }: { delayMs?: (req: IncomingMessage) => number } = {},
+): Promise<FaultProxy> {
   const upstream = new URL(target);
   const state = { injected: 0 };
   const server = createServer((req, res) => {
@@ -27,12 +33,15 @@ export async function faultProxy(target: string, fail: (req: IncomingMessage) =>
       });
       return;
     }
-    const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
-    forward.on('error', () => res.destroy());
-    req.pipe(forward);
+    // A slow link: the request is held before it is forwarded (its body waits in the socket).
+    setTimeout(() => {
+      const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    }, delayMs?.(req) ?? 0);
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { createRequire } from 'node:module';
 import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
@@ -16,6 +18,9 @@ import { follow } from '../../lib/queue/follow.ts';
 import { eventually } from '../harness/wait.ts';
 
 const { ConfigResourceTypes, Kafka, logLevel } = createRequire(import.meta.url)('kafkajs') as typeof import('kafkajs');
+/** The first segment file of a partition of the embedded queue, named by its first offset. */
+const firstSegment = (dir: string, topic: string, partition = 0): string => join(dir, 'topics', topic, String(partition), `${'0'.repeat(20)}.log`);
+
 const quiet = createLogger({ component: 'test', stream: new PassThrough() });
 
 async function collect(queue: Queue, topic: string, group: string): Promise<{ seen: QueueMessage[]; consumer: QueueConsumer }> {
@@ -297,13 +302,26 @@ describe('embedded queue durability', () => {
     const first = embeddedQueue({ dir });
     await (await first.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
     await (await first.producer()).send('t', [{ key: 'k', value: 'one' }]);
-    appendFileSync(join(dir, 'topics', 't', '0.log'), '{"k":"k","v":"dHdv');
+    appendFileSync(firstSegment(dir, 't'), '{"k":"k","v":"dHdv');
     const second = embeddedQueue({ dir });
     await (await second.producer()).send('t', [{ key: 'k', value: 'three' }]);
     const third = embeddedQueue({ dir });
     const c = await collect(third, 't', 'g');
     await eventually(() => assert.deepEqual(c.seen.map((m) => [m.offset, m.value?.toString()]), [['0', 'one'], ['1', 'three']]));
     await c.consumer.close();
+  });
+
+  it('takes over the single-file logs of earlier versions', async () => {
+    mkdirSync(join(dir, 'topics', 'old'), { recursive: true });
+    writeFileSync(join(dir, 'topics', 'old', 'meta.json'), JSON.stringify({ topic: 'old', partitions: 1, compact: false }));
+    // Lines of the first format carry no offset: their line number is.
+    writeFileSync(join(dir, 'topics', 'old', '0.log'), ['a', 'b'].map((v) => `${JSON.stringify({ k: v, v: Buffer.from(v).toString('base64'), h: {}, t: 1 })}\n`).join(''));
+    const queue = embeddedQueue({ dir });
+    await (await queue.producer()).send('old', [{ key: 'c', value: 'c' }]);
+    const read = await collectInGroup(queue, 'old', 'g');
+    await eventually(() => assert.deepEqual(read.seen.map((m) => [m.offset, m.value?.toString()]), [['0', 'a'], ['1', 'b'], ['2', 'c']]));
+    await read.consumer.close();
+    assert.ok(existsSync(firstSegment(dir, 'old')));
   });
 
   it('keeps records and committed offsets across a restart from its folder', async () => {
@@ -339,10 +357,11 @@ describe('embedded queue durability', () => {
   });
 
   it('drops records of other topics only once every subscribed group has committed past them', async () => {
-    const queue = embeddedQueue({ dir });
+    // Tiny segments, one per send: retention drops whole segments, never the one appended to.
+    const queue = embeddedQueue({ dir, segmentBytes: 1 });
     const admin = await queue.admin();
     await admin.ensureTopics([{ topic: 't', partitions: 1 }]);
-    await (await queue.producer()).send('t', Array.from({ length: 10 }, (_, i) => ({ key: 'k', value: String(i) })));
+    for (let i = 0; i < 10; i++) await (await queue.producer()).send('t', [{ key: 'k', value: String(i) }]);
     const fast = await collectInGroup(queue, 't', 'fast');
     await eventually(() => assert.equal(fast.seen.length, 10));
     // A second group that has subscribed but holds its first batch (a paused destination): nothing goes.
@@ -361,7 +380,7 @@ describe('embedded queue durability', () => {
     assert.equal(queue.retain(), 0);
     release();
     await eventually(() => assert.equal(slowSeen, 10));
-    // The last record stays: it carries the next offset across a restart.
+    // The last segment stays: it carries the next offset across a restart.
     assert.equal(queue.retain(), 9);
     assert.deepEqual((await admin.groupLag('slow', 't')).map((p) => [p.committed, p.highWatermark, p.lag]), [['10', '10', 0]]);
     await fast.consumer.close();
@@ -397,7 +416,7 @@ describe('embedded queue durability', () => {
     assert.equal(legacy.retain(), 2);
 
     // A log cut short under a group's committed offset (a power loss): new records still reach it.
-    writeFileSync(join(dir, 'topics', 't', '0.log'), '');
+    writeFileSync(firstSegment(dir, 't'), '');
     const cut = embeddedQueue({ dir });
     await (await cut.producer()).send('t', [{ key: 'k', value: 'after' }]);
     const again = await collectInGroup(cut, 't', 'other');
@@ -406,6 +425,51 @@ describe('embedded queue durability', () => {
     const paused = await collectInGroup(cut, 't', 'paused');
     await eventually(() => assert.deepEqual(paused.seen.map((m) => m.offset), ['8']));
     await paused.consumer.close();
+  });
+
+  it('opens a log with a zero-filled block and a torn last record, says what it cut, and goes on from the commits', async () => {
+    const first = embeddedQueue({ dir });
+    await (await first.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
+    for (let i = 0; i < 20; i++) await (await first.producer()).send('t', [{ key: 'k', value: `record ${String(i)}` }]);
+    const g = await collectInGroup(first, 't', 'g');
+    await eventually(() => assert.equal(g.seen.length, 20));
+    await g.consumer.close();
+    // A block of the file zeroed (a crash with the block allocated but not written) and a record cut mid-write.
+    const file = firstSegment(dir, 't');
+    const size = statSync(file).size;
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.alloc(150), 0, 150, Math.floor(size / 2));
+    closeSync(fd);
+    appendFileSync(file, '{"o":20,"k":"k","v":"cmVj');
+    const repairs: string[] = [];
+    const reopened = embeddedQueue({ dir, onRepair: (what) => repairs.push(what) });
+    assert.equal(repairs.length, 2, repairs.join('\n'));
+    assert.match(repairs.join('\n'), /cut 25 bytes after the last whole record/);
+    assert.match(repairs.join('\n'), /skipped [1-9]\d* unreadable lines/);
+    // The group goes on from its commit; new records get new offsets.
+    await (await reopened.producer()).send('t', [{ key: 'k', value: 'after' }]);
+    const again = await collectInGroup(reopened, 't', 'g');
+    await eventually(() => assert.deepEqual(again.seen.map((m) => [m.offset, m.value?.toString()]), [['20', 'after']]));
+    await again.consumer.close();
+    // Everything outside the damaged block is still there, in order.
+    const all = await collectInGroup(reopened, 't', 'everything');
+    await eventually(() => assert.equal(all.seen.at(-1)?.value?.toString(), 'after'));
+    const offsets = all.seen.map((m) => Number(m.offset));
+    assert.deepEqual(offsets, [...offsets].sort((x, y) => x - y));
+    assert.ok(offsets.length >= 17 && offsets.length < 21, `${String(offsets.length)} records kept`);
+    assert.ok(all.seen.every((m) => m.value?.toString() === (m.offset === '20' ? 'after' : `record ${m.offset}`)));
+    await all.consumer.close();
+  });
+
+  it('keeps memory bounded through 2 million records of one partition, read back from disk in order', async function () {
+    this.timeout(300_000);
+    // In a process of its own, under a heap limit the records themselves would exceed if held in memory.
+    const script = new URL('../tools/embedded-load.ts', import.meta.url).pathname;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--max-old-space-size=512', script, join(dir, 'load'), '2000000'], { maxBuffer: 1 << 20 });
+    const result = JSON.parse(stdout) as { seen: number; inOrder: boolean; maxRssMiB: number; writeMs: number; readMs: number };
+    assert.deepEqual([result.seen, result.inOrder], [2_000_000, true]);
+    assert.ok(result.maxRssMiB < 700, `peak RSS ${String(result.maxRssMiB)} MiB`);
+    console.log(`      2 M records: written in ${String(result.writeMs)} ms, read back in ${String(result.readMs)} ms, peak RSS ${String(result.maxRssMiB)} MiB`);
   });
 
   it('saves the offsets of a consumer that never closes (a crash) within a moment of the commit', async () => {

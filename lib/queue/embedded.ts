@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { join } from 'node:path';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { FileLog, MemoryLog, type PartitionLog, type Stored } from './embedded-log.ts';
 import type {
   Batch,
   CommitPoint,
@@ -19,30 +19,14 @@ import type {
 } from './queue.ts';
 
 // The queue of local mode: Kafka's semantics (partitions keyed by hash, consumer groups with committed
-// offsets, batches per partition) in one process. With a folder it is durable: each partition is an
-// append-only JSON-lines log and each group's offsets a file replaced atomically, so a crash or restart
-// resumes from the last commit like Kafka would. Logs are kept bounded (retain()): a compacted topic keeps
-// the newest record per key, and any other topic drops what every group subscribed to it has committed.
-
-interface Stored {
-  /** The offset; absent in logs written before retention existed, where it is the line number. */
-  o?: number;
-  k: string | null;
-  v: string | null; // base64
-  h: Record<string, string>;
-  t: number;
-}
-
-interface Partition {
-  /** Ascending offsets, with gaps where retention dropped records. */
-  messages: QueueMessage[];
-  /** The offset the next record gets. */
-  next: number;
-  file: string | undefined;
-}
+// offsets, batches per partition) in one process. With a folder it is durable: each partition is a log of
+// segment files (embedded-log.ts), fsynced per send, and each group's offsets and each topic's metadata a
+// file replaced atomically, so a crash or restart resumes from the last commit like Kafka would. Logs are
+// kept bounded (retain()): a compacted topic keeps the newest record per key, and any other topic drops
+// what every group subscribed to it has committed.
 
 interface Topic {
-  partitions: Partition[];
+  partitions: PartitionLog[];
   compact: boolean;
   /** False for a folder written before the policy was recorded, until the topic is declared again. */
   policyKnown: boolean;
@@ -89,31 +73,22 @@ function safeName(name: string): string {
   return encodeURIComponent(name);
 }
 
-/** The offset of the oldest record kept (the next one's when none is). */
-function firstOffset(part: Partition): number {
-  return Number(part.messages[0]?.offset ?? part.next);
-}
-
-/** The index of the first message at or after `offset`. */
-function indexAt(messages: QueueMessage[], offset: number): number {
-  let [lo, hi] = [0, messages.length];
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (Number(messages[mid]?.offset) < offset) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-function stored(m: QueueMessage): Stored {
-  return { o: Number(m.offset), k: m.key, v: m.value === null ? null : m.value.toString('base64'), h: m.headers, t: m.timestamp };
-}
-
 function isCompacted(spec: TopicSpec): boolean {
   return spec.config?.['cleanup.policy'] === 'compact';
 }
 
-export function embeddedQueue(options: { dir?: string; onError?: (what: string, err: Error) => void } = {}): EmbeddedQueue {
+export interface EmbeddedOptions {
+  /** The folder it keeps its logs and offsets in; in memory without one. */
+  dir?: string;
+  /** A background task (retention, saving offsets) failed; it is tried again. */
+  onError?: (what: string, err: Error) => void;
+  /** Damage found and repaired at open (a torn or corrupt log tail, an unreadable file). */
+  onRepair?: (what: string) => void;
+  /** Segment size of the logs (default 64 MiB). */
+  segmentBytes?: number;
+}
+
+export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
   const topics = new Map<string, Topic>();
   const groups = new Map<string, Map<string, string>>(); // group → "topic/partition" → next offset
   const activeGroups = new Set<string>();
@@ -121,53 +96,48 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
   appended.setMaxListeners(0);
   let roundRobin = 0;
   const dir = options.dir;
+  const report = (what: string): void => {
+    options.onRepair?.(what);
+  };
+  const fileLog = (topic: string, partition: number, folder: string): FileLog =>
+    new FileLog(topic, partition, join(folder, String(partition)), report, { legacy: join(folder, `${String(partition)}.log`), ...(options.segmentBytes !== undefined ? { segmentBytes: options.segmentBytes } : {}) });
 
   if (dir !== undefined) {
     mkdirSync(join(dir, 'topics'), { recursive: true });
     mkdirSync(join(dir, 'groups'), { recursive: true });
     for (const t of readdirSync(join(dir, 'topics'))) {
-      const meta = JSON.parse(readFileSync(join(dir, 'topics', t, 'meta.json'), 'utf8')) as { topic: string; partitions: number; compact?: boolean };
-      const partitions = Array.from({ length: meta.partitions }, (_, p): Partition => {
-        const file = join(dir, 'topics', t, `${p}.log`);
-        let text = existsSync(file) ? readFileSync(file, 'utf8') : '';
-        // A torn last line (a crash mid-append; its producer got no acknowledgement) is cut off, so
-        // that the next append starts on a line of its own.
-        const end = text.lastIndexOf('\n') + 1;
-        if (end < text.length) {
-          text = text.slice(0, end);
-          truncateSync(file, Buffer.byteLength(text));
-        }
-        const messages = text
-          .split('\n')
-          .filter((line) => line !== '')
-          .map((line, n) => {
-            const s = JSON.parse(line) as Stored;
-            return toMessage(meta.topic, p, s.o ?? n, s);
-          });
-        return { messages, next: Number(messages.at(-1)?.offset ?? -1) + 1, file };
-      });
+      const folder = join(dir, 'topics', t);
+      let meta: { topic: string; partitions: number; compact?: boolean };
+      try {
+        meta = JSON.parse(readFileSync(join(folder, 'meta.json'), 'utf8')) as typeof meta;
+      } catch {
+        // Told by its folder instead; its policy is learnt when the topic is declared again.
+        const partitions = new Set(readdirSync(folder).flatMap((f) => (/^\d+(\.log)?$/.test(f) ? [Number(f.replace('.log', ''))] : [])));
+        meta = { topic: decodeURIComponent(t), partitions: Math.max(0, ...partitions) + 1 };
+        report(`${folder}/meta.json is unreadable: ${String(meta.partitions)} partitions found in the folder`);
+      }
+      const partitions = Array.from({ length: meta.partitions }, (_, p) => fileLog(meta.topic, p, folder));
       topics.set(meta.topic, { partitions, compact: meta.compact === true, policyKnown: meta.compact !== undefined });
     }
     for (const g of readdirSync(join(dir, 'groups')).filter((f) => f.endsWith('.json'))) {
-      const saved = JSON.parse(readFileSync(join(dir, 'groups', g), 'utf8')) as { group: string; offsets: Record<string, string> };
-      groups.set(saved.group, new Map(Object.entries(saved.offsets)));
+      try {
+        const saved = JSON.parse(readFileSync(join(dir, 'groups', g), 'utf8')) as { group: string; offsets: Record<string, string> };
+        groups.set(saved.group, new Map(Object.entries(saved.offsets)));
+      } catch {
+        report(`${join(dir, 'groups', g)} is unreadable: that group starts over from where a new one would`);
+      }
     }
     // A log cut short (a power loss before the kernel wrote it) must not hand out offsets a group has
     // already committed past: its new records would be skipped.
     for (const offsets of groups.values()) {
       for (const [id, offset] of offsets) {
         const at = id.lastIndexOf('/');
-        const part = topics.get(id.slice(0, at))?.partitions[Number(id.slice(at + 1))];
-        if (part !== undefined) part.next = Math.max(part.next, Number(offset));
+        topics.get(id.slice(0, at))?.partitions[Number(id.slice(at + 1))]?.skipTo(Number(offset));
       }
     }
   }
 
-  function toMessage(topic: string, partition: number, offset: number, s: Stored): QueueMessage {
-    return { topic, partition, offset: String(offset), key: s.k, value: s.v === null ? null : Buffer.from(s.v, 'base64'), headers: s.h, timestamp: s.t };
-  }
-
-  function partitionsOf(topic: string): Partition[] {
+  function partitionsOf(topic: string): PartitionLog[] {
     const t = topics.get(topic);
     if (t === undefined) throw new Error(`topic "${topic}" does not exist`);
     return t.partitions;
@@ -177,7 +147,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
     if (dir === undefined) return;
     const folder = join(dir, 'topics', safeName(topic));
     mkdirSync(folder, { recursive: true });
-    writeFileSync(join(folder, 'meta.json'), JSON.stringify({ topic, partitions: t.partitions.length, compact: t.compact }));
+    replaceFile(join(folder, 'meta.json'), JSON.stringify({ topic, partitions: t.partitions.length, compact: t.compact }));
   }
 
   function createTopic(spec: TopicSpec): void {
@@ -193,7 +163,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
     }
     const folder = dir === undefined ? undefined : join(dir, 'topics', safeName(spec.topic));
     const t: Topic = {
-      partitions: Array.from({ length: spec.partitions }, (_, p) => ({ messages: [], next: 0, file: folder === undefined ? undefined : join(folder, `${p}.log`) })),
+      partitions: Array.from({ length: spec.partitions }, (_, p) => (folder === undefined ? new MemoryLog(spec.topic, p) : fileLog(spec.topic, p, folder))),
       compact: isCompacted(spec),
       policyKnown: true,
     };
@@ -202,39 +172,25 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
   }
 
   /**
-   * The records a partition keeps. Compacted: the newest per key (records without a key stay). Otherwise
-   * those at or past the lowest offset committed by the groups subscribed to it (none: all stay, as for
-   * the journal-failed topic nobody consumes). The last record always stays: it carries the next offset.
+   * What a partition keeps. Compacted: the newest record per key (records without a key stay). Otherwise
+   * what is at or past the lowest offset committed by the groups subscribed to it (none: all stays, as
+   * for the journal-failed topic nobody consumes); the newest record always stays (it carries the next offset).
    */
-  function kept(topic: string, partition: number, part: Partition, compact: boolean): QueueMessage[] {
-    const last = part.messages.at(-1);
-    if (compact) {
-      const newest = new Map<string, QueueMessage>();
-      for (const m of part.messages) if (m.key !== null) newest.set(m.key, m);
-      return part.messages.filter((m) => m.key === null || newest.get(m.key) === m);
-    }
-    const floors = [...groups.values()].flatMap((offsets) => {
-      const o = offsets.get(`${topic}/${partition}`);
-      return o === undefined ? [] : [Number(o)];
-    });
-    if (floors.length === 0) return part.messages;
-    const floor = Math.min(...floors);
-    return part.messages.filter((m) => Number(m.offset) >= floor || m === last);
-  }
-
   function retain(): number {
     let dropped = 0;
     for (const [topic, t] of topics) {
       // A topic whose policy is not known yet may be a compacted one: nothing of it goes.
       if (!t.policyKnown) continue;
-      t.partitions.forEach((part, partition) => {
-        const keep = kept(topic, partition, part, t.compact);
-        const gone = part.messages.length - keep.length;
-        // Rewriting a log costs its size: only when a good share of it goes.
-        if (gone === 0 || (gone < 1000 && gone * 4 < part.messages.length)) return;
-        if (part.file !== undefined) replaceFile(part.file, keep.map((m) => `${JSON.stringify(stored(m))}\n`).join(''));
-        part.messages = keep;
-        dropped += gone;
+      t.partitions.forEach((log, partition) => {
+        if (t.compact) {
+          dropped += log.compact();
+          return;
+        }
+        const floors = [...groups.values()].flatMap((offsets) => {
+          const o = offsets.get(`${topic}/${partition}`);
+          return o === undefined ? [] : [Number(o)];
+        });
+        if (floors.length > 0) dropped += log.dropBelow(Math.min(...floors));
       });
     }
     return dropped;
@@ -259,9 +215,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
     unsaved.delete(group);
     const offsets = groups.get(group);
     if (dir === undefined || offsets === undefined) return;
-    const file = join(dir, 'groups', `${safeName(group)}.json`);
-    writeFileSync(`${file}.tmp`, JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
-    renameSync(`${file}.tmp`, file);
+    replaceFile(join(dir, 'groups', `${safeName(group)}.json`), JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
   }
 
   function commit(group: string, points: CommitPoint[]): void {
@@ -304,19 +258,19 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
       const partitions = partitionsOf(topic);
       const ends = new Map<number, string>();
       for (const partition of from.keys()) {
-        const part = partitions[partition];
-        if (part === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(partition)}`));
-        ends.set(partition, String(part.next));
+        const log = partitions[partition];
+        if (log === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(partition)}`));
+        ends.set(partition, String(log.next));
       }
       onEnds?.(ends);
       for (const [partition, start] of from) {
-        const part = partitions[partition];
+        const log = partitions[partition];
         const end = Number(ends.get(partition));
-        if (part === undefined) continue;
-        for (let i = indexAt(part.messages, Number(start)); i < part.messages.length; i++) {
-          const m = part.messages[i];
-          if (m === undefined || Number(m.offset) >= end) break;
-          onMessage(m);
+        for (let next = Number(start); log !== undefined && next < end; ) {
+          const chunk = log.read(next, MAX_BATCH, end);
+          if (chunk.length === 0) break;
+          chunk.forEach(onMessage);
+          next = Number(chunk.at(-1)?.offset) + 1;
         }
       }
       return Promise.resolve(ends);
@@ -337,7 +291,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
           return Promise.resolve(
             partitionsOf(topic).map((p, partition) => {
               const committed = offsets?.get(`${topic}/${partition}`) ?? null;
-              const low = firstOffset(p);
+              const low = p.first();
               return { partition, committed, highWatermark: String(p.next), lag: p.next - Math.max(low, Number(committed ?? low)) };
             }),
           );
@@ -347,7 +301,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
           const held = groups.get(groupId);
           const start = topicNames.flatMap((topic) =>
             partitionsOf(topic).flatMap((part, partition) =>
-              held?.has(`${topic}/${partition}`) === true ? [] : [{ topic, partition, offset: String(firstOffset(part)) }],
+              held?.has(`${topic}/${partition}`) === true ? [] : [{ topic, partition, offset: String(part.first()) }],
             ),
           );
           if (start.length > 0) {
@@ -364,17 +318,20 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
       return Promise.resolve({
         send(topic: string, records: OutgoingRecord[]) {
           const partitions = partitionsOf(topic);
-          const written = new Map<number, string>();
+          const byPartition = new Map<number, Omit<Stored, 'o'>[]>();
           for (const r of records) {
             const p = r.partition ?? partitionFor(r.key, partitions.length, roundRobin++);
-            const part = partitions[p];
-            if (part === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(p)}`));
+            if (partitions[p] === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(p)}`));
             const value = r.value === null ? null : (Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value)).toString('base64');
-            const record: Stored = { o: part.next, k: r.key ?? null, v: value, h: r.headers ?? {}, t: Date.now() };
-            // Appended before the send resolves: an acknowledged record survives a crash.
-            if (part.file !== undefined) appendFileSync(part.file, `${JSON.stringify(record)}\n`);
-            part.messages.push(toMessage(topic, p, part.next++, record));
-            if (r.partition !== undefined) written.set(p, String(part.next));
+            byPartition.set(p, [...(byPartition.get(p) ?? []), { k: r.key ?? null, v: value, h: r.headers ?? {}, t: Date.now() }]);
+          }
+          const written = new Map<number, string>();
+          // Written (and on disk, fsynced) before the send resolves: an acknowledged record survives a crash.
+          for (const [p, list] of byPartition) {
+            const log = partitions[p];
+            if (log === undefined) continue;
+            log.append(list);
+            if (records.some((r) => r.partition === p)) written.set(p, String(log.next));
           }
           appended.emit('append');
           return Promise.resolve([...written].map(([partition, next]): Written => ({ partition, next })));
@@ -393,22 +350,22 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
       const state = { running: false };
       const loops: Promise<void>[] = [];
 
-      const position = (topic: string, partition: number, part: Partition): number => {
+      const position = (topic: string, partition: number, log: PartitionLog): number => {
         const committed = groups.get(opts.groupId)?.get(`${topic}/${partition}`);
         if (committed !== undefined) return Number(committed);
-        const start = opts.fromBeginning === true ? firstOffset(part) : part.next;
+        const start = opts.fromBeginning === true ? log.first() : log.next;
         // Where a new group starts is its first commit: retention then keeps what it has yet to read.
         commit(opts.groupId, [{ topic, partition, offset: String(start) }]);
         return start;
       };
 
       const loop = async (topic: string, partition: number, handlers: ConsumerHandlers): Promise<void> => {
-        const part = partitionsOf(topic)[partition];
-        if (part === undefined) return;
-        let next = position(topic, partition, part);
+        const log = partitionsOf(topic)[partition];
+        if (log === undefined) return;
+        let next = position(topic, partition, log);
         while (state.running) {
-          const from = indexAt(part.messages, next);
-          if (from >= part.messages.length) {
+          const messages = log.read(next, MAX_BATCH);
+          if (messages.length === 0) {
             await new Promise<void>((resolve) => {
               const wake = (): void => {
                 appended.off('append', wake);
@@ -420,7 +377,6 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
             });
             continue;
           }
-          const messages = part.messages.slice(from, from + MAX_BATCH);
           // One member per group here: a partition is only taken away by a stop, which waits for the batch.
           const batch: Batch = { topic, partition, messages, heartbeat: () => Promise.resolve(), isActive: () => state.running, signal: NEVER };
           try {
@@ -428,7 +384,7 @@ export function embeddedQueue(options: { dir?: string; onError?: (what: string, 
           } catch {
             // As Kafka would after a consumer crash: continue from the last commit.
           }
-          next = position(topic, partition, part);
+          next = position(topic, partition, log);
           if (next <= Number(messages[0]?.offset ?? next)) {
             // Nothing committed: back off before redelivering, as a restarted consumer would.
             await new Promise((r) => setTimeout(r, 1_000));

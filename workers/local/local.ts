@@ -74,7 +74,11 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
-  const embedded = options.brokers === undefined ? embeddedQueue({ dir: join(options.stateDir, 'queue'), onError: (what, error) => logger.warn(`embedded queue: ${what} failed; retrying`, { error }) }) : undefined;
+  const embedded = options.brokers === undefined ? embeddedQueue({
+          dir: join(options.stateDir, 'queue'),
+          onError: (what, error) => logger.warn(`embedded queue: ${what} failed; retrying`, { error }),
+          onRepair: (what) => logger.warn('embedded queue repaired at open', { what }),
+        }) : undefined;
   const queue: Queue = embedded ?? kafkaQueue({ brokers: options.brokers ?? [], clientId: 'backbeat-local', logger });
   const prefix = options.prefix ?? 'backbeat';
   const names = queueNames(prefix);

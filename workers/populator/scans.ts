@@ -49,7 +49,9 @@ export function scheduleScans(
     const { SourceLocation: location, SourceBucket: bucket } = c;
     const id = `${location}/${bucket}`;
     const mark = marks.get(id);
-    const fullEveryMs = (locations.get(location)?.spec.journal?.scan?.fullIntervalSeconds ?? 0) * 1000;
+    const scan = locations.get(location)?.spec.journal?.scan;
+    // A full scan that began late (a busy machine) leaves a shorter gap to a later tick: half an interval of slack.
+    const fullEveryMs = ((scan?.fullIntervalSeconds ?? 0) - (scan?.intervalSeconds ?? 0) / 2) * 1000;
     const started = Date.now();
     // A backfill lists everything for the rules that ask for existing objects, and only for them.
     const backfill = why === 'existing objects' ? new Set(c.Rules.filter(wantsExisting).map((r) => r.ID)) : undefined;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -15,6 +16,7 @@ import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
 import { follow } from '../../lib/queue/follow.ts';
+import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { body, startLocalOn, head, sourceBucket, startSites, versionedBucket, versionsOf, writeRule, type Sites } from './sites.ts';
 
@@ -222,9 +224,13 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
           assert.equal(v.state, 'PENDING');
         }
       }, 60_000);
+      // Site C's processor paused its consumer rather than hold a batch open: no copy in flight there.
+      await eventually(() => assert.match(readFileSync(join(runDir(), 'pipe.log'), 'utf8'), /"destination":"site-c\/photos-c".*"message":"endpoint unreachable: consumption paused until it answers"/), 30_000);
+      await eventually(async () => assert.match(await (await fetch(`${local.url}/metrics`)).text(), /backbeat_copies_in_flight\{destination="site-c"\} 0/), 30_000);
     } finally {
       await sites.c.process.start({ probe: async () => (await fetch(`${sites.c.endpoint}/minio/health/ready`)).ok, timeoutMs: 60_000 });
     }
+    await eventually(() => assert.match(readFileSync(join(runDir(), 'pipe.log'), 'utf8'), /"message":"endpoint reachable again: consumption resumed"/), 60_000);
     for (let i = 0; i < 5; i++) {
       await completed(`outage/${i}`);
       assert.equal((await body(c, 'photos-c', `from-a/outage/${i}`)).toString(), `during outage ${i}`);

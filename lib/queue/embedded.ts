@@ -347,7 +347,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       }
       for (const t of opts.topics) partitionsOf(t);
       activeGroups.add(opts.groupId);
-      const state = { running: false };
+      const state = { running: false, paused: false };
       const loops: Promise<void>[] = [];
 
       const position = (topic: string, partition: number, log: PartitionLog): number => {
@@ -364,7 +364,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         if (log === undefined) return;
         let next = position(topic, partition, log);
         while (state.running) {
-          const messages = log.read(next, MAX_BATCH);
+          const messages = state.paused ? [] : log.read(next, MAX_BATCH);
           if (messages.length === 0) {
             await new Promise<void>((resolve) => {
               const wake = (): void => {
@@ -405,6 +405,13 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         commit(points: CommitPoint[]) {
           commit(opts.groupId, points);
           return Promise.resolve();
+        },
+        pause() {
+          state.paused = true;
+        },
+        resume() {
+          state.paused = false;
+          appended.emit('append');
         },
         async close() {
           state.running = false;

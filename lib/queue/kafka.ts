@@ -388,6 +388,12 @@ export function kafkaQueue(options: KafkaOptions): Queue {
           await consumer.commitOffsets(points);
           for (const p of points) committed.set(`${p.topic}/${p.partition}`, p.offset);
         },
+        pause: () => {
+          consumer.pause(opts.topics.map((topic) => ({ topic })));
+        },
+        resume: () => {
+          consumer.resume(opts.topics.map((topic) => ({ topic })));
+        },
         close: () => consumer.disconnect(),
       };
     },

@@ -1,5 +1,13 @@
 import type { Batch, QueueConsumer, QueueMessage } from './queue.ts';
 
+/**
+ * Thrown by work that cannot go on now (its destination unreachable, the consumer paused for it): the
+ * batch starts nothing more and ends without error, and this message and the rest are redelivered.
+ */
+export class Deferred extends Error {
+  override name = 'Deferred';
+}
+
 /** Caps the tasks in flight across every batch of one worker (bounded memory whatever the backlog). */
 export class Limiter {
   readonly max: number;
@@ -56,6 +64,7 @@ export async function runOrdered(batch: Batch, options: OrderedOptions): Promise
   let low = 0; // index of the first message not done
   let committed = 0; // number of messages covered by the last commit
   let failure: unknown;
+  let deferred = false;
   let lastCommit = Date.now();
   let commitChain = Promise.resolve();
   const commitIntervalMs = options.commitIntervalMs ?? 1_000;
@@ -95,11 +104,12 @@ export async function runOrdered(batch: Batch, options: OrderedOptions): Promise
       if (message === undefined) return;
       await options.limiter.acquire();
       try {
-        if (failure !== undefined || !batch.isActive()) return;
+        if (failure !== undefined || deferred || !batch.isActive()) return;
         await options.work(message, batch);
         finished(i);
       } catch (err) {
-        failure ??= err;
+        if (err instanceof Deferred) deferred = true;
+        else failure ??= err;
         return;
       } finally {
         options.limiter.release();

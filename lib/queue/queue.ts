@@ -124,6 +124,9 @@ export interface QueueConsumer {
   /** Starts consuming in the background; resolves once started. */
   run(handlers: ConsumerHandlers): Promise<void>;
   commit(points: CommitPoint[]): Promise<void>;
+  /** Stops fetching (the group membership stays, with its partitions) until resume(). */
+  pause(): void;
+  resume(): void;
   /** Stops fetching, waits for the batches in progress, and leaves the group. */
   close(): Promise<void>;
 }

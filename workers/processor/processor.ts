@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
 import { backoff, DEFAULT_RETRY, type RetryPolicy } from '../../lib/retry.ts';
-import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
+import { consumeOrdered, Deferred, Limiter } from '../../lib/queue/ordered.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
@@ -37,6 +37,7 @@ export interface ProcessorOptions {
 }
 
 const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
+const PROBE_MAX_MS = 10_000;
 const UPLOAD_SWEEP_MS = 3600_000;
 
 export interface ProcessorCounters {
@@ -82,6 +83,8 @@ export class Processor {
   private following = false;
   private closed = false;
   private failedTransitions = 0;
+  /** The probe loop while an endpoint is unreachable (consumption paused meanwhile). */
+  private outage: Promise<void> | undefined;
   private uploads: UploadLedger | undefined;
   private sweep: NodeJS.Timeout | undefined;
   /** Ledger keys of the copies under way here: their uploads are not old, whatever their age. */
@@ -131,6 +134,37 @@ export class Processor {
     }, `${this.groupId}-control-${randomUUID()}`);
     this.following = true;
     await this.reconcile();
+  }
+
+  /**
+   * Pauses consumption while an endpoint of `task` cannot be reached, and probes the source and
+   * destination buckets (any answer will do) with backoff until both answer; then consumption resumes.
+   */
+  private endpointDown(task: ReplicationTask, d: TaskDestination, reason: string): void {
+    const consumer = this.consumer;
+    if (consumer === undefined || this.outage !== undefined) return;
+    const source = this.options.sources.get(task.source.location);
+    this.log.warn('endpoint unreachable: consumption paused until it answers', { destination: d.id, source: `${task.source.location}/${task.source.bucket}`, reason });
+    consumer.pause();
+    this.outage = (async () => {
+      const answers = async (client: S3Client | undefined, bucket: string): Promise<boolean> => {
+        try {
+          await client?.send(new HeadBucketCommand({ Bucket: bucket }));
+          return true;
+        } catch (err) {
+          return classify(err) !== 'unavailable';
+        }
+      };
+      for (let attempt = 1; this.consumer === consumer && !this.closed; attempt++) {
+        await sleep(Math.min(backoff(attempt, { ...this.retry, maxAttempts: Infinity }), PROBE_MAX_MS));
+        if ((await answers(this.options.destination, d.bucket)) && (await answers(source, task.source.bucket))) break;
+      }
+      if (this.consumer === consumer && !this.closed) {
+        consumer.resume();
+        this.log.info('endpoint reachable again: consumption resumed', { destination: d.id });
+      }
+      this.outage = undefined;
+    })();
   }
 
   /** Aborts the recorded uploads nobody resumed within their age limit. */
@@ -190,13 +224,15 @@ export class Processor {
 
   private async consume(): Promise<void> {
     const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true });
+    // Set before it runs: a batch may come before consumeOrdered returns, and may need to pause it.
+    this.consumer = consumer;
     try {
       await consumeOrdered(consumer, this.limiter, (message, b) => this.handle(message, b));
     } catch (err) {
+      this.consumer = undefined;
       await consumer.close().catch(() => undefined);
       throw err;
     }
-    this.consumer = consumer;
   }
 
   private async handle(message: QueueMessage, batch: Batch): Promise<void> {
@@ -253,7 +289,10 @@ export class Processor {
     }
   }
 
-  /** Runs one copy with the retry policy; an unreachable endpoint is waited for as long as it takes. */
+  /**
+   * Runs one copy with the retry policy. An unreachable endpoint is waited for as long as it takes, with
+   * the consumer paused (endpointDown), not inside the batch.
+   */
   private async attempt(task: ReplicationTask, d: TaskDestination, batch: Batch): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
     const source = this.options.sources.get(task.source.location);
     const none: Outcome = { state: 'COMPLETED', bytes: 0 };
@@ -282,7 +321,13 @@ export class Processor {
           return { outcome: none, attempts: attempt, failure: `gave up after ${attempt} attempts: ${reason}` };
         }
         this.counters.retries++;
-        if (attempt === 1 || attempt % 10 === 0) this.log.info(kind === 'unavailable' ? 'endpoint unavailable, waiting' : 'retrying', fields);
+        if (kind === 'unavailable') {
+          // Not waited for inside the batch: the consumer pauses (keeping its partitions) until a probe
+          // reaches the endpoints again, and this task is redelivered then.
+          this.endpointDown(task, d, reason);
+          throw new Deferred('an endpoint is unreachable: the task waits for it');
+        }
+        if (attempt === 1 || attempt % 10 === 0) this.log.info('retrying', fields);
         await this.waitBeforeRetry(backoff(attempt, this.retry), batch);
       }
     }

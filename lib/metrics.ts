@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { QueueAdmin } from './queue/queue.ts';
 
 // Prometheus metrics of the worker roles: prefixed `backbeat_`, base units, and only low-cardinality
 // labels (destination ids, locations, error codes); never a key or a version.
@@ -14,6 +15,7 @@ export interface Metrics {
   paused: Gauge<'location'>;
   pending: Gauge<'destination'>;
   lag: Gauge<'group'>;
+  expiring: Gauge<'group'>;
   journalChanges: Counter<'location'>;
   journalMalformed: Counter<'location'>;
   populatorFailures: Counter<'location' | 'reason'>;
@@ -46,6 +48,7 @@ export function createMetrics(): Metrics {
     paused: new Gauge({ name: 'backbeat_destination_paused', help: 'Whether replication to a destination location is paused (1) or not (0).', labelNames: ['location'], registers }),
     pending: new Gauge({ name: 'backbeat_pending_objects', help: 'Object versions waiting to replicate, per destination.', labelNames: ['destination'], registers }),
     lag: new Gauge({ name: 'backbeat_queue_lag_messages', help: 'Messages not yet consumed by each consumer group.', labelNames: ['group'], registers }),
+    expiring: new Gauge({ name: 'backbeat_queue_expiring_messages', help: 'Messages a consumer group has not consumed that are older than half their topic\'s retention: Kafka deletes them at its end.', labelNames: ['group'], registers }),
     journalChanges: new Counter({ name: 'backbeat_journal_changes_total', help: 'Changes read from each source location journal.', labelNames: ['location'], registers }),
     journalMalformed: new Counter({ name: 'backbeat_journal_malformed_total', help: 'Journal messages set aside as malformed.', labelNames: ['location'], registers }),
     populatorFailures: new Counter({ name: 'backbeat_populator_failures_total', help: 'Source changes set aside because what they need could not be read (their tags), by location and error code.', labelNames: ['location', 'reason'], registers }),
@@ -54,6 +57,19 @@ export function createMetrics(): Metrics {
     gcDeleted: new Counter({ name: 'backbeat_gc_deletions_total', help: 'Object versions deleted from a transient source after verification.', labelNames: ['location'], registers }),
     gcRefused: new Counter({ name: 'backbeat_gc_refusals_total', help: 'GC deletions refused because a replica check failed.', labelNames: ['location'], registers }),
   };
+}
+
+/**
+ * Sets the lag of each [group, topic], and how many of its unconsumed messages are older than
+ * `expiringAfterMs` (asked only of a group that lags).
+ */
+export async function recordLag(admin: QueueAdmin, metrics: Metrics, groups: [string, string][], expiringAfterMs: number): Promise<void> {
+  for (const [group, topic] of groups) {
+    const lag = await admin.groupLag(group, topic);
+    metrics.lag.set({ group }, lag.reduce((n, p) => n + p.lag, 0));
+    const lagging = lag.some((p) => p.lag > 0);
+    metrics.expiring.set({ group }, lagging ? ((await admin.unconsumedOlderThan?.(group, topic, expiringAfterMs)) ?? 0) : 0);
+  }
 }
 
 /** The error code of a failure reason ("NoSuchBucket (HTTP 404): ..." → "NoSuchBucket"), as a bounded label. */

@@ -173,23 +173,31 @@ export const figuresKey = (source: string, destination: string): string => `${so
 /** The figures topic holds one record per status partition; the operator adds them up per figuresKey. */
 export const partitionFiguresKey = (source: string, destination: string, partition: number): string => `${figuresKey(source, destination)} #${String(partition)}`;
 
+/**
+ * How long Kafka keeps the tasks and events of an installation (and the journals it creates): a
+ * destination paused or down longer loses what it had not consumed. backbeat_queue_expiring_messages
+ * (alert BackbeatTasksExpiring) counts unconsumed messages past half of it.
+ */
+export const TASK_RETENTION_MS = 7 * 24 * 3600_000;
+
 /** Every topic of an installation, plus the journal topics of its source locations. */
 export function installationTopics(names: QueueNames, partitions: number, journalTopics: Iterable<string>): TopicSpec[] {
   const compact = { 'cleanup.policy': 'compact' };
+  const kept = { 'retention.ms': String(TASK_RETENTION_MS) };
   return [
-    { topic: names.replication, partitions },
-    { topic: names.status, partitions },
+    { topic: names.replication, partitions, config: kept },
+    { topic: names.status, partitions, config: kept },
     // Written a folded batch per record batch (atomic per partition), so allowed larger than the default.
     // Segments of 64 MiB rather than 1 GiB: Kafka compacts only closed segments, and a full restore
     // (a new status pod) should read about one record per version, not every state each one went through.
     { topic: names.statusStore, partitions, config: { ...compact, 'max.message.bytes': String(16 * 1024 * 1024), 'segment.bytes': String(64 * 1024 * 1024) } },
     { topic: names.statusOwners, partitions: 1, config: compact },
     { topic: names.journalFailed, partitions: 1 },
-    { topic: names.gc, partitions },
+    { topic: names.gc, partitions, config: kept },
     { topic: names.control, partitions: 1, config: compact },
     { topic: names.uploads, partitions: 1, config: compact },
     { topic: names.figures, partitions: 1, config: compact },
-    ...[...new Set(journalTopics)].map((topic) => ({ topic, partitions })),
+    ...[...new Set(journalTopics)].map((topic) => ({ topic, partitions, config: kept })),
   ];
 }
 

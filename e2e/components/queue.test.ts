@@ -259,6 +259,28 @@ describe('Kafka settings and recovery (real broker)', function () {
     assert.deepEqual(drift, [[existing, 'partitions', '4', '2'], [existing, 'cleanup.policy', 'compact', 'delete']]);
   });
 
+  it('counts the messages a group has not consumed that are older than an age (those retention deletes first)', async () => {
+    const kafka = await sharedKafka();
+    const queue = kafkaQueue({ brokers: kafka.brokers, clientId: 'test', logger: quiet });
+    const topic = `expiring-${randomUUID()}`;
+    const admin = await queue.admin();
+    await admin.ensureTopics([{ topic, partitions: 1, config: { 'retention.ms': String(30 * 24 * 3600_000) } }]);
+    // Two messages written 5 days ago (as the broker records them), one now.
+    const raw = new Kafka({ clientId: 'test-raw', brokers: kafka.brokers, logLevel: logLevel.NOTHING }).producer();
+    await raw.connect();
+    const old = String(Date.now() - 5 * 24 * 3600_000);
+    await raw.send({ topic, messages: [{ key: 'k', value: 'a', timestamp: old }, { key: 'k', value: 'b', timestamp: old }, { key: 'k', value: 'c' }] });
+    await raw.disconnect();
+    const group = `expiring-${randomUUID()}`;
+    assert.equal(await admin.unconsumedOlderThan?.(group, topic, 3 * 24 * 3600_000), 2);
+    assert.equal(await admin.unconsumedOlderThan?.(group, topic, 6 * 24 * 3600_000), 0);
+    const reader = await collectInGroup(queue, topic, group);
+    await eventually(() => assert.equal(reader.seen.length, 3));
+    await reader.consumer.close();
+    assert.equal(await admin.unconsumedOlderThan?.(group, topic, 3 * 24 * 3600_000), 0);
+    await admin.close();
+  });
+
   it('restarts a consumer whose batch handler threw, from the last commit, instead of leaving it idle', async () => {
     const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: quiet });
     const topic = `handler-errors-${randomUUID()}`;

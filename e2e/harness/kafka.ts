@@ -18,6 +18,8 @@ export interface KafkaServer {
   restart(): Promise<void>;
   /** SIGKILLs the broker, as a crash would, and starts it again on the same port and data. */
   crash(): Promise<void>;
+  /** Starts it again after stop(), on the same port and data. */
+  start(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -144,6 +146,7 @@ export async function startKafka(name = 'kafka'): Promise<KafkaServer> {
       await node.kill();
       await node.start();
     },
+    start: () => node.start(),
     stop: () => node.process.stop(),
   };
 }

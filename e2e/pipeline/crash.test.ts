@@ -54,6 +54,7 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
     await assert.rejects(head(b, 'media-b', 'big.bin'), /NotFound/, 'a half-copied object must not be visible');
 
     await run.process.start(run.ready);
+    const restarted = Date.now();
     await eventually(
       async () => {
         assert.match(await run.cli('status', 'site-a/media/big.bin'), /site-b\/media-b\s+COMPLETED/);
@@ -66,7 +67,12 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
     // Resumed from the parts the killed process had uploaded, and no upload of it left behind.
     const resumed = readFileSync(join(runDir(), 'backbeat-crash.log'), 'utf8').split('\n').filter((l) => l.includes('"multipart copy resumed"'));
     assert.equal(resumed.length, 1, 'one resumed copy');
-    assert.ok((JSON.parse(resumed[0] ?? '{}') as { partsAlreadyThere: number }).partsAlreadyThere >= 2);
+    const resumedAt = JSON.parse(resumed[0] ?? '{}') as { partsAlreadyThere: number; timestamp: string };
+    assert.ok(resumedAt.partsAlreadyThere >= 2);
+    // Consuming again soon after the restart: the killed member's session (10 s) does not hold it up long.
+    const resumedAfter = Date.parse(resumedAt.timestamp) - restarted;
+    console.log(`      copy resumed ${String(resumedAfter)} ms after the restart answered`);
+    assert.ok(resumedAfter < 10_000, `resumed ${String(resumedAfter)} ms after the restart`);
     assert.deepEqual((await b.send(new ListMultipartUploadsCommand({ Bucket: 'media-b' }))).Uploads ?? [], []);
     assert.equal(md5(await body(b, 'media-b', 'big.bin')), md5(Buffer.concat(parts)));
 

@@ -70,6 +70,19 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
     await eventually(async () => assert.deepEqual(await states('scheduled'), { b: 'COMPLETED', c: 'COMPLETED' }), 60_000, 500);
   });
 
+  it('resumes by itself when the scheduled resume falls due while Kafka is down for 60 s', async function () {
+    this.timeout(400_000);
+    await cli('pause', 'site-c', '--until', '15s');
+    await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'kafka-outage', Body: 'waited' }));
+    await eventually(async () => assert.deepEqual(await states('kafka-outage'), { b: 'COMPLETED', c: 'PENDING' }), 30_000, 250);
+    const kafka = await sharedKafka();
+    await kafka.stop();
+    await sleep(60_000);
+    await kafka.start();
+    await eventually(async () => assert.deepEqual(await states('kafka-outage'), { b: 'COMPLETED', c: 'COMPLETED' }), 180_000, 1_000);
+    assert.equal((await body(c, 'photos-c', 'kafka-outage')).toString(), 'waited');
+  });
+
   it('lets a newer pause replace a scheduled resume', async () => {
     await cli('pause', 'site-c', '--until', '3s');
     assert.equal(await cli('pause', 'site-c'), 'site-c: paused\n');

@@ -21,11 +21,12 @@ import type {
 const LOSING_PARTITIONS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID', 'NOT_COORDINATOR_FOR_GROUP', 'FENCED_INSTANCE_ID']);
 
 /**
- * Group timings, set rather than left to kafkajs: a member that stops heartbeating is out after the
- * session timeout, a rebalance waits up to the rebalance timeout for members to give up their
- * partitions, and work in flight gets DRAIN_MS (less than that) to finish before it is aborted.
+ * Group timings, set rather than left to kafkajs: a member that stops heartbeating (a crash) is out
+ * after the session timeout, so its partitions move within seconds; work in flight heartbeats every
+ * 3 s (runOrdered, a status restore). A rebalance waits up to the rebalance timeout for members to give
+ * up their partitions, and work in flight gets DRAIN_MS (less than that) before it is aborted.
  */
-export const GROUP_TIMINGS = { sessionTimeout: 30_000, rebalanceTimeout: 60_000, heartbeatInterval: 3_000 } as const;
+export const GROUP_TIMINGS = { sessionTimeout: 10_000, rebalanceTimeout: 60_000, heartbeatInterval: 3_000 } as const;
 export const DRAIN_MS = 15_000;
 
 export interface KafkaOptions {
@@ -222,6 +223,28 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     async admin(): Promise<QueueAdmin> {
       const admin = kafka.admin();
       await settle('admin connection', () => admin.connect());
+      const groupLag = async (groupId: string, topic: string): Promise<PartitionLag[]> => {
+        // Not retried: a scrape answers now, and the next one asks again.
+        const [ends, committedByTopic] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+        const committed = new Map(
+          (committedByTopic[0]?.partitions ?? []).map((p) => [p.partition, p.offset] as const),
+        );
+        return ends
+          .map((end) => {
+            const c = committed.get(end.partition);
+            const done = c === undefined || c === '-1' ? null : c;
+            // Without a commit, the group would start at the low watermark.
+            const from = BigInt(done ?? end.low);
+            const lag = BigInt(end.high) - from;
+            return {
+              partition: end.partition,
+              committed: done,
+              highWatermark: end.high,
+              lag: Number(lag > 0n ? lag : 0n),
+            };
+          })
+          .sort((a, b) => a.partition - b.partition);
+      };
       return {
         ensureTopics: (specs: TopicSpec[]) => settle('creating topics', async () => {
           const existing = new Set(await admin.listTopics());
@@ -247,27 +270,16 @@ export function kafkaQueue(options: KafkaOptions): Queue {
           const meta = await settle(`partitions of ${topic}`, () => admin.fetchTopicMetadata({ topics: [topic] }));
           return meta.topics[0]?.partitions.length ?? 0;
         },
-        async groupLag(groupId: string, topic: string): Promise<PartitionLag[]> {
-          // Not retried: a scrape answers now, and the next one asks again.
-          const [ends, committedByTopic] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
-          const committed = new Map(
-            (committedByTopic[0]?.partitions ?? []).map((p) => [p.partition, p.offset] as const),
-          );
-          return ends
-            .map((end) => {
-              const c = committed.get(end.partition);
-              const done = c === undefined || c === '-1' ? null : c;
-              // Without a commit, the group would start at the low watermark.
-              const from = BigInt(done ?? end.low);
-              const lag = BigInt(end.high) - from;
-              return {
-                partition: end.partition,
-                committed: done,
-                highWatermark: end.high,
-                lag: Number(lag > 0n ? lag : 0n),
-              };
-            })
-            .sort((a, b) => a.partition - b.partition);
+        groupLag,
+        async unconsumedOlderThan(groupId: string, topic: string, ageMs: number) {
+          // The first offset at or after the cut-off time, per partition: everything before it is older.
+          const [cut, lag] = await Promise.all([admin.fetchTopicOffsetsByTimestamp(topic, Date.now() - ageMs), groupLag(groupId, topic)]);
+          return lag.reduce((n, p) => {
+            const at = cut.find((c) => c.partition === p.partition)?.offset;
+            const older = at === undefined || at === '-1' ? BigInt(p.highWatermark) : BigInt(at);
+            const from = BigInt(p.highWatermark) - BigInt(p.lag);
+            return n + Number(older > from ? older - from : 0n);
+          }, 0);
         },
         async deleteGroups(groupIds: string[]) {
           // A group that still has members (or is gone already) is refused; Kafka expires what is left.

@@ -57,6 +57,11 @@ export interface QueueAdmin {
   listTopics(): Promise<string[]>;
   partitionCount(topic: string): Promise<number>;
   groupLag(groupId: string, topic: string): Promise<PartitionLag[]>;
+  /**
+   * How many messages of `topic` the group has not consumed yet and that are older than `ageMs`: those
+   * a time-based retention will delete first. Absent where nothing expires unread (the embedded queue).
+   */
+  unconsumedOlderThan?(groupId: string, topic: string, ageMs: number): Promise<number>;
   /** Deletes consumer groups that have no member left, with their offsets. Best effort: never throws. */
   deleteGroups(groupIds: string[]): Promise<void>;
   /**

@@ -30,6 +30,11 @@ export interface ChangeRecord {
 /** User metadata that marks a replica: the source version it copies, and the source it came from. */
 export const REPLICA_VERSION_META = 'backbeat-source-version-id';
 export const REPLICA_SOURCE_META = 'backbeat-source';
+/**
+ * On a replica: its source version's Last-Modified (ms since the epoch). It orders the versions of one
+ * key on the destination without the source's live history, which the GC of a transient source thins.
+ */
+export const REPLICA_TIME_META = 'backbeat-source-time';
 
 /**
  * A change that cannot be matched against the rules (its tags cannot be read): the populator sets it

@@ -7,11 +7,11 @@ import { locationClient, resolveCredentials } from '../../lib/config/credentials
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { ConfigError, type Problem } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
-import { createMetrics } from '../../lib/metrics.ts';
+import { createMetrics, recordLag } from '../../lib/metrics.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
-import { encode, installationTopics, pauseKey, queueNames } from '../messages.ts';
+import { encode, installationTopics, pauseKey, queueNames, TASK_RETENTION_MS } from '../messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
 import { scheduleScans } from '../populator/scans.ts';
@@ -184,10 +184,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     async metrics() {
       metrics.pending.reset();
       for (const [destination, n] of status.pendingByDestination()) metrics.pending.set({ destination }, n);
-      for (const [group, topic] of lagGroups) {
-        const lag = await lagAdmin.groupLag(group, topic);
-        metrics.lag.set({ group }, lag.reduce((n, p) => n + p.lag, 0));
-      }
+      await recordLag(lagAdmin, metrics, lagGroups, TASK_RETENTION_MS / 2);
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
     ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled),

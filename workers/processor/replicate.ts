@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
-import { REPLICA_SOURCE_META, REPLICA_VERSION_META } from '../journal/change.ts';
+import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
 import { currentState, keyHistory, replicaVersions, type Current } from './s3-state.ts';
 import type { UploadLedger } from './uploads.ts';
@@ -52,11 +52,19 @@ export class ReplicaMismatch extends Error {
 }
 
 /**
- * True when the destination already holds something newer than source version `versionId`, judged by the
- * source's own version order: an older version must never overwrite a newer replica.
+ * Why the destination already holds something newer than the task's source version (undefined when it
+ * does not): an older version must never overwrite a newer replica. A replica that records its source
+ * version's Last-Modified is weighed by it, whether or not that version is still on the source; a
+ * delete marker (and a tie) by the source's own version order.
  */
 async function superseded(ctx: CopyContext, task: ReplicationTask, current: Current): Promise<string | undefined> {
   if (current.kind === 'absent') return undefined;
+  if (current.kind === 'object' && current.sourceTime !== undefined && current.replicaOf !== undefined) {
+    const mine = await sourceTime(ctx, task);
+    if (mine === undefined) return 'source version no longer exists';
+    if (current.sourceTime > mine) return `superseded: newer source version ${current.replicaOf} is already replicated`;
+    if (current.sourceTime < mine) return undefined;
+  }
   const history = await keyHistory(ctx.source, task.source.bucket, task.source.key);
   const mine = history.findIndex((e) => e.versionId === task.source.versionId);
   if (mine === -1) return 'source version no longer exists';
@@ -68,6 +76,17 @@ async function superseded(ctx: CopyContext, task: ReplicationTask, current: Curr
     return 'superseded: a newer delete marker is already replicated';
   }
   return undefined;
+}
+
+/** The Last-Modified of the task's source version (a delete marker's from the listing: it has no HEAD); undefined when gone. */
+async function sourceTime(ctx: CopyContext, task: ReplicationTask): Promise<number | undefined> {
+  if (task.kind === 'deleteMarker') return (await keyHistory(ctx.source, task.source.bucket, task.source.key)).find((e) => e.versionId === task.source.versionId)?.lastModified;
+  try {
+    return (await ctx.source.send(new HeadObjectCommand({ Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId }))).LastModified?.getTime();
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
 }
 
 async function sourceTags(ctx: CopyContext, task: ReplicationTask): Promise<{ Key: string; Value: string }[]> {
@@ -83,7 +102,7 @@ function taggingHeader(tags: { Key: string; Value: string }[]): string | undefin
 }
 
 /** What a GET (or a HEAD) of the source version says, that the replica carries over. */
-type SourceHeaders = Pick<GetObjectCommandOutput, 'Metadata' | 'ContentType' | 'CacheControl' | 'ContentDisposition' | 'ContentEncoding' | 'ContentLanguage' | 'ExpiresString' | 'StorageClass'>;
+type SourceHeaders = Pick<GetObjectCommandOutput, 'Metadata' | 'ContentType' | 'CacheControl' | 'ContentDisposition' | 'ContentEncoding' | 'ContentLanguage' | 'ExpiresString' | 'StorageClass' | 'LastModified'>;
 
 /** Content headers, user metadata (plus the replica marks), tags and storage class of the replica. */
 function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceHeaders, tags: { Key: string; Value: string }[]) {
@@ -98,6 +117,7 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
       ...head.Metadata,
       [REPLICA_VERSION_META]: task.source.versionId,
       [REPLICA_SOURCE_META]: `${task.source.location}/${task.source.bucket}`,
+      ...(head.LastModified !== undefined ? { [REPLICA_TIME_META]: String(head.LastModified.getTime()) } : {}),
     },
     ...(head.ContentType !== undefined ? { ContentType: head.ContentType } : {}),
     ...(head.CacheControl !== undefined ? { CacheControl: head.CacheControl } : {}),
@@ -269,9 +289,12 @@ async function replicateTags(ctx: CopyContext, task: ReplicationTask, d: TaskDes
 async function replicateDeleteMarker(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
   const current = await currentState(ctx.destination, d.bucket, destKey);
   if (current.kind === 'deleteMarker') return done('already deleted');
-  if (current.kind === 'absent') return done('nothing to delete');
-  const reason = await superseded(ctx, task, current);
-  if (reason !== undefined) return skipped(reason === 'source version no longer exists' ? 'delete marker no longer exists on the source' : reason);
+  if (current.kind === 'object') {
+    const reason = await superseded(ctx, task, current);
+    if (reason !== undefined) return skipped(reason === 'source version no longer exists' ? 'delete marker no longer exists on the source' : reason);
+  }
+  // On a key the destination does not hold (yet) too: the marker keeps an older version, copied late
+  // (a retry, a scan), from coming back as current.
   await ctx.destination.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: destKey }));
   return done();
 }

@@ -1,6 +1,6 @@
 import { HeadObjectCommand, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { isNotFound } from '../../lib/s3/errors.ts';
-import { REPLICA_VERSION_META } from '../journal/change.ts';
+import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 
 // Reads of the state of one key that the processor decides on.
 
@@ -46,7 +46,11 @@ export async function keyHistory(client: S3Client, bucket: string, key: string, 
   return entries.sort((a, b) => b.lastModified - a.lastModified || Number(b.isLatest) - Number(a.isLatest));
 }
 
-export type Current = { kind: 'absent' } | { kind: 'deleteMarker'; versionId: string } | { kind: 'object'; versionId: string; replicaOf: string | undefined };
+export type Current =
+  | { kind: 'absent' }
+  | { kind: 'deleteMarker'; versionId: string }
+  /** `sourceTime`: its source version's Last-Modified, recorded on replicas written since it was. */
+  | { kind: 'object'; versionId: string; replicaOf: string | undefined; sourceTime?: number };
 
 /** What a GET of `key` would see now, and which source version it replicates, if it is a replica. */
 export async function currentState(client: S3Client, bucket: string, key: string): Promise<Current> {
@@ -56,7 +60,9 @@ export async function currentState(client: S3Client, bucket: string, key: string
   const version = page.Versions?.[0];
   if (version?.Key !== key) return { kind: 'absent' };
   const versionId = version.VersionId ?? 'null';
-  return { kind: 'object', versionId, replicaOf: await replicaOf(client, bucket, key, versionId) };
+  const meta = await replicaMeta(client, bucket, key, versionId);
+  const time = Number(meta?.[REPLICA_TIME_META]);
+  return { kind: 'object', versionId, replicaOf: meta?.[REPLICA_VERSION_META], ...(Number.isFinite(time) && time > 0 ? { sourceTime: time } : {}) };
 }
 
 /** The versions of `key` that replicate source version `sourceVersionId`, newest first (one, unless a copy was repeated). */
@@ -68,13 +74,17 @@ export async function replicaVersions(client: S3Client, bucket: string, key: str
   return found;
 }
 
-/** The source version a replica version copies; undefined when it is not a replica (or is gone). */
-export async function replicaOf(client: S3Client, bucket: string, key: string, versionId: string): Promise<string | undefined> {
+/** The user metadata of a version; undefined when it is gone. */
+async function replicaMeta(client: S3Client, bucket: string, key: string, versionId: string): Promise<Record<string, string> | undefined> {
   try {
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }));
-    return head.Metadata?.[REPLICA_VERSION_META];
+    return (await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }))).Metadata ?? {};
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
   }
+}
+
+/** The source version a replica version copies; undefined when it is not a replica (or is gone). */
+export async function replicaOf(client: S3Client, bucket: string, key: string, versionId: string): Promise<string | undefined> {
+  return (await replicaMeta(client, bucket, key, versionId))?.[REPLICA_VERSION_META];
 }

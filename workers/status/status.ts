@@ -241,8 +241,10 @@ export class StatusProcessor {
       // Not folded here until caught up; a partition gone meanwhile is left uncommitted for its new owner.
       if (!batch.isActive() || !this.assigned.has(partition)) return;
       const current = this.restoring;
-      await current;
-      if (current === this.restoring && !this.owned.has(partition)) await new Promise((r) => setTimeout(r, 1_000));
+      // Heartbeats go on while a restore runs (minutes at millions of versions): the membership stays.
+      const restored = await Promise.race([current.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 3_000))]);
+      await batch.heartbeat().catch(() => undefined);
+      if (restored && current === this.restoring && !this.owned.has(partition)) await new Promise((r) => setTimeout(r, 1_000));
     }
     const store = this.db();
     let totals = store.totalsOf(partition);

@@ -8,12 +8,12 @@ import { locationClient, resolveCredentials } from '../../lib/config/credentials
 import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
 import { ConfigError } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
-import { createMetrics, type Metrics } from '../../lib/metrics.ts';
+import { createMetrics, recordLag, type Metrics } from '../../lib/metrics.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import { GarbageCollector } from '../gc/gc.ts';
-import { decode, encode, installationTopics, partitionFiguresKey, isPaused, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, installationTopics, TASK_RETENTION_MS, partitionFiguresKey, isPaused, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
 import { Populator } from '../populator/populator.ts';
 import { scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
@@ -280,10 +280,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
     ...(run.readiness !== undefined ? { readiness: run.readiness } : {}),
     async metrics() {
       run.refresh?.();
-      for (const [group, topic] of run.lagGroups) {
-        const lag = await admin.groupLag(group, topic);
-        metrics.lag.set({ group }, lag.reduce((n, p) => n + p.lag, 0));
-      }
+      await recordLag(admin, metrics, run.lagGroups, TASK_RETENTION_MS / 2);
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
   };

@@ -384,9 +384,12 @@ export function kafkaQueue(options: KafkaOptions): Queue {
                 });
               } catch (err) {
                 resolveCommitted();
-                // kafkajs stops a consumer for good on an error it does not know as retriable, leaving the
-                // role idle: marked retriable, the batch is fetched again from its last commit, and after
-                // kafkajs' retries the consumer restarts and rejoins. A bug repeats, loudly, instead of idling.
+                // This member unknown to the group, or a rebalance (a commit refused): kafkajs rejoins on
+                // these, so they reach it as they are.
+                if (LOSING_PARTITIONS.has((err as { type?: string }).type ?? '')) throw err;
+                // Any other error would stop the consumer for good, leaving the role idle: marked retriable,
+                // the batch is fetched again from its last commit, and after kafkajs' retries the consumer
+                // restarts and rejoins. A bug repeats, loudly, instead of idling.
                 log.error('batch failed; it is fetched again from its last commit', { group: opts.groupId, topic: batch.topic, partition: batch.partition, error: err });
                 throw Object.assign(new Error(`batch of ${batch.topic}/${String(batch.partition)} failed: ${(err as Error).message}`), { retriable: true });
               } finally {

@@ -156,7 +156,7 @@ export class Processor {
         }
       };
       for (let attempt = 1; this.consumer === consumer && !this.closed; attempt++) {
-        await sleep(Math.min(backoff(attempt, { ...this.retry, maxAttempts: Infinity }), PROBE_MAX_MS));
+        await sleep(Math.min(backoff(attempt, this.retry), PROBE_MAX_MS));
         if ((await answers(this.options.destination, d.bucket)) && (await answers(source, task.source.bucket))) break;
       }
       if (this.consumer === consumer && !this.closed) {

@@ -20,7 +20,8 @@ export interface UploadPlace {
   key: string;
 }
 
-const keyOf = (p: UploadPlace): string => `${p.destination}/${p.key}`;
+/** The ledger's key of a place: its destination (location/bucket), then the replica's key. */
+export const ledgerKey = (p: UploadPlace): string => `${p.destination}/${p.key}`;
 
 /**
  * The multipart uploads this engine has under way on one destination location, kept in a compacted
@@ -55,18 +56,18 @@ export class UploadLedger {
 
   /** The upload under way for this source version, if one was recorded. */
   find(place: UploadPlace, sourceVersionId: string): UploadRecord | undefined {
-    const r = this.records.get(keyOf(place));
+    const r = this.records.get(ledgerKey(place));
     return r?.sourceVersionId === sourceVersionId ? r : undefined;
   }
 
   async record(place: UploadPlace, record: UploadRecord): Promise<void> {
-    this.records.set(keyOf(place), record);
-    await this.send(keyOf(place), encode(record));
+    this.records.set(ledgerKey(place), record);
+    await this.send(ledgerKey(place), encode(record));
   }
 
   async forget(place: UploadPlace): Promise<void> {
-    this.records.delete(keyOf(place));
-    await this.send(keyOf(place), null);
+    this.records.delete(ledgerKey(place));
+    await this.send(ledgerKey(place), null);
   }
 
   private async send(key: string, value: string | null): Promise<void> {
@@ -104,4 +105,3 @@ export class UploadLedger {
   }
 }
 
-export const ledgerKey = keyOf;

@@ -83,7 +83,8 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
       }),
     );
     await completed('cat.jpg', put.VersionId);
-    const sourceTime = String((await head(a, 'photos', 'cat.jpg')).LastModified?.getTime());
+    // As listed: to the millisecond (a HEAD gives whole seconds).
+    const sourceTime = String((await versionsOf(a, 'photos', 'cat.jpg')).find((v) => v.versionId === put.VersionId)?.lastModified);
     for (const [s3, bucket, key] of [[b, 'photos-b', 'cat.jpg'], [c, 'photos-c', 'from-a/cat.jpg']] as const) {
       assert.ok((await body(s3, bucket, key)).equals(data));
       const h = await head(s3, bucket, key);
@@ -92,7 +93,7 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
       assert.equal(h.ContentDisposition, 'inline');
       assert.equal(h.ContentLanguage, 'fr');
       assert.equal(h.ETag, put.ETag);
-      // The user's metadata, and the replica's marks: its source version, source, and that version's Last-Modified.
+      // The user's metadata, and the replica's marks: its source version, source, and that version's listed Last-Modified.
       assert.deepEqual(h.Metadata, { camera: 'x100', owner: 'ada', 'backbeat-source-version-id': put.VersionId, 'backbeat-source': 'site-a/photos', 'backbeat-source-time': sourceTime });
       const tags = await s3.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key }));
       assert.deepEqual(tags.TagSet?.map((t) => `${t.Key}=${t.Value}`).sort(), ['team=blue', 'year=2026']);

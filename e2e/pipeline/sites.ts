@@ -98,15 +98,15 @@ export function head(s3: S3Client, bucket: string, key: string): Promise<HeadObj
   return s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
 }
 
-/** Versions and delete markers of exactly `key`, newest first. */
-export async function versionsOf(s3: S3Client, bucket: string, key: string): Promise<{ versionId: string; deleteMarker: boolean }[]> {
+/** Versions and delete markers of exactly `key`, newest first, with their listed Last-Modified (ms). */
+export async function versionsOf(s3: S3Client, bucket: string, key: string): Promise<{ versionId: string; deleteMarker: boolean; lastModified: number }[]> {
   const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: key }));
   return [
     ...(page.Versions ?? []).filter((v) => v.Key === key).map((v) => ({ versionId: v.VersionId ?? '', deleteMarker: false, t: v.LastModified?.getTime() ?? 0 })),
     ...(page.DeleteMarkers ?? []).filter((v) => v.Key === key).map((v) => ({ versionId: v.VersionId ?? '', deleteMarker: true, t: v.LastModified?.getTime() ?? 0 })),
   ]
     .sort((x, y) => y.t - x.t)
-    .map(({ versionId, deleteMarker }) => ({ versionId, deleteMarker }));
+    .map(({ versionId, deleteMarker, t }) => ({ versionId, deleteMarker, lastModified: t }));
 }
 
 /**

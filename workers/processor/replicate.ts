@@ -21,7 +21,7 @@ import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
-import { currentState, keyHistory, replicaVersions, type Current } from './s3-state.ts';
+import { currentState, keyHistory, replicaVersions, versionTime, type Current } from './s3-state.ts';
 import type { UploadLedger } from './uploads.ts';
 
 export interface CopyContext {
@@ -53,40 +53,31 @@ export class ReplicaMismatch extends Error {
 
 /**
  * Why the destination already holds something newer than the task's source version (undefined when it
- * does not): an older version must never overwrite a newer replica. A replica that records its source
- * version's Last-Modified is weighed by it, whether or not that version is still on the source; a
- * delete marker (and a tie) by the source's own version order.
+ * does not): an older version must never overwrite a newer replica. `mine` is the task version's listed
+ * Last-Modified. A replica that records its source version's Last-Modified is weighed by it, whether or
+ * not that version is still on the source; a delete marker (and a tie) by the source's own version order.
  */
-async function superseded(ctx: CopyContext, task: ReplicationTask, current: Current): Promise<string | undefined> {
+async function superseded(ctx: CopyContext, task: ReplicationTask, current: Current, mine: number): Promise<string | undefined> {
   if (current.kind === 'absent') return undefined;
+  const newer = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
   if (current.kind === 'object' && current.sourceTime !== undefined && current.replicaOf !== undefined) {
-    const mine = await sourceTime(ctx, task);
-    if (mine === undefined) return 'source version no longer exists';
-    if (current.sourceTime > mine) return `superseded: newer source version ${current.replicaOf} is already replicated`;
+    if (current.sourceTime > mine) return newer(current.replicaOf);
     if (current.sourceTime < mine) return undefined;
   }
   const history = await keyHistory(ctx.source, task.source.bucket, task.source.key);
-  const mine = history.findIndex((e) => e.versionId === task.source.versionId);
-  if (mine === -1) return 'source version no longer exists';
+  const at = history.findIndex((e) => e.versionId === task.source.versionId);
+  if (at === -1) return 'source version no longer exists';
   if (current.kind === 'object' && current.replicaOf !== undefined) {
     const theirs = history.findIndex((e) => e.versionId === current.replicaOf);
-    if (theirs !== -1 && theirs < mine) return `superseded: newer source version ${current.replicaOf} is already replicated`;
+    if (theirs !== -1 && theirs < at) return newer(current.replicaOf);
+    // Written in the same instant, and theirs already collected from the source: only the source's
+    // current version may replace it.
+    if (theirs === -1 && current.sourceTime === mine && history[at]?.isLatest !== true) return newer(current.replicaOf);
   }
-  if (current.kind === 'deleteMarker' && history.slice(0, mine).some((e) => e.isDeleteMarker)) {
+  if (current.kind === 'deleteMarker' && history.slice(0, at).some((e) => e.isDeleteMarker)) {
     return 'superseded: a newer delete marker is already replicated';
   }
   return undefined;
-}
-
-/** The Last-Modified of the task's source version (a delete marker's from the listing: it has no HEAD); undefined when gone. */
-async function sourceTime(ctx: CopyContext, task: ReplicationTask): Promise<number | undefined> {
-  if (task.kind === 'deleteMarker') return (await keyHistory(ctx.source, task.source.bucket, task.source.key)).find((e) => e.versionId === task.source.versionId)?.lastModified;
-  try {
-    return (await ctx.source.send(new HeadObjectCommand({ Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId }))).LastModified?.getTime();
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
 }
 
 async function sourceTags(ctx: CopyContext, task: ReplicationTask): Promise<{ Key: string; Value: string }[]> {
@@ -102,10 +93,10 @@ function taggingHeader(tags: { Key: string; Value: string }[]): string | undefin
 }
 
 /** What a GET (or a HEAD) of the source version says, that the replica carries over. */
-type SourceHeaders = Pick<GetObjectCommandOutput, 'Metadata' | 'ContentType' | 'CacheControl' | 'ContentDisposition' | 'ContentEncoding' | 'ContentLanguage' | 'ExpiresString' | 'StorageClass' | 'LastModified'>;
+type SourceHeaders = Pick<GetObjectCommandOutput, 'Metadata' | 'ContentType' | 'CacheControl' | 'ContentDisposition' | 'ContentEncoding' | 'ContentLanguage' | 'ExpiresString' | 'StorageClass'>;
 
 /** Content headers, user metadata (plus the replica marks), tags and storage class of the replica. */
-function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceHeaders, tags: { Key: string; Value: string }[]) {
+function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceHeaders, tags: { Key: string; Value: string }[], sourceTime: number) {
   const tagging = taggingHeader(tags);
   const storageClass = d.storageClass ?? head.StorageClass;
   const expiresAt = head.ExpiresString !== undefined ? new Date(head.ExpiresString) : undefined;
@@ -117,7 +108,7 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
       ...head.Metadata,
       [REPLICA_VERSION_META]: task.source.versionId,
       [REPLICA_SOURCE_META]: `${task.source.location}/${task.source.bucket}`,
-      ...(head.LastModified !== undefined ? { [REPLICA_TIME_META]: String(head.LastModified.getTime()) } : {}),
+      [REPLICA_TIME_META]: String(sourceTime),
     },
     ...(head.ContentType !== undefined ? { ContentType: head.ContentType } : {}),
     ...(head.CacheControl !== undefined ? { CacheControl: head.CacheControl } : {}),
@@ -130,7 +121,7 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
   };
 }
 
-async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination): Promise<Outcome> {
+async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, sourceTime: number): Promise<Outcome> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
   // Tags first, then one request whose headers tell the rest: a GET whose body is the copy, or, for a
   // version the journal already says is multipart, a HEAD before the copy part by part.
@@ -147,7 +138,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
   const stream = 'Body' in got ? (got.Body as Readable | undefined) : undefined;
   try {
     if (got.Metadata?.[REPLICA_VERSION_META] !== undefined) return skipped('the source object is itself a replica written by this engine');
-    const headers = replicaHeaders(task, d, got, tags);
+    const headers = replicaHeaders(task, d, got, tags, sourceTime);
     const sourceEtag = unquote(got.ETag);
     const parts = /-(\d+)$/.exec(sourceEtag);
     let replicaEtag: string;
@@ -166,7 +157,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       if (copied.resumed > 0) resumedParts = copied.resumed;
     } else {
       // The hint was wrong (the journal's ETag is not this version's): copy it whole, as any other.
-      return await copyObject(ctx, { ...task, etag: sourceEtag }, d);
+      return await copyObject(ctx, { ...task, etag: sourceEtag }, d, sourceTime);
     }
     // The same bytes in the same parts give the same ETag (MD5, or MD5 of part MD5s): a cheap end-to-end check.
     if (replicaEtag !== sourceEtag) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from source ETag ${sourceEtag}`);
@@ -263,9 +254,11 @@ async function copyParts(
 async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
   const current = await currentState(ctx.destination, d.bucket, destKey);
   if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
-  const reason = await superseded(ctx, task, current);
+  const time = await versionTime(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
+  if (time === undefined) return skipped('source version no longer exists');
+  const reason = await superseded(ctx, task, current, time);
   if (reason !== undefined) return skipped(reason);
-  return copyObject(ctx, task, d);
+  return copyObject(ctx, task, d, time);
 }
 
 /** Sets the source version's tags on its replica, current or not; a version not replicated yet is copied whole. */
@@ -290,7 +283,8 @@ async function replicateDeleteMarker(ctx: CopyContext, task: ReplicationTask, d:
   const current = await currentState(ctx.destination, d.bucket, destKey);
   if (current.kind === 'deleteMarker') return done('already deleted');
   if (current.kind === 'object') {
-    const reason = await superseded(ctx, task, current);
+    const time = await versionTime(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
+    const reason = time === undefined ? 'delete marker no longer exists on the source' : await superseded(ctx, task, current, time);
     if (reason !== undefined) return skipped(reason === 'source version no longer exists' ? 'delete marker no longer exists on the source' : reason);
   }
   // On a key the destination does not hold (yet) too: the marker keeps an older version, copied late

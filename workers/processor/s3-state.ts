@@ -12,11 +12,10 @@ export interface VersionEntry {
 }
 
 /**
- * Every version and delete marker of exactly `key`, newest first. Listing by prefix returns `key` before
- * any longer key that starts with it, so the walk stops at the first other key.
+ * The listing pages of exactly `key`'s versions and delete markers (unsorted within a page). Listing by
+ * prefix returns `key` before any longer key that starts with it, so the walk stops at the first other key.
  */
-export async function keyHistory(client: S3Client, bucket: string, key: string, limit = 1000): Promise<VersionEntry[]> {
-  const entries: VersionEntry[] = [];
+async function* historyPages(client: S3Client, bucket: string, key: string, pageSize = 1000): AsyncGenerator<VersionEntry[]> {
   let keyMarker: string | undefined;
   let versionIdMarker: string | undefined;
   for (;;) {
@@ -24,32 +23,56 @@ export async function keyHistory(client: S3Client, bucket: string, key: string, 
       new ListObjectVersionsCommand({
         Bucket: bucket,
         Prefix: key,
-        MaxKeys: Math.min(limit, 1000),
+        MaxKeys: pageSize,
         ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
         ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
       }),
     );
-    const mine = [
-      ...(page.Versions ?? []).filter((v) => v.Key === key).map((v) => ({ v, dm: false })),
-      ...(page.DeleteMarkers ?? []).filter((m) => m.Key === key).map((m) => ({ v: m, dm: true })),
+    const entry = (v: { VersionId?: string | undefined; LastModified?: Date | undefined; IsLatest?: boolean | undefined }, isDeleteMarker: boolean): VersionEntry => ({
+      versionId: v.VersionId ?? 'null',
+      isDeleteMarker,
+      lastModified: v.LastModified?.getTime() ?? 0,
+      isLatest: v.IsLatest === true,
+    });
+    yield [
+      ...(page.Versions ?? []).filter((v) => v.Key === key).map((v) => entry(v, false)),
+      ...(page.DeleteMarkers ?? []).filter((m) => m.Key === key).map((m) => entry(m, true)),
     ];
-    for (const { v, dm } of mine) {
-      entries.push({ versionId: v.VersionId ?? 'null', isDeleteMarker: dm, lastModified: v.LastModified?.getTime() ?? 0, isLatest: v.IsLatest === true });
-    }
     const otherKeySeen = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].some((v) => v.Key !== key);
-    if (page.IsTruncated !== true || otherKeySeen || entries.length >= limit) break;
+    if (page.IsTruncated !== true || otherKeySeen) return;
     keyMarker = page.NextKeyMarker;
     versionIdMarker = page.NextVersionIdMarker;
+  }
+}
+
+/** Every version and delete marker of exactly `key` (up to `limit`), newest first. */
+export async function keyHistory(client: S3Client, bucket: string, key: string, limit = 1000): Promise<VersionEntry[]> {
+  const entries: VersionEntry[] = [];
+  for await (const page of historyPages(client, bucket, key, Math.min(limit, 1000))) {
+    entries.push(...page);
+    if (entries.length >= limit) break;
   }
   // Versions and delete markers come in two lists: merge them, newest first. Times can tie (AWS gives
   // seconds): the latest entry goes first, and the rest keep the server's order.
   return entries.sort((a, b) => b.lastModified - a.lastModified || Number(b.isLatest) - Number(a.isLatest));
 }
 
+/**
+ * One version's (or delete marker's) Last-Modified as the listing gives it: to the millisecond where the
+ * server keeps them (MinIO), where a GET or HEAD gives whole seconds. Undefined when it is gone.
+ */
+export async function versionTime(client: S3Client, bucket: string, key: string, versionId: string): Promise<number | undefined> {
+  for await (const page of historyPages(client, bucket, key)) {
+    const found = page.find((e) => e.versionId === versionId);
+    if (found !== undefined) return found.lastModified;
+  }
+  return undefined;
+}
+
 export type Current =
   | { kind: 'absent' }
   | { kind: 'deleteMarker'; versionId: string }
-  /** `sourceTime`: its source version's Last-Modified, recorded on replicas written since it was. */
+  /** `sourceTime`: its source version's listed Last-Modified (ms), recorded on replicas written since it was. */
   | { kind: 'object'; versionId: string; replicaOf: string | undefined; sourceTime?: number };
 
 /** What a GET of `key` would see now, and which source version it replicates, if it is a replica. */

@@ -12,7 +12,8 @@ import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { commitBatch, Limiter, runOrdered } from '../../lib/queue/ordered.ts';
-import type { Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
+import { GroupedSender } from '../../lib/queue/grouped-send.ts';
+import type { OutgoingRecord, Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { eventually } from '../harness/wait.ts';
@@ -186,6 +187,28 @@ for (const [name, open] of implementations) {
       assert.deepEqual(assigned.at(-1), [0, 1, 2]);
       await consumer.close();
       await admin.deleteGroups([group]);
+      await producer.close();
+      await admin.close();
+    });
+
+    it('groups sends made while one is in flight into one produce call per topic, each call resolved once its records are written, in call order', async () => {
+      const topic = `grouped-${randomUUID()}`;
+      const admin = await queue.admin();
+      await admin.ensureTopics([{ topic, partitions: 1 }]);
+      const producer = await queue.producer();
+      const calls: number[] = [];
+      const counting = { send: (t: string, records: OutgoingRecord[]) => (calls.push(records.length), producer.send(t, records)), close: () => producer.close() };
+      const grouped = new GroupedSender(() => counting);
+      await Promise.all(Array.from({ length: 50 }, (_, i) => grouped.send(topic, [{ key: 'k', value: String(i) }])));
+      assert.equal(calls.reduce((a, b) => a + b, 0), 50);
+      assert.equal(calls[0], 1, 'the first send goes out at once, alone');
+      assert.ok(calls.length <= 3, `50 sends made together take a few produce calls, not ${String(calls.length)}`);
+      const { seen, consumer } = await collect(queue, topic, `g-${randomUUID()}`);
+      await eventually(() => assert.equal(seen.length, 50));
+      assert.deepEqual(seen.map((m) => m.value?.toString()), Array.from({ length: 50 }, (_, i) => String(i)));
+      await consumer.close();
+      // A producer gone: every waiting send is refused, none is dropped silently.
+      await assert.rejects(new GroupedSender(() => undefined).send(topic, [{ value: 'x' }]), /producer is closed/);
       await producer.close();
       await admin.close();
     });

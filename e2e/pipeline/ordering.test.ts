@@ -42,6 +42,11 @@ describe('adversarial orderings: an older version never replaces what is newer (
     await versionedBucket(b, 'gone');
     writeRule(sites, 'kept', { source: { location: 'site-c', bucket: 'kept' }, destinations: [{ location: 'site-b', bucket: 'kept' }], replicateDeleteMarkers: true });
     writeRule(sites, 'gone', { source: { location: 'site-a', bucket: 'gone' }, destinations: [{ location: 'site-b', bucket: 'gone' }] });
+    // Site D: site C's server again, listed at start (empty) and then hourly: only a backfill queues what the test writes.
+    writeFileSync(join(sites.dir, 'site-d.yaml'), locationManifest('site-d', sites.c.endpoint, sites.c.credentials, { journal: { scan: { intervalSeconds: 3600 } } }));
+    await versionedBucket(c, 'paged');
+    await versionedBucket(b, 'paged');
+    writeRule(sites, 'paged', { source: { location: 'site-d', bucket: 'paged' }, destinations: [{ location: 'site-b', bucket: 'paged' }], replicateDeleteMarkers: true });
     local = await startLocalOn(sites, 'ordering', { retry: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200 } });
   });
 
@@ -69,6 +74,19 @@ describe('adversarial orderings: an older version never replaces what is newer (
     await assert.rejects(b.send(new GetObjectCommand({ Bucket: 'kept', Key: 'doc' })), /NoSuchKey|NotFound/);
   });
 
+  it('a key the destination never held stays deleted when its only version is retried after the delete marker', async () => {
+    refused.add('fresh');
+    const v1 = await c.send(new PutObjectCommand({ Bucket: 'kept', Key: 'fresh', Body: 'v1' }));
+    await eventually(() => assert.equal(state('site-c', 'kept', 'fresh', v1.VersionId), 'FAILED'), 60_000, 250);
+    // Site B never held the key: MinIO writes no marker for it, so the destination keeps no trace of the delete.
+    const marker = await c.send(new DeleteObjectCommand({ Bucket: 'kept', Key: 'fresh' }));
+    await eventually(() => assert.equal(state('site-c', 'kept', 'fresh', marker.VersionId), 'COMPLETED'), 60_000, 250);
+    refused.delete('fresh');
+    await backbeat('failed', 'retry', '--all', '--server', local.url);
+    await eventually(() => assert.equal(state('site-c', 'kept', 'fresh', v1.VersionId), 'SKIPPED'), 60_000, 250);
+    assert.equal(await currentReplicaOf(b, 'kept', 'fresh'), 'deleted');
+  });
+
   it('on a transient source, an older version retried after the newer one was collected stays below it', async () => {
     refused.add('report');
     const v1 = await a.send(new PutObjectCommand({ Bucket: 'gone', Key: 'report', Body: 'v1' }));
@@ -81,5 +99,23 @@ describe('adversarial orderings: an older version never replaces what is newer (
     await backbeat('failed', 'retry', '--all', '--server', local.url);
     await eventually(() => assert.equal(state('site-a', 'gone', 'report', v1.VersionId), 'SKIPPED'), 60_000, 250);
     assert.equal(await currentReplicaOf(b, 'gone', 'report'), v2.VersionId, 'the newest write stays current');
+  });
+
+  // Last: a thousand copies of one key hold up its partition while they run.
+  it('a backfill that meets a key across a listing page boundary (1 001 entries, a delete marker newest) leaves it deleted', async () => {
+    const d = sites.c.client();
+    const first = (await d.send(new PutObjectCommand({ Bucket: 'paged', Key: 'paged', Body: 'v1' }))).VersionId;
+    for (let i = 2; i <= 1_000; i += 25) {
+      await Promise.all(Array.from({ length: Math.min(25, 1_001 - i) }, (_, j) => d.send(new PutObjectCommand({ Bucket: 'paged', Key: 'paged', Body: `v${i + j}` }))));
+    }
+    const marker = (await d.send(new DeleteObjectCommand({ Bucket: 'paged', Key: 'paged' }))).VersionId;
+    // The listing gives a key's versions newest first, 1 000 to a page: the newest 1 000 (the marker
+    // among them) are queued before the oldest version, which reaches the processor last.
+    await backbeat('backfill', 'paged', '--server', local.url);
+    await eventually(() => assert.equal(state('site-d', 'paged', 'paged', marker), 'COMPLETED'), 240_000, 500);
+    await eventually(() => assert.equal(state('site-d', 'paged', 'paged', first), 'SKIPPED'), 120_000, 500);
+    assert.equal(await currentReplicaOf(b, 'paged', 'paged'), 'deleted');
+    const replicas = await versionsOf(b, 'paged', 'paged');
+    assert.equal(replicas.filter((v) => !v.deleteMarker).length, 999, 'every version between them is copied');
   });
 });

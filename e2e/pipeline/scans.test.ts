@@ -25,8 +25,9 @@ interface ScanLine {
 }
 
 /** A populator on an embedded queue, scanning `src` every 10 s, with the scan log lines it writes. */
-async function scanner(src: MinioServer, fullIntervalSeconds: number): Promise<{ populator: Populator; scans: ScanLine[]; stop(): Promise<void> }> {
-  const dir = join(runDir(), `manifests-scans-${String(fullIntervalSeconds)}`);
+async function scanner(src: MinioServer, fullIntervalSeconds: number, overlapMs = 0): Promise<{ populator: Populator; scans: ScanLine[]; stop(): Promise<void> }> {
+  const name = `${String(fullIntervalSeconds)}-${String(overlapMs)}`;
+  const dir = join(runDir(), `manifests-scans-${name}`);
   mkdirSync(dir, { recursive: true });
   writeFileSync(
     join(dir, 'all.yaml'),
@@ -40,7 +41,7 @@ async function scanner(src: MinioServer, fullIntervalSeconds: number): Promise<{
   const location = manifests.locations.get('src');
   assert.ok(location !== undefined);
   const queue = embeddedQueue();
-  const names = queueNames(`scans-${String(fullIntervalSeconds)}`);
+  const names = queueNames(`scans-${name}`);
   await (await queue.admin()).ensureTopics(installationTopics(names, 1, []));
   const scans: ScanLine[] = [];
   const stream = new Writable({
@@ -53,8 +54,7 @@ async function scanner(src: MinioServer, fullIntervalSeconds: number): Promise<{
   const logger = createLogger({ component: 'scans-test', stream });
   const configs = compileBucketConfigs(manifests);
   const populator = new Populator({ queue, names, logger, configs, sources: new Map([['src', locationClient(location, resolveCredentials(location, manifests))]]) });
-  // No overlap: objects written seconds apart in a test tell an incremental scan from a full one.
-  const schedule = scheduleScans(populator, configs, manifests.locations, new Set(['src']), logger, { overlapMs: 0 });
+  const schedule = scheduleScans(populator, configs, manifests.locations, new Set(['src']), logger, { overlapMs });
   return {
     populator,
     scans,
@@ -76,24 +76,30 @@ describe('periodic listing scans (real MinIO)', function () {
   });
 
   it('queues only what changed since the previous scan between full scans, and everything at a full scan', async () => {
+    // No overlap: objects written seconds apart in a test tell an incremental scan from a full one.
     const incremental = await scanner(src, 86400);
     const alwaysFull = await scanner(src, 10);
+    // An hour of overlap: the incremental scan lists every version again, and passes over those queued.
+    const overlapping = await scanner(src, 86400, 3600_000);
     try {
-      await eventually(() => assert.equal(incremental.scans.length + alwaysFull.scans.length, 2));
+      await eventually(() => assert.equal(incremental.scans.length + alwaysFull.scans.length + overlapping.scans.length, 3));
       assert.deepEqual([incremental.scans[0]?.full, incremental.scans[0]?.versions], [true, 3]);
       assert.deepEqual([alwaysFull.scans[0]?.full, alwaysFull.scans[0]?.versions], [true, 3]);
 
       await src.client().send(new PutObjectCommand({ Bucket: 'scanned', Key: 'new/1', Body: 'new' }));
-      await eventually(() => assert.equal(incremental.scans.length + alwaysFull.scans.length, 4), 20_000, 250);
+      await eventually(() => assert.equal(incremental.scans.length + alwaysFull.scans.length + overlapping.scans.length, 6), 20_000, 250);
       // Between full scans only the new version is queued; the old ones were queued by the first scan.
       assert.deepEqual([incremental.scans[1]?.full, incremental.scans[1]?.versions], [false, 1]);
       assert.equal(incremental.populator.counters.queued, 4);
       // With fullIntervalSeconds not above intervalSeconds, every scan queues every version, as before.
       assert.deepEqual([alwaysFull.scans[1]?.full, alwaysFull.scans[1]?.versions], [true, 4]);
       assert.equal(alwaysFull.populator.counters.queued, 7);
+      assert.deepEqual([overlapping.scans[1]?.full, overlapping.scans[1]?.versions], [false, 1]);
+      assert.equal(overlapping.populator.counters.queued, 4);
     } finally {
       await incremental.stop();
       await alwaysFull.stop();
+      await overlapping.stop();
     }
   });
 });

@@ -1,3 +1,4 @@
+import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
@@ -54,6 +55,8 @@ export class GarbageCollector {
   private readonly names: QueueNames;
   private consumer: QueueConsumer | undefined;
   private producer: QueueProducer | undefined;
+  /** Verdicts go out grouped: many deletions finishing together make one produce call. */
+  private readonly verdicts = new GroupedSender(() => this.producer);
 
   constructor(options: GcOptions) {
     this.options = options;
@@ -79,7 +82,7 @@ export class GarbageCollector {
       if (verdict === undefined) return;
       const { state, reason } = verdict;
       const event: StatusEvent = { type: 'gc', object: task.object, state, ...(reason !== undefined ? { reason } : {}), at: new Date().toISOString() };
-      await (await this.out()).send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
+      await this.verdicts.send(this.names.status, [{ key: objectKey(task.object), value: encode(event) }]);
       // A version found already gone (a repeated task) was deleted before, and counted then.
       if (state === 'REFUSED' || reason === undefined) {
         this.counters[state === 'DELETED' ? 'deleted' : 'refused']++;

@@ -21,7 +21,9 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
       }),
     );
     const records: ChangeRecord[] = [];
-    for (const v of page.Versions ?? []) {
+    // Reversed: the listing gives each key's versions newest first, and times can tie (same millisecond,
+    // or AWS's whole seconds), where the stable sort below keeps this order.
+    for (const v of (page.Versions ?? []).toReversed()) {
       if (v.Key === undefined) continue;
       records.push({
         location,
@@ -36,7 +38,7 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
         origin: 'scan',
       });
     }
-    for (const m of page.DeleteMarkers ?? []) {
+    for (const m of (page.DeleteMarkers ?? []).toReversed()) {
       if (m.Key === undefined) continue;
       records.push({
         location,

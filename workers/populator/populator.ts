@@ -220,20 +220,27 @@ export class Populator {
    * Lists a source bucket and queues its versions: backfill, and the repair of missed notifications.
    * With `backfill`, those rules' destinations are queued, whenever a version was written; without, each
    * rule queues what was written since it took effect. With `since`, only versions and delete markers
-   * modified at or after that time. A version that cannot be matched is
+   * modified at or after that time. With `seen`, a change it holds is passed over, and each change
+   * queued that was modified at or after `seen.from` is added to it. A version that cannot be matched is
    * logged and counted, and the scan goes on (the next scan tries it again).
    */
-  async scan(location: string, bucket: string, options: { backfill?: ReadonlySet<string>; since?: Date } = {}): Promise<number> {
+  async scan(location: string, bucket: string, options: { backfill?: ReadonlySet<string>; since?: Date; seen?: { ids: Map<string, number>; from: number } } = {}): Promise<number> {
     const client = this.options.sources.get(location);
     if (client === undefined) throw new Error(`no S3 client for source location "${location}"`);
     const since = options.since?.getTime();
+    const { seen } = options;
     let count = 0;
     for await (const page of scanBucket(client, location, bucket)) {
       const plans = [];
+      const queued: [string, number][] = [];
       for (const change of page) {
-        if (since !== undefined && Date.parse(change.eventTime) < since) continue;
+        const time = Date.parse(change.eventTime);
+        if (since !== undefined && time < since) continue;
+        const id = `${change.key}\0${change.versionId}`;
+        if (seen?.ids.has(id) === true) continue;
         try {
           plans.push(await this.plan(change, options.backfill !== undefined ? { backfill: options.backfill } : {}));
+          if (seen !== undefined && time >= seen.from) queued.push([id, time]);
         } catch (err) {
           if (!(err instanceof ChangeFailed)) throw err;
           this.failed(location, err);
@@ -242,6 +249,7 @@ export class Populator {
         count++;
       }
       await this.queue(plans);
+      for (const [id, time] of queued) seen?.ids.set(id, time);
     }
     return count;
   }

@@ -23,6 +23,11 @@ const wantsExisting = (r: CompiledRule): boolean => r.ExistingObjectReplication.
 interface Watermark {
   lastStart: number;
   lastFull: number;
+  /**
+   * The versions periodic scans queued that the next incremental scan lists again (modified within
+   * its overlap), by `key\0versionId`: not queued twice. Bounded by what is written in one overlap.
+   */
+  seen: Map<string, number>;
 }
 
 /**
@@ -30,8 +35,8 @@ interface Watermark {
  * existing objects (those rules alone), and every `journal.scan.intervalSeconds` where a location has a
  * scan journal (each rule queueing what was written since it took effect). A periodic scan is full
  * (every version listed) at start and every `fullIntervalSeconds`; in between it queues only
- * versions modified since the previous scan began, less `overlapMs`, so that a large bucket is not
- * re-queued whole every few minutes. Scans run one at a time; a periodic tick while one still runs is
+ * versions modified since the previous scan began, less `overlapMs`, and not queued by an earlier
+ * scan, so that a large bucket is not re-queued whole every few minutes. Scans run one at a time; a periodic tick while one still runs is
  * dropped rather than queued behind it. A bucket whose scan fails is logged and counted
  * (backbeat_scan_failures_total), and the scan goes on with the next bucket.
  */
@@ -59,16 +64,23 @@ export function scheduleScans(
     const full = backfill !== undefined || mark === undefined || started - mark.lastFull >= fullEveryMs;
     const since = full ? undefined : new Date(mark.lastStart - overlapMs);
     const fields = { why, location, bucket, full, ...(since !== undefined ? { since: since.toISOString() } : {}) };
+    const seen = mark?.seen ?? new Map<string, number>();
+    // A full scan queues every version again (the repair of whatever was missed), and records anew.
+    if (full) seen.clear();
     let versions: number;
     try {
-      versions = await populator.scan(location, bucket, { ...(since !== undefined ? { since } : {}), ...(backfill !== undefined ? { backfill } : {}) });
+      versions = await populator.scan(location, bucket, { ...(since !== undefined ? { since } : {}), ...(backfill !== undefined ? { backfill } : { seen: { ids: seen, from: started - overlapMs } }) });
     } catch (err) {
       // Only a periodic scan that went through moves the watermark: after a failure the next one looks as far back.
       metrics?.scanFailures.inc({ location, bucket });
       logger.error('scan of a source bucket failed; the next scan tries again', { ...fields, error: err });
       return;
     }
-    if (backfill === undefined) marks.set(id, { lastStart: started, lastFull: full ? started : mark.lastFull });
+    if (backfill === undefined) {
+      // What the next incremental scan will not list again is forgotten.
+      for (const [v, time] of seen) if (time < started - overlapMs) seen.delete(v);
+      marks.set(id, { lastStart: started, lastFull: full ? started : mark.lastFull, seen });
+    }
     metrics?.scanCompleted.set({ location, bucket }, Date.now() / 1000);
     logger.info('scan queued changes', { ...fields, versions });
   };

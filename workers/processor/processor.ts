@@ -12,6 +12,7 @@ import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '.
 import { abortable } from '../../lib/s3/client.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { decode, encode, isPaused, objectKey, pauseKey, type PauseState, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
+import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
 import { ledgerKey, UploadLedger } from './uploads.ts';
 
@@ -74,6 +75,8 @@ export class Processor {
   private readonly log: Logger;
   private consumer: QueueConsumer | undefined;
   private producer: QueueProducer | undefined;
+  /** Results go out grouped: many copies finishing together make one produce call. */
+  private readonly results = new GroupedSender(() => this.producer);
   private readonly names: QueueNames;
   private readonly limiter: Limiter;
   private pauseState: PauseState | undefined;
@@ -269,7 +272,7 @@ export class Processor {
         at: new Date().toISOString(),
       };
       // The result is durably queued before the offset can be committed: at least once, end to end.
-      await this.producer?.send(this.names.status, [{ key: objectKey(task.source), value: encode(event) }]);
+      await this.results.send(this.names.status, [{ key: objectKey(task.source), value: encode(event) }]);
       if (failure !== undefined) {
         this.counters.failed++;
         metrics?.failures.inc({ destination: d.id, reason: reasonCode(failure) });

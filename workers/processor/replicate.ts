@@ -21,7 +21,7 @@ import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
-import { currentState, keyHistory, replicaVersions, versionTime, type Current } from './s3-state.ts';
+import { currentState, historyThrough, replicaVersions, type Current, type VersionEntry } from './s3-state.ts';
 import type { UploadLedger } from './uploads.ts';
 
 export interface CopyContext {
@@ -53,26 +53,23 @@ export class ReplicaMismatch extends Error {
 
 /**
  * Why the destination already holds something newer than the task's source version (undefined when it
- * does not): an older version must never overwrite a newer replica. `mine` is the task version's listed
- * Last-Modified. A replica that records its source version's Last-Modified is weighed by it, whether or
- * not that version is still on the source; a delete marker (and a tie) by the source's own version order.
+ * does not): an older version must never overwrite a newer replica, nor come back after a delete.
+ * `history` is the source's, newest first, down to the task's version at `at`. A replica that records
+ * its source version's Last-Modified is weighed by it, whether or not that version is still on the
+ * source; a delete marker and a tie by the source's own version order.
  */
-async function superseded(ctx: CopyContext, task: ReplicationTask, current: Current, mine: number): Promise<string | undefined> {
-  if (current.kind === 'absent') return undefined;
+function superseded(current: Current, history: VersionEntry[], at: number): string | undefined {
+  const mine = history[at];
+  if (mine === undefined) return 'source version no longer exists';
   const newer = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
-  if (current.kind === 'object' && current.sourceTime !== undefined && current.replicaOf !== undefined) {
-    if (current.sourceTime > mine) return newer(current.replicaOf);
-    if (current.sourceTime < mine) return undefined;
-  }
-  const history = await keyHistory(ctx.source, task.source.bucket, task.source.key);
-  const at = history.findIndex((e) => e.versionId === task.source.versionId);
-  if (at === -1) return 'source version no longer exists';
   if (current.kind === 'object' && current.replicaOf !== undefined) {
+    if (current.sourceTime !== undefined && current.sourceTime !== mine.lastModified) return current.sourceTime > mine.lastModified ? newer(current.replicaOf) : undefined;
     const theirs = history.findIndex((e) => e.versionId === current.replicaOf);
     if (theirs !== -1 && theirs < at) return newer(current.replicaOf);
     // Written in the same instant, and theirs already collected from the source: only the source's
     // current version may replace it.
-    if (theirs === -1 && current.sourceTime === mine && history[at]?.isLatest !== true) return newer(current.replicaOf);
+    if (theirs === -1 && current.sourceTime === mine.lastModified && !mine.isLatest) return newer(current.replicaOf);
+    return undefined;
   }
   if (current.kind === 'deleteMarker' && history.slice(0, at).some((e) => e.isDeleteMarker)) {
     return 'superseded: a newer delete marker is already replicated';
@@ -254,11 +251,10 @@ async function copyParts(
 async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
   const current = await currentState(ctx.destination, d.bucket, destKey);
   if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
-  const time = await versionTime(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
-  if (time === undefined) return skipped('source version no longer exists');
-  const reason = await superseded(ctx, task, current, time);
+  const { history, at } = await historyThrough(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
+  const reason = superseded(current, history, at);
   if (reason !== undefined) return skipped(reason);
-  return copyObject(ctx, task, d, time);
+  return copyObject(ctx, task, d, history[at]?.lastModified ?? 0);
 }
 
 /** Sets the source version's tags on its replica, current or not; a version not replicated yet is copied whole. */
@@ -283,8 +279,8 @@ async function replicateDeleteMarker(ctx: CopyContext, task: ReplicationTask, d:
   const current = await currentState(ctx.destination, d.bucket, destKey);
   if (current.kind === 'deleteMarker') return done('already deleted');
   if (current.kind === 'object') {
-    const time = await versionTime(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
-    const reason = time === undefined ? 'delete marker no longer exists on the source' : await superseded(ctx, task, current, time);
+    const { history, at } = await historyThrough(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
+    const reason = superseded(current, history, at);
     if (reason !== undefined) return skipped(reason === 'source version no longer exists' ? 'delete marker no longer exists on the source' : reason);
   }
   // On a key the destination does not hold (yet) too: the marker keeps an older version, copied late

@@ -45,6 +45,8 @@ async function* historyPages(client: S3Client, bucket: string, key: string, page
   }
 }
 
+const newestFirst = (a: VersionEntry, b: VersionEntry): number => b.lastModified - a.lastModified || Number(b.isLatest) - Number(a.isLatest);
+
 /** Every version and delete marker of exactly `key` (up to `limit`), newest first. */
 export async function keyHistory(client: S3Client, bucket: string, key: string, limit = 1000): Promise<VersionEntry[]> {
   const entries: VersionEntry[] = [];
@@ -54,19 +56,22 @@ export async function keyHistory(client: S3Client, bucket: string, key: string, 
   }
   // Versions and delete markers come in two lists: merge them, newest first. Times can tie (AWS gives
   // seconds): the latest entry goes first, and the rest keep the server's order.
-  return entries.sort((a, b) => b.lastModified - a.lastModified || Number(b.isLatest) - Number(a.isLatest));
+  return entries.sort(newestFirst);
 }
 
 /**
- * One version's (or delete marker's) Last-Modified as the listing gives it: to the millisecond where the
- * server keeps them (MinIO), where a GET or HEAD gives whole seconds. Undefined when it is gone.
+ * The history of `key` from its newest entry down to `versionId` (and the rest of that listing page),
+ * newest first; `at` is that version's index, -1 when it is gone (then the whole history is walked).
+ * Listed times are to the millisecond where the server keeps them (MinIO); a GET or HEAD gives seconds.
  */
-export async function versionTime(client: S3Client, bucket: string, key: string, versionId: string): Promise<number | undefined> {
+export async function historyThrough(client: S3Client, bucket: string, key: string, versionId: string): Promise<{ history: VersionEntry[]; at: number }> {
+  const history: VersionEntry[] = [];
   for await (const page of historyPages(client, bucket, key)) {
-    const found = page.find((e) => e.versionId === versionId);
-    if (found !== undefined) return found.lastModified;
+    history.push(...page);
+    if (page.some((e) => e.versionId === versionId)) break;
   }
-  return undefined;
+  history.sort(newestFirst);
+  return { history, at: history.findIndex((e) => e.versionId === versionId) };
 }
 
 export type Current =

@@ -331,6 +331,12 @@ export class StatusProcessor {
     return next.state === 'COMPLETED' && previous?.state !== 'COMPLETED' && this.transient(next);
   }
 
+  /** The destinations where a delete marker of the key newer than `status` is COMPLETED. */
+  private deletedSince(status: ObjectStatus): Set<string> {
+    const markers = this.versionsOfKey(status, new Map()).filter((s) => s.kind === 'deleteMarker' && s.eventTime > status.eventTime);
+    return new Set(markers.flatMap((m) => Object.entries(m.destinations).filter(([, d]) => d.state === 'COMPLETED').map(([id]) => id)));
+  }
+
   /** Every version of the key held here, as this chunk left them. */
   private versionsOfKey(status: ObjectStatus, touched: Map<string, { now: ObjectStatus | null }>): ObjectStatus[] {
     const { location, bucket, key } = status.object;
@@ -456,6 +462,7 @@ export class StatusProcessor {
     let count = 0;
     const planned: PlannedTask[] = [];
     const collect: GcTask[] = [];
+    const superseded: OutgoingRecord[] = [];
     for (const failed of byChange.values()) {
       const [first] = failed;
       const status = first === undefined ? undefined : this.db().get(versionKey(first.object));
@@ -467,9 +474,16 @@ export class StatusProcessor {
         continue;
       }
       const ids = new Set(failed.map((f) => f.destination));
-      const targets = (status.targets ?? []).filter((t) => ids.has(t.id));
-      if (targets.length === 0) continue;
       const kind = first.kind;
+      // A delete replicated since is not undone by copying the older version now (a server that never
+      // held the key keeps no marker of it to weigh the copy against): the version is settled as superseded.
+      const deletedSince = kind === 'object' ? this.deletedSince(status) : new Set<string>();
+      for (const id of [...ids].filter((i) => deletedSince.has(i))) {
+        superseded.push({ key: objectKey(status.object), value: encode({ type: 'result', object: status.object, kind, destination: id, state: 'SKIPPED', reason: 'superseded: a newer delete marker is already replicated', attempts: 0, bytes: 0, at: new Date().toISOString() } satisfies StatusEvent) });
+        count++;
+      }
+      const targets = (status.targets ?? []).filter((t) => ids.has(t.id) && !deletedSince.has(t.id));
+      if (targets.length === 0) continue;
       planned.push({
         key: objectKey(status.object),
         queued: { type: 'queued', object: status.object, kind, eventTime: status.eventTime, destinations: targets.map((t) => t.id), targets, at: new Date().toISOString() },
@@ -477,6 +491,7 @@ export class StatusProcessor {
       });
       count += targets.length;
     }
+    if (superseded.length > 0) await (await this.out()).send(this.names.status, superseded);
     if (planned.length > 0) await queueTasks(await this.out(), this.names, planned, { tasksFirst: true });
     if (collect.length > 0) await (await this.out()).send(this.names.gc, collect.map((t) => ({ key: objectKey(t.object), value: encode(t) })));
     return count;

@@ -206,7 +206,9 @@ for (const [name, open] of implementations) {
       const { seen, consumer } = await collect(queue, topic, `g-${randomUUID()}`);
       await eventually(() => assert.equal(seen.length, 50));
       assert.deepEqual(seen.map((m) => m.value?.toString()), Array.from({ length: 50 }, (_, i) => String(i)));
+      assert.equal(consumer.consuming(), true);
       await consumer.close();
+      assert.equal(consumer.consuming(), false, 'a closed consumer does not consume (what /readyz reports)');
       // A producer gone: every waiting send is refused, none is dropped silently.
       await assert.rejects(new GroupedSender(() => undefined).send(topic, [{ value: 'x' }]), /producer is closed/);
       await producer.close();

@@ -406,6 +406,8 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           commit(opts.groupId, points);
           return Promise.resolve();
         },
+        // A failed batch is redelivered here, never fatal: it consumes while it runs.
+        consuming: () => state.running,
         pause() {
           state.paused = true;
         },

@@ -332,8 +332,16 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       // Next offset committed per topic/partition: after a batch, kafkajs fetches from there (resolveOffset),
       // so what a stopped batch left undone is fetched again, and nothing beyond it is skipped.
       const committed = new Map<string, string>();
+      let running = false;
+      consumer.on(consumer.events.CRASH, ({ payload }) => {
+        if (payload.restart) return;
+        running = false;
+        log.error('consumer stopped for good: kafkajs does not restart it', { group: opts.groupId, error: payload.error });
+      });
       return {
+        consuming: () => running,
         async run(handlers: ConsumerHandlers) {
+          running = true;
           if (handlers.onAssign !== undefined) {
             consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
               handlers.onAssign?.(Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition }))));
@@ -409,7 +417,10 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         resume: () => {
           consumer.resume(opts.topics.map((topic) => ({ topic })));
         },
-        close: () => consumer.disconnect(),
+        close: () => {
+          running = false;
+          return consumer.disconnect();
+        },
       };
     },
   };

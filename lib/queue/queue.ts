@@ -129,6 +129,11 @@ export interface QueueConsumer {
   /** Starts consuming in the background; resolves once started. */
   run(handlers: ConsumerHandlers): Promise<void>;
   commit(points: CommitPoint[]): Promise<void>;
+  /**
+   * Whether it consumes: true from run() until close(), and false once it crashed for good (kafkajs
+   * gave up restarting it). /readyz reports a role whose consumer does not.
+   */
+  consuming(): boolean;
   /** Stops fetching (the group membership stays, with its partitions) until resume(). */
   pause(): void;
   resume(): void;

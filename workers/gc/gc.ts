@@ -161,6 +161,11 @@ export class GarbageCollector {
     return undefined;
   }
 
+  /** Its consumer runs (false once it crashed for good). */
+  get consuming(): boolean {
+    return this.consumer?.consuming() === true;
+  }
+
   private async out(): Promise<QueueProducer> {
     this.producer ??= await this.options.queue.producer();
     return this.producer;

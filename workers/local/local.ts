@@ -187,7 +187,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       await recordLag(lagAdmin, metrics, lagGroups, TASK_RETENTION_MS / 2);
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
-    ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled),
+    ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled) && populator.consuming && (gc?.consuming ?? true),
     readiness: () => ({ restoring: status.restores() }),
     rules: [...manifests.rules.keys()].sort(),
     backfill(name) {

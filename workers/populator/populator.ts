@@ -254,6 +254,11 @@ export class Populator {
     return count;
   }
 
+  /** Every journal it follows is being consumed (false once a consumer crashed for good). */
+  get consuming(): boolean {
+    return this.consumers.every((c) => c.consuming());
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.consumers.splice(0).map((c) => c.close()));
     await this.producer?.close();

@@ -220,9 +220,9 @@ export class Processor {
     return this.transitions;
   }
 
-  /** Whether this processor does what its pause state says: consuming unless paused. */
+  /** Whether this processor does what its pause state says: consuming unless paused (and its consumer not crashed for good). */
   get settled(): boolean {
-    return this.closed || isPaused(this.pauseState) === (this.consumer === undefined);
+    return this.closed || (isPaused(this.pauseState) === (this.consumer === undefined) && this.consumer?.consuming() !== false);
   }
 
   private async consume(): Promise<void> {

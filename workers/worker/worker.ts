@@ -99,7 +99,7 @@ async function populator(ctx: RoleContext): Promise<RoleRun> {
   const topic = ctx.config.locations.get(location)?.spec.journal?.kafka?.topic;
   if (topic === undefined) throw new ConfigError([{ resource: `Location/${location}`, path: 'spec.journal.kafka', message: 'the populator role follows a Kafka journal, and this location has none' }]);
   await p.followJournal(location, topic);
-  return { lagGroups: [[ctx.names.populatorGroup(location), topic]], stop: () => p.close() };
+  return { lagGroups: [[ctx.names.populatorGroup(location), topic]], ready: () => p.consuming, stop: () => p.close() };
 }
 
 /** The listing scans of a source location (periodic repair, existing objects): one replica, so each listing runs once. */
@@ -152,7 +152,7 @@ async function gc(ctx: RoleContext): Promise<RoleRun> {
   const planner = new Populator({ queue: ctx.queue, names: ctx.names, logger: ctx.logger, configs: ctx.config.buckets, sources: clients, transientSources: transient });
   const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, planner, transientSources: transient, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
   await g.start();
-  return { lagGroups: [[ctx.names.gcGroup, ctx.names.gc]], stop: () => g.close() };
+  return { lagGroups: [[ctx.names.gcGroup, ctx.names.gc]], ready: () => g.consuming, stop: () => g.close() };
 }
 
 async function status(ctx: RoleContext): Promise<RoleRun> {

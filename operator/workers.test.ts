@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
@@ -130,6 +130,7 @@ describe('Published config', () => {
     assert.deepEqual(secretsFromDir(creds).get('a-creds')?.stringData, { accessKeyId: 'AK' });
     assert.deepEqual([...secretsFromDir(creds).keys()], ['a-creds']);
     assert.throws(() => readPublishedConfig(creds), /is the operator's ConfigMap mounted here/);
+    for (const d of [dir, creds]) rmSync(d, { recursive: true, force: true });
   });
 });
 

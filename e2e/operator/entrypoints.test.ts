@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backbeatWithEnv } from '../pipeline/backbeat.ts';
@@ -23,6 +23,7 @@ async function refused(env: Record<string, string>, args: string[], message: Reg
 describe('worker and operator entry points', function () {
   this.timeout(30_000);
   const empty = mkdtempSync(join(tmpdir(), 'no-config-'));
+  after(() => rmSync(empty, { recursive: true, force: true }));
 
   it('refuse an unknown role, a missing location, missing brokers and an unmounted config', async () => {
     await refused({}, ['worker', '--role', 'copier'], /--role must be one of populator, scanner, processor, status, gc, got "copier"/);

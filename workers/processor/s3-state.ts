@@ -15,7 +15,7 @@ export interface VersionEntry {
  * The listing pages of exactly `key`'s versions and delete markers (unsorted within a page). Listing by
  * prefix returns `key` before any longer key that starts with it, so the walk stops at the first other key.
  */
-async function* historyPages(client: S3Client, bucket: string, key: string, pageSize = 1000): AsyncGenerator<VersionEntry[]> {
+async function* historyPages(client: S3Client, bucket: string, key: string, pageSize = 1000, firstPageSize = pageSize): AsyncGenerator<VersionEntry[]> {
   let keyMarker: string | undefined;
   let versionIdMarker: string | undefined;
   for (;;) {
@@ -23,7 +23,7 @@ async function* historyPages(client: S3Client, bucket: string, key: string, page
       new ListObjectVersionsCommand({
         Bucket: bucket,
         Prefix: key,
-        MaxKeys: pageSize,
+        MaxKeys: keyMarker === undefined ? firstPageSize : pageSize,
         ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
         ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
       }),
@@ -66,7 +66,8 @@ export async function keyHistory(client: S3Client, bucket: string, key: string, 
  */
 export async function historyThrough(client: S3Client, bucket: string, key: string, versionId: string): Promise<{ history: VersionEntry[]; at: number }> {
   const history: VersionEntry[] = [];
-  for await (const page of historyPages(client, bucket, key)) {
+  // A short first page: the version a task copies is most often at the top of its key's history.
+  for await (const page of historyPages(client, bucket, key, 1000, 50)) {
     history.push(...page);
     if (page.some((e) => e.versionId === versionId)) break;
   }

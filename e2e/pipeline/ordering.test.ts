@@ -102,7 +102,9 @@ describe('adversarial orderings: an older version never replaces what is newer (
   });
 
   // Last: a thousand copies of one key hold up its partition while they run.
-  it('a backfill that meets a key across a listing page boundary (1 001 entries, a delete marker newest) leaves it deleted', async () => {
+  it('a backfill that meets a key across a listing page boundary (1 001 entries, a delete marker newest) leaves it deleted', async function () {
+    // 999 copies of one key, one after another, each listing the key's history: minutes on a busy machine.
+    this.timeout(600_000);
     const d = sites.c.client();
     const first = (await d.send(new PutObjectCommand({ Bucket: 'paged', Key: 'paged', Body: 'v1' }))).VersionId;
     for (let i = 2; i <= 1_000; i += 25) {
@@ -112,7 +114,7 @@ describe('adversarial orderings: an older version never replaces what is newer (
     // The listing gives a key's versions newest first, 1 000 to a page: the newest 1 000 (the marker
     // among them) are queued before the oldest version, which reaches the processor last.
     await backbeat('backfill', 'paged', '--server', local.url);
-    await eventually(() => assert.equal(state('site-d', 'paged', 'paged', marker), 'COMPLETED'), 240_000, 500);
+    await eventually(() => assert.equal(state('site-d', 'paged', 'paged', marker), 'COMPLETED'), 480_000, 1_000);
     await eventually(() => assert.equal(state('site-d', 'paged', 'paged', first), 'SKIPPED'), 120_000, 500);
     assert.equal(await currentReplicaOf(b, 'paged', 'paged'), 'deleted');
     const replicas = await versionsOf(b, 'paged', 'paged');

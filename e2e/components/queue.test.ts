@@ -11,7 +11,8 @@ import { createRequire } from 'node:module';
 import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
-import { commitBatch, Limiter, runOrdered } from '../../lib/queue/ordered.ts';
+import { commitBatch, consumeOrdered, Limiter, type Lease } from '../../lib/queue/ordered.ts';
+import { assignBusyFirst } from '../../lib/queue/busy-first.ts';
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import type { OutgoingRecord, Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
 import { sharedKafka } from '../harness/env.ts';
@@ -103,26 +104,27 @@ for (const [name, open] of implementations) {
       let releaseA0: () => void = () => undefined;
       const a0Gate = new Promise<void>((r) => (releaseA0 = r));
       const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
-      await consumer.run({
-        onBatch: (batch) =>
-          runOrdered(batch, {
-            limiter,
-            commitIntervalMs: 0,
-            commit: (offset) => consumer.commit([{ topic, partition: batch.partition, offset }]),
-            work: async (m) => {
-              peak = Math.max(peak, limiter.inFlight);
-              const v = m.value?.toString() ?? '';
-              if (v === 'a0') await a0Gate;
-              else await sleep(20);
-              order.push(v);
-            },
-          }),
-      });
+      await consumeOrdered(
+        consumer,
+        limiter,
+        async (m) => {
+          peak = Math.max(peak, limiter.inFlight);
+          const v = m.value?.toString() ?? '';
+          if (v === 'a0') await a0Gate;
+          else await sleep(20);
+          order.push(v);
+        },
+        { commitIntervalMs: 50 },
+      );
       // Everything but a's chain finishes while a0 is held; the commit stays at offset 0.
       await eventually(() => assert.deepEqual(order.filter((v) => v[0] !== 'a').sort(), ['b0', 'b1', 'b2', 'c0', 'c1']));
-      assert.deepEqual((await admin.groupLag(group, topic)).map((p) => p.committed ?? '0'), ['0']);
+      // A slow key holds up only itself: what comes later, in later batches, goes on past it.
+      await producer.send(topic, ['b3', 'd0', 'c2'].map((v) => ({ key: v[0] ?? '', value: v })));
+      await eventually(() => assert.deepEqual(order.filter((v) => v[0] !== 'a').sort(), ['b0', 'b1', 'b2', 'b3', 'c0', 'c1', 'c2', 'd0']));
+      await sleep(200);
+      assert.deepEqual((await admin.groupLag(group, topic)).map((p) => p.committed ?? '0'), ['0'], 'nothing is committed past a message not done');
       releaseA0();
-      await eventually(() => assert.equal(order.length, 7));
+      await eventually(() => assert.equal(order.length, 10));
       assert.ok(order.indexOf('a0') < order.indexOf('a1'));
       assert.ok(order.indexOf('b0') < order.indexOf('b1') && order.indexOf('b1') < order.indexOf('b2'));
       assert.ok(order.indexOf('c0') < order.indexOf('c1'));
@@ -226,18 +228,11 @@ for (const [name, open] of implementations) {
       // The first consumer finishes a and b, then fails on c, as a crash would.
       const first = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
       const seenFirst: string[] = [];
-      await first.run({
-        onBatch: (batch) =>
-          runOrdered(batch, {
-            limiter: new Limiter(4),
-            commit: (offset) => first.commit([{ topic, partition: 0, offset }]),
-            work: (m) => {
-              const v = m.value?.toString() ?? '';
-              if (v === 'c') return Promise.reject(new Error('crash'));
-              seenFirst.push(v);
-              return Promise.resolve();
-            },
-          }),
+      await consumeOrdered(first, new Limiter(4), (m) => {
+        const v = m.value?.toString() ?? '';
+        if (v === 'c') return Promise.reject(new Error('crash'));
+        seenFirst.push(v);
+        return Promise.resolve();
       });
       await eventually(() => assert.deepEqual(seenFirst.slice(0, 2), ['a', 'b']));
       await first.close();
@@ -251,6 +246,60 @@ for (const [name, open] of implementations) {
     });
   });
 }
+
+describe('partitions with work in flight (real broker)', function () {
+  this.timeout(120_000);
+
+  it('leaves a partition whose work still runs with its member through a rebalance; the new member gets the idle ones', async () => {
+    // The assignment itself: claimed partitions stay (first claimant by id), the rest even out the counts.
+    const tp = (partition: number): { topic: string; partition: number } => ({ topic: 't', partition });
+    const plan = assignBusyFirst([0, 1, 2, 3].map(tp), [{ id: 'b', busy: [tp(2)] }, { id: 'a', busy: [tp(0), tp(1), tp(2)] }, { id: 'c', busy: [] }]);
+    assert.deepEqual(Object.fromEntries([...plan].map(([id, tps]) => [id, tps.map((x) => x.partition)])), { a: [0, 1, 2], b: [3], c: [] });
+
+    const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: quiet });
+    const topic = `sticky-${randomUUID()}`;
+    const admin = await queue.admin();
+    await admin.ensureTopics([{ topic, partitions: 3 }]);
+    const producer = await queue.producer();
+    // Work held on partitions 0 and 1; partition 2 idle. Round robin would give b one of the busy two.
+    await producer.send(topic, [{ key: 'slow', value: 'slow-0', partition: 0 }, { key: 'slow', value: 'slow-1', partition: 1 }]);
+    const group = `g-${randomUUID()}`;
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const leases = new Map<string, Lease>();
+    const seen: Record<'a' | 'b', string[]> = { a: [], b: [] };
+    const member = async (name: 'a' | 'b'): Promise<QueueConsumer> => {
+      const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+      await consumeOrdered(consumer, new Limiter(4), async (m, lease) => {
+        const v = m.value?.toString() ?? '';
+        seen[name].push(v);
+        if (v.startsWith('slow')) {
+          leases.set(v, lease);
+          await gate;
+        }
+      });
+      return consumer;
+    };
+    const a = await member('a');
+    await eventually(() => assert.equal(leases.size, 2));
+    const b = await member('b');
+    // Once b reads partition 2, the group has rebalanced; 0 and 1 stayed with a, whose work went on.
+    await producer.send(topic, [{ key: 'after', value: 'after-2', partition: 2 }]);
+    await eventually(() => assert.deepEqual(seen.b, ['after-2']), 60_000);
+    await producer.send(topic, [{ key: 'other', value: 'after-0', partition: 0 }]);
+    await eventually(() => assert.ok(seen.a.includes('after-0'), 'partition 0 is still a\'s, and its other keys go on'));
+    for (const [v, lease] of leases) {
+      assert.equal(lease.signal.aborted, false, `the work in flight on ${v} was not aborted by the rebalance`);
+      assert.equal(lease.isActive(), true);
+    }
+    assert.deepEqual(seen.b, ['after-2'], 'the new member never redid the work in flight');
+    release();
+    await eventually(async () => assert.deepEqual((await admin.groupLag(group, topic)).map((p) => [p.committed, p.lag]), [['2', 0], ['1', 0], ['1', 0]]));
+    await Promise.all([a.close(), b.close()]);
+    await producer.close();
+    await admin.close();
+  });
+});
 
 describe('Kafka settings and recovery (real broker)', function () {
   this.timeout(120_000);

@@ -349,6 +349,9 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       activeGroups.add(opts.groupId);
       const state = { running: false, paused: false };
       const loops: Promise<void>[] = [];
+      let windowed: ConsumerHandlers['windowed'];
+      // Where a window asked a partition to be read again from.
+      const rewinds = new Map<string, number>();
 
       const position = (topic: string, partition: number, log: PartitionLog): number => {
         const committed = groups.get(opts.groupId)?.get(`${topic}/${partition}`);
@@ -364,6 +367,9 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         if (log === undefined) return;
         let next = position(topic, partition, log);
         while (state.running) {
+          const rewound = rewinds.get(`${topic}/${String(partition)}`);
+          rewinds.delete(`${topic}/${String(partition)}`);
+          if (rewound !== undefined) next = rewound;
           const messages = state.paused ? [] : log.read(next, MAX_BATCH);
           if (messages.length === 0) {
             await new Promise<void>((resolve) => {
@@ -379,13 +385,16 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           }
           // One member per group here: a partition is only taken away by a stop, which waits for the batch.
           const batch: Batch = { topic, partition, messages, heartbeat: () => Promise.resolve(), isActive: () => state.running, signal: NEVER };
+          let failed = false;
           try {
             await handlers.onBatch(batch);
           } catch {
             // As Kafka would after a consumer crash: continue from the last commit.
+            failed = true;
           }
-          next = position(topic, partition, log);
-          if (next <= Number(messages[0]?.offset ?? next)) {
+          // A window took the batch in: the next batch follows it (unless the window rewinds, above).
+          next = handlers.windowed !== undefined && !failed ? Number(messages.at(-1)?.offset ?? next - 1) + 1 : position(topic, partition, log);
+          if (failed || next <= Number(messages[0]?.offset ?? next)) {
             // Nothing committed: back off before redelivering, as a restarted consumer would.
             await new Promise((r) => setTimeout(r, 1_000));
           }
@@ -395,6 +404,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       return Promise.resolve({
         run(handlers: ConsumerHandlers) {
           state.running = true;
+          windowed = handlers.windowed;
           // The one consumer of its group: every partition, once.
           handlers.onAssign?.(opts.topics.flatMap((topic) => partitionsOf(topic).map((_, partition) => ({ topic, partition }))));
           for (const topic of opts.topics) {
@@ -406,6 +416,10 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           commit(opts.groupId, points);
           return Promise.resolve();
         },
+        rewind({ topic, partition, offset }) {
+          rewinds.set(`${topic}/${String(partition)}`, Number(offset));
+          appended.emit('append');
+        },
         // A failed batch is redelivered here, never fatal: it consumes while it runs.
         consuming: () => state.running,
         pause() {
@@ -416,6 +430,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           appended.emit('append');
         },
         async close() {
+          await windowed?.drain();
           state.running = false;
           appended.emit('stop');
           await Promise.all(loops);

@@ -1,20 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { Kafka, logLevel as KafkaLogLevel, Partitioners, type Admin, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
+import { busyFirstAssigner } from './busy-first.ts';
 import { retryKafka } from './kafka-retry.ts';
-import type {
-  CommitPoint,
-  ConsumerHandlers,
-  ConsumerOptions,
-  PartitionLag,
-  Queue,
-  QueueAdmin,
-  QueueConsumer,
-  QueueMessage,
-  QueueProducer,
-  TopicSpec,
-  Written,
+import {
+  DRAIN_MS,
+  type CommitPoint,
+  type ConsumerHandlers,
+  type ConsumerOptions,
+  type PartitionLag,
+  type Queue,
+  type QueueAdmin,
+  type QueueConsumer,
+  type QueueMessage,
+  type QueueProducer,
+  type TopicPartition,
+  type TopicSpec,
+  type Written,
 } from './queue.ts';
 
 /** Group errors that mean this member's partitions are being (or were) given to others. */
@@ -22,12 +25,17 @@ const LOSING_PARTITIONS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION'
 
 /**
  * Group timings, set rather than left to kafkajs: a member that stops heartbeating (a crash) is out
- * after the session timeout, so its partitions move within seconds; work in flight heartbeats every
- * 3 s (runOrdered, a status restore). A rebalance waits up to the rebalance timeout for members to give
- * up their partitions, and work in flight gets DRAIN_MS (less than that) before it is aborted.
+ * after the session timeout, so its partitions move within seconds; long batches heartbeat every 3 s (a
+ * status restore, a full window). A rebalance waits up to the rebalance timeout for members to give up
+ * their partitions, and work in flight gets DRAIN_MS (less than that) before it is aborted.
  */
 export const GROUP_TIMINGS = { sessionTimeout: 10_000, rebalanceTimeout: 60_000, heartbeatInterval: 3_000 } as const;
-export const DRAIN_MS = 15_000;
+/**
+ * Without a heartbeat answered for this long (and no join under way), a member may have been evicted
+ * (the coordinator's session timeout, counted from a heartbeat sent earlier still): the work it runs
+ * outside batches stops before another member can be given its partitions.
+ */
+const LEASE_MS = GROUP_TIMINGS.sessionTimeout - GROUP_TIMINGS.heartbeatInterval;
 
 export interface KafkaOptions {
   brokers: string[];
@@ -324,7 +332,16 @@ export function kafkaQueue(options: KafkaOptions): Queue {
 
     async consumer(opts: ConsumerOptions): Promise<QueueConsumer> {
       // A stop waits for the fetch under way: a long poll of 1 s, not kafkajs' 5 s, keeps stops short.
-      const consumer = kafka.consumer({ groupId: opts.groupId, allowAutoTopicCreation: false, maxWaitTimeInMs: 1_000, ...GROUP_TIMINGS });
+      // Partitions with work in flight stay put through a rebalance where every member knows how
+      // (busy-first); a group with older members falls back to round robin.
+      let busy = (): TopicPartition[] => [];
+      const consumer = kafka.consumer({
+        groupId: opts.groupId,
+        allowAutoTopicCreation: false,
+        maxWaitTimeInMs: 1_000,
+        ...GROUP_TIMINGS,
+        partitionAssigners: [busyFirstAssigner(() => busy()), PartitionAssigners.roundRobin],
+      });
       await settle(`joining ${opts.groupId}`, async () => {
         await consumer.connect();
         await consumer.subscribe({ topics: opts.topics, fromBeginning: opts.fromBeginning ?? false });
@@ -333,18 +350,50 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       // so what a stopped batch left undone is fetched again, and nothing beyond it is skipped.
       const committed = new Map<string, string>();
       let running = false;
+      let handlers: ConsumerHandlers | undefined;
+      // The lease of a windowed consumer's partitions: renewed by each heartbeat answered and each join.
+      let assigned = false;
+      let joining = false;
+      let lastBeat = Date.now();
+      let leaseTimer: NodeJS.Timeout | undefined;
+      const loseAll = (why: string): void => {
+        if (!assigned) return;
+        assigned = false;
+        log.warn('partitions may be given to another member: work in flight is aborted', { group: opts.groupId, why });
+        handlers?.onAssign?.([]);
+      };
       consumer.on(consumer.events.CRASH, ({ payload }) => {
+        // kafkajs has left the group before it says so.
+        if (handlers?.windowed !== undefined) loseAll('the consumer crashed');
         if (payload.restart) return;
         running = false;
         log.error('consumer stopped for good: kafkajs does not restart it', { group: opts.groupId, error: payload.error });
       });
+      consumer.on(consumer.events.HEARTBEAT, () => {
+        lastBeat = Date.now();
+      });
+      consumer.on(consumer.events.REBALANCING, () => {
+        joining = true;
+      });
       return {
         consuming: () => running,
-        async run(handlers: ConsumerHandlers) {
+        async run(given: ConsumerHandlers) {
           running = true;
-          if (handlers.onAssign !== undefined) {
+          handlers = given;
+          const windowed = given.windowed;
+          if (windowed !== undefined) {
+            busy = () => windowed.busy();
+            leaseTimer = setInterval(() => {
+              if (!joining && Date.now() - lastBeat > LEASE_MS) loseAll(`no heartbeat answered for ${String(LEASE_MS)} ms`);
+            }, 1_000);
+            leaseTimer.unref();
+          }
+          if (given.onAssign !== undefined) {
             consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
-              handlers.onAssign?.(Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition }))));
+              joining = false;
+              assigned = true;
+              lastBeat = Date.now();
+              given.onAssign?.(Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition }))));
             });
           }
           await consumer.run({
@@ -368,12 +417,13 @@ export function kafkaQueue(options: KafkaOptions): Queue {
               const lose = (why: string): void => {
                 if (drain !== undefined) return;
                 losing = true;
+                if (windowed !== undefined) return;
                 log.info('partition being taken away: no new work, work in flight drains', { group: opts.groupId, topic: batch.topic, partition: batch.partition, why, drainMs: DRAIN_MS });
                 drain = setTimeout(() => fence.abort(new Error(`${batch.topic}/${String(batch.partition)} is no longer ours`)), DRAIN_MS);
               };
               const isActive = (): boolean => !losing && payload.isRunning() && !payload.isStale();
               try {
-                await handlers.onBatch({
+                await given.onBatch({
                   topic: batch.topic,
                   partition: batch.partition,
                   messages,
@@ -403,7 +453,10 @@ export function kafkaQueue(options: KafkaOptions): Queue {
               } finally {
                 clearTimeout(drain);
               }
-              resolveCommitted();
+              // A window took the batch in: the next fetch goes on after it, unless the window rewound.
+              if (windowed !== undefined) {
+                if (!payload.isStale()) payload.resolveOffset(batch.lastOffset());
+              } else resolveCommitted();
             },
           });
         },
@@ -411,15 +464,28 @@ export function kafkaQueue(options: KafkaOptions): Queue {
           await consumer.commitOffsets(points);
           for (const p of points) committed.set(`${p.topic}/${p.partition}`, p.offset);
         },
+        rewind: ({ topic, partition, offset }) => {
+          try {
+            consumer.seek({ topic, partition, offset });
+          } catch {
+            // Not running (crashed, closing): the next run starts from the commits anyway.
+          }
+        },
         pause: () => {
           consumer.pause(opts.topics.map((topic) => ({ topic })));
         },
         resume: () => {
           consumer.resume(opts.topics.map((topic) => ({ topic })));
         },
-        close: () => {
+        async close() {
           running = false;
-          return consumer.disconnect();
+          clearInterval(leaseTimer);
+          if (handlers?.windowed !== undefined) {
+            // Windows finish (or abort) their work while the partitions are still this member's.
+            consumer.pause(opts.topics.map((topic) => ({ topic })));
+            await handlers.windowed.drain();
+          }
+          await consumer.disconnect();
         },
       };
     },

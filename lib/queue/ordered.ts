@@ -1,4 +1,4 @@
-import type { Batch, QueueConsumer, QueueMessage } from './queue.ts';
+import { DRAIN_MS, type Batch, type QueueConsumer, type QueueMessage, type TopicPartition } from './queue.ts';
 
 /**
  * Thrown by work that cannot go on now (its destination unreachable, the consumer paused for it): the
@@ -39,95 +39,223 @@ export class Limiter {
   }
 }
 
+/** What work on a partition's message holds: the right to act for the partition's owner. */
+export interface Lease {
+  /** False once the partition is taken away or the consumer stops: start nothing more, report nothing. */
+  isActive(): boolean;
+  /** Aborted when work still running must end: the partition is no longer this member's, or the drain time is over. */
+  signal: AbortSignal;
+}
+
 export interface OrderedOptions {
   limiter: Limiter;
   /**
-   * Handles one message; a throw is a bug or a stop: the batch ends and uncommitted offsets are
-   * redelivered. Long work (retries) should give up when `batch.isActive()` turns false.
+   * Handles one message; a throw is a bug or a stop, and a Deferred asks for the message later: the
+   * partition starts nothing more, and what is not done is delivered again. Long work (retries) should
+   * give up when `lease.isActive()` turns false.
    */
-  work(message: QueueMessage, batch: Batch): Promise<void>;
-  /** Commits `offset` (the next offset to read) for the batch's partition. */
-  commit(offset: string): Promise<void>;
+  work(message: QueueMessage, lease: Lease): Promise<void>;
+  /** Messages per partition taken in and not yet committed: what a slow key lets the others run ahead. */
+  window?: number;
   commitIntervalMs?: number;
-  heartbeatIntervalMs?: number;
+  /** How long a stop waits for work in flight before aborting it. */
+  drainMs?: number;
 }
 
+/** A partition's messages are taken in up to this many past its last commit. */
+export const WINDOW = 1_000;
+
+interface Slot {
+  offset: bigint;
+  done: boolean;
+}
+
+const tpKey = (tp: TopicPartition): string => `${tp.topic}/${String(tp.partition)}`;
+
 /**
- * Runs a batch: messages of one key strictly one after another in offset order, different keys
- * concurrently within the limiter's bound. Commits only the contiguous prefix of finished offsets, so a
- * crash redelivers everything not yet done and nothing is skipped. Stops starting work as soon as the
- * batch becomes inactive (stop, rebalance), waits for what is in flight, commits, and returns.
+ * The work of one partition across its batches: messages of one key strictly one after another in offset
+ * order, different keys concurrently within the limiter's bound, and later batches taken in while a slow
+ * key still runs, up to the window. Only the contiguous prefix of finished offsets is committed, so a
+ * crash redelivers everything not yet done and nothing is skipped.
  */
-export async function runOrdered(batch: Batch, options: OrderedOptions): Promise<void> {
-  const { messages } = batch;
-  const done = new Array<boolean>(messages.length).fill(false);
-  let low = 0; // index of the first message not done
-  let committed = 0; // number of messages covered by the last commit
-  let failure: unknown;
-  let deferred = false;
-  let lastCommit = Date.now();
-  let commitChain = Promise.resolve();
-  const commitIntervalMs = options.commitIntervalMs ?? 1_000;
+class PartitionWindow {
+  readonly tp: TopicPartition;
+  private readonly consumer: QueueConsumer;
+  private readonly options: OrderedOptions;
+  /** Every message taken in and not yet committed, in offset order; slots[low] is the first not done. */
+  private slots: Slot[] = [];
+  private low = 0;
+  /** The offset after the last message taken in. */
+  private next: bigint | undefined;
+  /** The next offset to read as last committed (or as found, before the first commit). */
+  private committed: bigint | undefined;
+  /** Keys with messages to do; the first of each chain is the one running (or about to). */
+  private readonly chains = new Map<string, { message: QueueMessage; slot: Slot }[]>();
+  private running = 0;
+  /** False while what runs is drained before the partition is read again from its commit. */
+  private accepting = true;
+  private owned = true;
+  private stopping = false;
+  private failure: unknown;
+  private readonly fence = new AbortController();
+  private commitChain = Promise.resolve();
+  private wake: (() => void)[] = [];
+  readonly lease: Lease;
 
-  const commitUpTo = (count: number): Promise<void> => {
-    commitChain = commitChain.then(async () => {
-      if (count <= committed) return;
-      const last = messages[count - 1];
-      if (last === undefined) return;
-      await options.commit((BigInt(last.offset) + 1n).toString());
-      committed = count;
+  constructor(tp: TopicPartition, consumer: QueueConsumer, options: OrderedOptions) {
+    this.tp = tp;
+    this.consumer = consumer;
+    this.options = options;
+    this.lease = { isActive: () => this.owned && !this.stopping, signal: this.fence.signal };
+  }
+
+  /** Work runs or waits: the group should leave the partition here through a rebalance. */
+  get busy(): boolean {
+    return this.running > 0 || this.chains.size > 0;
+  }
+
+  private changed(): void {
+    const wake = this.wake;
+    this.wake = [];
+    for (const w of wake) w();
+  }
+
+  private waitForChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
-    return commitChain;
-  };
+  }
 
-  const finished = (index: number): void => {
-    done[index] = true;
-    while (low < messages.length && done[low] === true) low++;
-    if (low > committed && Date.now() - lastCommit >= commitIntervalMs) {
-      lastCommit = Date.now();
-      commitUpTo(low).catch((err: unknown) => (failure ??= err));
+  /** Takes a batch in, then holds it while the window is full: the queue fetches on once this returns. */
+  async take(batch: Batch): Promise<void> {
+    while (!this.accepting && this.owned && batch.isActive()) await this.waitForChange(1_000);
+    if (this.failure !== undefined) {
+      const failure = this.failure;
+      this.failure = undefined;
+      throw failure instanceof Error ? failure : new Error('work failed', { cause: failure });
     }
-  };
-
-  const chains = new Map<string, number[]>();
-  messages.forEach((m, i) => {
-    // Messages without a key have no order to keep with any other.
-    const key = m.key ?? `\0offset:${m.offset}`;
-    const chain = chains.get(key);
-    if (chain === undefined) chains.set(key, [i]);
-    else chain.push(i);
-  });
-
-  const runChain = async (indices: number[]): Promise<void> => {
-    for (const i of indices) {
-      const message = messages[i];
-      if (message === undefined) return;
-      await options.limiter.acquire();
-      try {
-        if (failure !== undefined || deferred || !batch.isActive()) return;
-        await options.work(message, batch);
-        finished(i);
-      } catch (err) {
-        if (err instanceof Deferred) deferred = true;
-        else failure ??= err;
-        return;
-      } finally {
-        options.limiter.release();
+    if (!this.owned || this.stopping || !batch.isActive()) return;
+    for (const message of batch.messages) {
+      const offset = BigInt(message.offset);
+      // Delivered again (a rebalance that left the partition here restarts from the commit): taken in already.
+      if (this.next !== undefined && offset < this.next) continue;
+      this.next = offset + 1n;
+      this.committed ??= offset;
+      const slot = { offset, done: false };
+      this.slots.push(slot);
+      // Messages without a key have no order to keep with any other.
+      const key = message.key ?? `\0offset:${message.offset}`;
+      const chain = this.chains.get(key);
+      if (chain !== undefined) chain.push({ message, slot });
+      else {
+        this.chains.set(key, [{ message, slot }]);
+        void this.runChain(key);
       }
     }
-  };
-
-  const heartbeat = setInterval(() => {
-    batch.heartbeat().catch(() => undefined);
-  }, options.heartbeatIntervalMs ?? 3_000);
-  try {
-    await Promise.all([...chains.values()].map(runChain));
-    await commitUpTo(low);
-  } finally {
-    clearInterval(heartbeat);
+    const window = this.options.window ?? WINDOW;
+    while (this.accepting && this.slots.length >= window && batch.isActive()) {
+      await this.waitForChange(1_000);
+      await this.commit();
+      await batch.heartbeat().catch(() => undefined);
+    }
   }
-  // A failure while the batch is being taken away is the stop itself: what is uncommitted is redelivered.
-  if (failure !== undefined && batch.isActive()) throw failure instanceof Error ? failure : new Error('batch failed', { cause: failure });
+
+  private async runChain(key: string): Promise<void> {
+    this.running++;
+    try {
+      for (;;) {
+        const chain = this.chains.get(key);
+        const entry = chain?.[0];
+        if (chain === undefined || entry === undefined) return;
+        await this.options.limiter.acquire();
+        try {
+          if (!this.accepting || !this.lease.isActive()) return;
+          await this.options.work(entry.message, this.lease);
+        } catch (err) {
+          // A throw while the partition is being given up is the stop itself.
+          if (!(err instanceof Deferred) && this.lease.isActive()) this.failure ??= err;
+          this.accepting = false;
+          return;
+        } finally {
+          this.options.limiter.release();
+        }
+        entry.slot.done = true;
+        while (this.slots[this.low]?.done === true) this.low++;
+        chain.shift();
+        if (chain.length === 0) {
+          this.chains.delete(key);
+          return;
+        }
+      }
+    } finally {
+      this.running--;
+      if (this.running === 0 && !this.accepting && this.owned && !this.stopping) void this.rewind();
+      this.changed();
+    }
+  }
+
+  /** The offset after the contiguous prefix of finished messages. */
+  private get doneUpTo(): bigint | undefined {
+    return this.slots[this.low]?.offset ?? this.next;
+  }
+
+  /** Commits what is done, serialised; a refused commit (a rebalance under way) is tried again later. */
+  commit(): Promise<void> {
+    this.commitChain = this.commitChain.then(async () => {
+      const upTo = this.doneUpTo;
+      if (!this.owned || upTo === undefined || this.committed === undefined || upTo <= this.committed) return;
+      try {
+        await this.consumer.commit([{ ...this.tp, offset: upTo.toString() }]);
+      } catch {
+        return;
+      }
+      this.committed = upTo;
+      const cut = this.slots.findIndex((s) => s.offset >= upTo);
+      this.slots = cut < 0 ? [] : this.slots.slice(cut);
+      this.low = Math.max(0, this.low - (cut < 0 ? this.low : cut));
+    });
+    return this.commitChain;
+  }
+
+  /** After a Deferred or a failure, with nothing running: commit, forget the rest, read again from the commit. */
+  private async rewind(): Promise<void> {
+    await this.commit();
+    if (!this.owned || this.stopping) return;
+    this.chains.clear();
+    this.slots = [];
+    this.low = 0;
+    this.next = this.committed;
+    if (this.committed !== undefined) this.consumer.rewind({ ...this.tp, offset: this.committed.toString() });
+    this.accepting = true;
+    this.changed();
+  }
+
+  /** The partition is no longer this member's: everything stops now, and nothing is committed or reported. */
+  revoke(): void {
+    if (!this.owned) return;
+    this.owned = false;
+    this.accepting = false;
+    this.fence.abort(new Error(`${tpKey(this.tp)} is no longer ours`));
+    // The queue may still hold the partition (an expired lease): it reads again from the last commit.
+    if (this.committed !== undefined) this.consumer.rewind({ ...this.tp, offset: this.committed.toString() });
+    this.changed();
+  }
+
+  /** A stop: start nothing more, give what runs `drainMs`, abort the rest, commit what is done. */
+  async drain(drainMs: number): Promise<void> {
+    this.stopping = true;
+    this.accepting = false;
+    this.changed();
+    const until = Date.now() + drainMs;
+    while (this.running > 0 && Date.now() < until) await this.waitForChange(Math.min(250, until - Date.now()));
+    await this.commit();
+    if (this.running > 0) this.fence.abort(new Error(`stopping: ${tpKey(this.tp)} is left to its next owner`));
+    this.owned = false;
+  }
 }
 
 /** Commits a whole batch: for consumers that finish each batch before returning. */
@@ -137,14 +265,45 @@ export function commitBatch(consumer: QueueConsumer, batch: Batch): Promise<void
   return consumer.commit([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last.offset) + 1n).toString() }]);
 }
 
-/** Starts `consumer` with every batch run by runOrdered, committing to its own partition. */
-export function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, work: OrderedOptions['work']): Promise<void> {
-  return consumer.run({
-    onBatch: (batch) =>
-      runOrdered(batch, {
-        limiter,
-        work,
-        commit: (offset) => consumer.commit([{ topic: batch.topic, partition: batch.partition, offset }]),
-      }),
+/**
+ * Starts `consumer` with its partitions worked through partition windows, each committing to its own
+ * partition. A partition with work in flight stays with this member through a rebalance (the queue's
+ * busy-first assignment); one taken away all the same is aborted at once.
+ */
+export async function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, work: OrderedOptions['work'], more: Omit<OrderedOptions, 'limiter' | 'work'> = {}): Promise<void> {
+  const options: OrderedOptions = { limiter, work, ...more };
+  const windows = new Map<string, PartitionWindow>();
+  let stopping = false;
+  const ticker = setInterval(() => {
+    for (const w of windows.values()) void w.commit();
+  }, options.commitIntervalMs ?? 1_000);
+  ticker.unref();
+  await consumer.run({
+    onBatch: async (batch) => {
+      if (stopping) return;
+      let w = windows.get(tpKey(batch));
+      if (w === undefined) {
+        w = new PartitionWindow({ topic: batch.topic, partition: batch.partition }, consumer, options);
+        windows.set(tpKey(batch), w);
+      }
+      await w.take(batch);
+    },
+    onAssign: (assignment) => {
+      const kept = new Set(assignment.map(tpKey));
+      for (const [k, w] of windows) {
+        if (kept.has(k)) continue;
+        w.revoke();
+        windows.delete(k);
+      }
+    },
+    windowed: {
+      busy: () => [...windows.values()].filter((w) => w.busy).map((w) => w.tp),
+      drain: async () => {
+        stopping = true;
+        clearInterval(ticker);
+        await Promise.all([...windows.values()].map((w) => w.drain(options.drainMs ?? DRAIN_MS)));
+        windows.clear();
+      },
+    },
   });
 }

@@ -111,6 +111,9 @@ export interface Batch {
   signal: AbortSignal;
 }
 
+/** How long a stop (or a partition taken away) leaves work in flight to finish before aborting it. */
+export const DRAIN_MS = 15_000;
+
 export interface ConsumerHandlers {
   /**
    * Called with batches, in order within a partition; the next batch of a partition waits until this one
@@ -123,12 +126,26 @@ export interface ConsumerHandlers {
    * any batch of that assignment. State kept per partition is caught up here (Kafka Streams' model).
    */
   onAssign?(assignment: TopicPartition[]): void;
+  /**
+   * Set by handlers that keep their own window of work per partition across batches (consumeOrdered):
+   * onBatch takes a batch in and may return before its messages are done, and the partition's next batch
+   * starts after the last message delivered (or where rewind() says). onAssign then also hears of
+   * partitions this member may have lost without a new assignment (a crash, an expired session): `[]`.
+   */
+  windowed?: {
+    /** Partitions with work in flight: the group leaves them with this member through a rebalance. */
+    busy(): TopicPartition[];
+    /** Called by close() before it leaves the group: finish or abort what runs, commit what is done. */
+    drain(): Promise<void>;
+  };
 }
 
 export interface QueueConsumer {
   /** Starts consuming in the background; resolves once started. */
   run(handlers: ConsumerHandlers): Promise<void>;
   commit(points: CommitPoint[]): Promise<void>;
+  /** The partition's next batch starts at `offset` (its last commit): what a window gave up is read again. */
+  rewind(point: CommitPoint): void;
   /**
    * Whether it consumes: true from run() until close(), and false once it crashed for good (kafkajs
    * gave up restarting it). /readyz reports a role whose consumer does not.
@@ -137,7 +154,7 @@ export interface QueueConsumer {
   /** Stops fetching (the group membership stays, with its partitions) until resume(). */
   pause(): void;
   resume(): void;
-  /** Stops fetching, waits for the batches in progress, and leaves the group. */
+  /** Stops fetching, drains the batches (and windows) in progress, and leaves the group. */
   close(): Promise<void>;
 }
 

@@ -3,8 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
-import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
-import type { Batch, Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
+import { consumeOrdered, Limiter, type Lease } from '../../lib/queue/ordered.ts';
+import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
 import { ChangeFailed, type ChangeRecord, REPLICA_VERSION_META } from '../journal/change.ts';
@@ -91,10 +91,10 @@ export class GarbageCollector {
     });
   }
 
-  private async waitForDelay(task: GcTask, batch: Batch): Promise<void> {
+  private async waitForDelay(task: GcTask, lease: Lease): Promise<void> {
     const due = Date.parse(task.completedAt) + (this.options.delayMs ?? 0);
     while (Date.now() < due) {
-      if (!batch.isActive()) throw new Error('stopping before the GC delay elapsed');
+      if (!lease.isActive()) throw new Error('stopping before the GC delay elapsed');
       await sleep(Math.min(250, due - Date.now()));
     }
   }
@@ -171,7 +171,7 @@ export class GarbageCollector {
     return this.producer;
   }
 
-  private async collect(task: GcTask, batch: Batch): Promise<{ state: GcState; reason?: string } | undefined> {
+  private async collect(task: GcTask, lease: Lease): Promise<{ state: GcState; reason?: string } | undefined> {
     const { object } = task;
     if (this.options.transientSources?.has(object.location) === false) return { state: 'REFUSED', reason: `Location "${object.location}" is not a transient source (any more): the source copy stays` };
     const source = this.client(object.location);
@@ -218,7 +218,7 @@ export class GarbageCollector {
         if (err instanceof ChangeFailed) return { state: 'REFUSED', reason: err.message };
         const kind = classify(err);
         if (kind === 'permanent' || (kind === 'transient' && attempt >= 5)) return { state: 'REFUSED', reason: `could not verify or delete: ${reasonOf(err)}` };
-        if (!batch.isActive()) throw err;
+        if (!lease.isActive()) throw err;
         await sleep(Math.min(30_000, 500 * 2 ** attempt));
       }
     }

@@ -5,10 +5,10 @@ import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts'
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
 import { backoff, DEFAULT_RETRY, type RetryPolicy } from '../../lib/retry.ts';
-import { consumeOrdered, Deferred, Limiter } from '../../lib/queue/ordered.ts';
+import { consumeOrdered, Deferred, Limiter, type Lease } from '../../lib/queue/ordered.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
-import type { Batch, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { decode, encode, isPaused, objectKey, pauseKey, type PauseState, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
@@ -63,7 +63,7 @@ export function deleteNoLongerWanted(configs: ReadonlyMap<string, BucketReplicat
   return handling.Status === 'Enabled' ? undefined : `rule "${d.rule}" no longer replicates ${what}: nothing deleted`;
 }
 
-/** Stops the work of a batch that is no longer ours (stop, rebalance): its offset stays uncommitted. */
+/** Stops the work of a partition that is no longer ours (stop, rebalance): its offset stays uncommitted. */
 class Stopped extends Error {
   override name = 'Stopped';
 }
@@ -238,7 +238,7 @@ export class Processor {
     }
   }
 
-  private async handle(message: QueueMessage, batch: Batch): Promise<void> {
+  private async handle(message: QueueMessage, lease: Lease): Promise<void> {
     let task: ReplicationTask;
     try {
       task = decode(message.value) as ReplicationTask;
@@ -251,14 +251,14 @@ export class Processor {
       metrics?.inFlight.inc({ destination: this.options.location });
       const copyKey = ledgerKey({ destination: d.id, key: `${d.keyPrefix ?? ''}${task.source.key}` });
       this.copying.add(copyKey);
-      const { outcome, attempts, failure } = await this.attempt(task, d, batch).finally(() => {
+      const { outcome, attempts, failure } = await this.attempt(task, d, lease).finally(() => {
         this.copying.delete(copyKey);
         metrics?.inFlight.dec({ destination: this.options.location });
       });
       if (outcome.resumedParts !== undefined) this.log.info('multipart copy resumed', { key: task.source.key, versionId: task.source.versionId, destination: d.id, partsAlreadyThere: outcome.resumedParts });
       // Fenced: a partition taken away meanwhile has a new owner, which redoes the task (finding it done,
       // if it is) and reports it. Two members never both report a task.
-      if (!batch.isActive()) throw new Stopped('the partition was taken away: its next owner reports the task');
+      if (!lease.isActive()) throw new Stopped('the partition was taken away: its next owner reports the task');
       const event: StatusEvent = {
         type: 'result',
         object: task.source,
@@ -294,9 +294,9 @@ export class Processor {
 
   /**
    * Runs one copy with the retry policy. An unreachable endpoint is waited for as long as it takes, with
-   * the consumer paused (endpointDown), not inside the batch.
+   * the consumer paused (endpointDown), not inside the task.
    */
-  private async attempt(task: ReplicationTask, d: TaskDestination, batch: Batch): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
+  private async attempt(task: ReplicationTask, d: TaskDestination, lease: Lease): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
     const source = this.options.sources.get(task.source.location);
     const none: Outcome = { state: 'COMPLETED', bytes: 0 };
     if (source === undefined) return { outcome: none, attempts: 0, failure: `unknown source location "${task.source.location}"` };
@@ -305,13 +305,13 @@ export class Processor {
       this.log.info('delete not replicated', { key: task.source.key, versionId: task.source.versionId, destination: d.id, reason: unwanted });
       return { outcome: { state: 'SKIPPED', reason: unwanted, bytes: 0 }, attempts: 0 };
     }
-    // Every S3 call of the copy ends when the batch's fence aborts (the partition taken away, drained).
-    const ctx = { source: abortable(source, batch.signal), destination: abortable(this.options.destination, batch.signal), signal: batch.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}) };
+    // Every S3 call of the copy ends when the lease is aborted (the partition taken away, drained).
+    const ctx = { source: abortable(source, lease.signal), destination: abortable(this.options.destination, lease.signal), signal: lease.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}) };
     for (let attempt = 1; ; attempt++) {
       try {
         return { outcome: await replicate(ctx, task, d), attempts: attempt };
       } catch (err) {
-        if (batch.signal.aborted) throw new Stopped('aborted: the partition was taken away');
+        if (lease.signal.aborted) throw new Stopped('aborted: the partition was taken away');
         const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);
         const reason = err instanceof ReplicaMismatch ? err.message : reasonOf(err);
         const fields = { key: task.source.key, versionId: task.source.versionId, destination: d.id, attempt, reason };
@@ -325,21 +325,21 @@ export class Processor {
         }
         this.counters.retries++;
         if (kind === 'unavailable') {
-          // Not waited for inside the batch: the consumer pauses (keeping its partitions) until a probe
+          // Not waited for in the task: the consumer pauses (keeping its partitions) until a probe
           // reaches the endpoints again, and this task is redelivered then.
           this.endpointDown(task, d, reason);
           throw new Deferred('an endpoint is unreachable: the task waits for it');
         }
         if (attempt === 1 || attempt % 10 === 0) this.log.info('retrying', fields);
-        await this.waitBeforeRetry(backoff(attempt, this.retry), batch);
+        await this.waitBeforeRetry(backoff(attempt, this.retry), lease);
       }
     }
   }
 
-  private async waitBeforeRetry(ms: number, batch: Batch): Promise<void> {
+  private async waitBeforeRetry(ms: number, lease: Lease): Promise<void> {
     const until = Date.now() + ms;
     while (Date.now() < until) {
-      if (!batch.isActive()) throw new Stopped('stopping: the task will be redelivered');
+      if (!lease.isActive()) throw new Stopped('stopping: the task will be redelivered');
       await sleep(Math.min(250, until - Date.now()));
     }
   }

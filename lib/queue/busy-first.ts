@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { PartitionAssigner } from 'kafkajs';
-import type { TopicPartition } from './queue.ts';
+import { tpKey, type TopicPartition } from './queue.ts';
 
 // kafkajs' serialisers are not among the named exports Node finds in its CommonJS: taken from require.
 const { AssignerProtocol } = createRequire(import.meta.url)('kafkajs') as typeof import('kafkajs');
@@ -14,20 +14,19 @@ export const BUSY_FIRST = 'BackbeatBusyFirst';
  * running would meet its partition's next owner redoing it.
  */
 export function assignBusyFirst(partitions: TopicPartition[], members: { id: string; busy: TopicPartition[] }[]): Map<string, TopicPartition[]> {
-  const key = (tp: TopicPartition): string => `${tp.topic}/${String(tp.partition)}`;
   const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const out = new Map<string, TopicPartition[]>(sorted.map((m) => [m.id, []]));
-  const exists = new Set(partitions.map(key));
+  const exists = new Set(partitions.map(tpKey));
   const owner = new Map<string, string>();
   for (const m of sorted) {
     for (const tp of m.busy) {
-      if (!exists.has(key(tp)) || owner.has(key(tp))) continue;
-      owner.set(key(tp), m.id);
+      if (!exists.has(tpKey(tp)) || owner.has(tpKey(tp))) continue;
+      owner.set(tpKey(tp), m.id);
       out.get(m.id)?.push(tp);
     }
   }
   for (const tp of partitions) {
-    if (owner.has(key(tp))) continue;
+    if (owner.has(tpKey(tp))) continue;
     const least = sorted.reduce<string | undefined>((best, m) => (best === undefined || (out.get(m.id)?.length ?? 0) < (out.get(best)?.length ?? 0) ? m.id : best), undefined);
     if (least !== undefined) out.get(least)?.push(tp);
   }

@@ -17,6 +17,7 @@ import type {
   TopicSpec,
   Written,
 } from './queue.ts';
+import { tpKey } from './queue.ts';
 
 // The queue of local mode: Kafka's semantics (partitions keyed by hash, consumer groups with committed
 // offsets, batches per partition) in one process. With a folder it is durable: each partition is a log of
@@ -367,8 +368,8 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         if (log === undefined) return;
         let next = position(topic, partition, log);
         while (state.running) {
-          const rewound = rewinds.get(`${topic}/${String(partition)}`);
-          rewinds.delete(`${topic}/${String(partition)}`);
+          const rewound = rewinds.get(tpKey({ topic, partition }));
+          rewinds.delete(tpKey({ topic, partition }));
           if (rewound !== undefined) next = rewound;
           const messages = state.paused ? [] : log.read(next, MAX_BATCH);
           if (messages.length === 0) {
@@ -417,7 +418,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           return Promise.resolve();
         },
         rewind({ topic, partition, offset }) {
-          rewinds.set(`${topic}/${String(partition)}`, Number(offset));
+          rewinds.set(tpKey({ topic, partition }), Number(offset));
           appended.emit('append');
         },
         // A failed batch is redelivered here, never fatal: it consumes while it runs.

@@ -15,7 +15,6 @@ import {
   type QueueConsumer,
   type QueueMessage,
   type QueueProducer,
-  type TopicPartition,
   type TopicSpec,
   type Written,
 } from './queue.ts';
@@ -334,13 +333,13 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       // A stop waits for the fetch under way: a long poll of 1 s, not kafkajs' 5 s, keeps stops short.
       // Partitions with work in flight stay put through a rebalance where every member knows how
       // (busy-first); a group with older members falls back to round robin.
-      let busy = (): TopicPartition[] => [];
+      let handlers: ConsumerHandlers | undefined;
       const consumer = kafka.consumer({
         groupId: opts.groupId,
         allowAutoTopicCreation: false,
         maxWaitTimeInMs: 1_000,
         ...GROUP_TIMINGS,
-        partitionAssigners: [busyFirstAssigner(() => busy()), PartitionAssigners.roundRobin],
+        partitionAssigners: [busyFirstAssigner(() => handlers?.windowed?.busy() ?? []), PartitionAssigners.roundRobin],
       });
       await settle(`joining ${opts.groupId}`, async () => {
         await consumer.connect();
@@ -350,7 +349,6 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       // so what a stopped batch left undone is fetched again, and nothing beyond it is skipped.
       const committed = new Map<string, string>();
       let running = false;
-      let handlers: ConsumerHandlers | undefined;
       // The lease of a windowed consumer's partitions: renewed by each heartbeat answered and each join.
       let assigned = false;
       let joining = false;
@@ -382,7 +380,6 @@ export function kafkaQueue(options: KafkaOptions): Queue {
           handlers = given;
           const windowed = given.windowed;
           if (windowed !== undefined) {
-            busy = () => windowed.busy();
             leaseTimer = setInterval(() => {
               if (!joining && Date.now() - lastBeat > LEASE_MS) loseAll(`no heartbeat answered for ${String(LEASE_MS)} ms`);
             }, 1_000);

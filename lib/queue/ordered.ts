@@ -1,4 +1,4 @@
-import { DRAIN_MS, type Batch, type QueueConsumer, type QueueMessage, type TopicPartition } from './queue.ts';
+import { DRAIN_MS, tpKey, type Batch, type QueueConsumer, type QueueMessage, type TopicPartition } from './queue.ts';
 
 /**
  * Thrown by work that cannot go on now (its destination unreachable, the consumer paused for it): the
@@ -69,8 +69,6 @@ interface Slot {
   offset: bigint;
   done: boolean;
 }
-
-const tpKey = (tp: TopicPartition): string => `${tp.topic}/${String(tp.partition)}`;
 
 /**
  * The work of one partition across its batches: messages of one key strictly one after another in offset

@@ -31,6 +31,9 @@ export interface TopicPartition {
   partition: number;
 }
 
+/** A partition's name as a map key: `topic/partition`. */
+export const tpKey = (tp: TopicPartition): string => `${tp.topic}/${String(tp.partition)}`;
+
 export interface QueueMessage {
   topic: string;
   partition: number;

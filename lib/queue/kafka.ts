@@ -6,6 +6,7 @@ import { busyFirstAssigner } from './busy-first.ts';
 import { retryKafka } from './kafka-retry.ts';
 import {
   DRAIN_MS,
+  tpKey,
   type CommitPoint,
   type ConsumerHandlers,
   type ConsumerOptions,
@@ -390,7 +391,9 @@ export function kafkaQueue(options: KafkaOptions): Queue {
               joining = false;
               assigned = true;
               lastBeat = Date.now();
-              given.onAssign?.(Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition }))));
+              const assignment = Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition })));
+              log.info('partitions assigned', { group: opts.groupId, partitions: assignment.map(tpKey).sort() });
+              given.onAssign?.(assignment);
             });
           }
           await consumer.run({

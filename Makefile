@@ -10,7 +10,7 @@ STAMP := node_modules/.installed
 # Which suites test-only runs; e.g. make test-only SPEC=e2e/components/kafka.test.ts
 SPEC ?= '{lib,workers,operator,cli,e2e,bench}/**/*.test.ts'
 
-.PHONY: help deps install build typecheck lint test test-only demo demo-operator bench bench-status crds clean images e2e-kind
+.PHONY: help deps install build typecheck lint test test-only test-busy demo demo-operator bench bench-status crds clean images e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -38,6 +38,9 @@ test: deps install typecheck lint test-only ## everything CI runs: type check, l
 
 test-only: $(STAMP) ## the test suites alone, or those in SPEC (components must be installed)
 	npx c8 mocha $(SPEC)
+
+test-busy: deps install ## the pipeline suites beside two processes that keep both cores busy (~25 min)
+	BACKBEAT_TEST_BUSY=2 npx mocha 'e2e/pipeline/*.test.ts'
 
 demo: deps install ## start the real components and show what works today
 	node --disable-warning=TimeoutNegativeWarning scripts/demo.ts

@@ -367,9 +367,10 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         const log = partitionsOf(topic)[partition];
         if (log === undefined) return;
         let next = position(topic, partition, log);
+        const key = tpKey({ topic, partition });
         while (state.running) {
-          const rewound = rewinds.get(tpKey({ topic, partition }));
-          rewinds.delete(tpKey({ topic, partition }));
+          const rewound = rewinds.get(key);
+          rewinds.delete(key);
           if (rewound !== undefined) next = rewound;
           const messages = state.paused ? [] : log.read(next, MAX_BATCH);
           if (messages.length === 0) {

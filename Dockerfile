@@ -7,9 +7,11 @@
 #
 #   make images                     # docker build -t backbeat:<package.json version> .
 ARG NODE_IMAGE=node:24.21.0-bookworm-slim
+# Where stage 1 runs npm ci: the same base unless the build machine needs another (its own CA, for one).
+ARG BUILD_IMAGE=${NODE_IMAGE}
 
 # Stage 1: the production npm dependencies only, exactly as package-lock.json pins them.
-FROM ${NODE_IMAGE} AS deps
+FROM ${BUILD_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 # No dependency has an install script (package-lock.json has no hasInstallScript), so none is run.

@@ -69,10 +69,12 @@ clean: ## remove build output (the component cache stays)
 # The container image, tagged with package.json's version unless IMAGE says otherwise: make images IMAGE=reg/backbeat:dev
 VERSION := $(shell sed -n 's/^  "version": "\(.*\)",$$/\1/p' package.json)
 IMAGE ?= backbeat:$(VERSION)
+# Built on a base assembled here (Debian minbase + Node, make deps base) unless NODE_IMAGE names one from a
+# registry, e.g. make images NODE_IMAGE=node:24.21.0-bookworm-slim
+NODE_IMAGE ?=
 
-images: ## build the one image of the operator and the workers, backbeat:<version> (needs Docker)
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo 'make images needs a Docker engine (none on this machine)' >&2; exit 1; }
-	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) .
+images: ## build the one image of the operator and the workers, backbeat:<version> (starts Docker if none runs)
+	bash scripts/images.sh '$(IMAGE)' '$(VERSION)' '$(NODE_IMAGE)'
 
 e2e-kind: ## the operator e2e suite on a kind cluster (needs Docker, kind, kubectl, helm)
 	bash scripts/e2e-kind.sh

@@ -4,6 +4,7 @@
 # component builds under its own lock into a temporary folder that is renamed into place when complete.
 #
 #   scripts/deps.sh [component ...]     default: all; components: node kafka minio etcd kube helm rclone promcheck
+#                                       engine base (for make images: Docker from Debian, the image's base)
 #   scripts/deps.sh --env               prints the environment (PATH, BACKBEAT_BIN_*) that points at the cache
 set -euo pipefail
 
@@ -18,6 +19,9 @@ K8S_V=1.35.4  # newest 1.35 patch the checksum database verifies here
 KUBE_V=$K8S_V-r1
 HELM_V=3.20.2-r1
 RCLONE_V=1.60.1-r1
+# The image's base where no registry is reachable: Debian minbase with this Node and npm.
+NPM_V=11.19.1
+BASE_V=bookworm-node$NODE_V-npm$NPM_V-r2
 # promcheck is the project's own (e2e/tools/promcheck): its sources are part of its cache key.
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROMCHECK_SRC=$REPO/e2e/tools/promcheck
@@ -136,6 +140,33 @@ build_rclone() {
   rm -rf "$tmp"
 }
 
+build_base() {
+  # A root filesystem tarball for `docker import`: Debian's minbase (a shell, passwd for useradd) from the
+  # machine's own apt sources, the cached Node binary and npm.
+  local tmp npm_tgz; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "npm@$NPM_V" >/dev/null)
+  npm_tgz=$(ls "$tmp"/npm-*.tgz)
+  local sources=/etc/apt/sources.list.d/debian.sources
+  [ -f "$sources" ] || sources=/etc/apt/sources.list
+  SOURCE_DATE_EPOCH=0 mmdebstrap --quiet --variant=minbase --include=ca-certificates \
+    --customize-hook="copy-in $CACHE/bin/node-$NODE_V/bin/node /usr/local/bin" \
+    --customize-hook="mkdir -p \"\$1/usr/local/lib/node_modules\" && tar -C \"\$1/usr/local/lib/node_modules\" -xzf $npm_tgz && mv \"\$1/usr/local/lib/node_modules/package\" \"\$1/usr/local/lib/node_modules/npm\" && ln -s ../lib/node_modules/npm/bin/npm-cli.js \"\$1/usr/local/bin/npm\"" \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    bookworm "$OUT/rootfs.tar" "$sources"
+  rm -rf "$tmp"
+}
+
+# System packages, installed from Debian where missing (not cached per version: they are the machine's).
+engine() {
+  local missing=() t
+  for t in dockerd:docker.io mmdebstrap:mmdebstrap; do command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || { echo "deps: ${missing[*]} must be installed (apt-get install ${missing[*]}, as root)" >&2; exit 2; }
+  log "installing ${missing[*]} from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 build_promcheck() {
   # Prometheus' rule and PromQL parsers, to check the chart's alerts and dashboard.
   (cd "$PROMCHECK_SRC" && "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/promcheck" .)
@@ -151,7 +182,9 @@ component() {
     helm) ensure helm "$HELM_V" build_helm ;;
     rclone) ensure rclone "$RCLONE_V" build_rclone ;;
     promcheck) ensure promcheck "$PROMCHECK_V" build_promcheck ;;
-    *) echo "deps: unknown component '$1' (known: node kafka minio etcd kube helm rclone promcheck)" >&2; exit 2 ;;
+    engine) engine ;;
+    base) component node && engine && ensure base "$BASE_V" build_base ;;
+    *) echo "deps: unknown component '$1' (known: node kafka minio etcd kube helm rclone promcheck engine base)" >&2; exit 2 ;;
   esac
 }
 
@@ -167,6 +200,8 @@ if [ "${1:-}" = --env ]; then
   echo "BACKBEAT_HELM=$CACHE/bin/helm-$HELM_V/helm"
   echo "BACKBEAT_RCLONE=$CACHE/bin/rclone-$RCLONE_V/rclone"
   echo "BACKBEAT_PROMCHECK=$CACHE/bin/promcheck-$PROMCHECK_V/promcheck"
+  echo "BACKBEAT_BASE_ROOTFS=$CACHE/bin/base-$BASE_V/rootfs.tar"
+  echo "BACKBEAT_BASE_IMAGE=backbeat-base:$BASE_V"
   exit 0
 fi
 

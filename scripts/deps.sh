@@ -17,6 +17,7 @@ MINIO_V=20260212-r1
 ETCD_V=3.6.16-r1
 K8S_V=1.35.4  # newest 1.35 patch the checksum database verifies here
 KUBE_V=$K8S_V-r1
+KUBENODE_V=$K8S_V-r1
 HELM_V=3.20.2-r1
 RCLONE_V=1.60.1-r1
 # The image's base where no registry is reachable: Debian minbase with this Node and npm.
@@ -91,11 +92,11 @@ build_etcd() {
   "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/etcd" go.etcd.io/etcd/server/v3
 }
 
-build_kube() {
-  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths; a wrapper
-  # module replaces each with the published v0.<minor>.<patch>.
-  local k=$K8S_V w="$CACHE/src/kube-$KUBE_V" p=k8s.io/kubernetes/cmd v=k8s.io/component-base/version mod
-  local minor; minor=$(echo "$k" | cut -d. -f2)
+# kube_module DIR: a wrapper module in DIR (the working directory afterwards) that builds k8s.io/kubernetes'
+# commands. k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths; the
+# wrapper replaces each with the published v0.<minor>.<patch>.
+kube_module() {
+  local k=$K8S_V w=$1 mod
   rm -rf "$w" && mkdir -p "$w" && cd "$w"
   "${GOENV[@]}" go mod init local/kubebuild >/dev/null 2>&1
   mod=$("${GOENV[@]}" go mod download -json "k8s.io/kubernetes@v$k" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -104,7 +105,22 @@ build_kube() {
   for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$mod"); do
     "${GOENV[@]}" go mod edit -replace="$m=$m@v0.${k#1.}"
   done
-  local bins=(kube-apiserver) sys pkgs
+}
+
+# kube_build BIN...: go get and build k8s.io/kubernetes/cmd/BIN into $OUT, stamped with the version.
+kube_build() {
+  local k=$K8S_V p=k8s.io/kubernetes/cmd v=k8s.io/component-base/version pkgs b
+  local minor; minor=$(echo "$k" | cut -d. -f2)
+  pkgs=("${@/#/$p/}")
+  "${GOENV[@]}" go get "${pkgs[@]/%/@v$k}"
+  local ld="-s -w -X $v.gitVersion=v$k -X $v.gitMajor=1 -X $v.gitMinor=$minor"
+  for b in "$@"; do "${GOENV[@]}" go build -ldflags="$ld" -o "$OUT/$b" "$p/$b"; done
+}
+
+build_kube() {
+  local minor; minor=$(echo "$K8S_V" | cut -d. -f2)
+  kube_module "$CACHE/src/kube-$KUBE_V"
+  local bins=(kube-apiserver) sys
   # The machine's kubectl serves when it is within one minor of the API server (kubectl's skew policy).
   sys=$(command -v kubectl || true)
   if [ -n "$sys" ] && [ "$(kubectl_minor "$sys")" -ge $((minor - 1)) ] 2>/dev/null; then
@@ -112,12 +128,15 @@ build_kube() {
   else
     bins+=(kubectl)
   fi
-  pkgs=("${bins[@]/#/$p/}")
-  "${GOENV[@]}" go get "${pkgs[@]/%/@v$k}"
-  local ld="-s -w -X $v.gitVersion=v$k -X $v.gitMajor=1 -X $v.gitMinor=$minor"
-  local b; for b in "${bins[@]}"; do
-    "${GOENV[@]}" go build -ldflags="$ld" -o "$OUT/$b" "$p/$b"
-  done
+  kube_build "${bins[@]}"
+}
+
+build_kubenode() {
+  # A node and the controllers that make pods of Deployments: kubelet, kube-proxy, the controller manager,
+  # the scheduler, and the sandbox ("pause") binary from Kubernetes' own pause.c.
+  kube_module "$CACHE/src/kubenode-$KUBENODE_V"
+  kube_build kubelet kube-proxy kube-controller-manager kube-scheduler
+  gcc -Os -static -DVERSION="v$K8S_V" -o "$OUT/pause" "$("${GOENV[@]}" go env GOMODCACHE)/k8s.io/kubernetes@v$K8S_V/build/pause/linux/pause.c"
 }
 
 kubectl_minor() { "$1" version --client 2>/dev/null | sed -n 's/^Client Version: v1\.\([0-9]*\).*/\1/p'; }
@@ -179,12 +198,13 @@ component() {
     minio) ensure minio "$MINIO_V" build_minio ;;
     etcd) ensure etcd "$ETCD_V" build_etcd ;;
     kube) ensure kube "$KUBE_V" build_kube ;;
+    kubenode) ensure kubenode "$KUBENODE_V" build_kubenode ;;
     helm) ensure helm "$HELM_V" build_helm ;;
     rclone) ensure rclone "$RCLONE_V" build_rclone ;;
     promcheck) ensure promcheck "$PROMCHECK_V" build_promcheck ;;
     engine) engine ;;
     base) component node && engine && ensure base "$BASE_V" build_base ;;
-    *) echo "deps: unknown component '$1' (known: node kafka minio etcd kube helm rclone promcheck engine base)" >&2; exit 2 ;;
+    *) echo "deps: unknown component '$1' (known: node kafka minio etcd kube helm rclone promcheck kubenode engine base)" >&2; exit 2 ;;
   esac
 }
 
@@ -197,6 +217,7 @@ if [ "${1:-}" = --env ]; then
   echo "BACKBEAT_ETCD=$CACHE/bin/etcd-$ETCD_V/etcd"
   echo "BACKBEAT_KUBE_APISERVER=$CACHE/bin/kube-$KUBE_V/kube-apiserver"
   echo "BACKBEAT_KUBECTL=$CACHE/bin/kube-$KUBE_V/kubectl"
+  echo "BACKBEAT_KUBENODE=$CACHE/bin/kubenode-$KUBENODE_V"
   echo "BACKBEAT_HELM=$CACHE/bin/helm-$HELM_V/helm"
   echo "BACKBEAT_RCLONE=$CACHE/bin/rclone-$RCLONE_V/rclone"
   echo "BACKBEAT_PROMCHECK=$CACHE/bin/promcheck-$PROMCHECK_V/promcheck"

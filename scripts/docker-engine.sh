@@ -30,6 +30,8 @@ case ${1:-} in
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$pid" 2>/dev/null || true
+    # dockerd leaves its own network namespace mounted behind it.
+    if grep -q " /run/docker/netns/default " /proc/self/mounts; then umount /run/docker/netns/default; fi
     rm -f "$STATE/started-by-backbeat"
     ;;
   *) echo 'usage: scripts/docker-engine.sh start|stop' >&2; exit 2 ;;

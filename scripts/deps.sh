@@ -178,7 +178,11 @@ build_base() {
 # System packages, installed from Debian where missing (not cached per version: they are the machine's).
 engine() {
   local missing=() t
-  for t in dockerd:docker.io mmdebstrap:mmdebstrap; do command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}"); done
+  # docker.io brings containerd, runc and iptables, which the test node uses too; the CNI plugins give pods a
+  # bridge network.
+  for t in dockerd:docker.io mmdebstrap:mmdebstrap /usr/lib/cni/bridge:containernetworking-plugins; do
+    command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
+  done
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" = 0 ] || { echo "deps: ${missing[*]} must be installed (apt-get install ${missing[*]}, as root)" >&2; exit 2; }
   log "installing ${missing[*]} from Debian"
@@ -223,6 +227,7 @@ if [ "${1:-}" = --env ]; then
   echo "BACKBEAT_PROMCHECK=$CACHE/bin/promcheck-$PROMCHECK_V/promcheck"
   echo "BACKBEAT_BASE_ROOTFS=$CACHE/bin/base-$BASE_V/rootfs.tar"
   echo "BACKBEAT_BASE_IMAGE=backbeat-base:$BASE_V"
+  echo "BACKBEAT_NODE_IMAGES=$CACHE/node-images"
   exit 0
 fi
 

@@ -11,7 +11,11 @@ export interface Binaries {
   etcd: string;
   kubeApiserver: string;
   kubectl: string;
+  /** A folder: kubelet, kube-proxy, kube-controller-manager, kube-scheduler, pause. */
+  kubenode: string;
   helm: string;
+  /** A folder: images.json and the image archive of `make node-images`. */
+  nodeImages: string;
   rclone: string;
   promcheck: string;
 }
@@ -41,7 +45,9 @@ export function binaries(): Binaries {
     etcd: get('BACKBEAT_ETCD'),
     kubeApiserver: get('BACKBEAT_KUBE_APISERVER'),
     kubectl: get('BACKBEAT_KUBECTL'),
+    kubenode: get('BACKBEAT_KUBENODE'),
     helm: get('BACKBEAT_HELM'),
+    nodeImages: get('BACKBEAT_NODE_IMAGES'),
     rclone: get('BACKBEAT_RCLONE'),
     promcheck: get('BACKBEAT_PROMCHECK'),
   };

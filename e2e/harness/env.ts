@@ -1,6 +1,7 @@
 import { startKafka, type KafkaServer } from './kafka.ts';
 import { startKube, type KubeControlPlane } from './kube.ts';
 import { startMinio, type MinioOptions, type MinioServer } from './minio.ts';
+import { startNode, type KubeNode } from './node.ts';
 import { removeRunDir } from './run-dir.ts';
 
 // The test environment of one test run. Kafka and the Kubernetes control plane are shared by every suite
@@ -9,6 +10,7 @@ import { removeRunDir } from './run-dir.ts';
 const started: { stop(): Promise<void> }[] = [];
 let kafka: Promise<KafkaServer> | undefined;
 let kube: Promise<KubeControlPlane> | undefined;
+let node: Promise<KubeNode> | undefined;
 
 function track<T extends { stop(): Promise<void> }>(component: Promise<T>): Promise<T> {
   return component.then((c) => {
@@ -27,6 +29,12 @@ export function sharedKube(): Promise<KubeControlPlane> {
   return kube;
 }
 
+/** The run's Kubernetes node (harness/node.ts), started by the first suite that needs it. */
+export function sharedNode(): Promise<KubeNode> {
+  node ??= track(startNode());
+  return node;
+}
+
 export function minio(options: MinioOptions): Promise<MinioServer> {
   return track(startMinio(options));
 }
@@ -36,5 +44,6 @@ export async function stopAll(): Promise<void> {
   while (started.length > 0) await started.pop()?.stop();
   kafka = undefined;
   kube = undefined;
+  node = undefined;
   removeRunDir();
 }

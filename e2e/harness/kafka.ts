@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { requireBinary } from './binaries.ts';
-import { freePort } from './net.ts';
+import { freePort, serviceHost } from './net.ts';
 import { ManagedProcess, logTail, ComponentStartError, type ReadyCheck } from './process.ts';
 import { runDir } from './run-dir.ts';
 
@@ -61,7 +61,7 @@ export async function startKafkaCluster(name: string, size: number): Promise<Kaf
   const libs = requireBinary('kafkaLibs');
   const ports = await Promise.all(Array.from({ length: size }, async () => ({ broker: await freePort(), controller: await freePort() })));
   const voters = ports.map((p, i) => `${String(i + 1)}@127.0.0.1:${String(p.controller)}`).join(',');
-  const brokers = ports.map((p) => `127.0.0.1:${String(p.broker)}`);
+  const brokers = ports.map((p) => `${serviceHost}:${String(p.broker)}`);
   const replicas = String(Math.min(3, size));
   // A KRaft cluster id is 16 random bytes in URL-safe base64; one starting with '-' would read as an
   // option to StorageTool (a start failing once in 64).
@@ -77,8 +77,8 @@ export async function startKafkaCluster(name: string, size: number): Promise<Kaf
         'process.roles=broker,controller',
         `node.id=${String(id)}`,
         `controller.quorum.voters=${voters}`,
-        `listeners=PLAINTEXT://127.0.0.1:${String(p.broker)},CONTROLLER://127.0.0.1:${String(p.controller)}`,
-        `advertised.listeners=PLAINTEXT://127.0.0.1:${String(p.broker)}`,
+        `listeners=PLAINTEXT://${serviceHost}:${String(p.broker)},CONTROLLER://127.0.0.1:${String(p.controller)}`,
+        `advertised.listeners=PLAINTEXT://${serviceHost}:${String(p.broker)}`,
         'controller.listener.names=CONTROLLER',
         'inter.broker.listener.name=PLAINTEXT',
         'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',

@@ -12,16 +12,27 @@ export interface KubeControlPlane {
   server: string;
   /** A kubeconfig file with cluster-admin rights (system:masters). */
   kubeconfig: string;
+  /** The serving certificate (apiserver.crt) and the ServiceAccount signing key (sa.key). */
+  certs: string;
   etcd: ManagedProcess;
   apiserver: ManagedProcess;
   stop(): Promise<void>;
 }
 
+export interface KubeOptions {
+  /**
+   * The address the API server binds and advertises. Given, the control plane serves a node (harness/node.ts):
+   * the `kubernetes` Service's endpoints are kept and pods get ServiceAccount tokens. Default: loopback,
+   * no node.
+   */
+  address?: string;
+}
+
 /**
- * etcd and kube-apiserver on free loopback ports, the way envtest runs them: a real API server (CRDs,
- * validation, RBAC, watches), with no scheduler, kubelet or controller manager.
+ * etcd and kube-apiserver on free ports, the way envtest runs them: a real API server (CRDs, validation,
+ * RBAC, watches), with no scheduler, kubelet or controller manager unless harness/node.ts adds them.
  */
-export async function startKube(name = 'kube'): Promise<KubeControlPlane> {
+export async function startKube(name = 'kube', options: KubeOptions = {}): Promise<KubeControlPlane> {
   const etcdBin = requireBinary('etcd');
   const apiserverBin = requireBinary('kubeApiserver');
   const dir = join(runDir(), name);
@@ -62,7 +73,13 @@ export async function startKube(name = 'kube'): Promise<KubeControlPlane> {
   const token = randomBytes(24).toString('base64url');
   writeFileSync(join(certs, 'tokens.csv'), `${token},admin,admin-uid,"system:masters"\n`, { mode: 0o600 });
 
-  const server = `https://127.0.0.1:${apiPort}`;
+  const address = options.address ?? '127.0.0.1';
+  const server = `https://${address}:${apiPort}`;
+  const forNode = options.address === undefined
+    ? // With no kubelet or cluster network, the `kubernetes` Service endpoints cannot be reconciled, and no
+      // controller manager creates the ServiceAccounts that admission would require.
+      ['--disable-admission-plugins=ServiceAccount', '--endpoint-reconciler-type=none']
+    : ['--kubelet-preferred-address-types=InternalIP'];
   const apiserver = new ManagedProcess({
     name: `${name}-apiserver`,
     command: apiserverBin,
@@ -70,8 +87,8 @@ export async function startKube(name = 'kube'): Promise<KubeControlPlane> {
       `--etcd-servers=${etcdUrl}`,
       `--etcd-prefix=/${name}`,
       `--cert-dir=${certs}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${apiPort}`,
       '--service-cluster-ip-range=10.0.0.0/24',
       `--service-account-issuer=${server}`,
@@ -80,9 +97,7 @@ export async function startKube(name = 'kube'): Promise<KubeControlPlane> {
       '--authorization-mode=RBAC',
       `--token-auth-file=${join(certs, 'tokens.csv')}`,
       '--allow-privileged=true',
-      '--disable-admission-plugins=ServiceAccount',
-      // With no kubelet or cluster network, the `kubernetes` Service endpoints cannot be reconciled.
-      '--endpoint-reconciler-type=none',
+      ...forNode,
       '--v=0',
     ],
     logFile: join(dir, 'apiserver.log'),
@@ -109,6 +124,7 @@ export async function startKube(name = 'kube'): Promise<KubeControlPlane> {
   return {
     server,
     kubeconfig,
+    certs,
     etcd,
     apiserver,
     async stop() {

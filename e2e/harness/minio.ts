@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
 import { requireBinary } from './binaries.ts';
-import { freePort, httpGet } from './net.ts';
+import { freePort, httpGet, serviceHost } from './net.ts';
 import { ManagedProcess } from './process.ts';
 import { runDir } from './run-dir.ts';
 
@@ -65,11 +65,11 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
   const proc = new ManagedProcess({
     name: `minio-${options.name}`,
     command: binary,
-    args: ['server', '--quiet', '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, join(dir, 'data')],
+    args: ['server', '--quiet', '--address', `${serviceHost}:${port}`, '--console-address', `127.0.0.1:${consolePort}`, join(dir, 'data')],
     env,
     logFile: join(dir, 'minio.log'),
   });
-  const endpoint = `http://127.0.0.1:${port}`;
+  const endpoint = `http://${serviceHost}:${port}`;
   const ready = {
     probe: async () => (await httpGet(`${endpoint}/minio/health/ready`)).status === 200,
     timeoutMs: 60_000,

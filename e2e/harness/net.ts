@@ -2,6 +2,12 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 
+/**
+ * The address of servers that pods must reach (Kafka, S3): the node's bridge when the run has a node
+ * (scripts/isolated.sh sets BACKBEAT_NODE_IP), loopback otherwise.
+ */
+export const serviceHost = process.env['BACKBEAT_NODE_IP'] ?? '127.0.0.1';
+
 /** A currently free TCP port on 127.0.0.1 (the OS picks it). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

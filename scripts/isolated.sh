@@ -7,8 +7,9 @@
 # them (the kubelet's cgroups, the kernel settings the kubelet would change) is created here and removed
 # afterwards, by this script or, should it be killed, by its guardian.
 #
-# CMD sees BACKBEAT_NODE_IP (the bridge's address, which the node, Kafka and the S3 servers bind) and
-# BACKBEAT_NODE_CGROUP (the cgroup root prepared for the kubelet, in every hierarchy).
+# CMD sees BACKBEAT_NODE_IP (the bridge's address, which the node, Kafka and the S3 servers bind),
+# BACKBEAT_NODE_CGROUP (the cgroup root prepared for the kubelet, in every hierarchy) and BACKBEAT_TEST_TMP
+# (a folder of this run's, removed afterwards unless BACKBEAT_KEEP_TEST_DIR is set).
 set -euo pipefail
 NODE_IP=10.244.0.1
 # Kernel settings the kubelet sets to these values at start (setupKernelTunables); they are global, not
@@ -17,9 +18,10 @@ NODE_IP=10.244.0.1
 TUNABLES=(vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_on_oops=1
   kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000)
 
-# cleanup ID: removes the run's cgroups (their processes died with the pid namespace).
+# cleanup ID TMP: removes the run's cgroups (their processes died with the pid namespace) and folder.
 cleanup() {
   local id=$1 left=1 h
+  [ -n "${BACKBEAT_KEEP_TEST_DIR:-}" ] || rm -rf "$2"
   for _ in $(seq 40); do
     left=0
     for h in /sys/fs/cgroup/*/"backbeat-node-$id"; do
@@ -35,10 +37,10 @@ cleanup() {
 
 case ${1:-} in
   --guard)
-    # --guard OWNER_PID ID: once the owner is gone, however it ended, cleans up after it.
+    # --guard OWNER_PID ID TMP: once the owner is gone, however it ended, cleans up after it.
     owner=$2
     while kill -0 "$owner" 2>/dev/null; do sleep 0.5; done
-    cleanup "$3"
+    cleanup "$3" "$4"
     exit
     ;;
   --inner)
@@ -61,14 +63,19 @@ case ${1:-} in
       mount --bind "$f" "/proc/sys/${t%%=*}"
     done
     export BACKBEAT_NODE_IP=$NODE_IP
-    "$@"
-    exit
+    rc=0
+    "$@" || rc=$?
+    # What CMD left to finish by itself (the harness's guardian, after a killed test run) gets a moment:
+    # leaving, pid 1 kills whatever is still in the namespace.
+    for _ in $(seq 60); do [ "$(pgrep -c .)" -le 2 ] && break; sleep 0.25; done
+    exit "$rc"
     ;;
 esac
 
 [ "$(id -u)" = 0 ] || { echo 'isolated: needs root (namespaces, cgroups)' >&2; exit 2; }
 [ $# -gt 0 ] || { echo 'usage: scripts/isolated.sh CMD...' >&2; exit 2; }
 id=$$
+tmp=$(mktemp -d "${BACKBEAT_TEST_TMP:-${TMPDIR:-/tmp}}/backbeat-isolated-XXXXXX")
 before=$(for t in "${TUNABLES[@]}"; do printf '%s=%s ' "${t%%=*}" "$(cat "/proc/sys/${t%%=*}")"; done)
 # The kubelet's cgroup root must exist in every hierarchy; a cpuset needs its CPUs and memory nodes.
 for h in /sys/fs/cgroup/*/; do
@@ -79,15 +86,15 @@ for h in /sys/fs/cgroup/*/; do
     cat "$h/cpuset.mems" >"$h/backbeat-node-$id/cpuset.mems"
   fi
 done
-setsid bash "$0" --guard $$ "$id" </dev/null >/dev/null 2>&1 &
+setsid bash "$0" --guard $$ "$id" "$tmp" </dev/null >/dev/null 2>&1 &
 guard=$!
-export BACKBEAT_NODE_CGROUP=/backbeat-node-$id
+export BACKBEAT_NODE_CGROUP=/backbeat-node-$id BACKBEAT_TEST_TMP=$tmp
 unshare --fork --pid --kill-child --mount-proc --net --mount --propagation private bash "$0" --inner "$@" &
 inner=$!
 trap 'kill -TERM "$inner" 2>/dev/null' INT TERM HUP
 rc=0
 while kill -0 "$inner" 2>/dev/null; do wait "$inner" && rc=0 || rc=$?; done
-cleanup "$id" || rc=1
+cleanup "$id" "$tmp" || rc=1
 kill "$guard" 2>/dev/null || true
 after=$(for t in "${TUNABLES[@]}"; do printf '%s=%s ' "${t%%=*}" "$(cat "/proc/sys/${t%%=*}")"; done)
 if [ "$before" != "$after" ]; then

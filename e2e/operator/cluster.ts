@@ -9,16 +9,19 @@ import { loadKubeConfig } from '../../lib/kube/client.ts';
 import { kubeRest, type KubeRest } from '../../lib/kube/rest.ts';
 import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
 import { requireBinary } from '../harness/binaries.ts';
-import { minio, sharedKafka, sharedKube } from '../harness/env.ts';
+import { minio, sharedKafka, sharedKube, sharedNode } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { freePort, httpGet } from '../harness/net.ts';
+import { nodeUnavailable, type KubeNode } from '../harness/node.ts';
 import { runPods, type PodRunner } from '../harness/pods.ts';
 import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 
-// Where the operator e2e runs. Here: etcd + kube-apiserver + Kafka + two MinIO servers as local
-// processes, and a stand-in kubelet (harness/pods.ts) running each Deployment's pod template as
-// processes. With BACKBEAT_E2E_CLUSTER=external: a real cluster (scripts/e2e-kind.sh), the same tests.
+// Where the operator e2e runs. Here: Kafka and two MinIO servers as local processes, and either the test
+// node (harness/node.ts: a real API server, kubelet and containerd running the image `make images` built,
+// when the run is inside scripts/isolated.sh, which needs root) or, without it, a real API server and the
+// stand-in kubelet (harness/pods.ts) running each Deployment's pod template as local processes. With
+// BACKBEAT_E2E_CLUSTER=external: a cluster of the user's (scripts/e2e-kind.sh), the same tests.
 
 const REPO = new URL('../../', import.meta.url).pathname;
 const run = promisify(execFile);
@@ -33,7 +36,21 @@ export interface Site {
   outage?: { stop(): Promise<void>; start(): Promise<void> };
 }
 
+/** A pod of a Deployment, as the tests see it. */
+export interface PodView {
+  name: string;
+  /** Answers its readiness probe, and is not terminating. */
+  ready: boolean;
+  restarts: number;
+  /** Its HTTP server (BACKBEAT_PORT: status API, /metrics), reachable from the tests (not on an external cluster). */
+  url: string;
+  /** Changes whenever its process is replaced: a new pod, or a restart. */
+  instance: string;
+}
+
 export interface Cluster {
+  /** Where the pods run: the stand-in kubelet, the test node, or a cluster whose servers are not ours. */
+  runtime: 'stand-in' | 'node' | 'external';
   external: boolean;
   kubeconfig: string;
   namespace: string;
@@ -44,13 +61,15 @@ export interface Cluster {
   siteB: Site;
   rest: KubeRest;
   helmValues: string[];
-  /** The stand-in kubelet; undefined on a real cluster. */
-  pods: PodRunner | undefined;
+  /** The current pods of a Deployment, terminating ones excluded, oldest first. */
+  pods(deployment: string): Promise<PodView[]>;
+  /** Ends a pod as a crash would: at once, with no grace period. */
+  crash(pod: string): Promise<void>;
   kubectl(args: string[], input?: string): Promise<string>;
   helm(args: string[]): Promise<string>;
   /** The status API of the status worker, reachable from the tests. */
   statusUrl(): Promise<string>;
-  /** After `helm install`: starts the stand-in kubelet (nothing to do on a real cluster). */
+  /** After `helm install`: starts the stand-in kubelet (nothing to do on a real node or cluster). */
   afterInstall(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -111,8 +130,37 @@ async function serviceAccountKubeconfig(rest: KubeRest, adminKubeconfig: string,
   return file;
 }
 
+interface ApiPod {
+  metadata: { name: string; uid: string; creationTimestamp: string; deletionTimestamp?: string };
+  spec: { containers: { env?: { name: string; value?: string }[] }[] };
+  status: { podIP?: string; containerStatuses?: { ready: boolean; restartCount: number }[] };
+}
+
+/** The pods of a Deployment as the API server lists them (pod names are <deployment>-<template hash>-<suffix>). */
+async function apiPods(rest: KubeRest, namespace: string, deployment: string): Promise<PodView[]> {
+  const own = new RegExp(`^${deployment}-[a-z0-9]+-[a-z0-9]{5}$`);
+  const { items } = await rest.list<ApiPod>(`/api/v1/namespaces/${namespace}/pods`);
+  return items
+    .filter((p) => own.test(p.metadata.name) && p.metadata.deletionTimestamp === undefined)
+    .sort((x, y) => x.metadata.creationTimestamp.localeCompare(y.metadata.creationTimestamp) || x.metadata.name.localeCompare(y.metadata.name))
+    .map((p) => {
+      const container = p.status.containerStatuses?.[0];
+      const port = p.spec.containers[0]?.env?.find((e) => e.name === 'BACKBEAT_PORT')?.value;
+      return {
+        name: p.metadata.name,
+        ready: container?.ready === true,
+        restarts: container?.restartCount ?? 0,
+        url: `http://${p.status.podIP ?? 'no-ip-yet'}:${port ?? 'no-port'}`,
+        instance: `${p.metadata.uid}/${String(container?.restartCount ?? 0)}`,
+      };
+    });
+}
+
 async function local(): Promise<Cluster> {
-  const [kube, kafka] = await Promise.all([sharedKube(), sharedKafka()]);
+  const why = nodeUnavailable();
+  if (why !== undefined) console.log(`      (operator e2e on the stand-in kubelet: ${why})`);
+  const [node, kafka] = await Promise.all([why === undefined ? sharedNode() : undefined, sharedKafka()]);
+  const kubeconfig = node?.kubeconfig ?? (await sharedKube()).kubeconfig;
   const id = randomBytes(3).toString('hex');
   const namespace = `op-${id}`;
   const journalTopic = `op-${id}-site-a-events`;
@@ -123,43 +171,77 @@ async function local(): Promise<Cluster> {
     env: { MINIO_NOTIFY_KAFKA_ENABLE_USER: 'on', MINIO_NOTIFY_KAFKA_BROKERS_USER: kafka.brokers.join(','), MINIO_NOTIFY_KAFKA_TOPIC_USER: `${journalTopic}-user`, MINIO_NOTIFY_KAFKA_QUEUE_DIR_USER: mkdtempSync(join(runDir(), 'user-queue-')) },
   });
   const b = await minio({ name: `op-b-${id}` });
-  const rest = kubeRest(loadKubeConfig(kube.kubeconfig));
+  const rest = kubeRest(loadKubeConfig(kubeconfig));
   await rest.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
-  const t = tools(kube.kubeconfig, namespace);
-  let pods: PodRunner | undefined;
-  const cluster: Cluster = {
+  const common = {
     external: false,
-    kubeconfig: kube.kubeconfig,
+    kubeconfig,
     namespace,
     prefix: `op${id}`,
     journalTopic,
     siteA: localSite(a),
     siteB: localSite(b),
     rest,
-    helmValues: ['--set', `kafka.brokers={${kafka.brokers.join(',')}}`],
-    get pods() {
-      return pods;
-    },
-    ...t,
-    async statusUrl() {
-      const pod = await eventually(() => {
-        const p = pods?.pods(`${RELEASE}-status`).find((x) => x.ready);
+    ...tools(kubeconfig, namespace),
+    async statusUrl(this: Cluster) {
+      const pod = await eventually(async () => {
+        const p = (await this.pods(`${RELEASE}-status`)).find((x) => x.ready);
         if (p === undefined) throw new Error('no ready status pod');
         return p;
       }, 60_000);
-      return `http://127.0.0.1:${String(pod.ports['BACKBEAT_PORT'])}`;
+      return pod.url;
+    },
+  };
+  const brokers = ['--set', `kafka.brokers={${kafka.brokers.join(',')}}`];
+  return node === undefined ? standIn(common, brokers) : onNode(common, brokers, node);
+}
+
+type Common = Omit<Cluster, 'runtime' | 'helmValues' | 'pods' | 'crash' | 'afterInstall' | 'stop'>;
+
+function onNode(common: Common, brokers: string[], node: KubeNode): Cluster {
+  return {
+    ...common,
+    runtime: 'node',
+    helmValues: [...brokers, ...imageValues(node.images.image), '--set', 'image.pullPolicy=Never'],
+    pods: (deployment) => apiPods(common.rest, common.namespace, deployment),
+    async crash(pod) {
+      await common.kubectl(['delete', 'pod', pod, '--grace-period=0', '--force']);
+    },
+    afterInstall: () => Promise.resolve(),
+    stop: () => Promise.resolve(),
+  };
+}
+
+function standIn(common: Common, brokers: string[]): Cluster {
+  let runner: PodRunner | undefined;
+  return {
+    ...common,
+    runtime: 'stand-in',
+    helmValues: brokers,
+    pods: (deployment) =>
+      Promise.resolve(
+        (runner?.pods(deployment) ?? []).map((p) => ({ name: p.name, ready: p.ready, restarts: p.restarts, url: `http://127.0.0.1:${String(p.ports['BACKBEAT_PORT'])}`, instance: String(p.process.pid) })),
+      ),
+    async crash(pod) {
+      const running = runner?.pods().find((p) => p.name === pod);
+      if (running === undefined) throw new Error(`pod ${pod} does not run here`);
+      await running.process.kill();
     },
     async afterInstall() {
       // The operator's kubeconfig holds a token of the chart's ServiceAccount, which exists from now on.
-      const kubeconfig = await eventually(() => serviceAccountKubeconfig(rest, kube.kubeconfig, namespace, RELEASE), 30_000);
-      pods = await runPods({ kubeconfig: kube.kubeconfig, namespace, cwd: REPO, extraEnv: { KUBECONFIG: kubeconfig } });
+      const kubeconfig = await eventually(() => serviceAccountKubeconfig(common.rest, common.kubeconfig, common.namespace, RELEASE), 30_000);
+      runner = await runPods({ kubeconfig: common.kubeconfig, namespace: common.namespace, cwd: REPO, extraEnv: { KUBECONFIG: kubeconfig } });
     },
     async stop() {
-      await pods?.stop();
+      await runner?.stop();
     },
   };
-  return cluster;
 }
+
+const imageValues = (image: string): string[] => {
+  const colon = image.lastIndexOf(':');
+  return ['--set', `image.repository=${image.slice(0, colon)}`, '--set', `image.tag=${image.slice(colon + 1)}`];
+};
 
 function env(name: string): string {
   const v = process.env[name];
@@ -170,11 +252,11 @@ function env(name: string): string {
 function external(): Cluster {
   const kubeconfig = env('KUBECONFIG');
   const namespace = env('BACKBEAT_E2E_NAMESPACE');
-  const image = env('BACKBEAT_E2E_IMAGE');
-  const colon = image.lastIndexOf(':');
   const t = tools(kubeconfig, namespace);
+  const rest = kubeRest(loadKubeConfig(kubeconfig));
   const forwards: ReturnType<typeof spawn>[] = [];
   return {
+    runtime: 'external',
     external: true,
     kubeconfig,
     namespace,
@@ -182,9 +264,12 @@ function external(): Cluster {
     journalTopic: 'site-a-events',
     siteA: site(env('BACKBEAT_E2E_SITE_A_ENDPOINT'), { accessKeyId: 'site-a-admin', secretAccessKey: 'change-me-site-a' }, env('BACKBEAT_E2E_SITE_A_URL')),
     siteB: site(env('BACKBEAT_E2E_SITE_B_ENDPOINT'), { accessKeyId: 'site-b-admin', secretAccessKey: 'change-me-site-b' }, env('BACKBEAT_E2E_SITE_B_URL')),
-    rest: kubeRest(loadKubeConfig(kubeconfig)),
-    helmValues: ['--set', `kafka.brokers={${env('BACKBEAT_E2E_KAFKA_BROKERS')}}`, '--set', `image.repository=${image.slice(0, colon)}`, '--set', `image.tag=${image.slice(colon + 1)}`, '--set', 'image.pullPolicy=IfNotPresent'],
-    pods: undefined,
+    rest,
+    helmValues: ['--set', `kafka.brokers={${env('BACKBEAT_E2E_KAFKA_BROKERS')}}`, ...imageValues(env('BACKBEAT_E2E_IMAGE')), '--set', 'image.pullPolicy=IfNotPresent'],
+    pods: (deployment) => apiPods(rest, namespace, deployment),
+    async crash(pod) {
+      await t.kubectl(['delete', 'pod', pod, '--grace-period=0', '--force']);
+    },
     ...t,
     afterInstall: () => Promise.resolve(),
     async statusUrl() {

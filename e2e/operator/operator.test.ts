@@ -37,6 +37,7 @@ describe('Operator on a real API server', function () {
   let a: S3Client;
   let b: S3Client;
   const deployment = (suffix: string): string => `${RELEASE}-${suffix}`;
+  const readyPods = async (suffix: string): Promise<number> => (await c.pods(deployment(suffix))).filter((p) => p.ready).length;
 
   const get = async (plural: string, name: string): Promise<Resource> => c.rest.get<Resource>(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/${plural}/${name}`);
   const condition = (r: Resource, type: string): Condition | undefined => r.status?.conditions?.find((x) => x.type === type);
@@ -108,10 +109,10 @@ describe('Operator on a real API server', function () {
       const ids = (await queues()).map((q) => q.Id);
       assert.ok(ids.includes('backbeat-journal'), `ours is there: ${ids.join(', ')}`);
       assert.ok(ids.includes('users-own'), `the user's is kept: ${ids.join(', ')}`);
-      // The stand-in kubelet runs the worker pods the operator declared.
-      await eventually(() => {
-        for (const d of ['populator-site-a', 'scanner-site-a', 'processor-site-b', 'status']) assert.equal(c.pods?.pods(deployment(d)).filter((p) => p.ready).length, 1, d);
-        assert.equal(c.pods?.pods(deployment('operator')).filter((p) => p.ready).length, 2, 'a leader and a standby');
+      // The node runs the worker pods the operator declared.
+      await eventually(async () => {
+        for (const d of ['populator-site-a', 'scanner-site-a', 'processor-site-b', 'status']) assert.equal(await readyPods(d), 1, d);
+        assert.equal(await readyPods('operator'), 2, 'a leader and a standby');
       }, 90_000, 500);
     }
   });
@@ -146,7 +147,7 @@ describe('Operator on a real API server', function () {
     assert.match(events, /Replicating/);
     if (!c.external) {
       // Each role serves its own /metrics: the processor counts what it copied, the populator what it read.
-      const metrics = async (d: string, index = 0): Promise<string> => (await httpGet(`http://127.0.0.1:${String(c.pods?.pods(deployment(d))[index]?.ports['BACKBEAT_PORT'])}/metrics`)).body;
+      const metrics = async (d: string, index = 0): Promise<string> => (await httpGet(`${String((await c.pods(deployment(d)))[index]?.url)}/metrics`)).body;
       assert.match(await metrics('processor-site-b'), /backbeat_replicated_objects_total\{destination="site-b\/photos-replica"\} 3\n/);
       assert.match(await metrics('populator-site-a'), /backbeat_journal_changes_total\{location="site-a"\} [1-9]/);
       // The leader has reconciled; the standby only waits.
@@ -172,8 +173,8 @@ describe('Operator on a real API server', function () {
     if (!c.external) {
       // The processor says it is paused (the stalled-replication alert leaves paused destinations alone).
       await eventually(async () => {
-        const port = c.pods?.pods(deployment('processor-site-b'))[0]?.ports['BACKBEAT_PORT'];
-        assert.match((await httpGet(`http://127.0.0.1:${String(port)}/metrics`)).body, /^backbeat_destination_paused\{location="site-b"\} 1$/m);
+        const url = (await c.pods(deployment('processor-site-b')))[0]?.url;
+        assert.match((await httpGet(`${String(url)}/metrics`)).body, /^backbeat_destination_paused\{location="site-b"\} 1$/m);
       });
     }
     for (let i = 0; i < 12; i++) await a.send(new PutObjectCommand({ Bucket: 'photos', Key: `burst/${String(i)}`, Body: `b${String(i)}` }));
@@ -182,8 +183,8 @@ describe('Operator on a real API server', function () {
       assert.equal(await replicas(deployment('processor-site-b')), PARTITIONS);
     }, 90_000, 500);
     if (!c.external) {
-      await eventually(() => {
-        assert.equal(c.pods?.pods(deployment('processor-site-b')).filter((p) => p.ready).length, PARTITIONS);
+      await eventually(async () => {
+        assert.equal(await readyPods('processor-site-b'), PARTITIONS);
       }, 90_000, 500);
     }
     const resume = await fetch(`${await c.statusUrl()}/v1/destinations/site-b/resume`, { method: 'POST', body: '{}' });
@@ -201,16 +202,16 @@ describe('Operator on a real API server', function () {
   it('rolls the workers that read a Secret when it changes, and they go on replicating', async () => {
     const hash = async (): Promise<string | undefined> =>
       (await c.rest.get<KubeObject & { spec: { template: { metadata: { annotations?: Record<string, string> } } } }>(`/apis/apps/v1/namespaces/${c.namespace}/deployments/${deployment('processor-site-b')}`)).spec.template.metadata.annotations?.['backbeat.io/config-hash'];
-    const [before, pid] = [await hash(), c.pods?.pods(deployment('processor-site-b'))[0]?.process.pid];
+    const [before, instance] = [await hash(), (await c.pods(deployment('processor-site-b')))[0]?.instance];
     await c.kubectl(['annotate', 'secret', 'site-b-creds', `example.com/rotated=${String(Date.now())}`]);
     await eventually(async () => {
       assert.notEqual(await hash(), before);
     }, 60_000, 500);
     if (!c.external) {
-      await eventually(() => {
-        const now = c.pods?.pods(deployment('processor-site-b'));
-        assert.equal(now?.length, 1);
-        assert.ok(now[0]?.ready === true && now[0].process.pid !== pid, 'a new processor process');
+      await eventually(async () => {
+        const now = await c.pods(deployment('processor-site-b'));
+        assert.equal(now.length, 1);
+        assert.ok(now[0]?.ready === true && now[0].instance !== instance, 'a new processor process');
       }, 60_000, 500);
     }
     await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'after-rotation', Body: 'still here' }));
@@ -250,7 +251,7 @@ describe('Operator on a real API server', function () {
     const everything = (await c.kubectl(['get', 'locations,replicationrules,events', '-o', 'yaml'])) + (await c.kubectl(['get', 'configmaps', '-o', 'yaml']));
     assert.doesNotMatch(everything, /never-shown-3f9a/);
     assert.doesNotMatch(everything, new RegExp(c.siteA.credentials.secretAccessKey));
-    if (!c.external) assert.deepEqual(c.pods?.pods(deployment('operator')).map((p) => p.restarts), [0, 0], 'no operator ever crashed');
+    if (!c.external) assert.deepEqual((await c.pods(deployment('operator'))).map((p) => p.restarts), [0, 0], 'no operator ever crashed');
   });
 
   const leasePath = (): string => `/apis/coordination.k8s.io/v1/namespaces/${c.namespace}/leases/${RELEASE}-operator`;
@@ -260,12 +261,7 @@ describe('Operator on a real API server', function () {
     const leader = await holder();
     const pod = /^(.*)-[0-9a-f]{8}$/.exec(leader)?.[1];
     assert.ok(pod !== undefined, `holder ${leader} names its pod`);
-    if (c.external) await c.kubectl(['delete', 'pod', pod, '--grace-period=0', '--force']);
-    else {
-      const running = c.pods?.pods(deployment('operator')).find((p) => p.name === pod);
-      assert.ok(running, `pod ${pod} runs here`);
-      await running.process.kill();
-    }
+    await c.crash(pod);
     return leader;
   };
   /** The lease expires (15 s) and another candidate takes it. */
@@ -368,8 +364,8 @@ describe('Operator on a real API server', function () {
     if (!c.external) {
       const ids = (await queues()).map((q) => q.Id);
       assert.deepEqual(ids, ['users-own'], 'only what the operator added is gone');
-      await eventually(() => {
-        for (const d of ['processor-site-b', 'populator-site-a', 'scanner-site-a']) assert.equal(c.pods?.pods(deployment(d)).length, 0, d);
+      await eventually(async () => {
+        for (const d of ['processor-site-b', 'populator-site-a', 'scanner-site-a']) assert.equal((await c.pods(deployment(d))).length, 0, d);
       }, 60_000, 500);
     }
     // The replicas stay: deleting a rule stops replication, it never deletes data.

@@ -121,14 +121,14 @@ describe(`The operator with ${String(COUNT)} rules on as many source buckets`, f
 
   it('rolls only the workers that read a changed rule', async () => {
     const configMaps = async (): Promise<Map<string, string>> => new Map((await c.rest.list(`/api/v1/namespaces/${c.namespace}/configmaps`)).items.map((cm) => [cm.metadata.name, cm.metadata.resourceVersion ?? '']));
-    const pid = (deployment: string): number | undefined => c.pods?.pods(`${RELEASE}-${deployment}`)[0]?.process.pid;
+    const instance = async (deployment: string): Promise<string | undefined> => (await c.pods(`${RELEASE}-${deployment}`))[0]?.instance;
     // (The stand-in kubelet restarts a pod whose ConfigMaps changed, and an earlier step may still be
     // rolling it: wait for its rollout to finish, then for the last restart to settle.)
     await c.kubectl(['rollout', 'status', `deployment/${RELEASE}-populator-src-2`, '--timeout=180s']);
-    const untouched = c.pods === undefined ? undefined : await eventually(() => {
-      const p = c.pods?.pods(`${RELEASE}-populator-src-2`)[0];
+    const untouched = await eventually(async () => {
+      const p = (await c.pods(`${RELEASE}-populator-src-2`))[0];
       assert.ok(p?.ready === true, 'the populator of src-2 runs');
-      return p.process.pid;
+      return p.instance;
     }, 60_000, 500);
     // A filter on a rule of src-1: its populator reads it, and the status processor; processors do not.
     let before = await templates();
@@ -145,7 +145,7 @@ describe(`The operator with ${String(COUNT)} rules on as many source buckets`, f
     await change('rule-00003', { spec: { destinations: [{ location: 'dst-1', bucket: 'replicas-1' }, { location: 'dst-2', bucket: 'replicas-2' }] } });
     after = await templates();
     assert.deepEqual(changed(before, after), ['populator-src-1', 'processor-dst-2', 'status']);
-    if (c.pods !== undefined) assert.equal(pid('populator-src-2'), untouched, 'the populator of src-2 mounts no shard of src-1, and kept running');
+    assert.equal(await instance('populator-src-2'), untouched, 'the populator of src-2 mounts no shard of src-1, and kept running');
   });
 
   it('publishes the rule whose shard could not be written once it can be', async () => {

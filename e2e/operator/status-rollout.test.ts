@@ -6,7 +6,7 @@ import { httpGet } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
 import { installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
 
-// The status role through what production does to it, on the real API server with the stand-in kubelet
+// The status role through what production does to it, on the test node (or the stand-in kubelet)
 // rolling Deployments as Kubernetes does (RollingUpdate, maxSurge 1 / maxUnavailable 0: old and new
 // status pods overlap in one consumer group): `kubectl rollout restart` three times, and a scale from
 // one replica to three and back, each during a stream of objects to two destinations of a transient
@@ -45,7 +45,7 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
     await eventually(async () => {
       const r = await c.rest.get<KubeObject & { status?: { conditions?: { type: string; status: string }[] } }>(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/replicationrules/inbox`);
       assert.equal(r.status?.conditions?.find((x) => x.type === 'Ready')?.status, 'True');
-      for (const d of ['populator-site-a', 'processor-site-b', 'status', 'gc']) assert.equal(c.pods?.pods(`${RELEASE}-${d}`).filter((p) => p.ready).length, 1, d);
+      for (const d of ['populator-site-a', 'processor-site-b', 'status', 'gc']) assert.equal((await c.pods(`${RELEASE}-${d}`)).filter((p) => p.ready).length, 1, d);
     }, 120_000, 500);
   });
 
@@ -65,11 +65,11 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
       }),
     );
   }
-  const statusPods = (): string[] => (c.pods?.pods(status) ?? []).filter((p) => p.ready).map((p) => `http://127.0.0.1:${String(p.ports['BACKBEAT_PORT'])}`);
+  const statusPods = async (): Promise<string[]> => (await c.pods(status)).filter((p) => p.ready).map((p) => p.url);
   const metric = async (deployment: string, name: RegExp): Promise<number> => {
     let sum = 0;
-    for (const p of c.pods?.pods(deployment) ?? []) {
-      const m = name.exec((await httpGet(`http://127.0.0.1:${String(p.ports['BACKBEAT_PORT'])}/metrics`)).body);
+    for (const p of await c.pods(deployment)) {
+      const m = name.exec((await httpGet(`${p.url}/metrics`)).body);
       sum += Number(m?.[1] ?? 0);
     }
     return sum;
@@ -91,12 +91,12 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
       const left = (await a.send(new ListObjectVersionsCommand({ Bucket: 'inbox', Prefix: `${prefix}/` }))).Versions ?? [];
       if (left.length === 0) return;
       // What the status role says of the versions left (a failure names the stage that lost them).
-      const [url] = statusPods();
+      const [url] = await statusPods();
       const said = await Promise.all(left.slice(0, 5).map(async (v) => (url === undefined ? 'no status pod' : (await fetch(`${url}/v1/objects/site-a/inbox/${v.Key ?? ''}?versionId=${v.VersionId ?? ''}`)).text())));
       assert.fail(`${String(left.length)} source copies not collected; status of the first: ${said.join('\n')}`);
     }, 600_000, 2_000);
     for (const bucket of ['inbox-1', 'inbox-2']) assert.equal(await replicas(prefix, bucket), count, `${bucket} holds each object once`);
-    const [url] = statusPods();
+    const [url] = await statusPods();
     assert.ok(url !== undefined);
     await eventually(async () => {
       const summary = (await (await fetch(`${url}/v1/summary`)).json()) as Record<string, number>;
@@ -125,12 +125,12 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
   it('status scaled 1 → 3 → 1 during a stream: each replica answers for the keys it owns, any replica answers for all', async () => {
     const writing = stream('scale', 1_000, 2);
     await c.helm(['upgrade', RELEASE, new URL('../../charts/backbeat', import.meta.url).pathname, '--reuse-values', '--set', 'workers.scaling.minReplicas=3']);
-    await eventually(() => assert.equal(statusPods().length, 3), 180_000, 500);
+    await eventually(async () => { assert.equal((await statusPods()).length, 3); }, 180_000, 500);
     // Asked of one replica, each key is answered by its owner: all three take part. (Counted per pass:
     // the operator may roll the status pods meanwhile, and a pod gone has no say.)
     await eventually(async () => {
       const answeredBy = new Set<string>();
-      const [first] = statusPods();
+      const [first] = await statusPods();
       assert.ok(first !== undefined);
       for (let i = 0; i < 40; i++) {
         const res = await fetch(`${first}/v1/objects/site-a/inbox/scale/${String(i).padStart(5, '0')}`);
@@ -140,7 +140,7 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
       assert.equal(answeredBy.size, 3, `answered by ${[...answeredBy].join(', ')}`);
     }, 120_000, 1_000);
     await c.helm(['upgrade', RELEASE, new URL('../../charts/backbeat', import.meta.url).pathname, '--reuse-values', '--set', 'workers.scaling.minReplicas=1']);
-    await eventually(() => assert.equal(statusPods().length, 1), 180_000, 500);
+    await eventually(async () => { assert.equal((await statusPods()).length, 1); }, 180_000, 500);
     await writing;
     await settled('scale', 1_000, 3_000, 'pods changed');
   });

@@ -36,7 +36,20 @@ export const SERVE_OPTIONS = {
   'max-replicas': { type: 'string' },
   'scale-down-delay': { type: 'string' },
   'worker-resources': { type: 'string' },
+  'worker-role-resources': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
+
+/** A setting that holds a JSON object, or a usage error that shows what one looks like. */
+function json(value: string | undefined, flag: string, example: string): Record<string, unknown> | undefined {
+  if (value === undefined) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(value);
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  throw new UsageError(`${flag} must be a JSON object, e.g. ${example}`);
+}
 
 function setting(values: Values, flag: string, env: string): string | undefined {
   const v = values[flag];
@@ -155,13 +168,11 @@ export async function operator(values: Values): Promise<number> {
   const { startOperator } = await import('../operator/operator.ts');
   const where = listen(values, 8080);
   const logger = createLogger({ component: 'backbeat-operator' });
-  const resources = setting(values, 'worker-resources', 'BACKBEAT_WORKER_RESOURCES');
-  let parsedResources: Record<string, unknown> | undefined;
-  try {
-    parsedResources = resources === undefined ? undefined : (JSON.parse(resources) as Record<string, unknown>);
-  } catch {
-    throw new UsageError('--worker-resources must be JSON, e.g. {"requests":{"cpu":"100m"}}');
-  }
+  const parsedResources = json(setting(values, 'worker-resources', 'BACKBEAT_WORKER_RESOURCES'), '--worker-resources', '{"requests":{"cpu":"100m"}}');
+  const roleResources = json(setting(values, 'worker-role-resources', 'BACKBEAT_WORKER_ROLE_RESOURCES'), '--worker-role-resources', '{"processor":{"limits":{"memory":"2Gi"}}}');
+  const { ROLES } = await import('../workers/worker/worker.ts');
+  const unknownRole = Object.keys(roleResources ?? {}).find((r) => !(ROLES as readonly string[]).includes(r));
+  if (unknownRole !== undefined) throw new UsageError(`--worker-role-resources: no role "${unknownRole}" (roles: ${ROLES.join(', ')})`);
   const min = count(values, 'min-replicas', 1, 0);
   const max = count(values, 'max-replicas', 8, 1);
   if (min > max) throw new UsageError(`--min-replicas (${String(min)}) exceeds --max-replicas (${String(max)})`);
@@ -180,6 +191,7 @@ export async function operator(values: Values): Promise<number> {
       logLevel: process.env['BACKBEAT_WORKER_LOG_LEVEL'] ?? process.env['BACKBEAT_LOG_LEVEL'] ?? 'info',
       scaling: { lagThreshold: count(values, 'lag-threshold', 1000, 1), minReplicas: min, maxReplicas: max },
       ...(parsedResources !== undefined ? { resources: parsedResources } : {}),
+      ...(roleResources !== undefined ? { roleResources } : {}),
     },
     ...(owner !== undefined ? { ownerDeployment: owner } : {}),
     ...(kubeconfig !== undefined ? { kubeconfig } : {}),

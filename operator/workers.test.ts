@@ -45,6 +45,16 @@ describe('Worker Deployments', () => {
     assert.equal(transient.find((s) => s.role === 'gc')?.active, true);
   });
 
+  it('take the workers\' resources, or a role\'s own where one is given', () => {
+    const [populator, processor] = configs([location('a'), location('b')], rule('r1', ['b']));
+    assert.equal(processor?.role, 'processor');
+    assert.ok(populator && processor);
+    const given = { ...settings, resources: { limits: { memory: '1Gi' } }, roleResources: { processor: { limits: { memory: '64Mi' } } } };
+    const resources = (spec: typeof processor): unknown => (deploymentFor(given, spec, 1, ['bb-config'], [], 'h').spec as { template: { spec: { containers: { resources?: unknown }[] } } }).template.spec.containers[0]?.resources;
+    assert.deepEqual(resources(processor), { limits: { memory: '64Mi' } });
+    assert.deepEqual(resources(populator), { limits: { memory: '1Gi' } });
+  });
+
   it('take replicas from lag: ceil(lag / threshold), within min and max, never above the partitions', () => {
     const [populator, , , status, gc] = configs([location('a'), location('b'), location('c')], rule('r1', ['b', 'c']));
     assert.ok(populator && status && gc);

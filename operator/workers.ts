@@ -27,6 +27,8 @@ export interface WorkerSettings {
   logLevel: string;
   scaling: Scaling;
   resources?: Json;
+  /** Replaces `resources` for one role, e.g. a processor that copies large objects. */
+  roleResources?: Partial<Record<Role, Json>>;
   /** The operator's own Deployment: deleting it (the install) deletes the workers too. */
   owner?: { apiVersion: string; kind: string; name: string; uid: string };
 }
@@ -53,6 +55,8 @@ export const CONFIG_DIR = '/etc/backbeat/config';
 export const CREDENTIALS_DIR = '/etc/backbeat/credentials';
 /** The status role's local store: an emptyDir, restored from the changelog when the pod is new. */
 export const STATE_DIR = '/var/lib/backbeat';
+
+const withResources = (resources: Json | undefined): { resources?: Json } => (resources === undefined ? {} : { resources });
 
 const shortHash = (s: string, n = 8): string => createHash('sha256').update(s).digest('hex').slice(0, n);
 
@@ -172,7 +176,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
           readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 5 },
           livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 20, failureThreshold: 6 },
           securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
-          ...(settings.resources !== undefined ? { resources: settings.resources } : {}),
+          ...withResources(settings.roleResources?.[spec.role] ?? settings.resources),
           volumeMounts: [
             { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
             { name: 'credentials', mountPath: CREDENTIALS_DIR, readOnly: true },

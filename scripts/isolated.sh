@@ -97,8 +97,20 @@ while kill -0 "$inner" 2>/dev/null; do wait "$inner" && rc=0 || rc=$?; done
 cleanup "$id" "$tmp" || rc=1
 kill "$guard" 2>/dev/null || true
 after=$(for t in "${TUNABLES[@]}"; do printf '%s=%s ' "${t%%=*}" "$(cat "/proc/sys/${t%%=*}")"; done)
-if [ "$before" != "$after" ]; then
-  echo "isolated: kernel settings changed during the run: before $before, after $after" >&2
+# What the run could have left: the proof that it left nothing.
+left=$(
+  [ "$before" = "$after" ] || echo "kernel settings: before $before, after $after"
+  ls -d /sys/fs/cgroup/*/"backbeat-node-$id" 2>/dev/null
+  grep -F "$tmp" /proc/self/mountinfo
+  pgrep -af "$tmp" | grep -v "^$guard "
+  ip -o link show cni0 2>/dev/null
+  true
+)
+if [ -n "$left" ]; then
+  echo "isolated: the run left this behind:" >&2
+  echo "$left" >&2
   rc=1
+else
+  echo "isolated: nothing of the run is left (cgroups, mounts, processes, bridge, kernel settings: $after)" >&2
 fi
 exit "$rc"

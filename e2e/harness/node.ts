@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { dump } from 'js-yaml';
@@ -64,6 +64,7 @@ export async function startNode(): Promise<KubeNode> {
   const started: { stop(): Promise<void> }[] = [];
   const stop = async (): Promise<void> => {
     while (started.length > 0) await started.pop()?.stop();
+    removeContainers(dir, cgroupRoot);
   };
   try {
     const kube = await startKube('node-kube', { address: ip });
@@ -104,6 +105,45 @@ export async function startNode(): Promise<KubeNode> {
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+/**
+ * What outlives the kubelet and containerd once they are stopped: the containers' processes (in the pods'
+ * cgroups), their shims (which left containerd's process group), and the mounts of their root
+ * filesystems, volumes and sandboxes under the node's folder.
+ */
+function removeContainers(dir: string, cgroupRoot: string): void {
+  const pods = `/sys/fs/cgroup/pids${cgroupRoot}`;
+  const procs = existsSync(pods) ? readdirSync(pods, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('cgroup.procs')) : [];
+  const pids = procs.flatMap((f) => readFileSync(join(pods, f), 'utf8').split('\n').filter((l) => l !== ''));
+  const shims = readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`${dir}/containerd.sock`);
+      } catch {
+        return false;
+      }
+    });
+  for (const pid of [...pids, ...shims]) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(`${dir}/`))
+    .sort((x, y) => y.length - x.length);
+  for (const m of mounts) {
+    try {
+      execFileSync('umount', ['--lazy', m], { stdio: 'ignore' });
+    } catch {
+      // stacked on one path: gone with the one before
+    }
   }
 }
 

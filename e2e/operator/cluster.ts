@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -51,6 +52,8 @@ export interface PodView {
 export interface Cluster {
   /** Where the pods run: the stand-in kubelet, the test node, or a cluster whose servers are not ours. */
   runtime: 'stand-in' | 'node' | 'external';
+  /** The test node, when the pods run on it (its kubelet can be restarted). */
+  node?: KubeNode;
   external: boolean;
   kubeconfig: string;
   namespace: string;
@@ -202,13 +205,20 @@ function onNode(common: Common, brokers: string[], node: KubeNode): Cluster {
   return {
     ...common,
     runtime: 'node',
+    node,
     helmValues: [...brokers, ...imageValues(node.images.image), '--set', 'image.pullPolicy=Never'],
     pods: (deployment) => apiPods(common.rest, common.namespace, deployment),
     async crash(pod) {
       await common.kubectl(['delete', 'pod', pod, '--grace-period=0', '--force']);
     },
     afterInstall: () => Promise.resolve(),
-    stop: () => Promise.resolve(),
+    async stop() {
+      // The node outlives the suite: its pods go, so that they load no later suite.
+      await common.kubectl(['delete', 'namespace', common.namespace, '--wait=false']);
+      await eventually(async () => {
+        assert.deepEqual((await common.rest.list(`/api/v1/namespaces/${common.namespace}/pods`)).items.map((p) => p.metadata.name), []);
+      }, 120_000, 1_000);
+    },
   };
 }
 

@@ -47,10 +47,14 @@ export function nodeUnavailable(): string | undefined {
   return undefined;
 }
 
+/** The images of `make node-images`, which must have been built from the sources checked out now. */
 export function nodeImages(): NodeImages {
   const file = join(binaries().nodeImages, 'images.json');
   if (!existsSync(file)) throw new Error(`no node images at ${file}: run \`make node-images\` first`);
-  return JSON.parse(readFileSync(file, 'utf8')) as NodeImages;
+  const images = JSON.parse(readFileSync(file, 'utf8')) as NodeImages & { sources: string };
+  const now = execFileSync('bash', [new URL('../../scripts/node-images.sh', import.meta.url).pathname, '--sources'], { encoding: 'utf8' }).trim();
+  if (images.sources !== now) throw new Error(`the node images were built from other sources than these (${images.sources}, now ${now}): run \`make node-images\``);
+  return images;
 }
 
 export async function startNode(): Promise<KubeNode> {

@@ -44,7 +44,7 @@ describe('Real pods under chaos during a stream of objects (test node)', functio
           const body = `${key} ${randomBytes(16 + (n % 7) * 1500).toString('hex')}`;
           await a.send(new PutObjectCommand({ Bucket: 'photos', Key: key, Body: body }));
           written.set(key, body);
-          await sleep(50);
+          await sleep(100);
         }
       }),
     );

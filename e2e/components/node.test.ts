@@ -95,6 +95,8 @@ describe('a Kubernetes node inside the test namespace (kubelet, containerd, kube
       }, 30_000, 500);
       assert.equal(log, 'whoami 201 system:serviceaccount:node-test:default uid=10001');
     }
+    const ids = await kubectl('-n', 'node-test', 'get', 'pods', '-o', 'jsonpath={.items[*].status.containerStatuses[0].imageID}');
+    console.log(`      pods run ${ids} (${node.images.image} is ${node.images.imageId})`);
     await kubectl('delete', 'namespace', 'node-test', '--wait=true', '--timeout=120s');
   });
 });

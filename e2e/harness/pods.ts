@@ -7,7 +7,8 @@ import { freePort, httpGet } from './net.ts';
 import { ManagedProcess, type ReadyCheck } from './process.ts';
 import { runDir } from './run-dir.ts';
 
-// A stand-in kubelet (and Deployment controller) for the test control plane, which has neither: it polls
+// A stand-in kubelet (and Deployment controller) for runs without the test node (harness/node.ts needs
+// root): `make demo-operator`, and the operator e2e when the suites run with NODE=0 or as another user. It polls
 // a namespace's Deployments and runs each pod template's containers as local processes, restarts them
 // when they exit, rolls them to a new template the way the Deployment's strategy says, and reports the
 // Deployments' status.

@@ -121,7 +121,7 @@ describe('Real pods under chaos during a stream of objects (test node)', functio
     }, 180_000, 1_000);
     const last = killed.status.containerStatuses?.[0];
     say(`${killed.metadata.name}: lastState.terminated ${JSON.stringify(last?.lastState?.terminated)}, restarts ${String(last?.restartCount)}`);
-    await c.helm(['upgrade', RELEASE, CHART, '--reuse-values', '--set', 'workers.roleResources=null']);
+    await c.helm(['upgrade', RELEASE, CHART, '--reuse-values', '--set', 'workers.roleResources.processor.limits.memory=1Gi', '--set', 'workers.roleResources.processor.requests.memory=256Mi']);
     say((await kubectl('rollout', 'status', `deployment/${deployment('processor-site-b')}`, '--timeout=180s')).split('\n').at(-1) ?? '');
     await eventually(async () => {
       assert.equal((await readyPods('processor-site-b')).length, 1);

@@ -4,7 +4,8 @@
 # component builds under its own lock into a temporary folder that is renamed into place when complete.
 #
 #   scripts/deps.sh [component ...]     default: all; components: node kafka minio etcd kube helm rclone promcheck
-#                                       engine base (for make images: Docker from Debian, the image's base)
+#                                       and on request: kubenode (the test node's Kubernetes binaries), engine
+#                                       (Docker, containerd, CNI plugins from Debian), base (the image's base)
 #   scripts/deps.sh --env               prints the environment (PATH, BACKBEAT_BIN_*) that points at the cache
 set -euo pipefail
 

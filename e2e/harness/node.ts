@@ -73,7 +73,7 @@ export async function startNode(): Promise<KubeNode> {
   try {
     const kube = await startKube('node-kube', { address: ip });
     started.push(kube);
-    const containerd = await startContainerd(dir, images);
+    const containerd = await startContainerd(dir, images, ip);
     started.push(containerd);
     const socket = `unix://${join(dir, 'containerd.sock')}`;
     for (const [name, args] of Object.entries(controllers(kube))) {
@@ -161,7 +161,7 @@ const healthz = (url: string): ReadyCheck => ({
   intervalMs: 250,
 });
 
-async function startContainerd(dir: string, images: NodeImages): Promise<ManagedProcess> {
+async function startContainerd(dir: string, images: NodeImages, ip: string): Promise<ManagedProcess> {
   const socket = join(dir, 'containerd.sock');
   const cri = 'plugins."io.containerd.grpc.v1.cri"';
   const config = join(dir, 'containerd.toml');
@@ -199,7 +199,7 @@ async function startContainerd(dir: string, images: NodeImages): Promise<Managed
           hairpinMode: true,
           // The default route leads to the bridge, where the Services' addresses are translated; the
           // namespace itself has no route further.
-          ipam: { type: 'host-local', ranges: [[{ subnet: POD_CIDR, gateway: process.env['BACKBEAT_NODE_IP'] }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: join(dir, 'ipam') },
+          ipam: { type: 'host-local', ranges: [[{ subnet: POD_CIDR, gateway: ip }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: join(dir, 'ipam') },
         },
       ],
     }),

@@ -19,7 +19,8 @@ export const mochaHooks = {
     }
   },
   async afterAll(this: Mocha.Context): Promise<void> {
-    this.timeout(60_000);
+    // Stopping the test node alone takes up to a minute (its components' grace periods).
+    this.timeout(180_000);
     for (const [i, child] of busy.entries()) {
       child.kill('SIGKILL');
       forgetPid(`busy-${String(i)}`);

@@ -27,4 +27,6 @@ fi
 DOCKER_BUILDKIT=0 docker build --network host -t "$image" --build-arg NODE_IMAGE="$node_image" --build-arg BUILD_IMAGE="$build_image" \
   --build-arg VERSION="$version" --build-arg REVISION="$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   "$here/.."
+# The build this one replaced is left untagged: removed, and only images of this project's label are.
+docker image prune --force --filter label=org.opencontainers.image.title=backbeat >/dev/null
 docker image inspect --format '{{.Id}}' "$image"

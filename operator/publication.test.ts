@@ -150,7 +150,7 @@ describe('Shards', () => {
     assert.deepEqual([...publishedRules(buckets.values()).keys()].sort(), configs.map((c) => c.Rules[0]?.ID).sort());
     // A worker's folder: locations.json and the files of its shards, read with the workers' own reader.
     const dir = mkdtempSync(join(tmpdir(), 'shards-'));
-    const location = (name: string): Location => ({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name }, spec: { type: 's3', region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, checksumMode: 'whenRequired', maxConnections: 64, transient: false } });
+    const location = (name: string): Location => ({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name }, spec: { type: 's3', region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, checksumMode: 'whenRequired', maxConnections: 64, listPageSize: 1000, transient: false } });
     writeFileSync(join(dir, 'locations.json'), locationsText([location('a'), location('b')]));
     for (const s of next) for (const [k, v] of Object.entries(s.data)) writeFileSync(join(dir, k), v);
     const read = readPublishedConfig(dir);

@@ -104,8 +104,17 @@ export class Reconciler {
 
   async reconcile(): Promise<PassResult> {
     const { rest, namespace, logger } = this.o;
+    // Where a pass spends its time, for the debug log: thousands of rules make any phase count.
+    const phases: Record<string, number> = {};
+    let lapStart = Date.now();
+    const lap = (phase: string): void => {
+      const now = Date.now();
+      phases[phase] = now - lapStart;
+      lapStart = now;
+    };
     const locations = (await rest.list<LocationObject>(`${this.base}/locations`)).items;
     const rules = (await rest.list<RuleObject>(`${this.base}/replicationrules`)).items;
+    lap('list');
     // One object's failure is logged and retried; it never holds up the others.
     const failures: string[] = [];
     const failed = (what: string, err: unknown): void => {
@@ -145,6 +154,7 @@ export class Reconciler {
         });
       });
       await attempt('journal topics', () => this.ensureJournalTopics(locations));
+      lap('locations');
 
       // What the workers read now, as the API server holds it. Unreadable: nothing can be decided.
       const before = await this.publication.read();
@@ -161,6 +171,7 @@ export class Reconciler {
         },
       );
       pass.again = deferred > 0;
+      lap('ruleChecks');
       for (const [name, d] of decisions) this.readiness.set(`ReplicationRule/${name}`, d.status === 'True');
       const existing = new Set([...locations.map((l) => `Location/${l.metadata.name}`), ...live.map((r) => `ReplicationRule/${r.metadata.name}`)]);
       for (const k of this.readiness.keys()) if (!existing.has(k)) this.readiness.delete(k);
@@ -177,6 +188,7 @@ export class Reconciler {
       });
       // What the workers read once the writes are done: a shard that failed still holds its old configs.
       const reading = result?.buckets ?? publishedBuckets(before, logger);
+      lap('publish');
       const nowPublished = publishedRules(reading.values());
 
       // A deleted rule is cleaned up once the workers no longer read it.
@@ -185,6 +197,7 @@ export class Reconciler {
         if (form !== undefined && form.location === rule.spec.source.location && form.bucket === rule.spec.source.bucket) continue;
         await attempt(`ReplicationRule/${rule.metadata.name} cleanup`, () => this.finalize(rule, live, byName, clients));
       }
+      lap('cleanup');
 
       // Without locations.json written, rolling the workers would roll them onto the old one.
       if (result !== undefined) {
@@ -194,6 +207,7 @@ export class Reconciler {
         // Removed only once no Deployment mounts them: while one could not be updated, it still may.
         if (workersOk && stale.length > 0) await attempt('unused shards', () => this.publication.remove(stale));
       }
+      lap('workers');
 
       await forEachLimit(live, this.concurrency, async (rule) => {
         const decision = decisions.get(rule.metadata.name);
@@ -203,8 +217,10 @@ export class Reconciler {
         const conditions = setCondition(setCondition(rule.status?.conditions, ready, generation), current, generation);
         await attempt(`ReplicationRule/${rule.metadata.name} status`, () => this.writeStatus('replicationrules', rule, { conditions, ...this.figuresOf(rule) }, ready));
       });
+      lap('ruleStatus');
     } finally {
       for (const c of clients.values()) c.destroy();
+      logger.debug('reconcile phases', { ms: phases, rules: rules.length });
     }
     if (failures.length > 0) throw new PassFailed(`${String(failures.length)} step(s) to retry: ${failures.slice(0, 5).join('; ')}${failures.length > 5 ? '; ...' : ''}`, pass.again);
     return pass;

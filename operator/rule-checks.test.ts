@@ -7,7 +7,7 @@ import { RuleChecks, type LocationObject, type RuleObject } from './rule-checks.
 // The pass budget of rule checks. The Locations' endpoint is a closed port on this machine: every bucket
 // check is a real call, refused at once (BucketUnavailable), which is all a budget needs.
 
-const location = (name: string): LocationObject => ({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name, generation: 1 }, spec: { type: 's3', endpoint: 'http://127.0.0.1:9', region: 'us-east-1', credentialsSecretRef: { name: 'creds' }, checksumMode: 'whenRequired', maxConnections: 64, transient: false, journal: { scan: { intervalSeconds: 60, fullIntervalSeconds: 86_400 } } } });
+const location = (name: string): LocationObject => ({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name, generation: 1 }, spec: { type: 's3', endpoint: 'http://127.0.0.1:9', region: 'us-east-1', credentialsSecretRef: { name: 'creds' }, checksumMode: 'whenRequired', maxConnections: 64, listPageSize: 1000, transient: false, journal: { scan: { intervalSeconds: 60, fullIntervalSeconds: 86_400 } } } });
 const refused = (name: string): ReturnType<typeof locationClient> => locationClient(location(name), { accessKeyId: 'x', secretAccessKey: 'y' }, { maxAttempts: 1, connectionTimeoutMs: 2_000, requestTimeoutMs: 2_000 });
 const rule = (name: string, bucket = name): RuleObject => ({
   apiVersion: 'backbeat.io/v1alpha1',

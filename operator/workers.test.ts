@@ -13,7 +13,7 @@ const location = (name: string, spec: Partial<Location['spec']> = {}): Location 
   apiVersion: 'backbeat.io/v1alpha1',
   kind: 'Location',
   metadata: { name },
-  spec: { type: 's3', region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, checksumMode: 'whenRequired', maxConnections: 64, transient: false, journal: { kafka: { topic: `${name}-events` } }, ...spec },
+  spec: { type: 's3', region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, checksumMode: 'whenRequired', maxConnections: 64, listPageSize: 1000, transient: false, journal: { kafka: { topic: `${name}-events` } }, ...spec },
 });
 const rule = (name: string, destinations: string[]): ReplicationRule => ({
   apiVersion: 'backbeat.io/v1alpha1',

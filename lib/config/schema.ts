@@ -95,6 +95,12 @@ export const LocationSpec = Type.Object(
       description: 'whenRequired sends request checksums only where an operation demands them: some S3-compatible servers reject the newer default checksums.',
     }),
     maxConnections: Type.Integer({ minimum: 1, maximum: 1024, default: 64, description: 'Keep-alive connections per worker to this endpoint.' }),
+    listPageSize: Type.Integer({
+      minimum: 1,
+      maximum: 1000,
+      default: 1000,
+      description: 'Versions asked for per listing request (max-keys) when a scan or a backfill lists a bucket of this location; lower it for a server slow to answer large pages.',
+    }),
     transient: Type.Boolean({ default: false, description: 'A transient source: objects are deleted from it once every destination holds them.' }),
     journal: Type.Optional(Journal),
   },

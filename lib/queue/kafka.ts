@@ -112,6 +112,10 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     brokers: options.brokers,
     connectionTimeout: options.connectionTimeoutMs ?? 5_000,
     requestTimeout: options.requestTimeoutMs ?? 30_000,
+    // Retries at most 5 s apart: a consumer that gave up during a broker outage restarts after its last
+    // retry's delay, which kafkajs' default cap (30 s) lets grow to 15 s and more once the broker is back.
+    // More of them keep the patience of the default (about 20 s) before an operation fails.
+    retry: { initialRetryTime: 300, maxRetryTime: 5_000, retries: 8 },
     // kafkajs INFO lines are per connection and per group join: useful only when debugging.
     logLevel: KafkaLogLevel.WARN,
     logCreator:

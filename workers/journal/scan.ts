@@ -8,7 +8,7 @@ import type { ChangeRecord } from './change.ts';
  * missed; the processors make a change already replicated a no-op, so rescanning is harmless.
  * Replicas cannot be told apart in a listing; the processor checks each source object's metadata.
  */
-export async function* scanBucket(client: S3Client, location: string, bucket: string, prefix?: string): AsyncGenerator<ChangeRecord[]> {
+export async function* scanBucket(client: S3Client, location: string, bucket: string, { prefix, pageSize }: { prefix?: string; pageSize?: number } = {}): AsyncGenerator<ChangeRecord[]> {
   let keyMarker: string | undefined;
   let versionIdMarker: string | undefined;
   do {
@@ -16,6 +16,7 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
       new ListObjectVersionsCommand({
         Bucket: bucket,
         ...(prefix !== undefined ? { Prefix: prefix } : {}),
+        ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
         ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
         ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
       }),

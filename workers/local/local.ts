@@ -14,7 +14,7 @@ import type { Queue } from '../../lib/queue/queue.ts';
 import { encode, installationTopics, pauseKey, queueNames, TASK_RETENTION_MS } from '../messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
-import { scheduleScans } from '../populator/scans.ts';
+import { pageSizeOf, scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
 import type { RetryPolicy } from '../../lib/retry.ts';
 import { ruleStarts } from './rule-starts.ts';
@@ -192,7 +192,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     rules: [...manifests.rules.keys()].sort(),
     backfill(name) {
       const rule = manifests.rules.get(name);
-      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, { backfill: new Set([name]) });
+      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, { backfill: new Set([name]), ...pageSizeOf(manifests.locations.get(rule.spec.source.location)) });
     },
   });
   server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');

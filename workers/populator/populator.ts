@@ -224,13 +224,13 @@ export class Populator {
    * queued that was modified at or after `seen.from` is added to it. A version that cannot be matched is
    * logged and counted, and the scan goes on (the next scan tries it again).
    */
-  async scan(location: string, bucket: string, options: { backfill?: ReadonlySet<string>; since?: Date; seen?: { ids: Map<string, number>; from: number } } = {}): Promise<number> {
+  async scan(location: string, bucket: string, options: { backfill?: ReadonlySet<string>; since?: Date; seen?: { ids: Map<string, number>; from: number }; pageSize?: number } = {}): Promise<number> {
     const client = this.options.sources.get(location);
     if (client === undefined) throw new Error(`no S3 client for source location "${location}"`);
     const since = options.since?.getTime();
     const { seen } = options;
     let count = 0;
-    for await (const page of scanBucket(client, location, bucket)) {
+    for await (const page of scanBucket(client, location, bucket, options.pageSize !== undefined ? { pageSize: options.pageSize } : {})) {
       const plans = [];
       const queued: [string, number][] = [];
       for (const change of page) {

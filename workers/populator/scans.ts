@@ -15,6 +15,9 @@ export interface ScanSchedule {
  */
 export const SCAN_OVERLAP_MS = 15 * 60_000;
 
+/** The listing page size a Location asks for, as scan options. */
+export const pageSizeOf = (l: Location | undefined): { pageSize?: number } => (l?.spec.listPageSize !== undefined ? { pageSize: l.spec.listPageSize } : {});
+
 type ScanReason = 'existing objects' | 'periodic scan';
 
 const wantsExisting = (r: CompiledRule): boolean => r.ExistingObjectReplication.Status === 'Enabled';
@@ -69,7 +72,7 @@ export function scheduleScans(
     if (full) seen.clear();
     let versions: number;
     try {
-      versions = await populator.scan(location, bucket, { ...(since !== undefined ? { since } : {}), ...(backfill !== undefined ? { backfill } : { seen: { ids: seen, from: started - overlapMs } }) });
+      versions = await populator.scan(location, bucket, { ...pageSizeOf(locations.get(location)), ...(since !== undefined ? { since } : {}), ...(backfill !== undefined ? { backfill } : { seen: { ids: seen, from: started - overlapMs } }) });
     } catch (err) {
       // Only a periodic scan that went through moves the watermark: after a failure the next one looks as far back.
       metrics?.scanFailures.inc({ location, bucket });

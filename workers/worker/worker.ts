@@ -15,7 +15,7 @@ import type { Queue } from '../../lib/queue/queue.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { decode, encode, installationTopics, TASK_RETENTION_MS, partitionFiguresKey, isPaused, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
 import { Populator } from '../populator/populator.ts';
-import { scheduleScans } from '../populator/scans.ts';
+import { pageSizeOf, scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
 import { type HealthContext, healthServer, statusServer } from '../status/api.ts';
 import { StatusProcessor } from '../status/status.ts';
@@ -237,7 +237,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
         rules: [...rules.keys()].sort(),
         backfill(name) {
           const c = rules.get(name);
-          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, { backfill: new Set([name]) });
+          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, { backfill: new Set([name]), ...pageSizeOf(ctx.config.locations.get(c.SourceLocation)) });
         },
       }),
     async stop() {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 import { busyFirstAssigner } from './busy-first.ts';
 import { retryKafka } from './kafka-retry.ts';
@@ -365,12 +365,32 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         log.warn('partitions may be given to another member: work in flight is aborted', { group: opts.groupId, why });
         handlers?.onAssign?.([]);
       };
+      // What run() was given, to start again after a crash kafkajs does not restart from.
+      let runConfig: ConsumerRunConfig | undefined;
+      let closed = false;
+      let restartTimer: NodeJS.Timeout | undefined;
+      let restarts = 0;
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         // kafkajs has left the group before it says so.
         if (handlers?.windowed !== undefined) loseAll('the consumer crashed');
         if (payload.restart) return;
         running = false;
-        log.error('consumer stopped for good: kafkajs does not restart it', { group: opts.groupId, error: payload.error });
+        if (closed || runConfig === undefined) return;
+        // kafkajs stops for good on an error it calls non-retriable, such as no group coordinator found
+        // while the broker shuts down: the role would idle. It is started again here, later each time.
+        const config = runConfig;
+        const retryInMs = Math.min(30_000, 1_000 * 2 ** Math.min(restarts++, 5));
+        log.error('consumer crashed and kafkajs does not restart it: starting it again', { group: opts.groupId, error: payload.error, retryInMs });
+        restartTimer = setTimeout(() => {
+          if (closed) return;
+          running = true;
+          consumer.run(config).catch((err: unknown) => {
+            log.error('consumer restart failed', { group: opts.groupId, error: err });
+          });
+        }, retryInMs);
+      });
+      consumer.on(consumer.events.GROUP_JOIN, () => {
+        restarts = 0;
       });
       consumer.on(consumer.events.HEARTBEAT, () => {
         lastBeat = Date.now();
@@ -400,7 +420,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
               given.onAssign?.(assignment);
             });
           }
-          await consumer.run({
+          runConfig = {
             autoCommit: false,
             eachBatchAutoResolve: false,
             partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently ?? 8,
@@ -462,7 +482,8 @@ export function kafkaQueue(options: KafkaOptions): Queue {
                 if (!payload.isStale()) payload.resolveOffset(batch.lastOffset());
               } else resolveCommitted();
             },
-          });
+          };
+          await consumer.run(runConfig);
         },
         async commit(points: CommitPoint[]) {
           await consumer.commitOffsets(points);
@@ -483,6 +504,8 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         },
         async close() {
           running = false;
+          closed = true;
+          clearTimeout(restartTimer);
           clearInterval(leaseTimer);
           if (handlers?.windowed !== undefined) {
             // Windows finish (or abort) their work while the partitions are still this member's.

@@ -150,8 +150,8 @@ export interface QueueConsumer {
   /** The partition's next batch starts at `offset` (its last commit): what a window gave up is read again. */
   rewind(point: CommitPoint): void;
   /**
-   * Whether it consumes: true from run() until close(), and false once it crashed for good (kafkajs
-   * gave up restarting it). /readyz reports a role whose consumer does not.
+   * Whether it consumes: true from run() until close(), false while it waits to start again after a
+   * crash that kafkajs does not recover from. /readyz reports a role whose consumer does not.
    */
   consuming(): boolean;
   /** Stops fetching (the group membership stays, with its partitions) until resume(). */

@@ -161,7 +161,7 @@ export class GarbageCollector {
     return undefined;
   }
 
-  /** Its consumer runs (false once it crashed for good). */
+  /** Its consumer runs (false while it waits to start again after a crash). */
   get consuming(): boolean {
     return this.consumer?.consuming() === true;
   }

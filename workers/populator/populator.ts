@@ -254,7 +254,7 @@ export class Populator {
     return count;
   }
 
-  /** Every journal it follows is being consumed (false once a consumer crashed for good). */
+  /** Every journal it follows is being consumed (false while a crashed consumer waits to start again). */
   get consuming(): boolean {
     return this.consumers.every((c) => c.consuming());
   }

@@ -220,7 +220,7 @@ export class Processor {
     return this.transitions;
   }
 
-  /** Whether this processor does what its pause state says: consuming unless paused (and its consumer not crashed for good). */
+  /** Whether this processor does what its pause state says: consuming unless paused (and its consumer not waiting to start again after a crash). */
   get settled(): boolean {
     return this.closed || (isPaused(this.pauseState) === (this.consumer === undefined) && this.consumer?.consuming() !== false);
   }

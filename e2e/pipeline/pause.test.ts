@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ObjectStatus } from '../../workers/status/fold.ts';
@@ -116,6 +117,24 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
     assert.deepEqual(await states('replaced'), { b: 'COMPLETED', c: 'PENDING' });
     await cli('resume', 'site-c');
     await eventually(async () => assert.deepEqual(await states('replaced'), { b: 'COMPLETED', c: 'COMPLETED' }), 60_000, 500);
+  });
+
+  it('holds a pause decades ahead without a busy timer, and refuses a body over 16 KiB', async () => {
+    const pid = run.process.pid;
+    assert.ok(pid !== undefined);
+    // utime + stime of the process, in clock ticks (100 a second).
+    const cpuTicks = (): number => readFileSync(`/proc/${String(pid)}/stat`, 'utf8').split(') ')[1]?.split(' ').slice(11, 13).reduce((n, t) => n + Number(t), 0) ?? NaN;
+    untilOf(await cli('pause', 'site-c', '--until', '2100-01-01T00:00:00Z'));
+    await sleep(1_000);
+    const before = cpuTicks();
+    await sleep(3_000);
+    // A timer re-armed every millisecond would keep a core busy: 300 ticks.
+    assert.ok(cpuTicks() - before < 100, `${String(cpuTicks() - before)} ticks of CPU in 3 s while paused`);
+    assert.doesNotMatch(readFileSync(run.process.spec.logFile, 'utf8'), /TimeoutOverflowWarning/);
+    const big = await fetch(`${run.server}/v1/destinations/site-c/resume`, { method: 'POST', body: JSON.stringify({ pad: 'x'.repeat(17 * 1024) }) });
+    assert.equal(big.status, 413);
+    assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true }] });
+    assert.equal(await cli('resume', 'site-c'), 'site-c: resumed\n');
   });
 
   it('refuses an unknown destination or a past --until, changing nothing', async () => {

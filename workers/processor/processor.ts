@@ -16,6 +16,9 @@ import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
 import { ledgerKey, UploadLedger } from './uploads.ts';
 
+/** The longest delay Node's timers keep (2^31-1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export interface ProcessorOptions {
   queue: Queue;
   logger: Logger;
@@ -204,7 +207,8 @@ export class Processor {
         }
         const until = this.pauseState?.until;
         if (paused && until !== undefined) {
-          this.resumeTimer = setTimeout(() => void this.reconcile(), Math.max(0, Date.parse(until) - Date.now()) + 10);
+          // Node fires a delay over 2^31-1 ms at once: a far resume is re-armed from the longest one instead.
+          this.resumeTimer = setTimeout(() => void this.reconcile(), Math.min(MAX_TIMER_MS, Math.max(0, Date.parse(until) - Date.now()) + 10));
         }
       })
       .then(() => {

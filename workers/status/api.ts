@@ -42,9 +42,19 @@ class BadRequest extends Error {
   }
 }
 
+/** The largest request body read: the largest the API takes is an object reference of a few hundred bytes. */
+export const MAX_BODY_BYTES = 16 * 1024;
+
 async function jsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const tooLarge = (): BadRequest => new BadRequest(413, `the request body is over ${String(MAX_BODY_BYTES)} bytes`);
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
+  let bytes = 0;
+  for await (const chunk of req) {
+    bytes += (chunk as Buffer).length;
+    if (bytes > MAX_BODY_BYTES) throw tooLarge();
+    chunks.push(chunk as Buffer);
+  }
   if (chunks.length === 0) return {};
   try {
     const value: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
@@ -230,6 +240,8 @@ export function statusServer(ctx: ApiContext): Server {
     };
     const fail = (err: unknown): void => {
       // e.g. a malformed percent-encoding: the request is bad, the process goes on.
+      // A body too large is not read to its end: the connection closes after the answer.
+      if (err instanceof BadRequest && err.code === 413) res.setHeader('connection', 'close');
       if (err instanceof BadRequest) send(err.code, { error: err.message });
       else if (err instanceof URIError) send(400, { error: 'malformed URL encoding' });
       else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });

@@ -111,6 +111,14 @@ describe('configuration model', () => {
     ]);
   });
 
+  it('refuses credentials in an endpoint, whatever the scheme', () => {
+    const got = problems(docs(location('a', { endpoint: 'https://key:secret@s3.example.com' }), location('b', { endpoint: 'http://key@127.0.0.1:9000/path' }), location('c', { endpoint: 'http://127.0.0.1:9000/a@b' })));
+    assert.deepEqual(got, [
+      'm.yaml: Location/a: spec.endpoint: must not carry credentials (user:password@host): give them in credentialsSecretRef',
+      'm.yaml: Location/b: spec.endpoint: must not carry credentials (user:password@host): give them in credentialsSecretRef',
+    ]);
+  });
+
   it('round-trips through YAML text as users write it', () => {
     const text = dump(location('a'));
     assert.match(text, /kind: Location/);

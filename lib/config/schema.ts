@@ -18,6 +18,10 @@ const BucketName = Type.String({
   description: 'S3 bucket name.',
 });
 
+/** An endpoint URL with user:password@ before its host (the credentials would be published with it). */
+export const USERINFO = '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@';
+export const ENDPOINT_USERINFO = 'must not carry credentials (user:password@host): give them in credentialsSecretRef';
+
 function cel(rules: { rule: string; message: string }[]): Record<string, unknown> {
   return { 'x-kubernetes-validations': rules };
 }
@@ -72,7 +76,12 @@ export const LocationSpec = Type.Object(
   {
     type: Type.Literal('s3', { description: 'Storage type. s3: AWS S3 or any S3-compatible server.' }),
     endpoint: Type.Optional(
-      Type.String({ maxLength: 2048, pattern: '^https?://[^\\s/?#]+(/[^\\s?#]*)?$', description: 'Endpoint URL of an S3-compatible server; omit for AWS S3.' }),
+      Type.String({
+        maxLength: 2048,
+        pattern: '^https?://[^\\s/?#]+(/[^\\s?#]*)?$',
+        description: 'Endpoint URL of an S3-compatible server; omit for AWS S3. Credentials never go in it: they come from credentialsSecretRef.',
+        ...cel([{ rule: `!self.matches('${USERINFO}')`, message: ENDPOINT_USERINFO }]),
+      }),
     ),
     region: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9-]+$', default: 'us-east-1' }),
     forcePathStyle: Type.Optional(Type.Boolean({ description: 'Path-style addressing (bucket in the path); default: true with an endpoint, false for AWS.' })),

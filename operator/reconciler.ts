@@ -14,7 +14,7 @@ import { forEachLimit } from './pool.ts';
 import { planPublication, publishedConditions } from './publish-plan.ts';
 import { PublishedConfigMaps, publishedBuckets, publishedRules, type PublishResult } from './published-state.ts';
 import { RuleChecks, type LocationObject as CheckedLocation, type RuleObject as CheckedRule } from './rule-checks.ts';
-import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, roleInputs, type SecretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, roleInputs, secretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
 
 // One level-triggered pass over the whole installation: read every Location and ReplicationRule, and
 // what is published now; decide what should exist; change only what differs; write each status once,
@@ -203,7 +203,7 @@ export class Reconciler {
       if (result !== undefined) {
         const { mounted, stale } = result;
         const secretVersion = (l: Location): string => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`;
-        const workersOk = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, secretKeys(published), attempt);
+        const workersOk = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, attempt);
         // Removed only once no Deployment mounts them: while one could not be updated, it still may.
         if (workersOk && stale.length > 0) await attempt('unused shards', () => this.publication.remove(stale));
       }
@@ -285,7 +285,6 @@ export class Reconciler {
     mounted: Map<string, string[]>,
     locations: Map<string, Location>,
     secretVersion: (l: Location) => string,
-    credentials: SecretKeys[],
     attempt: Attempt,
   ): Promise<boolean> {
     const { rest, namespace, settings, logger } = this.o;
@@ -307,17 +306,12 @@ export class Reconciler {
           logger.warn('consumer lag unknown; replicas unchanged', { deployment: spec.deployment, error: (err as Error).message });
           if (!spec.active) replicas = 0;
         }
-        // Each role mounts the shards it reads, and rolls only when what it reads changed.
+        // Each role mounts the shards and the credentials it reads, and rolls only when what it reads changed.
         const inputs = roleInputs(spec, configs);
-        const hash = configHash(
-          JSON.stringify(inputs.reads),
-          inputs.locations.flatMap((name) => {
-            const l = locations.get(name);
-            return l === undefined ? [] : [JSON.stringify(l.spec), secretVersion(l)];
-          }),
-        );
+        const used = inputs.locations.flatMap((name) => locations.get(name) ?? []);
+        const hash = configHash(JSON.stringify(inputs.reads), used.flatMap((l) => [JSON.stringify(l.spec), secretVersion(l)]));
         const configMaps = [this.configMapName, ...inputs.mounts.flatMap((l) => mounted.get(l) ?? [])];
-        const desired = deploymentFor(settings, spec, replicas, configMaps, credentials, hash);
+        const desired = deploymentFor(settings, spec, replicas, configMaps, secretKeys(used), hash);
         if (current === undefined) {
           await rest.create(path, desired);
           logger.info('worker deployment created', { deployment: spec.deployment, replicas });
@@ -411,13 +405,4 @@ export class Reconciler {
   }
 }
 
-/** The Secrets the Locations name, with the keys each Location reads from them. */
-function secretKeys(locations: Location[]): SecretKeys[] {
-  const keys = new Map<string, string[]>();
-  for (const { spec } of locations) {
-    const ref = spec.credentialsSecretRef;
-    keys.set(ref.name, [...(keys.get(ref.name) ?? []), ref.accessKeyIdKey ?? 'accessKeyId', ref.secretAccessKeyKey ?? 'secretAccessKey']);
-  }
-  return [...keys].map(([name, k]) => ({ name, keys: k }));
-}
 

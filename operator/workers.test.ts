@@ -7,7 +7,7 @@ import { publishConfig, readPublishedConfig, secretsFromDir } from '../lib/confi
 import type { Location, ReplicationRule } from '../lib/config/schema.ts';
 import { queueNames } from '../workers/messages.ts';
 import { setCondition } from './conditions.ts';
-import { configHash, deploymentFor, desiredWorkers, replicasFor, roleInputs, type WorkerSettings } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, replicasFor, roleInputs, secretKeys, type WorkerSettings } from './workers.ts';
 
 const location = (name: string, spec: Partial<Location['spec']> = {}): Location => ({
   apiVersion: 'backbeat.io/v1alpha1',
@@ -120,6 +120,21 @@ describe('What each role reads', () => {
     assert.deepEqual(changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule, dToB)), ['bb-populator-d', 'bb-processor-b', 'bb-status']);
     // The GC reads which Locations are used: it changes when one is no longer.
     assert.deepEqual(changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule)), ['bb-gc', 'bb-populator-d', 'bb-processor-c', 'bb-status']);
+  });
+
+  it('each role mounts the credentials of the Locations it reads, no others', () => {
+    const rules = [from('a', 'p1', 'r1', ['b']), from('d', 'q1', 'r3', ['c'])];
+    const configs = [...compileBucketConfigs({ rules: new Map(rules.map((r) => [r.metadata.name, r])) }).values()];
+    const locations = new Map(['a', 'b', 'c', 'd', 'unused'].map((l) => [l, location(l)]));
+    const mounted = new Map(desiredWorkers(settings, names, configs, locations).map((s) => [s.deployment, secretKeys(roleInputs(s, configs).locations.flatMap((l) => locations.get(l) ?? [])).map((k) => k.name).join(',')]));
+    assert.deepEqual(Object.fromEntries(mounted), {
+      'bb-populator-a': 'a-creds',
+      'bb-populator-d': 'd-creds',
+      'bb-processor-b': 'a-creds,b-creds',
+      'bb-processor-c': 'c-creds,d-creds',
+      'bb-status': 'a-creds,d-creds',
+      'bb-gc': 'a-creds,b-creds,c-creds,d-creds',
+    });
   });
 });
 

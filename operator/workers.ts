@@ -123,7 +123,7 @@ export function labels(settings: WorkerSettings, spec: WorkerSpec): Record<strin
 export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replicas: number, configMaps: string[], credentials: SecretKeys[], configHash: string): Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } } {
   const selector = labels(settings, spec);
   const status = spec.role === 'status';
-  // One folder of credentials, <secret>/<key>, projected from every Secret the Locations name.
+  // One folder of credentials, <secret>/<key>, projected from the Secrets of the Locations this role reads.
   const projected = [...credentials]
     .sort((x, y) => x.name.localeCompare(y.name))
     .map((c) => ({ secret: { name: c.name, items: [...new Set(c.keys)].sort().map((key) => ({ key, path: `${c.name}/${key}` })) } }));
@@ -240,6 +240,16 @@ export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[])
     case 'gc':
       return { reads: null, locations: used(configs), mounts: allSources };
   }
+}
+
+/** The Secrets the Locations name, with the keys each Location reads from them: what a role's pods mount. */
+export function secretKeys(locations: Location[]): SecretKeys[] {
+  const keys = new Map<string, string[]>();
+  for (const { spec } of locations) {
+    const ref = spec.credentialsSecretRef;
+    keys.set(ref.name, [...(keys.get(ref.name) ?? []), ref.accessKeyIdKey ?? 'accessKeyId', ref.secretAccessKeyKey ?? 'secretAccessKey']);
+  }
+  return [...keys].map(([name, k]) => ({ name, keys: k }));
 }
 
 /** A hash of what a worker reads at start (config and Secret versions): on the pod template, it rolls the pods. */

@@ -14,12 +14,24 @@ export interface LocationCheck {
 }
 
 /**
+ * The label a Secret's owner puts on it to let the operator read it: without it, naming a Secret in a
+ * Location would hand any Secret of the namespace to whatever endpoint the Location names.
+ */
+export const CREDENTIALS_LABEL = 'backbeat.io/credentials';
+
+/** Whether the Secret's owner gave it to the operator. */
+export const granted = (secret: Secret | undefined): boolean => secret?.metadata.labels?.[CREDENTIALS_LABEL] === 'true';
+
+/**
  * Ready when the Secret gives credentials and the endpoint answers an authenticated request with them.
  * Only the operator can tell these apart, so each failure gets its own reason.
  */
 export async function checkLocation(location: Location, secret: Secret | undefined, timeoutMs = 5_000): Promise<LocationCheck> {
   const ref = location.spec.credentialsSecretRef;
   if (secret === undefined) return { condition: notReady('SecretNotFound', `Secret "${ref.name}" does not exist in this namespace`) };
+  if (!granted(secret)) {
+    return { condition: notReady('SecretNotLabelled', `Secret "${ref.name}" is not labelled ${CREDENTIALS_LABEL}=true, so the operator does not use it; label it to give it to Backbeat: kubectl label secret ${ref.name} ${CREDENTIALS_LABEL}=true`) };
+  }
   let client: S3Client;
   try {
     // Credentials come from the Secret only: the operator's own environment must not stand in for it.

@@ -9,7 +9,7 @@ import { reasonOf } from '../lib/s3/errors.ts';
 import { figuresKey, type Figures, type QueueNames } from '../workers/messages.ts';
 import { unwireJournal } from './buckets.ts';
 import { canonical, setCondition, type Condition, type ConditionInput } from './conditions.ts';
-import { checkLocation } from './locations.ts';
+import { checkLocation, granted } from './locations.ts';
 import { forEachLimit } from './pool.ts';
 import { planPublication, publishedConditions } from './publish-plan.ts';
 import { PublishedConfigMaps, publishedBuckets, publishedRules, type PublishResult } from './published-state.ts';
@@ -203,7 +203,9 @@ export class Reconciler {
       if (result !== undefined) {
         const { mounted, stale } = result;
         const secretVersion = (l: Location): string => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`;
-        const workersOk = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, attempt);
+        // Only Secrets their owners labelled are mounted, even for a Location published before the label went.
+        const givenSecret = (l: Location): boolean => granted(secrets.get(l.spec.credentialsSecretRef.name));
+        const workersOk = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, givenSecret, attempt);
         // Removed only once no Deployment mounts them: while one could not be updated, it still may.
         if (workersOk && stale.length > 0) await attempt('unused shards', () => this.publication.remove(stale));
       }
@@ -285,6 +287,7 @@ export class Reconciler {
     mounted: Map<string, string[]>,
     locations: Map<string, Location>,
     secretVersion: (l: Location) => string,
+    givenSecret: (l: Location) => boolean,
     attempt: Attempt,
   ): Promise<boolean> {
     const { rest, namespace, settings, logger } = this.o;
@@ -311,7 +314,7 @@ export class Reconciler {
         const used = inputs.locations.flatMap((name) => locations.get(name) ?? []);
         const hash = configHash(JSON.stringify(inputs.reads), used.flatMap((l) => [JSON.stringify(l.spec), secretVersion(l)]));
         const configMaps = [this.configMapName, ...inputs.mounts.flatMap((l) => mounted.get(l) ?? [])];
-        const desired = deploymentFor(settings, spec, replicas, configMaps, secretKeys(used), hash);
+        const desired = deploymentFor(settings, spec, replicas, configMaps, secretKeys(used.filter(givenSecret)), hash);
         if (current === undefined) {
           await rest.create(path, desired);
           logger.info('worker deployment created', { deployment: spec.deployment, replicas });

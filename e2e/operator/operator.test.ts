@@ -10,10 +10,13 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
 import { dump } from 'js-yaml';
+import { CREDENTIALS_LABEL } from '../../operator/locations.ts';
 import type { CompiledRule } from '../../lib/config/bucket-config.ts';
 import type { KubeObject } from '../../lib/kube/rest.ts';
-import { httpGet } from '../harness/net.ts';
+import { httpGet, serviceHost } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
 import { exampleManifests, installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
 import { published, watchPublished, type Published } from './published.ts';
@@ -220,9 +223,26 @@ describe('Operator on a real API server', function () {
     }, 90_000, 500);
   });
 
+  // A listener counting connections: the endpoint of a Location whose Secret must not be used.
+  let connections = 0;
+  const listener = createServer((socket) => {
+    connections++;
+    socket.destroy();
+  });
+  let listenerPort = 0;
+  before(async () => {
+    listener.listen(0, serviceHost);
+    await once(listener, 'listening');
+    listenerPort = (listener.address() as AddressInfo).port;
+  });
+  after(() => listener.close());
+
   it('reports what only the operator can tell as Ready=False with a reason, and publishes none of it', async () => {
     const bad = [
-      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'spare-creds' }, stringData: { accessKeyId: 'x', secretAccessKey: 'never-shown-3f9a' } },
+      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'spare-creds', labels: { [CREDENTIALS_LABEL]: 'true' } }, stringData: { accessKeyId: 'x', secretAccessKey: 'never-shown-3f9a' } },
+      // Site B's real keys, in a Secret nobody gave to Backbeat, named by a Location pointing at a listener.
+      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'not-given' }, stringData: { accessKeyId: c.siteB.credentials.accessKeyId, secretAccessKey: 'not-given-7c1e' } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'listener' }, spec: { type: 's3', endpoint: `http://${serviceHost}:${String(listenerPort)}`, credentialsSecretRef: { name: 'not-given' } } },
       { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'no-secret' }, spec: { type: 's3', endpoint: c.siteB.endpoint, credentialsSecretRef: { name: 'missing-creds' } } },
       { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'nowhere' }, spec: { type: 's3', endpoint: 'http://127.0.0.1:9', credentialsSecretRef: { name: 'spare-creds' } } },
       { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'wrong-keys' }, spec: { type: 's3', endpoint: c.siteB.endpoint, credentialsSecretRef: { name: 'spare-creds' } } },
@@ -235,6 +255,8 @@ describe('Operator on a real API server', function () {
     ];
     await c.kubectl(['apply', '-f', '-'], bad.map((d) => dump(d)).join('---\n'));
     await waitReady('locations', 'no-secret', 'False', 'SecretNotFound');
+    const notGiven = await waitReady('locations', 'listener', 'False', 'SecretNotLabelled');
+    assert.match(notGiven.message, /kubectl label secret not-given backbeat\.io\/credentials=true/);
     await waitReady('locations', 'nowhere', 'False', 'EndpointUnreachable');
     const rejected = await waitReady('locations', 'wrong-keys', 'False', 'CredentialsRejected');
     assert.match(rejected.message, /InvalidAccessKeyId/);
@@ -250,6 +272,9 @@ describe('Operator on a real API server', function () {
     assert.equal(await replicas(deployment('processor-nowhere')), undefined);
     const everything = (await c.kubectl(['get', 'locations,replicationrules,events', '-o', 'yaml'])) + (await c.kubectl(['get', 'configmaps', '-o', 'yaml']));
     assert.doesNotMatch(everything, /never-shown-3f9a/);
+    assert.equal(connections, 0, 'no request reached the endpoint of the Location whose Secret was not given');
+    const deployments = await c.kubectl(['get', 'deployments', '-o', 'yaml']);
+    assert.doesNotMatch(deployments, /not-given/, 'no worker mounts the Secret that was not given');
     assert.doesNotMatch(everything, new RegExp(c.siteA.credentials.secretAccessKey));
     if (!c.external) assert.deepEqual((await c.pods(deployment('operator'))).map((p) => p.restarts), [0, 0], 'no operator ever crashed');
   });

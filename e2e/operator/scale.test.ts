@@ -4,6 +4,7 @@ import { dump } from 'js-yaml';
 import type { KubeObject } from '../../lib/kube/rest.ts';
 import { forEachLimit } from '../../operator/pool.ts';
 import { MAX_BYTES, SPLIT_BYTES } from '../../operator/shards.ts';
+import { CREDENTIALS_LABEL } from '../../operator/locations.ts';
 import { eventually } from '../harness/wait.ts';
 import { installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
 import { published } from './published.ts';
@@ -80,7 +81,7 @@ describe(`The operator with ${String(COUNT)} rules on as many source buckets`, f
   it('publishes every rule, spread over shards each well under 1 MiB; a shard that cannot be written holds up no other', async () => {
     // No operator yet: the rules are all there when it starts, as after a restart (the costliest pass).
     await installChart(c, ['--set', 'operator.replicas=0', '--set', 'operator.resyncSeconds=30', '--set', 'operator.logLevel=debug']);
-    const secret = (name: string, site: Cluster['siteA']): Record<string, unknown> => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name }, stringData: { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey } });
+    const secret = (name: string, site: Cluster['siteA']): Record<string, unknown> => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name, labels: { [CREDENTIALS_LABEL]: 'true' } }, stringData: { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey } });
     const location = (name: string, site: Cluster['siteA'], source: boolean): Record<string, unknown> => ({
       apiVersion: 'backbeat.io/v1alpha1',
       kind: 'Location',

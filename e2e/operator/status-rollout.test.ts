@@ -3,6 +3,7 @@ import { CreateBucketCommand, ListObjectVersionsCommand, PutBucketVersioningComm
 import { dump } from 'js-yaml';
 import type { KubeObject } from '../../lib/kube/rest.ts';
 import { httpGet } from '../harness/net.ts';
+import { CREDENTIALS_LABEL } from '../../operator/locations.ts';
 import { eventually } from '../harness/wait.ts';
 import { installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
 
@@ -35,7 +36,7 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
     await installChart(c, ['--set', 'kafka.partitions=4', '--set', 'operator.resyncSeconds=2', '--set', 'workers.scaling.lagThreshold=10000000', '--set', 'workers.scaling.scaleDownDelaySeconds=0', '--set', 'workers.scaling.maxReplicas=3']);
     const location = (name: string, site: Cluster['siteA'], spec: Record<string, unknown>): string =>
       [
-        { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-creds` }, stringData: { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey } },
+        { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-creds`, labels: { [CREDENTIALS_LABEL]: 'true' } }, stringData: { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey } },
         { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name }, spec: { type: 's3', endpoint: site.endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...spec } },
       ]
         .map((d) => dump(d))

@@ -57,7 +57,7 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     ['unknown field', rule('extra', { colour: 'red' }), /unknown field "spec\.colour"/],
     ['wrong type', rule('wrongtype', { replicateDeleteMarkers: 'yes' }), /spec\.replicateDeleteMarkers: Invalid value: "string": spec\.replicateDeleteMarkers in body must be of type boolean/],
     ['bad endpoint URL', location('badurl', { endpoint: 'ftp://x y' }), /spec\.endpoint: Invalid value: "ftp:\/\/x y": spec\.endpoint in body should match/],
-    ['credentials in the endpoint', location('userinfo', { endpoint: 'http://key:secret@127.0.0.1:9000' }), /spec\.endpoint: Invalid value: "string": must not carry credentials \(user:password@host\): give them in credentialsSecretRef/],
+    ['credentials in the endpoint', location('userinfo', { endpoint: 'http://key:secret@127.0.0.1:9000' }), /spec\.endpoint: Invalid value: "http:\/\/key:secret@127\.0\.0\.1:9000": must not carry credentials \(user:password@host\): give them in credentialsSecretRef/],
     ['unknown checksum mode', location('badmode', { checksumMode: 'always' }), /spec\.checksumMode: Unsupported value: "always": supported values: "whenRequired", "whenSupported"/],
     ['journal without a source of changes', location('nojournal', { journal: {} }), /journal needs kafka, scan, or both/],
     ['missing credentials reference', { ...location('nocreds', {}), spec: { type: 's3' } }, /spec\.credentialsSecretRef: Required value/],

@@ -133,7 +133,7 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
     assert.doesNotMatch(readFileSync(run.process.spec.logFile, 'utf8'), /TimeoutOverflowWarning/);
     const big = await fetch(`${run.server}/v1/destinations/site-c/resume`, { method: 'POST', body: JSON.stringify({ pad: 'x'.repeat(17 * 1024) }) });
     assert.equal(big.status, 413);
-    assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true }] });
+    assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true, until: '2100-01-01T00:00:00.000Z' }] });
     assert.equal(await cli('resume', 'site-c'), 'site-c: resumed\n');
   });
 

@@ -20,6 +20,14 @@ import {
   type Written,
 } from './queue.ts';
 
+/**
+ * Consumers retry at most 5 s apart: one that gave up during a broker outage restarts after its last
+ * retry's delay, which kafkajs' default cap (30 s) lets grow to 15 s and more once the broker is back;
+ * more retries keep the default's patience (about 20 s). Producers keep kafkajs' own: an idempotent
+ * producer retries without end, and a limit would void its guarantee.
+ */
+const CONSUMER_RETRY = { initialRetryTime: 300, maxRetryTime: 5_000, retries: 8 } as const;
+
 /** Group errors that mean this member's partitions are being (or were) given to others. */
 const LOSING_PARTITIONS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID', 'NOT_COORDINATOR_FOR_GROUP', 'FENCED_INSTANCE_ID']);
 
@@ -112,10 +120,6 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     brokers: options.brokers,
     connectionTimeout: options.connectionTimeoutMs ?? 5_000,
     requestTimeout: options.requestTimeoutMs ?? 30_000,
-    // Retries at most 5 s apart: a consumer that gave up during a broker outage restarts after its last
-    // retry's delay, which kafkajs' default cap (30 s) lets grow to 15 s and more once the broker is back.
-    // More of them keep the patience of the default (about 20 s) before an operation fails.
-    retry: { initialRetryTime: 300, maxRetryTime: 5_000, retries: 8 },
     // kafkajs INFO lines are per connection and per group join: useful only when debugging.
     logLevel: KafkaLogLevel.WARN,
     logCreator:
@@ -343,6 +347,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         groupId: opts.groupId,
         allowAutoTopicCreation: false,
         maxWaitTimeInMs: 1_000,
+        retry: CONSUMER_RETRY,
         ...GROUP_TIMINGS,
         partitionAssigners: [busyFirstAssigner(() => handlers?.windowed?.busy() ?? []), PartitionAssigners.roundRobin],
       });

@@ -407,5 +407,3 @@ export class Reconciler {
       });
   }
 }
-
-

@@ -17,14 +17,14 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
   let run: RunningBackbeat;
 
   const cli = (...args: string[]): Promise<string> => run.cli(...args);
+  const statusOf = async (key: string): Promise<ObjectStatus | undefined> => (JSON.parse(await cli('status', `site-a/photos/${key}`, '--json')) as ObjectStatus[])[0];
   const states = async (key: string): Promise<Record<string, string | undefined>> => {
-    const [v] = JSON.parse(await cli('status', `site-a/photos/${key}`, '--json')) as ObjectStatus[];
+    const v = await statusOf(key);
     return { b: v?.destinations['site-b/photos-b']?.state, c: v?.destinations['site-c/photos-c']?.state };
   };
   /** When site C's copy of `key` was recorded COMPLETED (ms). */
   const completedAtC = async (key: string): Promise<number> => {
-    const [v] = JSON.parse(await cli('status', `site-a/photos/${key}`, '--json')) as ObjectStatus[];
-    const d = v?.destinations['site-c/photos-c'];
+    const d = (await statusOf(key))?.destinations['site-c/photos-c'];
     assert.equal(d?.state, 'COMPLETED');
     return Date.parse(d.updatedAt);
   };

@@ -2,6 +2,8 @@ import type { Manifests } from './manifests.ts';
 import { ENDPOINT_USERINFO, USERINFO } from './schema.ts';
 import type { Problem } from './validate.ts';
 
+const userinfo = new RegExp(USERINFO);
+
 /**
  * The checks a single schema cannot express: the CEL rules of schema.ts (which the API server enforces
  * for the operator) and references between resources.
@@ -14,7 +16,7 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
   };
 
   for (const [name, location] of m.locations) {
-    if (location.spec.endpoint !== undefined && new RegExp(USERINFO).test(location.spec.endpoint)) at(`Location/${name}`, 'spec.endpoint', ENDPOINT_USERINFO);
+    if (location.spec.endpoint !== undefined && userinfo.test(location.spec.endpoint)) at(`Location/${name}`, 'spec.endpoint', ENDPOINT_USERINFO);
     const journal = location.spec.journal;
     if (journal !== undefined && journal.kafka === undefined && journal.scan === undefined) {
       at(`Location/${name}`, 'spec.journal', 'needs kafka, scan, or both');

@@ -43,7 +43,7 @@ class BadRequest extends Error {
 }
 
 /** The largest request body read: the largest the API takes is an object reference of a few hundred bytes. */
-export const MAX_BODY_BYTES = 16 * 1024;
+const MAX_BODY_BYTES = 16 * 1024;
 
 async function jsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
   const tooLarge = (): BadRequest => new BadRequest(413, `the request body is over ${String(MAX_BODY_BYTES)} bytes`);

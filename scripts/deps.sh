@@ -196,6 +196,47 @@ build_promcheck() {
   (cd "$PROMCHECK_SRC" && "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/promcheck" .)
 }
 
+# Go modules download while other components compile: the downloads wait on the network, the compiles on
+# the cores. Each fetch fills the module cache only (the go command locks it); a failed one costs nothing,
+# as the build downloads what is missing itself.
+fetch_module_deps() {
+  # MODULE VERSION: every module MODULE@VERSION requires, from its own go.mod and go.sum.
+  local dir w; dir=$("${GOENV[@]}" go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  w=$(mktemp -d)
+  cp "$dir/go.mod" "$dir/go.sum" "$w/" && chmod u+w "$w"/go.*
+  (cd "$w" && "${GOENV[@]}" go mod download)
+  rm -rf "$w"
+}
+
+fetch_kube_deps() {
+  # What kube_build's `go get` needs, for the API server and the node's binaries alike.
+  local w; w=$(mktemp -d)
+  kube_module "$w"
+  "${GOENV[@]}" go get $(printf "k8s.io/kubernetes/cmd/%s@v$K8S_V " kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler)
+  cd / && rm -rf "$w"
+}
+
+fetch_etcd_deps() {
+  local w; w=$(mktemp -d) && cd "$w"
+  "${GOENV[@]}" go mod init local/etcdfetch && "${GOENV[@]}" go get "go.etcd.io/etcd/server/v3@v${ETCD_V%-r*}"
+  cd / && rm -rf "$w"
+}
+
+prefetch() {
+  local c
+  for c in "$@"; do
+    case $c in
+      minio) cold minio "$MINIO_V" && fetch_module_deps github.com/minio/minio "$MINIO_MOD" ;;
+      helm) cold helm "$HELM_V" && fetch_module_deps helm.sh/helm/v3 "v${HELM_V%-r*}" ;;
+      etcd) cold etcd "$ETCD_V" && fetch_etcd_deps ;;
+      kube | kubenode) cold kube "$KUBE_V" || cold kubenode "$KUBENODE_V" && fetch_kube_deps ;;
+      *) true ;;
+    esac
+  done
+}
+
+cold() { [ ! -f "$CACHE/bin/$1-$2/.ok" ]; }
+
 component() {
   case $1 in
     node) ensure node "$NODE_V" build_node ;;
@@ -237,8 +278,10 @@ for tool in go java mvn npm flock; do
 done
 mkdir -p "$CACHE"
 start=$SECONDS
-# Sequential on purpose: Go builds already use every core, and parallel ones would compete for memory.
-for c in "${@:-node kafka minio etcd kube helm rclone promcheck}"; do
-  for one in $c; do component "$one"; done
-done
+requested=$(echo ${@:-node kafka minio etcd kube helm rclone promcheck})
+# Builds run one after the other on purpose: Go builds already use every core, and parallel ones would
+# compete for memory. The downloads of the later ones run meanwhile.
+for c in $requested; do (prefetch "$c" || true) >>"$CACHE/prefetch.log" 2>&1 & done
+for c in $requested; do component "$c"; done
+wait
 log "all requested components ready in $((SECONDS - start)) s"

@@ -30,6 +30,10 @@ describe('MinIO (real S3 server)', function () {
     await s3.send(new CreateBucketCommand({ Bucket: 'plain' }));
   });
 
+  after(async () => {
+    await server.stop();
+  });
+
   it('PUTs and GETs an object with its content headers and user metadata', async () => {
     const body = randomBytes(100_000);
     const put = await s3.send(

@@ -55,6 +55,7 @@ describe('MinIO bucket notifications to Kafka', function () {
     } finally {
       await consumer.close();
       await admin.close();
+      await site.stop();
     }
 
     const byName = (name: string): (typeof events)[number] => {

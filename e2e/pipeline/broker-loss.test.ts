@@ -48,6 +48,7 @@ describe('a Kafka broker lost mid-stream (3-node KRaft cluster, real MinIO)', fu
   after(async () => {
     await local.stop();
     await cluster.stop();
+    await sites.stop();
   });
 
   it('creates its topics with three replicas, writes acknowledged by two', async () => {

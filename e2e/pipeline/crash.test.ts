@@ -27,6 +27,7 @@ describe('crash safety of `backbeat run` (real process, Kafka, MinIO)', function
 
   after(async () => {
     await run.process.stop();
+    await sites.stop();
   });
 
   it('loses nothing and leaves no corrupt replica when SIGKILLed mid-copy', async () => {

@@ -54,6 +54,7 @@ describe('failures on the destination (real MinIO behind a fault-injecting proxy
   after(async () => {
     await local.stop();
     await proxy.close();
+    await Promise.all([src.stop(), dst.stop()]);
   });
 
   it('retries transient 5xx errors with backoff until the copy succeeds', async () => {

@@ -27,6 +27,7 @@ describe('failed set: durable, listable, retryable (real `backbeat run` process 
 
   after(async () => {
     await run.process.stop();
+    await sites.stop();
   });
 
   it('records a missing destination bucket as FAILED with the reason, per destination', async () => {

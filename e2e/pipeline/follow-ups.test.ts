@@ -62,6 +62,7 @@ describe('failures of changes to a completed version (real Kafka journal, MinIO 
   after(async () => {
     await local.stop();
     await proxy.close();
+    await Promise.all([src.stop(), dst.stop()]);
   });
 
   it('lists a failed tag change in the failed set, keeps the version COMPLETED, and retries it to the end', async () => {

@@ -50,6 +50,7 @@ describe('GC against today\'s rule, with retries (real Kafka and MinIO)', functi
   });
   after(async () => {
     await proxy.close();
+    await sites.stop();
   });
 
   const put = async (bucket: string, key: string, content: string): Promise<string> => (await a.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: content }))).VersionId ?? '';

@@ -67,6 +67,7 @@ describe('failures that stay local: a denied tag lookup, a denied bucket listing
     await local.stop();
     await setAside.close();
     await proxy.close();
+    await sites.stop();
   });
 
   it('sets aside a change whose tags it may not read, with the reason, and goes on with the next', async () => {

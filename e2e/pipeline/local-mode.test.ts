@@ -39,6 +39,10 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
     );
   });
 
+  after(async () => {
+    await Promise.all([src.stop(), dst.stop()]);
+  });
+
   it('backfills existing objects, picks up new ones on the next scan, and keeps its state across a restart', async () => {
     const s3 = src.client();
     for (let i = 0; i < 20; i++) await s3.send(new PutObjectCommand({ Bucket: 'archive', Key: `old/${i}`, Body: `existing ${i}` }));

@@ -41,6 +41,7 @@ describe('operations: metrics, health and backfill on demand', function () {
 
   after(async () => {
     await local.stop();
+    await sites.stop();
   });
 
   it('serves /healthz, /readyz and /metrics whose figures match what happened', async () => {

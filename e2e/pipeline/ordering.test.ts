@@ -53,6 +53,7 @@ describe('adversarial orderings: an older version never replaces what is newer (
   after(async () => {
     await local.stop();
     await proxy.close();
+    await sites.stop();
   });
 
   const state = (location: string, bucket: string, key: string, versionId: string | undefined): string | undefined => local.status.lookup(location, bucket, key, versionId)[0]?.state;

@@ -54,6 +54,7 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
 
   after(async () => {
     await run.process.stop();
+    await sites.stop();
   });
 
   it('holds writes for a paused destination while the others complete, across a SIGKILL, until resumed', async () => {

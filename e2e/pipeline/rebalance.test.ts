@@ -82,6 +82,7 @@ describe('rebalance with work in flight: processors 1 → 3 → 1 (real Kafka, r
     await Promise.all(extra.map((p) => p.close()));
     await local.stop();
     await proxy.close();
+    await sites.stop();
   });
 
   /** Another processor of `location` in the same group: a replica scaled up. */

@@ -58,6 +58,7 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
 
   after(async () => {
     await local.stop();
+    await sites.stop();
   });
 
   const completed = async (key: string, versionId?: string): Promise<void> => {

@@ -44,6 +44,7 @@ describe('the rules as they are now: each from its own start, deletes only while
 
   after(async () => {
     await local.stop();
+    await sites.stop();
   });
 
   it('sends the old objects to the rule asking for them only, and new ones to both', async () => {

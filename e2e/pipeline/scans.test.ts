@@ -102,4 +102,8 @@ describe('periodic listing scans (real MinIO)', function () {
       await overlapping.stop();
     }
   });
+
+  after(async () => {
+    await src.stop();
+  });
 });

@@ -33,6 +33,7 @@ describe('transient source with garbage collection', function () {
 
   after(async () => {
     await local.stop();
+    await sites.stop();
   });
 
   /** Writes an object and waits for COMPLETED; returns its version id. */

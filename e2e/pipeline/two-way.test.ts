@@ -39,6 +39,7 @@ describe('two-way replication, three destinations, version deletes', function ()
 
   after(async () => {
     await local.stop();
+    await sites.stop();
   });
 
   it('sends an object to three destinations, two of them on one location', async () => {

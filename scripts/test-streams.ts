@@ -1,0 +1,45 @@
+// make test-only without SPEC: the suites in two mocha processes at once, each starting its own components
+// (a Kafka, MinIOs; the test node for the suites that need it). A run spends much of its time waiting on
+// servers (a third of the machine idle with one process), so two streams finish sooner. Each line of
+// output names its stream; the last line counts both.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+const MOCHA = new URL('../node_modules/mocha/bin/mocha.js', import.meta.url).pathname;
+const NODE_SUITES = ['e2e/operator/**/*.test.ts', 'e2e/components/node.test.ts'];
+const STREAMS = [
+  { name: 'node', globs: NODE_SUITES },
+  { name: 'rest', globs: ['{lib,workers,operator,cli,bench}/**/*.test.ts', 'e2e/{components,pipeline,harness}/**/*.test.ts', ...NODE_SUITES.flatMap((g) => ['--ignore', g])] },
+];
+
+interface Totals {
+  passed: number;
+  failed: number;
+  skipped: number;
+}
+
+function runStream(name: string, globs: string[]): Promise<{ code: number; totals: Totals | undefined }> {
+  const child = spawn(process.execPath, [MOCHA, ...globs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let totals: Totals | undefined;
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on('line', (line) => {
+      // The reporter's closing line (e2e/harness/reporter.cjs).
+      const m = /^tests: (\d+) passed, (\d+) failed, (\d+) skipped$/.exec(line);
+      if (m !== null) totals = { passed: Number(m[1]), failed: Number(m[2]), skipped: Number(m[3]) };
+      process.stdout.write(`[${name}] ${line}\n`);
+    });
+  }
+  return new Promise((resolve) => {
+    child.on('close', (code) => {
+      resolve({ code: code ?? 1, totals });
+    });
+  });
+}
+
+const results = await Promise.all(STREAMS.map((s) => runStream(s.name, s.globs)));
+const sum = (k: keyof Totals): number => results.reduce((n, r) => n + (r.totals?.[k] ?? 0), 0);
+for (const [i, r] of results.entries()) {
+  if (r.totals === undefined) process.stdout.write(`stream ${STREAMS[i]?.name ?? ''} ended (exit ${String(r.code)}) without its totals\n`);
+}
+process.stdout.write(`\ntests: ${String(sum('passed'))} passed, ${String(sum('failed'))} failed, ${String(sum('skipped'))} skipped\n`);
+process.exitCode = results.every((r) => r.code === 0 && r.totals !== undefined) ? 0 : 1;

@@ -15,7 +15,7 @@ SPEC ?=
 NODE ?= $(shell [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null && echo 1 || echo 0)
 ISOLATED := $(if $(filter 1,$(NODE)),bash scripts/isolated.sh)
 
-.PHONY: help deps install build typecheck lint test test-only test-busy demo demo-operator bench bench-status crds clean images node-images e2e-kind
+.PHONY: help deps test-deps install build typecheck lint test test-only test-busy demo demo-operator bench bench-status crds clean images node-images e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -39,7 +39,13 @@ typecheck: $(STAMP)
 lint: $(STAMP)
 	npx eslint --max-warnings=0 .
 
-test: deps install typecheck lint $(if $(filter 1,$(NODE)),node-images) test-only ## everything CI runs: type check, lint, all tests on real components
+# What make test needs, asked for at once so that downloads and the image's base overlap the Go compiles.
+TEST_DEPS := node kafka minio etcd kube helm rclone promcheck $(if $(filter 1,$(NODE)),kubenode engine base)
+
+test: test-deps install typecheck lint $(if $(filter 1,$(NODE)),node-images) test-only ## everything CI runs: type check, lint, all tests on real components
+
+test-deps:
+	bash scripts/deps.sh $(TEST_DEPS)
 
 test-only: $(STAMP) ## the test suites alone, or those in SPEC (components and node images must be there)
 	$(ISOLATED) npx c8 $(if $(SPEC),mocha $(SPEC),node scripts/test-streams.ts)

@@ -279,9 +279,17 @@ done
 mkdir -p "$CACHE"
 start=$SECONDS
 requested=$(echo ${@:-node kafka minio etcd kube helm rclone promcheck})
-# Builds run one after the other on purpose: Go builds already use every core, and parallel ones would
-# compete for memory. The downloads of the later ones run meanwhile.
-for c in $requested; do (prefetch "$c" || true) >>"$CACHE/prefetch.log" 2>&1 & done
-for c in $requested; do component "$c"; done
+# The Go builds run one after the other: each already uses every core, and parallel ones would compete for
+# memory. Beside them run what waits on the network and the disk: the Go module downloads of the later
+# builds, and the other components (Maven, apt, the image's base).
+compiled=() others=()
+for c in $requested; do
+  case $c in minio | etcd | kube | kubenode | helm | promcheck) compiled+=("$c") ;; *) others+=("$c") ;; esac
+done
+for c in "${compiled[@]}"; do (prefetch "$c" || true) >>"$CACHE/prefetch.log" 2>&1 & done
+(for c in "${others[@]}"; do component "$c"; done) &
+beside=$!
+for c in "${compiled[@]}"; do component "$c"; done
+wait "$beside"
 wait
 log "all requested components ready in $((SECONDS - start)) s"

@@ -141,7 +141,11 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
       assert.equal(answeredBy.size, 3, `answered by ${[...answeredBy].join(', ')}`);
     }, 120_000, 1_000);
     await c.helm(['upgrade', RELEASE, new URL('../../charts/backbeat', import.meta.url).pathname, '--reuse-values', '--set', 'workers.scaling.minReplicas=1']);
-    await eventually(async () => { assert.equal((await statusPods()).length, 1); }, 180_000, 500);
+    await eventually(async () => {
+      // Which step lags, should it fail: the operator's scaling (the Deployment's replicas) or the rollout.
+      const { spec } = await c.rest.get<KubeObject & { spec: { replicas?: number } }>(`/apis/apps/v1/namespaces/${c.namespace}/deployments/${status}`);
+      assert.equal((await statusPods()).length, 1, `ready status pods, of ${String(spec.replicas)} the Deployment wants`);
+    }, 180_000, 500);
     await writing;
     await settled('scale', 1_000, 3_000, 'pods changed');
   });

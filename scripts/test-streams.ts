@@ -1,4 +1,4 @@
-// make test-only without SPEC: the suites in two mocha processes at once, each starting its own components
+// make test-only STREAMS=2: the suites in two mocha processes at once, each starting its own components
 // (a Kafka, MinIOs; the test node for the suites that need it). A run spends much of its time waiting on
 // servers (a third of the machine idle with one process), so two streams finish sooner. Each line of
 // output names its stream; the last line counts both.

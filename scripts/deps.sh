@@ -222,17 +222,15 @@ fetch_etcd_deps() {
   cd / && rm -rf "$w"
 }
 
+# prefetch COMPONENT: its Go modules, if it is not built yet.
 prefetch() {
-  local c
-  for c in "$@"; do
-    case $c in
-      minio) cold minio "$MINIO_V" && fetch_module_deps github.com/minio/minio "$MINIO_MOD" ;;
-      helm) cold helm "$HELM_V" && fetch_module_deps helm.sh/helm/v3 "v${HELM_V%-r*}" ;;
-      etcd) cold etcd "$ETCD_V" && fetch_etcd_deps ;;
-      kube | kubenode) cold kube "$KUBE_V" || cold kubenode "$KUBENODE_V" && fetch_kube_deps ;;
-      *) true ;;
-    esac
-  done
+  case $1 in
+    minio) cold minio "$MINIO_V" && fetch_module_deps github.com/minio/minio "$MINIO_MOD" ;;
+    helm) cold helm "$HELM_V" && fetch_module_deps helm.sh/helm/v3 "v${HELM_V%-r*}" ;;
+    etcd) cold etcd "$ETCD_V" && fetch_etcd_deps ;;
+    kube | kubenode) cold kube "$KUBE_V" || cold kubenode "$KUBENODE_V" && fetch_kube_deps ;;
+    *) true ;;
+  esac
 }
 
 cold() { [ ! -f "$CACHE/bin/$1-$2/.ok" ]; }

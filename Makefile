@@ -42,7 +42,7 @@ lint: $(STAMP)
 	npx eslint --max-warnings=0 .
 
 # What make test needs, asked for at once so that downloads and the image's base overlap the Go compiles.
-TEST_DEPS := node kafka minio etcd kube helm rclone promcheck $(if $(filter 1,$(NODE)),kubenode engine base)
+TEST_DEPS := default $(if $(filter 1,$(NODE)),kubenode engine base)
 
 test: test-deps install typecheck lint $(if $(filter 1,$(NODE)),node-images) test-only ## everything CI runs: type check, lint, all tests on real components
 

@@ -4,6 +4,7 @@
 # component builds under its own lock into a temporary folder that is renamed into place when complete.
 #
 #   scripts/deps.sh [component ...]     default: all; components: node kafka minio etcd kube helm rclone promcheck
+#                                       (`default` names these)
 #                                       and on request: kubenode (the test node's Kubernetes binaries), engine
 #                                       (Docker, containerd, CNI plugins from Debian), base (the image's base)
 #   scripts/deps.sh --env               prints the environment (PATH, BACKBEAT_BIN_*) that points at the cache
@@ -35,14 +36,17 @@ trap 'echo "deps: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 set -E
 log() { printf '[deps %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# cold NAME VERSION: not built yet.
+cold() { [ ! -f "$CACHE/bin/$1-$2/.ok" ]; }
+
 # ensure NAME VERSION FUNCTION: runs FUNCTION with $OUT set to an empty folder, once per NAME-VERSION.
 ensure() {
   local name=$1 version=$2 fn=$3 dir="$CACHE/bin/$1-$2"
-  [ -f "$dir/.ok" ] && return 0
+  cold "$name" "$version" || return 0
   mkdir -p "$CACHE/lock"
   (
     flock 9
-    [ -f "$dir/.ok" ] && exit 0
+    cold "$name" "$version" || exit 0
     log "building $name $version (cold; cached afterwards in $dir)"
     local start=$SECONDS
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
@@ -228,12 +232,11 @@ prefetch() {
     minio) cold minio "$MINIO_V" && fetch_module_deps github.com/minio/minio "$MINIO_MOD" ;;
     helm) cold helm "$HELM_V" && fetch_module_deps helm.sh/helm/v3 "v${HELM_V%-r*}" ;;
     etcd) cold etcd "$ETCD_V" && fetch_etcd_deps ;;
-    kube | kubenode) cold kube "$KUBE_V" || cold kubenode "$KUBENODE_V" && fetch_kube_deps ;;
+    # One fetch serves both: the API server and the node's binaries come from the same modules.
+    kube) cold kube "$KUBE_V" || cold kubenode "$KUBENODE_V" && fetch_kube_deps ;;
     *) true ;;
   esac
 }
-
-cold() { [ ! -f "$CACHE/bin/$1-$2/.ok" ]; }
 
 component() {
   case $1 in
@@ -276,7 +279,7 @@ for tool in go java mvn npm flock; do
 done
 mkdir -p "$CACHE"
 start=$SECONDS
-requested=$(echo ${@:-node kafka minio etcd kube helm rclone promcheck})
+requested=$(echo "${@:-default}" | sed 's/\bdefault\b/node kafka minio etcd kube helm rclone promcheck/')
 # The Go builds run one after the other: each already uses every core, and parallel ones would compete for
 # memory. Beside them run what waits on the network and the disk: the Go module downloads of the later
 # builds, and the other components (Maven, apt, the image's base).
@@ -284,7 +287,7 @@ compiled=() others=()
 for c in $requested; do
   case $c in minio | etcd | kube | kubenode | helm | promcheck) compiled+=("$c") ;; *) others+=("$c") ;; esac
 done
-for c in "${compiled[@]}"; do (prefetch "$c" || true) >>"$CACHE/prefetch.log" 2>&1 & done
+for c in $(printf '%s\n' "${compiled[@]/#kubenode/kube}" | sort -u); do (prefetch "$c" || true) >>"$CACHE/prefetch.log" 2>&1 & done
 (for c in "${others[@]}"; do component "$c"; done) &
 beside=$!
 for c in "${compiled[@]}"; do component "$c"; done

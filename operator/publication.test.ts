@@ -71,6 +71,8 @@ describe('Publication plan', () => {
     const ok = ready('Replicating', 'replicating');
     assert.deepEqual(publishedConditions(r, ok, published(r)).published, { type: 'Published', status: 'True', reason: 'Current', message: 'the workers read generation 3' });
     assert.equal(publishedConditions(r, ok, published(r)).ready, ok);
+    // Written, but a Deployment that reads it still runs the pods of before: not current yet.
+    assert.deepEqual(publishedConditions(r, ok, published(r), 'bb-status').published, { type: 'Published', status: 'True', reason: 'Rolling', message: 'generation 3 is written; Deployment bb-status, which reads it, could not be rolled onto it yet; retrying' });
     const kept = publishedConditions(r, down, published(r));
     assert.equal(kept.published.reason, 'Current');
     assert.match(kept.ready.message, /^Location "b" is not ready: .* \(still published: replication resumes once this is fixed\)$/);

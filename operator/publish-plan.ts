@@ -50,10 +50,11 @@ export function isCurrent(rule: ReplicationRule, form: CompiledRule): boolean {
 }
 
 /**
- * The `Published` condition of a live rule, from what the workers read now (`form`), and its Ready
- * condition told whether it is still published.
+ * The `Published` condition of a live rule, from what the workers read now (`form`) and the Deployment
+ * reading it that could not be rolled onto it yet (`behind`), and its Ready condition told whether it
+ * is still published.
  */
-export function publishedConditions(rule: ReplicationRule & { metadata: { generation?: number } }, decision: ConditionInput, form: PublishedRule | undefined): { ready: ConditionInput; published: ConditionInput } {
+export function publishedConditions(rule: ReplicationRule & { metadata: { generation?: number } }, decision: ConditionInput, form: PublishedRule | undefined, behind?: string): { ready: ConditionInput; published: ConditionInput } {
   const generation = String(rule.metadata.generation ?? 0);
   const { location, bucket } = rule.spec.source;
   if (form === undefined || form.location !== location || form.bucket !== bucket) {
@@ -64,7 +65,10 @@ export function publishedConditions(rule: ReplicationRule & { metadata: { genera
     return { ready: decision, published };
   }
   if (isCurrent(rule, form.rule)) {
-    const published: ConditionInput = { type: 'Published', status: 'True', reason: 'Current', message: `the workers read generation ${generation}` };
+    const published: ConditionInput =
+      behind === undefined
+        ? { type: 'Published', status: 'True', reason: 'Current', message: `the workers read generation ${generation}` }
+        : { type: 'Published', status: 'True', reason: 'Rolling', message: `generation ${generation} is written; Deployment ${behind}, which reads it, could not be rolled onto it yet; retrying` };
     return { ready: decision.status === 'True' ? decision : { ...decision, message: `${decision.message} (still published: replication resumes once this is fixed)` }, published };
   }
   const published: ConditionInput = { type: 'Published', status: 'True', reason: 'PreviousConfig', message: `the workers keep the config published before generation ${generation}, which is not published yet` };

@@ -14,7 +14,7 @@ import { forEachLimit } from './pool.ts';
 import { planPublication, publishedConditions } from './publish-plan.ts';
 import { PublishedConfigMaps, publishedBuckets, publishedRules, type PublishResult } from './published-state.ts';
 import { RuleChecks, type LocationObject as CheckedLocation, type RuleObject as CheckedRule } from './rule-checks.ts';
-import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, replicasFor, roleInputs, secretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, readsRule, replicasFor, roleInputs, secretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
 
 // One level-triggered pass over the whole installation: read every Location and ReplicationRule, and
 // what is published now; decide what should exist; change only what differs; write each status once,
@@ -200,21 +200,23 @@ export class Reconciler {
       lap('cleanup');
 
       // Without locations.json written, rolling the workers would roll them onto the old one.
+      let behind: WorkerSpec[] = [];
       if (result !== undefined) {
         const { mounted, stale } = result;
         const secretVersion = (l: Location): string => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`;
         // Only Secrets their owners labelled are mounted, even for a Location published before the label went.
         const givenSecret = (l: Location): boolean => granted(secrets.get(l.spec.credentialsSecretRef.name));
-        const workersOk = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, givenSecret, attempt);
+        const workers = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, givenSecret, attempt);
+        behind = workers.behind;
         // Removed only once no Deployment mounts them: while one could not be updated, it still may.
-        if (workersOk && stale.length > 0) await attempt('unused shards', () => this.publication.remove(stale));
+        if (workers.ok && stale.length > 0) await attempt('unused shards', () => this.publication.remove(stale));
       }
       lap('workers');
 
       await forEachLimit(live, this.concurrency, async (rule) => {
         const decision = decisions.get(rule.metadata.name);
         if (decision === undefined) return;
-        const { ready, published: current } = publishedConditions(rule, decision, nowPublished.get(rule.metadata.name));
+        const { ready, published: current } = publishedConditions(rule, decision, nowPublished.get(rule.metadata.name), behind.find((w) => readsRule(w, rule))?.deployment);
         const generation = rule.metadata.generation ?? 0;
         const conditions = setCondition(setCondition(rule.status?.conditions, ready, generation), current, generation);
         await attempt(`ReplicationRule/${rule.metadata.name} status`, () => this.writeStatus('replicationrules', rule, { conditions, ...this.figuresOf(rule) }, ready));
@@ -280,7 +282,8 @@ export class Reconciler {
 
   /**
    * Creates, updates and deletes the worker Deployments, from what the workers read (`configs`, in the
-   * `mounted` shards); records each processor location's lag. True when every step succeeded.
+   * `mounted` shards); records each processor location's lag. Tells which Deployments are not as
+   * wanted, and whether every step succeeded.
    */
   private async applyWorkers(
     configs: BucketReplicationConfig[],
@@ -289,12 +292,12 @@ export class Reconciler {
     secretVersion: (l: Location) => string,
     givenSecret: (l: Location) => boolean,
     attempt: Attempt,
-  ): Promise<boolean> {
+  ): Promise<{ ok: boolean; behind: WorkerSpec[] }> {
     const { rest, namespace, settings, logger } = this.o;
     const path = `/apis/apps/v1/namespaces/${namespace}/deployments`;
     const specs = desiredWorkers(settings, this.o.names, configs, locations);
     const lags = new Map<string, number>();
-    const done: boolean[] = [];
+    const behind: WorkerSpec[] = [];
     for (const spec of specs) {
       const ok = await attempt(`Deployment/${spec.deployment}`, async () => {
         const current = await rest.find<KubeObject & { spec: { replicas?: number } }>(`${path}/${spec.deployment}`);
@@ -319,14 +322,13 @@ export class Reconciler {
           await rest.create(path, desired);
           logger.info('worker deployment created', { deployment: spec.deployment, replicas });
         } else if (current.metadata.annotations?.['backbeat.io/spec-hash'] !== desired.metadata.annotations['backbeat.io/spec-hash'] || current.spec.replicas !== replicas || current.metadata.labels?.['app.kubernetes.io/managed-by'] !== MANAGED_BY) {
-          await rest.replace(`${path}/${spec.deployment}`, { ...desired, metadata: { ...desired.metadata, resourceVersion: current.metadata.resourceVersion } });
+          await rest.apply(`${path}/${spec.deployment}`, desired, MANAGED_BY);
           if (current.spec.replicas !== replicas) logger.info('worker deployment scaled', { deployment: spec.deployment, from: current.spec.replicas, to: replicas });
         }
       });
-      done.push(ok);
+      if (!ok) behind.push(spec);
     }
-    done.push(
-      await attempt('unwanted Deployments', async () => {
+    const cleaned = await attempt('unwanted Deployments', async () => {
         const wanted = new Set(specs.map((s) => s.deployment));
         const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
         for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
@@ -335,10 +337,9 @@ export class Reconciler {
           this.scaling.delete(d.metadata.name);
           logger.info('worker deployment removed', { deployment: d.metadata.name });
         }
-      }),
-    );
+      });
     this.lags = lags;
-    return done.every(Boolean);
+    return { ok: cleaned && behind.length === 0, behind };
   }
 
   /** Scale up at once; scale down only once the lower count has been wanted for scaleDownDelayMs. */

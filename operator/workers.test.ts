@@ -7,7 +7,7 @@ import { publishConfig, readPublishedConfig, secretsFromDir } from '../lib/confi
 import type { Location, ReplicationRule } from '../lib/config/schema.ts';
 import { queueNames } from '../workers/messages.ts';
 import { setCondition } from './conditions.ts';
-import { configHash, deploymentFor, desiredWorkers, replicasFor, roleInputs, secretKeys, type WorkerSettings } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, readsRule, replicasFor, roleInputs, secretKeys, type WorkerSettings } from './workers.ts';
 
 const location = (name: string, spec: Partial<Location['spec']> = {}): Location => ({
   apiVersion: 'backbeat.io/v1alpha1',
@@ -117,7 +117,12 @@ describe('What each role reads', () => {
     assert.deepEqual(changed(before, inputsAfter(toC, base[1] as ReplicationRule, base[2] as ReplicationRule)), ['bb-populator-a', 'bb-status']);
     // ...but processor b does gain source d when a rule of d sends to it.
     const dToB = from('d', 'q1', 'r3', ['c', 'b']);
-    assert.deepEqual(changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule, dToB)), ['bb-populator-d', 'bb-processor-b', 'bb-status']);
+    const rolled = changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule, dToB));
+    assert.deepEqual(rolled, ['bb-populator-d', 'bb-processor-b', 'bb-status']);
+    // Which Deployments a rule's Published condition waits for: at least those its change rolls.
+    const readers = (r: ReplicationRule): string[] => desiredWorkers(settings, names, [...compileBucketConfigs({ rules: new Map([[r.metadata.name, r]]) }).values()], new Map(['a', 'b', 'c', 'd'].map((l) => [l, location(l)]))).filter((w) => readsRule(w, r)).map((w) => w.deployment).sort();
+    assert.deepEqual(readers(dToB), ['bb-populator-d', 'bb-processor-b', 'bb-processor-c', 'bb-status']);
+    assert.deepEqual(readers(filtered), ['bb-populator-a', 'bb-processor-b', 'bb-status']);
     // The GC reads which Locations are used: it changes when one is no longer.
     assert.deepEqual(changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule)), ['bb-gc', 'bb-populator-d', 'bb-processor-c', 'bb-status']);
   });

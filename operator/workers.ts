@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { BucketReplicationConfig } from '../lib/config/bucket-config.ts';
-import type { Location } from '../lib/config/schema.ts';
+import type { Location, ReplicationRule } from '../lib/config/schema.ts';
 import type { Json } from '../lib/kube/rest.ts';
 import type { QueueNames } from '../workers/messages.ts';
 import type { Role } from '../workers/worker/worker.ts';
@@ -239,6 +239,21 @@ export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[])
       return { reads: configs, locations: allSources, mounts: allSources };
     case 'gc':
       return { reads: null, locations: used(configs), mounts: allSources };
+  }
+}
+
+/** Whether the pods of a role read a rule, so must roll before the workers have its new generation. */
+export function readsRule(spec: WorkerSpec, rule: ReplicationRule): boolean {
+  switch (spec.role) {
+    case 'populator':
+    case 'scanner':
+      return spec.location === rule.spec.source.location;
+    case 'processor':
+      return rule.spec.destinations.some((d) => d.location === spec.location);
+    case 'status':
+      return true;
+    case 'gc':
+      return false;
   }
 }
 

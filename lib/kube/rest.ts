@@ -35,6 +35,11 @@ export interface KubeRest {
   replace<T = KubeObject>(path: string, body: unknown): Promise<T>;
   /** A JSON merge patch (RFC 7386). */
   patch<T = KubeObject>(path: string, body: unknown): Promise<T>;
+  /**
+   * Server-side apply as `fieldManager`, taking over fields another manager set: no resourceVersion, so
+   * a controller's concurrent status update (a Deployment mid-rollout) causes no conflict.
+   */
+  apply<T = KubeObject>(path: string, body: unknown, fieldManager: string): Promise<T>;
   delete(path: string): Promise<void>;
   /** Opens a watch stream; each line is one event. */
   stream(path: string): Promise<IncomingMessage>;
@@ -103,6 +108,8 @@ export function kubeRest(config: KubeConfig): KubeRest {
     create: (path, body) => call('POST', path, body),
     replace: (path, body) => call('PUT', path, body),
     patch: (path, body) => call('PATCH', path, body, 'application/merge-patch+json'),
+    // JSON is YAML: the apply body needs no YAML encoder.
+    apply: (path, body, fieldManager) => call('PATCH', `${path}?fieldManager=${encodeURIComponent(fieldManager)}&force=true`, body, 'application/apply-patch+yaml'),
     async delete(path) {
       try {
         await call('DELETE', path);

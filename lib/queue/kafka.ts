@@ -30,6 +30,8 @@ const CONSUMER_RETRY = { initialRetryTime: 300, maxRetryTime: 5_000, retries: 8 
 
 /** Group errors that mean this member's partitions are being (or were) given to others. */
 const LOSING_PARTITIONS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID', 'NOT_COORDINATOR_FOR_GROUP', 'FENCED_INSTANCE_ID']);
+/** The protocol error's type, also under the wrapper kafkajs puts around it once it stops retrying. */
+const protocolType = (err: unknown): string => (err as { type?: string }).type ?? (err as { cause?: { type?: string } }).cause?.type ?? '';
 
 /**
  * Group timings, set rather than left to kafkajs: a member that stops heartbeating (a crash) is out
@@ -361,6 +363,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       let running = false;
       // The lease of a windowed consumer's partitions: renewed by each heartbeat answered and each join.
       let assigned = false;
+      let joined = false;
       let joining = false;
       let lastBeat = Date.now();
       let leaseTimer: NodeJS.Timeout | undefined;
@@ -399,6 +402,11 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       });
       consumer.on(consumer.events.HEARTBEAT, () => {
         lastBeat = Date.now();
+        // Answered: this member still holds the generation's partitions, even after a lease it thought lost.
+        if (!assigned && joined) {
+          assigned = true;
+          log.info('heartbeat answered again: the partitions are still ours', { group: opts.groupId });
+        }
       });
       consumer.on(consumer.events.REBALANCING, () => {
         joining = true;
@@ -419,6 +427,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
             consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
               joining = false;
               assigned = true;
+              joined = true;
               lastBeat = Date.now();
               const assignment = Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) => partitions.map((partition) => ({ topic, partition })));
               log.info('partitions assigned', { group: opts.groupId, partitions: assignment.map(tpKey).sort() });
@@ -450,7 +459,8 @@ export function kafkaQueue(options: KafkaOptions): Queue {
                 log.info('partition being taken away: no new work, work in flight drains', { group: opts.groupId, topic: batch.topic, partition: batch.partition, why, drainMs: DRAIN_MS });
                 drain = setTimeout(() => fence.abort(new Error(`${batch.topic}/${String(batch.partition)} is no longer ours`)), DRAIN_MS);
               };
-              const isActive = (): boolean => !losing && payload.isRunning() && !payload.isStale();
+              // A windowed consumer whose lease ran out takes nothing in until the group answers again.
+              const isActive = (): boolean => !losing && (windowed === undefined || assigned) && payload.isRunning() && !payload.isStale();
               try {
                 await given.onBatch({
                   topic: batch.topic,
@@ -461,7 +471,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
                     try {
                       await payload.heartbeat();
                     } catch (err) {
-                      const type = (err as { type?: string }).type ?? '';
+                      const type = protocolType(err);
                       if (LOSING_PARTITIONS.has(type)) lose(type);
                       throw err;
                     }
@@ -473,7 +483,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
                 resolveCommitted();
                 // This member unknown to the group, or a rebalance (a commit refused): kafkajs rejoins on
                 // these, so they reach it as they are.
-                if (LOSING_PARTITIONS.has((err as { type?: string }).type ?? '')) throw err;
+                if (LOSING_PARTITIONS.has(protocolType(err))) throw err;
                 // Any other error would stop the consumer for good, leaving the role idle: marked retriable,
                 // the batch is fetched again from its last commit, and after kafkajs' retries the consumer
                 // restarts and rejoins. A bug repeats, loudly, instead of idling.
@@ -482,9 +492,10 @@ export function kafkaQueue(options: KafkaOptions): Queue {
               } finally {
                 clearTimeout(drain);
               }
-              // A window took the batch in: the next fetch goes on after it, unless the window rewound.
+              // A window took the batch in: the next fetch goes on after it, unless the window rewound or
+              // the lease ran out before (then it is fetched again).
               if (windowed !== undefined) {
-                if (!payload.isStale()) payload.resolveOffset(batch.lastOffset());
+                if (isActive()) payload.resolveOffset(batch.lastOffset());
               } else resolveCommitted();
             },
           };

@@ -130,7 +130,12 @@ class PartitionWindow {
 
   /** Takes a batch in, then holds it while the window is full: the queue fetches on once this returns. */
   async take(batch: Batch): Promise<void> {
-    while (!this.accepting && this.owned && batch.isActive()) await this.waitForChange(1_000);
+    while (!this.accepting && this.owned && batch.isActive()) {
+      await this.waitForChange(1_000);
+      // kafkajs heartbeats only between batches: while this one waits for a rewind, a heartbeat is how
+      // the member learns the group evicted it, which ends the batch (a wait without one can last for good).
+      await batch.heartbeat().catch(() => undefined);
+    }
     if (this.failure !== undefined) {
       const failure = this.failure;
       this.failure = undefined;

@@ -92,22 +92,29 @@ export class LeaderLease {
     // Counted from when a successful renewal was sent, and checked before each attempt: a renewal that
     // hangs must not keep this process leading past the point where another may take over.
     let lastRenewal = Date.now();
-    let inFlight = false;
+    /** When the renewal under way was sent, and why the last one failed: what a lost lease is told with. */
+    let inFlight: number | undefined;
+    let lastError: string | undefined;
     this.renewing = setInterval(() => {
-      if (Date.now() - lastRenewal > this.duration * 1000 * (2 / 3)) {
+      const now = Date.now();
+      if (now - lastRenewal > this.duration * 1000 * (2 / 3)) {
         clearInterval(this.renewing);
-        logger.error('lease lost', { lease: this.options.name });
+        logger.error('lease lost', { lease: this.options.name, msSinceRenewal: now - lastRenewal, renewalPendingMs: inFlight === undefined ? undefined : now - inFlight, lastError });
         onLost();
         return;
       }
-      if (inFlight) return;
-      inFlight = true;
-      const sentAt = Date.now();
+      if (inFlight !== undefined) return;
+      const sentAt = now;
+      inFlight = sentAt;
       void this.tryTake()
-        .catch(() => false)
+        .catch((err: unknown) => {
+          lastError = (err as Error).message;
+          return false;
+        })
         .then((ok) => {
-          inFlight = false;
+          inFlight = undefined;
           if (ok) lastRenewal = sentAt;
+          else lastError ??= 'another holder';
         });
     }, (this.duration * 1000) / 6);
   }

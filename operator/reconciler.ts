@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { assembleBucketConfigs, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
 import { locationsText } from '../lib/config/published.ts';
@@ -80,9 +81,12 @@ export class Reconciler {
   private readonly cleanupReported = new Map<string, string>();
   /** Whether each Location and rule is Ready (`Location/<name>`), as of the last pass that decided it. */
   readonly readiness = new Map<string, boolean>();
+  /** How long the event loop stalled at most during a pass (a stall delays the lease's renewal too). */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 20 });
 
   constructor(options: ReconcilerOptions) {
     this.o = options;
+    this.loopDelay.enable();
     this.base = `/apis/${API_GROUP}/v1alpha1/namespaces/${options.namespace}`;
     this.concurrency = options.concurrency ?? 16;
     this.checks = new RuleChecks({ recheckMs: options.recheckMs ?? 600_000, perPass: options.checksPerPass ?? 500, concurrency: this.concurrency, logger: options.logger });
@@ -224,7 +228,8 @@ export class Reconciler {
       lap('ruleStatus');
     } finally {
       for (const c of clients.values()) c.destroy();
-      logger.debug('reconcile phases', { ms: phases, rules: rules.length });
+      logger.debug('reconcile phases', { ms: phases, rules: rules.length, loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) });
+      this.loopDelay.reset();
     }
     if (failures.length > 0) throw new PassFailed(`${String(failures.length)} step(s) to retry: ${failures.slice(0, 5).join('; ')}${failures.length > 5 ? '; ...' : ''}`, pass.again);
     return pass;

@@ -334,15 +334,15 @@ export class Reconciler {
       if (!ok) behind.push(spec);
     }
     const cleaned = await attempt('unwanted Deployments', async () => {
-        const wanted = new Set(specs.map((s) => s.deployment));
-        const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
-        for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
-          if (wanted.has(d.metadata.name)) continue;
-          await rest.delete(`${path}/${d.metadata.name}`);
-          this.scaling.delete(d.metadata.name);
-          logger.info('worker deployment removed', { deployment: d.metadata.name });
-        }
-      });
+      const wanted = new Set(specs.map((s) => s.deployment));
+      const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}`);
+      for (const d of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
+        if (wanted.has(d.metadata.name)) continue;
+        await rest.delete(`${path}/${d.metadata.name}`);
+        this.scaling.delete(d.metadata.name);
+        logger.info('worker deployment removed', { deployment: d.metadata.name });
+      }
+    });
     this.lags = lags;
     return { ok: cleaned && behind.length === 0, behind };
   }

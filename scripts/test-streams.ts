@@ -18,8 +18,9 @@ interface Totals {
   skipped: number;
 }
 
-function runStream(name: string, globs: string[]): Promise<{ code: number; totals: Totals | undefined }> {
-  const child = spawn(process.execPath, [MOCHA, ...globs], { stdio: ['ignore', 'pipe', 'pipe'] });
+function runStream(name: string, globs: string[], block: number): Promise<{ code: number; totals: Totals | undefined }> {
+  // Each stream takes its servers' ports from its own block (e2e/harness/net.ts).
+  const child = spawn(process.execPath, [MOCHA, ...globs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BACKBEAT_PORT_BLOCK: String(block) } });
   let totals: Totals | undefined;
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => {
@@ -36,7 +37,7 @@ function runStream(name: string, globs: string[]): Promise<{ code: number; total
   });
 }
 
-const results = await Promise.all(STREAMS.map((s) => runStream(s.name, s.globs)));
+const results = await Promise.all(STREAMS.map((s, i) => runStream(s.name, s.globs, i)));
 const sum = (k: keyof Totals): number => results.reduce((n, r) => n + (r.totals?.[k] ?? 0), 0);
 for (const [i, r] of results.entries()) {
   if (r.totals === undefined) process.stdout.write(`stream ${STREAMS[i]?.name ?? ''} ended (exit ${String(r.code)}) without its totals\n`);

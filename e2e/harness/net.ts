@@ -8,20 +8,40 @@ import { createServer } from 'node:net';
  */
 export const serviceHost = process.env['BACKBEAT_NODE_IP'] ?? '127.0.0.1';
 
-/** A currently free TCP port on 127.0.0.1 (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports for the run's servers come from a range of their own: above the test node's fixed ports
+ * (10248–10259) and below the kernel's ephemeral range (32768 and up), where every outgoing connection
+ * takes its source port, so one of those cannot take a port between its choice and the server's bind.
+ * Each test stream (BACKBEAT_PORT_BLOCK, set by scripts/test-streams.ts) counts up through its own part
+ * of the range, so that two streams never choose the same port (with the OS choosing, they did).
+ */
+const PORTS_PER_BLOCK = 9_500;
+const firstPort = 11_000 + Number(process.env['BACKBEAT_PORT_BLOCK'] ?? '0') * PORTS_PER_BLOCK;
+let nextPort = firstPort;
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
+    server.once('error', () => {
+      resolve(false);
+    });
+    server.listen(port, '127.0.0.1', () => {
       server.close(() => {
-        if (address !== null && typeof address === 'object') resolve(address.port);
-        else reject(new Error('no port assigned'));
+        resolve(true);
       });
     });
   });
+}
+
+/** A TCP port no server of this run was given yet, and free now. */
+export async function freePort(): Promise<number> {
+  for (let tried = 0; tried < PORTS_PER_BLOCK; tried++) {
+    const port = nextPort;
+    nextPort = port + 1 < firstPort + PORTS_PER_BLOCK ? port + 1 : firstPort;
+    if (await bindable(port)) return port;
+  }
+  throw new Error(`no free port in ${String(firstPort)}–${String(firstPort + PORTS_PER_BLOCK - 1)}`);
 }
 
 export interface HttpAnswer {

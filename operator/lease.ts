@@ -104,17 +104,19 @@ export class LeaderLease {
         return;
       }
       if (inFlight !== undefined) return;
-      const sentAt = now;
-      inFlight = sentAt;
+      inFlight = now;
       void this.tryTake()
-        .catch((err: unknown) => {
-          lastError = (err as Error).message;
-          return false;
-        })
-        .then((ok) => {
+        .then(
+          (ok) => {
+            if (ok) lastRenewal = now;
+            else lastError = 'another process holds it';
+          },
+          (err: unknown) => {
+            lastError = (err as Error).message;
+          },
+        )
+        .finally(() => {
           inFlight = undefined;
-          if (ok) lastRenewal = sentAt;
-          else lastError ??= 'another holder';
         });
     }, (this.duration * 1000) / 6);
   }

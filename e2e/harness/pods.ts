@@ -168,7 +168,6 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
 
   const rollouts = new Map<string, Rollout>();
   const stopping = new Set<Promise<void>>();
-  const assignedPorts = new Set<number>();
   const lastError = new Map<string, string>();
   const abort = new AbortController();
   let ages = 0;
@@ -185,17 +184,6 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
     console.error(`[pods] ${namespace}/${key}: ${message}`);
   }
 
-  async function uniquePort(): Promise<number> {
-    // freePort's answer is only free now: never hand the same port to two live processes.
-    for (;;) {
-      const port = await freePort();
-      if (!assignedPorts.has(port)) {
-        assignedPorts.add(port);
-        return port;
-      }
-    }
-  }
-
   const live = (r: Rollout): Pod[] => [...r.pods.values()].filter((p) => !p.stopping);
 
   /** SIGTERM, and the pod stays in `r.pods` (terminating) until its processes have exited. */
@@ -203,7 +191,6 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
     if (pod.stopping) return;
     const done = pod.stop().finally(() => {
       r.pods.delete(pod.name);
-      for (const c of pod.containers) for (const port of Object.values(c.ports)) assignedPorts.delete(port);
       stopping.delete(done);
       nudge();
     });
@@ -290,7 +277,7 @@ export async function runPods(options: PodRunnerOptions): Promise<PodRunner> {
       let index = 0;
       while (r.pods.has(`${name}-${hash}-${index}`)) index++;
       const podName = `${name}-${hash}-${index}`;
-      const pod = await preparePod({ namespace, deployment: name, podName, index, identity, templateHash: hash, template, sources, options, portEnv, uniquePort });
+      const pod = await preparePod({ namespace, deployment: name, podName, index, identity, templateHash: hash, template, sources, options, portEnv });
       r.pods.set(podName, pod);
       pod.run(report, nudge);
     }
@@ -595,7 +582,6 @@ interface PodContext {
   sources: Sources;
   options: PodRunnerOptions;
   portEnv: string[];
-  uniquePort: () => Promise<number>;
 }
 
 /** Resolves the pod template into processes (not started) and writes its volumes. */
@@ -667,7 +653,8 @@ async function containerEnv(
   const originals = new Map<number, number>(); // the original value of a portEnv var → its port
   const define = async (name: string, value: string): Promise<void> => {
     if (ctx.portEnv.includes(name)) {
-      const port = await ctx.uniquePort();
+      // freePort never hands out one port twice in a run: two live pods never share one.
+      const port = await freePort();
       ports[name] = port;
       if (/^\d+$/.test(value)) originals.set(Number(value), port);
       value = String(port);

@@ -148,9 +148,8 @@ describe('Real pods under chaos during a stream of objects (test node)', functio
     stop = true;
     await writing;
     say(`${String(written.size)} objects written during the chaos`);
-    const status = await c.statusUrl();
     const pending = new Map(written);
-    const check = async ([key, body]: [string, string]): Promise<void> => {
+    const check = async (status: string, [key, body]: [string, string]): Promise<void> => {
       const copy = await b.send(new GetObjectCommand({ Bucket: 'photos-replica', Key: key })).then((o) => o.Body?.transformToString(), () => undefined);
       if (copy === undefined) throw new Error(`${key} not on site-b yet (${String(pending.size)} left)`);
       assert.equal(copy, body, `${key} is intact`);
@@ -163,8 +162,8 @@ describe('Real pods under chaos during a stream of objects (test node)', functio
     // Sixteen at a time, in order: an attempt ends at the first group with one not there yet.
     await eventually(
       async () => {
-        const left = [...pending];
-        for (let i = 0; i < left.length; i += 16) await Promise.all(left.slice(i, i + 16).map(check));
+        const [left, status] = [[...pending], await c.statusUrl()];
+        for (let i = 0; i < left.length; i += 16) await Promise.all(left.slice(i, i + 16).map((entry) => check(status, entry)));
       },
       240_000,
       2_000,

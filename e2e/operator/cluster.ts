@@ -70,7 +70,10 @@ export interface Cluster {
   crash(pod: string): Promise<void>;
   kubectl(args: string[], input?: string): Promise<string>;
   helm(args: string[]): Promise<string>;
-  /** The status API of the status worker, reachable from the tests. */
+  /**
+   * The status API of a ready status pod, reachable from the tests. Status pods roll when a rule
+   * changes, so a test asks again on each attempt rather than keep a URL.
+   */
   statusUrl(): Promise<string>;
   /** After `helm install`: starts the stand-in kubelet (nothing to do on a real node or cluster). */
   afterInstall(): Promise<void>;
@@ -274,6 +277,7 @@ function external(): Cluster {
   const t = tools(kubeconfig, namespace);
   const rest = kubeRest(loadKubeConfig(kubeconfig));
   const forwards: ReturnType<typeof spawn>[] = [];
+  let forwarded: { url: string; child: ReturnType<typeof spawn> } | undefined;
   return {
     runtime: 'external',
     external: true,
@@ -292,13 +296,18 @@ function external(): Cluster {
     ...t,
     afterInstall: () => Promise.resolve(),
     async statusUrl() {
+      const answers = async (url: string): Promise<boolean> => (await httpGet(`${url}/readyz`).catch(() => undefined))?.status === 200;
+      // A port-forward follows the pod it started on: kept while it answers, else started again.
+      if (forwarded !== undefined && (await answers(forwarded.url))) return forwarded.url;
+      forwarded?.child.kill();
       const port = await freePort();
       const child = spawn(requireBinary('kubectl'), ['--kubeconfig', kubeconfig, '-n', namespace, 'port-forward', `deploy/${RELEASE}-status`, `${String(port)}:8900`], { stdio: 'ignore' });
       forwards.push(child);
       const url = `http://127.0.0.1:${String(port)}`;
       await eventually(async () => {
-        if ((await httpGet(`${url}/readyz`)).status !== 200) throw new Error('status API not ready');
+        if (!(await answers(url))) throw new Error('status API not ready');
       }, 60_000);
+      forwarded = { url, child };
       return url;
     },
     stop() {

@@ -166,11 +166,10 @@ describe('Operator on a real API server', function () {
   });
 
   it('scales a processor from consumer lag, capped at the partition count, and back down', async () => {
-    const status = await c.statusUrl();
-    const pause = await fetch(`${status}/v1/destinations/site-b/pause`, { method: 'POST', body: '{}' });
+    const pause = await fetch(`${await c.statusUrl()}/v1/destinations/site-b/pause`, { method: 'POST', body: '{}' });
     assert.equal(pause.status, 200);
     await eventually(async () => {
-      const states = JSON.parse((await httpGet(`${status}/v1/destinations`)).body) as { destinations: { location: string; paused: boolean }[] };
+      const states = JSON.parse((await httpGet(`${await c.statusUrl()}/v1/destinations`)).body) as { destinations: { location: string; paused: boolean }[] };
       assert.deepEqual(states.destinations, [{ location: 'site-b', paused: true }]);
     });
     if (!c.external) {
@@ -346,8 +345,8 @@ describe('Operator on a real API server', function () {
       await a.send(new PutObjectCommand({ Bucket: 'photos', Key: k3, Body: k3 }));
 
       // Every change was queued for site-b, none dropped: the status processor holds them as pending.
-      const status = await c.statusUrl();
       await eventually(async () => {
+        const status = await c.statusUrl();
         for (const key of keys) {
           const answer = await httpGet(`${status}/v1/objects/site-a/photos/${key}`);
           assert.equal(answer.status, 200, `${key}: ${answer.body}`);

@@ -1,10 +1,49 @@
-/** A call to the status API of a running `backbeat run`; answers the parsed JSON body and the HTTP status. */
-export async function callApi(server: string, path: string, init?: { method: 'POST'; body: unknown }): Promise<{ status: number; body: unknown }> {
+import { readFileSync } from 'node:fs';
+import { loadKubeConfig } from '../lib/kube/client.ts';
+
+/** Where the status API is, and the credentials sent to it. */
+export interface ApiServer {
+  url: string;
+  authorization?: string;
+}
+
+/**
+ * The server from --server, with a bearer token from --token-file ($BACKBEAT_TOKEN_FILE), else from
+ * the current user of --kubeconfig ($KUBECONFIG) when one is given: its token, token file or exec plugin.
+ */
+export async function apiServer(values: { server?: unknown; 'token-file'?: unknown; kubeconfig?: unknown }): Promise<ApiServer> {
+  const url = typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900';
+  const tokenFile = typeof values['token-file'] === 'string' ? values['token-file'] : process.env['BACKBEAT_TOKEN_FILE'];
+  if (tokenFile !== undefined && tokenFile !== '') {
+    let token: string;
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new Error(`cannot read the token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+    if (token === '') throw new Error(`the token file ${tokenFile} is empty`);
+    return { url, authorization: `Bearer ${token}` };
+  }
+  const kubeconfig = typeof values.kubeconfig === 'string' ? values.kubeconfig : process.env['KUBECONFIG'];
+  if (kubeconfig === undefined || kubeconfig === '') return { url };
+  // The kubeconfig's own logic gives the header (token, token file, exec plugin); a client certificate gives none.
+  const options: { headers: Record<string, string> } = { headers: {} };
+  await loadKubeConfig(kubeconfig).applyToHTTPSOptions(options);
+  const authorization = options.headers['Authorization'] ?? options.headers['authorization'];
+  return authorization !== undefined ? { url, authorization } : { url };
+}
+
+/** A call to the status API; answers the parsed JSON body and the HTTP status. */
+export async function callApi(server: ApiServer, path: string, init?: { method: 'POST'; body: unknown }): Promise<{ status: number; body: unknown }> {
+  const headers: Record<string, string> = {
+    ...(server.authorization !== undefined ? { authorization: server.authorization } : {}),
+    ...(init !== undefined ? { 'content-type': 'application/json' } : {}),
+  };
   let res: Response;
   try {
-    res = await fetch(`${server.replace(/\/$/, '')}${path}`, init === undefined ? undefined : { method: init.method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(init.body) });
+    res = await fetch(`${server.url.replace(/\/$/, '')}${path}`, { method: init?.method ?? 'GET', headers, ...(init !== undefined ? { body: JSON.stringify(init.body) } : {}) });
   } catch (err) {
-    throw new Error(`cannot reach the status API at ${server} (is \`backbeat run\` running?): ${(err as Error).message}`, { cause: err });
+    throw new Error(`cannot reach the status API at ${server.url} (is \`backbeat run\` running?): ${(err as Error).message}`, { cause: err });
   }
   return { status: res.status, body: await res.json() };
 }

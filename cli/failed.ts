@@ -1,8 +1,8 @@
 import type { FailedEntry } from '../workers/status/status.ts';
-import { callApi, table } from './api.ts';
+import { type ApiServer, callApi, table } from './api.ts';
 
 /** `backbeat failed list`: one row per failed destination of an object version, a page at a time. */
-export async function listFailed(server: string, page: { destination?: string; limit?: string; cursor?: string }, json: boolean): Promise<number> {
+export async function listFailed(server: ApiServer, page: { destination?: string; limit?: string; cursor?: string }, json: boolean): Promise<number> {
   const query = new URLSearchParams(Object.entries(page)).toString();
   const answer = await callApi(server, `/v1/failed${query === '' ? '' : `?${query}`}`);
   const { status } = answer;
@@ -31,7 +31,7 @@ export async function listFailed(server: string, page: { destination?: string; l
 export type RetrySelector = { all: true } | { destination: string } | { object: string; versionId?: string };
 
 /** `backbeat failed retry`: re-queues the selected failed entries. */
-export async function retryFailed(server: string, selector: RetrySelector): Promise<number> {
+export async function retryFailed(server: ApiServer, selector: RetrySelector): Promise<number> {
   const answer = await callApi(server, '/v1/failed/retry', { method: 'POST', body: selector });
   const { status } = answer;
   const body = answer.body as { retried?: number; error?: string };

@@ -5,10 +5,10 @@ import { ConfigError, formatProblem } from '../lib/config/validate.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { redactString } from '../lib/log/redact.ts';
 import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
-import { callApi } from './api.ts';
+import { apiServer, callApi } from './api.ts';
 import { listFailed, retryFailed } from './failed.ts';
 import { setPause, untilTime } from './pause.ts';
-import { hostPort, operator, SERVE_OPTIONS, untilSignal, UsageError, worker } from './serve.ts';
+import { controlAuth, hostPort, KAFKA_OPTIONS, kafkaSecurityOf, operator, SERVE_OPTIONS, untilSignal, UsageError, worker } from './serve.ts';
 import { printStatus } from './status.ts';
 
 const USAGE = `backbeat — asynchronous S3 replication
@@ -50,6 +50,9 @@ Usage:
 `;
 
 
+/** How the commands that ask the status API find it and authenticate. */
+const API_OPTIONS = { server: { type: 'string' }, 'token-file': { type: 'string' }, kubeconfig: { type: 'string' } } as const;
+
 function options(args: string[], spec: ParseArgsConfig['options']): ReturnType<typeof parseArgs> {
   try {
     return parseArgs({ args, options: spec ?? {}, allowPositionals: true, strict: true });
@@ -73,21 +76,27 @@ async function run(args: string[]): Promise<number> {
     concurrency: { type: 'string' },
     prefix: { type: 'string' },
     'gc-delay': { type: 'string' },
+    'api-token-file': { type: 'string' },
+    ...KAFKA_OPTIONS,
   });
   const gcDelay = values['gc-delay'] === undefined ? undefined : Number(values['gc-delay']);
   if (gcDelay !== undefined && (!Number.isFinite(gcDelay) || gcDelay < 0)) throw new UsageError('--gc-delay must be a number of seconds, 0 or more');
   const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
   if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new UsageError('--concurrency must be a positive integer');
   const listen = hostPort(typeof values.listen === 'string' ? values.listen : '127.0.0.1:8900');
+  const kafkaSecurity = kafkaSecurityOf(values);
+  if (Object.keys(kafkaSecurity).length > 0 && typeof values.brokers !== 'string') throw new UsageError('--kafka-* settings are for Kafka: give --brokers too (without, the queue is embedded)');
   const { startLocal } = await import('../workers/local/local.ts');
   const logger = createLogger({ component: 'backbeat' });
   const local = await startLocal({
     files: files(values.file),
     logger,
     ...(typeof values.brokers === 'string' ? { brokers: values.brokers.split(',').filter((b) => b !== '') } : {}),
+    kafkaSecurity,
     stateDir: typeof values['state-dir'] === 'string' ? values['state-dir'] : '.backbeat',
     listenHost: listen.host,
     listenPort: listen.port,
+    apiAuth: await controlAuth(values, listen.host),
     ...(concurrency !== undefined ? { concurrency } : {}),
     ...(typeof values.prefix === 'string' ? { prefix: values.prefix } : {}),
     ...(gcDelay !== undefined ? { gcDelayMs: gcDelay * 1000 } : {}),
@@ -107,7 +116,7 @@ function validate(args: string[]): number {
 async function status(args: string[]): Promise<number> {
   const { values, positionals } = options(args, {
     'version-id': { type: 'string' },
-    server: { type: 'string' },
+    ...API_OPTIONS,
     json: { type: 'boolean' },
   });
   const target = positionals[0];
@@ -118,7 +127,7 @@ async function status(args: string[]): Promise<number> {
     bucket: m[2] ?? '',
     key: m[3] ?? '',
     ...(typeof values['version-id'] === 'string' ? { versionId: values['version-id'] } : {}),
-    server: typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900',
+    server: await apiServer(values),
     json: values.json === true,
   });
 }
@@ -130,11 +139,11 @@ async function failed(args: string[]): Promise<number> {
     'version-id': { type: 'string' },
     all: { type: 'boolean' },
     json: { type: 'boolean' },
-    server: { type: 'string' },
+    ...API_OPTIONS,
     limit: { type: 'string' },
     cursor: { type: 'string' },
   });
-  const server = typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900';
+  const server = await apiServer(values);
   const destination = typeof values.destination === 'string' ? values.destination : undefined;
   if (sub === 'list') {
     if (positionals.length > 0) throw new UsageError('failed list takes no object; use --destination to narrow it');
@@ -155,7 +164,7 @@ async function failed(args: string[]): Promise<number> {
 }
 
 async function pause(action: 'pause' | 'resume', args: string[]): Promise<number> {
-  const { values, positionals } = options(args, { until: { type: 'string' }, server: { type: 'string' } });
+  const { values, positionals } = options(args, { until: { type: 'string' }, ...API_OPTIONS });
   const [location] = positionals;
   if (location === undefined || positionals.length !== 1) throw new UsageError(`${action} takes one destination location`);
   if (action === 'resume' && values.until !== undefined) throw new UsageError('resume takes no --until');
@@ -165,14 +174,14 @@ async function pause(action: 'pause' | 'resume', args: string[]): Promise<number
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  return setPause(typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900', location, action, until);
+  return setPause(await apiServer(values), location, action, until);
 }
 
 async function backfill(args: string[]): Promise<number> {
-  const { values, positionals } = options(args, { server: { type: 'string' } });
+  const { values, positionals } = options(args, API_OPTIONS);
   const [rule] = positionals;
   if (rule === undefined || positionals.length !== 1) throw new UsageError('backfill takes one rule name');
-  const answer = await callApi(typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900', `/v1/rules/${encodeURIComponent(rule)}/backfill`, { method: 'POST', body: {} });
+  const answer = await callApi(await apiServer(values), `/v1/rules/${encodeURIComponent(rule)}/backfill`, { method: 'POST', body: {} });
   const body = answer.body as { error?: string; queued?: number };
   if (answer.status !== 200) {
     process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${answer.status}`}\n`);

@@ -1,4 +1,4 @@
-import { callApi } from './api.ts';
+import { type ApiServer, callApi } from './api.ts';
 
 /** `--until`: an ISO 8601 time, or a duration from now such as 90s, 15m, 2h, 1d. */
 export function untilTime(value: string, now = Date.now()): string {
@@ -12,7 +12,7 @@ export function untilTime(value: string, now = Date.now()): string {
 }
 
 /** `backbeat pause` and `backbeat resume`: records the new state; the location's processors follow it. */
-export async function setPause(server: string, location: string, action: 'pause' | 'resume', until?: string): Promise<number> {
+export async function setPause(server: ApiServer, location: string, action: 'pause' | 'resume', until?: string): Promise<number> {
   const answer = await callApi(server, `/v1/destinations/${encodeURIComponent(location)}/${action}`, { method: 'POST', body: until !== undefined ? { until } : {} });
   const body = answer.body as { error?: string; paused?: boolean; until?: string };
   if (answer.status !== 200) {

@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 import { createLogger } from '../lib/log/logger.ts';
+import { kafkaSecurity, KafkaSecurityError, type KafkaSecurity } from '../lib/queue/kafka-security.ts';
+import type { KafkaMounts } from '../operator/workers.ts';
+import type { ApiAuth } from '../workers/status/auth.ts';
 
 // `backbeat worker` and `backbeat operator`: the entry points of the container image. Every flag has an
 // environment variable (what a pod template sets); the flag wins.
@@ -9,6 +13,15 @@ export class UsageError extends Error {
 }
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** How every command that talks to Kafka reaches it securely (`backbeat run` too). */
+export const KAFKA_OPTIONS = {
+  'kafka-tls': { type: 'string' },
+  'kafka-ca-file': { type: 'string' },
+  'kafka-sasl-mechanism': { type: 'string' },
+  'kafka-sasl-username': { type: 'string' },
+  'kafka-sasl-password-file': { type: 'string' },
+} satisfies ParseArgsConfig['options'];
 
 export const SERVE_OPTIONS = {
   role: { type: 'string' },
@@ -24,6 +37,8 @@ export const SERVE_OPTIONS = {
   'gc-delay': { type: 'string' },
   'state-dir': { type: 'string' },
   'advertise-url': { type: 'string' },
+  'api-auth': { type: 'string' },
+  'api-token-file': { type: 'string' },
   namespace: { type: 'string' },
   name: { type: 'string' },
   image: { type: 'string' },
@@ -37,6 +52,11 @@ export const SERVE_OPTIONS = {
   'scale-down-delay': { type: 'string' },
   'worker-resources': { type: 'string' },
   'worker-role-resources': { type: 'string' },
+  'status-service-account': { type: 'string' },
+  ...KAFKA_OPTIONS,
+  'kafka-ca-secret': { type: 'string' },
+  'kafka-sasl-password-secret': { type: 'string' },
+  'worker-listen-address': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** A setting that holds a JSON object, or a usage error that shows what one looks like. */
@@ -81,6 +101,74 @@ export function hostPort(value: string): { host: string; port: number } {
 }
 
 const listen = (values: Values, fallbackPort: number): { host: string; port: number } => hostPort(text(values, 'listen', `127.0.0.1:${String(fallbackPort)}`));
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1|\[::1\])$/;
+
+/**
+ * Who may call the status API: Kubernetes RBAC (--api-auth kubernetes: TokenReview and
+ * SubjectAccessReview in --namespace), one token (--api-token-file), or anyone, only on loopback.
+ */
+export async function controlAuth(values: Values, listenHost: string): Promise<ApiAuth> {
+  const { kubernetesAuth, openAuth, tokenAuth } = await import('../workers/status/auth.ts');
+  const mode = setting(values, 'api-auth', envName('api-auth'));
+  const tokenFile = setting(values, 'api-token-file', envName('api-token-file'));
+  if (mode !== undefined && mode !== 'kubernetes') throw new UsageError(`--api-auth must be kubernetes, got "${mode}"`);
+  if (mode === 'kubernetes') {
+    if (tokenFile !== undefined) throw new UsageError('give --api-auth kubernetes or --api-token-file, not both');
+    const { kubeRest } = await import('../lib/kube/rest.ts');
+    const { loadKubeConfig } = await import('../lib/kube/client.ts');
+    const kubeconfig = setting(values, 'kubeconfig', 'KUBECONFIG');
+    return kubernetesAuth(kubeRest(loadKubeConfig(kubeconfig)), text(values, 'namespace', process.env['POD_NAMESPACE']));
+  }
+  if (tokenFile !== undefined) {
+    let token: string;
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new UsageError(`cannot read --api-token-file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    if (token.length < 16) throw new UsageError(`the token in --api-token-file ${tokenFile} is under 16 characters: make a long random one, e.g. openssl rand -hex 32`);
+    return tokenAuth(token);
+  }
+  if (!LOOPBACK.test(listenHost)) throw new UsageError(`the status API would listen on ${listenHost} with no authentication, so anyone reaching it could pause or retry: give --api-token-file FILE (or --api-auth kubernetes), or listen on 127.0.0.1`);
+  return openAuth;
+}
+
+/**
+ * What the worker pods mount to reach Kafka as the operator does: the Secrets holding the CA bundle
+ * (--kafka-ca-secret) and the SASL password (--kafka-sasl-password-secret), and the other settings.
+ */
+function kafkaMounts(values: Values, security: KafkaSecurity): KafkaMounts {
+  const s = (flag: string): string | undefined => setting(values, flag, envName(flag));
+  const caSecret = s('kafka-ca-secret');
+  const passwordSecret = s('kafka-sasl-password-secret');
+  if (security.tls?.ca !== undefined && caSecret === undefined) throw new UsageError('the workers need the Kafka CA bundle too: give --kafka-ca-secret (the Secret whose ca.crt it is)');
+  if (security.sasl !== undefined && passwordSecret === undefined) throw new UsageError('the workers need the Kafka password too: give --kafka-sasl-password-secret (the Secret whose password key it is)');
+  return {
+    tls: security.tls !== undefined,
+    ...(security.tls?.ca !== undefined && caSecret !== undefined ? { caSecret } : {}),
+    ...(security.sasl !== undefined && passwordSecret !== undefined ? { sasl: { mechanism: security.sasl.mechanism, username: security.sasl.username, passwordSecret } } : {}),
+  };
+}
+
+/** TLS and SASL to Kafka, from --kafka-* (or $BACKBEAT_KAFKA_*); the files they name are read now. */
+export function kafkaSecurityOf(values: Values): KafkaSecurity {
+  const tls = setting(values, 'kafka-tls', envName('kafka-tls'));
+  if (tls !== undefined && tls !== 'true' && tls !== 'false') throw new UsageError(`--kafka-tls must be true or false, got "${tls}"`);
+  const s = (flag: string): string | undefined => setting(values, flag, envName(flag));
+  try {
+    return kafkaSecurity({
+      tls: tls === 'true',
+      ...optional('caFile', s('kafka-ca-file')),
+      ...optional('saslMechanism', s('kafka-sasl-mechanism')),
+      ...optional('saslUsername', s('kafka-sasl-username')),
+      ...optional('saslPasswordFile', s('kafka-sasl-password-file')),
+    });
+  } catch (err) {
+    if (err instanceof KafkaSecurityError) throw new UsageError(err.message);
+    throw err;
+  }
+}
 
 const brokers = (values: Values): string[] => {
   const list = (setting(values, 'brokers', 'BACKBEAT_KAFKA_BROKERS') ?? '').split(',').filter((b) => b !== '');
@@ -142,6 +230,7 @@ export async function worker(values: Values): Promise<number> {
     configDir: text(values, 'config', '/etc/backbeat/config'),
     credentialsDir: text(values, 'credentials', '/etc/backbeat/credentials'),
     brokers: brokers(values),
+    kafkaSecurity: kafkaSecurityOf(values),
     prefix: text(values, 'prefix', 'backbeat'),
     partitions: count(values, 'partitions', 8, 1),
     ...replicationFactor(values),
@@ -151,6 +240,7 @@ export async function worker(values: Values): Promise<number> {
     gcDelayMs: gcDelay * 1000,
     ...optional('stateDir', setting(values, 'state-dir', 'BACKBEAT_STATE_DIR')),
     ...optional('advertiseUrl', setting(values, 'advertise-url', 'BACKBEAT_ADVERTISE_URL')),
+    ...(role === 'status' ? { apiAuth: await controlAuth(values, where.host) } : {}),
     logger,
   });
   return untilSignal(logger, () => run.stop());
@@ -178,7 +268,9 @@ export async function operator(values: Values): Promise<number> {
   if (min > max) throw new UsageError(`--min-replicas (${String(min)}) exceeds --max-replicas (${String(max)})`);
   const kubeconfig = setting(values, 'kubeconfig', 'KUBECONFIG');
   const owner = setting(values, 'owner', 'BACKBEAT_OWNER');
+  const security = kafkaSecurityOf(values);
   const run = await startOperator({
+    kafkaSecurity: security,
     namespace: text(values, 'namespace', process.env['POD_NAMESPACE']),
     settings: {
       name: text(values, 'name', 'backbeat'),
@@ -192,6 +284,9 @@ export async function operator(values: Values): Promise<number> {
       scaling: { lagThreshold: count(values, 'lag-threshold', 1000, 1), minReplicas: min, maxReplicas: max },
       ...(parsedResources !== undefined ? { resources: parsedResources } : {}),
       ...(roleResources !== undefined ? { roleResources } : {}),
+      statusServiceAccount: text(values, 'status-service-account', `${text(values, 'name', 'backbeat')}-status`),
+      kafkaMounts: kafkaMounts(values, security),
+      listenAddress: text(values, 'worker-listen-address', '0.0.0.0'),
     },
     ...(owner !== undefined ? { ownerDeployment: owner } : {}),
     ...(kubeconfig !== undefined ? { kubeconfig } : {}),

@@ -1,12 +1,12 @@
 import type { ObjectStatus } from '../workers/status/fold.ts';
-import { callApi, table } from './api.ts';
+import { type ApiServer, callApi, table } from './api.ts';
 
 export interface StatusQuery {
   location: string;
   bucket: string;
   key: string;
   versionId?: string;
-  server: string;
+  server: ApiServer;
   json: boolean;
 }
 

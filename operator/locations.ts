@@ -22,6 +22,10 @@ export const CREDENTIALS_LABEL = 'backbeat.io/credentials';
 /** Whether the Secret's owner gave it to the operator. */
 export const granted = (secret: Secret | undefined): boolean => secret?.metadata.labels?.[CREDENTIALS_LABEL] === 'true';
 
+/** Node's codes for a server certificate that does not chain to a trusted CA, or is not for this host. */
+const CERTIFICATE = /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|ERR_TLS_CERT_ALTNAME_INVALID)$/;
+const untrustedCertificate = (err: unknown): boolean => [err, (err as { cause?: unknown } | null)?.cause].some((e) => CERTIFICATE.test((e as { code?: string } | null)?.code ?? ''));
+
 /**
  * Ready when the Secret gives credentials and the endpoint answers an authenticated request with them.
  * Only the operator can tell these apart, so each failure gets its own reason.
@@ -53,6 +57,7 @@ export async function checkLocation(location: Location, secret: Secret | undefin
     } while (token !== undefined && token !== '');
   } catch (err) {
     client.destroy();
+    if (untrustedCertificate(err)) return { condition: notReady('CertificateNotTrusted', `${endpoint} presented a certificate that is not trusted (${reasonOf(err)}): give the CA that signed it in spec.tls.caBundle`) };
     const kind = classify(err);
     if (kind === 'unavailable' || (err as Error).name === 'AbortError') return { condition: notReady('EndpointUnreachable', `${endpoint} cannot be reached: ${reasonOf(err)}`) };
     if (kind === 'permanent') return { condition: notReady('CredentialsRejected', `${endpoint} refused the credentials of Secret "${ref.name}": ${reasonOf(err)}`) };

@@ -17,10 +17,13 @@ import { operatorMetrics } from './metrics.ts';
 import { PassFailed, Reconciler } from './reconciler.ts';
 import { watchCollection } from './watch.ts';
 import { MANAGED_BY, type WorkerSettings } from './workers.ts';
+import type { KafkaSecurity } from '../lib/queue/kafka-security.ts';
 
 export interface OperatorOptions {
   namespace: string;
   settings: Omit<WorkerSettings, 'owner'>;
+  /** How the operator itself reaches Kafka (the workers mount the same, `settings.kafkaMounts`). */
+  kafkaSecurity?: KafkaSecurity;
   /** The operator's own Deployment, owner of everything it creates. */
   ownerDeployment?: string;
   kubeconfig?: string;
@@ -48,7 +51,13 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
   const rest = kubeRest(loadKubeConfig(options.kubeconfig));
   const names = queueNames(options.settings.prefix);
   const { replicationFactor } = options.settings;
-  const queue = kafkaQueue({ brokers: options.settings.brokers, clientId: 'backbeat-operator', logger, ...(replicationFactor !== undefined ? { replicationFactor } : {}) });
+  const queue = kafkaQueue({
+    brokers: options.settings.brokers,
+    clientId: 'backbeat-operator',
+    logger,
+    ...(replicationFactor !== undefined ? { replicationFactor } : {}),
+    ...(options.kafkaSecurity !== undefined ? { security: options.kafkaSecurity } : {}),
+  });
   let reconciler: Reconciler | undefined;
   const { registry, passes } = operatorMetrics({ leading: () => leading && !stopped(), readiness: () => reconciler?.readiness ?? [] });
 

@@ -21,7 +21,7 @@ const rule = (name: string, destinations: string[]): ReplicationRule => ({
   metadata: { name },
   spec: { source: { location: 'a', bucket: 'photos' }, priority: 0, destinations: destinations.map((l) => ({ location: l, bucket: 'photos' })), replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false, paused: false },
 });
-const settings: WorkerSettings = { name: 'bb', image: 'backbeat:1', imagePullPolicy: 'IfNotPresent', brokers: ['k:9092'], prefix: 'bb', partitions: 4, logLevel: 'info', scaling: { lagThreshold: 100, minReplicas: 1, maxReplicas: 10 } };
+const settings: WorkerSettings = { name: 'bb', image: 'backbeat:1', imagePullPolicy: 'IfNotPresent', brokers: ['k:9092'], prefix: 'bb', partitions: 4, logLevel: 'info', scaling: { lagThreshold: 100, minReplicas: 1, maxReplicas: 10 }, statusServiceAccount: 'bb-status', listenAddress: '0.0.0.0' };
 
 describe('Worker Deployments', () => {
   const names = queueNames('bb');
@@ -85,6 +85,29 @@ describe('Worker Deployments', () => {
     assert.match(text, /"readOnlyRootFilesystem":true/);
     const other = deploymentFor(settings, spec, 2, ['bb-config'], [{ name: 's1', keys: ['accessKeyId', 'secretAccessKey'] }], 'h2');
     assert.notEqual(d.metadata.annotations['backbeat.io/spec-hash'], other.metadata.annotations['backbeat.io/spec-hash'], 'a new config rolls the pods');
+  });
+
+  it('give the status pods alone a ServiceAccount token, and every pod the operator\'s way to Kafka', () => {
+    type Pod = { serviceAccountName?: string; automountServiceAccountToken: boolean; containers: { env: { name: string; value?: string }[]; volumeMounts: { name: string; mountPath: string }[] }[]; volumes: { name: string; projected?: { sources: unknown[] } }[] };
+    const pod = (s: WorkerSettings, role: string): Pod => {
+      const spec = configs([location('a'), location('b')], rule('r', ['b'])).find((w) => w.role === role);
+      assert.ok(spec);
+      return (deploymentFor(s, spec, 1, ['bb-config'], [], 'h').spec as { template: { spec: Pod } }).template.spec;
+    };
+    assert.deepEqual([pod(settings, 'status').serviceAccountName, pod(settings, 'status').automountServiceAccountToken], ['bb-status', true]);
+    assert.deepEqual([pod(settings, 'processor').serviceAccountName, pod(settings, 'processor').automountServiceAccountToken], [undefined, false]);
+    assert.ok(pod(settings, 'status').containers[0]?.env.some((e) => e.name === 'BACKBEAT_API_AUTH' && e.value === 'kubernetes'));
+    const plain = pod(settings, 'processor');
+    assert.equal(plain.volumes.find((v) => v.name === 'kafka'), undefined);
+    assert.equal(plain.containers[0]?.env.some((e) => e.name.startsWith('BACKBEAT_KAFKA_') && e.name !== 'BACKBEAT_KAFKA_BROKERS'), false);
+    const secure = pod({ ...settings, kafkaMounts: { tls: true, caSecret: 'kafka-ca', sasl: { mechanism: 'scram-sha-512', username: 'bb', passwordSecret: 'kafka-user' } } }, 'processor');
+    const env = Object.fromEntries((secure.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+    assert.deepEqual([env['BACKBEAT_KAFKA_TLS'], env['BACKBEAT_KAFKA_CA_FILE'], env['BACKBEAT_KAFKA_SASL_MECHANISM'], env['BACKBEAT_KAFKA_SASL_USERNAME'], env['BACKBEAT_KAFKA_SASL_PASSWORD_FILE']], ['true', '/etc/backbeat/kafka/ca.crt', 'scram-sha-512', 'bb', '/etc/backbeat/kafka/sasl-password']);
+    assert.deepEqual(secure.volumes.find((v) => v.name === 'kafka')?.projected?.sources, [
+      { secret: { name: 'kafka-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+      { secret: { name: 'kafka-user', items: [{ key: 'password', path: 'sasl-password' }] } },
+    ]);
+    assert.ok(secure.containers[0]?.volumeMounts.some((m) => m.name === 'kafka' && m.mountPath === '/etc/backbeat/kafka'));
   });
 });
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BucketReplicationConfig } from '../lib/config/bucket-config.ts';
 import type { Location, ReplicationRule } from '../lib/config/schema.ts';
 import type { Json } from '../lib/kube/rest.ts';
+import type { SaslMechanism } from '../lib/queue/kafka-security.ts';
 import type { QueueNames } from '../workers/messages.ts';
 import type { Role } from '../workers/worker/worker.ts';
 
@@ -31,6 +32,46 @@ export interface WorkerSettings {
   roleResources?: Partial<Record<Role, Json>>;
   /** The operator's own Deployment: deleting it (the install) deletes the workers too. */
   owner?: { apiVersion: string; kind: string; name: string; uid: string };
+  /**
+   * The ServiceAccount of the status pods, bound to system:auth-delegator: their API checks callers'
+   * tokens with TokenReview and SubjectAccessReview. The other roles get no token at all.
+   */
+  statusServiceAccount: string;
+  /** Where the workers' port binds (e.g. "::" on an IPv6-only cluster). */
+  listenAddress: string;
+  /** TLS and SASL to Kafka; plaintext when unset. */
+  kafkaMounts?: KafkaMounts;
+}
+
+/** How the worker pods reach Kafka: TLS, the CA bundle and the SASL password from the Secrets the chart names. */
+export interface KafkaMounts {
+  tls: boolean;
+  /** The Secret whose `ca.crt` the brokers' certificates chain to (unset: the system's CAs). */
+  caSecret?: string;
+  sasl?: { mechanism: SaslMechanism; username: string; passwordSecret: string };
+}
+
+const KAFKA_DIR = '/etc/backbeat/kafka';
+
+/** The env and the projected volume that give a worker the operator's way to Kafka. */
+function kafkaPodParts(k: KafkaMounts | undefined): { env: Json[]; sources: Json[] } {
+  if (k === undefined) return { env: [], sources: [] };
+  const env: Json[] = [];
+  const sources: Json[] = [];
+  if (k.tls) env.push({ name: 'BACKBEAT_KAFKA_TLS', value: 'true' });
+  if (k.caSecret !== undefined) {
+    env.push({ name: 'BACKBEAT_KAFKA_CA_FILE', value: `${KAFKA_DIR}/ca.crt` });
+    sources.push({ secret: { name: k.caSecret, items: [{ key: 'ca.crt', path: 'ca.crt' }] } });
+  }
+  if (k.sasl !== undefined) {
+    env.push(
+      { name: 'BACKBEAT_KAFKA_SASL_MECHANISM', value: k.sasl.mechanism },
+      { name: 'BACKBEAT_KAFKA_SASL_USERNAME', value: k.sasl.username },
+      { name: 'BACKBEAT_KAFKA_SASL_PASSWORD_FILE', value: `${KAFKA_DIR}/sasl-password` },
+    );
+    sources.push({ secret: { name: k.sasl.passwordSecret, items: [{ key: 'password', path: 'sasl-password' }] } });
+  }
+  return { env, sources };
 }
 
 export interface WorkerSpec {
@@ -127,10 +168,12 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
   const projected = [...credentials]
     .sort((x, y) => x.name.localeCompare(y.name))
     .map((c) => ({ secret: { name: c.name, items: [...new Set(c.keys)].sort().map((key) => ({ key, path: `${c.name}/${key}` })) } }));
+  const kafka = kafkaPodParts(settings.kafkaMounts);
   const template = {
     metadata: { labels: selector, annotations: { 'backbeat.io/config-hash': configHash, 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORT) } },
     spec: {
-      automountServiceAccountToken: false,
+      ...(status ? { serviceAccountName: settings.statusServiceAccount } : {}),
+      automountServiceAccountToken: status,
       // Service environment variables (KAFKA_PORT, ...) are noise to the workers, and some images read them.
       enableServiceLinks: false,
       terminationGracePeriodSeconds: 60,
@@ -152,11 +195,12 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
             '--credentials',
             CREDENTIALS_DIR,
             '--listen',
-            '0.0.0.0:$(BACKBEAT_PORT)',
+            `${settings.listenAddress}:$(BACKBEAT_PORT)`,
           ],
           env: [
             { name: 'BACKBEAT_PORT', value: String(PORT) },
             { name: 'BACKBEAT_KAFKA_BROKERS', value: settings.brokers.join(',') },
+            ...kafka.env,
             { name: 'BACKBEAT_PREFIX', value: settings.prefix },
             { name: 'BACKBEAT_PARTITIONS', value: String(settings.partitions) },
             ...(settings.replicationFactor !== undefined ? [{ name: 'BACKBEAT_REPLICATION_FACTOR', value: String(settings.replicationFactor) }] : []),
@@ -166,6 +210,9 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
             ...(status
               ? [
                   { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+                  { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+                  // Callers show a Kubernetes token; RBAC in this namespace decides what they may do.
+                  { name: 'BACKBEAT_API_AUTH', value: 'kubernetes' },
                   { name: 'BACKBEAT_STATE_DIR', value: STATE_DIR },
                   // Where the other status replicas forward requests for the partitions this one owns.
                   { name: 'BACKBEAT_ADVERTISE_URL', value: 'http://$(POD_IP):$(BACKBEAT_PORT)' },
@@ -180,6 +227,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
           volumeMounts: [
             { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
             { name: 'credentials', mountPath: CREDENTIALS_DIR, readOnly: true },
+            ...(kafka.sources.length > 0 ? [{ name: 'kafka', mountPath: KAFKA_DIR, readOnly: true }] : []),
             ...(status ? [{ name: 'state', mountPath: STATE_DIR }] : []),
           ],
         },
@@ -188,6 +236,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
         // Never optional: a worker started without one of its shards would drop that shard's changes.
         { name: 'config', projected: { sources: configMaps.map((name) => ({ configMap: { name } })) } },
         { name: 'credentials', projected: { sources: projected, defaultMode: 0o440 } },
+        ...(kafka.sources.length > 0 ? [{ name: 'kafka', projected: { sources: kafka.sources, defaultMode: 0o440 } }] : []),
         ...(status ? [{ name: 'state', emptyDir: {} }] : []),
       ],
     },

@@ -184,8 +184,8 @@ build_base() {
 engine() {
   local missing=() t
   # docker.io brings containerd, runc and iptables, which the test node uses too; the CNI plugins give pods a
-  # bridge network.
-  for t in dockerd:docker.io mmdebstrap:mmdebstrap /usr/lib/cni/bridge:containernetworking-plugins; do
+  # bridge network; openssl makes the tests' certificate authorities.
+  for t in dockerd:docker.io mmdebstrap:mmdebstrap /usr/lib/cni/bridge:containernetworking-plugins openssl:openssl; do
     command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

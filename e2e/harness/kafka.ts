@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { requireBinary } from './binaries.ts';
 import { freePort, serviceHost } from './net.ts';
+import type { TestPki } from './pki.ts';
 import { ManagedProcess, logTail, ComponentStartError, type ReadyCheck } from './process.ts';
 import { runDir } from './run-dir.ts';
 
@@ -53,13 +54,46 @@ export interface KafkaCluster {
   stop(): Promise<void>;
 }
 
+/** A cluster whose clients must use TLS (certificates of `pki`) and SCRAM as one of `users`. */
+export interface SecureKafka {
+  pki: TestPki;
+  users: { mechanism: 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string }[];
+}
+
+type NodePorts = { broker: number; controller: number; internal: number };
+
+function plaintextListeners(p: NodePorts): string[] {
+  return [
+    `listeners=PLAINTEXT://${serviceHost}:${String(p.broker)},CONTROLLER://127.0.0.1:${String(p.controller)}`,
+    `advertised.listeners=PLAINTEXT://${serviceHost}:${String(p.broker)}`,
+    'inter.broker.listener.name=PLAINTEXT',
+    'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+  ];
+}
+
+/** Clients get only SASL_SSL; brokers and controllers talk among themselves on loopback. */
+function secureListeners(p: NodePorts, secure: SecureKafka): string[] {
+  const scram = 'org.apache.kafka.common.security.scram.ScramLoginModule required;';
+  return [
+    `listeners=INTERNAL://127.0.0.1:${String(p.internal)},SASL_SSL://${serviceHost}:${String(p.broker)},CONTROLLER://127.0.0.1:${String(p.controller)}`,
+    `advertised.listeners=INTERNAL://127.0.0.1:${String(p.internal)},SASL_SSL://${serviceHost}:${String(p.broker)}`,
+    'inter.broker.listener.name=INTERNAL',
+    'listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL',
+    'sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512',
+    `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${scram}`,
+    `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${scram}`,
+    'ssl.keystore.type=PEM',
+    `ssl.keystore.location=${secure.pki.keystoreFile}`,
+  ];
+}
+
 /**
  * A KRaft cluster of `size` nodes, each broker and controller, on free loopback ports. Internal topics
- * get min(3, size) replicas, as production would.
+ * get min(3, size) replicas, as production would. With `secure`, clients must use TLS and SCRAM.
  */
-export async function startKafkaCluster(name: string, size: number): Promise<KafkaCluster> {
+export async function startKafkaCluster(name: string, size: number, secure?: SecureKafka): Promise<KafkaCluster> {
   const libs = requireBinary('kafkaLibs');
-  const ports = await Promise.all(Array.from({ length: size }, async () => ({ broker: await freePort(), controller: await freePort() })));
+  const ports = await Promise.all(Array.from({ length: size }, async () => ({ broker: await freePort(), controller: await freePort(), internal: await freePort() })));
   const voters = ports.map((p, i) => `${String(i + 1)}@127.0.0.1:${String(p.controller)}`).join(',');
   const brokers = ports.map((p) => `${serviceHost}:${String(p.broker)}`);
   const replicas = String(Math.min(3, size));
@@ -77,11 +111,8 @@ export async function startKafkaCluster(name: string, size: number): Promise<Kaf
         'process.roles=broker,controller',
         `node.id=${String(id)}`,
         `controller.quorum.voters=${voters}`,
-        `listeners=PLAINTEXT://${serviceHost}:${String(p.broker)},CONTROLLER://127.0.0.1:${String(p.controller)}`,
-        `advertised.listeners=PLAINTEXT://${serviceHost}:${String(p.broker)}`,
+        ...(secure === undefined ? plaintextListeners(p) : secureListeners(p, secure)),
         'controller.listener.names=CONTROLLER',
-        'inter.broker.listener.name=PLAINTEXT',
-        'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
         `log.dirs=${join(dir, 'data')}`,
         'num.partitions=1',
         `default.replication.factor=${replicas}`,
@@ -109,14 +140,17 @@ export async function startKafkaCluster(name: string, size: number): Promise<Kaf
     );
     const logFile = join(dir, 'kafka.log');
     try {
-      await run('java', [...javaArgs(dir, libs), 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', join(dir, 'server.properties'), '--ignore-formatted'], { timeout: 60_000 });
+      const users = (secure?.users ?? []).flatMap((u) => ['--add-scram', `${u.mechanism}=[name=${u.username},password=${u.password}]`]);
+      await run('java', [...javaArgs(dir, libs), 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', join(dir, 'server.properties'), '--ignore-formatted', ...users], { timeout: 60_000 });
     } catch (err) {
       throw new ComponentStartError(`${name}: formatting the KRaft storage of node ${String(id)} failed: ${(err as Error).message}\n${logTail(logFile)}`);
     }
     const proc = new ManagedProcess({ name: size === 1 ? name : `${name}-${String(id)}`, command: 'java', args: [...javaArgs(dir, libs), 'kafka.Kafka', join(dir, 'server.properties')], env: { KAFKA_HEAP_OPTS: '' }, logFile });
-    // A node is up once the cluster's metadata, asked of it, lists it among the brokers.
+    // A node is up once the cluster's metadata, asked of it, lists it among the brokers (on the
+    // internal listener of a secure cluster: the harness holds no client credentials).
     const broker = brokers[i] ?? '';
-    const ready: ReadyCheck = { probe: () => brokerAnswers([broker], id), timeoutMs: 90_000, intervalMs: 500 };
+    const probed = secure === undefined ? broker : `127.0.0.1:${String(p.internal)}`;
+    const ready: ReadyCheck = { probe: () => brokerAnswers([probed], id), timeoutMs: 90_000, intervalMs: 500 };
     nodes.push({ id, broker, process: proc, ready, kill: () => proc.kill(), start: () => proc.start(ready) });
   }
   // The controllers need their quorum to elect a leader: every node starts at once.

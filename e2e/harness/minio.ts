@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
 import { requireBinary } from './binaries.ts';
 import { freePort, httpGet, serviceHost } from './net.ts';
+import type { TestPki } from './pki.ts';
 import { ManagedProcess } from './process.ts';
 import { runDir } from './run-dir.ts';
 
@@ -15,6 +16,8 @@ export interface MinioOptions {
   notifyKafka?: { brokers: string[]; topic: string; targetId?: string };
   /** More server environment, e.g. a notification target of the user's own. */
   env?: Record<string, string>;
+  /** Serve https with this certificate (made for the run): clients must trust its CA. */
+  tls?: TestPki;
 }
 
 export interface MinioServer {
@@ -62,14 +65,21 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
     });
     notificationArn = `arn:minio:sqs::${id}:kafka`;
   }
+  // MinIO serves https when its certs folder holds public.crt and private.key.
+  const certs = join(dir, 'certs');
+  mkdirSync(certs, { recursive: true });
+  if (options.tls !== undefined) {
+    copyFileSync(options.tls.certFile, join(certs, 'public.crt'));
+    copyFileSync(options.tls.keyFile, join(certs, 'private.key'));
+  }
   const proc = new ManagedProcess({
     name: `minio-${options.name}`,
     command: binary,
-    args: ['server', '--quiet', '--address', `${serviceHost}:${port}`, '--console-address', `127.0.0.1:${consolePort}`, join(dir, 'data')],
+    args: ['server', '--quiet', '--certs-dir', certs, '--address', `${serviceHost}:${port}`, '--console-address', `127.0.0.1:${consolePort}`, join(dir, 'data')],
     env,
     logFile: join(dir, 'minio.log'),
   });
-  const endpoint = `http://${serviceHost}:${port}`;
+  const endpoint = `${options.tls !== undefined ? 'https' : 'http'}://${serviceHost}:${port}`;
   const ready = {
     probe: async () => (await httpGet(`${endpoint}/minio/health/ready`)).status === 200,
     timeoutMs: 60_000,
@@ -83,7 +93,7 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
     notificationArn,
     queueDir,
     process: proc,
-    client: () => createS3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials }),
+    client: () => createS3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, ...(options.tls !== undefined ? { tls: { ca: options.tls.ca } } : {}) }),
     async restart() {
       await proc.stop();
       await proc.start(ready);

@@ -165,7 +165,7 @@ describe('pod runner', function () {
       },
     });
     await apps.createNamespacedDeployment({ namespace, body: deployment('demo') });
-    runner = await runPods({ kubeconfig: kube.kubeconfig, namespace, cwd: process.cwd(), extraEnv: { EXTRA: 'extra' }, pollMs: 200 });
+    runner = await runPods({ kubeconfig: kube.kubeconfig, namespace, cwd: process.cwd(), accountEnv: (account) => Promise.resolve({ EXTRA: `token of ${account}` }), pollMs: 200 });
   });
 
   after(async function () {
@@ -186,7 +186,7 @@ describe('pod runner', function () {
       namespace,
       pod: first.pod.name,
       password: 'pa55',
-      extra: 'extra',
+      extra: 'token of default',
       escaped: '$(BACKBEAT_PORT)',
       unknown: '$(NO_SUCH_VAR)',
       pid: 0,

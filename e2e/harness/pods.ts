@@ -45,8 +45,11 @@ export interface PodRunnerOptions {
   namespace: string;
   /** cwd of every process: the repository root (the image's WORKDIR /app holds the same files). */
   cwd: string;
-  /** Added to every container's environment (e.g. KUBECONFIG for the operator). */
-  extraEnv?: Record<string, string>;
+  /**
+   * What a pod running as `serviceAccount` gets to reach the API server (a KUBECONFIG with its token),
+   * where the kubelet would mount the account's token; nothing for a pod that opts out of it.
+   */
+  accountEnv?: (serviceAccount: string) => Promise<Record<string, string>>;
   /**
    * Env var names whose value is replaced by a fresh free port per process, before $(VAR) expansion:
    * the pods share one network namespace here. Default ['BACKBEAT_PORT'].
@@ -642,7 +645,7 @@ async function preparePod(ctx: PodContext): Promise<Pod> {
 
 /**
  * The container's environment: envFrom, then env in order (a `value` may refer to the variables defined
- * before it, as in Kubernetes), the portEnv variables getting a fresh port, then `extraEnv`.
+ * before it, as in Kubernetes), the portEnv variables getting a fresh port, then `accountEnv`.
  */
 async function containerEnv(
   c: k8s.V1Container,
@@ -675,7 +678,10 @@ async function containerEnv(
     const value = e.valueFrom === undefined ? expand(e.value ?? '', vars) : envSource(e.name, e.valueFrom, c, ctx);
     if (value !== undefined) await define(e.name, value);
   }
-  for (const [k, v] of Object.entries(ctx.options.extraEnv ?? {})) vars.set(k, v);
+  const pod = ctx.template.spec;
+  if (ctx.options.accountEnv !== undefined && pod?.automountServiceAccountToken !== false) {
+    for (const [k, v] of Object.entries(await ctx.options.accountEnv(pod?.serviceAccountName ?? 'default'))) vars.set(k, v);
+  }
   return { env: Object.fromEntries(vars), ports, originals };
 }
 

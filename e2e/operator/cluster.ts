@@ -249,9 +249,14 @@ function standIn(common: Common, brokers: string[], stopSites: () => Promise<voi
       await running.process.kill();
     },
     async afterInstall() {
-      // The operator's kubeconfig holds a token of the chart's ServiceAccount, which exists from now on.
-      const kubeconfig = await eventually(() => serviceAccountKubeconfig(common.rest, common.kubeconfig, common.namespace, RELEASE), 30_000);
-      runner = await runPods({ kubeconfig: common.kubeconfig, namespace: common.namespace, cwd: REPO, extraEnv: { KUBECONFIG: kubeconfig } });
+      // Each pod's kubeconfig holds a token of its ServiceAccount (the chart's, which exist from now on), so
+      // that the operator and the status API run with exactly the chart's RBAC.
+      const accounts = new Map<string, Promise<string>>();
+      const accountEnv = async (account: string): Promise<Record<string, string>> => {
+        if (!accounts.has(account)) accounts.set(account, eventually(() => serviceAccountKubeconfig(common.rest, common.kubeconfig, common.namespace, account), 30_000));
+        return { KUBECONFIG: await (accounts.get(account) ?? '') };
+      };
+      runner = await runPods({ kubeconfig: common.kubeconfig, namespace: common.namespace, cwd: REPO, accountEnv });
     },
     async stop() {
       await runner?.stop();

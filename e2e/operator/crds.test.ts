@@ -22,7 +22,7 @@ const location = (name: string, spec: Record<string, unknown>): Record<string, u
   apiVersion: 'backbeat.io/v1alpha1',
   kind: 'Location',
   metadata: { name },
-  spec: { type: 's3', endpoint: 'http://127.0.0.1:9000', credentialsSecretRef: { name: 'creds' }, ...spec },
+  spec: { type: 's3', endpoint: 'http://127.0.0.1:9000', insecure: true, credentialsSecretRef: { name: 'creds' }, ...spec },
 });
 
 describe('CRDs on a real API server (kubectl apply)', function () {
@@ -58,6 +58,7 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     ['wrong type', rule('wrongtype', { replicateDeleteMarkers: 'yes' }), /spec\.replicateDeleteMarkers: Invalid value: "string": spec\.replicateDeleteMarkers in body must be of type boolean/],
     ['bad endpoint URL', location('badurl', { endpoint: 'ftp://x y' }), /spec\.endpoint: Invalid value: "ftp:\/\/x y": spec\.endpoint in body should match/],
     ['credentials in the endpoint', location('userinfo', { endpoint: 'http://key:secret@127.0.0.1:9000' }), /spec\.endpoint: Invalid value: "http:\/\/key:secret@127\.0\.0\.1:9000": must not carry credentials \(user:password@host\): give them in credentialsSecretRef/],
+    ['an http endpoint not marked insecure', location('plain', { insecure: false }), /spec\.endpoint is http:\/\/, so the access key id, request signatures and object data would travel in clear: use https:\/\/, or set insecure: true to accept that/],
     ['unknown checksum mode', location('badmode', { checksumMode: 'always' }), /spec\.checksumMode: Unsupported value: "always": supported values: "whenRequired", "whenSupported"/],
     ['journal without a source of changes', location('nojournal', { journal: {} }), /journal needs kafka, scan, or both/],
     ['missing credentials reference', { ...location('nocreds', {}), spec: { type: 's3' } }, /spec\.credentialsSecretRef: Required value/],

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backbeatWithEnv } from '../pipeline/backbeat.ts';
@@ -31,6 +31,37 @@ describe('worker and operator entry points', function () {
     await refused({}, ['worker', '--role', 'status', '--config', empty], /give the Kafka brokers: --brokers/);
     await refused({ BACKBEAT_KAFKA_BROKERS: '127.0.0.1:1' }, ['worker', '--role', 'status', '--config', empty], /no locations.json: is the operator's ConfigMap mounted here\?/);
     await refused({}, ['worker', '--role', 'gc', '--listen', 'nowhere'], /--listen must be HOST:PORT, got "nowhere"/);
+  });
+
+  it('refuse a status API open to the network without authentication, and a weak or unreadable token', async () => {
+    const brokers = { BACKBEAT_KAFKA_BROKERS: '127.0.0.1:1' };
+    const open = /the status API would listen on 0\.0\.0\.0 with no authentication, so anyone reaching it could pause or retry: give --api-token-file FILE \(or --api-auth kubernetes\)/;
+    await refused(brokers, ['worker', '--role', 'status', '--config', empty, '--listen', '0.0.0.0:8900'], open);
+    await refused({}, ['run', '-f', empty, '--listen', '0.0.0.0:8900'], open);
+    await refused(brokers, ['worker', '--role', 'status', '--api-auth', 'basic'], /--api-auth must be kubernetes, got "basic"/);
+    const weak = join(empty, 'weak-token');
+    writeFileSync(weak, 'secret\n');
+    await refused(brokers, ['worker', '--role', 'status', '--api-token-file', weak], /is under 16 characters/);
+    await refused(brokers, ['worker', '--role', 'status', '--api-token-file', join(empty, 'none')], /cannot read --api-token-file .*: ENOENT/);
+  });
+
+  it('refuse Kafka security settings that make no sense, naming the one to fix', async () => {
+    const brokers = { BACKBEAT_KAFKA_BROKERS: '127.0.0.1:1' };
+    const notPem = join(empty, 'not-a-ca');
+    writeFileSync(notPem, 'hello\n');
+    const password = join(empty, 'kafka-password');
+    writeFileSync(password, 'pw\n');
+    const gc = ['worker', '--role', 'gc', '--config', empty];
+    await refused(brokers, [...gc, '--kafka-tls', 'yes'], /--kafka-tls must be true or false, got "yes"/);
+    await refused(brokers, [...gc, '--kafka-ca-file', notPem], /--kafka-ca-file is for TLS: give --kafka-tls too/);
+    await refused(brokers, [...gc, '--kafka-tls', 'true', '--kafka-ca-file', notPem], /the Kafka CA file .* holds no PEM certificate/);
+    await refused(brokers, [...gc, '--kafka-sasl-mechanism', 'gssapi', '--kafka-sasl-username', 'u', '--kafka-sasl-password-file', password], /--kafka-sasl-mechanism must be one of plain, scram-sha-256, scram-sha-512, got "gssapi"/);
+    await refused(brokers, [...gc, '--kafka-sasl-mechanism', 'plain', '--kafka-sasl-username', 'u', '--kafka-sasl-password-file', password], /SASL PLAIN sends the password in clear: give --kafka-tls too/);
+    await refused(brokers, [...gc, '--kafka-sasl-mechanism', 'scram-sha-512', '--kafka-sasl-password-file', password], /SASL needs --kafka-sasl-username/);
+    await refused(brokers, [...gc, '--kafka-sasl-mechanism', 'scram-sha-512', '--kafka-sasl-username', 'u', '--kafka-sasl-password-file', join(empty, 'none')], /cannot read the Kafka password file .*: ENOENT/);
+    await refused({}, ['run', '-f', empty, '--kafka-tls', 'true'], /--kafka-\* settings are for Kafka: give --brokers too/);
+    const operator = { BACKBEAT_KAFKA_BROKERS: 'k:9092', BACKBEAT_IMAGE: 'i:1', POD_NAMESPACE: 'ns' };
+    await refused(operator, ['operator', '--kafka-sasl-mechanism', 'scram-sha-512', '--kafka-sasl-username', 'u', '--kafka-sasl-password-file', password], /the workers need the Kafka password too: give --kafka-sasl-password-secret/);
   });
 
   it('refuse an operator without an image or namespace, and inconsistent scaling bounds', async () => {

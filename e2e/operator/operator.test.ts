@@ -16,7 +16,11 @@ import { dump } from 'js-yaml';
 import { CREDENTIALS_LABEL } from '../../operator/locations.ts';
 import type { CompiledRule } from '../../lib/config/bucket-config.ts';
 import type { KubeObject } from '../../lib/kube/rest.ts';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { backbeat } from '../pipeline/backbeat.ts';
 import { httpGet, serviceHost } from '../harness/net.ts';
+import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { exampleManifests, installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
 import { published, watchPublished, type Published } from './published.ts';
@@ -60,9 +64,19 @@ describe('Operator on a real API server', function () {
       return cond;
     }, 90_000, 500);
 
+  // The status API takes the token of a caller RBAC allows: the on-call account of examples/access/.
+  let oncall: Record<string, string> = {};
+  let oncallTokenFile = '';
+  const token = async (account: string): Promise<string> => (await c.kubectl(['create', 'token', account, '--duration=2h'])).trim();
+
   before(async function () {
     this.timeout(300_000);
     c = await startCluster();
+    await c.kubectl(['apply', '-f', new URL('../../examples/access/status-api.yaml', import.meta.url).pathname]);
+    const oncallToken = await token('backbeat-oncall');
+    oncall = { authorization: `Bearer ${oncallToken}` };
+    oncallTokenFile = join(runDir(), `${c.namespace}-oncall.token`);
+    writeFileSync(oncallTokenFile, oncallToken, { mode: 0o600 });
     a = c.siteA.client();
     b = c.siteB.client();
     for (const [s3, bucket] of [[a, 'photos'], [b, 'photos-replica'], [b, 'unversioned']] as const) {
@@ -165,11 +179,43 @@ describe('Operator on a real API server', function () {
     }
   });
 
+  it('lets only the callers RBAC allows use the status API: 401 without a valid token, 403 without the permission', async () => {
+    await c.kubectl(['create', 'serviceaccount', 'stranger']);
+    await c.kubectl(['create', 'rolebinding', 'viewer', '--role=backbeat-view', `--serviceaccount=${c.namespace}:viewer`]);
+    await c.kubectl(['create', 'serviceaccount', 'viewer']);
+    const [stranger, viewer] = [{ authorization: `Bearer ${await token('stranger')}` }, { authorization: `Bearer ${await token('viewer')}` }];
+    const status = await c.statusUrl();
+    const states = async (): Promise<unknown> => JSON.parse((await httpGet(`${status}/v1/destinations`, oncall)).body);
+    const before = await states();
+    const post = async (path: string, headers: Record<string, string>): Promise<{ status: number; error: string }> => {
+      const res = await fetch(`${status}${path}`, { method: 'POST', headers, body: '{}' });
+      return { status: res.status, error: ((await res.json()) as { error: string }).error };
+    };
+    for (const headers of [{}, { authorization: 'Bearer not-a-token' }]) {
+      assert.equal((await httpGet(`${status}/v1/destinations`, headers)).status, 401);
+      assert.equal((await post('/v1/destinations/site-b/pause', headers)).status, 401);
+    }
+    const refused = await post('/v1/destinations/site-b/pause', stranger);
+    assert.deepEqual(refused, { status: 403, error: `system:serviceaccount:${c.namespace}:stranger may not create locations/pause "site-b" in namespace ${c.namespace}` });
+    assert.equal((await httpGet(`${status}/v1/destinations`, stranger)).status, 403);
+    // Viewing is granted apart from operating.
+    assert.equal((await httpGet(`${status}/v1/destinations`, viewer)).status, 200);
+    for (const path of ['/v1/destinations/site-b/pause', '/v1/failed/retry', '/v1/rules/photos/backfill']) assert.equal((await post(path, viewer)).status, 403, path);
+    assert.deepEqual(await states(), before, 'nothing refused changed anything');
+    // The CLI with the on-call token (a file, as `kubectl create token` makes one): allowed.
+    assert.equal(await backbeat('pause', 'site-b', '--server', status, '--token-file', oncallTokenFile), 'site-b: paused\n');
+    assert.equal(await backbeat('resume', 'site-b', '--server', status, '--token-file', oncallTokenFile), 'site-b: resumed\n');
+    const denied = await backbeat('pause', 'site-b', '--server', status).catch((err: unknown) => (err as { stderr: string }).stderr);
+    assert.match(denied, /needs a Kubernetes bearer token/);
+    // Probes and metrics stay open.
+    assert.equal((await httpGet(`${status}/metrics`)).status, 200);
+  });
+
   it('scales a processor from consumer lag, capped at the partition count, and back down', async () => {
-    const pause = await fetch(`${await c.statusUrl()}/v1/destinations/site-b/pause`, { method: 'POST', body: '{}' });
+    const pause = await fetch(`${await c.statusUrl()}/v1/destinations/site-b/pause`, { method: 'POST', headers: oncall, body: '{}' });
     assert.equal(pause.status, 200);
     await eventually(async () => {
-      const states = JSON.parse((await httpGet(`${await c.statusUrl()}/v1/destinations`)).body) as { destinations: { location: string; paused: boolean }[] };
+      const states = JSON.parse((await httpGet(`${await c.statusUrl()}/v1/destinations`, oncall)).body) as { destinations: { location: string; paused: boolean }[] };
       assert.deepEqual(states.destinations, [{ location: 'site-b', paused: true }]);
     });
     if (!c.external) {
@@ -189,7 +235,7 @@ describe('Operator on a real API server', function () {
         assert.equal(await readyPods('processor-site-b'), PARTITIONS);
       }, 90_000, 500);
     }
-    const resume = await fetch(`${await c.statusUrl()}/v1/destinations/site-b/resume`, { method: 'POST', body: '{}' });
+    const resume = await fetch(`${await c.statusUrl()}/v1/destinations/site-b/resume`, { method: 'POST', headers: oncall, body: '{}' });
     assert.equal(resume.status, 200);
     await eventually(async () => {
       for (let i = 0; i < 12; i++) assert.equal(await text(b, 'photos-replica', `burst/${String(i)}`), `b${String(i)}`);
@@ -241,10 +287,10 @@ describe('Operator on a real API server', function () {
       { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'spare-creds', labels: { [CREDENTIALS_LABEL]: 'true' } }, stringData: { accessKeyId: 'x', secretAccessKey: 'never-shown-3f9a' } },
       // Site B's real keys, in a Secret nobody gave to Backbeat, named by a Location pointing at a listener.
       { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'not-given' }, stringData: { accessKeyId: c.siteB.credentials.accessKeyId, secretAccessKey: 'not-given-7c1e' } },
-      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'listener' }, spec: { type: 's3', endpoint: `http://${serviceHost}:${String(listenerPort)}`, credentialsSecretRef: { name: 'not-given' } } },
-      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'no-secret' }, spec: { type: 's3', endpoint: c.siteB.endpoint, credentialsSecretRef: { name: 'missing-creds' } } },
-      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'nowhere' }, spec: { type: 's3', endpoint: 'http://127.0.0.1:9', credentialsSecretRef: { name: 'spare-creds' } } },
-      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'wrong-keys' }, spec: { type: 's3', endpoint: c.siteB.endpoint, credentialsSecretRef: { name: 'spare-creds' } } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'listener' }, spec: { type: 's3', endpoint: `http://${serviceHost}:${String(listenerPort)}`, insecure: true, credentialsSecretRef: { name: 'not-given' } } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'no-secret' }, spec: { type: 's3', endpoint: c.siteB.endpoint, insecure: true, credentialsSecretRef: { name: 'missing-creds' } } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'nowhere' }, spec: { type: 's3', endpoint: 'http://127.0.0.1:9', insecure: true, credentialsSecretRef: { name: 'spare-creds' } } },
+      { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'wrong-keys' }, spec: { type: 's3', endpoint: c.siteB.endpoint, insecure: true, credentialsSecretRef: { name: 'spare-creds' } } },
       ...[
         ['to-missing-bucket', 'site-b', 'no-such-bucket'],
         ['to-unversioned', 'site-b', 'unversioned'],
@@ -348,7 +394,7 @@ describe('Operator on a real API server', function () {
       await eventually(async () => {
         const status = await c.statusUrl();
         for (const key of keys) {
-          const answer = await httpGet(`${status}/v1/objects/site-a/photos/${key}`);
+          const answer = await httpGet(`${status}/v1/objects/site-a/photos/${key}`, oncall);
           assert.equal(answer.status, 200, `${key}: ${answer.body}`);
           const { versions } = JSON.parse(answer.body) as { versions: { destinations: Record<string, { state: string }> }[] };
           assert.deepEqual(Object.entries(versions[0]?.destinations ?? {}).map(([d, x]) => [d, x.state]), [['site-b/photos-replica', 'PENDING']], key);

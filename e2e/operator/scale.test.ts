@@ -86,7 +86,7 @@ describe(`The operator with ${String(COUNT)} rules on as many source buckets`, f
       apiVersion: 'backbeat.io/v1alpha1',
       kind: 'Location',
       metadata: { name },
-      spec: { type: 's3', endpoint: site.endpoint, credentialsSecretRef: { name: source ? 'a-creds' : 'b-creds' }, ...(source ? { journal: { kafka: { topic: c.journalTopic, targetId: 'BACKBEAT' } } } : {}) },
+      spec: { type: 's3', endpoint: site.endpoint, insecure: true, credentialsSecretRef: { name: source ? 'a-creds' : 'b-creds' }, ...(source ? { journal: { kafka: { topic: c.journalTopic, targetId: 'BACKBEAT' } } } : {}) },
     });
     const docs = [secret('a-creds', c.siteA), secret('b-creds', c.siteB), location('src-1', c.siteA, true), location('src-2', c.siteA, true), location('blocked', c.siteA, true), location('dst-1', c.siteB, false), location('dst-2', c.siteB, false)];
     await c.kubectl(['apply', '-f', '-'], docs.map((d) => dump(d)).join('---\n'));

@@ -37,7 +37,7 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
     const location = (name: string, site: Cluster['siteA'], spec: Record<string, unknown>): string =>
       [
         { apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-creds`, labels: { [CREDENTIALS_LABEL]: 'true' } }, stringData: { accessKeyId: site.credentials.accessKeyId, secretAccessKey: site.credentials.secretAccessKey } },
-        { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name }, spec: { type: 's3', endpoint: site.endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...spec } },
+        { apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name }, spec: { type: 's3', endpoint: site.endpoint, insecure: true, region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...spec } },
       ]
         .map((d) => dump(d))
         .join('---\n');

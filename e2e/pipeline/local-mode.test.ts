@@ -106,8 +106,8 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
     writeFileSync(
       file,
       [
-        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'a' }, spec: { type: 's3', endpoint: src.endpoint, credentialsSecretRef: { name: 'a-creds' }, journal: { scan: {} } } }),
-        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'b' }, spec: { type: 's3', endpoint: dst.endpoint, credentialsSecretRef: { name: 'b-creds' } } }),
+        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'a' }, spec: { type: 's3', endpoint: src.endpoint, insecure: true, credentialsSecretRef: { name: 'a-creds' }, journal: { scan: {} } } }),
+        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'b' }, spec: { type: 's3', endpoint: dst.endpoint, insecure: true, credentialsSecretRef: { name: 'b-creds' } } }),
         dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'r' }, spec: { source: { location: 'a', bucket: 'archive' }, destinations: [{ location: 'b', bucket: 'archive-copy' }] } }),
       ].join('---\n'),
     );

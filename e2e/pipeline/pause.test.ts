@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ObjectStatus } from '../../workers/status/fold.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { httpGet } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
-import { startBackbeat, type RunningBackbeat } from './backbeat.ts';
+import { backbeat, startBackbeat, type RunningBackbeat } from './backbeat.ts';
 import { body, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
 
 
+// The status API here takes a token (--api-token-file), as a `backbeat run` reachable by others would.
 describe('pause and resume per destination (real `backbeat run` process and CLI)', function () {
   this.timeout(300_000);
   let sites: Sites;
@@ -34,7 +36,7 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
     assert.ok(until !== undefined, answer);
     return Date.parse(until);
   };
-  const destinations = async (): Promise<unknown> => JSON.parse((await httpGet(`${run.server}/v1/destinations`)).body);
+  const destinations = async (): Promise<unknown> => JSON.parse((await httpGet(`${run.server}/v1/destinations`, run.headers)).body);
 
   before(async () => {
     sites = await startSites('pause');
@@ -49,7 +51,7 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
         { location: 'site-c', bucket: 'photos-c' },
       ],
     });
-    run = await startBackbeat(sites, 'pause');
+    run = await startBackbeat(sites, 'pause', [], randomBytes(24).toString('hex'));
   });
 
   after(async () => {
@@ -132,7 +134,7 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
     // A timer re-armed every millisecond would keep a core busy: 300 ticks.
     assert.ok(cpuTicks() - before < 100, `${String(cpuTicks() - before)} ticks of CPU in 3 s while paused`);
     assert.doesNotMatch(readFileSync(run.process.spec.logFile, 'utf8'), /TimeoutOverflowWarning/);
-    const big = await fetch(`${run.server}/v1/destinations/site-c/resume`, { method: 'POST', body: JSON.stringify({ pad: 'x'.repeat(17 * 1024) }) });
+    const big = await fetch(`${run.server}/v1/destinations/site-c/resume`, { method: 'POST', headers: run.headers, body: JSON.stringify({ pad: 'x'.repeat(17 * 1024) }) });
     assert.equal(big.status, 413);
     assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: true, until: '2100-01-01T00:00:00.000Z' }] });
     assert.equal(await cli('resume', 'site-c'), 'site-c: resumed\n');
@@ -146,6 +148,19 @@ describe('pause and resume per destination (real `backbeat run` process and CLI)
         return true;
       });
     }
+    assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: false }] });
+  });
+
+  it('refuses a pause without the API token, or with another, changing nothing', async () => {
+    const wrong = `${run.process.spec.logFile}.wrong-token`;
+    writeFileSync(wrong, randomBytes(24).toString('hex'));
+    for (const [args, message] of [[[], /needs the API token/], [['--token-file', wrong], /the API token is wrong/]] as const) {
+      await assert.rejects(backbeat('pause', 'site-c', '--server', run.server, ...args), (err: Error & { code?: number; stderr?: string }) => {
+        assert.match(err.stderr ?? '', message);
+        return true;
+      });
+    }
+    assert.equal((await httpGet(`${run.server}/v1/destinations`)).status, 401);
     assert.deepEqual(await destinations(), { destinations: [{ location: 'site-b', paused: false }, { location: 'site-c', paused: false }] });
   });
 });

@@ -39,7 +39,8 @@ export function locationManifest(name: string, endpoint: string, credentials: S3
       apiVersion: 'backbeat.io/v1alpha1',
       kind: 'Location',
       metadata: { name },
-      spec: { type: 's3', endpoint, region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...spec },
+      // The test servers speak plain http, on loopback.
+      spec: { type: 's3', endpoint, ...(endpoint.startsWith('http://') ? { insecure: true } : {}), region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, ...spec },
     },
   ]
     .map((d) => dump(d))

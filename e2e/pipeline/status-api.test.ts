@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,15 +11,17 @@ import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
 import { encode, installationTopics, objectKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
 import { statusServer } from '../../workers/status/api.ts';
+import { tokenAuth } from '../../workers/status/auth.ts';
 import { StatusProcessor } from '../../workers/status/status.ts';
 import type { FailedEntry } from '../../workers/status/store.ts';
 import { sharedKafka } from '../harness/env.ts';
-import { freePort } from '../harness/net.ts';
+import { freePort, httpGet } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
-import { backbeat } from './backbeat.ts';
+import { backbeatWithEnv } from './backbeat.ts';
 
 // Several status replicas behind the real HTTP API and CLI: any replica answers for any object (it
 // forwards to the owner of the key's partition), and lists, totals and retries span every replica.
+// The API takes the token of local mode (tokenAuth); Kubernetes RBAC is tried in e2e/operator.
 
 const quiet = createLogger({ component: 'test', stream: new PassThrough() });
 const target = (id: string): TaskDestination => ({ id, location: id.split('/')[0] ?? '', bucket: id.split('/')[1] ?? '', rule: 'r' });
@@ -30,6 +32,11 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
   let names: QueueNames;
   let producer: QueueProducer;
   let dir: string;
+  const token = randomUUID();
+  const auth = { authorization: `Bearer ${token}` };
+  let tokenFile: string;
+  /** The CLI with the API token, as users give it. */
+  const backbeat = (...args: string[]): Promise<string> => backbeatWithEnv({ ...process.env, BACKBEAT_TOKEN_FILE: tokenFile }, ...args);
   const replicas: { status: StatusProcessor; server: Server; url: string }[] = [];
 
   before(async () => {
@@ -40,6 +47,8 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
     await admin.close();
     producer = await queue.producer();
     dir = mkdtempSync(join(tmpdir(), 'status-api-'));
+    tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   });
   after(async () => {
     for (const r of replicas.splice(0)) await stopReplica(r);
@@ -54,6 +63,7 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
     await status.start();
     const server = statusServer({
       status,
+      auth: tokenAuth(token),
       advertiseUrl: url,
       destinations: ['b/x', 'c/y'],
       rules: ['r'],
@@ -103,13 +113,31 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
     }
     assert.deepEqual([...owners].sort(), [0, 1, 2], 'the keys asked are owned by each of the three replicas');
 
+    // Without the token, or with another, nothing is answered or done, forwarded or not; probes and metrics stay open.
+    const objectPath = `/v1/objects/a/src/${encodeURIComponent(objects[0]?.key ?? '')}`;
+    for (const headers of [{}, { authorization: `Bearer ${randomUUID()}` }, { authorization: token }, { 'x-backbeat-forwarded': '1' }]) {
+      for (const r of [first, second, third]) {
+        for (const path of [objectPath, '/v1/failed', '/v1/summary', '/v1/destinations']) assert.equal((await httpGet(`${r.url}${path}`, headers)).status, 401, `GET ${path} ${JSON.stringify(headers)}`);
+        for (const [path, body] of [['/v1/failed/retry', { all: true }], ['/v1/destinations/b/pause', {}], ['/v1/rules/r/backfill', {}]] as const) {
+          const res = await fetch(`${r.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
+          assert.equal(res.status, 401, `POST ${path}`);
+          assert.equal(res.headers.get('www-authenticate'), 'Bearer');
+        }
+        for (const path of ['/healthz', '/readyz', '/metrics']) assert.equal((await httpGet(`${r.url}${path}`)).status, 200, path);
+      }
+    }
+    assert.equal(all.reduce((n, s) => n + s.summary().PENDING, 0), 0, 'no retry was done');
+    const refused = await backbeatWithEnv({ ...process.env, BACKBEAT_TOKEN_FILE: '' }, 'failed', 'retry', '--all', '--server', first.url).catch((e: unknown) => e as { code: number; stderr: string });
+    assert.equal(typeof refused, 'object', 'the CLI without a token fails');
+    assert.match((refused as { stderr: string }).stderr, /needs the API token/);
+
     // failed list, 7 a page, through the second replica, cursor after cursor.
     const seen: FailedEntry[] = [];
     let cursor: string | undefined;
     let pages = 0;
     do {
       const args = ['failed', 'list', '--json', '--limit', '7', '--server', second.url, ...(cursor !== undefined ? ['--cursor', cursor] : [])];
-      const res = await fetch(`${second.url}/v1/failed?limit=7${cursor !== undefined ? `&cursor=${cursor}` : ''}`);
+      const res = await fetch(`${second.url}/v1/failed?limit=7${cursor !== undefined ? `&cursor=${cursor}` : ''}`, { headers: auth });
       const page = (await res.json()) as { failed: FailedEntry[]; next?: string };
       assert.deepEqual(JSON.parse(await backbeat(...args)), page.failed, 'the CLI shows the page the API gives');
       seen.push(...page.failed);
@@ -124,7 +152,7 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
     assert.match(await backbeat('failed', 'list', '--limit', '7', '--server', third.url), /7 failed; more: backbeat failed list --cursor \S+ --limit 7/);
     assert.match(await backbeat('failed', 'list', '--limit', 'x', '--server', third.url).catch((e: unknown) => String((e as { stderr?: string }).stderr)), /--limit must be a positive whole number/);
 
-    const summary = (await (await fetch(`${third.url}/v1/summary`)).json()) as Record<string, number>;
+    const summary = (await (await fetch(`${third.url}/v1/summary`, { headers: auth })).json()) as Record<string, number>;
     assert.deepEqual(summary, { PENDING: 0, COMPLETED: 30, FAILED: 30, SKIPPED: 0 });
     assert.match(await backbeat('failed', 'retry', '--all', '--server', third.url), /re-queued 30 failed destinations/);
     await eventually(() => assert.equal(all.reduce((n, s) => n + s.summary().PENDING, 0), 30), 60_000, 200);

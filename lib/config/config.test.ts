@@ -8,7 +8,7 @@ const location = (name: string, extra: Record<string, unknown> = {}): Record<str
   apiVersion: 'backbeat.io/v1alpha1',
   kind: 'Location',
   metadata: { name },
-  spec: { type: 's3', endpoint: 'http://127.0.0.1:9000', credentialsSecretRef: { name: `${name}-creds` }, journal: { scan: {} }, ...extra },
+  spec: { type: 's3', endpoint: 'http://127.0.0.1:9000', insecure: true, credentialsSecretRef: { name: `${name}-creds` }, journal: { scan: {} }, ...extra },
 });
 
 const rule = (name: string, spec: Record<string, unknown>): Record<string, unknown> => ({
@@ -116,6 +116,13 @@ describe('configuration model', () => {
     assert.deepEqual(got, [
       'm.yaml: Location/a: spec.endpoint: must not carry credentials (user:password@host): give them in credentialsSecretRef',
       'm.yaml: Location/b: spec.endpoint: must not carry credentials (user:password@host): give them in credentialsSecretRef',
+    ]);
+  });
+
+  it('refuses an http endpoint unless the Location accepts it in clear with insecure: true', () => {
+    const got = problems(docs(location('a', { insecure: false }), location('b', { insecure: true }), location('c', { endpoint: 'https://s3.example.com', insecure: false })));
+    assert.deepEqual(got, [
+      'm.yaml: Location/a: spec.endpoint: is http://, so the access key id, request signatures and object data would travel in clear: use https://, or set insecure: true to accept that',
     ]);
   });
 

@@ -58,6 +58,6 @@ export function locationClient(location: Location, credentials: S3Credentials, o
     credentials,
     checksumMode: spec.checksumMode,
     maxSockets: spec.maxConnections,
-    ...(spec.tls?.insecureSkipVerify === true ? { tls: { insecureSkipVerify: true } } : {}),
+    ...(spec.tls !== undefined ? { tls: { ...(spec.tls.insecureSkipVerify === true ? { insecureSkipVerify: true } : {}), ...(spec.tls.caBundle !== undefined ? { ca: spec.tls.caBundle } : {}) } } : {}),
   });
 }

@@ -21,6 +21,8 @@ const BucketName = Type.String({
 /** An endpoint URL with user:password@ before its host (the credentials would be published with it). */
 export const USERINFO = '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@';
 export const ENDPOINT_USERINFO = 'must not carry credentials (user:password@host): give them in credentialsSecretRef';
+/** Why an http:// endpoint needs `insecure: true`: the access key id, the signatures and the data travel in clear. */
+export const ENDPOINT_PLAIN = 'is http://, so the access key id, request signatures and object data would travel in clear: use https://, or set insecure: true to accept that';
 
 function cel(rules: { rule: string; message: string }[]): Record<string, unknown> {
   return { 'x-kubernetes-validations': rules };
@@ -87,7 +89,16 @@ export const LocationSpec = Type.Object(
     forcePathStyle: Type.Optional(Type.Boolean({ description: 'Path-style addressing (bucket in the path); default: true with an endpoint, false for AWS.' })),
     tls: Type.Optional(
       Type.Object(
-        { insecureSkipVerify: Type.Optional(Type.Boolean({ description: 'Accept any server certificate. For tests only.' })) },
+        {
+          insecureSkipVerify: Type.Optional(Type.Boolean({ description: 'Accept any server certificate. For tests only.' })),
+          caBundle: Type.Optional(
+            Type.String({
+              maxLength: 65536,
+              pattern: '-----BEGIN CERTIFICATE-----',
+              description: 'PEM certificates of the CAs that sign the endpoint\'s certificate (a private CA), trusted instead of the system\'s; not a secret, published with the Location.',
+            }),
+          ),
+        },
         { additionalProperties: false },
       ),
     ),
@@ -112,8 +123,14 @@ export const LocationSpec = Type.Object(
     }),
     transient: Type.Boolean({ default: false, description: 'A transient source: objects are deleted from it once every destination holds them.' }),
     journal: Type.Optional(Journal),
+    insecure: Type.Optional(
+      Type.Boolean({ description: 'Allows an http:// endpoint, whose traffic (the access key id, request signatures, object data) anyone on the path can read. Without it an http:// endpoint is refused.' }),
+    ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    ...cel([{ rule: "!has(self.endpoint) || !self.endpoint.startsWith('http://') || (has(self.insecure) && self.insecure)", message: `spec.endpoint ${ENDPOINT_PLAIN}` }]),
+  },
 );
 
 export const Location = Type.Object(

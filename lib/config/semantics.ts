@@ -1,5 +1,5 @@
 import type { Manifests } from './manifests.ts';
-import { ENDPOINT_USERINFO, USERINFO } from './schema.ts';
+import { ENDPOINT_PLAIN, ENDPOINT_USERINFO, USERINFO } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
@@ -17,6 +17,7 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
 
   for (const [name, location] of m.locations) {
     if (location.spec.endpoint !== undefined && userinfo.test(location.spec.endpoint)) at(`Location/${name}`, 'spec.endpoint', ENDPOINT_USERINFO);
+    if (location.spec.endpoint?.startsWith('http://') === true && location.spec.insecure !== true) at(`Location/${name}`, 'spec.endpoint', ENDPOINT_PLAIN);
     const journal = location.spec.journal;
     if (journal !== undefined && journal.kafka === undefined && journal.scan === undefined) {
       at(`Location/${name}`, 'spec.journal', 'needs kafka, scan, or both');

@@ -4,6 +4,7 @@ import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, typ
 import type { Logger } from '../log/logger.ts';
 import { busyFirstAssigner } from './busy-first.ts';
 import { retryKafka } from './kafka-retry.ts';
+import { kafkajsSecurity, type KafkaSecurity } from './kafka-security.ts';
 import {
   DRAIN_MS,
   tpKey,
@@ -55,6 +56,8 @@ export interface KafkaOptions {
   requestTimeoutMs?: number;
   /** Replicas of each topic this engine creates; default min(3, the brokers of the cluster). */
   replicationFactor?: number;
+  /** TLS and SASL to the brokers; plaintext without. */
+  security?: KafkaSecurity;
 }
 
 /**
@@ -122,6 +125,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     brokers: options.brokers,
     connectionTimeout: options.connectionTimeoutMs ?? 5_000,
     requestTimeout: options.requestTimeoutMs ?? 30_000,
+    ...kafkajsSecurity(options.security),
     // kafkajs INFO lines are per connection and per group join: useful only when debugging.
     logLevel: KafkaLogLevel.WARN,
     logCreator:

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -26,7 +25,8 @@ export interface S3EndpointOptions {
   checksumMode?: ChecksumMode;
   /** Keep-alive sockets per client: the cap on concurrent requests to this endpoint. */
   maxSockets?: number;
-  tls?: { insecureSkipVerify?: boolean; caFile?: string };
+  /** `ca`: the PEM certificates to trust instead of the system's (a private CA). */
+  tls?: { insecureSkipVerify?: boolean; ca?: string };
   requestTimeoutMs?: number;
   connectionTimeoutMs?: number;
   maxAttempts?: number;
@@ -38,14 +38,13 @@ export function createS3Client(options: S3EndpointOptions): S3Client {
   registerSecret(options.credentials.secretAccessKey);
   registerSecret(options.credentials.sessionToken);
   const maxSockets = options.maxSockets ?? 50;
-  const tlsCa = options.tls?.caFile !== undefined ? readFileSync(options.tls.caFile) : undefined;
   const handler = new NodeHttpHandler({
     httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
     httpsAgent: new HttpsAgent({
       keepAlive: true,
       maxSockets,
       rejectUnauthorized: options.tls?.insecureSkipVerify !== true,
-      ...(tlsCa !== undefined ? { ca: tlsCa } : {}),
+      ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
     }),
     connectionTimeout: options.connectionTimeoutMs ?? 10_000,
     requestTimeout: options.requestTimeoutMs ?? 120_000,

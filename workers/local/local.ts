@@ -19,6 +19,8 @@ import { Processor } from '../processor/processor.ts';
 import type { RetryPolicy } from '../../lib/retry.ts';
 import { ruleStarts } from './rule-starts.ts';
 import { statusServer } from '../status/api.ts';
+import { type ApiAuth, openAuth } from '../status/auth.ts';
+import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
 
 export interface LocalOptions {
@@ -27,10 +29,14 @@ export interface LocalOptions {
   logger: Logger;
   /** Kafka brokers; without them an embedded queue persists under stateDir. */
   brokers?: string[];
+  /** TLS and SASL to those brokers. */
+  kafkaSecurity?: KafkaSecurity;
   stateDir: string;
   listenHost?: string;
   /** 0 picks a free port. */
   listenPort?: number;
+  /** Who may call the status API; anyone when unset (the API then listens on loopback only). */
+  apiAuth?: ApiAuth;
   concurrency?: number;
   partitions?: number;
   retry?: Partial<RetryPolicy>;
@@ -79,7 +85,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           onError: (what, error) => logger.warn(`embedded queue: ${what} failed; retrying`, { error }),
           onRepair: (what) => logger.warn('embedded queue repaired at open', { what }),
         }) : undefined;
-  const queue: Queue = embedded ?? kafkaQueue({ brokers: options.brokers ?? [], clientId: 'backbeat-local', logger });
+  const queue: Queue = embedded ?? kafkaQueue({ brokers: options.brokers ?? [], clientId: 'backbeat-local', logger, ...(options.kafkaSecurity !== undefined ? { security: options.kafkaSecurity } : {}) });
   const prefix = options.prefix ?? 'backbeat';
   const names = queueNames(prefix);
   const metrics = createMetrics();
@@ -169,6 +175,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   let stopping = false;
   const server = statusServer({
     status,
+    auth: options.apiAuth ?? openAuth,
     destinations: [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort(),
     controls: {
       set: async (state) => {

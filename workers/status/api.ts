@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { redactString } from '../../lib/log/redact.ts';
 import { type PauseState, versionKey } from '../messages.ts';
+import { type ApiAction, type ApiAuth, Refused } from './auth.ts';
 import type { ObjectState } from './fold.ts';
 import type { FailedEntry, StatusProcessor } from './status.ts';
 import { type FailedCursor, failuresOf } from './store.ts';
@@ -32,6 +33,8 @@ export interface ApiContext extends HealthContext {
   rules: string[];
   /** This replica's own URL as announced to the others (so that it never forwards to itself). */
   advertiseUrl?: string;
+  /** Who may call: every /v1 request is checked; probes and metrics stay open. */
+  auth: ApiAuth;
 }
 
 class BadRequest extends Error {
@@ -94,10 +97,12 @@ const PAGE_MAX = 10_000;
 /** An answer, and which replica gave it when another one did (sent as x-backbeat-answered-by). */
 type Answer = { code: number; body: unknown; by?: string };
 
-async function ask(url: string, path: string, init?: { method: 'POST'; body: unknown }): Promise<Answer> {
+/** Asks another replica with the caller's credentials: it checks them too, so a forward grants nothing. */
+async function ask(req: IncomingMessage, url: string, path: string, init?: { method: 'POST'; body: unknown }): Promise<Answer> {
+  const authorization = req.headers.authorization;
   const res = await fetch(`${url}${path}`, {
     method: init?.method ?? 'GET',
-    headers: { [FORWARDED]: '1', ...(init !== undefined ? { 'content-type': 'application/json' } : {}) },
+    headers: { [FORWARDED]: '1', ...(authorization !== undefined ? { authorization } : {}), ...(init !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(init !== undefined ? { body: JSON.stringify(init.body) } : {}),
     signal: AbortSignal.timeout(30_000),
   });
@@ -105,12 +110,12 @@ async function ask(url: string, path: string, init?: { method: 'POST'; body: unk
 }
 
 /** The same request asked of every other replica that owns partitions; a replica that does not answer fails it. */
-async function fanOut(ctx: ApiContext, path: string, init?: { method: 'POST'; body: unknown }): Promise<unknown[]> {
+async function fanOut(ctx: ApiContext, req: IncomingMessage, path: string, init?: { method: 'POST'; body: unknown }): Promise<unknown[]> {
   return Promise.all(
     ctx.status.peers().map(async (url) => {
       let answer: Answer;
       try {
-        answer = await ask(url, path, init);
+        answer = await ask(req, url, path, init);
       } catch (err) {
         throw new BadRequest(503, `the status replica at ${url} did not answer (${(err as Error).message}); try again`);
       }
@@ -129,7 +134,7 @@ async function atOwner(ctx: ApiContext, req: IncomingMessage, location: string, 
     return { code: 503, body: { error: `status partition ${String(partition)} is being handed over between replicas; try again` } };
   }
   try {
-    return await ask(owner, path, init);
+    return await ask(req, owner, path, init);
   } catch (err) {
     return { code: 503, body: { error: `the status replica at ${owner} did not answer (${(err as Error).message}); try again` } };
   }
@@ -162,7 +167,7 @@ async function failedPage(ctx: ApiContext, req: IncomingMessage, url: URL): Prom
   const after = cursorText === null ? undefined : decodeCursor(cursorText);
   const page = ctx.status.failed({ limit, ...(d !== null ? { destination: d } : {}), ...(after !== undefined ? { after } : {}) });
   const pages = [{ failed: page.entries, more: page.next !== undefined }];
-  if (req.headers[FORWARDED] === undefined) pages.push(...((await fanOut(ctx, `${url.pathname}${url.search}`)) as { failed: FailedEntry[]; more: boolean }[]));
+  if (req.headers[FORWARDED] === undefined) pages.push(...((await fanOut(ctx, req, `${url.pathname}${url.search}`)) as { failed: FailedEntry[]; more: boolean }[]));
   const merged = pages.flatMap((p) => p.failed).sort((a, b) => before(cursorOf(a), cursorOf(b)));
   const entries = merged.slice(0, limit);
   const more = merged.length > limit || pages.some((p) => p.more);
@@ -188,7 +193,7 @@ async function retry(ctx: ApiContext, req: IncomingMessage, body: Record<string,
   if (typeof destination === 'string') destinationFilter(ctx, destination);
   let retried = await ctx.status.retry(ctx.status.allFailed(typeof destination === 'string' ? destination : undefined));
   if (req.headers[FORWARDED] === undefined) {
-    for (const answer of (await fanOut(ctx, '/v1/failed/retry', { method: 'POST', body })) as { retried: number }[]) retried += answer.retried;
+    for (const answer of (await fanOut(ctx, req, '/v1/failed/retry', { method: 'POST', body })) as { retried: number }[]) retried += answer.retried;
   }
   return { code: 200, body: { retried } };
 }
@@ -197,7 +202,7 @@ async function retry(ctx: ApiContext, req: IncomingMessage, body: Record<string,
 async function summary(ctx: ApiContext, req: IncomingMessage): Promise<Answer> {
   const total = ctx.status.summary();
   if (req.headers[FORWARDED] === undefined) {
-    for (const s of (await fanOut(ctx, '/v1/summary')) as Record<ObjectState, number>[]) {
+    for (const s of (await fanOut(ctx, req, '/v1/summary')) as Record<ObjectState, number>[]) {
       for (const k of Object.keys(total) as ObjectState[]) total[k] += s[k];
     }
   }
@@ -242,7 +247,8 @@ export function statusServer(ctx: ApiContext): Server {
       // e.g. a malformed percent-encoding: the request is bad, the process goes on.
       // A body too large is not read to its end: the connection closes after the answer.
       if (err instanceof BadRequest && err.code === 413) res.setHeader('connection', 'close');
-      if (err instanceof BadRequest) send(err.code, { error: err.message });
+      if (err instanceof Refused && err.code === 401) res.setHeader('www-authenticate', 'Bearer');
+      if (err instanceof BadRequest || err instanceof Refused) send(err.code, { error: err.message });
       else if (err instanceof URIError) send(400, { error: 'malformed URL encoding' });
       else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });
     };
@@ -263,23 +269,34 @@ export function statusServer(ctx: ApiContext): Server {
 }
 
 async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> {
+  const allow = (action: ApiAction): Promise<void> => ctx.auth.check(req.headers.authorization, action);
   if (req.method === 'POST') {
     const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
     if (control !== null) {
-      const state = pauseRequest(ctx, decodeURIComponent(control[1] ?? ''), control[2] ?? '', await jsonBody(req));
+      const location = decodeURIComponent(control[1] ?? '');
+      await allow({ verb: 'create', resource: 'locations', subresource: 'pause', name: location });
+      const state = pauseRequest(ctx, location, control[2] ?? '', await jsonBody(req));
       await ctx.controls.set(state);
       return { code: 200, body: state };
     }
     const backfill = /^\/v1\/rules\/([^/]+)\/backfill$/.exec(url.pathname);
     if (backfill !== null) {
       const rule = decodeURIComponent(backfill[1] ?? '');
+      await allow({ verb: 'create', resource: 'replicationrules', subresource: 'backfill', name: rule });
       const queued = ctx.backfill(rule);
       if (queued === undefined) return { code: 404, body: { error: `unknown rule "${rule}" (known: ${ctx.rules.join(', ') || 'none'})` } };
       return { code: 200, body: { rule, queued: await queued } };
     }
-    if (url.pathname === '/v1/failed/retry') return retry(ctx, req, await jsonBody(req));
+    if (url.pathname === '/v1/failed/retry') {
+      // What may be retried depends on the body (capped, so reading it first costs little).
+      const body = await jsonBody(req);
+      const location = typeof body['destination'] === 'string' ? body['destination'].split('/')[0] : undefined;
+      await allow({ verb: 'create', resource: 'locations', subresource: 'retry', ...(location !== undefined ? { name: location } : {}) });
+      return retry(ctx, req, body);
+    }
   }
   if (req.method !== 'GET') return { code: 405, body: { error: `${req.method ?? ''} ${url.pathname} is not served` } };
+  await allow({ verb: 'get', resource: 'replicationrules' });
   if (url.pathname === '/v1/destinations') return { code: 200, body: { destinations: ctx.controls.states() } };
   if (url.pathname === '/v1/failed') return failedPage(ctx, req, url);
   if (url.pathname === '/v1/summary') return summary(ctx, req);

@@ -18,6 +18,8 @@ import { Populator } from '../populator/populator.ts';
 import { pageSizeOf, scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
 import { type HealthContext, healthServer, statusServer } from '../status/api.ts';
+import { type ApiAuth, openAuth } from '../status/auth.ts';
+import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
 
 // One role per process, as the operator's worker Deployments run them: the populator (journal follower)
@@ -36,6 +38,7 @@ export interface WorkerOptions {
   /** The mounted Secrets, one folder each. */
   credentialsDir: string;
   brokers: string[];
+  kafkaSecurity?: KafkaSecurity;
   prefix?: string;
   partitions?: number;
   /** Replicas of the topics created (unset: min(3, brokers)). */
@@ -50,6 +53,8 @@ export interface WorkerOptions {
   stateDir?: string;
   /** The URL other status replicas reach this one's API at (e.g. http://$(POD_IP):8080). */
   advertiseUrl?: string;
+  /** Who may call the status role's API; anyone when unset (tests on loopback). */
+  apiAuth?: ApiAuth;
   logger: Logger;
 }
 
@@ -222,6 +227,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
         ...health,
         status: s,
         destinations,
+        auth: ctx.options.apiAuth ?? openAuth,
         ...(advertiseUrl !== undefined ? { advertiseUrl } : {}),
         controls: {
           set: async (state) => {
@@ -267,7 +273,13 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
     return c;
   };
   const logger = options.logger.child({ role: options.role, ...(options.location !== undefined ? { location: options.location } : {}) });
-  const queue = kafkaQueue({ brokers: options.brokers, clientId: `backbeat-${options.role}`, logger, ...(options.replicationFactor !== undefined ? { replicationFactor: options.replicationFactor } : {}) });
+  const queue = kafkaQueue({
+    brokers: options.brokers,
+    clientId: `backbeat-${options.role}`,
+    logger,
+    ...(options.replicationFactor !== undefined ? { replicationFactor: options.replicationFactor } : {}),
+    ...(options.kafkaSecurity !== undefined ? { security: options.kafkaSecurity } : {}),
+  });
   const names = queueNames(options.prefix);
   const admin = await queue.admin();
   await admin.ensureTopics(installationTopics(names, options.partitions ?? 8, [...config.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : []))));

@@ -21,10 +21,14 @@ describe('Helm chart', function () {
     });
   });
 
-  it('grants the operator only namespaced rights, and monitoring resources on request', async () => {
+  it('grants the operator only namespaced rights, the status pods token reviews alone, and monitoring resources on request', async () => {
     const plain = (await run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}'])).stdout;
     assert.match(plain, /kind: Role\n/);
-    assert.doesNotMatch(plain, /ClusterRole|ServiceMonitor/);
+    assert.doesNotMatch(plain, /^kind: ClusterRole$|ServiceMonitor/m);
+    // The one cluster-wide grant: TokenReview and SubjectAccessReview, to the status pods' own account.
+    assert.deepEqual([...plain.matchAll(/kind: ClusterRoleBinding\n/g)].length, 1);
+    assert.match(plain, /kind: ClusterRoleBinding[\s\S]*?name: system:auth-delegator\nsubjects:\n\s+- kind: ServiceAccount\n\s+name: bb-backbeat-status\n/);
+    assert.match(plain, /kind: NetworkPolicy[\s\S]*?ports:\n\s+- \{ protocol: TCP, port: 8900 \}/);
     // Secrets: read one by name, never listed.
     assert.match(plain, /resources: \["secrets"\]\n\s+verbs: \["get"\]/);
     const monitored = (await run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}', '--set', 'metrics.serviceMonitor.enabled=true'])).stdout;

@@ -2,7 +2,8 @@ import { startKafka, type KafkaServer } from './kafka.ts';
 import { startKube, type KubeControlPlane } from './kube.ts';
 import { startMinio, type MinioOptions, type MinioServer } from './minio.ts';
 import { startNode, type KubeNode } from './node.ts';
-import { removeRunDir } from './run-dir.ts';
+import { existingRunDir, removeRunDir } from './run-dir.ts';
+import { secretsInLogs } from './secrets.ts';
 
 // The test environment of one test run. Kafka and the Kubernetes control plane are shared by every suite
 // (each suite uses its own topics, groups and namespaces); MinIO servers are started per suite, as sites.
@@ -39,11 +40,17 @@ export function minio(options: MinioOptions): Promise<MinioServer> {
   return track(startMinio(options));
 }
 
-/** Stops every component started in this run, newest first, and removes the run folder. */
+/**
+ * Stops every component started in this run, newest first, and removes the run folder; fails when a
+ * log of the run (the components', the workers', the pods') holds a secret of the run.
+ */
 export async function stopAll(): Promise<void> {
   while (started.length > 0) await started.pop()?.stop();
   kafka = undefined;
   kube = undefined;
   node = undefined;
+  const dir = existingRunDir();
+  const leaks = dir !== undefined ? secretsInLogs(dir) : [];
   removeRunDir();
+  if (leaks.length > 0) throw new Error(`secrets of the run in its logs:\n${leaks.join('\n')}`);
 }

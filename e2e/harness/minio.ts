@@ -6,6 +6,7 @@ import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
 import { requireBinary } from './binaries.ts';
 import { freePort, httpGet, serviceHost } from './net.ts';
 import type { TestPki } from './pki.ts';
+import { testSecret } from './secrets.ts';
 import { ManagedProcess } from './process.ts';
 import { runDir } from './run-dir.ts';
 
@@ -42,7 +43,7 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
   const dir = join(runDir(), `minio-${options.name}`);
   mkdirSync(join(dir, 'data'), { recursive: true });
   const [port, consolePort] = [await freePort(), await freePort()];
-  const credentials = { accessKeyId: `admin-${options.name}`, secretAccessKey: randomBytes(18).toString('base64url') };
+  const credentials = { accessKeyId: `admin-${options.name}`, secretAccessKey: testSecret(randomBytes(18).toString('base64url')) };
   const env: Record<string, string> = {
     MINIO_ROOT_USER: credentials.accessKeyId,
     MINIO_ROOT_PASSWORD: credentials.secretAccessKey,

@@ -21,6 +21,9 @@ export function runDir(): string {
   return dir;
 }
 
+/** The run folder if one was made (runDir() would make one). */
+export const existingRunDir = (): string | undefined => current?.dir;
+
 export function recordPid(name: string, pgid: number): void {
   mkdirSync(join(runDir(), 'pids'), { recursive: true });
   // Written synchronously so that a crash right after the spawn still leaves a trace for the guardian.

@@ -5,7 +5,7 @@ import { CreateBucketCommand, GetObjectCommand, PutBucketVersioningCommand, PutO
 import type { KubeObject } from '../../lib/kube/rest.ts';
 import { httpGet } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
-import { exampleManifests, installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
+import { exampleManifests, installChart, RELEASE, startCluster, statusApiCredentials, type Cluster } from './cluster.ts';
 
 // What production does to the pods, on the test node (real kubelet, containerd, the image make images
 // built), while objects stream into the source: a pod of each role deleted, each Deployment rolled, a
@@ -153,7 +153,7 @@ describe('Real pods under chaos during a stream of objects (test node)', functio
       const copy = await b.send(new GetObjectCommand({ Bucket: 'photos-replica', Key: key })).then((o) => o.Body?.transformToString(), () => undefined);
       if (copy === undefined) throw new Error(`${key} not on site-b yet (${String(pending.size)} left)`);
       assert.equal(copy, body, `${key} is intact`);
-      const answer = await httpGet(`${status}/v1/objects/site-a/photos/${key}`);
+      const answer = await httpGet(`${status}/v1/objects/site-a/photos/${key}`, (await statusApiCredentials(c)).headers);
       const versions = (JSON.parse(answer.body) as { versions?: { destinations: Record<string, { state: string }> }[] }).versions ?? [];
       const state = versions[0]?.destinations['site-b/photos-replica']?.state;
       if (state !== 'COMPLETED') throw new Error(`${key}: ${String(state)} (${String(pending.size)} left)`);

@@ -16,6 +16,7 @@ import { freePort, httpGet } from '../harness/net.ts';
 import { nodeUnavailable, type KubeNode } from '../harness/node.ts';
 import { runPods, type PodRunner } from '../harness/pods.ts';
 import { runDir } from '../harness/run-dir.ts';
+import { testSecret } from '../harness/secrets.ts';
 import { eventually } from '../harness/wait.ts';
 
 // Where the operator e2e runs. Here: Kafka and two MinIO servers as local processes, and either the test
@@ -130,7 +131,7 @@ async function serviceAccountKubeconfig(rest: KubeRest, adminKubeconfig: string,
   const file = join(runDir(), `${namespace}-${account}.kubeconfig`);
   writeFileSync(
     file,
-    dump({ apiVersion: 'v1', kind: 'Config', clusters: admin.clusters, users: [{ name: account, user: { token: answer.status.token } }], contexts: [{ name: account, context: { cluster: (admin.clusters[0] as { name: string }).name, user: account, namespace } }], 'current-context': account }),
+    dump({ apiVersion: 'v1', kind: 'Config', clusters: admin.clusters, users: [{ name: account, user: { token: testSecret(answer.status.token) } }], contexts: [{ name: account, context: { cluster: (admin.clusters[0] as { name: string }).name, user: account, namespace } }], 'current-context': account }),
     { mode: 0o600 },
   );
   return file;
@@ -320,6 +321,27 @@ function external(): Cluster {
       return Promise.resolve();
     },
   };
+}
+
+const oncall = new WeakMap<Cluster, Promise<{ headers: Record<string, string>; tokenFile: string }>>();
+
+/**
+ * Credentials for the status API, as an operator of the installation holds them: a token of the on-call
+ * ServiceAccount of examples/access/ (applied once per cluster), as a header and as a file for the CLI.
+ */
+export function statusApiCredentials(c: Cluster): Promise<{ headers: Record<string, string>; tokenFile: string }> {
+  let made = oncall.get(c);
+  if (made === undefined) {
+    made = (async () => {
+      await c.kubectl(['apply', '-f', join(REPO, 'examples/access/status-api.yaml')]);
+      const token = testSecret((await c.kubectl(['create', 'token', 'backbeat-oncall', '--duration=2h'])).trim());
+      const tokenFile = join(runDir(), `${c.namespace}-oncall.token`);
+      writeFileSync(tokenFile, token, { mode: 0o600 });
+      return { headers: { authorization: `Bearer ${token}` }, tokenFile };
+    })();
+    oncall.set(c, made);
+  }
+  return made;
 }
 
 /** `helm install` of the chart, with this environment's Kafka and image, then the pods run. */

@@ -16,13 +16,11 @@ import { dump } from 'js-yaml';
 import { CREDENTIALS_LABEL } from '../../operator/locations.ts';
 import type { CompiledRule } from '../../lib/config/bucket-config.ts';
 import type { KubeObject } from '../../lib/kube/rest.ts';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { backbeat } from '../pipeline/backbeat.ts';
 import { httpGet, serviceHost } from '../harness/net.ts';
-import { runDir } from '../harness/run-dir.ts';
+import { testSecret } from '../harness/secrets.ts';
 import { eventually } from '../harness/wait.ts';
-import { exampleManifests, installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
+import { exampleManifests, installChart, RELEASE, startCluster, statusApiCredentials, type Cluster } from './cluster.ts';
 import { published, watchPublished, type Published } from './published.ts';
 
 // The operator on a real API server: helm install, kubectl apply of examples/, worker Deployments run,
@@ -67,16 +65,12 @@ describe('Operator on a real API server', function () {
   // The status API takes the token of a caller RBAC allows: the on-call account of examples/access/.
   let oncall: Record<string, string> = {};
   let oncallTokenFile = '';
-  const token = async (account: string): Promise<string> => (await c.kubectl(['create', 'token', account, '--duration=2h'])).trim();
+  const token = async (account: string): Promise<string> => testSecret((await c.kubectl(['create', 'token', account, '--duration=2h'])).trim());
 
   before(async function () {
     this.timeout(300_000);
     c = await startCluster();
-    await c.kubectl(['apply', '-f', new URL('../../examples/access/status-api.yaml', import.meta.url).pathname]);
-    const oncallToken = await token('backbeat-oncall');
-    oncall = { authorization: `Bearer ${oncallToken}` };
-    oncallTokenFile = join(runDir(), `${c.namespace}-oncall.token`);
-    writeFileSync(oncallTokenFile, oncallToken, { mode: 0o600 });
+    ({ headers: oncall, tokenFile: oncallTokenFile } = await statusApiCredentials(c));
     a = c.siteA.client();
     b = c.siteB.client();
     for (const [s3, bucket] of [[a, 'photos'], [b, 'photos-replica'], [b, 'unversioned']] as const) {

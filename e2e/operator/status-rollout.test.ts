@@ -5,7 +5,7 @@ import type { KubeObject } from '../../lib/kube/rest.ts';
 import { httpGet } from '../harness/net.ts';
 import { CREDENTIALS_LABEL } from '../../operator/locations.ts';
 import { eventually } from '../harness/wait.ts';
-import { installChart, RELEASE, startCluster, type Cluster } from './cluster.ts';
+import { installChart, RELEASE, startCluster, statusApiCredentials, type Cluster } from './cluster.ts';
 
 // The status role through what production does to it, on the test node (or the stand-in kubelet)
 // rolling Deployments as Kubernetes does (RollingUpdate, maxSurge 1 / maxUnavailable 0: old and new
@@ -86,6 +86,8 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
     }
   }
 
+  const api = async (): Promise<Record<string, string>> => (await statusApiCredentials(c)).headers;
+
   /** Every version of the stream COMPLETED and collected once, none PENDING, and the figures equal to the counts. */
   async function settled(prefix: string, count: number, total: number, deletions: 'count' | 'pods changed'): Promise<void> {
     await eventually(async () => {
@@ -93,14 +95,14 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
       if (left.length === 0) return;
       // What the status role says of the versions left (a failure names the stage that lost them).
       const [url] = await statusPods();
-      const said = await Promise.all(left.slice(0, 5).map(async (v) => (url === undefined ? 'no status pod' : (await fetch(`${url}/v1/objects/site-a/inbox/${v.Key ?? ''}?versionId=${v.VersionId ?? ''}`)).text())));
+      const said = await Promise.all(left.slice(0, 5).map(async (v) => (url === undefined ? 'no status pod' : (await fetch(`${url}/v1/objects/site-a/inbox/${v.Key ?? ''}?versionId=${v.VersionId ?? ''}`, { headers: await api() })).text())));
       assert.fail(`${String(left.length)} source copies not collected; status of the first: ${said.join('\n')}`);
     }, 600_000, 2_000);
     for (const bucket of ['inbox-1', 'inbox-2']) assert.equal(await replicas(prefix, bucket), count, `${bucket} holds each object once`);
     const [url] = await statusPods();
     assert.ok(url !== undefined);
     await eventually(async () => {
-      const summary = (await (await fetch(`${url}/v1/summary`)).json()) as Record<string, number>;
+      const summary = (await (await fetch(`${url}/v1/summary`, { headers: await api() })).json()) as Record<string, number>;
       assert.deepEqual(summary, { PENDING: 0, COMPLETED: total, FAILED: 0, SKIPPED: 0 });
     }, 120_000, 1_000);
     // GC pods count what they deleted since they started: comparable only while the GC pod stayed.
@@ -134,7 +136,7 @@ describe('Status through rollouts and scale steps (operator, RollingUpdate overl
       const [first] = await statusPods();
       assert.ok(first !== undefined);
       for (let i = 0; i < 40; i++) {
-        const res = await fetch(`${first}/v1/objects/site-a/inbox/scale/${String(i).padStart(5, '0')}`);
+        const res = await fetch(`${first}/v1/objects/site-a/inbox/scale/${String(i).padStart(5, '0')}`, { headers: await api() });
         if (res.status !== 200) continue; // not written yet, or its partition between owners
         answeredBy.add(res.headers.get('x-backbeat-answered-by') ?? '');
       }

@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { freePort, httpGet } from '../harness/net.ts';
 import { ManagedProcess, type ReadyCheck } from '../harness/process.ts';
 import { runDir } from '../harness/run-dir.ts';
+import { testSecret } from '../harness/secrets.ts';
 import type { Sites } from './sites.ts';
 
 // The `backbeat` command as users run it: a real process from cli/main.ts on the test's Node.
@@ -41,7 +42,7 @@ export async function startBackbeat(sites: Sites, prefix: string, extra: string[
   const server = `http://127.0.0.1:${port}`;
   const ready: ReadyCheck = { probe: async () => (await httpGet(`${server}/healthz`)).status === 200, timeoutMs: 60_000 };
   const tokenFile = join(runDir(), `token-${prefix}`);
-  if (apiToken !== undefined) writeFileSync(tokenFile, apiToken, { mode: 0o600 });
+  if (apiToken !== undefined) writeFileSync(tokenFile, testSecret(apiToken), { mode: 0o600 });
   const withToken = apiToken !== undefined ? ['--api-token-file', tokenFile] : [];
   const proc = new ManagedProcess({
     name: `backbeat-${prefix}`,

@@ -8,6 +8,7 @@ import { startKafkaCluster, type KafkaCluster } from '../harness/kafka.ts';
 import { serviceHost } from '../harness/net.ts';
 import { makePki, type TestPki } from '../harness/pki.ts';
 import { runDir } from '../harness/run-dir.ts';
+import { testSecret } from '../harness/secrets.ts';
 import { eventually } from '../harness/wait.ts';
 import { startBackbeat, type RunningBackbeat } from './backbeat.ts';
 import { body, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
@@ -22,7 +23,7 @@ describe('Kafka with TLS and SCRAM required (real broker, real `backbeat run`)',
   let kafka: KafkaCluster;
   let sites: Sites;
   let run: RunningBackbeat | undefined;
-  const password = randomBytes(18).toString('base64url');
+  const password = testSecret(randomBytes(18).toString('base64url'));
   const passwordFile = (): string => join(runDir(), 'kafka-password');
 
   /** Whether a client with these settings gets the cluster's metadata (one attempt, short timeouts). */

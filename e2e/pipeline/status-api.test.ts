@@ -16,6 +16,7 @@ import { StatusProcessor } from '../../workers/status/status.ts';
 import type { FailedEntry } from '../../workers/status/store.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { freePort, httpGet } from '../harness/net.ts';
+import { testSecret } from '../harness/secrets.ts';
 import { eventually } from '../harness/wait.ts';
 import { backbeatWithEnv } from './backbeat.ts';
 
@@ -32,7 +33,7 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
   let names: QueueNames;
   let producer: QueueProducer;
   let dir: string;
-  const token = randomUUID();
+  const token = testSecret(randomUUID());
   const auth = { authorization: `Bearer ${token}` };
   let tokenFile: string;
   /** The CLI with the API token, as users give it. */

@@ -98,13 +98,25 @@ class PartitionWindow {
   private readonly fence = new AbortController();
   private commitChain = Promise.resolve();
   private wake: (() => void)[] = [];
+  /** Where a batch started past `next` last asked to read again from (a second time: those offsets are gone). */
+  private gapAt: bigint | undefined;
   readonly lease: Lease;
 
-  constructor(tp: TopicPartition, consumer: QueueConsumer, options: OrderedOptions) {
+  /**
+   * `resumeAt`: the commit of a window of this partition revoked in this process (a lease that ran out,
+   * then held again); batches fetched before its rewind took effect must not start this one further on.
+   */
+  constructor(tp: TopicPartition, consumer: QueueConsumer, options: OrderedOptions, resumeAt?: bigint) {
     this.tp = tp;
     this.consumer = consumer;
     this.options = options;
     this.lease = { isActive: () => this.owned && !this.stopping, signal: this.fence.signal };
+    this.next = this.committed = resumeAt;
+  }
+
+  /** Where a window taking over this partition here must start: the last commit. */
+  get resumeOffset(): bigint | undefined {
+    return this.committed;
   }
 
   /** Work runs or waits: the group should leave the partition here through a rebalance. */
@@ -142,6 +154,17 @@ class PartitionWindow {
       throw failure instanceof Error ? failure : new Error('work failed', { cause: failure });
     }
     if (!this.owned || this.stopping || !batch.isActive()) return;
+    const first = batch.messages[0];
+    if (first !== undefined && this.next !== undefined && BigInt(first.offset) > this.next) {
+      // Messages from `next` on were never taken in (a batch fetched before a rewind): taking this one in
+      // would skip them, and commit past them. Read again from `next`, once; the same gap again means
+      // those offsets are no longer in the log (retention), and the batch is taken as it is.
+      if (this.gapAt !== this.next) {
+        this.gapAt = this.next;
+        this.consumer.rewind({ ...this.tp, offset: this.next.toString() });
+        return;
+      }
+    }
     for (const message of batch.messages) {
       const offset = BigInt(message.offset);
       // Delivered again (a rebalance that left the partition here restarts from the commit): taken in already.
@@ -276,6 +299,8 @@ export function commitBatch(consumer: QueueConsumer, batch: Batch): Promise<void
 export async function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, work: OrderedOptions['work'], more: Omit<OrderedOptions, 'limiter' | 'work'> = {}): Promise<void> {
   const options: OrderedOptions = { limiter, work, ...more };
   const windows = new Map<string, PartitionWindow>();
+  // The commits of windows revoked while the queue may still hold their partitions (a lease that ran out).
+  const resumeAt = new Map<string, bigint>();
   let stopping = false;
   const ticker = setInterval(() => {
     for (const w of windows.values()) void w.commit();
@@ -286,16 +311,20 @@ export async function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, 
       if (stopping) return;
       let w = windows.get(tpKey(batch));
       if (w === undefined) {
-        w = new PartitionWindow({ topic: batch.topic, partition: batch.partition }, consumer, options);
+        w = new PartitionWindow({ topic: batch.topic, partition: batch.partition }, consumer, options, resumeAt.get(tpKey(batch)));
         windows.set(tpKey(batch), w);
       }
       await w.take(batch);
     },
     onAssign: (assignment) => {
+      // A join: the queue reads each partition from the group's commit again.
+      if (assignment.length > 0) resumeAt.clear();
       const kept = new Set(assignment.map(tpKey));
       for (const [k, w] of windows) {
         if (kept.has(k)) continue;
         w.revoke();
+        const at = w.resumeOffset;
+        if (at !== undefined) resumeAt.set(k, at);
         windows.delete(k);
       }
     },

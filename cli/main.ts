@@ -20,6 +20,7 @@ Usage:
       listens on --listen (default 127.0.0.1:8900). --prefix names the topics and consumer groups
       (default backbeat), to keep installations sharing a Kafka cluster apart. --gc-delay waits that
       long before deleting the source copy of an object of a transient Location (default 0).
+      Listening anywhere but loopback needs --api-token-file FILE: the API then asks for that token.
   backbeat validate -f <file|dir>...
       Checks manifests and prints the per-bucket replication configs they compile to.
   backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
@@ -46,7 +47,11 @@ Usage:
   backbeat operator --namespace NS --image IMAGE --brokers B [--name NAME] [--owner DEPLOYMENT] [--kubeconfig FILE]
       The Kubernetes operator. Every flag of worker and operator can be set as $BACKBEAT_<FLAG> instead.
 
-  status, failed, pause, resume and backfill ask the status API of a running \`backbeat run\` at --server (default http://127.0.0.1:8900).
+  status, failed, pause, resume and backfill ask the status API at --server (default http://127.0.0.1:8900),
+  sending the token of --token-file FILE ($BACKBEAT_TOKEN_FILE), else the token of --kubeconfig's user.
+  run, worker and operator reach Kafka over TLS with --kafka-tls true [--kafka-ca-file PEM], and with SASL
+  through --kafka-sasl-mechanism plain|scram-sha-256|scram-sha-512 --kafka-sasl-username U
+  --kafka-sasl-password-file FILE.
 `;
 
 

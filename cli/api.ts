@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readSecretFile } from '../lib/config/secret-file.ts';
 import { loadKubeConfig } from '../lib/kube/client.ts';
 
 /** Where the status API is, and the credentials sent to it. */
@@ -15,12 +15,7 @@ export async function apiServer(values: { server?: unknown; 'token-file'?: unkno
   const url = typeof values.server === 'string' ? values.server : 'http://127.0.0.1:8900';
   const tokenFile = typeof values['token-file'] === 'string' ? values['token-file'] : process.env['BACKBEAT_TOKEN_FILE'];
   if (tokenFile !== undefined && tokenFile !== '') {
-    let token: string;
-    try {
-      token = readFileSync(tokenFile, 'utf8').trim();
-    } catch (err) {
-      throw new Error(`cannot read the token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
-    }
+    const token = readSecretFile(tokenFile, 'the token file').trim();
     if (token === '') throw new Error(`the token file ${tokenFile} is empty`);
     return { url, authorization: `Bearer ${token}` };
   }

@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
+import { readSecretFile, SecretFileError } from '../lib/config/secret-file.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { kafkaSecurity, KafkaSecurityError, type KafkaSecurity } from '../lib/queue/kafka-security.ts';
 import type { KafkaMounts } from '../operator/workers.ts';
@@ -79,15 +79,16 @@ function setting(values: Values, flag: string, env: string): string | undefined 
 }
 
 const envName = (flag: string): string => `BACKBEAT_${flag.toUpperCase().replace(/-/g, '_')}`;
+const flagOrEnv = (values: Values, flag: string): string | undefined => setting(values, flag, envName(flag));
 
 function text(values: Values, flag: string, fallback?: string): string {
-  const v = setting(values, flag, envName(flag)) ?? fallback;
+  const v = flagOrEnv(values, flag) ?? fallback;
   if (v === undefined) throw new UsageError(`give --${flag} (or $${envName(flag)})`);
   return v;
 }
 
 function count(values: Values, flag: string, fallback: number, min = 0): number {
-  const raw = setting(values, flag, envName(flag));
+  const raw = flagOrEnv(values, flag);
   const n = raw === undefined ? fallback : Number(raw);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} must be an integer ≥ ${String(min)}, got "${raw ?? ''}"`);
   return n;
@@ -110,8 +111,8 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1|\[::1\])$/;
  */
 export async function controlAuth(values: Values, listenHost: string): Promise<ApiAuth> {
   const { kubernetesAuth, openAuth, tokenAuth } = await import('../workers/status/auth.ts');
-  const mode = setting(values, 'api-auth', envName('api-auth'));
-  const tokenFile = setting(values, 'api-token-file', envName('api-token-file'));
+  const mode = flagOrEnv(values, 'api-auth');
+  const tokenFile = flagOrEnv(values, 'api-token-file');
   if (mode !== undefined && mode !== 'kubernetes') throw new UsageError(`--api-auth must be kubernetes, got "${mode}"`);
   if (mode === 'kubernetes') {
     if (tokenFile !== undefined) throw new UsageError('give --api-auth kubernetes or --api-token-file, not both');
@@ -121,12 +122,7 @@ export async function controlAuth(values: Values, listenHost: string): Promise<A
     return kubernetesAuth(kubeRest(loadKubeConfig(kubeconfig)), text(values, 'namespace', process.env['POD_NAMESPACE']));
   }
   if (tokenFile !== undefined) {
-    let token: string;
-    try {
-      token = readFileSync(tokenFile, 'utf8').trim();
-    } catch (err) {
-      throw new UsageError(`cannot read --api-token-file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
+    const token = usage(() => readSecretFile(tokenFile, '--api-token-file')).trim();
     if (token.length < 16) throw new UsageError(`the token in --api-token-file ${tokenFile} is under 16 characters: make a long random one, e.g. openssl rand -hex 32`);
     return tokenAuth(token);
   }
@@ -139,9 +135,8 @@ export async function controlAuth(values: Values, listenHost: string): Promise<A
  * (--kafka-ca-secret) and the SASL password (--kafka-sasl-password-secret), and the other settings.
  */
 function kafkaMounts(values: Values, security: KafkaSecurity): KafkaMounts {
-  const s = (flag: string): string | undefined => setting(values, flag, envName(flag));
-  const caSecret = s('kafka-ca-secret');
-  const passwordSecret = s('kafka-sasl-password-secret');
+  const caSecret = flagOrEnv(values, 'kafka-ca-secret');
+  const passwordSecret = flagOrEnv(values, 'kafka-sasl-password-secret');
   if (security.tls?.ca !== undefined && caSecret === undefined) throw new UsageError('the workers need the Kafka CA bundle too: give --kafka-ca-secret (the Secret whose ca.crt it is)');
   if (security.sasl !== undefined && passwordSecret === undefined) throw new UsageError('the workers need the Kafka password too: give --kafka-sasl-password-secret (the Secret whose password key it is)');
   return {
@@ -153,19 +148,25 @@ function kafkaMounts(values: Values, security: KafkaSecurity): KafkaMounts {
 
 /** TLS and SASL to Kafka, from --kafka-* (or $BACKBEAT_KAFKA_*); the files they name are read now. */
 export function kafkaSecurityOf(values: Values): KafkaSecurity {
-  const tls = setting(values, 'kafka-tls', envName('kafka-tls'));
+  const tls = flagOrEnv(values, 'kafka-tls');
   if (tls !== undefined && tls !== 'true' && tls !== 'false') throw new UsageError(`--kafka-tls must be true or false, got "${tls}"`);
-  const s = (flag: string): string | undefined => setting(values, flag, envName(flag));
-  try {
-    return kafkaSecurity({
+  return usage(() =>
+    kafkaSecurity({
       tls: tls === 'true',
-      ...optional('caFile', s('kafka-ca-file')),
-      ...optional('saslMechanism', s('kafka-sasl-mechanism')),
-      ...optional('saslUsername', s('kafka-sasl-username')),
-      ...optional('saslPasswordFile', s('kafka-sasl-password-file')),
-    });
+      ...optional('caFile', flagOrEnv(values, 'kafka-ca-file')),
+      ...optional('saslMechanism', flagOrEnv(values, 'kafka-sasl-mechanism')),
+      ...optional('saslUsername', flagOrEnv(values, 'kafka-sasl-username')),
+      ...optional('saslPasswordFile', flagOrEnv(values, 'kafka-sasl-password-file')),
+    }),
+  );
+}
+
+/** A setting the user got wrong (a file that cannot be read, a value that makes no sense) as a usage error. */
+function usage<T>(read: () => T): T {
+  try {
+    return read();
   } catch (err) {
-    if (err instanceof KafkaSecurityError) throw new UsageError(err.message);
+    if (err instanceof KafkaSecurityError || err instanceof SecretFileError) throw new UsageError(err.message);
     throw err;
   }
 }
@@ -248,7 +249,7 @@ export async function worker(values: Values): Promise<number> {
 
 /** Replicas of the topics created; unset: min(3, brokers). */
 function replicationFactor(values: Values): { replicationFactor?: number } {
-  const set = setting(values, 'replication-factor', envName('replication-factor')) !== undefined;
+  const set = flagOrEnv(values, 'replication-factor') !== undefined;
   return set ? { replicationFactor: count(values, 'replication-factor', 0, 1) } : {};
 }
 

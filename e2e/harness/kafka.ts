@@ -60,6 +60,7 @@ export interface SecureKafka {
   users: { mechanism: 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string }[];
 }
 
+/** `internal`: the brokers' own listener, on a secure cluster only. */
 type NodePorts = { broker: number; controller: number; internal: number };
 
 function plaintextListeners(p: NodePorts): string[] {
@@ -93,7 +94,7 @@ function secureListeners(p: NodePorts, secure: SecureKafka): string[] {
  */
 export async function startKafkaCluster(name: string, size: number, secure?: SecureKafka): Promise<KafkaCluster> {
   const libs = requireBinary('kafkaLibs');
-  const ports = await Promise.all(Array.from({ length: size }, async () => ({ broker: await freePort(), controller: await freePort(), internal: await freePort() })));
+  const ports = await Promise.all(Array.from({ length: size }, async () => ({ broker: await freePort(), controller: await freePort(), internal: secure !== undefined ? await freePort() : 0 })));
   const voters = ports.map((p, i) => `${String(i + 1)}@127.0.0.1:${String(p.controller)}`).join(',');
   const brokers = ports.map((p) => `${serviceHost}:${String(p.broker)}`);
   const replicas = String(Math.min(3, size));

@@ -323,6 +323,11 @@ function external(): Cluster {
   };
 }
 
+/** A token of a ServiceAccount of the test namespace, as `kubectl create token` gives it (registered as a secret of the run). */
+export async function serviceAccountToken(c: Pick<Cluster, 'kubectl'>, account: string): Promise<string> {
+  return testSecret((await c.kubectl(['create', 'token', account, '--duration=2h'])).trim());
+}
+
 const oncall = new WeakMap<Cluster, Promise<{ headers: Record<string, string>; tokenFile: string }>>();
 
 /**
@@ -334,7 +339,7 @@ export function statusApiCredentials(c: Cluster): Promise<{ headers: Record<stri
   if (made === undefined) {
     made = (async () => {
       await c.kubectl(['apply', '-f', join(REPO, 'examples/access/status-api.yaml')]);
-      const token = testSecret((await c.kubectl(['create', 'token', 'backbeat-oncall', '--duration=2h'])).trim());
+      const token = await serviceAccountToken(c, 'backbeat-oncall');
       const tokenFile = join(runDir(), `${c.namespace}-oncall.token`);
       writeFileSync(tokenFile, token, { mode: 0o600 });
       return { headers: { authorization: `Bearer ${token}` }, tokenFile };

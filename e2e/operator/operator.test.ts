@@ -18,9 +18,8 @@ import type { CompiledRule } from '../../lib/config/bucket-config.ts';
 import type { KubeObject } from '../../lib/kube/rest.ts';
 import { backbeat } from '../pipeline/backbeat.ts';
 import { httpGet, serviceHost } from '../harness/net.ts';
-import { testSecret } from '../harness/secrets.ts';
 import { eventually } from '../harness/wait.ts';
-import { exampleManifests, installChart, RELEASE, startCluster, statusApiCredentials, type Cluster } from './cluster.ts';
+import { exampleManifests, installChart, RELEASE, serviceAccountToken, startCluster, statusApiCredentials, type Cluster } from './cluster.ts';
 import { published, watchPublished, type Published } from './published.ts';
 
 // The operator on a real API server: helm install, kubectl apply of examples/, worker Deployments run,
@@ -65,7 +64,6 @@ describe('Operator on a real API server', function () {
   // The status API takes the token of a caller RBAC allows: the on-call account of examples/access/.
   let oncall: Record<string, string> = {};
   let oncallTokenFile = '';
-  const token = async (account: string): Promise<string> => testSecret((await c.kubectl(['create', 'token', account, '--duration=2h'])).trim());
 
   before(async function () {
     this.timeout(300_000);
@@ -177,7 +175,7 @@ describe('Operator on a real API server', function () {
     await c.kubectl(['create', 'serviceaccount', 'stranger']);
     await c.kubectl(['create', 'rolebinding', 'viewer', '--role=backbeat-view', `--serviceaccount=${c.namespace}:viewer`]);
     await c.kubectl(['create', 'serviceaccount', 'viewer']);
-    const [stranger, viewer] = [{ authorization: `Bearer ${await token('stranger')}` }, { authorization: `Bearer ${await token('viewer')}` }];
+    const [stranger, viewer] = [{ authorization: `Bearer ${await serviceAccountToken(c, 'stranger')}` }, { authorization: `Bearer ${await serviceAccountToken(c, 'viewer')}` }];
     const status = await c.statusUrl();
     const states = async (): Promise<unknown> => JSON.parse((await httpGet(`${status}/v1/destinations`, oncall)).body);
     const before = await states();

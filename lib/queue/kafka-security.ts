@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import type { KafkaConfig } from 'kafkajs';
+import { readSecretFile } from '../config/secret-file.ts';
 
 export const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
 export type SaslMechanism = (typeof SASL_MECHANISMS)[number];
@@ -24,15 +24,8 @@ export class KafkaSecurityError extends Error {
   override name = 'KafkaSecurityError';
 }
 
-function readSecretFile(file: string, what: string): string {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new KafkaSecurityError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  // A Secret's file often ends with a newline its value does not have.
-  const value = text.replace(/\r?\n$/, '');
+function nonEmpty(file: string, what: string): string {
+  const value = readSecretFile(file, what);
   if (value === '') throw new KafkaSecurityError(`${what} ${file} is empty`);
   return value;
 }
@@ -42,7 +35,7 @@ export function kafkaSecurity(s: KafkaSecuritySettings): KafkaSecurity {
   const security: KafkaSecurity = {};
   if (s.caFile !== undefined && s.tls !== true) throw new KafkaSecurityError('--kafka-ca-file is for TLS: give --kafka-tls too');
   if (s.tls === true) {
-    const ca = s.caFile !== undefined ? readSecretFile(s.caFile, 'the Kafka CA file') : undefined;
+    const ca = s.caFile !== undefined ? nonEmpty(s.caFile, 'the Kafka CA file') : undefined;
     if (ca !== undefined && !ca.includes('-----BEGIN CERTIFICATE-----')) throw new KafkaSecurityError(`the Kafka CA file ${s.caFile ?? ''} holds no PEM certificate`);
     security.tls = ca !== undefined ? { ca } : {};
   }
@@ -56,7 +49,7 @@ export function kafkaSecurity(s: KafkaSecuritySettings): KafkaSecurity {
     if (s.saslPasswordFile === undefined) throw new KafkaSecurityError('SASL needs --kafka-sasl-password-file');
     // PLAIN sends the password itself: only inside TLS.
     if (mechanism === 'plain' && security.tls === undefined) throw new KafkaSecurityError('SASL PLAIN sends the password in clear: give --kafka-tls too, or use scram-sha-512');
-    security.sasl = { mechanism: mechanism as SaslMechanism, username: s.saslUsername, password: readSecretFile(s.saslPasswordFile, 'the Kafka password file') };
+    security.sasl = { mechanism: mechanism as SaslMechanism, username: s.saslUsername, password: nonEmpty(s.saslPasswordFile, 'the Kafka password file') };
   }
   return security;
 }

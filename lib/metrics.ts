@@ -18,6 +18,7 @@ export interface Metrics {
   expiring: Gauge<'group'>;
   journalChanges: Counter<'location'>;
   journalMalformed: Counter<'location'>;
+  rejectedMessages: Counter<'topic'>;
   populatorFailures: Counter<'location' | 'reason'>;
   scanFailures: Counter<'location' | 'bucket'>;
   scanCompleted: Gauge<'location' | 'bucket'>;
@@ -51,6 +52,7 @@ export function createMetrics(): Metrics {
     expiring: new Gauge({ name: 'backbeat_queue_expiring_messages', help: 'Messages a consumer group has not consumed that are older than half their topic\'s retention: Kafka deletes them at its end.', labelNames: ['group'], registers }),
     journalChanges: new Counter({ name: 'backbeat_journal_changes_total', help: 'Changes read from each source location journal.', labelNames: ['location'], registers }),
     journalMalformed: new Counter({ name: 'backbeat_journal_malformed_total', help: 'Journal messages set aside as malformed.', labelNames: ['location'], registers }),
+    rejectedMessages: new Counter({ name: 'backbeat_queue_rejected_messages_total', help: 'Messages of the engine\'s own topics refused because they did not fit their schema, set aside on the rejected topic.', labelNames: ['topic'], registers }),
     populatorFailures: new Counter({ name: 'backbeat_populator_failures_total', help: 'Source changes set aside because what they need could not be read (their tags), by location and error code.', labelNames: ['location', 'reason'], registers }),
     scanFailures: new Counter({ name: 'backbeat_scan_failures_total', help: 'Listing scans of a source bucket that failed.', labelNames: ['location', 'bucket'], registers }),
     scanCompleted: new Gauge({ name: 'backbeat_scan_last_success_timestamp_seconds', help: 'When the last listing scan of a source bucket went through.', labelNames: ['location', 'bucket'], registers }),

@@ -10,7 +10,7 @@ import type { Logger } from '../lib/log/logger.ts';
 import { follow } from '../lib/queue/follow.ts';
 import { kafkaQueue } from '../lib/queue/kafka.ts';
 import type { QueueAdmin, QueueConsumer } from '../lib/queue/queue.ts';
-import { decode, installationTopics, queueNames, type Figures } from '../workers/messages.ts';
+import { Figures, installationTopics, parseMessage, queueNames } from '../workers/messages.ts';
 import { healthServer } from '../workers/status/api.ts';
 import { LeaderLease } from './lease.ts';
 import { operatorMetrics } from './metrics.ts';
@@ -107,7 +107,7 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
               if (m.key === null || m.value === null || at < 0) return;
               const key = m.key.slice(0, at);
               const parts = byPartition.get(key) ?? new Map<string, Figures>();
-              byPartition.set(key, parts.set(m.key, decode(m.value) as Figures));
+              byPartition.set(key, parts.set(m.key, parseMessage(Figures, m.value)));
               const sum = (k: 'replicated' | 'pending' | 'failed'): number => [...parts.values()].reduce((n, f) => n + f[k], 0);
               const latest = [...parts.values()].reduce((a, b) => (a.at > b.at ? a : b));
               figures.set(key, { ...latest, replicated: sum('replicated'), pending: sum('pending'), failed: sum('failed') });

@@ -1,3 +1,7 @@
+import { FormatRegistry, KindGuard, Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import type { CompiledDestination } from '../lib/config/bucket-config.ts';
 import type { OutgoingRecord, QueueProducer, TopicSpec } from '../lib/queue/queue.ts';
 import type { ChangeKind } from './journal/change.ts';
 
@@ -20,6 +24,8 @@ export interface QueueNames {
   statusOwners: string;
   /** Journal messages that could not be understood, with the reason, for an operator to inspect. */
   journalFailed: string;
+  /** Messages of this engine's own topics that failed their check (parseMessage), with the reason. */
+  rejected: string;
   /** Object versions of a transient source that every destination holds: candidates for deletion. */
   gc: string;
   /** Compacted: operator controls, e.g. the pause state of each destination location. */
@@ -41,6 +47,7 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
     statusStore: `${prefix}-status-store`,
     statusOwners: `${prefix}-status-owners`,
     journalFailed: `${prefix}-journal-failed`,
+    rejected: `${prefix}-rejected`,
     gc: `${prefix}-gc`,
     control: `${prefix}-control`,
     uploads: `${prefix}-uploads`,
@@ -52,76 +59,116 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
   };
 }
 
-export interface ObjectRef {
-  location: string;
-  bucket: string;
-  key: string;
-  versionId: string;
-}
+// Every message is checked against its schema where it is read (parseMessage): a record that does not
+// fit is refused with the reason, never acted on by a cast.
 
-export interface TaskDestination {
+/** The longest name, key, version id or ETag a message carries (S3 keys are at most 1024 bytes). */
+export const MAX_TEXT = 1024;
+const Str = Type.String({ minLength: 1, maxLength: MAX_TEXT });
+/** An S3 object key, possibly empty in some servers' listings. */
+const ObjectKeyText = Type.String({ maxLength: MAX_TEXT });
+const Time = Type.String({ format: 'date-time' });
+const Count = Type.Integer({ minimum: 0 });
+
+const ChangeKindSchema = Type.Union([Type.Literal('object'), Type.Literal('deleteMarker'), Type.Literal('versionDelete'), Type.Literal('tags')]);
+// The schema and journal/change.ts's documented type name the same kinds (a compile error otherwise).
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+export const KINDS_AGREE: Same<Static<typeof ChangeKindSchema>, ChangeKind> = true;
+
+export const ObjectRef = Type.Object({ location: Str, bucket: Str, key: ObjectKeyText, versionId: Str });
+export type ObjectRef = Static<typeof ObjectRef>;
+
+export const TaskDestination = Type.Object({
   /** `location/bucket` */
-  id: string;
-  location: string;
-  bucket: string;
-  storageClass?: string;
-  keyPrefix?: string;
-  rule: string;
+  id: Str,
+  location: Str,
+  bucket: Str,
+  storageClass: Type.Optional(Str),
+  keyPrefix: Type.Optional(ObjectKeyText),
+  rule: Str,
+});
+export type TaskDestination = Static<typeof TaskDestination>;
+
+/** A destination of a compiled rule, as tasks carry it. */
+export function taskDestination(d: CompiledDestination, rule: string): TaskDestination {
+  return {
+    id: d.Id,
+    location: d.Location,
+    bucket: d.Bucket,
+    rule,
+    ...(d.StorageClass !== undefined ? { storageClass: d.StorageClass } : {}),
+    ...(d.KeyPrefix !== undefined ? { keyPrefix: d.KeyPrefix } : {}),
+  };
 }
 
-export interface ReplicationTask {
-  source: ObjectRef;
-  kind: ChangeKind;
-  size?: number;
-  etag?: string;
-  eventTime: string;
-  destinations: TaskDestination[];
-  origin: 'notification' | 'scan' | 'retry';
-}
+export const ReplicationTask = Type.Object({
+  source: ObjectRef,
+  kind: ChangeKindSchema,
+  size: Type.Optional(Count),
+  etag: Type.Optional(Str),
+  eventTime: Time,
+  destinations: Type.Array(TaskDestination, { maxItems: 1000 }),
+  origin: Type.Union([Type.Literal('notification'), Type.Literal('scan'), Type.Literal('retry')]),
+  /**
+   * When it was queued: a processor whose config was read before then may not know the rule yet (see
+   * processor.ts). Absent in tasks queued before it was recorded.
+   */
+  queuedAt: Type.Optional(Time),
+});
+export type ReplicationTask = Static<typeof ReplicationTask>;
 
 export type DestinationState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
 
-export type StatusEvent =
-  | {
-      type: 'queued';
-      object: ObjectRef;
-      kind: ChangeKind;
-      eventTime: string;
-      size?: number;
-      destinations: string[];
-      targets: TaskDestination[];
-      /**
-       * The source Location was transient for the worker that queued the change. The status role sends
-       * the version to the GC on this mark, whatever config it started with: a status pod started before
-       * the Location was published (a rollout in progress) must not fold the version to COMPLETED
-       * without a GC task. The GC checks the Location is still transient before it deletes anything.
-       */
-      transient?: boolean;
-      at: string;
-    }
-  | {
-      type: 'result';
-      object: ObjectRef;
-      /** The task's kind (absent in results written before it was recorded: the version's own). */
-      kind?: ChangeKind;
-      destination: string;
-      state: Exclude<DestinationState, 'PENDING'>;
-      reason?: string;
-      attempts: number;
-      bytes: number;
-      replicaEtag?: string;
-      at: string;
-    }
-  | { type: 'gc'; object: ObjectRef; state: GcState; reason?: string; at: string };
+/** DELETED: removed from the transient source after verification; REFUSED: a check failed, nothing deleted. */
+const GcStateSchema = Type.Union([Type.Literal('DELETED'), Type.Literal('REFUSED')]);
+export type GcState = Static<typeof GcStateSchema>;
+
+const Reason = Type.String({ maxLength: 64 * 1024 });
+
+export const StatusEvent = Type.Union([
+  Type.Object({
+    type: Type.Literal('queued'),
+    object: ObjectRef,
+    kind: ChangeKindSchema,
+    eventTime: Time,
+    size: Type.Optional(Count),
+    destinations: Type.Array(Str, { maxItems: 1000 }),
+    targets: Type.Array(TaskDestination, { maxItems: 1000 }),
+    /**
+     * The source Location was transient for the worker that queued the change. The status role sends
+     * the version to the GC on this mark, whatever config it started with: a status pod started before
+     * the Location was published (a rollout in progress) must not fold the version to COMPLETED
+     * without a GC task. The GC checks the Location is still transient before it deletes anything.
+     */
+    transient: Type.Optional(Type.Boolean()),
+    at: Time,
+  }),
+  Type.Object({
+    type: Type.Literal('result'),
+    object: ObjectRef,
+    /** The task's kind (absent in results written before it was recorded: the version's own). */
+    kind: Type.Optional(ChangeKindSchema),
+    destination: Str,
+    state: Type.Union([Type.Literal('COMPLETED'), Type.Literal('FAILED'), Type.Literal('SKIPPED')]),
+    reason: Type.Optional(Reason),
+    attempts: Count,
+    bytes: Count,
+    replicaEtag: Type.Optional(Str),
+    at: Time,
+  }),
+  Type.Object({ type: Type.Literal('gc'), object: ObjectRef, state: GcStateSchema, reason: Type.Optional(Reason), at: Time }),
+]);
+export type StatusEvent = Static<typeof StatusEvent>;
 
 /** The pause state of a destination location; the newest one wins. */
-export interface PauseState {
-  location: string;
-  paused: boolean;
+export const PauseState = Type.Object({
+  location: Str,
+  paused: Type.Boolean(),
   /** A scheduled resume: paused only until then. */
-  until?: string;
-  at: string;
-}
+  until: Type.Optional(Time),
+  at: Time,
+});
+export type PauseState = Static<typeof PauseState>;
 
 export const pauseKey = (location: string): string => `pause/${location}`;
 
@@ -129,45 +176,79 @@ export function isPaused(state: PauseState | undefined, now = Date.now()): boole
   return state?.paused === true && (state.until === undefined || Date.parse(state.until) > now);
 }
 
-/** DELETED: removed from the transient source after verification; REFUSED: a check failed, nothing deleted. */
-export type GcState = 'DELETED' | 'REFUSED';
-
 /** Sent to the GC when every destination holds an object version of a transient source. */
-export interface GcTask {
-  object: ObjectRef;
-  targets: TaskDestination[];
-  completedAt: string;
+export const GcTask = Type.Object({
+  object: ObjectRef,
+  targets: Type.Array(TaskDestination, { maxItems: 1000 }),
+  completedAt: Time,
   /**
    * A version skipped everywhere as superseded: deleted once this newer version of the key is verified
    * on every destination (it is what the destinations hold instead).
    */
-  supersededBy?: ObjectRef;
+  supersededBy: Type.Optional(ObjectRef),
   /**
    * A delete marker whose replication settled, left with no object version under it that is not
    * collected yet: it hides nothing, and goes once the source confirms that (as S3 lifecycle's expired
    * object delete markers do).
    */
-  deleteMarker?: true;
-}
+  deleteMarker: Type.Optional(Type.Literal(true)),
+});
+export type GcTask = Static<typeof GcTask>;
 
 export const objectKey = (o: Pick<ObjectRef, 'location' | 'bucket' | 'key'>): string => `${o.location}/${o.bucket}/${o.key}`;
 export const versionKey = (o: ObjectRef): string => `${objectKey(o)}?versionId=${o.versionId}`;
 
 export const encode = (value: unknown): string => JSON.stringify(value);
 export function decode(value: Buffer | null): unknown {
-  if (value === null) throw new Error('empty message');
-  return JSON.parse(value.toString('utf8'));
+  if (value === null) throw new MalformedMessage('empty message');
+  try {
+    return JSON.parse(value.toString('utf8'));
+  } catch (err) {
+    throw new MalformedMessage(`not JSON: ${(err as Error).message}`);
+  }
+}
+
+/** What `schema` describes of a message that failed its own check, when that much can be read (to report the refusal against its version). */
+export function readablePart<T extends TSchema>(schema: T, value: Buffer | null): Static<T> | undefined {
+  try {
+    return parseMessage(schema, value);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A queue message that is not what its topic carries: refused with this reason, never acted on. */
+export class MalformedMessage extends Error {
+  override name = 'MalformedMessage';
+}
+
+/** An RFC 3339 time, as every message carries them (Date.parse alone takes "Dec 4 2026"). */
+export const isTimestamp = (v: string): boolean => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(v) && !Number.isNaN(Date.parse(v));
+// Formats TypeBox checks only once they are registered.
+if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', isTimestamp);
+
+const checkers = new WeakMap<TSchema, TypeCheck<TSchema>>();
+
+/** Of a union of objects told apart by `type`, the one `value` claims to be: its errors say more than "Expected union value". */
+function variantOf(schema: TSchema, value: unknown): TSchema {
+  if (!KindGuard.IsUnion(schema) || typeof value !== 'object' || value === null) return schema;
+  const { type } = value as { type?: unknown };
+  return schema.anyOf.find((s) => KindGuard.IsObject(s) && KindGuard.IsLiteral(s.properties['type']) && s.properties['type'].const === type) ?? schema;
+}
+
+/** The message decoded and checked against `schema`; MalformedMessage says where it does not fit. */
+export function parseMessage<T extends TSchema>(schema: T, value: Buffer | null): Static<T> {
+  const decoded = decode(value);
+  let check = checkers.get(schema) as TypeCheck<T> | undefined;
+  if (check === undefined) checkers.set(schema, (check = TypeCompiler.Compile(schema)));
+  if (check.Check(decoded)) return decoded;
+  const errors = [...Value.Errors(variantOf(schema, decoded), decoded)].slice(0, 3).map((e) => `${e.path === '' ? '/' : e.path}: ${e.message}`);
+  throw new MalformedMessage(errors.join('; ').slice(0, 500));
 }
 
 /** Counts of object versions for one source bucket and one destination, as the status processor holds them. */
-export interface Figures {
-  source: string;
-  destination: string;
-  replicated: number;
-  pending: number;
-  failed: number;
-  at: string;
-}
+export const Figures = Type.Object({ source: Str, destination: Str, replicated: Count, pending: Count, failed: Count, at: Time });
+export type Figures = Static<typeof Figures>;
 
 export const figuresKey = (source: string, destination: string): string => `${source} -> ${destination}`;
 /** The figures topic holds one record per status partition; the operator adds them up per figuresKey. */
@@ -193,6 +274,7 @@ export function installationTopics(names: QueueNames, partitions: number, journa
     { topic: names.statusStore, partitions, config: { ...compact, 'max.message.bytes': String(16 * 1024 * 1024), 'segment.bytes': String(64 * 1024 * 1024) } },
     { topic: names.statusOwners, partitions: 1, config: compact },
     { topic: names.journalFailed, partitions: 1 },
+    { topic: names.rejected, partitions: 1 },
     { topic: names.gc, partitions, config: kept },
     { topic: names.control, partitions: 1, config: compact },
     { topic: names.uploads, partitions: 1, config: compact },
@@ -221,9 +303,10 @@ const SEND_BATCH = 100;
 export async function queueTasks(producer: QueueProducer, names: QueueNames, planned: PlannedTask[], options: { tasksFirst?: boolean } = {}): Promise<void> {
   for (let i = 0; i < planned.length; i += SEND_BATCH) {
     const batch = planned.slice(i, i + SEND_BATCH);
+    const queuedAt = new Date().toISOString();
     const sends: [string, OutgoingRecord[]][] = [
       [names.status, batch.map((p) => ({ key: p.key, value: encode(p.queued) }))],
-      [names.replication, batch.map((p) => ({ key: p.key, value: encode(p.task) }))],
+      [names.replication, batch.map((p) => ({ key: p.key, value: encode({ ...p.task, queuedAt }) }))],
     ];
     if (options.tasksFirst === true) sends.reverse();
     for (const [topic, records] of sends) await producer.send(topic, records);

@@ -60,7 +60,7 @@ describe('alerts and dashboard of the chart', function () {
     assert.match(await promcheck(['rules'], JSON.stringify(rule.spec)), new RegExp(`^${String(rules.length)} rules OK`));
     assert.deepEqual(rules.map((r) => r.alert), [
       'BackbeatReplicationStalled', 'BackbeatReplicationFailures', 'BackbeatReplicationSlow', 'BackbeatTransientSourceGCRefused',
-      'BackbeatJournalMalformed', 'BackbeatJournalChangesSetAside', 'BackbeatPopulatorStalled', 'BackbeatScanFailing', 'BackbeatTasksExpiring',
+      'BackbeatJournalMalformed', 'BackbeatMessagesRejected', 'BackbeatJournalChangesSetAside', 'BackbeatPopulatorStalled', 'BackbeatScanFailing', 'BackbeatTasksExpiring',
       'BackbeatResourceNotReady', 'BackbeatOperatorNoLeader',
     ]);
     const names = await exported();

@@ -61,6 +61,8 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     ['an http endpoint not marked insecure', location('plain', { insecure: false }), /spec\.endpoint is http:\/\/, so the access key id, request signatures and object data would travel in clear: use https:\/\/, or set insecure: true to accept that/],
     ['unknown checksum mode', location('badmode', { checksumMode: 'always' }), /spec\.checksumMode: Unsupported value: "always": supported values: "whenRequired", "whenSupported"/],
     ['journal without a source of changes', location('nojournal', { journal: {} }), /journal needs kafka, scan, or both/],
+    ['a name with an empty label', location('my..loc', {}), /metadata\.name: Invalid value: "my\.\.loc": a lowercase RFC 1123 subdomain/],
+    ['a paused rule (not supported yet)', rule('paused', { paused: true }), /spec\.paused: Invalid value: true: pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`/],
     ['missing credentials reference', { ...location('nocreds', {}), spec: { type: 's3' } }, /spec\.credentialsSecretRef: Required value/],
   ];
   for (const [what, doc, message] of refused) {

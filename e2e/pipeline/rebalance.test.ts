@@ -13,6 +13,7 @@ import {
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
 import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { createLogger } from '../../lib/log/logger.ts';
@@ -94,7 +95,7 @@ describe('rebalance with work in flight: processors 1 → 3 → 1 (real Kafka, r
       return locationClient(l, resolveCredentials(l, manifests));
     };
     const logger = createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), `rb-extra-${location}-${String(++scaled)}.log`)) });
-    const p = new Processor({ queue: kafkaQueue({ brokers: sites.brokers, clientId: 'extra', logger }), names: queueNames('rb'), logger, location, destination: client(location), sources: new Map([['site-a', client('site-a')]]), concurrency: 4, retry: { baseDelayMs: 200, maxDelayMs: 2_000 } });
+    const p = new Processor({ queue: kafkaQueue({ brokers: sites.brokers, clientId: 'extra', logger }), names: queueNames('rb'), logger, location, destination: client(location), sources: new Map([['site-a', client('site-a')]]), configs: compileBucketConfigs(manifests), concurrency: 4, retry: { baseDelayMs: 200, maxDelayMs: 2_000 } });
     await p.start();
     extra.push(p);
     return p;

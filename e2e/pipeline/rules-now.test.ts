@@ -71,9 +71,10 @@ describe('the rules as they are now: each from its own start, deletes only while
     const processor = local.processors.get('site-c');
     assert.ok(processor !== undefined);
     const skipped = processor.counters.skipped;
-    // A task as an earlier form of rule new-only (with replicateVersionDeletes) would have queued it.
+    // A task as an earlier form of rule new-only (with replicateVersionDeletes) would have queued it, before this run read its rules.
     const source = { location: 'site-a', bucket: 'shared', key: 'kept', versionId };
-    const task: ReplicationTask = { source, kind: 'versionDelete', eventTime: new Date().toISOString(), destinations: [{ id: 'site-c/shared', location: 'site-c', bucket: 'shared', rule: 'new-only' }], origin: 'notification' };
+    const earlier = new Date(Date.now() - 3600_000).toISOString();
+    const task: ReplicationTask = { source, kind: 'versionDelete', eventTime: earlier, queuedAt: earlier, destinations: [{ id: 'site-c/shared', location: 'site-c', bucket: 'shared', rule: 'new-only' }], origin: 'notification' };
     const queue = kafkaQueue({ brokers: sites.brokers, clientId: 'test', logger: createLogger({ component: 'test', stream: createWriteStream('/dev/null') }) });
     const producer = await queue.producer();
     await producer.send('rule-start-replication', [{ key: objectKey(source), value: encode(task) }]);

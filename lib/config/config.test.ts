@@ -126,6 +126,14 @@ describe('configuration model', () => {
     ]);
   });
 
+  it('reads a field left empty (null) as absent, and refuses a name with an empty label, as the API server does', () => {
+    const m = parseManifests(docs(location('a'), location('b', { tls: null }), rule('r1', { filter: null, priority: null })));
+    assert.equal(m.rules.get('r1')?.spec.filter, undefined);
+    assert.equal(m.rules.get('r1')?.spec.priority, 0);
+    assert.equal(m.locations.get('b')?.spec.tls, undefined);
+    assert.deepEqual(problems(docs(location('a..b'))).map((p) => p.replace(/ does not match .*/, '')), ['m.yaml: Location/a..b: metadata.name: "a..b"', 'm.yaml: Location/a..b: spec.credentialsSecretRef.name: "a..b-creds"']);
+  });
+
   it('round-trips through YAML text as users write it', () => {
     const text = dump(location('a'));
     assert.match(text, /kind: Location/);

@@ -9,7 +9,7 @@ export const API_GROUP = 'backbeat.io';
 export const API_VERSION = `${API_GROUP}/v1alpha1`;
 
 /** DNS-1123 subdomain, as Kubernetes object names are. */
-const Name = Type.String({ minLength: 1, maxLength: 253, pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$' });
+const Name = Type.String({ minLength: 1, maxLength: 253, pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$' });
 /** S3 bucket naming rules (the common subset of AWS and S3-compatible servers). */
 const BucketName = Type.String({
   minLength: 3,
@@ -21,6 +21,7 @@ const BucketName = Type.String({
 /** An endpoint URL with user:password@ before its host (the credentials would be published with it). */
 export const USERINFO = '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@';
 export const ENDPOINT_USERINFO = 'must not carry credentials (user:password@host): give them in credentialsSecretRef';
+export const RULE_PAUSE_UNSUPPORTED = 'pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`';
 /** Why an http:// endpoint needs `insecure: true`: the access key id, the signatures and the data travel in clear. */
 export const ENDPOINT_PLAIN = 'is http://, so the access key id, request signatures and object data would travel in clear: use https://, or set insecure: true to accept that';
 
@@ -187,7 +188,11 @@ export const ReplicationRuleSpec = Type.Object(
     replicateDeleteMarkers: Type.Boolean({ default: false, description: 'Replicate delete markers (a DELETE without a version id).' }),
     replicateVersionDeletes: Type.Boolean({ default: false, description: 'Also permanently delete a replica version when its source version is permanently deleted. Off by default: replication never destroys data unless asked.' }),
     replicateExistingObjects: Type.Boolean({ default: false, description: 'Backfill: replicate the objects that were in the source bucket before the rule existed.' }),
-    paused: Type.Boolean({ default: false, description: 'Reserved: stop copying for this rule. Not supported yet; destinations are paused with `backbeat pause`.' }),
+    paused: Type.Boolean({
+      default: false,
+      description: 'Reserved: stop copying for this rule. Not supported yet; destinations are paused with `backbeat pause`.',
+      ...cel([{ rule: '!self', message: RULE_PAUSE_UNSUPPORTED }]),
+    }),
   },
   {
     additionalProperties: false,

@@ -1,5 +1,5 @@
 import type { Manifests } from './manifests.ts';
-import { ENDPOINT_PLAIN, ENDPOINT_USERINFO, USERINFO } from './schema.ts';
+import { ENDPOINT_PLAIN, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
@@ -39,7 +39,7 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
       at(resource, 'spec.replicateVersionDeletes', `cannot be true: Location "${source.location}" is a transient source, whose versions the GC deletes once replicated`);
     }
     if (rule.spec.paused) {
-      at(resource, 'spec.paused', 'pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`');
+      at(resource, 'spec.paused', RULE_PAUSE_UNSUPPORTED);
     }
     const seen = new Map<string, number>();
     destinations.forEach((d, i) => {

@@ -71,6 +71,22 @@ function plain(message: string): string {
 }
 
 /**
+ * The document without the fields of `schema` set to null, as the API server prunes them from custom
+ * resources: `filter:` left empty in YAML means no filter in local mode too. An unknown field stays,
+ * null or not (the API server refuses it first), and so do nulls in lists.
+ */
+function withoutNulls(schema: TSchema, v: unknown): unknown {
+  const { items, properties = {} } = schema as { items?: TSchema; properties?: Record<string, TSchema> };
+  if (Array.isArray(v)) return items === undefined ? v : v.map((x) => withoutNulls(items, x));
+  if (v === null || typeof v !== 'object') return v;
+  return Object.fromEntries(
+    Object.entries(v)
+      .filter(([k, x]) => !(x === null && k in properties))
+      .map(([k, x]) => [k, properties[k] === undefined ? x : withoutNulls(properties[k], x)]),
+  );
+}
+
+/**
  * Checks one document against its resource schema, after filling defaults. Returns the defaulted copy,
  * or the problems (one per field; the first error of a field is the useful one).
  */
@@ -80,7 +96,7 @@ export function checkResource(doc: unknown, where: Omit<Problem, 'path' | 'messa
     return { value: doc, problems: [{ ...where, path: 'kind', message: `must be one of ${Object.keys(RESOURCE_SCHEMAS).join(', ')} (got ${JSON.stringify(kind)})` }] };
   }
   const schema = RESOURCE_SCHEMAS[kind] as TSchema;
-  const value = Value.Default(schema, structuredClone(doc));
+  const value = Value.Default(schema, withoutNulls(schema, structuredClone(doc)));
   const seen = new Set<string>();
   const problems: Problem[] = [];
   for (const error of Value.Errors(schema, value)) {

@@ -1,14 +1,16 @@
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
+import { Type } from '@sinclair/typebox';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { consumeOrdered, Limiter, type Lease } from '../../lib/queue/ordered.ts';
-import type { Queue, QueueConsumer, QueueProducer } from '../../lib/queue/queue.ts';
+import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
 import { ChangeFailed, type ChangeRecord, REPLICA_VERSION_META } from '../journal/change.ts';
-import { decode, encode, objectKey, type PlannedTask, queueNames, queueTasks, type GcState, type GcTask, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
+import { encode, GcTask, ObjectRef, objectKey, parseMessage, readablePart, type PlannedTask, queueNames, queueTasks, type GcState, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
+import { reject } from '../rejects.ts';
 import { keyHistory } from '../processor/s3-state.ts';
 
 /** What replicates a version under the rules as they are now (the populator's matching). */
@@ -71,10 +73,9 @@ export class GarbageCollector {
     await consumeOrdered(consumer, limiter, async (message, b) => {
       let task: GcTask;
       try {
-        task = decode(message.value) as GcTask;
-        objectKey(task.object);
+        task = parseMessage(GcTask, message.value);
       } catch (err) {
-        this.options.logger.error('unreadable GC task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
+        await this.refuseMalformed(message, err as Error);
         return;
       }
       await this.waitForDelay(task, b);
@@ -89,6 +90,16 @@ export class GarbageCollector {
         (state === 'DELETED' ? this.options.metrics?.gcDeleted : this.options.metrics?.gcRefused)?.inc({ location: task.object.location });
       }
     });
+  }
+
+  /** A GC task that does not fit its schema: nothing deleted; REFUSED with the reason where its version can be read, and set aside. */
+  private async refuseMalformed(message: QueueMessage, err: Error): Promise<void> {
+    const object = readablePart(Type.Object({ object: ObjectRef }), message.value)?.object;
+    if (object !== undefined) {
+      const event: StatusEvent = { type: 'gc', object, state: 'REFUSED', reason: `malformed GC task refused: ${err.message}`, at: new Date().toISOString() };
+      await this.verdicts.send(this.names.status, [{ key: objectKey(object), value: encode(event) }]);
+    }
+    await reject({ names: this.names, logger: this.options.logger, metrics: this.options.metrics, send: (topic, records) => this.verdicts.send(topic, records) }, message, err.message);
   }
 
   private async waitForDelay(task: GcTask, lease: Lease): Promise<void> {

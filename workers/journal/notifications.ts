@@ -1,4 +1,5 @@
 import { unquote } from '../../lib/s3/etag.ts';
+import { isTimestamp, MAX_TEXT } from '../messages.ts';
 import { REPLICA_VERSION_META, type ChangeKind, type ChangeRecord } from './change.ts';
 
 // S3 event notifications (AWS event schema 2.x, as MinIO and Ceph RGW publish them) → change records.
@@ -40,6 +41,14 @@ function isReplica(userMetadata: unknown): boolean {
   return Object.keys(userMetadata).some((k) => k.toLowerCase().replace(/^x-amz-meta-/, '') === REPLICA_VERSION_META);
 }
 
+/** An optional text field: undefined when absent or empty, refused when not a string or too long for a task. */
+function text(value: unknown, where: string): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') throw new MalformedEvent(`${where} is not a string`);
+  if (value.length > MAX_TEXT) throw new MalformedEvent(`${where} is longer than ${String(MAX_TEXT)} characters`);
+  return value;
+}
+
 /**
  * Parses one journal message of a source location. Returns the changes it carries (none for events that
  * change nothing), or throws MalformedEvent saying what is wrong.
@@ -59,27 +68,32 @@ export function parseNotification(location: string, value: Buffer | null): Chang
     throw new MalformedEvent('no "Records" array');
   }
   return records.flatMap((raw: unknown, i): ChangeRecord[] => {
-    const r = raw as EventRecord;
     const where = `Records[${i}]`;
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new MalformedEvent(`${where} is not an object`);
+    const r = raw as EventRecord;
     if (typeof r.eventName !== 'string') throw new MalformedEvent(`${where}.eventName is missing`);
     const object = r.s3?.object;
-    const bucket = r.s3?.bucket?.name;
-    if (typeof bucket !== 'string' || bucket === '') throw new MalformedEvent(`${where}.s3.bucket.name is missing`);
+    const bucket = text(r.s3?.bucket?.name, `${where}.s3.bucket.name`);
+    if (bucket === undefined) throw new MalformedEvent(`${where}.s3.bucket.name is missing`);
     if (typeof object?.key !== 'string' || object.key === '') throw new MalformedEvent(`${where}.s3.object.key is missing`);
-    const versionId = typeof object.versionId === 'string' && object.versionId !== '' ? object.versionId : undefined;
+    const key = decodeEventKey(object.key);
+    if (Buffer.byteLength(key) > MAX_TEXT) throw new MalformedEvent(`${where}.s3.object.key is longer than S3 allows (${String(MAX_TEXT)} bytes)`);
+    const versionId = text(object.versionId, `${where}.s3.object.versionId`);
     const kind = kindOf(r.eventName);
     if (kind === undefined) return [];
-    const eventTime = typeof r.eventTime === 'string' && !Number.isNaN(Date.parse(r.eventTime)) ? r.eventTime : undefined;
-    if (eventTime === undefined) throw new MalformedEvent(`${where}.eventTime is missing or not a time`);
+    const eventTime = typeof r.eventTime === 'string' && isTimestamp(r.eventTime) ? r.eventTime : undefined;
+    if (eventTime === undefined) throw new MalformedEvent(`${where}.eventTime is missing or not an RFC 3339 time`);
+    if (object.size !== undefined && !(Number.isSafeInteger(object.size) && (object.size as number) >= 0)) throw new MalformedEvent(`${where}.s3.object.size is not a byte count`);
+    const etag = text(object.eTag, `${where}.s3.object.eTag`);
     return [
       {
         location,
         bucket,
-        key: decodeEventKey(object.key),
+        key,
         versionId: versionId ?? 'null',
         kind,
         ...(typeof object.size === 'number' ? { size: object.size } : {}),
-        ...(typeof object.eTag === 'string' && object.eTag !== '' ? { etag: unquote(object.eTag) } : {}),
+        ...(etag !== undefined && unquote(etag) !== '' ? { etag: unquote(etag) } : {}),
         eventTime,
         isReplica: isReplica(object.userMetadata),
         origin: 'notification',

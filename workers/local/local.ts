@@ -116,6 +116,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
 
   const transientSources = new Set([...configs.values()].map((c) => c.SourceLocation).filter((l) => manifests.locations.get(l)?.spec.transient === true));
   const status = new StatusProcessor({
+    metrics,
     queue,
     names,
     transientSources,
@@ -144,6 +145,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       destination,
       sources: clients,
       configs,
+      // Every role of this process reads the same rules: a task none of them names is not from a newer config.
+      unknownRuleWaitMs: 0,
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
       ...(options.retry !== undefined ? { retry: options.retry } : {}),
     });

@@ -10,7 +10,7 @@ import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
 import { ChangeFailed, type ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
-import { encode, objectKey, queueTasks, type PlannedTask, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
+import { encode, objectKey, queueTasks, taskDestination, type PlannedTask, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 
 export interface PopulatorOptions {
   queue: Queue;
@@ -122,14 +122,7 @@ export class Populator {
     const facts = { key: change.key, ...(tags !== undefined ? { tags } : {}), ...(Number.isNaN(time) ? {} : { time }) };
     const destinations: TaskDestination[] = matchDestinations(config, facts, backfill)
       .filter((d) => wanted(change, d))
-      .map((d) => ({
-        id: d.Id,
-        location: d.Location,
-        bucket: d.Bucket,
-        rule: d.Rule,
-        ...(d.StorageClass !== undefined ? { storageClass: d.StorageClass } : {}),
-        ...(d.KeyPrefix !== undefined ? { keyPrefix: d.KeyPrefix } : {}),
-      }));
+      .map((d) => taskDestination(d, d.Rule));
     if (destinations.length === 0) {
       this.counters.ignored++;
       return undefined;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Type } from '@sinclair/typebox';
 import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
@@ -11,7 +12,9 @@ import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
-import { decode, encode, isPaused, objectKey, pauseKey, type PauseState, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
+import { encode, isPaused, type MalformedMessage, ObjectRef, objectKey, parseMessage, readablePart, pauseKey, PauseState, ReplicationTask, type StatusEvent, TaskDestination, queueNames, type QueueNames } from '../messages.ts';
+import { reject } from '../rejects.ts';
+import { checkAgainstRules } from './rule-check.ts';
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
 import { ledgerKey, UploadLedger } from './uploads.ts';
@@ -31,11 +34,15 @@ export interface ProcessorOptions {
   retry?: Partial<RetryPolicy>;
   names?: QueueNames;
   metrics?: Metrics;
+  /** The per-bucket configs as this worker read them: a task is carried out only as far as its rule still asks (rule-check.ts). */
+  configs: ReadonlyMap<string, BucketReplicationConfig>;
   /**
-   * The per-bucket configs as this worker knows them: a delete (marker or version) is carried out only
-   * while its rule still asks for it. Without them, tasks are acted on as queued.
+   * How long a task no rule of `configs` asks for is held when it may be newer than them (queued after
+   * they were read, less CLOCK_SKEW_MS): a rollout under way replaces this worker with one that knows
+   * the rule. Then it fails, with the reason. Default 5 minutes; 0 where every role reads one config
+   * (local mode).
    */
-  configs?: ReadonlyMap<string, BucketReplicationConfig>;
+  unknownRuleWaitMs?: number;
   /** How old a recorded multipart upload nobody resumed gets before it is aborted (default 24 h). */
   uploadMaxAgeMs?: number;
 }
@@ -52,19 +59,11 @@ export interface ProcessorCounters {
   retries: number;
 }
 
-/**
- * Why a delete queued under an earlier form of its rule is no longer wanted (the rule gone, the
- * destination dropped, the delete handling turned off): nothing is deleted then. Copies are not held
- * back this way: a worker whose config is older than the task's must not drop it.
- */
-export function deleteNoLongerWanted(configs: ReadonlyMap<string, BucketReplicationConfig>, task: ReplicationTask, d: TaskDestination): string | undefined {
-  if (task.kind !== 'versionDelete' && task.kind !== 'deleteMarker') return undefined;
-  const rule = configs.get(`${task.source.location}/${task.source.bucket}`)?.Rules.find((r) => r.ID === d.rule);
-  if (rule === undefined) return `rule "${d.rule}" no longer exists: nothing deleted`;
-  if (!rule.Destinations.some((x) => x.Id === d.id)) return `rule "${d.rule}" no longer sends to ${d.id}: nothing deleted`;
-  const [handling, what] = task.kind === 'versionDelete' ? [rule.VersionDeleteReplication, 'version deletes'] : [rule.DeleteMarkerReplication, 'delete markers'];
-  return handling.Status === 'Enabled' ? undefined : `rule "${d.rule}" no longer replicates ${what}: nothing deleted`;
-}
+const UNKNOWN_RULE_WAIT_MS = 5 * 60_000;
+/** Clocks of the pods that queue tasks and of this one may disagree by this much. */
+const CLOCK_SKEW_MS = 60_000;
+/** The parts of a task a result can be reported for, when the rest is malformed. */
+const ReportableTask = Type.Object({ source: ObjectRef, destinations: Type.Array(TaskDestination, { maxItems: 1000 }) });
 
 /** Stops the work of a partition that is no longer ours (stop, rebalance): its offset stays uncommitted. */
 class Stopped extends Error {
@@ -95,6 +94,8 @@ export class Processor {
   private sweep: NodeJS.Timeout | undefined;
   /** Ledger keys of the copies under way here: their uploads are not old, whatever their age. */
   private readonly copying = new Set<string>();
+  /** When `configs` were read (this worker's start): what a task queued later may be newer than. */
+  private readonly configsReadAt = Date.now();
 
   constructor(options: ProcessorOptions) {
     this.options = options;
@@ -184,7 +185,13 @@ export class Processor {
 
   private onControl(m: QueueMessage): void {
     if (m.key !== pauseKey(this.options.location) || m.value === null) return;
-    this.pauseState = decode(m.value) as PauseState;
+    try {
+      this.pauseState = parseMessage(PauseState, m.value);
+    } catch (err) {
+      // The pause state in force stays; the record is not ours to set aside (every processor reads it).
+      this.log.warn('malformed pause state ignored', { offset: m.offset, reason: (err as Error).message });
+      return;
+    }
     if (this.following) void this.reconcile();
   }
 
@@ -245,9 +252,9 @@ export class Processor {
   private async handle(message: QueueMessage, lease: Lease): Promise<void> {
     let task: ReplicationTask;
     try {
-      task = decode(message.value) as ReplicationTask;
+      task = parseMessage(ReplicationTask, message.value);
     } catch (err) {
-      this.log.error('unreadable task skipped', { partition: message.partition, offset: message.offset, error: (err as Error).message });
+      await this.refuseMalformed(message, err as MalformedMessage);
       return;
     }
     const metrics = this.options.metrics;
@@ -297,18 +304,54 @@ export class Processor {
   }
 
   /**
+   * A task that does not fit its schema: FAILED with the reason for each of this location's destinations
+   * where the version and destinations can be read (the status role lists it), and set aside.
+   */
+  private async refuseMalformed(message: QueueMessage, err: MalformedMessage): Promise<void> {
+    const reason = `malformed task refused: ${err.message}`;
+    const decoded = readablePart(ReportableTask, message.value);
+    if (decoded !== undefined) {
+      const at = new Date().toISOString();
+      const results = decoded.destinations
+        .filter((d) => d.location === this.options.location)
+        .map((d): StatusEvent => ({ type: 'result', object: decoded.source, destination: d.id, state: 'FAILED', reason, attempts: 0, bytes: 0, at }));
+      await this.results.send(this.names.status, results.map((e) => ({ key: objectKey(decoded.source), value: encode(e) })));
+      this.counters.failed += results.length;
+    }
+    await reject({ names: this.names, logger: this.log, metrics: this.options.metrics, send: (topic, records) => this.results.send(topic, records) }, message, err.message);
+  }
+
+  /**
+   * A destination no rule asks for (checkAgainstRules). Queued before this worker read its rules: the
+   * rule changed since, and nothing is done (SKIPPED, with the reason). Possibly queued after: held while
+   * a rollout may replace this worker, then FAILED with the reason (a retry re-checks it).
+   */
+  private async unwanted(task: ReplicationTask, d: TaskDestination, refused: string, lease: Lease): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
+    const queuedAt = Date.parse(task.queuedAt ?? task.eventTime);
+    const what = task.kind === 'versionDelete' || task.kind === 'deleteMarker' ? 'nothing deleted' : 'nothing copied';
+    const fields = { key: task.source.key, versionId: task.source.versionId, destination: d.id, reason: refused };
+    if (queuedAt < this.configsReadAt - CLOCK_SKEW_MS) {
+      this.log.info('task no longer wanted', fields);
+      return { outcome: { state: 'SKIPPED', reason: `${refused}: ${what}`, bytes: 0 }, attempts: 0 };
+    }
+    const wait = this.options.unknownRuleWaitMs ?? UNKNOWN_RULE_WAIT_MS;
+    if (wait > 0) this.log.warn('task for a rule this worker does not know: held while a newer worker may take it', { ...fields, waitMs: wait });
+    await this.waitBeforeRetry(wait, lease);
+    this.log.warn('task refused: no rule of this worker asks for it', fields);
+    return { outcome: { state: 'COMPLETED', bytes: 0 }, attempts: 0, failure: `refused: ${refused}, in the rules this worker read at ${new Date(this.configsReadAt).toISOString()}: ${what}` };
+  }
+
+  /**
    * Runs one copy with the retry policy. An unreachable endpoint is waited for as long as it takes, with
    * the consumer paused (endpointDown), not inside the task.
    */
-  private async attempt(task: ReplicationTask, d: TaskDestination, lease: Lease): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
+  private async attempt(task: ReplicationTask, queued: TaskDestination, lease: Lease): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
+    const checked = checkAgainstRules(this.options.configs, task, queued);
+    if ('refused' in checked) return this.unwanted(task, queued, checked.refused, lease);
+    const d = checked.destination;
     const source = this.options.sources.get(task.source.location);
     const none: Outcome = { state: 'COMPLETED', bytes: 0 };
     if (source === undefined) return { outcome: none, attempts: 0, failure: `unknown source location "${task.source.location}"` };
-    const unwanted = this.options.configs !== undefined ? deleteNoLongerWanted(this.options.configs, task, d) : undefined;
-    if (unwanted !== undefined) {
-      this.log.info('delete not replicated', { key: task.source.key, versionId: task.source.versionId, destination: d.id, reason: unwanted });
-      return { outcome: { state: 'SKIPPED', reason: unwanted, bytes: 0 }, attempts: 0 };
-    }
     // Every S3 call of the copy ends when the lease is aborted (the partition taken away, drained).
     const ctx = { source: abortable(source, lease.signal), destination: abortable(this.options.destination, lease.signal), signal: lease.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}) };
     for (let attempt = 1; ; attempt++) {

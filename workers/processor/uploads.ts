@@ -1,18 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { AbortMultipartUploadCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from '../../lib/log/logger.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { decode, encode, type QueueNames } from '../messages.ts';
+import { encode, parseMessage, type QueueNames } from '../messages.ts';
 
 /** A multipart upload this engine started on a destination, for one source version. */
-export interface UploadRecord {
-  uploadId: string;
-  sourceVersionId: string;
-  initiated: string;
-}
+export const UploadRecord = Type.Object({ uploadId: Type.String({ minLength: 1, maxLength: 1024 }), sourceVersionId: Type.String({ minLength: 1, maxLength: 1024 }), initiated: Type.String({ format: 'date-time' }) });
+export type UploadRecord = Static<typeof UploadRecord>;
 
 /** Where a copy's upload is recorded: the destination (location/bucket) and the replica's key. */
 export interface UploadPlace {
@@ -50,8 +48,16 @@ export class UploadLedger {
 
   private onRecord(m: QueueMessage): void {
     if (m.key === null || !m.key.startsWith(`${this.options.location}/`)) return;
-    if (m.value === null) this.records.delete(m.key);
-    else this.records.set(m.key, decode(m.value) as UploadRecord);
+    if (m.value === null) {
+      this.records.delete(m.key);
+      return;
+    }
+    try {
+      this.records.set(m.key, parseMessage(UploadRecord, m.value));
+    } catch (err) {
+      // Not resumed nor aborted: only uploads this engine recorded are touched.
+      this.options.logger.warn('malformed upload record ignored', { key: m.key, reason: (err as Error).message });
+    }
   }
 
   /** The upload under way for this source version, if one was recorded. */

@@ -252,10 +252,13 @@ export function statusServer(ctx: ApiContext): Server {
       else if (err instanceof URIError) send(400, { error: 'malformed URL encoding' });
       else send(500, { error: err instanceof Error ? redactString(err.message) : 'internal error' });
     };
-    let url: URL;
+    const url = requestUrl(req);
+    if (url === undefined) {
+      send(400, { error: 'the request target must be a path' });
+      return;
+    }
     try {
-      url = new URL(req.url ?? '/', 'http://localhost');
-      if (healthRoute(ctx, url, res, send, fail)) return;
+      if (healthRoute(ctx, req, url, res, send, fail)) return;
     } catch (err) {
       fail(err);
       return;
@@ -304,8 +307,28 @@ async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<A
   return { code: 404, body: { error: `no such endpoint: ${url.pathname}` } };
 }
 
-/** /healthz, /readyz and /metrics; false for any other path. */
-function healthRoute(ctx: HealthContext, url: URL, res: ServerResponse, send: (code: number, body: unknown) => void, fail: (err: unknown) => void): boolean {
+/**
+ * The request's path and query; undefined for a target that is not a path (`*`, an absolute URL) or that
+ * no URL parser takes (`//`): a thrown parse error would end the process (healthServer has no catch).
+ */
+function requestUrl(req: IncomingMessage): URL | undefined {
+  const target = req.url ?? '';
+  if (!target.startsWith('/')) return undefined;
+  try {
+    return new URL(`http://localhost${target}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** /healthz, /readyz and /metrics (GET and HEAD); false for any other path. */
+function healthRoute(ctx: HealthContext, req: IncomingMessage, url: URL, res: ServerResponse, send: (code: number, body: unknown) => void, fail: (err: unknown) => void): boolean {
+  if (!['/healthz', '/readyz', '/metrics'].includes(url.pathname)) return false;
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.setHeader('allow', 'GET, HEAD');
+    send(405, { error: `${req.method ?? ''} ${url.pathname} is not served` });
+    return true;
+  }
   if (url.pathname === '/healthz') {
     send(200, { ok: true });
     return true;
@@ -315,17 +338,14 @@ function healthRoute(ctx: HealthContext, url: URL, res: ServerResponse, send: (c
     send(ready ? 200 : 503, { ready, ...ctx.readiness?.() });
     return true;
   }
-  if (url.pathname === '/metrics') {
-    ctx
-      .metrics()
-      .then(({ contentType, body }) => {
-        res.writeHead(200, { 'content-type': contentType });
-        res.end(body);
-      })
-      .catch(fail);
-    return true;
-  }
-  return false;
+  ctx
+    .metrics()
+    .then(({ contentType, body }) => {
+      res.writeHead(200, { 'content-type': contentType });
+      res.end(body);
+    })
+    .catch(fail);
+  return true;
 }
 
 /** The server of a worker role without the status API: metrics and probes only. */
@@ -335,8 +355,9 @@ export function healthServer(ctx: HealthContext): Server {
       res.writeHead(code, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (!healthRoute(ctx, url, res, send, () => {
+    const url = requestUrl(req);
+    if (url === undefined) send(400, { error: 'the request target must be a path' });
+    else if (!healthRoute(ctx, req, url, res, send, () => {
       send(500, { error: 'internal error' });
     })) send(404, { error: `no such endpoint: ${url.pathname}` });
   });

@@ -1,8 +1,11 @@
+import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from '../../lib/log/logger.ts';
+import type { Metrics } from '../../lib/metrics.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { commitBatch } from '../../lib/queue/ordered.ts';
 import type { Batch, OutgoingRecord, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, type Figures, objectKey, versionKey, type GcTask, type PlannedTask, queueTasks, type StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { decode, encode, type Figures, objectKey, parseMessage, versionKey, type GcTask, type PlannedTask, queueTasks, StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { reject } from '../rejects.ts';
 import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
 import { type FailedCursor, type FailedEntry, type FailedQuery, type PartitionTotals, recount, StatusStore, TOTALS_KEY } from './store.ts';
 
@@ -24,6 +27,7 @@ export interface StatusOptions {
    * memory and restore time stay flat however many versions go through). Default 24 hours.
    */
   collectedRetentionMs?: number;
+  metrics?: Metrics;
 }
 
 /** A partition's restore, as /readyz and the log show it. */
@@ -38,11 +42,8 @@ export interface RestoreProgress {
 const markerSettled = (s: ObjectStatus): boolean => s.state === 'COMPLETED' || s.state === 'SKIPPED';
 
 /** Owner records of the owners topic. */
-interface Owner {
-  partition: number;
-  url: string;
-  at: string;
-}
+const Owner = Type.Object({ partition: Type.Integer({ minimum: 0 }), url: Type.String({ pattern: '^https?://[^/?#@]+$', maxLength: 512 }), at: Type.String() });
+type Owner = Static<typeof Owner>;
 
 /** Encoded changelog records of one batch stay under this (the topic allows 16 MiB per record batch). */
 const FLUSH_BYTES = 4 * 1024 * 1024;
@@ -115,7 +116,7 @@ export class StatusProcessor {
     await this.out();
     this.ownersFollower = await follow(queue, this.names.statusOwners, (m) => {
       try {
-        const owner = decode(m.value) as Owner;
+        const owner = parseMessage(Owner, m.value);
         this.owners.set(owner.partition, owner);
       } catch {
         // a tombstone, or a record this version cannot read: no owner to learn
@@ -279,11 +280,11 @@ export class StatusProcessor {
       let event: StatusEvent;
       let vk: string;
       try {
-        event = decode(message.value) as StatusEvent;
+        event = parseMessage(StatusEvent, message.value);
         vk = versionKey(event.object);
       } catch (err) {
-        // Not ours to fix by retrying: logged and passed over, so the partition goes on.
-        this.log.error('unreadable status event skipped', { partition, offset: message.offset, error: (err as Error).message });
+        // Not ours to fix by retrying: set aside, so the partition goes on.
+        await reject({ names: this.names, logger: this.log, metrics: this.options.metrics, send: async (topic, records) => (await this.out()).send(topic, records) }, message, (err as Error).message);
         continue;
       }
       const t = touched.get(vk);

@@ -13,7 +13,7 @@ import { follow } from '../../lib/queue/follow.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import { GarbageCollector } from '../gc/gc.ts';
-import { decode, encode, installationTopics, TASK_RETENTION_MS, partitionFiguresKey, isPaused, pauseKey, type PauseState, queueNames, type QueueNames } from '../messages.ts';
+import { encode, installationTopics, TASK_RETENTION_MS, partitionFiguresKey, isPaused, parseMessage, pauseKey, PauseState, queueNames, type QueueNames } from '../messages.ts';
 import { Populator } from '../populator/populator.ts';
 import { pageSizeOf, scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
@@ -164,6 +164,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
   const { queue, names } = ctx;
   const { stateDir, advertiseUrl } = ctx.options;
   const s = new StatusProcessor({
+    metrics: ctx.metrics,
     queue,
     names,
     transientSources: transientSources(ctx),
@@ -178,7 +179,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
   const pauses = new Map<string, PauseState>();
   const control = await follow(queue, names.control, (m) => {
     try {
-      const state = decode(m.value) as PauseState;
+      const state = parseMessage(PauseState, m.value);
       if (m.key === pauseKey(state.location)) pauses.set(state.location, state);
     } catch {
       // other control records, or a tombstone: not a pause state

@@ -41,9 +41,11 @@ Usage:
       Replicates the objects that were in the rule's source bucket before it (or that it missed).
 
   backbeat worker --role populator|scanner|processor|status|gc [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
-                 [--state-dir DIR] [--advertise-url URL]
+                 [--state-dir DIR] [--advertise-url URL] [--peer-key-file FILE]
       One worker role, as the operator's Deployments run it, from the config the operator publishes. The
-      status role keeps its partitions' state in --state-dir, and other replicas reach it at --advertise-url.
+      status role keeps its partitions' state in --state-dir, and other replicas reach it at --advertise-url;
+      with --peer-key-file (a key only the status replicas hold), they trust only owner records signed
+      with it, and forward requests with a signed assertion instead of the caller's token.
   backbeat operator --namespace NS --image IMAGE --brokers B [--name NAME] [--owner DEPLOYMENT] [--kubeconfig FILE]
       The Kubernetes operator. Every flag of worker and operator can be set as $BACKBEAT_<FLAG> instead.
 

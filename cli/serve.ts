@@ -4,6 +4,7 @@ import { createLogger } from '../lib/log/logger.ts';
 import { kafkaSecurity, KafkaSecurityError, type KafkaSecurity } from '../lib/queue/kafka-security.ts';
 import type { KafkaMounts } from '../operator/workers.ts';
 import type { ApiAuth } from '../workers/status/auth.ts';
+import type { PeerKey } from '../workers/status/peers.ts';
 
 // `backbeat worker` and `backbeat operator`: the entry points of the container image. Every flag has an
 // environment variable (what a pod template sets); the flag wins.
@@ -37,6 +38,7 @@ export const SERVE_OPTIONS = {
   'gc-delay': { type: 'string' },
   'state-dir': { type: 'string' },
   'advertise-url': { type: 'string' },
+  'peer-key-file': { type: 'string' },
   'api-auth': { type: 'string' },
   'api-token-file': { type: 'string' },
   namespace: { type: 'string' },
@@ -128,6 +130,16 @@ export async function controlAuth(values: Values, listenHost: string): Promise<A
   }
   if (!LOOPBACK.test(listenHost)) throw new UsageError(`the status API would listen on ${listenHost} with no authentication, so anyone reaching it could pause or retry: give --api-token-file FILE (or --api-auth kubernetes), or listen on 127.0.0.1`);
   return openAuth;
+}
+
+/** The status replicas' shared key (--peer-key-file, a Secret the operator creates): see workers/status/peers.ts. */
+async function peerKeyOf(values: Values): Promise<{ peerKey?: PeerKey }> {
+  const file = flagOrEnv(values, 'peer-key-file');
+  if (file === undefined) return {};
+  const { PeerKey } = await import('../workers/status/peers.ts');
+  const key = Buffer.from(usage(() => readSecretFile(file, '--peer-key-file')));
+  if (key.length < 16) throw new UsageError(`the key in --peer-key-file ${file} is under 16 bytes: make a long random one, e.g. openssl rand -base64 32`);
+  return { peerKey: new PeerKey(key) };
 }
 
 /**
@@ -241,7 +253,7 @@ export async function worker(values: Values): Promise<number> {
     gcDelayMs: gcDelay * 1000,
     ...optional('stateDir', setting(values, 'state-dir', 'BACKBEAT_STATE_DIR')),
     ...optional('advertiseUrl', setting(values, 'advertise-url', 'BACKBEAT_ADVERTISE_URL')),
-    ...(role === 'status' ? { apiAuth: await controlAuth(values, where.host) } : {}),
+    ...(role === 'status' ? { apiAuth: await controlAuth(values, where.host), ...(await peerKeyOf(values)) } : {}),
     logger,
   });
   return untilSignal(logger, () => run.stop());

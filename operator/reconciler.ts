@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { assembleBucketConfigs, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
@@ -15,7 +16,7 @@ import { forEachLimit } from './pool.ts';
 import { planPublication, publishedConditions } from './publish-plan.ts';
 import { PublishedConfigMaps, publishedBuckets, publishedRules, type PublishResult } from './published-state.ts';
 import { RuleChecks, type LocationObject as CheckedLocation, type RuleObject as CheckedRule } from './rule-checks.ts';
-import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, readsRule, replicasFor, roleInputs, secretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, PEER_KEY, peerKeySecret, readsRule, replicasFor, roleInputs, secretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
 
 // One level-triggered pass over the whole installation: read every Location and ReplicationRule, and
 // what is published now; decide what should exist; change only what differs; write each status once,
@@ -303,7 +304,18 @@ export class Reconciler {
     const specs = desiredWorkers(settings, this.o.names, configs, locations);
     const lags = new Map<string, number>();
     const behind: WorkerSpec[] = [];
+    let peerKey = '';
+    if (specs.some((s) => s.role === 'status')) {
+      await attempt(`Secret/${peerKeySecret(settings)}`, async () => {
+        peerKey = await this.ensurePeerKey();
+      });
+    }
     for (const spec of specs) {
+      // Without its key known, the status Deployment stays as it is this pass (its hash would change).
+      if (spec.role === 'status' && peerKey === '') {
+        behind.push(spec);
+        continue;
+      }
       const ok = await attempt(`Deployment/${spec.deployment}`, async () => {
         const current = await rest.find<KubeObject & { spec: { replicas?: number } }>(`${path}/${spec.deployment}`);
         let replicas = current?.spec.replicas ?? 1;
@@ -320,7 +332,8 @@ export class Reconciler {
         // Each role mounts the shards and the credentials it reads, and rolls only when what it reads changed.
         const inputs = roleInputs(spec, configs);
         const used = inputs.locations.flatMap((name) => locations.get(name) ?? []);
-        const hash = configHash(JSON.stringify(inputs.reads), used.flatMap((l) => [JSON.stringify(l.spec), secretVersion(l)]));
+        // The status pods read the peer key at start: one made again (deleted) rolls them all onto it.
+        const hash = configHash(JSON.stringify(inputs.reads), [...used.flatMap((l) => [JSON.stringify(l.spec), secretVersion(l)]), ...(spec.role === 'status' ? [peerKey] : [])]);
         const configMaps = [this.configMapName, ...inputs.mounts.flatMap((l) => mounted.get(l) ?? [])];
         const desired = deploymentFor(settings, spec, replicas, configMaps, secretKeys(used.filter(givenSecret)), hash);
         if (current === undefined) {
@@ -373,6 +386,33 @@ export class Reconciler {
   }
 
   /** Writes the status when it differs from what is stored, and records an Event when Ready flips. */
+  /**
+   * Creates the status replicas' peer key once (a random one), and returns its uid; never rewritten, so
+   * that the replicas keep trusting each other's records. Deleted, it is made again, with a new uid that
+   * rolls the status pods onto it.
+   */
+  private async ensurePeerKey(): Promise<string> {
+    const { rest, namespace, settings, logger } = this.o;
+    const path = `/api/v1/namespaces/${namespace}/secrets`;
+    const name = peerKeySecret(settings);
+    const existing = await rest.find(`${path}/${name}`);
+    if (existing !== undefined) return existing.metadata.uid ?? '';
+    const created = await rest.create(path, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'Opaque',
+      metadata: {
+        name,
+        labels: { 'app.kubernetes.io/managed-by': MANAGED_BY, 'app.kubernetes.io/instance': settings.name },
+        ...(settings.owner !== undefined ? { ownerReferences: [{ ...settings.owner, controller: true, blockOwnerDeletion: false }] } : {}),
+      },
+      // Text (base64 of 32 random bytes), so that the mounted file reads the same as any other secret file.
+      data: { [PEER_KEY]: Buffer.from(randomBytes(32).toString('base64')).toString('base64') },
+    });
+    logger.info('status peer key created', { secret: name });
+    return created.metadata.uid ?? '';
+  }
+
   private async writeStatus(plural: string, object: LocationObject | RuleObject, status: Status, decision: ConditionInput): Promise<void> {
     const next: Status = { observedGeneration: object.metadata.generation ?? 0, ...status };
     if (canonical(object.status ?? {}) === canonical(next)) return;

@@ -97,6 +97,10 @@ describe('Worker Deployments', () => {
     assert.deepEqual([pod(settings, 'status').serviceAccountName, pod(settings, 'status').automountServiceAccountToken], ['bb-status', true]);
     assert.deepEqual([pod(settings, 'processor').serviceAccountName, pod(settings, 'processor').automountServiceAccountToken], [undefined, false]);
     assert.ok(pod(settings, 'status').containers[0]?.env.some((e) => e.name === 'BACKBEAT_API_AUTH' && e.value === 'kubernetes'));
+    // The status replicas' peer key: in their pods, in no other.
+    assert.deepEqual(pod(settings, 'status').volumes.find((v) => v.name === 'peer'), { name: 'peer', secret: { secretName: 'bb-status-peer-key', defaultMode: 0o440 } });
+    assert.ok(pod(settings, 'status').containers[0]?.env.some((e) => e.name === 'BACKBEAT_PEER_KEY_FILE' && e.value === '/etc/backbeat/peer/key'));
+    assert.equal(pod(settings, 'processor').volumes.find((v) => v.name === 'peer'), undefined);
     const plain = pod(settings, 'processor');
     assert.equal(plain.volumes.find((v) => v.name === 'kafka'), undefined);
     assert.equal(plain.containers[0]?.env.some((e) => e.name.startsWith('BACKBEAT_KAFKA_') && e.name !== 'BACKBEAT_KAFKA_BROKERS'), false);
@@ -132,16 +136,18 @@ describe('What each role reads', () => {
     const before = inputsAfter(...base);
     assert.match(before.get('bb-processor-c') ?? '', /mounts a,d$/);
     assert.match(before.get('bb-populator-a') ?? '', /mounts a$/);
-    // A filter: the populator of its source and the status processor; no processor (they read no filter).
+    // A filter: the populator of its source, the processor of its destination (it checks tasks against
+    // the rule) and the status processor; not processor c, which reads no rule of a's bucket p1.
     const filtered = { ...base[0], spec: { ...base[0]?.spec, filter: { prefix: 'x/' } } } as ReplicationRule;
-    assert.deepEqual(changed(before, inputsAfter(filtered, base[1] as ReplicationRule, base[2] as ReplicationRule)), ['bb-populator-a', 'bb-status']);
-    // Another destination location for a rule of a: processor c already read source a, so it stays...
+    assert.deepEqual(changed(before, inputsAfter(filtered, base[1] as ReplicationRule, base[2] as ReplicationRule)), ['bb-populator-a', 'bb-processor-b', 'bb-status']);
+    // Another destination location for a rule of a: its processors, the old and the new one.
     const toC = from('a', 'p1', 'r1', ['b', 'c']);
-    assert.deepEqual(changed(before, inputsAfter(toC, base[1] as ReplicationRule, base[2] as ReplicationRule)), ['bb-populator-a', 'bb-status']);
-    // ...but processor b does gain source d when a rule of d sends to it.
+    assert.deepEqual(changed(before, inputsAfter(toC, base[1] as ReplicationRule, base[2] as ReplicationRule)), ['bb-populator-a', 'bb-processor-b', 'bb-processor-c', 'bb-status']);
+    // Processor b gains source d when a rule of d sends to it.
     const dToB = from('d', 'q1', 'r3', ['c', 'b']);
     const rolled = changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule, dToB));
-    assert.deepEqual(rolled, ['bb-populator-d', 'bb-processor-b', 'bb-status']);
+    assert.deepEqual(rolled, ['bb-populator-d', 'bb-processor-b', 'bb-processor-c', 'bb-status']);
+    assert.match(inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule, dToB).get('bb-processor-b') ?? '', /mounts a,d$/);
     // Which Deployments a rule's Published condition waits for: at least those its change rolls.
     const readers = (r: ReplicationRule): string[] => desiredWorkers(settings, names, [...compileBucketConfigs({ rules: new Map([[r.metadata.name, r]]) }).values()], new Map(['a', 'b', 'c', 'd'].map((l) => [l, location(l)]))).filter((w) => readsRule(w, r)).map((w) => w.deployment).sort();
     assert.deepEqual(readers(dToB), ['bb-populator-d', 'bb-processor-b', 'bb-processor-c', 'bb-status']);

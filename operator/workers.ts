@@ -216,6 +216,8 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
                   { name: 'BACKBEAT_STATE_DIR', value: STATE_DIR },
                   // Where the other status replicas forward requests for the partitions this one owns.
                   { name: 'BACKBEAT_ADVERTISE_URL', value: 'http://$(POD_IP):$(BACKBEAT_PORT)' },
+                  // What they trust each other by (workers/status/peers.ts); no other pod mounts it.
+                  { name: 'BACKBEAT_PEER_KEY_FILE', value: `${PEER_DIR}/${PEER_KEY}` },
                 ]
               : []),
           ],
@@ -228,7 +230,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
             { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
             { name: 'credentials', mountPath: CREDENTIALS_DIR, readOnly: true },
             ...(kafka.sources.length > 0 ? [{ name: 'kafka', mountPath: KAFKA_DIR, readOnly: true }] : []),
-            ...(status ? [{ name: 'state', mountPath: STATE_DIR }] : []),
+            ...(status ? [{ name: 'state', mountPath: STATE_DIR }, { name: 'peer', mountPath: PEER_DIR, readOnly: true }] : []),
           ],
         },
       ],
@@ -237,7 +239,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
         { name: 'config', projected: { sources: configMaps.map((name) => ({ configMap: { name } })) } },
         { name: 'credentials', projected: { sources: projected, defaultMode: 0o440 } },
         ...(kafka.sources.length > 0 ? [{ name: 'kafka', projected: { sources: kafka.sources, defaultMode: 0o440 } }] : []),
-        ...(status ? [{ name: 'state', emptyDir: {} }] : []),
+        ...(status ? [{ name: 'state', emptyDir: {} }, { name: 'peer', secret: { secretName: peerKeySecret(settings), defaultMode: 0o440 } }] : []),
       ],
     },
   };
@@ -281,8 +283,14 @@ export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[])
       return { reads: mine, locations: spec.location !== undefined ? [spec.location] : [], mounts: spec.location !== undefined ? [spec.location] : [] };
     }
     case 'processor': {
-      const sources = [...new Set(configs.filter((c) => c.Rules.some((r) => r.Destinations.some((d) => d.Location === spec.location))).map((c) => c.SourceLocation))].sort();
-      return { reads: sources, locations: [...new Set([...(spec.location !== undefined ? [spec.location] : []), ...sources])].sort(), mounts: sources };
+      // The rules that send here: a processor carries out a task only as far as one of them asks
+      // (workers/processor/rule-check.ts), so it rolls when one of them changes.
+      const mine = configs.flatMap((c) => {
+        const rules = c.Rules.filter((r) => r.Destinations.some((d) => d.Location === spec.location));
+        return rules.length > 0 ? [{ Source: c.Source, Rules: rules }] : [];
+      });
+      const sources = [...new Set(mine.map((c) => c.Source.split('/')[0] ?? ''))].sort();
+      return { reads: mine, locations: [...new Set([...(spec.location !== undefined ? [spec.location] : []), ...sources])].sort(), mounts: sources };
     }
     case 'status':
       return { reads: configs, locations: allSources, mounts: allSources };
@@ -315,6 +323,11 @@ export function secretKeys(locations: Location[]): SecretKeys[] {
   }
   return [...keys].map(([name, k]) => ({ name, keys: k }));
 }
+
+const PEER_DIR = '/etc/backbeat/peer';
+export const PEER_KEY = 'key';
+/** The Secret of the status replicas' peer key: created once by the operator, mounted in the status pods only. */
+export const peerKeySecret = (settings: Pick<WorkerSettings, 'name'>): string => `${settings.name}-status-peer-key`;
 
 /** A hash of what a worker reads at start (config and Secret versions): on the pod template, it rolls the pods. */
 export function configHash(reads: string, locations: string[]): string {

@@ -29,8 +29,8 @@ describe('Helm chart', function () {
     assert.deepEqual([...plain.matchAll(/kind: ClusterRoleBinding\n/g)].length, 1);
     assert.match(plain, /kind: ClusterRoleBinding[\s\S]*?name: system:auth-delegator\nsubjects:\n\s+- kind: ServiceAccount\n\s+name: bb-backbeat-status\n/);
     assert.match(plain, /kind: NetworkPolicy[\s\S]*?ports:\n\s+- \{ protocol: TCP, port: 8900 \}/);
-    // Secrets: read one by name, never listed.
-    assert.match(plain, /resources: \["secrets"\]\n\s+verbs: \["get"\]/);
+    // Secrets: read one by name, never listed; created only for the status replicas' peer key.
+    assert.match(plain, /resources: \["secrets"\]\n\s+verbs: \["get", "create"\]/);
     const monitored = (await run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}', '--set', 'metrics.serviceMonitor.enabled=true'])).stdout;
     assert.match(monitored, /kind: ServiceMonitor/);
     assert.match(monitored, /kind: PodMonitor/);

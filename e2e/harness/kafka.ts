@@ -50,6 +50,8 @@ export interface KafkaNode {
 
 export interface KafkaCluster {
   brokers: string[];
+  /** A secure cluster's plaintext listener of the brokers themselves, on loopback: for local servers of the test (MinIO's notifications), never for the code under test. */
+  internalBrokers?: string[];
   nodes: KafkaNode[];
   stop(): Promise<void>;
 }
@@ -158,6 +160,7 @@ export async function startKafkaCluster(name: string, size: number, secure?: Sec
   await Promise.all(nodes.map((n) => n.start()));
   return {
     brokers,
+    ...(secure !== undefined ? { internalBrokers: ports.map((p) => `127.0.0.1:${String(p.internal)}`) } : {}),
     nodes,
     async stop() {
       await Promise.all(nodes.map((n) => n.process.stop()));

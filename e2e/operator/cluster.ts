@@ -163,19 +163,20 @@ async function apiPods(rest: KubeRest, namespace: string, deployment: string): P
     });
 }
 
-async function local(): Promise<Cluster> {
+async function local(own?: ClusterKafka): Promise<Cluster> {
   const why = nodeUnavailable();
   if (why !== undefined) console.log(`      (operator e2e on the stand-in kubelet: ${why})`);
-  const [node, kafka] = await Promise.all([why === undefined ? sharedNode() : undefined, sharedKafka()]);
+  const [node, shared] = await Promise.all([why === undefined ? sharedNode() : undefined, own === undefined ? sharedKafka() : undefined]);
+  const kafka = own ?? { brokers: shared?.brokers ?? [], notifyBrokers: shared?.brokers ?? [], helmValues: [] };
   const kubeconfig = node?.kubeconfig ?? (await sharedKube()).kubeconfig;
   const id = randomBytes(3).toString('hex');
   const namespace = `op-${id}`;
   const journalTopic = `op-${id}-site-a-events`;
   const a = await minio({
     name: `op-a-${id}`,
-    notifyKafka: { brokers: kafka.brokers, topic: journalTopic },
+    notifyKafka: { brokers: kafka.notifyBrokers, topic: journalTopic },
     // A notification target of the user's own, which the operator must leave alone.
-    env: { MINIO_NOTIFY_KAFKA_ENABLE_USER: 'on', MINIO_NOTIFY_KAFKA_BROKERS_USER: kafka.brokers.join(','), MINIO_NOTIFY_KAFKA_TOPIC_USER: `${journalTopic}-user`, MINIO_NOTIFY_KAFKA_QUEUE_DIR_USER: mkdtempSync(join(runDir(), 'user-queue-')) },
+    env: { MINIO_NOTIFY_KAFKA_ENABLE_USER: 'on', MINIO_NOTIFY_KAFKA_BROKERS_USER: kafka.notifyBrokers.join(','), MINIO_NOTIFY_KAFKA_TOPIC_USER: `${journalTopic}-user`, MINIO_NOTIFY_KAFKA_QUEUE_DIR_USER: mkdtempSync(join(runDir(), 'user-queue-')) },
   });
   const b = await minio({ name: `op-b-${id}` });
   const rest = kubeRest(loadKubeConfig(kubeconfig));
@@ -199,7 +200,7 @@ async function local(): Promise<Cluster> {
       return pod.url;
     },
   };
-  const brokers = ['--set', `kafka.brokers={${kafka.brokers.join(',')}}`];
+  const brokers = ['--set', `kafka.brokers={${kafka.brokers.join(',')}}`, ...kafka.helmValues];
   // The suite's S3 servers go with it: idle, each still costs the machine CPU (MinIO's scanner) until the run ends.
   const stopSites = async (): Promise<void> => {
     await Promise.all([a.stop(), b.stop()]);
@@ -376,6 +377,18 @@ export function exampleManifests(c: Cluster): string {
   return dir;
 }
 
-export function startCluster(): Promise<Cluster> {
-  return process.env['BACKBEAT_E2E_CLUSTER'] === 'external' ? Promise.resolve(external()) : local();
+/**
+ * Another Kafka than the shared one (a secure one): the brokers the operator and the workers reach, with
+ * the chart values that reach them, and the brokers MinIO publishes its notifications to.
+ */
+export interface ClusterKafka {
+  brokers: string[];
+  notifyBrokers: string[];
+  helmValues: string[];
+}
+
+export function startCluster(kafka?: ClusterKafka): Promise<Cluster> {
+  if (process.env['BACKBEAT_E2E_CLUSTER'] !== 'external') return local(kafka);
+  if (kafka !== undefined) throw new Error('a Kafka of the test run cannot serve an external cluster');
+  return Promise.resolve(external());
 }

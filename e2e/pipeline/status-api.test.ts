@@ -1,17 +1,20 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
 import { encode, installationTopics, objectKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
 import { statusServer } from '../../workers/status/api.ts';
 import { tokenAuth } from '../../workers/status/auth.ts';
+import { PeerKey } from '../../workers/status/peers.ts';
 import { StatusProcessor } from '../../workers/status/status.ts';
 import type { FailedEntry } from '../../workers/status/store.ts';
 import { sharedKafka } from '../harness/env.ts';
@@ -34,6 +37,8 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
   let producer: QueueProducer;
   let dir: string;
   const token = testSecret(randomUUID());
+  /** The key the replicas trust each other by (the operator makes one per installation). */
+  const peerKey = new PeerKey(randomBytes(32));
   const auth = { authorization: `Bearer ${token}` };
   let tokenFile: string;
   /** The CLI with the API token, as users give it. */
@@ -60,12 +65,13 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
   async function startReplica(name: string): Promise<(typeof replicas)[number]> {
     const port = await freePort();
     const url = `http://127.0.0.1:${String(port)}`;
-    const status = new StatusProcessor({ queue, names, logger: quiet, storeFile: join(dir, `${name}.db`), advertiseUrl: url });
+    const status = new StatusProcessor({ queue, names, logger: quiet, storeFile: join(dir, `${name}.db`), advertiseUrl: url, peerKey });
     await status.start();
     const server = statusServer({
       status,
       auth: tokenAuth(token),
       advertiseUrl: url,
+      peerKey,
       destinations: ['b/x', 'c/y'],
       rules: ['r'],
       controls: { set: () => Promise.resolve(), states: () => [] },
@@ -113,6 +119,59 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
       assert.match(out, new RegExp(`version v${String(i)}  object  ${i % 2 === 0 ? 'FAILED' : 'COMPLETED'}`));
     }
     assert.deepEqual([...owners].sort(), [0, 1, 2], 'the keys asked are owned by each of the three replicas');
+
+    // Whoever can write to the owners topic cannot redirect forwarded requests: an owner record counts
+    // only when signed with the replicas' key, and a forward carries no caller token anyway.
+    const heard: IncomingHttpHeaders[] = [];
+    const listener = createServer((req, res) => {
+      heard.push(req.headers);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"versions":[]}');
+    });
+    listener.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const listenerUrl = `http://127.0.0.1:${String((listener.address() as AddressInfo).port)}`;
+    try {
+      const elsewhere = Array.from({ length: 6 }, (_, p) => p).filter((p) => !first.status.ownsPartition(p));
+      const forged = (partition: number, sig?: string): { key: string; value: string } => ({ key: `owner/${String(partition)}`, value: encode({ partition, url: listenerUrl, at: at(), ...(sig !== undefined ? { sig } : {}) }) });
+      await producer.send(names.statusOwners, elsewhere.flatMap((p) => [forged(p), forged(p, peerKey.signOwner({ partition: p, url: 'http://127.0.0.1:1', at: at() }))]));
+      await sleep(3_000);
+      for (const o of objects) {
+        const answer = await httpGet(`${first.url}/v1/objects/a/src/${encodeURIComponent(o.key)}`, auth);
+        assert.equal(answer.status, 200, `${o.key}: ${answer.body}`);
+        assert.equal((JSON.parse(answer.body) as { versions: { object: ObjectRef }[] }).versions[0]?.object.versionId, o.versionId);
+      }
+      assert.equal(heard.length, 0, 'no request reached the forged owner');
+      assert.ok(!first.status.peers().includes(listenerUrl));
+
+      // Signed (as only a replica can), the record is followed: the forward carries an assertion for that request alone.
+      const [p] = elsewhere;
+      assert.ok(p !== undefined);
+      const realOwner = all.find((s) => s.ownsPartition(p))?.ownerOf(p);
+      const signedAt = at();
+      await producer.send(names.statusOwners, [{ key: `owner/${String(p)}`, value: encode({ partition: p, url: listenerUrl, at: signedAt, sig: peerKey.signOwner({ partition: p, url: listenerUrl, at: signedAt }) }) }]);
+      let asked: ObjectRef | undefined;
+      for (const o of objects) if ((await first.status.partitionOf(o.location, o.bucket, o.key)) === p) asked = o;
+      assert.ok(asked !== undefined);
+      const path = `/v1/objects/a/src/${encodeURIComponent(asked.key)}`;
+      await eventually(async () => {
+        assert.equal((await httpGet(`${first.url}${path}`, auth)).status, 200);
+        assert.ok(heard.length > 0);
+      }, 30_000, 200);
+      const forwarded = heard[heard.length - 1];
+      assert.ok(forwarded !== undefined);
+      assert.equal(forwarded.authorization, undefined, 'the caller token stays with the replica it was given to');
+      assert.match(String(forwarded['x-backbeat-peer']), /^\d+\.[\w-]{43}$/);
+      const replay = { 'x-backbeat-forwarded': '1', 'x-backbeat-peer': String(forwarded['x-backbeat-peer']) };
+      assert.equal((await httpGet(`${second.url}/v1/failed`, replay)).status, 401, 'the assertion is good for that request only');
+      // The real owner announces itself again (signed), as it does whenever it takes partitions.
+      assert.ok(realOwner !== undefined);
+      const back = at();
+      await producer.send(names.statusOwners, [{ key: `owner/${String(p)}`, value: encode({ partition: p, url: realOwner, at: back, sig: peerKey.signOwner({ partition: p, url: realOwner, at: back }) }) }]);
+      await eventually(() => assert.equal(first.status.ownerOf(p), realOwner), 30_000, 200);
+    } finally {
+      listener.close();
+    }
 
     // Without the token, or with another, nothing is answered or done, forwarded or not; probes and metrics stay open.
     const objectPath = `/v1/objects/a/src/${encodeURIComponent(objects[0]?.key ?? '')}`;

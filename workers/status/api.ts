@@ -3,6 +3,7 @@ import { redactString } from '../../lib/log/redact.ts';
 import { type PauseState, versionKey } from '../messages.ts';
 import { type ApiAction, type ApiAuth, Refused } from './auth.ts';
 import type { ObjectState } from './fold.ts';
+import type { PeerKey } from './peers.ts';
 import type { FailedEntry, StatusProcessor } from './status.ts';
 import { type FailedCursor, failuresOf } from './store.ts';
 
@@ -35,6 +36,8 @@ export interface ApiContext extends HealthContext {
   advertiseUrl?: string;
   /** Who may call: every /v1 request is checked; probes and metrics stay open. */
   auth: ApiAuth;
+  /** With it, forwards carry a signed assertion instead of the caller's token (peers.ts). */
+  peerKey?: PeerKey | undefined;
 }
 
 class BadRequest extends Error {
@@ -48,7 +51,7 @@ class BadRequest extends Error {
 /** The largest request body read: the largest the API takes is an object reference of a few hundred bytes. */
 const MAX_BODY_BYTES = 16 * 1024;
 
-async function jsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+async function jsonBody(req: IncomingMessage): Promise<{ value: Record<string, unknown>; raw: string }> {
   const tooLarge = (): BadRequest => new BadRequest(413, `the request body is over ${String(MAX_BODY_BYTES)} bytes`);
   if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
@@ -58,10 +61,11 @@ async function jsonBody(req: IncomingMessage): Promise<Record<string, unknown>> 
     if (bytes > MAX_BODY_BYTES) throw tooLarge();
     chunks.push(chunk as Buffer);
   }
-  if (chunks.length === 0) return {};
+  if (chunks.length === 0) return { value: {}, raw: '' };
+  const raw = Buffer.concat(chunks).toString('utf8');
   try {
-    const value: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
+    const value: unknown = JSON.parse(raw);
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) return { value: value as Record<string, unknown>, raw };
   } catch {
     // reported below
   }
@@ -97,13 +101,23 @@ const PAGE_MAX = 10_000;
 /** An answer, and which replica gave it when another one did (sent as x-backbeat-answered-by). */
 type Answer = { code: number; body: unknown; by?: string };
 
-/** Asks another replica with the caller's credentials: it checks them too, so a forward grants nothing. */
-async function ask(req: IncomingMessage, url: string, path: string, init?: { method: 'POST'; body: unknown }): Promise<Answer> {
+/** The header of a forwarded request that says a replica authorized it (PeerKey.assert). */
+const PEER_ASSERTION = 'x-backbeat-peer';
+
+/**
+ * Asks another replica. With a peer key, the request carries an assertion that this replica authorized
+ * it, and no caller token (an owner URL is trusted only when signed, and the assertion is good for this
+ * request alone); without one, the caller's credentials, which the other replica checks again.
+ */
+async function ask(ctx: ApiContext, req: IncomingMessage, url: string, path: string, init?: { method: 'POST'; body: unknown }): Promise<Answer> {
+  const method = init?.method ?? 'GET';
+  const body = init !== undefined ? JSON.stringify(init.body) : '';
   const authorization = req.headers.authorization;
+  const credentials = ctx.peerKey !== undefined ? { [PEER_ASSERTION]: ctx.peerKey.assert(method, path, body) } : authorization !== undefined ? { authorization } : {};
   const res = await fetch(`${url}${path}`, {
-    method: init?.method ?? 'GET',
-    headers: { [FORWARDED]: '1', ...(authorization !== undefined ? { authorization } : {}), ...(init !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(init !== undefined ? { body: JSON.stringify(init.body) } : {}),
+    method,
+    headers: { [FORWARDED]: '1', ...credentials, ...(init !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(init !== undefined ? { body } : {}),
     signal: AbortSignal.timeout(30_000),
   });
   return { code: res.status, body: await res.json(), by: url };
@@ -115,7 +129,7 @@ async function fanOut(ctx: ApiContext, req: IncomingMessage, path: string, init?
     ctx.status.peers().map(async (url) => {
       let answer: Answer;
       try {
-        answer = await ask(req, url, path, init);
+        answer = await ask(ctx, req, url, path, init);
       } catch (err) {
         throw new BadRequest(503, `the status replica at ${url} did not answer (${(err as Error).message}); try again`);
       }
@@ -134,7 +148,7 @@ async function atOwner(ctx: ApiContext, req: IncomingMessage, location: string, 
     return { code: 503, body: { error: `status partition ${String(partition)} is being handed over between replicas; try again` } };
   }
   try {
-    return await ask(req, owner, path, init);
+    return await ask(ctx, req, owner, path, init);
   } catch (err) {
     return { code: 503, body: { error: `the status replica at ${owner} did not answer (${(err as Error).message}); try again` } };
   }
@@ -272,13 +286,18 @@ export function statusServer(ctx: ApiContext): Server {
 }
 
 async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> {
-  const allow = (action: ApiAction): Promise<void> => ctx.auth.check(req.headers.authorization, action);
+  // A request another replica forwarded after authorizing it is not checked again (peers.ts).
+  const allow = async (action: ApiAction, body = ''): Promise<void> => {
+    const assertion = req.headers[PEER_ASSERTION];
+    if (req.headers[FORWARDED] !== undefined && typeof assertion === 'string' && ctx.peerKey?.asserted(assertion, req.method ?? '', `${url.pathname}${url.search}`, body) === true) return;
+    await ctx.auth.check(req.headers.authorization, action);
+  };
   if (req.method === 'POST') {
     const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
     if (control !== null) {
       const location = decodeURIComponent(control[1] ?? '');
       await allow({ verb: 'create', resource: 'locations', subresource: 'pause', name: location });
-      const state = pauseRequest(ctx, location, control[2] ?? '', await jsonBody(req));
+      const state = pauseRequest(ctx, location, control[2] ?? '', (await jsonBody(req)).value);
       await ctx.controls.set(state);
       return { code: 200, body: state };
     }
@@ -292,9 +311,9 @@ async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<A
     }
     if (url.pathname === '/v1/failed/retry') {
       // What may be retried depends on the body (capped, so reading it first costs little).
-      const body = await jsonBody(req);
+      const { value: body, raw } = await jsonBody(req);
       const location = typeof body['destination'] === 'string' ? body['destination'].split('/')[0] : undefined;
-      await allow({ verb: 'create', resource: 'locations', subresource: 'retry', ...(location !== undefined ? { name: location } : {}) });
+      await allow({ verb: 'create', resource: 'locations', subresource: 'retry', ...(location !== undefined ? { name: location } : {}) }, raw);
       return retry(ctx, req, body);
     }
   }

@@ -6,6 +6,7 @@ import { commitBatch } from '../../lib/queue/ordered.ts';
 import type { Batch, OutgoingRecord, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { decode, encode, type Figures, objectKey, parseMessage, versionKey, type GcTask, type PlannedTask, queueTasks, StatusEvent, queueNames, type QueueNames } from '../messages.ts';
 import { reject } from '../rejects.ts';
+import type { PeerKey } from './peers.ts';
 import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
 import { type FailedCursor, type FailedEntry, type FailedQuery, type PartitionTotals, recount, StatusStore, TOTALS_KEY } from './store.ts';
 
@@ -28,6 +29,8 @@ export interface StatusOptions {
    */
   collectedRetentionMs?: number;
   metrics?: Metrics;
+  /** What the replicas trust each other by (peers.ts): owner records are signed with it, and only signed ones count. */
+  peerKey?: PeerKey;
 }
 
 /** A partition's restore, as /readyz and the log show it. */
@@ -42,7 +45,7 @@ export interface RestoreProgress {
 const markerSettled = (s: ObjectStatus): boolean => s.state === 'COMPLETED' || s.state === 'SKIPPED';
 
 /** Owner records of the owners topic. */
-const Owner = Type.Object({ partition: Type.Integer({ minimum: 0 }), url: Type.String({ pattern: '^https?://[^/?#@]+$', maxLength: 512 }), at: Type.String() });
+const Owner = Type.Object({ partition: Type.Integer({ minimum: 0 }), url: Type.String({ pattern: '^https?://[^/?#@]+$', maxLength: 512 }), at: Type.String(), sig: Type.Optional(Type.String()) });
 type Owner = Static<typeof Owner>;
 
 /** Encoded changelog records of one batch stay under this (the topic allows 16 MiB per record batch). */
@@ -117,6 +120,10 @@ export class StatusProcessor {
     this.ownersFollower = await follow(queue, this.names.statusOwners, (m) => {
       try {
         const owner = parseMessage(Owner, m.value);
+        if (this.options.peerKey !== undefined && !this.options.peerKey.ownerSigned(owner)) {
+          this.log.warn('owner record not signed with the peer key: ignored', { partition: owner.partition, url: owner.url, signed: owner.sig !== undefined, offset: m.offset });
+          return;
+        }
         this.owners.set(owner.partition, owner);
       } catch {
         // a tombstone, or a record this version cannot read: no owner to learn
@@ -230,7 +237,8 @@ export class StatusProcessor {
     if (url === undefined || partitions.length === 0) return;
     const at = new Date().toISOString();
     try {
-      await (await this.out()).send(this.names.statusOwners, partitions.map((partition) => ({ key: `owner/${String(partition)}`, value: encode({ partition, url, at } satisfies Owner) })));
+      const records = partitions.map((partition): Owner => ({ partition, url, at, ...(this.options.peerKey !== undefined ? { sig: this.options.peerKey.signOwner({ partition, url, at }) } : {}) }));
+      await (await this.out()).send(this.names.statusOwners, records.map((o) => ({ key: `owner/${String(o.partition)}`, value: encode(o) })));
     } catch (err) {
       this.log.warn('could not announce the status partitions owned here', { error: (err as Error).message });
     }

@@ -19,6 +19,7 @@ import { pageSizeOf, scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
 import { type HealthContext, healthServer, statusServer } from '../status/api.ts';
 import { type ApiAuth, openAuth } from '../status/auth.ts';
+import type { PeerKey } from '../status/peers.ts';
 import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
 
@@ -55,6 +56,8 @@ export interface WorkerOptions {
   advertiseUrl?: string;
   /** Who may call the status role's API; anyone when unset (tests on loopback). */
   apiAuth?: ApiAuth;
+  /** What the status replicas trust each other by (workers/status/peers.ts). */
+  peerKey?: PeerKey;
   logger: Logger;
 }
 
@@ -162,7 +165,11 @@ async function gc(ctx: RoleContext): Promise<RoleRun> {
 
 async function status(ctx: RoleContext): Promise<RoleRun> {
   const { queue, names } = ctx;
-  const { stateDir, advertiseUrl } = ctx.options;
+  const { stateDir, advertiseUrl, peerKey } = ctx.options;
+  if (peerKey !== undefined) ctx.logger.info('status peer key read', { fingerprint: peerKey.fingerprint });
+  if (advertiseUrl !== undefined && peerKey === undefined) {
+    ctx.logger.warn('no peer key (--peer-key-file): the replicas trust unsigned owner records and forward callers\' tokens; whoever can write to the owners topic could collect them');
+  }
   const s = new StatusProcessor({
     metrics: ctx.metrics,
     queue,
@@ -171,6 +178,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
     logger: ctx.logger,
     ...(stateDir !== undefined ? { storeFile: join(stateDir, 'status.db') } : {}),
     ...(advertiseUrl !== undefined ? { advertiseUrl } : {}),
+    ...(peerKey !== undefined ? { peerKey } : {}),
   });
   await s.start();
   const producer = await queue.producer();
@@ -229,6 +237,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
         status: s,
         destinations,
         auth: ctx.options.apiAuth ?? openAuth,
+        peerKey,
         ...(advertiseUrl !== undefined ? { advertiseUrl } : {}),
         controls: {
           set: async (state) => {

@@ -132,21 +132,22 @@ describe(`The operator with ${String(COUNT)} rules on as many source buckets`, f
       assert.ok(p?.ready === true, 'the populator of src-2 runs');
       return p.instance;
     }, 60_000, 500);
-    // A filter on a rule of src-1: its populator reads it, and the status processor; processors do not.
+    // A filter on a rule of src-1: its populator reads it, the processor it sends to (which checks tasks
+    // against it), and the status processor; no other worker.
     let before = await templates();
     const maps = await configMaps();
     const started = Date.now();
     await change('rule-00001', { spec: { filter: { prefix: 'logs/' } } });
     figures.push(`one rule's change published in ${seconds(started)} s`);
     let after = await templates();
-    assert.deepEqual(changed(before, after), ['populator-src-1', 'status']);
+    assert.deepEqual(changed(before, after), ['populator-src-1', 'processor-dst-1', 'status']);
     const rewritten = changed(maps, await configMaps()).filter((n) => n.startsWith(`${RELEASE}-buckets-`));
     assert.equal(rewritten.length, 1, `one shard rewritten: ${rewritten.join(', ')}`);
-    // A second destination location for a rule of src-1: processor dst-2 now reads source src-1 too.
+    // A second destination location for a rule of src-1: processor dst-2 now reads it too.
     before = after;
     await change('rule-00003', { spec: { destinations: [{ location: 'dst-1', bucket: 'replicas-1' }, { location: 'dst-2', bucket: 'replicas-2' }] } });
     after = await templates();
-    assert.deepEqual(changed(before, after), ['populator-src-1', 'processor-dst-2', 'status']);
+    assert.deepEqual(changed(before, after), ['populator-src-1', 'processor-dst-1', 'processor-dst-2', 'status']);
     assert.equal(await instance('populator-src-2'), untouched, 'the populator of src-2 mounts no shard of src-1, and kept running');
   });
 

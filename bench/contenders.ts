@@ -10,7 +10,8 @@ import { locationManifest } from '../e2e/pipeline/sites.ts';
 import { peakRss } from './process.ts';
 
 // The programs under comparison, each run as its own process so that its wall time and peak memory are
-// its own: `backbeat run` (local mode, the same workers as on Kubernetes) and `rclone copy`.
+// its own: `backbeat run` (local mode, the same workers as on Kubernetes), `rclone copy` (tuned, and as
+// usually run) and a plain GET→PUT copier (the ceiling).
 
 export interface Job {
   source: MinioServer;
@@ -100,18 +101,66 @@ export function backbeatContender(name: string, brokers?: string[]): Contender {
 }
 
 /**
- * `rclone copy` between the same two buckets, with as many transfers as backbeat has copies in flight,
- * and multipart copies in the source's part size so that both make the same S3 requests. Its peak memory
- * is sampled every 20 ms (VmHWM only grows, so only growth in its last 20 ms could be missed).
+ * The ceiling: bench/plain-copier.ts, a GET streamed into a PUT per object with `concurrency` in flight
+ * and nothing else, as its own process (its peak memory sampled as rclone's is).
  */
-export function rcloneContender(): Contender {
+export function plainCopierContender(): Contender {
+  return {
+    name: 'plain GET→PUT copier',
+    describe: ({ concurrency }) => `bench/plain-copier.ts, ${String(concurrency)} in flight (the ceiling: no checks, no status)`,
+    run(job) {
+      const endpoint = (s: MinioServer, bucket: string): Record<string, string> => ({ endpoint: s.endpoint, region: s.region, accessKeyId: s.credentials.accessKeyId, secretAccessKey: s.credentials.secretAccessKey, bucket });
+      const env = { ...process.env, BENCH_COPY: JSON.stringify({ source: endpoint(job.source, job.sourceBucket), destination: endpoint(job.destination, job.targetBucket), concurrency: job.concurrency }) };
+      return measured(process.execPath, [new URL('./plain-copier.ts', import.meta.url).pathname], env, 'the plain copier');
+    },
+  };
+}
+
+/** Runs a program to its end, its peak memory sampled every 20 ms (VmHWM only grows: only growth in its last 20 ms could be missed). */
+function measured(command: string, args: string[], env: NodeJS.ProcessEnv, what: string): Promise<Measure> {
+  return new Promise<Measure>((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(command, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let peak = 0;
+    let stderr = '';
+    const sample = (): void => {
+      peak = Math.max(peak, peakRss(child.pid));
+    };
+    const timer = setInterval(sample, 20);
+    child.once('spawn', sample);
+    child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
+    child.once('error', (err) => {
+      clearInterval(timer);
+      reject(err);
+    });
+    child.once('exit', (code) => {
+      clearInterval(timer);
+      if (code === 0) resolve({ seconds: (performance.now() - started) / 1000, peakRssBytes: peak });
+      else reject(new Error(`${what} exited with ${String(code)}:\n${stderr}`));
+    });
+  });
+}
+
+/**
+ * The flags that make `rclone copy` a copier of new objects and nothing else: no bucket check, no
+ * listing or HEAD of the destination, no HEAD before a GET or after a PUT, one recursive listing. With
+ * them it makes two requests per small object (a GET and a PUT), as backbeat aims to.
+ */
+const RCLONE_TUNED = ['--s3-no-check-bucket', '--no-check-dest', '--s3-no-head', '--s3-no-head-object', '--use-server-modtime', '--fast-list'];
+
+/**
+ * `rclone copy` between the same two buckets, with as many transfers as backbeat has copies in flight,
+ * and multipart copies in the source's part size so that both make the same S3 requests; `tuned`, with
+ * its best flags for this job (RCLONE_TUNED), else as most people run it.
+ */
+export function rcloneContender(options: { tuned?: boolean } = {}): Contender {
   const flags = ({ concurrency, partSize }: Pick<Job, 'concurrency' | 'partSize'>): string[] => {
-    const out = ['--transfers', String(concurrency), '--checkers', String(concurrency)];
+    const out = ['--transfers', String(concurrency), '--checkers', String(concurrency), ...(options.tuned === true ? RCLONE_TUNED : [])];
     if (partSize !== undefined) out.push('--s3-chunk-size', `${String(partSize)}B`, '--s3-upload-cutoff', `${String(partSize)}B`);
     return out;
   };
   return {
-    name: 'rclone copy',
+    name: options.tuned === true ? 'rclone copy (tuned)' : 'rclone copy',
     describe: (job) => `rclone copy ${flags(job).join(' ')}`,
     run(job) {
       const remote = (name: string, s: MinioServer): Record<string, string> => ({
@@ -126,28 +175,7 @@ export function rcloneContender(): Contender {
       // these endpoints are plain HTTP on loopback, so it has no use here.
       const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: '/dev/null', ...remote('SRC', job.source), ...remote('DST', job.destination) };
       delete env.AWS_CA_BUNDLE;
-      const args = ['copy', `src:${job.sourceBucket}`, `dst:${job.targetBucket}`, ...flags(job)];
-      return new Promise<Measure>((resolve, reject) => {
-        const started = performance.now();
-        const child = spawn(requireBinary('rclone'), args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-        let peak = 0;
-        let stderr = '';
-        const sample = (): void => {
-          peak = Math.max(peak, peakRss(child.pid));
-        };
-        const timer = setInterval(sample, 20);
-        child.once('spawn', sample);
-        child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
-        child.once('error', (err) => {
-          clearInterval(timer);
-          reject(err);
-        });
-        child.once('exit', (code) => {
-          clearInterval(timer);
-          if (code === 0) resolve({ seconds: (performance.now() - started) / 1000, peakRssBytes: peak });
-          else reject(new Error(`rclone copy exited with ${String(code)}:\n${stderr}`));
-        });
-      });
+      return measured(requireBinary('rclone'), ['copy', `src:${job.sourceBucket}`, `dst:${job.targetBucket}`, ...flags(job)], env, 'rclone copy');
     },
   };
 }

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { minio } from '../e2e/harness/env.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
-import { backbeatContender, rcloneContender, type Contender } from './contenders.ts';
-import { formatReport, runBench, type Workload } from './replicate.ts';
+import { backbeatContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
+import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
 
-// The benchmark's machinery on a tiny workload, so that `make bench` cannot rot: both contenders really
-// copy every object, their memory is measured, and a contender that copies less is refused. No figure
+// The benchmark's machinery on a tiny workload, so that `make bench` cannot rot: every contender really
+// copies every object, its memory is measured, and a contender that copies less is refused. No figure
 // is compared to a threshold here (timed tests are noise on these machines).
 
 describe('make bench: backbeat against rclone (real MinIO, real processes)', function () {
@@ -17,27 +17,31 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
   ];
 
   before(async () => {
-    [source, destination] = [await minio({ name: 'bench-src' }), await minio({ name: 'bench-dst' })];
+    [source, destination] = [await minio({ name: 'bench-src', env: PUBLIC_METRICS }), await minio({ name: 'bench-dst', env: PUBLIC_METRICS })];
   });
 
   it('runs each contender on every workload, checks the copies, and reports medians and ratios', async () => {
     const lines: string[] = [];
-    const results = await runBench({ source, destination, workloads, contenders: [rcloneContender(), backbeatContender('backbeat')], rounds: 1, concurrency: 4, onRun: (l) => lines.push(l) });
+    const results = await runBench({ source, destination, workloads, contenders: [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), backbeatContender('backbeat')], rounds: 1, concurrency: 4, onRun: (l) => lines.push(l) });
     assert.deepEqual(
       results.map((r) => [r.workload.name, r.contender, r.runs.length]),
-      [['tiny', 'rclone copy', 1], ['tiny', 'backbeat', 1], ['parts', 'rclone copy', 1], ['parts', 'backbeat', 1]],
+      ['tiny', 'parts'].flatMap((w) => ['rclone copy (tuned)', 'rclone copy', 'plain GET→PUT copier', 'backbeat'].map((c) => [w, c, 1])),
     );
     for (const r of results) {
       assert.ok(r.median.seconds > 0, `${r.contender} time`);
       // Any live Node or Go process holds megabytes: a zero would mean the memory was never read.
       assert.ok(r.median.peakRssBytes > 4 * 2 ** 20, `${r.contender} peak RSS ${String(r.median.peakRssBytes)}`);
     }
-    assert.equal(lines.length, 4);
+    assert.equal(lines.length, 8);
     const report = formatReport(results, 1);
     assert.match(report, /^tiny: 25 objects × 4 KiB \(0\.1 MiB\), median of 1 rounds$/m);
     assert.match(report, /^parts: 2 objects × 11 MiB in 5\.0 MiB parts/m);
-    assert.match(report, /ratio backbeat \/ rclone copy: time ×\d+\.\d\d, throughput ×\d+\.\d\d, peak RSS ×\d+\.\d\d/);
+    assert.match(report, /ratio backbeat \/ rclone copy \(tuned\): time ×\d+\.\d\d, throughput ×\d+\.\d\d, peak RSS ×\d+\.\d\d/);
+    // The servers' own counts: the ceiling makes a GET and a PUT per object, and one listing.
+    assert.match(report, /S3 requests per object, plain GET→PUT copier: 2\.04 \(GetObject 1\.00, PutObject 1\.00, ListObjectsV2 0\.04\)/);
+    assert.match(report, /S3 requests per object, backbeat: \d+\.\d\d \(/);
     assert.match(report, /rclone copy: rclone copy --transfers 4 --checkers 4 --s3-chunk-size 5242880B --s3-upload-cutoff 5242880B/);
+    assert.match(report, /rclone copy \(tuned\): rclone copy --transfers 4 --checkers 4 --s3-no-check-bucket --no-check-dest --s3-no-head --s3-no-head-object --use-server-modtime --fast-list --s3-chunk-size/);
   });
 
   it('refuses the figures of a contender that did not copy everything', async () => {

@@ -39,6 +39,36 @@ export interface Result {
   description: string;
   runs: Measure[];
   median: Measure;
+  /** S3 requests per object both servers answered during the runs, by API, over every round (undefined when a server's metrics are not public). */
+  requests?: Record<string, number>;
+}
+
+/** The environment of a MinIO server whose request counts the report shows. */
+export const PUBLIC_METRICS = { MINIO_PROMETHEUS_AUTH_TYPE: 'public' };
+
+/**
+ * The S3 requests a MinIO server has answered, by API, from its v3 metrics (current at each scrape: the v2
+ * ones are cached for seconds; public where the server runs with MINIO_PROMETHEUS_AUTH_TYPE=public).
+ * Undefined otherwise.
+ */
+async function requestCounts(server: MinioServer): Promise<Map<string, number> | undefined> {
+  const res = await fetch(`${server.endpoint}/minio/metrics/v3/api/requests`).catch(() => undefined);
+  if (res?.ok !== true) return undefined;
+  const counts = new Map<string, number>();
+  for (const m of (await res.text()).matchAll(/^minio_api_requests_total\{name="([^"]+)"[^}]*type="s3"[^}]*\} (\d+)$/gm)) counts.set(m[1] ?? '', (counts.get(m[1] ?? '') ?? 0) + Number(m[2]));
+  return counts;
+}
+
+/** What both servers answered between two readings, by API (undefined when either could not be read). */
+async function requestsSince(servers: MinioServer[], before: (Map<string, number> | undefined)[]): Promise<Map<string, number> | undefined> {
+  const after = await Promise.all(servers.map(requestCounts));
+  const sum = new Map<string, number>();
+  for (const [i, a] of after.entries()) {
+    const b = before[i];
+    if (a === undefined || b === undefined) return undefined;
+    for (const [api, n] of a) if (n - (b.get(api) ?? 0) > 0) sum.set(api, (sum.get(api) ?? 0) + n - (b.get(api) ?? 0));
+  }
+  return sum;
 }
 
 const median = (xs: number[]): number => {
@@ -87,6 +117,8 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
     const sourceBucket = `bench-${w.name}`;
     await fill(src, sourceBucket, w);
     const runs = new Map<Contender, Measure[]>(options.contenders.map((c) => [c, []]));
+    const requests = new Map<Contender, Map<string, number> | undefined>(options.contenders.map((c) => [c, new Map()]));
+    const servers = [options.source, options.destination];
     for (let round = 0; round < options.rounds; round++) {
       const order = round % 2 === 0 ? options.contenders : [...options.contenders].reverse();
       for (const [i, c] of order.entries()) {
@@ -95,7 +127,12 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
         const dir = join(runDir(), 'bench', targetBucket);
         mkdirSync(dir, { recursive: true });
         const job = { source: options.source, destination: options.destination, sourceBucket, targetBucket, objects: w.objects, concurrency: options.concurrency, dir, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) };
+        const before = await Promise.all(servers.map(requestCounts));
         const m = await c.run(job);
+        const made = await requestsSince(servers, before);
+        const sum = requests.get(c);
+        if (made === undefined || sum === undefined) requests.set(c, undefined);
+        else for (const [api, n] of made) sum.set(api, (sum.get(api) ?? 0) + n);
         await verify(dst, targetBucket, w, c.name);
         runs.get(c)?.push(m);
         options.onRun?.(`  ${w.name} round ${String(round + 1)}/${String(options.rounds)} #${String(i + 1)} ${c.name}: ${m.seconds.toFixed(2)} s, peak RSS ${mib(m.peakRssBytes)}`);
@@ -109,10 +146,16 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
         description: c.describe({ concurrency: options.concurrency, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) }),
         runs: ms,
         median: { seconds: median(ms.map((m) => m.seconds)), peakRssBytes: median(ms.map((m) => m.peakRssBytes)) },
+        ...(perObject(requests.get(c), w.objects * ms.length) ?? {}),
       });
     }
   }
   return results;
+}
+
+function perObject(sum: Map<string, number> | undefined, objects: number): { requests: Record<string, number> } | undefined {
+  if (sum === undefined || objects === 0) return undefined;
+  return { requests: Object.fromEntries([...sum].sort(([, a], [, b]) => b - a).map(([api, n]) => [api, n / objects])) };
 }
 
 function mib(bytes: number): string {
@@ -148,6 +191,11 @@ export function formatReport(results: Result[], rounds: number): string {
         const rss = r.median.peakRssBytes / base.median.peakRssBytes;
         out.push(`  ratio ${r.contender} / ${base.contender}: time ×${time.toFixed(2)}, throughput ×${(1 / time).toFixed(2)}, peak RSS ×${rss.toFixed(2)}`);
       }
+    }
+    for (const r of rs) {
+      if (r.requests === undefined) continue;
+      const total = Object.values(r.requests).reduce((a, b) => a + b, 0);
+      out.push(`  S3 requests per object, ${r.contender}: ${total.toFixed(2)} (${Object.entries(r.requests).map(([api, n]) => `${api} ${n.toFixed(2)}`).join(', ')})`);
     }
     for (const r of rs) out.push(`  ${r.contender}: ${r.description}`);
     out.push('');

@@ -120,13 +120,14 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
 
 async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, sourceTime: number): Promise<Outcome> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
-  // Tags first, then one request whose headers tell the rest: a GET whose body is the copy, or, for a
-  // version the journal already says is multipart, a HEAD before the copy part by part.
+  // One request whose headers tell the rest: a GET whose body is the copy, or, for a version the journal
+  // already says is multipart, a HEAD before the copy part by part. Its tags are asked for only when it
+  // has some: S3 sends x-amz-tagging-count only then (a small object costs a GET and a PUT). A multipart
+  // copy asks for them anyway: one request among its parts, whatever the server's HEAD says.
   const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag);
   let tags: { Key: string; Value: string }[];
   let got: GetObjectCommandOutput | HeadObjectCommandOutput;
   try {
-    tags = await sourceTags(ctx, task);
     got = await ctx.source.send(multipartHint ? new HeadObjectCommand(src) : new GetObjectCommand(src));
   } catch (err) {
     if (isNotFound(err)) return skipped('source version no longer exists');
@@ -134,6 +135,12 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
   }
   const stream = 'Body' in got ? (got.Body as Readable | undefined) : undefined;
   try {
+    try {
+      tags = multipartHint || (got.TagCount ?? 0) > 0 ? await sourceTags(ctx, task) : [];
+    } catch (err) {
+      if (isNotFound(err)) return skipped('source version no longer exists');
+      throw err;
+    }
     if (got.Metadata?.[REPLICA_VERSION_META] !== undefined) return skipped('the source object is itself a replica written by this engine');
     const headers = replicaHeaders(task, d, got, tags, sourceTime);
     const sourceEtag = unquote(got.ETag);
@@ -251,6 +258,10 @@ async function copyParts(
 async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
   const current = await currentState(ctx.destination, d.bucket, destKey);
   if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
+  // Nothing there to weigh it against, and a listing gave its time (a scan, a backfill): the time is the
+  // order stamp as the source listed it, with no listing of the source's history (a notification's time
+  // is the event's, some milliseconds after the write: not the listed one).
+  if (current.kind === 'absent' && task.origin === 'scan') return copyObject(ctx, task, d, Date.parse(task.eventTime));
   const { history, at } = await historyThrough(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
   const reason = superseded(current, history, at);
   if (reason !== undefined) return skipped(reason);

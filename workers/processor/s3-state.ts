@@ -81,17 +81,21 @@ export type Current =
   /** `sourceTime`: its source version's listed Last-Modified (ms), recorded on replicas written since it was. */
   | { kind: 'object'; versionId: string; replicaOf: string | undefined; sourceTime?: number };
 
-/** What a GET of `key` would see now, and which source version it replicates, if it is a replica. */
+/**
+ * What a GET of `key` would see now, and which source version it replicates, if it is a replica: one
+ * HEAD. A current delete marker answers 404 with `x-amz-delete-marker: true` (S3, MinIO), read from the
+ * error's raw response.
+ */
 export async function currentState(client: S3Client, bucket: string, key: string): Promise<Current> {
-  const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: key, MaxKeys: 1 }));
-  const marker = page.DeleteMarkers?.[0];
-  if (marker?.Key === key) return { kind: 'deleteMarker', versionId: marker.VersionId ?? 'null' };
-  const version = page.Versions?.[0];
-  if (version?.Key !== key) return { kind: 'absent' };
-  const versionId = version.VersionId ?? 'null';
-  const meta = await replicaMeta(client, bucket, key, versionId);
-  const time = Number(meta?.[REPLICA_TIME_META]);
-  return { kind: 'object', versionId, replicaOf: meta?.[REPLICA_VERSION_META], ...(Number.isFinite(time) && time > 0 ? { sourceTime: time } : {}) };
+  try {
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    const time = Number(head.Metadata?.[REPLICA_TIME_META]);
+    return { kind: 'object', versionId: head.VersionId ?? 'null', replicaOf: head.Metadata?.[REPLICA_VERSION_META], ...(Number.isFinite(time) && time > 0 ? { sourceTime: time } : {}) };
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    const headers = (err as { $response?: { headers?: Record<string, string | undefined> } }).$response?.headers ?? {};
+    return headers['x-amz-delete-marker'] === 'true' ? { kind: 'deleteMarker', versionId: headers['x-amz-version-id'] ?? 'null' } : { kind: 'absent' };
+  }
 }
 
 /** The versions of `key` that replicate source version `sourceVersionId`, newest first (one, unless a copy was repeated). */

@@ -60,10 +60,17 @@ export interface OrderedOptions {
   commitIntervalMs?: number;
   /** How long a stop waits for work in flight before aborting it. */
   drainMs?: number;
+  /**
+   * How long the same gap before a batch must last, read again each time, before it is taken for
+   * retention (those offsets gone from the log) rather than batches fetched before a rewind, which may
+   * come more than once. Default 60 s.
+   */
+  gapPatienceMs?: number;
 }
 
 /** A partition's messages are taken in up to this many past its last commit. */
 export const WINDOW = 1_000;
+const GAP_PATIENCE_MS = 60_000;
 
 interface Slot {
   offset: bigint;
@@ -100,6 +107,8 @@ class PartitionWindow {
   private wake: (() => void)[] = [];
   /** Where a batch started past `next` last asked to read again from (a second time: those offsets are gone). */
   private gapAt: bigint | undefined;
+  /** When the gap at `gapAt` was first seen. */
+  private gapSince = 0;
   readonly lease: Lease;
 
   /**
@@ -156,11 +165,19 @@ class PartitionWindow {
     if (!this.owned || this.stopping || !batch.isActive()) return;
     const first = batch.messages[0];
     if (first !== undefined && this.next !== undefined && BigInt(first.offset) > this.next) {
-      // Messages from `next` on were never taken in (a batch fetched before a rewind): taking this one in
-      // would skip them, and commit past them. Read again from `next`, once; the same gap again means
-      // those offsets are no longer in the log (retention), and the batch is taken as it is.
+      // Messages from `next` on were never taken in (a batch fetched before a rewind, and there can be
+      // several): taking this one in would skip them, and commit past them. Read again from `next`, as
+      // long as the gap has not lasted `gapPatienceMs`; past that, those offsets are no longer in the log
+      // (retention), and the batch is taken as it is.
+      const now = Date.now();
       if (this.gapAt !== this.next) {
         this.gapAt = this.next;
+        this.gapSince = now;
+      } else if (now - this.gapSince < (this.options.gapPatienceMs ?? GAP_PATIENCE_MS)) {
+        // The same gap again: not in a hot loop of fetches while it lasts.
+        await this.waitForChange(200);
+      }
+      if (now - this.gapSince < (this.options.gapPatienceMs ?? GAP_PATIENCE_MS)) {
         this.consumer.rewind({ ...this.tp, offset: this.next.toString() });
         return;
       }

@@ -170,14 +170,14 @@ class PartitionWindow {
       // long as the gap has not lasted `gapPatienceMs`; past that, those offsets are no longer in the log
       // (retention), and the batch is taken as it is.
       const now = Date.now();
-      if (this.gapAt !== this.next) {
+      const repeated = this.gapAt === this.next;
+      if (!repeated) {
         this.gapAt = this.next;
         this.gapSince = now;
-      } else if (now - this.gapSince < (this.options.gapPatienceMs ?? GAP_PATIENCE_MS)) {
-        // The same gap again: not in a hot loop of fetches while it lasts.
-        await this.waitForChange(200);
       }
       if (now - this.gapSince < (this.options.gapPatienceMs ?? GAP_PATIENCE_MS)) {
+        // The same gap again: not in a hot loop of fetches while it lasts.
+        if (repeated) await this.waitForChange(200);
         this.consumer.rewind({ ...this.tp, offset: this.next.toString() });
         return;
       }

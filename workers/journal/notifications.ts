@@ -84,7 +84,8 @@ export function parseNotification(location: string, value: Buffer | null): Chang
     const eventTime = typeof r.eventTime === 'string' && isTimestamp(r.eventTime) ? r.eventTime : undefined;
     if (eventTime === undefined) throw new MalformedEvent(`${where}.eventTime is missing or not an RFC 3339 time`);
     if (object.size !== undefined && !(Number.isSafeInteger(object.size) && (object.size as number) >= 0)) throw new MalformedEvent(`${where}.s3.object.size is not a byte count`);
-    const etag = text(object.eTag, `${where}.s3.object.eTag`);
+    const eTag = text(object.eTag, `${where}.s3.object.eTag`);
+    const etag = eTag === undefined ? '' : unquote(eTag);
     return [
       {
         location,
@@ -93,7 +94,7 @@ export function parseNotification(location: string, value: Buffer | null): Chang
         versionId: versionId ?? 'null',
         kind,
         ...(typeof object.size === 'number' ? { size: object.size } : {}),
-        ...(etag !== undefined && unquote(etag) !== '' ? { etag: unquote(etag) } : {}),
+        ...(etag !== '' ? { etag } : {}),
         eventTime,
         isReplica: isReplica(object.userMetadata),
         origin: 'notification',

@@ -7,7 +7,7 @@ import { freePort, httpGet } from '../e2e/harness/net.ts';
 import { ManagedProcess, logTail } from '../e2e/harness/process.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
 import { locationManifest } from '../e2e/pipeline/sites.ts';
-import { peakRss } from './process.ts';
+import { cpuSeconds, peakRss } from './process.ts';
 
 // The programs under comparison, each run as its own process so that its wall time and peak memory are
 // its own: `backbeat run` (local mode, the same workers as on Kubernetes), `rclone copy` (tuned, and as
@@ -32,6 +32,10 @@ export interface Measure {
   seconds: number;
   /** The kernel's high-water mark of the process's resident memory (VmHWM). */
   peakRssBytes: number;
+  /** The CPU time the contender's process used (user + system), in seconds. */
+  cpuSeconds: number;
+  /** Where its CPU profiles were written, when it was profiled. */
+  profileDir?: string;
 }
 
 export interface Contender {
@@ -46,9 +50,11 @@ const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
 /**
  * `backbeat run` on a rule that backfills the source bucket: a listing scan at start, populator, processor
  * and status in one process, on the embedded queue or on Kafka. Done when the status API counts every
- * object COMPLETED; the memory figure is read just then, before the process is stopped.
+ * object COMPLETED; the memory and CPU figures are read just then, before the process is stopped.
+ * `profile`: with V8's CPU profiler on (written when the process exits, start and stop included).
  */
-export function backbeatContender(name: string, brokers?: string[]): Contender {
+export function backbeatContender(name: string, options: { brokers?: string[]; profile?: boolean } = {}): Contender {
+  const { brokers } = options;
   return {
     name,
     describe: ({ concurrency }) => `backbeat run --concurrency ${String(concurrency)}${brokers !== undefined ? ' --brokers <kafka>' : ''} (rule with replicateExistingObjects)`,
@@ -73,7 +79,9 @@ export function backbeatContender(name: string, brokers?: string[]): Contender {
       const prefix = `bench-${job.targetBucket}`;
       const args = [CLI, 'run', '-f', manifests, '--state-dir', join(job.dir, 'state'), '--listen', server.slice('http://'.length), '--concurrency', String(job.concurrency), '--prefix', prefix];
       if (brokers !== undefined) args.push('--brokers', brokers.join(','));
-      const proc = new ManagedProcess({ name: prefix, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...args], logFile: join(job.dir, 'backbeat.log') });
+      const profileDir = join(job.dir, 'profile');
+      const profiling = options.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+      const proc = new ManagedProcess({ name: prefix, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...profiling, ...args], logFile: join(job.dir, 'backbeat.log') });
       const started = performance.now();
       let seconds = 0;
       let failure: string | undefined;
@@ -92,7 +100,10 @@ export function backbeatContender(name: string, brokers?: string[]): Contender {
           intervalMs: 100,
         });
         if (failure !== undefined) throw new Error(`${name}: ${failure}\n${logTail(proc.spec.logFile)}`);
-        return { seconds, peakRssBytes: peakRss(proc.pid) };
+        const measure = { seconds, peakRssBytes: peakRss(proc.pid), cpuSeconds: cpuSeconds(proc.pid) };
+        await proc.stop();
+        if (options.profile === true && proc.exitStatus !== 0) throw new Error(`${name} exited with ${String(proc.exitStatus)}: its CPU profile is not written\n${logTail(proc.spec.logFile)}`);
+        return { ...measure, ...(options.profile === true ? { profileDir } : {}) };
       } finally {
         await proc.stop();
       }
@@ -116,15 +127,20 @@ export function plainCopierContender(): Contender {
   };
 }
 
-/** Runs a program to its end, its peak memory sampled every 20 ms (VmHWM only grows: only growth in its last 20 ms could be missed). */
+/**
+ * Runs a program to its end, its peak memory and CPU time sampled every 20 ms (both only grow: only
+ * what it added in its last 20 ms could be missed).
+ */
 function measured(command: string, args: string[], env: NodeJS.ProcessEnv, what: string): Promise<Measure> {
   return new Promise<Measure>((resolve, reject) => {
     const started = performance.now();
     const child = spawn(command, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     let peak = 0;
+    let cpu = 0;
     let stderr = '';
     const sample = (): void => {
       peak = Math.max(peak, peakRss(child.pid));
+      cpu = Math.max(cpu, cpuSeconds(child.pid));
     };
     const timer = setInterval(sample, 20);
     child.once('spawn', sample);
@@ -135,7 +151,7 @@ function measured(command: string, args: string[], env: NodeJS.ProcessEnv, what:
     });
     child.once('exit', (code) => {
       clearInterval(timer);
-      if (code === 0) resolve({ seconds: (performance.now() - started) / 1000, peakRssBytes: peak });
+      if (code === 0) resolve({ seconds: (performance.now() - started) / 1000, peakRssBytes: peak, cpuSeconds: cpu });
       else reject(new Error(`${what} exited with ${String(code)}:\n${stderr}`));
     });
   });

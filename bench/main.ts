@@ -2,13 +2,15 @@
 // this machine, side by side. Prints each one's median time and peak memory and the ratios to rclone
 // with its best flags for the job (and rclone as usually run, for reference).
 // Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of 64 MiB in
-// 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue).
+// 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue), --profile (backbeat
+// under V8's CPU profiler: where its CPU goes, by package and file).
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
 import { backbeatContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
 import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
 import { count } from './process.ts';
+import { formatCosts, profileCosts } from './profile.ts';
 
 const { values } = parseArgs({
   options: {
@@ -17,6 +19,7 @@ const { values } = parseArgs({
     small: { type: 'string', default: '2000' },
     large: { type: 'string', default: '6' },
     kafka: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -33,15 +36,23 @@ try {
   say('Starting two MinIO servers on loopback...');
   const [source, destination] = [await minio({ name: 'bench-src', env: PUBLIC_METRICS }), await minio({ name: 'bench-dst', env: PUBLIC_METRICS })];
   // The baseline is rclone at its best; rclone as most people run it, and the ceiling, for reference.
-  const contenders: Contender[] = [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), backbeatContender('backbeat (embedded queue)')];
+  const profile = values.profile;
+  const contenders: Contender[] = [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), backbeatContender('backbeat (embedded queue)', { profile })];
   if (values.kafka) {
     say('Starting Kafka...');
-    contenders.push(backbeatContender('backbeat (Kafka)', (await sharedKafka()).brokers));
+    contenders.push(backbeatContender('backbeat (Kafka)', { brokers: (await sharedKafka()).brokers, profile }));
   }
   say(`${String(rounds)} rounds of each contender in turn, ${String(concurrency)} copies in flight, on ${String(availableParallelism())} CPUs:`);
   const results = await runBench({ source, destination, workloads, contenders, rounds, concurrency, onRun: say });
   say('');
   say(formatReport(results, rounds));
+  if (profile) {
+    for (const r of results.filter((x) => x.runs.some((m) => m.profileDir !== undefined))) {
+      say(`CPU profile of ${r.contender}, ${r.workload.name}, ${String(r.runs.length)} runs (start and stop included):`);
+      const dirs = r.runs.flatMap((m) => (m.profileDir !== undefined ? [m.profileDir] : []));
+      say(formatCosts(profileCosts(dirs), r.workload.objects * r.runs.length).join('\n'));
+    }
+  }
 } finally {
   await stopAll();
 }

@@ -13,6 +13,21 @@ export function peakRss(pid: number | undefined): number {
   }
 }
 
+/**
+ * CPU time a live process has used so far (user + system, its own and its waited-for children's), in
+ * seconds; 0 once it is gone. Linux counts it in clock ticks of 1/100 s.
+ */
+export function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    // Fields after the command name (which may hold spaces): state is the 3rd field, utime the 14th.
+    const fields = readFileSync(`/proc/${String(pid)}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+    return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i] ?? 0), 0) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 /** An integer option of at least `min`; anything else ends the benchmark with exit code 2. */
 export function count(name: string, text: string, min: number): number {
   const n = Number(text);

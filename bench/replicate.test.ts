@@ -31,6 +31,9 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
       assert.ok(r.median.seconds > 0, `${r.contender} time`);
       // Any live Node or Go process holds megabytes: a zero would mean the memory was never read.
       assert.ok(r.median.peakRssBytes > 4 * 2 ** 20, `${r.contender} peak RSS ${String(r.median.peakRssBytes)}`);
+      // Starting a process and copying costs CPU time, as does serving the copies: zero means unread.
+      assert.ok(r.median.cpuSeconds > 0, `${r.contender} CPU ${String(r.median.cpuSeconds)}`);
+      assert.ok(r.serverCpuSeconds > 0, `servers' CPU during ${r.contender} ${String(r.serverCpuSeconds)}`);
     }
     assert.equal(lines.length, 8);
     const report = formatReport(results, 1);
@@ -45,7 +48,7 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
   });
 
   it('refuses the figures of a contender that did not copy everything', async () => {
-    const lazy: Contender = { name: 'lazy', describe: () => 'copies nothing', run: () => Promise.resolve({ seconds: 0.1, peakRssBytes: 1 }) };
+    const lazy: Contender = { name: 'lazy', describe: () => 'copies nothing', run: () => Promise.resolve({ seconds: 0.1, peakRssBytes: 1, cpuSeconds: 0.1 }) };
     await assert.rejects(runBench({ source, destination, workloads: [{ name: 'tiny2', objects: 3, size: 10 }], contenders: [lazy], rounds: 1, concurrency: 1 }), /lazy left 0 objects \(0 bytes\) in bench-tiny2-r0-0, expected 3 \(30 bytes\)/);
   });
 });

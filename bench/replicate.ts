@@ -7,6 +7,7 @@ import type { MinioServer } from '../e2e/harness/minio.ts';
 import { runDir } from '../e2e/harness/run-dir.ts';
 import { versionedBucket } from '../e2e/pipeline/sites.ts';
 import type { Contender, Measure } from './contenders.ts';
+import { cpuSeconds } from './process.ts';
 
 // Runs each contender on the same workloads between the same two servers, in alternating order round
 // after round (so neither always runs on a warmer machine), checks that every copy is complete, and
@@ -39,6 +40,8 @@ export interface Result {
   description: string;
   runs: Measure[];
   median: Measure;
+  /** The CPU time both servers used during the contender's runs, median of the rounds, in seconds. */
+  serverCpuSeconds: number;
   /** S3 requests per object both servers answered during the runs, by API, over every round (undefined when a server's metrics are not public). */
   requests?: Record<string, number>;
 }
@@ -118,6 +121,8 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
     await fill(src, sourceBucket, w);
     const runs = new Map<Contender, Measure[]>(options.contenders.map((c) => [c, []]));
     const requests = new Map<Contender, Map<string, number> | undefined>(options.contenders.map((c) => [c, new Map()]));
+    const serverCpu = new Map<Contender, number[]>(options.contenders.map((c) => [c, []]));
+    const serversCpu = (): number => cpuSeconds(options.source.process.pid) + cpuSeconds(options.destination.process.pid);
     const servers = [options.source, options.destination];
     for (let round = 0; round < options.rounds; round++) {
       const order = round % 2 === 0 ? options.contenders : [...options.contenders].reverse();
@@ -128,14 +133,16 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
         mkdirSync(dir, { recursive: true });
         const job = { source: options.source, destination: options.destination, sourceBucket, targetBucket, objects: w.objects, concurrency: options.concurrency, dir, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) };
         const before = await Promise.all(servers.map(requestCounts));
+        const cpuBefore = serversCpu();
         const m = await c.run(job);
+        serverCpu.get(c)?.push(serversCpu() - cpuBefore);
         const made = await requestsSince(servers, before);
         const sum = requests.get(c);
         if (made === undefined || sum === undefined) requests.set(c, undefined);
         else for (const [api, n] of made) sum.set(api, (sum.get(api) ?? 0) + n);
         await verify(dst, targetBucket, w, c.name);
         runs.get(c)?.push(m);
-        options.onRun?.(`  ${w.name} round ${String(round + 1)}/${String(options.rounds)} #${String(i + 1)} ${c.name}: ${m.seconds.toFixed(2)} s, peak RSS ${mib(m.peakRssBytes)}`);
+        options.onRun?.(`  ${w.name} round ${String(round + 1)}/${String(options.rounds)} #${String(i + 1)} ${c.name}: ${m.seconds.toFixed(2)} s, CPU ${m.cpuSeconds.toFixed(2)} s, peak RSS ${mib(m.peakRssBytes)}`);
       }
     }
     for (const c of options.contenders) {
@@ -145,7 +152,8 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
         contender: c.name,
         description: c.describe({ concurrency: options.concurrency, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) }),
         runs: ms,
-        median: { seconds: median(ms.map((m) => m.seconds)), peakRssBytes: median(ms.map((m) => m.peakRssBytes)) },
+        median: { seconds: median(ms.map((m) => m.seconds)), peakRssBytes: median(ms.map((m) => m.peakRssBytes)), cpuSeconds: median(ms.map((m) => m.cpuSeconds)) },
+        serverCpuSeconds: median(serverCpu.get(c) ?? []),
         ...(perObject(requests.get(c), w.objects * ms.length) ?? {}),
       });
     }
@@ -178,10 +186,11 @@ export function formatReport(results: Result[], rounds: number): string {
     const rs = results.filter((r) => r.workload === w);
     const total = w.objects * w.size;
     out.push(`${w.name}: ${String(w.objects)} objects × ${size(w.size)}${w.partSize !== undefined ? ` in ${size(w.partSize)} parts` : ''} (${mib(total)}), median of ${String(rounds)} rounds`);
-    const rows = [['contender', 'time', 'objects/s', 'MiB/s', 'peak RSS']];
+    const rows = [['contender', 'time', 'objects/s', 'MiB/s', 'peak RSS', 'CPU/object: client', 'servers']];
+    const perObjectMs = (seconds: number): string => `${((seconds * 1000) / w.objects).toFixed(2)} ms`;
     for (const r of rs) {
       const s = r.median.seconds;
-      rows.push([r.contender, `${s.toFixed(2)} s`, (w.objects / s).toFixed(0), (total / 2 ** 20 / s).toFixed(1), mib(r.median.peakRssBytes)]);
+      rows.push([r.contender, `${s.toFixed(2)} s`, (w.objects / s).toFixed(0), (total / 2 ** 20 / s).toFixed(1), mib(r.median.peakRssBytes), perObjectMs(r.median.cpuSeconds), perObjectMs(r.serverCpuSeconds)]);
     }
     out.push(...table(rows).map((l) => `  ${l}`));
     const [base, ...others] = rs;

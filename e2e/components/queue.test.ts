@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import fs, { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { createRequire } from 'node:module';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
@@ -405,6 +405,70 @@ describe('embedded queue durability', () => {
     const c = await collect(third, 't', 'g');
     await eventually(() => assert.deepEqual(c.seen.map((m) => [m.offset, m.value?.toString()]), [['0', 'one'], ['1', 'three']]));
     await c.consumer.close();
+  });
+
+  it('shares fsyncs among concurrent sends, across segment rolls, and lets no consumer read a record before it is on disk', async () => {
+    // Segments of 300 bytes: a new segment every few records, often while an fsync runs on the last one.
+    const queue = embeddedQueue({ dir, segmentBytes: 300 });
+    await (await queue.admin()).ensureTopics([{ topic: 't', partitions: 1 }]);
+    // Which records an fsync made durable, told by node:fs itself (the log's named imports are bound to
+    // it): those written before it started. A send writes its records at once, when called.
+    const written: string[] = [];
+    const durable = new Set<string>();
+    let fsyncs = 0;
+    const { fsync, fsyncSync } = fs;
+    fs.fsync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+      fsyncs++;
+      const covered = [...written];
+      fsync(fd, (err) => {
+        if (err === null) covered.forEach((v) => durable.add(v));
+        cb(err);
+      });
+    }) as typeof fs.fsync;
+    fs.fsyncSync = (fd: number) => {
+      fsyncSync(fd);
+      written.forEach((v) => durable.add(v));
+    };
+    syncBuiltinESMExports();
+    const early: string[] = [];
+    const read: string[] = [];
+    const consumer = await queue.consumer({ groupId: 'g', topics: ['t'], fromBeginning: true });
+    const values = Array.from({ length: 600 }, (_, i) => `v${String(i)}`);
+    try {
+      await consumer.run({
+        onBatch: async (batch) => {
+          for (const m of batch.messages) {
+            const v = m.value?.toString() ?? '';
+            if (!durable.has(v)) early.push(v);
+            read.push(v);
+          }
+          await commitBatch(consumer, batch);
+        },
+      });
+      const producer = await queue.producer();
+      // Waves of sends a moment apart: each written while the fsync of the ones before may still run.
+      const sends: Promise<unknown>[] = [];
+      for (const [i, v] of values.entries()) {
+        written.push(v);
+        sends.push(producer.send('t', [{ key: v, value: v }]).then(() => assert.ok(durable.has(v), `${v} acknowledged before it was on disk`)));
+        if (i % 30 === 29) await new Promise((resolve) => setImmediate(resolve));
+      }
+      await Promise.all(sends);
+      await eventually(() => assert.equal(read.length, 600));
+    } finally {
+      Object.assign(fs, { fsync, fsyncSync });
+      syncBuiltinESMExports();
+      await consumer.close();
+    }
+    assert.ok(fsyncs > 0 && fsyncs < 100, `${String(fsyncs)} fsyncs for 600 sends`);
+    assert.deepEqual(early, [], 'records read before they were on disk');
+    assert.deepEqual(read, values);
+    // On disk, all of them, in many segments.
+    const again = await collectInGroup(embeddedQueue({ dir }), 't', 'other');
+    await eventually(() => assert.equal(again.seen.length, 600));
+    await again.consumer.close();
+    assert.ok(readdirSync(join(dir, 'topics', 't', '0')).length > 10);
+    assert.deepEqual(again.seen.map((m) => m.value?.toString()), values);
   });
 
   it('takes over the single-file logs of earlier versions', async () => {

@@ -1,10 +1,11 @@
-import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { QueueMessage } from './queue.ts';
 
 // The log of one partition of the embedded queue: in memory, or on disk as JSON-lines segment files of
-// bounded size named by their first offset. On disk, appends are written and fsynced once per send
-// (group commit) before the send resolves; records are read back from the files through a sparse index,
+// bounded size named by their first offset. On disk, appends are written at once and made durable by a
+// group commit: one fsync, off the event loop, covers every append made while the previous one ran; a
+// record is read (and its send resolves) only once durable. Records are read back from the files through a sparse index,
 // so memory stays bounded whatever the backlog; a torn or corrupt tail is cut back to the last whole
 // record, and unreadable lines inside a segment are skipped, each reported, never a refusal to open.
 
@@ -22,9 +23,13 @@ export interface PartitionLog {
   readonly next: number;
   /** The offset of the oldest record kept (next when none is). */
   first(): number;
-  /** Appends records, giving them offsets; on disk, durable (fsynced) when this returns. */
+  /** Appends records, giving them offsets; on disk, durable once flushed() resolves. */
   append(records: Omit<Stored, 'o'>[]): QueueMessage[];
-  /** Up to `max` records at or after offset `from`, in offset order, below `before` (default: all). */
+  /** Resolves once every record appended so far is durable (fsynced); rejects if the disk failed it. */
+  flushed(): Promise<void>;
+  /** The offset after the last durable record: what a reader can see (Kafka's high watermark). */
+  highWatermark(): number;
+  /** Up to `max` durable records at or after offset `from`, in offset order, below `before` (default: all). */
   read(from: number, max: number, before?: number): QueueMessage[];
   /** Drops records below `floor` (on disk: whole segments, never the one appended to); returns how many went. */
   dropBelow(floor: number): number;
@@ -78,6 +83,14 @@ export class MemoryLog implements PartitionLog {
     const added = records.map((r) => toMessage(this.topic, this.partition, this.next++, r));
     this.messages.push(...added);
     return added;
+  }
+
+  flushed(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  highWatermark(): number {
+    return this.next;
   }
 
   read(from: number, max: number, before = this.next): QueueMessage[] {
@@ -182,6 +195,14 @@ function fsyncFolder(folder: string): void {
 
 export class FileLog implements PartitionLog {
   next = 0;
+  /** Records below this offset are on disk for good; the others wait for the fsync under way or the next. */
+  private durable = 0;
+  private syncing: number | undefined;
+  /** Descriptors of full segments, closed once the fsync under way on them ends. */
+  private readonly retired = new Set<number>();
+  private waiters: { upTo: number; resolve: () => void; reject: (err: Error) => void }[] = [];
+  /** An fsync failed: the kernel may have dropped the pages it could not write, so nothing more is acknowledged. */
+  private broken: Error | undefined;
   private segments: Segment[] = [];
   private tail: QueueMessage[] = [];
   private fd: number | undefined;
@@ -211,6 +232,7 @@ export class FileLog implements PartitionLog {
     for (const base of bases) this.segments.push(this.load(base, report));
     const last = this.segments.at(-1);
     this.next = last?.next ?? 0;
+    this.durable = this.next;
     if (last !== undefined) this.tail = this.readSegment(last, Math.max(last.base, last.next - TAIL), TAIL, last.next);
   }
 
@@ -263,8 +285,7 @@ export class FileLog implements PartitionLog {
   private active(): { seg: Segment; fd: number } {
     let seg = this.segments.at(-1);
     if (seg === undefined || seg.bytes >= this.segmentBytes) {
-      if (this.fd !== undefined) closeSync(this.fd);
-      this.fd = undefined;
+      this.settle();
       seg = { base: this.next, file: this.segmentFile(this.next), bytes: 0, records: 0, first: this.next, next: this.next, index: [] };
       closeSync(openSync(seg.file, 'a'));
       fsyncFolder(this.folder);
@@ -275,6 +296,7 @@ export class FileLog implements PartitionLog {
   }
 
   append(records: Omit<Stored, 'o'>[]): QueueMessage[] {
+    if (this.broken !== undefined) throw this.broken;
     if (records.length === 0) return [];
     const { seg, fd } = this.active();
     const added: QueueMessage[] = [];
@@ -292,8 +314,6 @@ export class FileLog implements PartitionLog {
       this.next++;
     }
     writeSync(fd, parts.join(''));
-    // One fsync per send (a group commit): an acknowledged record survives a power loss.
-    fsyncSync(fd);
     seg.bytes = pos;
     seg.next = this.next;
     this.tail.push(...added);
@@ -301,7 +321,64 @@ export class FileLog implements PartitionLog {
     return added;
   }
 
-  read(from: number, max: number, before = this.next): QueueMessage[] {
+  highWatermark(): number {
+    return this.durable;
+  }
+
+  flushed(): Promise<void> {
+    if (this.broken !== undefined) return Promise.reject(this.broken);
+    if (this.durable >= this.next) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ upTo: this.next, resolve, reject });
+      this.sync();
+    });
+  }
+
+  /** One fsync at a time, off the event loop, covering every write made before it started (group commit). */
+  private sync(): void {
+    const fd = this.fd;
+    if (this.syncing !== undefined || fd === undefined || this.durable >= this.next) return;
+    const upTo = this.next;
+    this.syncing = fd;
+    fsync(fd, (err) => {
+      this.syncing = undefined;
+      if (this.retired.delete(fd)) closeSync(fd);
+      if (err !== null) {
+        this.broken = new Error(`fsync of ${this.folder} failed: ${err.message}`, { cause: err });
+        for (const w of this.waiters.splice(0)) w.reject(this.broken);
+        return;
+      }
+      this.durable = Math.max(this.durable, upTo);
+      this.wake();
+      if (this.waiters.length > 0) this.sync();
+    });
+  }
+
+  private wake(): void {
+    const ready = this.waiters.filter((w) => w.upTo <= this.durable);
+    this.waiters = this.waiters.filter((w) => w.upTo > this.durable);
+    for (const w of ready) w.resolve();
+  }
+
+  /**
+   * Before the segment's descriptor is let go (a full segment, a rewrite, close): its writes made durable
+   * here, and the descriptor closed, or once the fsync under way on it ends.
+   */
+  private settle(): void {
+    const fd = this.fd;
+    if (fd === undefined) return;
+    this.fd = undefined;
+    if (this.durable < this.next && this.broken === undefined) {
+      fsyncSync(fd);
+      this.durable = this.next;
+      this.wake();
+    }
+    if (this.syncing === fd) this.retired.add(fd);
+    else closeSync(fd);
+  }
+
+  read(from: number, max: number, before = this.durable): QueueMessage[] {
+    before = Math.min(before, this.durable);
     const cached = this.tail[0];
     if (cached !== undefined && Number(cached.offset) <= from) {
       const start = indexAt(this.tail, from);
@@ -360,8 +437,7 @@ export class FileLog implements PartitionLog {
     const gone = total - kept.reduce((n, c) => n + c.length, 0);
     // Rewriting costs the log's size: only when a good share of it goes.
     if (gone === 0 || (gone < 1000 && gone * 4 < total)) return 0;
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
+    this.settle();
     this.segments.forEach((seg, i) => {
       const keep = kept[i] ?? [];
       if (keep.length === seg.records) return;
@@ -392,7 +468,9 @@ export class FileLog implements PartitionLog {
 
   skipTo(offset: number): void {
     if (offset <= this.next) return;
+    this.settle();
     this.next = offset;
+    this.durable = offset;
     // The next append opens a segment named by this offset: offsets stay unique across a restart.
     const last = this.segments.at(-1);
     if (last !== undefined) last.bytes = Math.max(last.bytes, this.segmentBytes);
@@ -400,7 +478,6 @@ export class FileLog implements PartitionLog {
   }
 
   close(): void {
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
+    this.settle();
   }
 }

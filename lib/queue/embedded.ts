@@ -21,7 +21,7 @@ import { tpKey } from './queue.ts';
 
 // The queue of local mode: Kafka's semantics (partitions keyed by hash, consumer groups with committed
 // offsets, batches per partition) in one process. With a folder it is durable: each partition is a log of
-// segment files (embedded-log.ts), fsynced per send, and each group's offsets and each topic's metadata a
+// segment files (embedded-log.ts), a send acknowledged once fsynced (group commit), and each group's offsets and each topic's metadata a
 // file replaced atomically, so a crash or restart resumes from the last commit like Kafka would. Logs are
 // kept bounded (retain()): a compacted topic keeps the newest record per key, and any other topic drops
 // what every group subscribed to it has committed.
@@ -261,7 +261,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       for (const partition of from.keys()) {
         const log = partitions[partition];
         if (log === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(partition)}`));
-        ends.set(partition, String(log.next));
+        ends.set(partition, String(log.highWatermark()));
       }
       onEnds?.(ends);
       for (const [partition, start] of from) {
@@ -293,7 +293,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
             partitionsOf(topic).map((p, partition) => {
               const committed = offsets?.get(`${topic}/${partition}`) ?? null;
               const low = p.first();
-              return { partition, committed, highWatermark: String(p.next), lag: p.next - Math.max(low, Number(committed ?? low)) };
+              return { partition, committed, highWatermark: String(p.highWatermark()), lag: p.highWatermark() - Math.max(low, Number(committed ?? low)) };
             }),
           );
         },
@@ -327,15 +327,24 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
             byPartition.set(p, [...(byPartition.get(p) ?? []), { k: r.key ?? null, v: value, h: r.headers ?? {}, t: Date.now() }]);
           }
           const written = new Map<number, string>();
-          // Written (and on disk, fsynced) before the send resolves: an acknowledged record survives a crash.
-          for (const [p, list] of byPartition) {
-            const log = partitions[p];
-            if (log === undefined) continue;
-            log.append(list);
-            if (records.some((r) => r.partition === p)) written.set(p, String(log.next));
+          const logs: PartitionLog[] = [];
+          try {
+            for (const [p, list] of byPartition) {
+              const log = partitions[p];
+              if (log === undefined) continue;
+              log.append(list);
+              logs.push(log);
+              if (records.some((r) => r.partition === p)) written.set(p, String(log.next));
+            }
+          } catch (err) {
+            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
           }
-          appended.emit('append');
-          return Promise.resolve([...written].map(([partition, next]): Written => ({ partition, next })));
+          // On disk, durable before the send resolves and before a consumer reads it: an acknowledged
+          // record survives a crash, as one read does. Sends made meanwhile share the fsync (group commit).
+          return Promise.all(logs.map((log) => log.flushed())).then(() => {
+            appended.emit('append');
+            return [...written].map(([partition, next]): Written => ({ partition, next }));
+          });
         },
         deleteGroups,
         close: () => Promise.resolve(),
@@ -357,7 +366,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       const position = (topic: string, partition: number, log: PartitionLog): number => {
         const committed = groups.get(opts.groupId)?.get(`${topic}/${partition}`);
         if (committed !== undefined) return Number(committed);
-        const start = opts.fromBeginning === true ? log.first() : log.next;
+        const start = opts.fromBeginning === true ? log.first() : log.highWatermark();
         // Where a new group starts is its first commit: retention then keeps what it has yet to read.
         commit(opts.groupId, [{ topic, partition, offset: String(start) }]);
         return start;

@@ -198,6 +198,7 @@ export class FileLog implements PartitionLog {
   /** Records below this offset are on disk for good; the others wait for the fsync under way or the next. */
   private durable = 0;
   private syncing: number | undefined;
+  private scheduled = false;
   /** Descriptors of full segments, closed once the fsync under way on them ends. */
   private readonly retired = new Set<number>();
   private waiters: { upTo: number; resolve: () => void; reject: (err: Error) => void }[] = [];
@@ -330,6 +331,16 @@ export class FileLog implements PartitionLog {
     if (this.durable >= this.next) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.waiters.push({ upTo: this.next, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** The next fsync after this turn of the event loop: the sends of one turn share it. */
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
       this.sync();
     });
   }
@@ -350,7 +361,7 @@ export class FileLog implements PartitionLog {
       }
       this.durable = Math.max(this.durable, upTo);
       this.wake();
-      if (this.waiters.length > 0) this.sync();
+      if (this.waiters.length > 0) this.schedule();
     });
   }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FileLog, MemoryLog, type PartitionLog, type Stored } from './embedded-log.ts';
 import type {
@@ -56,6 +57,24 @@ function replaceFile(file: string, text: string): void {
     fsyncSync(folder);
   } finally {
     closeSync(folder);
+  }
+}
+
+/** As replaceFile, off the event loop: for the offsets a busy run saves several times a second. */
+async function replaceFileAsync(file: string, text: string): Promise<void> {
+  const tmp = await open(`${file}.tmp`, 'w');
+  try {
+    await tmp.writeFile(text);
+    await tmp.sync();
+  } finally {
+    await tmp.close();
+  }
+  await rename(`${file}.tmp`, file);
+  const folder = await open(dirname(file), 'r');
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
   }
 }
 
@@ -211,12 +230,22 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
   // that window of commits, whose messages are redelivered: at least once, as with any Kafka consumer.
   const unsaved = new Set<string>();
   let flushTimer: NodeJS.Timeout | undefined;
+  // Saves and removals of offset files, one at a time and in order: each writes the group's offsets as
+  // they are when it runs, and a removed group's file is not written again.
+  let fileWork: Promise<void> = Promise.resolve();
+  const serially = (work: () => Promise<void>): Promise<void> => {
+    const done = fileWork.then(work);
+    fileWork = done.catch(() => undefined);
+    return done;
+  };
 
-  function save(group: string): void {
-    unsaved.delete(group);
-    const offsets = groups.get(group);
-    if (dir === undefined || offsets === undefined) return;
-    replaceFile(join(dir, 'groups', `${safeName(group)}.json`), JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
+  function save(group: string): Promise<void> {
+    return serially(async () => {
+      unsaved.delete(group);
+      const offsets = groups.get(group);
+      if (dir === undefined || offsets === undefined) return;
+      await replaceFileAsync(join(dir, 'groups', `${safeName(group)}.json`), JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
+    });
   }
 
   function commit(group: string, points: CommitPoint[]): void {
@@ -231,14 +260,12 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
   function flush(): void {
     flushTimer = undefined;
     for (const group of [...unsaved]) {
-      try {
-        save(group);
-      } catch (err) {
+      save(group).catch((err: unknown) => {
         // Kept in memory and written at the next flush; until then a crash redelivers a little more.
         unsaved.add(group);
         flushTimer ??= setTimeout(flush, 1_000);
         options.onError?.('saving consumer offsets', err as Error);
-      }
+      });
     }
   }
 
@@ -246,9 +273,10 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
     for (const g of groupIds) {
       groups.delete(g);
       unsaved.delete(g);
-      if (dir !== undefined) rmSync(join(dir, 'groups', `${safeName(g)}.json`), { force: true });
     }
-    return Promise.resolve();
+    return dir === undefined ? Promise.resolve() : serially(async () => {
+      for (const g of groupIds) await rm(join(dir, 'groups', `${safeName(g)}.json`), { force: true });
+    });
   }
 
   return {
@@ -305,11 +333,9 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
               held?.has(`${topic}/${partition}`) === true ? [] : [{ topic, partition, offset: String(part.first()) }],
             ),
           );
-          if (start.length > 0) {
-            commit(groupId, start);
-            save(groupId);
-          }
-          return Promise.resolve();
+          if (start.length === 0) return Promise.resolve();
+          commit(groupId, start);
+          return save(groupId);
         },
         close: () => Promise.resolve(),
       });
@@ -445,7 +471,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           state.running = false;
           appended.emit('stop');
           await Promise.all(loops);
-          if (unsaved.has(opts.groupId)) save(opts.groupId);
+          await (unsaved.has(opts.groupId) ? save(opts.groupId) : fileWork);
           activeGroups.delete(opts.groupId);
         },
       });

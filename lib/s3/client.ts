@@ -50,7 +50,7 @@ export function createS3Client(options: S3EndpointOptions): S3Client {
     requestTimeout: options.requestTimeoutMs ?? 120_000,
   });
   const checksum = (options.checksumMode ?? 'whenRequired') === 'whenRequired' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
-  return new S3Client({
+  const client = new S3Client({
     region: options.region ?? 'us-east-1',
     ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
     forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
@@ -63,6 +63,10 @@ export function createS3Client(options: S3EndpointOptions): S3Client {
     // The SDK would write some failures to the console; callers log them, with their context, instead.
     logger: SILENT,
   });
+  // It would still build a redacted copy of every request and response for that silent logger: a tenth
+  // of the SDK's CPU time in a profile of small copies.
+  client.middlewareStack.remove('loggerMiddleware');
+  return client;
 }
 
 /**

@@ -3,7 +3,8 @@
 // with its best flags for the job (and rclone as usually run, for reference).
 // Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of 64 MiB in
 // 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue), --profile (backbeat
-// under V8's CPU profiler: where its CPU goes, by package and file).
+// under V8's CPU profiler: where its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka
+// fed by MinIO's notifications at R objects/s each, for --journal-seconds: event → replica latency).
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
@@ -11,6 +12,7 @@ import { backbeatContender, plainCopierContender, rcloneContender, type Contende
 import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
 import { count } from './process.ts';
 import { formatCosts, profileCosts } from './profile.ts';
+import { formatJournal, journalRun, type JournalRun } from './journal.ts';
 
 const { values } = parseArgs({
   options: {
@@ -20,11 +22,15 @@ const { values } = parseArgs({
     large: { type: 'string', default: '6' },
     kafka: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    journal: { type: 'string' },
+    'journal-seconds': { type: 'string', default: '60' },
   },
   strict: true,
 });
 const rounds = count('rounds', values.rounds, 1);
 const concurrency = count('concurrency', values.concurrency, 1);
+const journalRates = (values.journal ?? '').split(',').filter((r) => r !== '').map((r) => count('journal', r, 1));
+const journalSeconds = count('journal-seconds', values['journal-seconds'], 1);
 const workloads: Workload[] = [
   { name: 'small', objects: count('small', values.small, 0), size: 16 * 1024 },
   { name: 'large', objects: count('large', values.large, 0), size: 64 * 2 ** 20, partSize: 8 * 2 ** 20 },
@@ -46,6 +52,18 @@ try {
   const results = await runBench({ source, destination, workloads, contenders, rounds, concurrency, onRun: say });
   say('');
   say(formatReport(results, rounds));
+  if (journalRates.length > 0) {
+    const { brokers } = await sharedKafka();
+    const journalTopic = 'bench-journal';
+    // Without a queue folder: with one, MinIO holds each event up to 3 s before sending it.
+    const notifying = await minio({ name: 'bench-journal-src', notifyKafka: { brokers, topic: journalTopic, queue: false } });
+    const runs: JournalRun[] = [];
+    for (const rate of journalRates) {
+      say(`journal: ${String(rate)} objects/s for ${String(journalSeconds)} s...`);
+      runs.push(await journalRun({ source: notifying, destination, brokers, journalTopic, rate, seconds: journalSeconds, size: 4096, concurrency }));
+    }
+    say(formatJournal(runs, 4096));
+  }
   if (profile) {
     for (const r of results.filter((x) => x.runs.some((m) => m.profileDir !== undefined))) {
       say(`CPU profile of ${r.contender}, ${r.workload.name}, ${String(r.runs.length)} runs (start and stop included):`);

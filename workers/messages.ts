@@ -2,7 +2,7 @@ import { FormatRegistry, KindGuard, Type, type Static, type TSchema } from '@sin
 import { Value } from '@sinclair/typebox/value';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import type { CompiledDestination } from '../lib/config/bucket-config.ts';
-import type { OutgoingRecord, QueueProducer, TopicSpec } from '../lib/queue/queue.ts';
+import type { OutgoingRecord, TopicSpec } from '../lib/queue/queue.ts';
 import type { ChangeKind } from './journal/change.ts';
 
 // What flows between the roles. Records are keyed by `location/bucket/key`, so every version of a key
@@ -107,6 +107,8 @@ export const ReplicationTask = Type.Object({
   size: Type.Optional(Count),
   etag: Type.Optional(Str),
   eventTime: Time,
+  /** The version's Last-Modified to the ms, where the journal told it (see ChangeRecord.modTime). */
+  modTime: Type.Optional(Type.Integer({ minimum: 0, maximum: 8_640_000_000_000_000 })),
   destinations: Type.Array(TaskDestination, { maxItems: 1000 }),
   origin: Type.Union([Type.Literal('notification'), Type.Literal('scan'), Type.Literal('retry')]),
   /**
@@ -295,12 +297,13 @@ const SEND_BATCH = 100;
 
 /**
  * Queues tasks SEND_BATCH at a time, in one send per batch and topic rather than two per task (what makes
- * a listing of thousands of versions quick on Kafka). New tasks announce their destinations first, so
+ * a listing of thousands of versions quick on Kafka); through a GroupedSender, the tasks of concurrent
+ * calls share their sends too. New tasks announce their destinations first, so
  * that the status processor knows every destination before any result arrives. A retry sends the task
  * first (`tasksFirst`): the version is already known, and a failed second send must leave it FAILED
  * (listed, retryable) rather than PENDING with no task.
  */
-export async function queueTasks(producer: QueueProducer, names: QueueNames, planned: PlannedTask[], options: { tasksFirst?: boolean } = {}): Promise<void> {
+export async function queueTasks(producer: { send(topic: string, records: OutgoingRecord[]): Promise<unknown> }, names: QueueNames, planned: PlannedTask[], options: { tasksFirst?: boolean } = {}): Promise<void> {
   for (let i = 0; i < planned.length; i += SEND_BATCH) {
     const batch = planned.slice(i, i + SEND_BATCH);
     const queuedAt = new Date().toISOString();

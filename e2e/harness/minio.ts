@@ -14,7 +14,7 @@ export interface MinioOptions {
   /** Unique within the run; names the folder and the log. */
   name: string;
   /** Publish this server's bucket notifications to a Kafka topic. */
-  notifyKafka?: { brokers: string[]; topic: string; targetId?: string };
+  notifyKafka?: { brokers: string[]; topic: string; targetId?: string; /** Default true: events survive an unreachable broker, and wait up to 3 s in the folder. */ queue?: boolean };
   /** More server environment, e.g. a notification target of the user's own. */
   env?: Record<string, string>;
   /** Serve https with this certificate (made for the run): clients must trust its CA. */
@@ -55,15 +55,17 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
   let queueDir: string | undefined;
   if (options.notifyKafka !== undefined) {
     const id = options.notifyKafka.targetId ?? 'BACKBEAT';
-    queueDir = join(dir, 'notify-queue');
-    mkdirSync(queueDir, { recursive: true });
     Object.assign(env, {
       [`MINIO_NOTIFY_KAFKA_ENABLE_${id}`]: 'on',
       [`MINIO_NOTIFY_KAFKA_BROKERS_${id}`]: options.notifyKafka.brokers.join(','),
       [`MINIO_NOTIFY_KAFKA_TOPIC_${id}`]: options.notifyKafka.topic,
-      // With a queue folder, events survive an unreachable broker and are replayed later.
-      [`MINIO_NOTIFY_KAFKA_QUEUE_DIR_${id}`]: queueDir,
     });
+    if (options.notifyKafka.queue !== false) {
+      // With a queue folder, events survive an unreachable broker and are replayed later.
+      queueDir = join(dir, 'notify-queue');
+      mkdirSync(queueDir, { recursive: true });
+      env[`MINIO_NOTIFY_KAFKA_QUEUE_DIR_${id}`] = queueDir;
+    }
     notificationArn = `arn:minio:sqs::${id}:kafka`;
   }
   // MinIO serves https when its certs folder holds public.crt and private.key.

@@ -22,6 +22,11 @@ export interface ChangeRecord {
   etag?: string;
   /** When the source wrote it (ISO 8601). */
   eventTime: string;
+  /**
+   * The version's Last-Modified to the millisecond, as a listing gives it (ms since the epoch): from a
+   * listing, or from a MinIO notification's sequencer. It orders the versions of a key.
+   */
+  modTime?: number;
   /** A replica written by this engine (loop prevention in two-way setups). */
   isReplica: boolean;
   origin: 'notification' | 'scan';

@@ -47,6 +47,7 @@ function fitsTask(change: ChangeRecord): void {
     ...(change.size !== undefined ? { size: change.size } : {}),
     ...(change.etag !== undefined ? { etag: change.etag } : {}),
     eventTime: change.eventTime,
+    ...(change.modTime !== undefined ? { modTime: change.modTime } : {}),
     destinations: [],
     origin: change.origin,
   };
@@ -97,11 +98,13 @@ describe('journal parser, fuzzed (seeded; BACKBEAT_FUZZ_SEED and BACKBEAT_FUZZ_R
         eTag: maybe(fc.oneof({ weight: 6, arbitrary: fc.string({ unit: fc.constantFrom(...'0123456789abcdef'.split('')), maxLength: 40 }) }, { weight: 1, arbitrary: fc.string({ maxLength: 2000 }) })),
         versionId: maybe(fc.oneof({ weight: 6, arbitrary: fc.uuid() }, { weight: 1, arbitrary: fc.oneof(fc.constant(''), fc.string({ maxLength: 1100 })) })),
         userMetadata: maybe(fc.dictionary(fc.string({ maxLength: 30 }), fc.string({ maxLength: 10 }))),
+        sequencer: maybe(fc.oneof({ weight: 4, arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }).map((n) => n.toString(16).toUpperCase()) }, { weight: 1, arbitrary: fc.string({ maxLength: 30 }) })),
+        eventSource: maybe(fc.constantFrom('minio:s3', 'aws:s3', 'ceph:s3')),
         records: fc.integer({ min: 1, max: 3 }),
         nulls: fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
       })
       .map((f) => {
-        const one = event({ eventName: f.eventName, eventTime: f.eventTime }, { key: f.key, size: f.size, eTag: f.eTag, versionId: f.versionId, userMetadata: f.userMetadata });
+        const one = event({ eventName: f.eventName, eventTime: f.eventTime, eventSource: f.eventSource }, { key: f.key, size: f.size, eTag: f.eTag, versionId: f.versionId, userMetadata: f.userMetadata, sequencer: f.sequencer });
         (one['s3'] as { bucket: unknown }).bucket = { name: f.bucket };
         return json({ EventName: one['eventName'], Records: [...Array.from({ length: f.records }, () => one), ...(f.nulls ? [null, 7, 'x', []] : [])] });
       }),
@@ -134,5 +137,22 @@ describe('journal parser, fuzzed (seeded; BACKBEAT_FUZZ_SEED and BACKBEAT_FUZZ_R
     const changes = parse(json({ EventName: 's3:ObjectCreated:Put', Key: 'photos/a/b c.txt', Records: [event()] }));
     assert.ok(typeof changes !== 'string', changes as string);
     assert.deepEqual(changes, [{ location: 'src', bucket: 'photos', key: 'a/b c.txt', versionId: 'v1', kind: 'object', size: 12, etag: '0123456789abcdef0123456789abcdef', eventTime: '2026-12-04T10:00:00.000Z', isReplica: false, origin: 'notification' }]);
+  });
+
+  it("takes a MinIO event's sequencer (its version's ModTime in ns) as the version's Last-Modified, and no other sequencer", () => {
+    const modTime = (source: string, sequencer: string): number | undefined => {
+      const changes = parse(json({ Records: [event({ eventSource: source }, { sequencer })] }));
+      assert.ok(typeof changes !== 'string', changes as string);
+      return changes[0]?.modTime;
+    };
+    // Written 3 ms before its event, 456 789 ns into that millisecond (as MinIO sent it in a run here).
+    const ns = (BigInt(Date.parse('2026-12-04T10:00:00.000Z') - 3) * 1_000_000n + 456_789n).toString(16).toUpperCase();
+    assert.equal(modTime('minio:s3', ns), Date.parse('2026-12-04T10:00:00.000Z') - 3);
+    // AWS and Ceph sequencers only order events; a MinIO one after its event, or hours before, is no ModTime.
+    assert.equal(modTime('aws:s3', ns), undefined);
+    assert.equal(modTime('ceph:s3', '00000000000000001'), undefined);
+    assert.equal(modTime('minio:s3', (BigInt(Date.parse('2026-12-04T10:00:01.000Z')) * 1_000_000n).toString(16)), undefined);
+    assert.equal(modTime('minio:s3', (BigInt(Date.parse('2026-12-04T08:00:00.000Z')) * 1_000_000n).toString(16)), undefined);
+    assert.equal(modTime('minio:s3', 'not hex'), undefined);
   });
 });

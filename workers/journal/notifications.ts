@@ -11,10 +11,24 @@ export class MalformedEvent extends Error {
 interface EventRecord {
   eventName?: unknown;
   eventTime?: unknown;
+  eventSource?: unknown;
   s3?: {
     bucket?: { name?: unknown };
-    object?: { key?: unknown; size?: unknown; eTag?: unknown; versionId?: unknown; userMetadata?: unknown };
+    object?: { key?: unknown; size?: unknown; eTag?: unknown; versionId?: unknown; userMetadata?: unknown; sequencer?: unknown };
   };
+}
+
+/**
+ * The version's Last-Modified (ms) that a MinIO event's sequencer carries (the hex of its ModTime in
+ * ns, which listings give to the ms). Elsewhere a sequencer only orders events (AWS, Ceph): none then;
+ * nor when it does not read as a time shortly before the event's.
+ */
+function modTimeOf(r: EventRecord, eventTime: string): number | undefined {
+  const sequencer = r.s3?.object?.sequencer;
+  if (r.eventSource !== 'minio:s3' || typeof sequencer !== 'string' || !/^[0-9A-F]{1,16}$/i.test(sequencer)) return undefined;
+  const ms = Number(BigInt(`0x${sequencer}`) / 1_000_000n);
+  const event = Date.parse(eventTime);
+  return ms <= event && ms > event - 3_600_000 ? ms : undefined;
 }
 
 /** Keys in event records are URL-encoded, with '+' for a space (a literal '+' arrives as %2B). */
@@ -86,6 +100,7 @@ export function parseNotification(location: string, value: Buffer | null): Chang
     if (object.size !== undefined && !(Number.isSafeInteger(object.size) && (object.size as number) >= 0)) throw new MalformedEvent(`${where}.s3.object.size is not a byte count`);
     const eTag = text(object.eTag, `${where}.s3.object.eTag`);
     const etag = eTag === undefined ? '' : unquote(eTag);
+    const modTime = modTimeOf(r, eventTime);
     return [
       {
         location,
@@ -96,6 +111,7 @@ export function parseNotification(location: string, value: Buffer | null): Chang
         ...(typeof object.size === 'number' ? { size: object.size } : {}),
         ...(etag !== '' ? { etag } : {}),
         eventTime,
+        ...(modTime !== undefined ? { modTime } : {}),
         isReplica: isReplica(object.userMetadata),
         origin: 'notification',
       },

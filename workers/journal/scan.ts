@@ -35,6 +35,7 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
         ...(v.Size !== undefined ? { size: v.Size } : {}),
         ...(v.ETag !== undefined ? { etag: unquote(v.ETag) } : {}),
         eventTime: (v.LastModified ?? new Date(0)).toISOString(),
+        ...(v.LastModified !== undefined ? { modTime: v.LastModified.getTime() } : {}),
         isReplica: false,
         origin: 'scan',
       });
@@ -48,6 +49,7 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
         versionId: m.VersionId ?? 'null',
         kind: 'deleteMarker',
         eventTime: (m.LastModified ?? new Date(0)).toISOString(),
+        ...(m.LastModified !== undefined ? { modTime: m.LastModified.getTime() } : {}),
         isReplica: false,
         origin: 'scan',
       });

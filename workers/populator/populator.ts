@@ -2,6 +2,7 @@ import { GetObjectTaggingCommand, type S3Client } from '@aws-sdk/client-s3';
 import { matchDestinations, needsTags, type BucketReplicationConfig, type MatchedDestination } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
+import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -51,6 +52,8 @@ export class Populator {
   private readonly options: PopulatorOptions;
   private readonly consumers: QueueConsumer[] = [];
   private producer: QueueProducer | undefined;
+  /** The sends of changes handled concurrently, grouped: one produce per topic for many changes. */
+  private readonly grouped = new GroupedSender(() => this.producer);
   private readonly names: QueueNames;
 
   constructor(options: PopulatorOptions) {
@@ -95,7 +98,7 @@ export class Populator {
 
   /** Queues the task of one change (if it replicates anywhere); resolves once it is durably queued. */
   async populate(change: ChangeRecord, active?: () => boolean): Promise<void> {
-    await this.queue([await this.plan(change, { ...(active !== undefined ? { active } : {}) })]);
+    await this.queue([await this.plan(change, { ...(active !== undefined ? { active } : {}) })], this.grouped);
   }
 
   /**
@@ -134,6 +137,7 @@ export class Populator {
       ...(change.size !== undefined ? { size: change.size } : {}),
       ...(change.etag !== undefined ? { etag: change.etag } : {}),
       eventTime: change.eventTime,
+      ...(change.modTime !== undefined ? { modTime: change.modTime } : {}),
       destinations,
       origin: change.origin,
     };
@@ -151,10 +155,11 @@ export class Populator {
     return { key: objectKey(source), queued, task };
   }
 
-  private async queue(plans: (PlannedTask | undefined)[]): Promise<void> {
+  private async queue(plans: (PlannedTask | undefined)[], via?: GroupedSender): Promise<void> {
     const ready = plans.filter((p) => p !== undefined);
     if (ready.length === 0) return;
-    await queueTasks(await this.out(), this.names, ready);
+    const producer = await this.out();
+    await queueTasks(via ?? producer, this.names, ready);
     this.counters.queued += ready.length;
   }
 

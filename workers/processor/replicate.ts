@@ -58,17 +58,18 @@ export class ReplicaMismatch extends Error {
  * its source version's Last-Modified is weighed by it, whether or not that version is still on the
  * source; a delete marker and a tie by the source's own version order.
  */
+const superseding = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
+
 function superseded(current: Current, history: VersionEntry[], at: number): string | undefined {
   const mine = history[at];
   if (mine === undefined) return 'source version no longer exists';
-  const newer = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
   if (current.kind === 'object' && current.replicaOf !== undefined) {
-    if (current.sourceTime !== undefined && current.sourceTime !== mine.lastModified) return current.sourceTime > mine.lastModified ? newer(current.replicaOf) : undefined;
+    if (current.sourceTime !== undefined && current.sourceTime !== mine.lastModified) return current.sourceTime > mine.lastModified ? superseding(current.replicaOf) : undefined;
     const theirs = history.findIndex((e) => e.versionId === current.replicaOf);
-    if (theirs !== -1 && theirs < at) return newer(current.replicaOf);
+    if (theirs !== -1 && theirs < at) return superseding(current.replicaOf);
     // Written in the same instant, and theirs already collected from the source: only the source's
     // current version may replace it.
-    if (theirs === -1 && current.sourceTime === mine.lastModified && !mine.isLatest) return newer(current.replicaOf);
+    if (theirs === -1 && current.sourceTime === mine.lastModified && !mine.isLatest) return superseding(current.replicaOf);
     return undefined;
   }
   if (current.kind === 'deleteMarker' && history.slice(0, at).some((e) => e.isDeleteMarker)) {
@@ -255,13 +256,24 @@ async function copyParts(
   }
 }
 
+/** The version's Last-Modified to the ms where the journal told it (a scan's time is the listed one; tasks queued before modTime was recorded). */
+function modTimeOf(task: ReplicationTask): number | undefined {
+  const time = task.modTime ?? (task.origin === 'scan' ? Date.parse(task.eventTime) : undefined);
+  return time !== undefined && Number.isFinite(time) && time > 0 ? time : undefined;
+}
+
 async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
   const current = await currentState(ctx.destination, d.bucket, destKey);
   if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
-  // Nothing there to weigh it against, and a listing gave its time (a scan, a backfill): the time is the
-  // order stamp as the source listed it, with no listing of the source's history (a notification's time
-  // is the event's, some milliseconds after the write: not the listed one).
-  if (current.kind === 'absent' && task.origin === 'scan') return copyObject(ctx, task, d, Date.parse(task.eventTime));
+  // Where the journal gave the version's Last-Modified (a listing; MinIO's notifications), it is the
+  // order stamp, and the source's history is not listed unless the destination's current version has
+  // no stamp, the same one, or is a delete marker: a new key costs the HEAD, the GET and the PUT. (A
+  // notification's event time is some milliseconds after the write: never the stamp.)
+  const mine = modTimeOf(task);
+  if (mine !== undefined && current.kind === 'absent') return copyObject(ctx, task, d, mine);
+  if (mine !== undefined && current.kind === 'object' && current.replicaOf !== undefined && current.sourceTime !== undefined && current.sourceTime !== mine) {
+    return current.sourceTime > mine ? skipped(superseding(current.replicaOf)) : copyObject(ctx, task, d, mine);
+  }
   const { history, at } = await historyThrough(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
   const reason = superseded(current, history, at);
   if (reason !== undefined) return skipped(reason);

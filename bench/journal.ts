@@ -1,0 +1,116 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ListObjectVersionsCommand, PutBucketNotificationConfigurationCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { dump } from 'js-yaml';
+import { freePort, httpGet } from '../e2e/harness/net.ts';
+import type { MinioServer } from '../e2e/harness/minio.ts';
+import { logTail, ManagedProcess } from '../e2e/harness/process.ts';
+import { runDir } from '../e2e/harness/run-dir.ts';
+import { locationManifest, versionedBucket } from '../e2e/pipeline/sites.ts';
+import { cpuSeconds } from './process.ts';
+
+// `make bench BENCH=--journal`: backbeat on Kafka fed by the source server's own bucket notifications,
+// objects written at a steady rate. Measures, per object, the time from its source PUT's completion to
+// its replica's Last-Modified on the destination (both on this machine's clock), and whether the run
+// kept up: every object replicated within KEPT_UP_S of its write.
+
+export interface JournalRun {
+  rate: number;
+  seconds: number;
+  objects: number;
+  /** Objects per second the writer achieved (below `rate` when the source server could not take more). */
+  written: number;
+  replicated: number;
+  /** Seconds, sorted. */
+  latencies: number[];
+  /** CPU time of the backbeat process over the run, in seconds. */
+  cpuSeconds: number;
+}
+
+/** The longest an object may take to reach its destination in a run that kept up. */
+export const KEPT_UP_S = 5;
+
+const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
+
+/** Replica Last-Modified (ms) of every key of the destination bucket. */
+async function replicaTimes(s3: S3Client, bucket: string): Promise<Map<string, number>> {
+  const times = new Map<string, number>();
+  let keyMarker: string | undefined;
+  for (;;) {
+    const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}) }));
+    for (const v of page.Versions ?? []) if (v.Key !== undefined) times.set(v.Key, v.LastModified?.getTime() ?? 0);
+    if (page.IsTruncated !== true) return times;
+    keyMarker = page.NextKeyMarker;
+  }
+}
+
+/**
+ * One run: a fresh pair of buckets, `backbeat run` on Kafka following `journalTopic` (where `source`
+ * publishes its notifications), `rate` objects of `size` bytes per second for `seconds`.
+ */
+export async function journalRun(o: { source: MinioServer; destination: MinioServer; brokers: string[]; journalTopic: string; rate: number; seconds: number; size: number; concurrency: number }): Promise<JournalRun> {
+  const name = `journal-${String(o.rate)}-${String(Date.now() % 1_000_000)}`;
+  const [src, dst] = [o.source.client(), o.destination.client()];
+  await versionedBucket(src, name);
+  await src.send(new PutBucketNotificationConfigurationCommand({ Bucket: name, NotificationConfiguration: { QueueConfigurations: [{ QueueArn: o.source.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] } }));
+  await versionedBucket(dst, name);
+  const dir = join(runDir(), 'bench', name);
+  const manifests = join(dir, 'manifests');
+  mkdirSync(manifests, { recursive: true });
+  writeFileSync(join(manifests, 'locations.yaml'), `${locationManifest('src', o.source.endpoint, o.source.credentials, { journal: { kafka: { topic: o.journalTopic } } })}---\n${locationManifest('dst', o.destination.endpoint, o.destination.credentials)}`);
+  writeFileSync(join(manifests, 'rule.yaml'), dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'bench' }, spec: { source: { location: 'src', bucket: name }, destinations: [{ location: 'dst', bucket: name }] } }));
+  const listen = `127.0.0.1:${String(await freePort())}`;
+  const args = [CLI, 'run', '-f', manifests, '--state-dir', join(dir, 'state'), '--listen', listen, '--concurrency', String(o.concurrency), '--prefix', `bench-${name}`, '--brokers', o.brokers.join(',')];
+  const proc = new ManagedProcess({ name, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...args], logFile: join(dir, 'backbeat.log') });
+  const body = Buffer.alloc(o.size, 7);
+  const put = (key: string): Promise<unknown> => src.send(new PutObjectCommand({ Bucket: name, Key: key, Body: body }));
+  try {
+    // Started once it has replicated a first object: its consumers are assigned and reading.
+    await proc.start({ probe: async () => (await httpGet(`http://${listen}/v1/summary`)).status === 200, timeoutMs: 60_000, intervalMs: 200 });
+    await put('warm-up');
+    for (let i = 0; !(await replicaTimes(dst, name)).has('warm-up'); i++) {
+      if (i > 600) throw new Error(`no first object replicated within 60 s\n${logTail(proc.spec.logFile)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const cpuBefore = cpuSeconds(proc.pid);
+    const objects = o.rate * o.seconds;
+    const done = new Map<string, number>();
+    const writes: Promise<unknown>[] = [];
+    const start = performance.now();
+    const origin = Date.now() - start;
+    for (let i = 0; i < objects; i++) {
+      const due = start + (i * 1000) / o.rate;
+      const wait = due - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      const key = `o/${String(i).padStart(7, '0')}`;
+      writes.push(put(key).then(() => done.set(key, origin + performance.now())));
+    }
+    await Promise.all(writes);
+    const written = objects / ((performance.now() - start) / 1000);
+    // Waits for the stragglers, up to a minute more than a run that keeps up needs.
+    let times = await replicaTimes(dst, name);
+    for (let waited = 0; times.size < objects + 1 && waited < KEPT_UP_S * 1000 + 60_000; waited += 500) {
+      await new Promise((r) => setTimeout(r, 500));
+      times = await replicaTimes(dst, name);
+    }
+    const cpu = cpuSeconds(proc.pid) - cpuBefore;
+    const latencies = [...done].flatMap(([key, at]) => {
+      const t = times.get(key);
+      return t === undefined ? [] : [(t - at) / 1000];
+    });
+    return { rate: o.rate, seconds: o.seconds, objects, written, replicated: latencies.length, latencies: latencies.sort((a, b) => a - b), cpuSeconds: cpu };
+  } finally {
+    await proc.stop();
+  }
+}
+
+const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+
+export function formatJournal(runs: JournalRun[], size: number): string {
+  const rows = runs.map((r) => {
+    const kept = r.replicated === r.objects && (r.latencies.at(-1) ?? Infinity) <= KEPT_UP_S;
+    const s = (x: number): string => `${x.toFixed(2)} s`;
+    return `  ${String(r.rate).padStart(4)}/s for ${String(r.seconds)} s: written at ${r.written.toFixed(0)}/s, replicated ${String(r.replicated)}/${String(r.objects)}, latency p50 ${s(quantile(r.latencies, 0.5))}, p99 ${s(quantile(r.latencies, 0.99))}, max ${s(r.latencies.at(-1) ?? Number.NaN)}; CPU ${((r.cpuSeconds * 1000) / r.objects).toFixed(2)} ms/object; ${kept ? 'kept up' : 'FELL BEHIND'}`;
+  });
+  return [`journal on Kafka: objects of ${String(Math.round(size / 1024))} KiB written at a steady rate, latency = replica Last-Modified − source PUT done (kept up: all replicated, none later than ${String(KEPT_UP_S)} s)`, ...rows].join('\n');
+}

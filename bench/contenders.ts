@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
@@ -6,12 +7,13 @@ import { requireBinary } from '../e2e/harness/binaries.ts';
 import { freePort, httpGet } from '../e2e/harness/net.ts';
 import { ManagedProcess, logTail } from '../e2e/harness/process.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
-import { locationManifest } from '../e2e/pipeline/sites.ts';
+import { locationManifest, versionedBucket } from '../e2e/pipeline/sites.ts';
 import { cpuSeconds, peakRss } from './process.ts';
+import { contents, putObjects } from './replicate.ts';
 
 // The programs under comparison, each run as its own process so that its wall time and peak memory are
 // its own: `backbeat run` (local mode, the same workers as on Kubernetes), `rclone copy` (tuned, and as
-// usually run) and a plain GET→PUT copier (the ceiling).
+// usually run), a plain GET→PUT copier (the ceiling), and MinIO's own bucket replication (in the servers).
 
 export interface Job {
   source: MinioServer;
@@ -20,6 +22,8 @@ export interface Job {
   /** A fresh, versioned, empty bucket on the destination. */
   targetBucket: string;
   objects: number;
+  /** Bytes per object. */
+  size: number;
   concurrency: number;
   /** The source objects' multipart part size, when they have parts. */
   partSize?: number;
@@ -192,6 +196,43 @@ export function rcloneContender(options: { tuned?: boolean } = {}): Contender {
       const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: '/dev/null', ...remote('SRC', job.source), ...remote('DST', job.destination) };
       delete env.AWS_CA_BUNDLE;
       return measured(requireBinary('rclone'), ['copy', `src:${job.sourceBucket}`, `dst:${job.targetBucket}`, ...flags(job)], env, 'rclone copy');
+    },
+  };
+}
+
+/** The URL mc takes for a server, credentials included (given to mc in its environment only). */
+function mcHost(s: MinioServer): string {
+  const u = new URL(s.endpoint);
+  return `${u.protocol}//${encodeURIComponent(s.credentials.accessKeyId)}:${encodeURIComponent(s.credentials.secretAccessKey)}@${u.host}`;
+}
+
+/**
+ * MinIO's own bucket replication, configured with `mc replicate add` on a fresh source bucket that
+ * replicates to the job's target; the workload is then written to it (`concurrency` PUTs in flight) and
+ * timed from the first write until the target holds every object. It replicates on write, not a bucket
+ * already full: its time includes the writes, its requests too (the PUTs to the source). Its work is in
+ * the servers, whose CPU the report shows.
+ */
+export function minioReplicationContender(): Contender {
+  return {
+    name: 'MinIO bucket replication',
+    describe: ({ concurrency }) => `mc replicate add, then the objects written with ${String(concurrency)} PUTs in flight; from the first write to the last replica (the writes included)`,
+    async run(job) {
+      const bucket = `${job.targetBucket}-n`;
+      const src = job.source.client();
+      const dst = job.destination.client();
+      await versionedBucket(src, bucket);
+      const env = { ...process.env, MC_CONFIG_DIR: join(job.dir, 'mc'), MC_HOST_src: mcHost(job.source) };
+      await promisify(execFile)(requireBinary('mc'), ['replicate', 'add', `src/${bucket}`, '--remote-bucket', `${mcHost(job.destination)}/${job.targetBucket}`, '--priority', '1', '--json'], { env });
+      const started = performance.now();
+      await putObjects(src, bucket, job, job.concurrency);
+      const wanted = job.objects * job.size;
+      const deadline = Date.now() + 30 * 60_000;
+      for (let c = await contents(dst, job.targetBucket); c.count < job.objects || c.bytes < wanted; c = await contents(dst, job.targetBucket)) {
+        if (Date.now() > deadline) throw new Error(`MinIO replicated ${String(c.count)} of ${String(job.objects)} objects in 30 minutes`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return { seconds: (performance.now() - started) / 1000, peakRssBytes: 0, cpuSeconds: 0 };
     },
   };
 }

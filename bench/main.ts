@@ -1,6 +1,7 @@
 // `make bench`: backbeat against rclone, copying the same objects between the same two MinIO servers on
-// this machine, side by side. Prints each one's median time and peak memory and the ratios to rclone
-// with its best flags for the job (and rclone as usually run, for reference).
+// this machine, side by side. Prints each one's median time, peak memory, CPU and S3 requests per object
+// and the ratios to rclone with its best flags for the job (and rclone as usually run, a plain copier,
+// MinIO's own bucket replication, for reference).
 // Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of 64 MiB in
 // 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue), --profile (backbeat
 // under V8's CPU profiler: where its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka
@@ -8,7 +9,7 @@
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
-import { backbeatContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
+import { backbeatContender, minioReplicationContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
 import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
 import { count } from './process.ts';
 import { formatCosts, profileCosts } from './profile.ts';
@@ -41,9 +42,10 @@ process.once('SIGINT', () => void stopAll().finally(() => process.exit(130)));
 try {
   say('Starting two MinIO servers on loopback...');
   const [source, destination] = [await minio({ name: 'bench-src', env: PUBLIC_METRICS }), await minio({ name: 'bench-dst', env: PUBLIC_METRICS })];
-  // The baseline is rclone at its best; rclone as most people run it, and the ceiling, for reference.
+  // The baseline is rclone at its best; rclone as most people run it, the ceiling and MinIO's own
+  // replication, for reference.
   const profile = values.profile;
-  const contenders: Contender[] = [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), backbeatContender('backbeat (embedded queue)', { profile })];
+  const contenders: Contender[] = [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), minioReplicationContender(), backbeatContender('backbeat (embedded queue)', { profile })];
   if (values.kafka) {
     say('Starting Kafka...');
     contenders.push(backbeatContender('backbeat (Kafka)', { brokers: (await sharedKafka()).brokers, profile }));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { minio } from '../e2e/harness/env.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
-import { backbeatContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
+import { backbeatContender, minioReplicationContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
 import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
 
 // The benchmark's machinery on a tiny workload, so that `make bench` cannot rot: every contender really
@@ -22,20 +22,22 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
 
   it('runs each contender on every workload, checks the copies, and reports medians and ratios', async () => {
     const lines: string[] = [];
-    const results = await runBench({ source, destination, workloads, contenders: [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), backbeatContender('backbeat')], rounds: 1, concurrency: 4, onRun: (l) => lines.push(l) });
+    const results = await runBench({ source, destination, workloads, contenders: [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), minioReplicationContender(), backbeatContender('backbeat')], rounds: 1, concurrency: 4, onRun: (l) => lines.push(l) });
     assert.deepEqual(
       results.map((r) => [r.workload.name, r.contender, r.runs.length]),
-      ['tiny', 'parts'].flatMap((w) => ['rclone copy (tuned)', 'rclone copy', 'plain GET→PUT copier', 'backbeat'].map((c) => [w, c, 1])),
+      ['tiny', 'parts'].flatMap((w) => ['rclone copy (tuned)', 'rclone copy', 'plain GET→PUT copier', 'MinIO bucket replication', 'backbeat'].map((c) => [w, c, 1])),
     );
     for (const r of results) {
       assert.ok(r.median.seconds > 0, `${r.contender} time`);
+      assert.ok(r.serverCpuSeconds > 0, `servers' CPU during ${r.contender} ${String(r.serverCpuSeconds)}`);
+      // MinIO's replication runs in the servers: no process of its own to measure.
+      if (r.contender === 'MinIO bucket replication') continue;
       // Any live Node or Go process holds megabytes: a zero would mean the memory was never read.
       assert.ok(r.median.peakRssBytes > 4 * 2 ** 20, `${r.contender} peak RSS ${String(r.median.peakRssBytes)}`);
       // Starting a process and copying costs CPU time, as does serving the copies: zero means unread.
       assert.ok(r.median.cpuSeconds > 0, `${r.contender} CPU ${String(r.median.cpuSeconds)}`);
-      assert.ok(r.serverCpuSeconds > 0, `servers' CPU during ${r.contender} ${String(r.serverCpuSeconds)}`);
     }
-    assert.equal(lines.length, 8);
+    assert.equal(lines.length, 10);
     const report = formatReport(results, 1);
     assert.match(report, /^tiny: 25 objects × 4 KiB \(0\.1 MiB\), median of 1 rounds$/m);
     assert.match(report, /^parts: 2 objects × 11 MiB in 5\.0 MiB parts/m);
@@ -43,6 +45,9 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
     // The servers' own counts: the ceiling makes a GET and a PUT per object, and one listing.
     assert.match(report, /S3 requests per object, plain GET→PUT copier: 2\.04 \(GetObject 1\.00, PutObject 1\.00, ListObjectsV2 0\.04\)/);
     assert.match(report, /S3 requests per object, backbeat: \d+\.\d\d \(/);
+    // MinIO's replication: the writes to the source, and its own PUTs to the target.
+    assert.match(report, /S3 requests per object, MinIO bucket replication: \d+\.\d\d \(.*PutObject/);
+    assert.match(report, /^ {2}MinIO bucket replication +\d+\.\d\d s .* servers +— /m);
     assert.match(report, /rclone copy: rclone copy --transfers 4 --checkers 4 --s3-chunk-size 5242880B --s3-upload-cutoff 5242880B/);
     assert.match(report, /rclone copy \(tuned\): rclone copy --transfers 4 --checkers 4 --s3-no-check-bucket --no-check-dest --s3-no-head --s3-no-head-object --use-server-modtime --fast-list --s3-chunk-size/);
   });

@@ -80,22 +80,27 @@ const median = (xs: number[]): number => {
   return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
 };
 
-async function fill(s3: S3Client, bucket: string, w: Workload): Promise<void> {
-  await versionedBucket(s3, bucket);
+/** Writes the workload's objects into `bucket`, `concurrency` at a time (multipart ones in its part size). */
+export async function putObjects(s3: S3Client, bucket: string, w: Pick<Workload, 'objects' | 'size' | 'partSize'>, concurrency: number): Promise<void> {
   const body = randomBytes(w.size);
   let next = 0;
   const put = async (): Promise<void> => {
     for (let i = next++; i < w.objects; i = next++) {
-      const Key = `${w.name}/${String(i).padStart(6, '0')}`;
+      const Key = `o/${String(i).padStart(6, '0')}`;
       if (w.partSize === undefined) await s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body: body }));
       else await new Upload({ client: s3, params: { Bucket: bucket, Key, Body: body }, partSize: w.partSize, queueSize: 1 }).done();
     }
   };
-  await Promise.all(Array.from({ length: 16 }, put));
+  await Promise.all(Array.from({ length: concurrency }, put));
 }
 
-/** Every object of the workload is in `bucket`, at its full size: a run that copied less does not count. */
-async function verify(s3: S3Client, bucket: string, w: Workload, contender: string): Promise<void> {
+async function fill(s3: S3Client, bucket: string, w: Workload): Promise<void> {
+  await versionedBucket(s3, bucket);
+  await putObjects(s3, bucket, w, 16);
+}
+
+/** How many objects `bucket` holds, and their bytes. */
+export async function contents(s3: S3Client, bucket: string): Promise<{ count: number; bytes: number }> {
   let count = 0;
   let bytes = 0;
   let token: string | undefined;
@@ -107,6 +112,12 @@ async function verify(s3: S3Client, bucket: string, w: Workload, contender: stri
     }
     token = page.NextContinuationToken;
   } while (token !== undefined);
+  return { count, bytes };
+}
+
+/** Every object of the workload is in `bucket`, at its full size: a run that copied less does not count. */
+async function verify(s3: S3Client, bucket: string, w: Workload, contender: string): Promise<void> {
+  const { count, bytes } = await contents(s3, bucket);
   if (count !== w.objects || bytes !== w.objects * w.size) {
     throw new Error(`${contender} left ${String(count)} objects (${String(bytes)} bytes) in ${bucket}, expected ${String(w.objects)} (${String(w.objects * w.size)} bytes)`);
   }
@@ -131,7 +142,7 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
         await versionedBucket(dst, targetBucket);
         const dir = join(runDir(), 'bench', targetBucket);
         mkdirSync(dir, { recursive: true });
-        const job = { source: options.source, destination: options.destination, sourceBucket, targetBucket, objects: w.objects, concurrency: options.concurrency, dir, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) };
+        const job = { source: options.source, destination: options.destination, sourceBucket, targetBucket, objects: w.objects, size: w.size, concurrency: options.concurrency, dir, ...(w.partSize !== undefined ? { partSize: w.partSize } : {}) };
         const before = await Promise.all(servers.map(requestCounts));
         const cpuBefore = serversCpu();
         const m = await c.run(job);
@@ -190,7 +201,9 @@ export function formatReport(results: Result[], rounds: number): string {
     const perObjectMs = (seconds: number): string => `${((seconds * 1000) / w.objects).toFixed(2)} ms`;
     for (const r of rs) {
       const s = r.median.seconds;
-      rows.push([r.contender, `${s.toFixed(2)} s`, (w.objects / s).toFixed(0), (total / 2 ** 20 / s).toFixed(1), mib(r.median.peakRssBytes), perObjectMs(r.median.cpuSeconds), perObjectMs(r.serverCpuSeconds)]);
+      // A contender without a process of its own (MinIO's replication) shows its memory and CPU as the servers'.
+      const own = r.median.peakRssBytes > 0;
+      rows.push([r.contender, `${s.toFixed(2)} s`, (w.objects / s).toFixed(0), (total / 2 ** 20 / s).toFixed(1), own ? mib(r.median.peakRssBytes) : 'servers', own ? perObjectMs(r.median.cpuSeconds) : '—', perObjectMs(r.serverCpuSeconds)]);
     }
     out.push(...table(rows).map((l) => `  ${l}`));
     const [base, ...others] = rs;
@@ -198,7 +211,7 @@ export function formatReport(results: Result[], rounds: number): string {
       for (const r of others) {
         const time = r.median.seconds / base.median.seconds;
         const rss = r.median.peakRssBytes / base.median.peakRssBytes;
-        out.push(`  ratio ${r.contender} / ${base.contender}: time ×${time.toFixed(2)}, throughput ×${(1 / time).toFixed(2)}, peak RSS ×${rss.toFixed(2)}`);
+        out.push(`  ratio ${r.contender} / ${base.contender}: time ×${time.toFixed(2)}, throughput ×${(1 / time).toFixed(2)}${rss > 0 ? `, peak RSS ×${rss.toFixed(2)}` : ''}`);
       }
     }
     for (const r of rs) {

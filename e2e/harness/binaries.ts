@@ -8,6 +8,8 @@ const REPO = new URL('../../', import.meta.url).pathname;
 export interface Binaries {
   kafkaLibs: string;
   minio: string;
+  /** MinIO's client, for its bucket replication in `make bench`. */
+  mc: string;
   etcd: string;
   kubeApiserver: string;
   kubectl: string;
@@ -42,6 +44,7 @@ export function binaries(): Binaries {
   cached = {
     kafkaLibs: get('BACKBEAT_KAFKA_LIBS'),
     minio: get('BACKBEAT_MINIO'),
+    mc: get('BACKBEAT_MC'),
     etcd: get('BACKBEAT_ETCD'),
     kubeApiserver: get('BACKBEAT_KUBE_APISERVER'),
     kubectl: get('BACKBEAT_KUBECTL'),

@@ -216,6 +216,40 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
     assert.equal(local.status.lookup('site-a', 'photos', 'dup.txt', put.VersionId)[0]?.state, 'COMPLETED');
   });
 
+  it("weighs a late or forged journal event by its version's stamp: the older version never goes above the newer replica", async () => {
+    const v1 = await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'late.txt', Body: 'older' }));
+    const v2 = await a.send(new PutObjectCommand({ Bucket: 'photos', Key: 'late.txt', Body: 'newer' }));
+    await completed('late.txt', v2.VersionId);
+    const replicaOf = async (): Promise<string | undefined> => (await head(b, 'photos-b', 'late.txt')).Metadata?.['backbeat-source-version-id'];
+    assert.equal(await replicaOf(), v2.VersionId);
+    const replicas = (await versionsOf(b, 'photos-b', 'late.txt')).length;
+    // v1's own event, as MinIO published it.
+    const queue = kafkaQueue({ brokers: sites.brokers, clientId: 'test', logger: createLogger({ component: 'test', stream: createWriteStream('/dev/null') }) });
+    const events: Buffer[] = [];
+    const reader = await follow(queue, sites.journalTopic, (m) => {
+      if (m.value?.toString().includes(`"versionId":"${v1.VersionId ?? ''}"`) === true) events.push(m.value);
+    });
+    await eventually(() => assert.equal(events.length, 1));
+    await reader.close();
+    const original = events[0] ?? Buffer.alloc(0);
+    const skippedBefore = ['site-b', 'site-c'].map((l) => local.processors.get(l)?.counters.skipped ?? 0);
+    // The same event claiming to be a second newer than v2 (its sequencer is the version's ModTime in ns).
+    const v2Time = (await versionsOf(a, 'photos', 'late.txt')).find((v) => v.versionId === v2.VersionId)?.lastModified ?? 0;
+    const record = (JSON.parse(original.toString()) as { Records: { eventTime: string; s3: { object: { sequencer: string } } }[] }).Records[0];
+    assert.ok(record !== undefined);
+    record.s3.object.sequencer = (BigInt(v2Time + 1000) * 1_000_000n).toString(16).toUpperCase();
+    record.eventTime = new Date(v2Time + 1001).toISOString();
+    const forged = Buffer.from(JSON.stringify({ Records: [record] }));
+    const producer = await queue.producer();
+    await producer.send(sites.journalTopic, [{ key: 'photos/late.txt', value: original }, { key: 'photos/late.txt', value: forged }]);
+    await producer.close();
+    // Both came through as tasks to both destinations, and each was skipped: v1 was not copied again.
+    await eventually(() => assert.deepEqual(['site-b', 'site-c'].map((l, i) => (local.processors.get(l)?.counters.skipped ?? 0) - (skippedBefore[i] ?? 0)), [2, 2]), 60_000);
+    assert.equal(await replicaOf(), v2.VersionId, 'the newest write stays current');
+    assert.equal((await versionsOf(b, 'photos-b', 'late.txt')).length, replicas);
+    assert.equal((await head(c, 'photos-c', 'from-a/late.txt')).Metadata?.['backbeat-source-version-id'], v2.VersionId);
+  });
+
   it('keeps replicating to the other destinations while one is down, and catches up when it returns', async () => {
     await sites.c.stop();
     try {

@@ -119,7 +119,14 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
   };
 }
 
-async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, sourceTime: number): Promise<Outcome> {
+/** copyObject's answer when the version's Last-Modified is not the stamp the journal gave (nothing copied). */
+const NOT_THE_STAMP = Symbol('not the stamp');
+
+/**
+ * Copies the task's version, its replica stamped with `sourceTime`. `checkStamp`: only if the GET's
+ * Last-Modified (whole seconds) agrees with it; else nothing is copied and NOT_THE_STAMP returned.
+ */
+async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp = false): Promise<Outcome | typeof NOT_THE_STAMP> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
   // One request whose headers tell the rest: a GET whose body is the copy, or, for a version the journal
   // already says is multipart, a HEAD before the copy part by part. Its tags are asked for only when it
@@ -143,6 +150,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       throw err;
     }
     if (got.Metadata?.[REPLICA_VERSION_META] !== undefined) return skipped('the source object is itself a replica written by this engine');
+    if (checkStamp && Math.floor((got.LastModified?.getTime() ?? -1000) / 1000) !== Math.floor(sourceTime / 1000)) return NOT_THE_STAMP;
     const headers = replicaHeaders(task, d, got, tags, sourceTime);
     const sourceEtag = unquote(got.ETag);
     const parts = /-(\d+)$/.exec(sourceEtag);
@@ -162,7 +170,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       if (copied.resumed > 0) resumedParts = copied.resumed;
     } else {
       // The hint was wrong (the journal's ETag is not this version's): copy it whole, as any other.
-      return await copyObject(ctx, { ...task, etag: sourceEtag }, d, sourceTime);
+      return await copyObject(ctx, { ...task, etag: sourceEtag }, d, sourceTime, checkStamp);
     }
     // The same bytes in the same parts give the same ETag (MD5, or MD5 of part MD5s): a cheap end-to-end check.
     if (replicaEtag !== sourceEtag) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from source ETag ${sourceEtag}`);
@@ -270,14 +278,18 @@ async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskD
   // no stamp, the same one, or is a delete marker: a new key costs the HEAD, the GET and the PUT. (A
   // notification's event time is some milliseconds after the write: never the stamp.)
   const mine = modTimeOf(task);
-  if (mine !== undefined && current.kind === 'absent') return copyObject(ctx, task, d, mine);
-  if (mine !== undefined && current.kind === 'object' && current.replicaOf !== undefined && current.sourceTime !== undefined && current.sourceTime !== mine) {
-    return current.sourceTime > mine ? skipped(superseding(current.replicaOf)) : copyObject(ctx, task, d, mine);
+  const replica = current.kind === 'object' && current.replicaOf !== undefined ? current : undefined;
+  if (mine !== undefined && replica?.sourceTime !== undefined && replica.sourceTime > mine) return skipped(superseding(replica.replicaOf ?? ''));
+  if (mine !== undefined && (current.kind === 'absent' || (replica?.sourceTime !== undefined && replica.sourceTime < mine))) {
+    // Copied only if the version's own Last-Modified agrees with the stamp to the second: a stamp a
+    // forged or mistaken journal message claims never puts an older version above a newer one.
+    const outcome = await copyObject(ctx, task, d, mine, true);
+    if (outcome !== NOT_THE_STAMP) return outcome;
   }
   const { history, at } = await historyThrough(ctx.source, task.source.bucket, task.source.key, task.source.versionId);
   const reason = superseded(current, history, at);
   if (reason !== undefined) return skipped(reason);
-  return copyObject(ctx, task, d, history[at]?.lastModified ?? 0);
+  return (await copyObject(ctx, task, d, history[at]?.lastModified ?? 0)) as Outcome;
 }
 
 /** Sets the source version's tags on its replica, current or not; a version not replicated yet is copied whole. */

@@ -206,6 +206,12 @@ function mcHost(s: MinioServer): string {
   return `${u.protocol}//${encodeURIComponent(s.credentials.accessKeyId)}:${encodeURIComponent(s.credentials.secretAccessKey)}@${u.host}`;
 }
 
+/** Sets up MinIO's own replication of `bucket` (versioned) to `target` on `to` (versioned), with mc. */
+export async function configureReplication(from: MinioServer, bucket: string, to: MinioServer, target: string, dir: string): Promise<void> {
+  const env = { ...process.env, MC_CONFIG_DIR: join(dir, 'mc'), MC_HOST_src: mcHost(from) };
+  await promisify(execFile)(requireBinary('mc'), ['replicate', 'add', `src/${bucket}`, '--remote-bucket', `${mcHost(to)}/${target}`, '--priority', '1', '--json'], { env });
+}
+
 /**
  * MinIO's own bucket replication, configured with `mc replicate add` on a fresh source bucket that
  * replicates to the job's target; the workload is then written to it (`concurrency` PUTs in flight) and
@@ -222,8 +228,7 @@ export function minioReplicationContender(): Contender {
       const src = job.source.client();
       const dst = job.destination.client();
       await versionedBucket(src, bucket);
-      const env = { ...process.env, MC_CONFIG_DIR: join(job.dir, 'mc'), MC_HOST_src: mcHost(job.source) };
-      await promisify(execFile)(requireBinary('mc'), ['replicate', 'add', `src/${bucket}`, '--remote-bucket', `${mcHost(job.destination)}/${job.targetBucket}`, '--priority', '1', '--json'], { env });
+      await configureReplication(job.source, bucket, job.destination, job.targetBucket, job.dir);
       const started = performance.now();
       await putObjects(src, bucket, job, job.concurrency);
       const wanted = job.objects * job.size;

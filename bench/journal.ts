@@ -7,6 +7,7 @@ import type { MinioServer } from '../e2e/harness/minio.ts';
 import { logTail, ManagedProcess } from '../e2e/harness/process.ts';
 import { runDir } from '../e2e/harness/run-dir.ts';
 import { locationManifest, versionedBucket } from '../e2e/pipeline/sites.ts';
+import { configureReplication } from './contenders.ts';
 import { cpuSeconds } from './process.ts';
 
 // `make bench BENCH=--journal`: backbeat on Kafka fed by the source server's own bucket notifications,
@@ -15,6 +16,8 @@ import { cpuSeconds } from './process.ts';
 // kept up: every object replicated within KEPT_UP_S of its write.
 
 export interface JournalRun {
+  /** What replicated: backbeat, or the baseline. */
+  name: string;
   rate: number;
   seconds: number;
   objects: number;
@@ -23,7 +26,7 @@ export interface JournalRun {
   replicated: number;
   /** Seconds, sorted. */
   latencies: number[];
-  /** CPU time of the backbeat process over the run, in seconds. */
+  /** CPU time of the replicating process over the run, in seconds (0: in the servers). */
   cpuSeconds: number;
 }
 
@@ -44,35 +47,44 @@ async function replicaTimes(s3: S3Client, bucket: string): Promise<Map<string, n
   }
 }
 
+/** What replicates a bucket while it is written: started before the writes, stopped after. */
+interface Replicator {
+  /** Returns once a first object written to `bucket` would be replicated. */
+  start(bucket: string, dir: string): Promise<void>;
+  /** CPU time it has used so far (0 where it runs in the servers). */
+  cpuSeconds(): number;
+  stop(): Promise<void>;
+}
+
+interface RunOptions {
+  source: MinioServer;
+  destination: MinioServer;
+  rate: number;
+  seconds: number;
+  size: number;
+}
+
 /**
- * One run: a fresh pair of buckets, `backbeat run` on Kafka following `journalTopic` (where `source`
- * publishes its notifications), `rate` objects of `size` bytes per second for `seconds`.
+ * One run: a fresh pair of versioned buckets, `replicator` started on them, one object written first and
+ * waited for (everything is connected), then `rate` objects per second for `seconds`.
  */
-export async function journalRun(o: { source: MinioServer; destination: MinioServer; brokers: string[]; journalTopic: string; rate: number; seconds: number; size: number; concurrency: number }): Promise<JournalRun> {
-  const name = `journal-${String(o.rate)}-${String(Date.now() % 1_000_000)}`;
+async function steadyRun(name: string, o: RunOptions, replicator: Replicator): Promise<JournalRun> {
+  const bucket = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-${String(o.rate)}-${String(Date.now() % 1_000_000)}`;
   const [src, dst] = [o.source.client(), o.destination.client()];
-  await versionedBucket(src, name);
-  await src.send(new PutBucketNotificationConfigurationCommand({ Bucket: name, NotificationConfiguration: { QueueConfigurations: [{ QueueArn: o.source.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] } }));
-  await versionedBucket(dst, name);
-  const dir = join(runDir(), 'bench', name);
-  const manifests = join(dir, 'manifests');
-  mkdirSync(manifests, { recursive: true });
-  writeFileSync(join(manifests, 'locations.yaml'), `${locationManifest('src', o.source.endpoint, o.source.credentials, { journal: { kafka: { topic: o.journalTopic } } })}---\n${locationManifest('dst', o.destination.endpoint, o.destination.credentials)}`);
-  writeFileSync(join(manifests, 'rule.yaml'), dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'bench' }, spec: { source: { location: 'src', bucket: name }, destinations: [{ location: 'dst', bucket: name }] } }));
-  const listen = `127.0.0.1:${String(await freePort())}`;
-  const args = [CLI, 'run', '-f', manifests, '--state-dir', join(dir, 'state'), '--listen', listen, '--concurrency', String(o.concurrency), '--prefix', `bench-${name}`, '--brokers', o.brokers.join(',')];
-  const proc = new ManagedProcess({ name, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...args], logFile: join(dir, 'backbeat.log') });
+  await versionedBucket(src, bucket);
+  await versionedBucket(dst, bucket);
+  const dir = join(runDir(), 'bench', bucket);
+  mkdirSync(dir, { recursive: true });
   const body = Buffer.alloc(o.size, 7);
-  const put = (key: string): Promise<unknown> => src.send(new PutObjectCommand({ Bucket: name, Key: key, Body: body }));
+  const put = (key: string): Promise<unknown> => src.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
   try {
-    // Started once it has replicated a first object: its consumers are assigned and reading.
-    await proc.start({ probe: async () => (await httpGet(`http://${listen}/v1/summary`)).status === 200, timeoutMs: 60_000, intervalMs: 200 });
+    await replicator.start(bucket, dir);
     await put('warm-up');
-    for (let i = 0; !(await replicaTimes(dst, name)).has('warm-up'); i++) {
-      if (i > 600) throw new Error(`no first object replicated within 60 s\n${logTail(proc.spec.logFile)}`);
+    for (let i = 0; !(await replicaTimes(dst, bucket)).has('warm-up'); i++) {
+      if (i > 600) throw new Error(`${name}: no first object replicated within 60 s`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const cpuBefore = cpuSeconds(proc.pid);
+    const cpuBefore = replicator.cpuSeconds();
     const objects = o.rate * o.seconds;
     const done = new Map<string, number>();
     const writes: Promise<unknown>[] = [];
@@ -88,20 +100,56 @@ export async function journalRun(o: { source: MinioServer; destination: MinioSer
     await Promise.all(writes);
     const written = objects / ((performance.now() - start) / 1000);
     // Waits for the stragglers, up to a minute more than a run that keeps up needs.
-    let times = await replicaTimes(dst, name);
+    let times = await replicaTimes(dst, bucket);
     for (let waited = 0; times.size < objects + 1 && waited < KEPT_UP_S * 1000 + 60_000; waited += 500) {
       await new Promise((r) => setTimeout(r, 500));
-      times = await replicaTimes(dst, name);
+      times = await replicaTimes(dst, bucket);
     }
-    const cpu = cpuSeconds(proc.pid) - cpuBefore;
+    const cpu = replicator.cpuSeconds() - cpuBefore;
     const latencies = [...done].flatMap(([key, at]) => {
       const t = times.get(key);
       return t === undefined ? [] : [(t - at) / 1000];
     });
-    return { rate: o.rate, seconds: o.seconds, objects, written, replicated: latencies.length, latencies: latencies.sort((a, b) => a - b), cpuSeconds: cpu };
+    return { name, rate: o.rate, seconds: o.seconds, objects, written, replicated: latencies.length, latencies: latencies.sort((a, b) => a - b), cpuSeconds: cpu };
   } finally {
-    await proc.stop();
+    await replicator.stop();
   }
+}
+
+/** `backbeat run` on Kafka following `journalTopic`, where `source` publishes its bucket notifications. */
+export function journalRun(o: RunOptions & { brokers: string[]; journalTopic: string; concurrency: number }): Promise<JournalRun> {
+  let proc: ManagedProcess | undefined;
+  return steadyRun('backbeat', o, {
+    async start(bucket, dir) {
+      const src = o.source.client();
+      await src.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { QueueConfigurations: [{ QueueArn: o.source.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] } }));
+      const manifests = join(dir, 'manifests');
+      mkdirSync(manifests, { recursive: true });
+      writeFileSync(join(manifests, 'locations.yaml'), `${locationManifest('src', o.source.endpoint, o.source.credentials, { journal: { kafka: { topic: o.journalTopic } } })}---\n${locationManifest('dst', o.destination.endpoint, o.destination.credentials)}`);
+      writeFileSync(join(manifests, 'rule.yaml'), dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'bench' }, spec: { source: { location: 'src', bucket }, destinations: [{ location: 'dst', bucket }] } }));
+      const listen = `127.0.0.1:${String(await freePort())}`;
+      const args = [CLI, 'run', '-f', manifests, '--state-dir', join(dir, 'state'), '--listen', listen, '--concurrency', String(o.concurrency), '--prefix', `bench-${bucket}`, '--brokers', o.brokers.join(',')];
+      proc = new ManagedProcess({ name: bucket, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...args], logFile: join(dir, 'backbeat.log') });
+      await proc.start({ probe: async () => (await httpGet(`http://${listen}/v1/summary`)).status === 200, timeoutMs: 60_000, intervalMs: 200 });
+    },
+    cpuSeconds: () => cpuSeconds(proc?.pid),
+    stop: async () => {
+      await proc?.stop();
+    },
+  }).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}\n${proc !== undefined ? logTail(proc.spec.logFile) : ''}`, { cause: err });
+  });
+}
+
+/** MinIO's own bucket replication from `source` to `destination` (configured with mc), the baseline. */
+export function nativeRun(o: RunOptions): Promise<JournalRun> {
+  return steadyRun('MinIO replication', o, {
+    async start(bucket, dir) {
+      await configureReplication(o.source, bucket, o.destination, bucket, dir);
+    },
+    cpuSeconds: () => 0,
+    stop: () => Promise.resolve(),
+  });
 }
 
 const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
@@ -110,7 +158,8 @@ export function formatJournal(runs: JournalRun[], size: number): string {
   const rows = runs.map((r) => {
     const kept = r.replicated === r.objects && (r.latencies.at(-1) ?? Infinity) <= KEPT_UP_S;
     const s = (x: number): string => `${x.toFixed(2)} s`;
-    return `  ${String(r.rate).padStart(4)}/s for ${String(r.seconds)} s: written at ${r.written.toFixed(0)}/s, replicated ${String(r.replicated)}/${String(r.objects)}, latency p50 ${s(quantile(r.latencies, 0.5))}, p99 ${s(quantile(r.latencies, 0.99))}, max ${s(r.latencies.at(-1) ?? Number.NaN)}; CPU ${((r.cpuSeconds * 1000) / r.objects).toFixed(2)} ms/object; ${kept ? 'kept up' : 'FELL BEHIND'}`;
+    const cpu = r.cpuSeconds > 0 ? `CPU ${((r.cpuSeconds * 1000) / r.objects).toFixed(2)} ms/object` : 'CPU in the servers';
+    return `  ${r.name.padEnd(17)} ${String(r.rate).padStart(4)}/s for ${String(r.seconds)} s: written at ${r.written.toFixed(0)}/s, replicated ${String(r.replicated)}/${String(r.objects)}, latency p50 ${s(quantile(r.latencies, 0.5))}, p99 ${s(quantile(r.latencies, 0.99))}, max ${s(r.latencies.at(-1) ?? Number.NaN)}; ${cpu}; ${kept ? 'kept up' : 'FELL BEHIND'}`;
   });
-  return [`journal on Kafka: objects of ${String(Math.round(size / 1024))} KiB written at a steady rate, latency = replica Last-Modified − source PUT done (kept up: all replicated, none later than ${String(KEPT_UP_S)} s)`, ...rows].join('\n');
+  return [`objects of ${String(Math.round(size / 1024))} KiB written at a steady rate, latency = replica Last-Modified − source PUT done (kept up: all replicated, none later than ${String(KEPT_UP_S)} s); backbeat on Kafka fed by MinIO's notifications, and MinIO's own replication`, ...rows].join('\n');
 }

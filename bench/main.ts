@@ -5,7 +5,8 @@
 // Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of 64 MiB in
 // 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue), --profile (backbeat
 // under V8's CPU profiler: where its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka
-// fed by MinIO's notifications at R objects/s each, for --journal-seconds: event → replica latency).
+// fed by MinIO's notifications at R objects/s each, for --journal-seconds: write → replica latency,
+// beside MinIO's own replication).
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
@@ -13,7 +14,7 @@ import { backbeatContender, minioReplicationContender, plainCopierContender, rcl
 import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
 import { count } from './process.ts';
 import { formatCosts, profileCosts } from './profile.ts';
-import { formatJournal, journalRun, type JournalRun } from './journal.ts';
+import { formatJournal, journalRun, nativeRun, type JournalRun } from './journal.ts';
 
 const { values } = parseArgs({
   options: {
@@ -61,8 +62,9 @@ try {
     const notifying = await minio({ name: 'bench-journal-src', notifyKafka: { brokers, topic: journalTopic, queue: false } });
     const runs: JournalRun[] = [];
     for (const rate of journalRates) {
-      say(`journal: ${String(rate)} objects/s for ${String(journalSeconds)} s...`);
-      runs.push(await journalRun({ source: notifying, destination, brokers, journalTopic, rate, seconds: journalSeconds, size: 4096, concurrency }));
+      say(`journal: ${String(rate)} objects/s for ${String(journalSeconds)} s, MinIO's replication then backbeat...`);
+      const run = { source: notifying, destination, rate, seconds: journalSeconds, size: 4096 };
+      runs.push(await nativeRun(run), await journalRun({ ...run, brokers, journalTopic, concurrency }));
     }
     say(formatJournal(runs, 4096));
   }

@@ -57,11 +57,12 @@ const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
  * object COMPLETED; the memory and CPU figures are read just then, before the process is stopped.
  * `profile`: with V8's CPU profiler on (written when the process exits, start and stop included).
  */
-export function backbeatContender(name: string, options: { brokers?: string[]; profile?: boolean } = {}): Contender {
+export function backbeatContender(name: string, options: { brokers?: string[]; profile?: boolean; processorThreads?: number } = {}): Contender {
   const { brokers } = options;
+  const threads = options.processorThreads !== undefined ? ['--processor-threads', String(options.processorThreads)] : [];
   return {
     name,
-    describe: ({ concurrency }) => `backbeat run --concurrency ${String(concurrency)}${brokers !== undefined ? ' --brokers <kafka>' : ''} (rule with replicateExistingObjects)`,
+    describe: ({ concurrency }) => `backbeat run --concurrency ${String(concurrency)}${brokers !== undefined ? ' --brokers <kafka>' : ''}${threads.length > 0 ? ` ${threads.join(' ')}` : ''} (rule with replicateExistingObjects)`,
     async run(job) {
       const manifests = join(job.dir, 'manifests');
       mkdirSync(manifests, { recursive: true });
@@ -82,7 +83,7 @@ export function backbeatContender(name: string, options: { brokers?: string[]; p
       const server = `http://127.0.0.1:${String(await freePort())}`;
       const prefix = `bench-${job.targetBucket}`;
       const args = [CLI, 'run', '-f', manifests, '--state-dir', join(job.dir, 'state'), '--listen', server.slice('http://'.length), '--concurrency', String(job.concurrency), '--prefix', prefix];
-      if (brokers !== undefined) args.push('--brokers', brokers.join(','));
+      if (brokers !== undefined) args.push('--brokers', brokers.join(','), ...threads);
       const profileDir = join(job.dir, 'profile');
       const profiling = options.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
       const proc = new ManagedProcess({ name: prefix, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...profiling, ...args], logFile: join(job.dir, 'backbeat.log') });

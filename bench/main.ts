@@ -3,7 +3,8 @@
 // and the ratios to rclone with its best flags for the job (and rclone as usually run, a plain copier,
 // MinIO's own bucket replication, for reference).
 // Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of 64 MiB in
-// 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue), --profile (backbeat
+// 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue; --threads 1,2 adds it
+// with its processors on that many worker threads), --profile (backbeat
 // under V8's CPU profiler: where its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka
 // fed by MinIO's notifications at R objects/s each, for --journal-seconds: write → replica latency,
 // beside MinIO's own replication).
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     large: { type: 'string', default: '6' },
     kafka: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    threads: { type: 'string' },
     journal: { type: 'string' },
     'journal-seconds': { type: 'string', default: '60' },
   },
@@ -31,6 +33,7 @@ const { values } = parseArgs({
 });
 const rounds = count('rounds', values.rounds, 1);
 const concurrency = count('concurrency', values.concurrency, 1);
+const threadCounts = (values.threads ?? '').split(',').filter((r) => r !== '').map((r) => count('threads', r, 1));
 const journalRates = (values.journal ?? '').split(',').filter((r) => r !== '').map((r) => count('journal', r, 1));
 const journalSeconds = count('journal-seconds', values['journal-seconds'], 1);
 const workloads: Workload[] = [
@@ -49,7 +52,9 @@ try {
   const contenders: Contender[] = [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), minioReplicationContender(), backbeatContender('backbeat (embedded queue)', { profile })];
   if (values.kafka) {
     say('Starting Kafka...');
-    contenders.push(backbeatContender('backbeat (Kafka)', { brokers: (await sharedKafka()).brokers, profile }));
+    const { brokers } = await sharedKafka();
+    contenders.push(backbeatContender('backbeat (Kafka)', { brokers, profile }));
+    for (const n of threadCounts) contenders.push(backbeatContender(`backbeat (Kafka, ${String(n)} threads)`, { brokers, profile, processorThreads: n }));
   }
   say(`${String(rounds)} rounds of each contender in turn, ${String(concurrency)} copies in flight, on ${String(availableParallelism())} CPUs:`);
   const results = await runBench({ source, destination, workloads, contenders, rounds, concurrency, onRun: say });

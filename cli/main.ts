@@ -14,12 +14,13 @@ import { printStatus } from './status.ts';
 const USAGE = `backbeat — asynchronous S3 replication
 
 Usage:
-  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N] [--prefix NAME] [--gc-delay SECONDS]
+  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N] [--processor-threads N] [--prefix NAME] [--gc-delay SECONDS]
       Runs every role in one process from Location, ReplicationRule and Secret manifests. Without
       --brokers the queue is embedded and kept in --state-dir (default ./.backbeat). The status API
       listens on --listen (default 127.0.0.1:8900). --prefix names the topics and consumer groups
       (default backbeat), to keep installations sharing a Kafka cluster apart. --gc-delay waits that
       long before deleting the source copy of an object of a transient Location (default 0).
+      --processor-threads N runs the copies on N worker threads, to use more cores (needs --brokers).
       Listening anywhere but loopback needs --api-token-file FILE: the API then asks for that token.
   backbeat validate -f <file|dir>...
       Checks manifests and prints the per-bucket replication configs they compile to.
@@ -81,6 +82,7 @@ async function run(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     listen: { type: 'string' },
     concurrency: { type: 'string' },
+    'processor-threads': { type: 'string' },
     prefix: { type: 'string' },
     'gc-delay': { type: 'string' },
     'api-token-file': { type: 'string' },
@@ -90,6 +92,9 @@ async function run(args: string[]): Promise<number> {
   if (gcDelay !== undefined && (!Number.isFinite(gcDelay) || gcDelay < 0)) throw new UsageError('--gc-delay must be a number of seconds, 0 or more');
   const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
   if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new UsageError('--concurrency must be a positive integer');
+  const threads = values['processor-threads'] === undefined ? undefined : Number(values['processor-threads']);
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 0 || threads > 64)) throw new UsageError('--processor-threads must be an integer from 0 to 64');
+  if ((threads ?? 0) > 0 && typeof values.brokers !== 'string') throw new UsageError('--processor-threads needs --brokers: the embedded queue lives in the main thread');
   const listen = hostPort(typeof values.listen === 'string' ? values.listen : '127.0.0.1:8900');
   const kafkaSecurity = kafkaSecurityOf(values);
   if (Object.keys(kafkaSecurity).length > 0 && typeof values.brokers !== 'string') throw new UsageError('--kafka-* settings are for Kafka: give --brokers too (without, the queue is embedded)');
@@ -105,6 +110,7 @@ async function run(args: string[]): Promise<number> {
     listenPort: listen.port,
     apiAuth: await controlAuth(values, listen.host),
     ...(concurrency !== undefined ? { concurrency } : {}),
+    ...(threads !== undefined ? { processorThreads: threads } : {}),
     ...(typeof values.prefix === 'string' ? { prefix: values.prefix } : {}),
     ...(gcDelay !== undefined ? { gcDelayMs: gcDelay * 1000 } : {}),
   });

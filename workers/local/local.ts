@@ -22,6 +22,7 @@ import { statusServer } from '../status/api.ts';
 import { type ApiAuth, openAuth } from '../status/auth.ts';
 import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
+import { ProcessorThreads } from './processor-threads.ts';
 
 export interface LocalOptions {
   /** Manifest files or folders: Location, ReplicationRule, Secret. */
@@ -44,6 +45,8 @@ export interface LocalOptions {
   prefix?: string;
   /** Delay between an object of a transient source completing and the deletion of its source copy. */
   gcDelayMs?: number;
+  /** Runs the processors on this many worker threads instead of the main thread (Kafka only). */
+  processorThreads?: number;
 }
 
 export interface LocalRun {
@@ -52,7 +55,10 @@ export interface LocalRun {
   status: StatusProcessor;
   populator: Populator;
   gc: GarbageCollector | undefined;
+  /** The processors, when they run in the main thread. */
   processors: Map<string, Processor>;
+  /** The processors' threads, when they run on worker threads. */
+  threads: ProcessorThreads | undefined;
   stop(): Promise<void>;
 }
 
@@ -60,7 +66,8 @@ export interface LocalRun {
 export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const { logger } = options;
   const manifests = loadManifests(options.files);
-  const configs = compileBucketConfigs(manifests, ruleStarts(options.stateDir, manifests.rules.keys()));
+  const starts = ruleStarts(options.stateDir, manifests.rules.keys());
+  const configs = compileBucketConfigs(manifests, starts);
 
   const problems: Problem[] = [];
   const clients = new Map<string, S3Client>();
@@ -79,6 +86,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  if ((options.processorThreads ?? 0) > 0 && options.brokers === undefined) throw new Error('processor threads need Kafka (the embedded queue lives in the main thread)');
 
   const embedded = options.brokers === undefined ? embeddedQueue({
           dir: join(options.stateDir, 'queue'),
@@ -133,7 +141,25 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   await gc?.start();
 
   const processors = new Map<string, Processor>();
-  for (const location of new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))) {
+  const destinationLocations = [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].filter((l) => clients.has(l));
+  const threads =
+    (options.processorThreads ?? 0) > 0
+      ? await ProcessorThreads.start(
+          options.processorThreads ?? 0,
+          {
+            files: options.files,
+            brokers: options.brokers ?? [],
+            ...(options.kafkaSecurity !== undefined ? { kafkaSecurity: options.kafkaSecurity } : {}),
+            prefix,
+            starts: [...starts],
+            locations: destinationLocations,
+            ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+            ...(options.retry !== undefined ? { retry: options.retry } : {}),
+          },
+          logger,
+        )
+      : undefined;
+  for (const location of threads === undefined ? destinationLocations : []) {
     const destination = clients.get(location);
     if (destination === undefined) continue;
     const p = new Processor({
@@ -166,7 +192,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const controlProducer = await queue.producer();
   // Consumer groups whose lag /metrics reports.
   const lagGroups: [string, string][] = [
-    ...[...processors.keys()].map((l): [string, string] => [names.processorGroup(l), names.replication]),
+    ...destinationLocations.map((l): [string, string] => [names.processorGroup(l), names.replication]),
     [names.statusGroup, names.status],
     ...(gc !== undefined ? [[names.gcGroup, names.gc] as [string, string]] : []),
     ...[...sources].flatMap((l): [string, string][] => {
@@ -185,6 +211,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
         await controlProducer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]);
       },
       states: () =>
+        threads?.states() ??
         [...processors.entries()].map(([location, p]) => ({
           location,
           paused: p.paused,
@@ -195,9 +222,10 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       metrics.pending.reset();
       for (const [destination, n] of status.pendingByDestination()) metrics.pending.set({ destination }, n);
       await recordLag(lagAdmin, metrics, lagGroups, TASK_RETENTION_MS / 2);
+      if (threads !== undefined) return threads.metrics(await metrics.registry.getMetricsAsJSON());
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
-    ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled) && populator.consuming && (gc?.consuming ?? true),
+    ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled) && (threads?.settled ?? true) && populator.consuming && (gc?.consuming ?? true),
     readiness: () => ({ restoring: status.restores() }),
     rules: [...manifests.rules.keys()].sort(),
     backfill(name) {
@@ -209,7 +237,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   await once(server, 'listening');
   const address = server.address() as AddressInfo;
   const url = `http://${address.address}:${address.port}`;
-  logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations: [...processors.keys()] });
+  logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations: destinationLocations, ...(threads !== undefined ? { processorThreads: options.processorThreads } : {}) });
 
   return {
     url,
@@ -217,6 +245,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     populator,
     gc,
     processors,
+    threads,
     async stop() {
       stopping = true;
       server.close();
@@ -224,7 +253,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       await scans.stop();
       // Upstream first, so that nothing new reaches a role that already stopped.
       await populator.close();
-      await Promise.all([...processors.values()].map((p) => p.close()));
+      await Promise.all([...[...processors.values()].map((p) => p.close()), threads?.stop()]);
       await gc?.close();
       await status.close();
       await controlProducer.close();

@@ -1,0 +1,66 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
+import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
+import { loadManifests } from '../../lib/config/manifests.ts';
+import { createLogger } from '../../lib/log/logger.ts';
+import { createMetrics } from '../../lib/metrics.ts';
+import { kafkaQueue } from '../../lib/queue/kafka.ts';
+import { queueNames } from '../messages.ts';
+import { Processor } from '../processor/processor.ts';
+import type { ThreadReport, ThreadRequest, ThreadSetup } from './processor-threads.ts';
+
+// One worker thread of local mode's processors (processor-threads.ts starts them): the processors of
+// every destination, on a Kafka client of its own, consumers of the same groups as the other threads'.
+// It reads the manifests itself (what a thread is given must be cloneable: no clients, no functions).
+
+const setup = workerData as ThreadSetup;
+const port = parentPort;
+if (port === null) throw new Error('processor-thread.ts runs as a worker thread of local mode');
+
+const logger = createLogger({ component: 'backbeat' }).child({ role: 'processor', thread: setup.index });
+const manifests = loadManifests(setup.files);
+const configs = compileBucketConfigs(manifests, new Map(setup.starts));
+const clients = new Map<string, S3Client>();
+for (const [name, location] of manifests.locations) clients.set(name, locationClient(location, resolveCredentials(location, manifests)));
+const queue = kafkaQueue({ brokers: setup.brokers, clientId: `backbeat-local-${String(setup.index)}`, logger, ...(setup.kafkaSecurity !== undefined ? { security: setup.kafkaSecurity } : {}) });
+const names = queueNames(setup.prefix);
+const metrics = createMetrics();
+const processors = new Map<string, Processor>();
+for (const location of setup.locations) {
+  const destination = clients.get(location);
+  if (destination === undefined) continue;
+  const p = new Processor({
+    queue,
+    names,
+    metrics,
+    logger,
+    location,
+    destination,
+    sources: clients,
+    configs,
+    unknownRuleWaitMs: 0,
+    ...(setup.concurrency !== undefined ? { concurrency: setup.concurrency } : {}),
+    ...(setup.retry !== undefined ? { retry: setup.retry } : {}),
+  });
+  await p.start();
+  processors.set(location, p);
+}
+
+port.on('message', (request: ThreadRequest) => {
+  void (async () => {
+    if (request.type === 'stop') {
+      await Promise.all([...processors.values()].map((p) => p.close()));
+      port.postMessage({ type: 'stopped' } satisfies ThreadReport);
+      port.close();
+      return;
+    }
+    port.postMessage({
+      type: 'state',
+      id: request.id,
+      processors: [...processors.entries()].map(([location, p]) => ({ location, paused: p.paused, ...(p.pause?.until !== undefined ? { until: p.pause.until } : {}), settled: p.settled, counters: { ...p.counters } })),
+      metrics: await metrics.registry.getMetricsAsJSON(),
+    } satisfies ThreadReport);
+  })();
+});
+port.postMessage({ type: 'ready' } satisfies ThreadReport);

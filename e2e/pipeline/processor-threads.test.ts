@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { LocalRun } from '../../workers/local/local.ts';
+import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { backbeat } from './backbeat.ts';
 import { head, sourceBucket, startLocalOn, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
@@ -78,5 +81,9 @@ describe('local mode with processors on worker threads (real Kafka, real MinIO)'
     await eventually(() => assert.ok(puts.every((_, i) => completed(`crash/${String(i)}`))), 180_000, 500);
     for (const [i, put] of puts.entries()) assert.equal(await replicaOf(b, 'docs-b', `crash/${String(i)}`), put.VersionId, `crash/${String(i)}`);
     await eventually(() => assert.equal(local.threads?.settled, true), 30_000, 250);
+    // The threads' own lines reach the main thread's log, as does the replacement.
+    const log = readFileSync(join(runDir(), 'threads.log'), 'utf8');
+    assert.match(log, /"message":"processor thread ended: starting it again".*"thread":0/);
+    assert.match(log, /"role":"processor".*"thread":1/);
   });
 });

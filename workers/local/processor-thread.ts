@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
@@ -18,7 +19,14 @@ const setup = workerData as ThreadSetup;
 const port = parentPort;
 if (port === null) throw new Error('processor-thread.ts runs as a worker thread of local mode');
 
-const logger = createLogger({ component: 'backbeat' }).child({ role: 'processor', thread: setup.index });
+// Lines (redacted here) go to the main thread, which writes them where its own go.
+const lines = new Writable({
+  write(chunk: Buffer, _encoding, done) {
+    port.postMessage({ type: 'log', line: chunk.toString() } satisfies ThreadReport);
+    done();
+  },
+});
+const logger = createLogger({ component: 'backbeat', stream: lines }).child({ role: 'processor', thread: setup.index });
 const manifests = loadManifests(setup.files);
 const configs = compileBucketConfigs(manifests, new Map(setup.starts));
 const clients = new Map<string, S3Client>();

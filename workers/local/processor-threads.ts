@@ -34,7 +34,7 @@ export interface ThreadProcessor {
   counters: ProcessorCounters;
 }
 
-export type ThreadReport = { type: 'ready' } | { type: 'stopped' } | { type: 'state'; id: number; processors: ThreadProcessor[]; metrics: MetricObjectWithValues<MetricValue<string>>[] };
+export type ThreadReport = { type: 'ready' } | { type: 'stopped' } | { type: 'log'; line: string } | { type: 'state'; id: number; processors: ThreadProcessor[]; metrics: MetricObjectWithValues<MetricValue<string>>[] };
 
 const ENTRY = new URL('./processor-thread.ts', import.meta.url);
 /** How often the main thread asks each thread how its processors are (readiness, pauses). */
@@ -64,6 +64,7 @@ class ProcessorThread {
       worker.on('message', (m: ThreadReport) => {
         if (m.type === 'ready') resolve();
         if (m.type === 'state') this.replies.get(m.id)?.(m);
+        if (m.type === 'log') this.relay(m.line);
       });
       worker.once('error', (err: Error) => {
         this.logger.error('processor thread failed', { thread: this.setup.index, error: err });
@@ -77,6 +78,16 @@ class ProcessorThread {
         setTimeout(() => void this.start().catch(() => undefined), 1_000).unref();
       });
     });
+  }
+
+  /** A thread's log line, written by the main thread's logger. */
+  private relay(line: string): void {
+    try {
+      const { level, message, ...fields } = JSON.parse(line) as { level?: string; message?: string; [field: string]: unknown };
+      this.logger.log({ ...fields, level: level ?? 'info', message: message ?? '' });
+    } catch {
+      this.logger.info(line);
+    }
   }
 
   state(): Promise<Extract<ThreadReport, { type: 'state' }>> {

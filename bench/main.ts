@@ -2,12 +2,11 @@
 // this machine, side by side. Prints each one's median time, peak memory, CPU and S3 requests per object
 // and the ratios to rclone with its best flags for the job (and rclone as usually run, a plain copier,
 // MinIO's own bucket replication, for reference).
-// Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of 64 MiB in
-// 8 MiB parts), --kafka (also backbeat on Kafka, not only on its embedded queue; --threads 1,2 adds it
-// with its processors on that many worker threads), --profile (backbeat
-// under V8's CPU profiler: where its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka
-// fed by MinIO's notifications at R objects/s each, for --journal-seconds: write → replica latency,
-// beside MinIO's own replication).
+// Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of
+// --large-mib MiB, default 64, in 8 MiB parts), --kafka (also backbeat on Kafka; --threads 1,2 adds it
+// with its processors on that many worker threads), --profile (backbeat under V8's CPU profiler: where
+// its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka fed by MinIO's notifications
+// at R objects/s each, for --journal-seconds, beside MinIO's own replication: write → replica latency).
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
@@ -23,6 +22,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     small: { type: 'string', default: '2000' },
     large: { type: 'string', default: '6' },
+    'large-mib': { type: 'string', default: '64' },
     kafka: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     threads: { type: 'string' },
@@ -38,7 +38,7 @@ const journalRates = (values.journal ?? '').split(',').filter((r) => r !== '').m
 const journalSeconds = count('journal-seconds', values['journal-seconds'], 1);
 const workloads: Workload[] = [
   { name: 'small', objects: count('small', values.small, 0), size: 16 * 1024 },
-  { name: 'large', objects: count('large', values.large, 0), size: 64 * 2 ** 20, partSize: 8 * 2 ** 20 },
+  { name: 'large', objects: count('large', values.large, 0), size: count('large-mib', values['large-mib'], 1) * 2 ** 20, partSize: 8 * 2 ** 20 },
 ].filter((w) => w.objects > 0);
 
 const say = (line: string): boolean => process.stdout.write(`${line}\n`);

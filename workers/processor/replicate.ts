@@ -51,6 +51,8 @@ export class ReplicaMismatch extends Error {
   override name = 'ReplicaMismatch';
 }
 
+const superseding = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
+
 /**
  * Why the destination already holds something newer than the task's source version (undefined when it
  * does not): an older version must never overwrite a newer replica, nor come back after a delete.
@@ -58,8 +60,6 @@ export class ReplicaMismatch extends Error {
  * its source version's Last-Modified is weighed by it, whether or not that version is still on the
  * source; a delete marker and a tie by the source's own version order.
  */
-const superseding = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
-
 function superseded(current: Current, history: VersionEntry[], at: number): string | undefined {
   const mine = history[at];
   if (mine === undefined) return 'source version no longer exists';

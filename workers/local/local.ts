@@ -23,6 +23,7 @@ import { type ApiAuth, openAuth } from '../status/auth.ts';
 import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
 import { ProcessorThreads } from './processor-threads.ts';
+import { startProcessors } from './processors.ts';
 
 export interface LocalOptions {
   /** Manifest files or folders: Location, ReplicationRule, Secret. */
@@ -140,7 +141,6 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, planner, transientSources, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
   await gc?.start();
 
-  const processors = new Map<string, Processor>();
   const destinationLocations = [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].filter((l) => clients.has(l));
   const threads =
     (options.processorThreads ?? 0) > 0
@@ -159,26 +159,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           logger,
         )
       : undefined;
-  for (const location of threads === undefined ? destinationLocations : []) {
-    const destination = clients.get(location);
-    if (destination === undefined) continue;
-    const p = new Processor({
-      queue,
-      names,
-      metrics,
-      logger,
-      location,
-      destination,
-      sources: clients,
-      configs,
-      // Every role of this process reads the same rules: a task none of them names is not from a newer config.
-      unknownRuleWaitMs: 0,
-      ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
-      ...(options.retry !== undefined ? { retry: options.retry } : {}),
-    });
-    await p.start();
-    processors.set(location, p);
-  }
+  const processors = await startProcessors(threads === undefined ? destinationLocations : [], { queue, names, metrics, logger, clients, configs, concurrency: options.concurrency, retry: options.retry });
 
   const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients, transientSources });
   const sources = new Set([...configs.values()].map((c) => c.SourceLocation));

@@ -8,8 +8,8 @@ import { createLogger } from '../../lib/log/logger.ts';
 import { createMetrics } from '../../lib/metrics.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { queueNames } from '../messages.ts';
-import { Processor } from '../processor/processor.ts';
 import type { ThreadReport, ThreadRequest, ThreadSetup } from './processor-threads.ts';
+import { startProcessors } from './processors.ts';
 
 // One worker thread of local mode's processors (processor-threads.ts starts them): the processors of
 // every destination, on a Kafka client of its own, consumers of the same groups as the other threads'.
@@ -34,26 +34,7 @@ for (const [name, location] of manifests.locations) clients.set(name, locationCl
 const queue = kafkaQueue({ brokers: setup.brokers, clientId: `backbeat-local-${String(setup.index)}`, logger, ...(setup.kafkaSecurity !== undefined ? { security: setup.kafkaSecurity } : {}) });
 const names = queueNames(setup.prefix);
 const metrics = createMetrics();
-const processors = new Map<string, Processor>();
-for (const location of setup.locations) {
-  const destination = clients.get(location);
-  if (destination === undefined) continue;
-  const p = new Processor({
-    queue,
-    names,
-    metrics,
-    logger,
-    location,
-    destination,
-    sources: clients,
-    configs,
-    unknownRuleWaitMs: 0,
-    ...(setup.concurrency !== undefined ? { concurrency: setup.concurrency } : {}),
-    ...(setup.retry !== undefined ? { retry: setup.retry } : {}),
-  });
-  await p.start();
-  processors.set(location, p);
-}
+const processors = await startProcessors(setup.locations, { queue, names, metrics, logger, clients, configs, concurrency: setup.concurrency, retry: setup.retry });
 
 port.on('message', (request: ThreadRequest) => {
   void (async () => {

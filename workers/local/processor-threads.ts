@@ -71,11 +71,16 @@ class ProcessorThread {
         reject(err);
       });
       worker.once('exit', (code) => {
+        // No answer will come: questions asked meanwhile get an empty one, and it is not settled.
+        this.worker = undefined;
+        this.last = undefined;
         for (const [, reply] of this.replies) reply({ type: 'state', id: -1, processors: [], metrics: [] });
         this.replies.clear();
         if (this.stopping) return;
         this.logger.warn('processor thread ended: starting it again', { thread: this.setup.index, code });
-        setTimeout(() => void this.start().catch(() => undefined), 1_000).unref();
+        setTimeout(() => {
+          if (!this.stopping) void this.start().catch(() => undefined);
+        }, 1_000).unref();
       });
     });
   }

@@ -23,7 +23,7 @@ import { body, startLocalOn, head, sourceBucket, startSites, versionedBucket, ve
 const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
 
 async function multipart(s3: S3Client, bucket: string, key: string, parts: Buffer[]): Promise<string> {
-  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: 'application/x-big', Metadata: { kind: 'mpu' } }));
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: 'application/x-big', Metadata: { kind: 'mpu' }, Tagging: 'size=big' }));
   const etags = [];
   for (const [i, p] of parts.entries()) {
     const r = await s3.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: i + 1, Body: p }));
@@ -115,6 +115,8 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
       assert.equal(h.ContentType, 'application/x-big');
       assert.equal(h.Metadata?.['kind'], 'mpu');
       assert.equal(md5(await body(s3, bucket, key)), md5(Buffer.concat(parts)));
+      // Its tags too, asked for because its first part's GET reported them.
+      assert.deepEqual((await s3.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key }))).TagSet?.map((t) => `${t.Key}=${t.Value}`), ['size=big']);
     }
   });
 

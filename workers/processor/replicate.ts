@@ -5,13 +5,11 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   GetObjectTaggingCommand,
-  HeadObjectCommand,
   ListPartsCommand,
   PutObjectCommand,
   PutObjectTaggingCommand,
   UploadPartCommand,
   type GetObjectCommandOutput,
-  type HeadObjectCommandOutput,
   type S3Client,
   type StorageClass,
 } from '@aws-sdk/client-s3';
@@ -128,23 +126,24 @@ const NOT_THE_STAMP = Symbol('not the stamp');
  */
 async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp = false): Promise<Outcome | typeof NOT_THE_STAMP> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
-  // One request whose headers tell the rest: a GET whose body is the copy, or, for a version the journal
-  // already says is multipart, a HEAD before the copy part by part. Its tags are asked for only when it
-  // has some: S3 sends x-amz-tagging-count only then (a small object costs a GET and a PUT). A multipart
-  // copy asks for them anyway: one request among its parts, whatever the server's HEAD says.
+  // One request whose headers tell the rest: a GET whose body is the copy or, for a version the journal
+  // already says is multipart, a GET of its first part (whose headers are the object's, its whole size
+  // in Content-Range), streamed into the copy's first part. Tags are asked for only when it reports
+  // some (x-amz-tagging-count): a small object costs a GET and a PUT, a multipart one its parts.
   const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag);
   let tags: { Key: string; Value: string }[];
-  let got: GetObjectCommandOutput | HeadObjectCommandOutput;
+  let got: GetObjectCommandOutput;
   try {
-    got = await ctx.source.send(multipartHint ? new HeadObjectCommand(src) : new GetObjectCommand(src));
+    got = await ctx.source.send(new GetObjectCommand(multipartHint ? { ...src, PartNumber: 1 } : src));
   } catch (err) {
     if (isNotFound(err)) return skipped('source version no longer exists');
     throw err;
   }
-  const stream = 'Body' in got ? (got.Body as Readable | undefined) : undefined;
+  const stream = got.Body as Readable | undefined;
+  const size = Number(/\/(\d+)$/.exec(got.ContentRange ?? '')?.[1] ?? got.ContentLength ?? 0);
   try {
     try {
-      tags = multipartHint || (got.TagCount ?? 0) > 0 ? await sourceTags(ctx, task) : [];
+      tags = (got.TagCount ?? 0) > 0 ? await sourceTags(ctx, task) : [];
     } catch (err) {
       if (isNotFound(err)) return skipped('source version no longer exists');
       throw err;
@@ -156,16 +155,17 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     const parts = /-(\d+)$/.exec(sourceEtag);
     let replicaEtag: string;
     let resumedParts: number | undefined;
-    if (parts === null && stream !== undefined) {
-      const length = got.ContentLength ?? 0;
+    if (parts === null && stream !== undefined && got.ContentLength === size) {
+      // (A first part's GET of an object without parts is the whole object.)
       // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
-      const put = await ctx.destination.send(new PutObjectCommand({ ...headers, Body: length === 0 ? Buffer.alloc(0) : stream, ContentLength: length }));
+      const put = await ctx.destination.send(new PutObjectCommand({ ...headers, Body: size === 0 ? Buffer.alloc(0) : stream, ContentLength: size }));
       replicaEtag = unquote(put.ETag);
     } else if (parts !== null) {
-      // Part by part, keeping the source's parts (and so its ETag). A whole-object GET (no hint from the
-      // journal) is dropped after its headers.
-      stream?.destroy();
-      const copied = await copyParts(ctx, task, d, headers, Number(parts[1]), sourceEtag);
+      // Part by part, keeping the source's parts (and so its ETag): the first part's GET is the first
+      // part; a whole-object GET (no hint from the journal) is dropped after its headers.
+      const first = multipartHint && stream !== undefined ? { stream, length: got.ContentLength ?? 0 } : undefined;
+      if (first === undefined) stream?.destroy();
+      const copied = await copyParts(ctx, task, d, headers, Number(parts[1]), sourceEtag, first);
       replicaEtag = copied.etag;
       if (copied.resumed > 0) resumedParts = copied.resumed;
     } else {
@@ -174,7 +174,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     }
     // The same bytes in the same parts give the same ETag (MD5, or MD5 of part MD5s): a cheap end-to-end check.
     if (replicaEtag !== sourceEtag) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from source ETag ${sourceEtag}`);
-    return { state: 'COMPLETED', bytes: got.ContentLength ?? 0, replicaEtag, ...(resumedParts !== undefined ? { resumedParts } : {}) };
+    return { state: 'COMPLETED', bytes: size, replicaEtag, ...(resumedParts !== undefined ? { resumedParts } : {}) };
   } finally {
     // Releases the source connection whatever happened to the write.
     stream?.destroy();
@@ -218,6 +218,7 @@ async function copyParts(
   headers: ReturnType<typeof replicaHeaders>,
   count: number,
   sourceEtag: string,
+  first?: { stream: Readable; length: number },
 ): Promise<{ etag: string; resumed: number }> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
   const place = { destination: d.id, key: headers.Key };
@@ -233,10 +234,12 @@ async function copyParts(
   const resumed = parts?.size ?? 0;
   const etags = parts ?? new Map<number, string>();
   const target = { Bucket: headers.Bucket, Key: headers.Key, UploadId: uploadId };
+  // A first part already uploaded (a resumed copy) lets its GET go at once, rather than held open.
+  if (etags.has(1)) first?.stream.destroy();
   try {
     for (let n = 1; n <= count; n++) {
       if (etags.has(n)) continue;
-      const part = await ctx.source.send(new GetObjectCommand({ ...src, PartNumber: n }));
+      const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length } : await ctx.source.send(new GetObjectCommand({ ...src, PartNumber: n }));
       const stream = part.Body as Readable;
       try {
         const put = await ctx.destination.send(new UploadPartCommand({ ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 }));

@@ -19,19 +19,27 @@ const PORTS_PER_BLOCK = 9_500;
 const firstPort = 11_000 + Number(process.env['BACKBEAT_PORT_BLOCK'] ?? '0') * PORTS_PER_BLOCK;
 let nextPort = firstPort;
 
-function bindable(port: number): Promise<boolean> {
+function bindableOn(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
     server.unref();
     server.once('error', () => {
       resolve(false);
     });
-    server.listen(port, '127.0.0.1', () => {
+    server.listen(port, host, () => {
       server.close(() => {
         resolve(true);
       });
     });
   });
+}
+
+/**
+ * Free on loopback and on the address servers listen on for pods: another process of the run (the
+ * harness's own fixtures count from the same first port) may hold it on only one of them.
+ */
+async function bindable(port: number): Promise<boolean> {
+  return (await bindableOn(port, '127.0.0.1')) && (serviceHost === '127.0.0.1' || (await bindableOn(port, serviceHost)));
 }
 
 /** A TCP port no server of this run was given yet, and free now. */

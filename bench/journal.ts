@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ListObjectVersionsCommand, PutBucketNotificationConfigurationCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, ListObjectVersionsCommand, PutBucketNotificationConfigurationCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
 import { freePort, httpGet } from '../e2e/harness/net.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
@@ -35,6 +35,41 @@ export const KEPT_UP_S = 5;
 
 const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
 
+/**
+ * When each key first appears in `bucket`, listed every POLL_MS from the first key not seen yet (keys are
+ * written in order): to the poll's resolution, for replicas whose Last-Modified is not their own.
+ */
+function watchArrivals(s3: S3Client, bucket: string): { seen: Map<string, number>; stop: () => Promise<void> } {
+  const seen = new Map<string, number>();
+  const state = { running: true };
+  let from = '';
+  const loop = (async () => {
+    while (state.running) {
+      const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, StartAfter: from, MaxKeys: 1000 }));
+      const now = Date.now();
+      for (const o of page.Contents ?? []) if (o.Key !== undefined && !seen.has(o.Key)) seen.set(o.Key, now);
+      // Past the keys seen without a gap: the next listing starts at the first one not seen yet.
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined || o.Key <= from) continue;
+        if (o.Key !== nextKey(from)) break;
+        from = o.Key;
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+  })();
+  return {
+    seen,
+    stop: async () => {
+      state.running = false;
+      await loop;
+    },
+  };
+}
+
+const POLL_MS = 20;
+/** The key written after `key` (`o/0000000`, `o/0000001`, …); the first for ''. */
+const nextKey = (key: string): string => `o/${String(key === '' ? 0 : Number(key.slice(2)) + 1).padStart(7, '0')}`;
+
 /** Replica Last-Modified (ms) of every key of the destination bucket. */
 async function replicaTimes(s3: S3Client, bucket: string): Promise<Map<string, number>> {
   const times = new Map<string, number>();
@@ -49,6 +84,11 @@ async function replicaTimes(s3: S3Client, bucket: string): Promise<Map<string, n
 
 /** What replicates a bucket while it is written: started before the writes, stopped after. */
 interface Replicator {
+  /**
+   * The replica's Last-Modified is when it was written (backbeat's PUT). MinIO's replication keeps the
+   * source's on its replicas: there the time a replica is first listed is taken instead.
+   */
+  stampsReplicas: boolean;
   /** Returns once a first object written to `bucket` would be replicated. */
   start(bucket: string, dir: string): Promise<void>;
   /** CPU time it has used so far (0 where it runs in the servers). */
@@ -85,6 +125,7 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
       await new Promise((r) => setTimeout(r, 100));
     }
     const cpuBefore = replicator.cpuSeconds();
+    const arrivals = replicator.stampsReplicas ? undefined : watchArrivals(dst, bucket);
     const objects = o.rate * o.seconds;
     const done = new Map<string, number>();
     const writes: Promise<unknown>[] = [];
@@ -106,8 +147,9 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
       times = await replicaTimes(dst, bucket);
     }
     const cpu = replicator.cpuSeconds() - cpuBefore;
+    await arrivals?.stop();
     const latencies = [...done].flatMap(([key, at]) => {
-      const t = times.get(key);
+      const t = (arrivals?.seen ?? times).get(key);
       return t === undefined ? [] : [(t - at) / 1000];
     });
     return { name, rate: o.rate, seconds: o.seconds, objects, written, replicated: latencies.length, latencies: latencies.sort((a, b) => a - b), cpuSeconds: cpu };
@@ -120,6 +162,7 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
 export function journalRun(o: RunOptions & { brokers: string[]; journalTopic: string; concurrency: number }): Promise<JournalRun> {
   let proc: ManagedProcess | undefined;
   return steadyRun('backbeat', o, {
+    stampsReplicas: true,
     async start(bucket, dir) {
       const src = o.source.client();
       await src.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { QueueConfigurations: [{ QueueArn: o.source.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] } }));
@@ -144,6 +187,7 @@ export function journalRun(o: RunOptions & { brokers: string[]; journalTopic: st
 /** MinIO's own bucket replication from `source` to `destination` (configured with mc), the baseline. */
 export function nativeRun(o: RunOptions): Promise<JournalRun> {
   return steadyRun('MinIO replication', o, {
+    stampsReplicas: false,
     async start(bucket, dir) {
       await configureReplication(o.source, bucket, o.destination, bucket, dir);
     },

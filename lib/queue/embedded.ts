@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FileLog, MemoryLog, type PartitionLog, type Stored } from './embedded-log.ts';
@@ -42,26 +42,11 @@ export interface EmbeddedQueue extends Queue {
   groupIds(): string[];
 }
 
-/** Replaces `file` with `text` so that a crash, even a power loss, leaves the old or the new one whole. */
-function replaceFile(file: string, text: string): void {
-  const fd = openSync(`${file}.tmp`, 'w');
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(`${file}.tmp`, file);
-  const folder = openSync(dirname(file), 'r');
-  try {
-    fsyncSync(folder);
-  } finally {
-    closeSync(folder);
-  }
-}
-
-/** As replaceFile, off the event loop: for the offsets a busy run saves several times a second. */
-async function replaceFileAsync(file: string, text: string): Promise<void> {
+/**
+ * Replaces `file` with `text` so that a crash, even a power loss, leaves the old or the new one whole;
+ * off the event loop (a busy run saves its offsets several times a second).
+ */
+async function replaceFile(file: string, text: string): Promise<void> {
   const tmp = await open(`${file}.tmp`, 'w');
   try {
     await tmp.writeFile(text);
@@ -163,23 +148,24 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
     return t.partitions;
   }
 
-  function saveMeta(topic: string, t: Topic): void {
-    if (dir === undefined) return;
+  function saveMeta(topic: string, t: Topic): Promise<void> {
+    if (dir === undefined) return Promise.resolve();
     const folder = join(dir, 'topics', safeName(topic));
     mkdirSync(folder, { recursive: true });
-    replaceFile(join(folder, 'meta.json'), JSON.stringify({ topic, partitions: t.partitions.length, compact: t.compact }));
+    const text = JSON.stringify({ topic, partitions: t.partitions.length, compact: t.compact });
+    return serially(() => replaceFile(join(folder, 'meta.json'), text));
   }
 
-  function createTopic(spec: TopicSpec): void {
+  function createTopic(spec: TopicSpec): Promise<void> {
     const existing = topics.get(spec.topic);
     if (existing !== undefined) {
       // A folder from before the policy was recorded learns it from the topic's spec.
       if (!existing.policyKnown || existing.compact !== isCompacted(spec)) {
         existing.compact = isCompacted(spec);
         existing.policyKnown = true;
-        saveMeta(spec.topic, existing);
+        return saveMeta(spec.topic, existing);
       }
-      return;
+      return Promise.resolve();
     }
     const folder = dir === undefined ? undefined : join(dir, 'topics', safeName(spec.topic));
     const t: Topic = {
@@ -187,8 +173,8 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       compact: isCompacted(spec),
       policyKnown: true,
     };
-    saveMeta(spec.topic, t);
     topics.set(spec.topic, t);
+    return saveMeta(spec.topic, t);
   }
 
   /**
@@ -244,7 +230,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       unsaved.delete(group);
       const offsets = groups.get(group);
       if (dir === undefined || offsets === undefined) return;
-      await replaceFileAsync(join(dir, 'groups', `${safeName(group)}.json`), JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
+      await replaceFile(join(dir, 'groups', `${safeName(group)}.json`), JSON.stringify({ group, offsets: Object.fromEntries(offsets) }));
     });
   }
 
@@ -309,9 +295,8 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
 
     admin(): Promise<QueueAdmin> {
       return Promise.resolve({
-        ensureTopics(specs: TopicSpec[]) {
-          specs.forEach(createTopic);
-          return Promise.resolve();
+        async ensureTopics(specs: TopicSpec[]) {
+          await Promise.all(specs.map(createTopic));
         },
         listTopics: () => Promise.resolve([...topics.keys()]),
         partitionCount: (topic: string) => Promise.resolve(topics.get(topic)?.partitions.length ?? 0),

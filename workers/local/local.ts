@@ -152,6 +152,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
             ...(options.kafkaSecurity !== undefined ? { kafkaSecurity: options.kafkaSecurity } : {}),
             prefix,
             starts: [...starts],
+            clients: [...clients.keys()],
             locations: destinationLocations,
             ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
             ...(options.retry !== undefined ? { retry: options.retry } : {}),

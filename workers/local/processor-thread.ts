@@ -30,7 +30,10 @@ const logger = createLogger({ component: 'backbeat', stream: lines }).child({ ro
 const manifests = loadManifests(setup.files);
 const configs = compileBucketConfigs(manifests, new Map(setup.starts));
 const clients = new Map<string, S3Client>();
-for (const [name, location] of manifests.locations) clients.set(name, locationClient(location, resolveCredentials(location, manifests)));
+for (const name of setup.clients) {
+  const location = manifests.locations.get(name);
+  if (location !== undefined) clients.set(name, locationClient(location, resolveCredentials(location, manifests)));
+}
 const queue = kafkaQueue({ brokers: setup.brokers, clientId: `backbeat-local-${String(setup.index)}`, logger, ...(setup.kafkaSecurity !== undefined ? { security: setup.kafkaSecurity } : {}) });
 const names = queueNames(setup.prefix);
 const metrics = createMetrics();

@@ -268,7 +268,7 @@ async function copyParts(
 }
 
 /** The version's Last-Modified to the ms where the journal told it (a scan's time is the listed one; tasks queued before modTime was recorded). */
-function modTimeOf(task: ReplicationTask): number | undefined {
+function journalStamp(task: ReplicationTask): number | undefined {
   const time = task.modTime ?? (task.origin === 'scan' ? Date.parse(task.eventTime) : undefined);
   return time !== undefined && Number.isFinite(time) && time > 0 ? time : undefined;
 }
@@ -280,7 +280,7 @@ async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskD
   // order stamp, and the source's history is not listed unless the destination's current version has
   // no stamp, the same one, or is a delete marker: a new key costs the HEAD, the GET and the PUT. (A
   // notification's event time is some milliseconds after the write: never the stamp.)
-  const mine = modTimeOf(task);
+  const mine = journalStamp(task);
   const replica = current.kind === 'object' && current.replicaOf !== undefined ? current : undefined;
   if (mine !== undefined && replica?.sourceTime !== undefined && replica.sourceTime > mine) return skipped(superseding(replica.replicaOf ?? ''));
   if (mine !== undefined && (current.kind === 'absent' || (replica?.sourceTime !== undefined && replica.sourceTime < mine))) {

@@ -43,25 +43,31 @@ function watchArrivals(s3: S3Client, bucket: string): { seen: Map<string, number
   const seen = new Map<string, number>();
   const state = { running: true };
   let from = '';
+  const poll = async (): Promise<void> => {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, StartAfter: from, MaxKeys: 1000 }));
+    const now = Date.now();
+    for (const o of page.Contents ?? []) if (o.Key !== undefined && !seen.has(o.Key)) seen.set(o.Key, now);
+    // Past the keys seen without a gap: the next listing starts at the first one not seen yet.
+    for (const o of page.Contents ?? []) {
+      if (o.Key === undefined || o.Key <= from) continue;
+      if (o.Key !== nextKey(from)) break;
+      from = o.Key;
+    }
+  };
   const loop = (async () => {
     while (state.running) {
-      const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, StartAfter: from, MaxKeys: 1000 }));
-      const now = Date.now();
-      for (const o of page.Contents ?? []) if (o.Key !== undefined && !seen.has(o.Key)) seen.set(o.Key, now);
-      // Past the keys seen without a gap: the next listing starts at the first one not seen yet.
-      for (const o of page.Contents ?? []) {
-        if (o.Key === undefined || o.Key <= from) continue;
-        if (o.Key !== nextKey(from)) break;
-        from = o.Key;
-      }
+      await poll();
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
   })();
   return {
     seen,
+    // One more listing after the loop: the caller stops once its own listing saw the last replica,
+    // which may have landed after this loop's last one.
     stop: async () => {
       state.running = false;
       await loop;
+      await poll();
     },
   };
 }

@@ -55,6 +55,12 @@ export interface OrderedOptions {
    * give up when `lease.isActive()` turns false.
    */
   work(message: QueueMessage, lease: Lease): Promise<void>;
+  /**
+   * Told of the messages of a batch that each start their key's chain (nothing of their key runs or
+   * waits in this partition), before any of them runs: until it does, no work here touches their keys,
+   * so what is read of those keys now is still true when it starts (a prefetch).
+   */
+  taken?(messages: QueueMessage[], lease: Lease): void;
   /** Messages per partition taken in and not yet committed: what a slow key lets the others run ahead. */
   window?: number;
   commitIntervalMs?: number;
@@ -182,6 +188,7 @@ class PartitionWindow {
         return;
       }
     }
+    const heads: QueueMessage[] = [];
     for (const message of batch.messages) {
       const offset = BigInt(message.offset);
       // Delivered again (a rebalance that left the partition here restarts from the commit): taken in already.
@@ -196,9 +203,12 @@ class PartitionWindow {
       if (chain !== undefined) chain.push({ message, slot });
       else {
         this.chains.set(key, [{ message, slot }]);
+        heads.push(message);
         void this.runChain(key);
       }
     }
+    // Each chain's work starts after an await: the hook runs first.
+    if (heads.length > 0) this.options.taken?.(heads, this.lease);
     const window = this.options.window ?? WINDOW;
     while (this.accepting && this.slots.length >= window && batch.isActive()) {
       await this.waitForChange(1_000);

@@ -16,7 +16,8 @@ import { encode, isPaused, type MalformedMessage, ObjectRef, objectKey, parseMes
 import { reject } from '../rejects.ts';
 import { checkAgainstRules } from './rule-check.ts';
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
-import { replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
+import { destinationKey, replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
+import { statesFromListing, type Current } from './s3-state.ts';
 import { ledgerKey, UploadLedger } from './uploads.ts';
 
 /** The longest delay Node's timers keep (2^31-1 ms, about 24.8 days). */
@@ -48,6 +49,8 @@ export interface ProcessorOptions {
 }
 
 const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
+/** Scan tasks of one batch for one destination bucket that are read ahead with a listing rather than a HEAD each. */
+const PREFETCH_MIN = 8;
 const PROBE_MAX_MS = 10_000;
 const UPLOAD_SWEEP_MS = 3600_000;
 
@@ -94,6 +97,10 @@ export class Processor {
   private sweep: NodeJS.Timeout | undefined;
   /** Ledger keys of the copies under way here: their uploads are not old, whatever their age. */
   private readonly copying = new Set<string>();
+  /** Tasks parsed ahead of their turn (by `prefetch`). */
+  private readonly parsed = new WeakMap<QueueMessage, ReplicationTask>();
+  /** Destination states read ahead, by message and destination id: the first attempt's, in place of a HEAD. */
+  private readonly prefetched = new WeakMap<QueueMessage, Map<string, Promise<Current | undefined>>>();
   /** When `configs` were read (this worker's start): what a task queued later may be newer than. */
   private readonly configsReadAt = Date.now();
 
@@ -241,7 +248,11 @@ export class Processor {
     // Set before it runs: a batch may come before consumeOrdered returns, and may need to pause it.
     this.consumer = consumer;
     try {
-      await consumeOrdered(consumer, this.limiter, (message, b) => this.handle(message, b));
+      await consumeOrdered(consumer, this.limiter, (message, b) => this.handle(message, b), {
+        taken: (messages, lease) => {
+          this.prefetch(messages, lease);
+        },
+      });
     } catch (err) {
       this.consumer = undefined;
       await consumer.close().catch(() => undefined);
@@ -249,10 +260,45 @@ export class Processor {
     }
   }
 
+  /**
+   * A backfill's tasks come in key order: the destination state of a batch's new objects is read from
+   * one listing page per destination bucket rather than a HEAD each (a key absent there costs a GET and
+   * a PUT). Only for messages that start their key's chain, so that nothing writes the key before the
+   * task runs (ordered.ts `taken`); a key the page does not tell whole, or a failed listing, gets its HEAD.
+   */
+  private prefetch(messages: QueueMessage[], lease: Lease): void {
+    const byBucket = new Map<string, { message: QueueMessage; id: string; key: string }[]>();
+    for (const message of messages) {
+      let task: ReplicationTask;
+      try {
+        task = parseMessage(ReplicationTask, message.value);
+      } catch {
+        continue;
+      }
+      this.parsed.set(message, task);
+      if (task.kind !== 'object' || task.origin !== 'scan') continue;
+      for (const d of task.destinations) {
+        if (d.location !== this.options.location) continue;
+        const entries = byBucket.get(d.bucket) ?? [];
+        byBucket.set(d.bucket, entries);
+        entries.push({ message, id: d.id, key: destinationKey(task, d) });
+      }
+    }
+    for (const [bucket, entries] of byBucket) {
+      if (entries.length < PREFETCH_MIN) continue;
+      const states = statesFromListing(abortable(this.options.destination, lease.signal), bucket, entries.map((e) => e.key)).catch((): Map<string, Current> => new Map());
+      for (const e of entries) {
+        const ahead = this.prefetched.get(e.message) ?? new Map<string, Promise<Current | undefined>>();
+        this.prefetched.set(e.message, ahead);
+        ahead.set(e.id, states.then((s) => s.get(e.key)));
+      }
+    }
+  }
+
   private async handle(message: QueueMessage, lease: Lease): Promise<void> {
     let task: ReplicationTask;
     try {
-      task = parseMessage(ReplicationTask, message.value);
+      task = this.parsed.get(message) ?? parseMessage(ReplicationTask, message.value);
     } catch (err) {
       await this.refuseMalformed(message, err as MalformedMessage);
       return;
@@ -260,9 +306,9 @@ export class Processor {
     const metrics = this.options.metrics;
     for (const d of task.destinations.filter((x) => x.location === this.options.location)) {
       metrics?.inFlight.inc({ destination: this.options.location });
-      const copyKey = ledgerKey({ destination: d.id, key: `${d.keyPrefix ?? ''}${task.source.key}` });
+      const copyKey = ledgerKey({ destination: d.id, key: destinationKey(task, d) });
       this.copying.add(copyKey);
-      const { outcome, attempts, failure } = await this.attempt(task, d, lease).finally(() => {
+      const { outcome, attempts, failure } = await this.attempt(task, d, lease, this.prefetched.get(message)?.get(d.id)).finally(() => {
         this.copying.delete(copyKey);
         metrics?.inFlight.dec({ destination: this.options.location });
       });
@@ -345,7 +391,7 @@ export class Processor {
    * Runs one copy with the retry policy. An unreachable endpoint is waited for as long as it takes, with
    * the consumer paused (endpointDown), not inside the task.
    */
-  private async attempt(task: ReplicationTask, queued: TaskDestination, lease: Lease): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
+  private async attempt(task: ReplicationTask, queued: TaskDestination, lease: Lease, ahead?: Promise<Current | undefined>): Promise<{ outcome: Outcome; attempts: number; failure?: string }> {
     const checked = checkAgainstRules(this.options.configs, task, queued);
     if ('refused' in checked) return this.unwanted(task, queued, checked.refused, lease);
     const d = checked.destination;
@@ -356,7 +402,8 @@ export class Processor {
     const ctx = { source: abortable(source, lease.signal), destination: abortable(this.options.destination, lease.signal), signal: lease.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}) };
     for (let attempt = 1; ; attempt++) {
       try {
-        return { outcome: await replicate(ctx, task, d), attempts: attempt };
+        // A retry reads the destination again: the first attempt may have written it.
+        return { outcome: await replicate(ctx, task, d, attempt === 1 ? await ahead : undefined), attempts: attempt };
       } catch (err) {
         if (lease.signal.aborted) throw new Stopped('aborted: the partition was taken away');
         const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);

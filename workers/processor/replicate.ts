@@ -99,7 +99,7 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
   const expires = expiresAt !== undefined && !Number.isNaN(expiresAt.getTime()) ? expiresAt : undefined;
   return {
     Bucket: d.bucket,
-    Key: `${d.keyPrefix ?? ''}${task.source.key}`,
+    Key: destinationKey(task, d),
     Metadata: {
       ...head.Metadata,
       [REPLICA_VERSION_META]: task.source.versionId,
@@ -273,8 +273,8 @@ function journalStamp(task: ReplicationTask): number | undefined {
   return time !== undefined && Number.isFinite(time) && time > 0 ? time : undefined;
 }
 
-async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
-  const current = await currentState(ctx.destination, d.bucket, destKey);
+async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string, known?: Current): Promise<Outcome> {
+  const current = known ?? (await currentState(ctx.destination, d.bucket, destKey));
   if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
   // Where the journal gave the version's Last-Modified (a listing; MinIO's notifications), it is the
   // order stamp, and the source's history is not listed unless the destination's current version has
@@ -334,12 +334,19 @@ async function replicateVersionDelete(ctx: CopyContext, task: ReplicationTask, d
   return done(replicas.length === 0 ? 'no replica of this version' : undefined);
 }
 
-/** Makes destination `d` reflect the task's change. Idempotent: a repeat finds the work done. Throws S3 errors. */
-export function replicate(ctx: CopyContext, task: ReplicationTask, d: TaskDestination): Promise<Outcome> {
-  const destKey = `${d.keyPrefix ?? ''}${task.source.key}`;
+/** Where destination `d` keeps the task's key. */
+export const destinationKey = (task: ReplicationTask, d: TaskDestination): string => `${d.keyPrefix ?? ''}${task.source.key}`;
+
+/**
+ * Makes destination `d` reflect the task's change. Idempotent: a repeat finds the work done. Throws S3
+ * errors. `known`: the destination key's state, read since anything last wrote it (a prefetch), in place
+ * of a HEAD.
+ */
+export function replicate(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, known?: Current): Promise<Outcome> {
+  const destKey = destinationKey(task, d);
   switch (task.kind) {
     case 'object':
-      return replicateObject(ctx, task, d, destKey);
+      return replicateObject(ctx, task, d, destKey, known);
     case 'tags':
       return replicateTags(ctx, task, d, destKey);
     case 'deleteMarker':

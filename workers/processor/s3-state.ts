@@ -98,6 +98,36 @@ export async function currentState(client: S3Client, bucket: string, key: string
   }
 }
 
+const utf8Order = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+/**
+ * What one listing page of `bucket` says of each of `keys` whose state it tells whole: `absent` (no
+ * version, no delete marker) or a current delete marker. A key whose current version is an object is
+ * left out (its replica marks need a HEAD), as is a key past the page. The page starts just before the
+ * first key (at a proper prefix of it: S3 lists from after a marker, in UTF-8 byte order).
+ */
+export async function statesFromListing(client: S3Client, bucket: string, keys: string[]): Promise<Map<string, Current>> {
+  const sorted = [...new Set(keys)].sort(utf8Order);
+  const first = sorted[0];
+  if (first === undefined) return new Map();
+  const marker = Array.from(first).slice(0, -1).join('');
+  const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, MaxKeys: 1000, ...(marker !== '' ? { KeyMarker: marker } : {}) }));
+  // A key the next page continues may have more entries there: only keys before it are told whole.
+  const end = page.IsTruncated === true ? page.NextKeyMarker : undefined;
+  const listed = new Map<string, Current | 'object'>();
+  for (const v of page.Versions ?? []) if (v.Key !== undefined && v.IsLatest === true) listed.set(v.Key, 'object');
+  for (const m of page.DeleteMarkers ?? []) if (m.Key !== undefined && m.IsLatest === true) listed.set(m.Key, { kind: 'deleteMarker', versionId: m.VersionId ?? 'null' });
+  const named = new Set([...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].map((e) => e.Key));
+  const states = new Map<string, Current>();
+  for (const key of sorted) {
+    if (end !== undefined && (end === '' || utf8Order(key, end) >= 0)) break;
+    const state = listed.get(key);
+    if (state === undefined && !named.has(key)) states.set(key, { kind: 'absent' });
+    else if (state !== undefined && state !== 'object') states.set(key, state);
+  }
+  return states;
+}
+
 /** The versions of `key` that replicate source version `sourceVersionId`, newest first (one, unless a copy was repeated). */
 export async function replicaVersions(client: S3Client, bucket: string, key: string, sourceVersionId: string): Promise<string[]> {
   const found: string[] = [];

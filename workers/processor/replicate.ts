@@ -3,10 +3,8 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
-  GetObjectCommand,
   GetObjectTaggingCommand,
   ListPartsCommand,
-  PutObjectCommand,
   PutObjectTaggingCommand,
   UploadPartCommand,
   type GetObjectCommandOutput,
@@ -17,6 +15,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
+import { getObject, putObject } from '../../lib/s3/objects.ts';
 import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
 import { currentState, historyThrough, replicaVersions, type Current, type VersionEntry } from './s3-state.ts';
@@ -134,7 +133,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
   let tags: { Key: string; Value: string }[];
   let got: GetObjectCommandOutput;
   try {
-    got = await ctx.source.send(new GetObjectCommand(multipartHint ? { ...src, PartNumber: 1 } : src));
+    got = await getObject(ctx.source, multipartHint ? { ...src, PartNumber: 1 } : src);
   } catch (err) {
     if (isNotFound(err)) return skipped('source version no longer exists');
     throw err;
@@ -158,7 +157,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     if (parts === null && stream !== undefined && got.ContentLength === size) {
       // (A first part's GET of an object without parts is the whole object.)
       // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
-      const put = await ctx.destination.send(new PutObjectCommand({ ...headers, Body: size === 0 ? Buffer.alloc(0) : stream, ContentLength: size }));
+      const put = await putObject(ctx.destination, { ...headers, Body: size === 0 ? Buffer.alloc(0) : stream, ContentLength: size });
       replicaEtag = unquote(put.ETag);
     } else if (parts !== null) {
       // Part by part, keeping the source's parts (and so its ETag): the first part's GET is the first
@@ -239,7 +238,7 @@ async function copyParts(
   try {
     for (let n = 1; n <= count; n++) {
       if (etags.has(n)) continue;
-      const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length } : await ctx.source.send(new GetObjectCommand({ ...src, PartNumber: n }));
+      const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length } : await getObject(ctx.source, { ...src, PartNumber: n });
       const stream = part.Body as Readable;
       try {
         const put = await ctx.destination.send(new UploadPartCommand({ ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 }));

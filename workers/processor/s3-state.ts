@@ -1,4 +1,5 @@
-import { HeadObjectCommand, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { headObject } from '../../lib/s3/objects.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 
@@ -88,7 +89,7 @@ export type Current =
  */
 export async function currentState(client: S3Client, bucket: string, key: string): Promise<Current> {
   try {
-    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    const head = await headObject(client, { Bucket: bucket, Key: key });
     const time = Number(head.Metadata?.[REPLICA_TIME_META]);
     return { kind: 'object', versionId: head.VersionId ?? 'null', replicaOf: head.Metadata?.[REPLICA_VERSION_META], ...(Number.isFinite(time) && time > 0 ? { sourceTime: time } : {}) };
   } catch (err) {
@@ -140,7 +141,7 @@ export async function replicaVersions(client: S3Client, bucket: string, key: str
 /** The user metadata of a version; undefined when it is gone. */
 async function replicaMeta(client: S3Client, bucket: string, key: string, versionId: string): Promise<Record<string, string> | undefined> {
   try {
-    return (await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }))).Metadata ?? {};
+    return (await headObject(client, { Bucket: bucket, Key: key, VersionId: versionId })).Metadata ?? {};
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;

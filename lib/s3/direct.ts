@@ -1,0 +1,232 @@
+import { createHash, createHmac, type BinaryLike, type Hash } from 'node:crypto';
+import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
+import { Readable } from 'node:stream';
+import type { GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, PutObjectCommandInput, PutObjectCommandOutput } from '@aws-sdk/client-s3';
+import { SignatureV4 } from '@smithy/signature-v4';
+
+// The copy's three hot requests (GET, HEAD and PUT of one object) on a path-style endpoint, sent without
+// the SDK's middleware stack: signed by the SDK's own SigV4 signer, over the same keep-alive agents, with
+// answers and errors shaped as the SDK's (`$metadata`, `$response`, the error code as `name`). A profile
+// of small copies put the SDK's per-request work (schema serde, endpoint rules, retry and checksum
+// middleware) at about a third of the processor's CPU, where this path costs a few percent; every other
+// request, and any input this path does not know, goes through the SDK. No retries here: the processor
+// has its own, and one layer of them is enough.
+
+/** node:crypto behind the interface the signer takes (@smithy/hash-node is not a dependency of ours). */
+type Data = string | ArrayBuffer | ArrayBufferView;
+const bytes = (data: Data): BinaryLike => (typeof data === 'string' ? data : data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+
+class Sha256 {
+  private readonly hash: Hash | ReturnType<typeof createHmac>;
+  constructor(secret?: Data) {
+    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
+  }
+  update(data: Data): void {
+    this.hash.update(bytes(data));
+  }
+  digest(): Promise<Uint8Array> {
+    return Promise.resolve(this.hash.digest());
+  }
+}
+
+export interface DirectEndpoint {
+  /** The endpoint, path-style: `/<bucket>/<key>` under its path. */
+  url: URL;
+  region: string;
+  credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  agent: HttpAgent | HttpsAgent;
+  requestTimeoutMs: number;
+  connectionTimeoutMs: number;
+}
+
+/** An S3 error as the SDK shapes it: what `lib/s3/errors.ts` and the callers read. */
+export class S3ResponseError extends Error {
+  readonly $metadata: { httpStatusCode: number; requestId?: string };
+  readonly $response: { statusCode: number; headers: Record<string, string | undefined> };
+  readonly $fault: 'client' | 'server';
+  constructor(code: string, message: string, res: IncomingMessage) {
+    super(message);
+    this.name = code;
+    const status = res.statusCode ?? 0;
+    const requestId = header(res, 'x-amz-request-id');
+    this.$metadata = { httpStatusCode: status, ...(requestId !== undefined ? { requestId } : {}) };
+    this.$response = { statusCode: status, headers: Object.fromEntries(Object.entries(res.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v])) };
+    this.$fault = status >= 500 ? 'server' : 'client';
+  }
+}
+
+/** What an answer without a body of its own (a HEAD) is called by its status, as the SDK names them. */
+const STATUS_CODES: Record<number, string> = { 301: 'PermanentRedirect', 304: 'NotModified', 400: 'BadRequest', 403: 'Forbidden', 404: 'NotFound', 405: 'MethodNotAllowed', 412: 'PreconditionFailed' };
+
+function header(res: IncomingMessage, name: string): string | undefined {
+  const value = res.headers[name];
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+/** RFC 3986 encoding, as SigV4 and S3 want it ('/' kept in keys). */
+const encode = (text: string): string => encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+const encodeKey = (key: string): string => key.split('/').map(encode).join('/');
+
+/** Reads an error answer's body (capped) and makes it the SDK's error: the code and message of its XML. */
+async function failure(res: IncomingMessage, method: string): Promise<S3ResponseError> {
+  let body = '';
+  if (method !== 'HEAD') {
+    for await (const chunk of res) {
+      if (body.length < 16_384) body += (chunk as Buffer).toString('utf8');
+    }
+  } else res.resume();
+  // S3 error documents are flat: <Error><Code>…</Code><Message>…</Message>…</Error>.
+  const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1] ?? STATUS_CODES[res.statusCode ?? 0] ?? 'UnknownError';
+  const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? code;
+  return new S3ResponseError(code, message, res);
+}
+
+/** The SDK's GET and HEAD answer fields this engine reads, from the response headers. */
+function objectHeaders(res: IncomingMessage) {
+  const h = (name: string): string | undefined => header(res, name);
+  const num = (name: string): number | undefined => {
+    const v = h(name);
+    return v === undefined ? undefined : Number(v);
+  };
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(res.headers)) {
+    if (name.startsWith('x-amz-meta-') && value !== undefined) metadata[name.slice('x-amz-meta-'.length)] = Array.isArray(value) ? value.join(',') : value;
+  }
+  const lastModified = h('last-modified');
+  const expires = h('expires');
+  const fields = {
+    ETag: h('etag'),
+    VersionId: h('x-amz-version-id'),
+    LastModified: lastModified !== undefined ? new Date(lastModified) : undefined,
+    ContentLength: num('content-length'),
+    ContentRange: h('content-range'),
+    ContentType: h('content-type'),
+    CacheControl: h('cache-control'),
+    ContentDisposition: h('content-disposition'),
+    ContentEncoding: h('content-encoding'),
+    ContentLanguage: h('content-language'),
+    ExpiresString: expires,
+    StorageClass: h('x-amz-storage-class'),
+    TagCount: num('x-amz-tagging-count'),
+    PartsCount: num('x-amz-mp-parts-count'),
+    DeleteMarker: h('x-amz-delete-marker') === 'true' ? true : undefined,
+  };
+  // As the SDK: a field the answer does not carry is absent, not undefined.
+  return { ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)), Metadata: metadata } as Omit<HeadObjectCommandOutput, '$metadata'>;
+}
+
+const metadataOf = (res: IncomingMessage) => {
+  const requestId = header(res, 'x-amz-request-id');
+  return { httpStatusCode: res.statusCode ?? 0, ...(requestId !== undefined ? { requestId } : {}), attempts: 1, totalRetryDelay: 0 };
+};
+
+/** The PutObject input fields this path sends; any other field goes through the SDK. */
+const PUT_FIELDS = new Set(['Bucket', 'Key', 'Body', 'ContentLength', 'Metadata', 'ContentType', 'CacheControl', 'ContentDisposition', 'ContentEncoding', 'ContentLanguage', 'Expires', 'StorageClass', 'Tagging']);
+const GET_FIELDS = new Set(['Bucket', 'Key', 'VersionId', 'PartNumber']);
+
+export class DirectS3 {
+  private readonly endpoint: DirectEndpoint;
+  private readonly signer: SignatureV4;
+  private readonly signal: AbortSignal | undefined;
+
+  constructor(endpoint: DirectEndpoint, signer?: SignatureV4, signal?: AbortSignal) {
+    this.endpoint = endpoint;
+    this.signer = signer ?? new SignatureV4({ credentials: endpoint.credentials, region: endpoint.region, service: 's3', sha256: Sha256, uriEscapePath: false, applyChecksum: true });
+    this.signal = signal;
+  }
+
+  /** The same path with every request bound to `signal` (as `abortable` binds the SDK client's). */
+  withSignal(signal: AbortSignal): DirectS3 {
+    return new DirectS3(this.endpoint, this.signer, signal);
+  }
+
+  /** Whether this path sends `input` as the SDK would (no field it does not know, a body of known length). */
+  static takesGet(input: GetObjectCommandInput | HeadObjectCommandInput): boolean {
+    return Object.entries(input).every(([k, v]) => v === undefined || GET_FIELDS.has(k));
+  }
+
+  static takesPut(input: PutObjectCommandInput): boolean {
+    const body = input.Body;
+    const sized = body === undefined || typeof body === 'string' || body instanceof Uint8Array || (body instanceof Readable && input.ContentLength !== undefined);
+    return sized && Object.entries(input).every(([k, v]) => v === undefined || PUT_FIELDS.has(k));
+  }
+
+  async get(input: GetObjectCommandInput): Promise<GetObjectCommandOutput> {
+    const res = await this.send('GET', input, {}, undefined);
+    return { $metadata: metadataOf(res), ...objectHeaders(res), Body: res as unknown as NonNullable<GetObjectCommandOutput['Body']> };
+  }
+
+  async head(input: HeadObjectCommandInput): Promise<HeadObjectCommandOutput> {
+    const res = await this.send('HEAD', input, {}, undefined);
+    res.resume();
+    return { $metadata: metadataOf(res), ...objectHeaders(res) };
+  }
+
+  async put(input: PutObjectCommandInput): Promise<PutObjectCommandOutput> {
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(input.Metadata ?? {})) headers[`x-amz-meta-${k}`] = v;
+    const named: [string, string | undefined][] = [
+      ['content-type', input.ContentType],
+      ['cache-control', input.CacheControl],
+      ['content-disposition', input.ContentDisposition],
+      ['content-encoding', input.ContentEncoding],
+      ['content-language', input.ContentLanguage],
+      ['expires', input.Expires?.toUTCString()],
+      ['x-amz-storage-class', input.StorageClass],
+      ['x-amz-tagging', input.Tagging],
+    ];
+    for (const [k, v] of named) if (v !== undefined) headers[k] = v;
+    const body = input.Body as Readable | Uint8Array | string | undefined;
+    const length = input.ContentLength ?? (body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : (body as Uint8Array).byteLength);
+    headers['content-length'] = String(length);
+    const res = await this.send('PUT', { Bucket: input.Bucket, Key: input.Key }, headers, body ?? Buffer.alloc(0));
+    res.resume();
+    const etag = header(res, 'etag');
+    const versionId = header(res, 'x-amz-version-id');
+    return { $metadata: metadataOf(res), ...(etag !== undefined ? { ETag: etag } : {}), ...(versionId !== undefined ? { VersionId: versionId } : {}) };
+  }
+
+  /** One signed request; resolves with a 2xx answer (its body unread), rejects with the SDK-shaped error otherwise. */
+  private async send(method: string, input: { Bucket?: string | undefined; Key?: string | undefined; VersionId?: string | undefined; PartNumber?: number | undefined }, extra: Record<string, string>, body: Readable | Uint8Array | string | undefined): Promise<IncomingMessage> {
+    const { url, agent } = this.endpoint;
+    const query: Record<string, string> = {};
+    if (input.PartNumber !== undefined) query['partNumber'] = String(input.PartNumber);
+    if (input.VersionId !== undefined) query['versionId'] = input.VersionId;
+    const base = url.pathname.replace(/\/+$/, '');
+    const path = `${base}/${encode(input.Bucket ?? '')}/${encodeKey(input.Key ?? '')}`;
+    const signed = await this.signer.sign({
+      method,
+      protocol: url.protocol,
+      hostname: url.hostname,
+      ...(url.port !== '' ? { port: Number(url.port) } : {}),
+      path,
+      query,
+      headers: { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra },
+    });
+    const search = Object.keys(query)
+      .sort()
+      .map((k) => `${encode(k)}=${encode(query[k] ?? '')}`)
+      .join('&');
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+      const req = send({ host: url.hostname, port: url.port, path: search === '' ? path : `${path}?${search}`, method, headers: signed.headers as OutgoingHttpHeaders, agent, ...(this.signal !== undefined ? { signal: this.signal } : {}) }, resolve);
+      req.on('error', reject);
+      const timeout = (what: string): Error => Object.assign(new Error(`${what} timed out`), { name: 'TimeoutError' });
+      req.setTimeout(this.endpoint.requestTimeoutMs, () => req.destroy(timeout('request')));
+      req.on('socket', (socket) => {
+        if (!socket.connecting) return;
+        const timer = setTimeout(() => req.destroy(timeout('connection')), this.endpoint.connectionTimeoutMs);
+        socket.once('connect', () => clearTimeout(timer));
+        socket.once('close', () => clearTimeout(timer));
+      });
+      if (body instanceof Readable) {
+        body.on('error', (err) => req.destroy(err));
+        body.pipe(req);
+      } else req.end(body);
+    });
+    const status = res.statusCode ?? 0;
+    if (status >= 200 && status < 300) return res;
+    throw await failure(res, method);
+  }
+}

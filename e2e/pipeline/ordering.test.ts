@@ -28,12 +28,22 @@ describe('adversarial orderings: an older version never replaces what is newer (
   let local: LocalRun;
   let a: S3Client, b: S3Client, c: S3Client;
   const refused = new Set<string>();
+  /** The requests site B saw for bucket `ahead`, while recorded. */
+  const seen: { on: boolean; requests: string[] } = { on: false, requests: [] };
 
   before(async () => {
     // Site A, a transient source with a Kafka journal; site C, a kept source listed every 10 s.
     sites = await startSites('ordering', { a: { transient: true } });
     [a, b, c] = [sites.a.client(), sites.b.client(), sites.c.client()];
-    proxy = await faultProxy(sites.b.endpoint, (req) => req.method === 'PUT' && [...refused].some((k) => (req.url ?? '').startsWith(`/kept/${k}`) || (req.url ?? '').startsWith(`/gone/${k}`)), 403, 'AccessDenied');
+    proxy = await faultProxy(
+      sites.b.endpoint,
+      (req) => {
+        if (seen.on && (req.url ?? '').startsWith('/ahead')) seen.requests.push(`${req.method ?? ''} ${decodeURIComponent(req.url ?? '')}`);
+        return req.method === 'PUT' && [...refused].some((k) => (req.url ?? '').startsWith(`/kept/${k}`) || (req.url ?? '').startsWith(`/gone/${k}`));
+      },
+      403,
+      'AccessDenied',
+    );
     writeFileSync(join(sites.dir, 'site-b.yaml'), locationManifest('site-b', proxy.endpoint, sites.b.credentials));
     writeFileSync(join(sites.dir, 'site-c.yaml'), locationManifest('site-c', sites.c.endpoint, sites.c.credentials, { journal: { scan: { intervalSeconds: 10 } } }));
     await sourceBucket(sites, 'gone');
@@ -47,6 +57,9 @@ describe('adversarial orderings: an older version never replaces what is newer (
     await versionedBucket(c, 'paged');
     await versionedBucket(b, 'paged');
     writeRule(sites, 'paged', { source: { location: 'site-d', bucket: 'paged' }, destinations: [{ location: 'site-b', bucket: 'paged' }], replicateDeleteMarkers: true });
+    await versionedBucket(c, 'ahead');
+    await versionedBucket(b, 'ahead');
+    writeRule(sites, 'ahead', { source: { location: 'site-d', bucket: 'ahead' }, destinations: [{ location: 'site-b', bucket: 'ahead' }], replicateDeleteMarkers: true });
     local = await startLocalOn(sites, 'ordering', { retry: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200 } });
   });
 
@@ -100,6 +113,53 @@ describe('adversarial orderings: an older version never replaces what is newer (
     await backbeat('failed', 'retry', '--all', '--server', local.url);
     await eventually(() => assert.equal(state('site-a', 'gone', 'report', v1.VersionId), 'SKIPPED'), 60_000, 250);
     assert.equal(await currentReplicaOf(b, 'gone', 'report'), v2.VersionId, 'the newest write stays current');
+  });
+
+  it("a backfill reads the destination ahead, a listing page for a batch: a new key costs its PUT there, and a key's older version still finds the newer one copied", async () => {
+    const d = sites.c.client();
+    const fresh = Array.from({ length: 120 }, (_, i) => `new/${String(i).padStart(3, '0')}`);
+    await Promise.all(fresh.map((k) => d.send(new PutObjectCommand({ Bucket: 'ahead', Key: k, Body: k }))));
+    // Two versions of a key, backfilled twice over: queued older, newer, older, newer (scan.ts), in one
+    // batch. Only the first is read ahead; the second older version must find the newer one copied (a
+    // state read ahead for it would copy it again, on top).
+    const twice = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const key = `twice/${String(i)}`;
+        await d.send(new PutObjectCommand({ Bucket: 'ahead', Key: key, Body: 'older' }));
+        return { key, newer: (await d.send(new PutObjectCommand({ Bucket: 'ahead', Key: key, Body: 'newer' }))).VersionId };
+      }),
+    );
+    // A key deleted at the destination (by hand): read ahead as a delete marker, weighed as after a HEAD.
+    const kept = (await d.send(new PutObjectCommand({ Bucket: 'ahead', Key: 'marked', Body: 'm' }))).VersionId;
+    await b.send(new PutObjectCommand({ Bucket: 'ahead', Key: 'marked', Body: 'local' }));
+    await b.send(new DeleteObjectCommand({ Bucket: 'ahead', Key: 'marked' }));
+    // Paused while both backfills queue: the processor then takes each partition's backlog at once.
+    await backbeat('pause', 'site-b', '--server', local.url);
+    for (let round = 0; round < 2; round++) {
+      await backbeat('backfill', 'ahead', '--server', local.url);
+      await eventually(() => assert.ok([...fresh.map((k) => state('site-d', 'ahead', k, undefined)), state('site-d', 'ahead', 'marked', kept)].every((s) => s === 'PENDING')), 60_000, 250);
+    }
+    const counters = local.processors.get('site-b')?.counters;
+    assert.ok(counters !== undefined);
+    const results = (): number => counters.completed + counters.skipped + counters.failed;
+    const before = results();
+    seen.on = true;
+    await backbeat('resume', 'site-b', '--server', local.url);
+    const tasks = 2 * (fresh.length + 2 * twice.length + 1);
+    await eventually(() => assert.ok(results() - before >= tasks, `${String(results() - before)} of ${String(tasks)} tasks done`), 120_000, 250);
+    seen.on = false;
+    assert.ok(fresh.every((k) => state('site-d', 'ahead', k, undefined) === 'COMPLETED'));
+    for (const t of twice) {
+      assert.equal(await currentReplicaOf(b, 'ahead', t.key), t.newer, `${t.key}: the newer version stays current`);
+      assert.equal((await versionsOf(b, 'ahead', t.key)).filter((v) => !v.deleteMarker).length, 2, `${t.key}: each version copied once`);
+    }
+    assert.equal(await currentReplicaOf(b, 'ahead', 'marked'), kept);
+    // A new key: no HEAD in the first round (the listing told it absent), one in the second (it is there).
+    const on = (method: string, prefix: string): number => seen.requests.filter((r) => r.startsWith(`${method} /ahead/${prefix}`)).length;
+    assert.equal(on('PUT', 'new/'), fresh.length);
+    assert.equal(on('HEAD', 'new/'), fresh.length);
+    const listings = seen.requests.filter((r) => /^GET \/ahead\/?\?.*versions/.test(r)).length;
+    assert.ok(listings >= 1 && listings <= 16, `a listing page per partition's batch, not per key: ${String(listings)}`);
   });
 
   // Last: fifty copies of one key hold up its partition while they run.

@@ -1,4 +1,4 @@
-import { createHash, createHmac, type BinaryLike, type Hash } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, type Hash, type KeyObject } from 'node:crypto';
 import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
@@ -13,14 +13,31 @@ import { SignatureV4 } from '@smithy/signature-v4';
 // request, and any input this path does not know, goes through the SDK. No retries here: the processor
 // has its own, and one layer of them is enough.
 
-/** node:crypto behind the interface the signer takes (@smithy/hash-node is not a dependency of ours). */
 type Data = string | ArrayBuffer | ArrayBufferView;
-const bytes = (data: Data): BinaryLike => (typeof data === 'string' ? data : data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+const bytes = (data: Data): Uint8Array | string => (typeof data === 'string' ? data : data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
 
+/**
+ * HMAC keys, made once: the signer keys an HMAC with the secret (for its key cache) and one with the
+ * day's signing key (the same array each time) per request, and making the key is most of an HMAC's cost.
+ */
+const stringKeys = new Map<string, KeyObject>();
+const arrayKeys = new WeakMap<object, KeyObject>();
+function hmacKey(secret: Data): KeyObject {
+  if (typeof secret === 'string') {
+    const key = stringKeys.get(secret) ?? createSecretKey(Buffer.from(secret));
+    stringKeys.set(secret, key);
+    return key;
+  }
+  const key = arrayKeys.get(secret) ?? createSecretKey(bytes(secret) as Uint8Array);
+  arrayKeys.set(secret, key);
+  return key;
+}
+
+/** node:crypto behind the interface the signer takes (@smithy/hash-node is not a dependency of ours). */
 class Sha256 {
   private readonly hash: Hash | ReturnType<typeof createHmac>;
   constructor(secret?: Data) {
-    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
+    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', hmacKey(secret));
   }
   update(data: Data): void {
     this.hash.update(bytes(data));

@@ -4,8 +4,8 @@ import type { QueueMessage } from './queue.ts';
 
 // The log of one partition of the embedded queue: in memory, or on disk as JSON-lines segment files of
 // bounded size named by their first offset. On disk, appends are written at once and made durable by a
-// group commit: one fsync, off the event loop, covers every append made while the previous one ran; a
-// record is read (and its send resolves) only once durable. Records are read back from the files through a sparse index,
+// group commit: one fsync, off the event loop, covers every append made since the previous one started
+// (at least SYNC_GAP_MS before); a record is read (and its send resolves) only once durable. Records are read back from the files through a sparse index,
 // so memory stays bounded whatever the backlog; a torn or corrupt tail is cut back to the last whole
 // record, and unreadable lines inside a segment are skipped, each reported, never a refusal to open.
 
@@ -193,12 +193,17 @@ function fsyncFolder(folder: string): void {
   }
 }
 
+/** The least time between the starts of two fsyncs of one log: what a record may wait for company. */
+const SYNC_GAP_MS = 10;
+
 export class FileLog implements PartitionLog {
   next = 0;
   /** Records below this offset are on disk for good; the others wait for the fsync under way or the next. */
   private durable = 0;
   private syncing: number | undefined;
   private scheduled = false;
+  /** When the last fsync started (performance.now()). */
+  private syncStarted = -Infinity;
   /** Descriptors of full segments, closed once the fsync under way on them ends. */
   private readonly retired = new Set<number>();
   private waiters: { upTo: number; resolve: () => void; reject: (err: Error) => void }[] = [];
@@ -335,14 +340,22 @@ export class FileLog implements PartitionLog {
     });
   }
 
-  /** The next fsync after this turn of the event loop: the sends of one turn share it. */
+  /**
+   * The next fsync after this turn of the event loop, and no sooner than SYNC_GAP_MS after the previous
+   * one started: the sends of that time share it. Without the gap a fast disk took one per turn, more
+   * than one per record over a run of small copies, and their thread hand-offs cost about a third of
+   * the process's CPU (`make bench`: 1.4 → 1.0 ms per object, fsyncs 6 400 → 2 800 for 4 000 objects).
+   */
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => {
+    const run = (): void => {
       this.scheduled = false;
       this.sync();
-    });
+    };
+    const wait = this.syncStarted + SYNC_GAP_MS - performance.now();
+    if (wait > 0) setTimeout(run, wait);
+    else setImmediate(run);
   }
 
   /** One fsync at a time, off the event loop, covering every write made before it started (group commit). */
@@ -351,6 +364,7 @@ export class FileLog implements PartitionLog {
     if (this.syncing !== undefined || fd === undefined || this.durable >= this.next) return;
     const upTo = this.next;
     this.syncing = fd;
+    this.syncStarted = performance.now();
     fsync(fd, (err) => {
       this.syncing = undefined;
       if (this.retired.delete(fd)) closeSync(fd);

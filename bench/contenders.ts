@@ -51,6 +51,27 @@ export interface Contender {
 
 const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
 
+/** The bench's Locations and rule (it backfills the source bucket), in a folder of `job.dir`, returned. */
+export function writeBenchManifests(job: Job): string {
+  const manifests = join(job.dir, 'manifests');
+  mkdirSync(manifests, { recursive: true });
+  writeFileSync(
+    join(manifests, 'locations.yaml'),
+    // The longest scan interval: the one scan is the backfill at start.
+    `${locationManifest('src', job.source.endpoint, job.source.credentials, { journal: { scan: { intervalSeconds: 604800 } } })}---\n${locationManifest('dst', job.destination.endpoint, job.destination.credentials)}`,
+  );
+  writeFileSync(
+    join(manifests, 'rule.yaml'),
+    dump({
+      apiVersion: 'backbeat.io/v1alpha1',
+      kind: 'ReplicationRule',
+      metadata: { name: 'bench' },
+      spec: { source: { location: 'src', bucket: job.sourceBucket }, destinations: [{ location: 'dst', bucket: job.targetBucket }], replicateExistingObjects: true },
+    }),
+  );
+  return manifests;
+}
+
 /**
  * `backbeat run` on a rule that backfills the source bucket: a listing scan at start, populator, processor
  * and status in one process, on the embedded queue or on Kafka. Done when the status API counts every
@@ -64,22 +85,7 @@ export function backbeatContender(name: string, options: { brokers?: string[]; p
     name,
     describe: ({ concurrency }) => `backbeat run --concurrency ${String(concurrency)}${brokers !== undefined ? ' --brokers <kafka>' : ''}${threads.length > 0 ? ` ${threads.join(' ')}` : ''} (rule with replicateExistingObjects)`,
     async run(job) {
-      const manifests = join(job.dir, 'manifests');
-      mkdirSync(manifests, { recursive: true });
-      writeFileSync(
-        join(manifests, 'locations.yaml'),
-        // The longest scan interval: the one scan is the backfill at start.
-        `${locationManifest('src', job.source.endpoint, job.source.credentials, { journal: { scan: { intervalSeconds: 604800 } } })}---\n${locationManifest('dst', job.destination.endpoint, job.destination.credentials)}`,
-      );
-      writeFileSync(
-        join(manifests, 'rule.yaml'),
-        dump({
-          apiVersion: 'backbeat.io/v1alpha1',
-          kind: 'ReplicationRule',
-          metadata: { name: 'bench' },
-          spec: { source: { location: 'src', bucket: job.sourceBucket }, destinations: [{ location: 'dst', bucket: job.targetBucket }], replicateExistingObjects: true },
-        }),
-      );
+      const manifests = writeBenchManifests(job);
       const server = `http://127.0.0.1:${String(await freePort())}`;
       const prefix = `bench-${job.targetBucket}`;
       const args = [CLI, 'run', '-f', manifests, '--state-dir', join(job.dir, 'state'), '--listen', server.slice('http://'.length), '--concurrency', String(job.concurrency), '--prefix', prefix];

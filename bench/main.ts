@@ -4,7 +4,8 @@
 // MinIO's own bucket replication, for reference).
 // Options: --rounds N, --concurrency N, --small N (objects of 16 KiB), --large N (objects of
 // --large-mib MiB, default 64, in 8 MiB parts), --kafka (also backbeat on Kafka; --threads 1,2 adds it
-// with its processors on that many worker threads), --profile (backbeat under V8's CPU profiler: where
+// with its processors on that many worker threads; --processors 1,2,4 adds backbeat as on Kubernetes, a
+// process per worker role with that many processor replicas), --profile (backbeat under V8's CPU profiler: where
 // its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka fed by MinIO's notifications
 // at R objects/s each, for --journal-seconds, beside MinIO's own replication: write → replica latency).
 import { availableParallelism } from 'node:os';
@@ -15,6 +16,7 @@ import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replica
 import { count } from './process.ts';
 import { formatCosts, profileCosts } from './profile.ts';
 import { formatJournal, journalRun, nativeRun, type JournalRun } from './journal.ts';
+import { workersContender } from './workers.ts';
 
 const { values } = parseArgs({
   options: {
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     kafka: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     threads: { type: 'string' },
+    processors: { type: 'string' },
     journal: { type: 'string' },
     'journal-seconds': { type: 'string', default: '60' },
   },
@@ -33,7 +36,11 @@ const { values } = parseArgs({
 });
 const rounds = count('rounds', values.rounds, 1);
 const concurrency = count('concurrency', values.concurrency, 1);
-const threadCounts = (values.threads ?? '').split(',').filter((r) => r !== '').map((r) => count('threads', r, 1));
+const counts = (name: 'threads' | 'processors'): number[] =>
+  (values[name] ?? '')
+    .split(',')
+    .filter((r) => r !== '')
+    .map((r) => count(name, r, 1));
 const journalRates = (values.journal ?? '').split(',').filter((r) => r !== '').map((r) => count('journal', r, 1));
 const journalSeconds = count('journal-seconds', values['journal-seconds'], 1);
 const workloads: Workload[] = [
@@ -54,7 +61,8 @@ try {
     say('Starting Kafka...');
     const { brokers } = await sharedKafka();
     contenders.push(backbeatContender('backbeat (Kafka)', { brokers, profile }));
-    for (const n of threadCounts) contenders.push(backbeatContender(`backbeat (Kafka, ${String(n)} threads)`, { brokers, profile, processorThreads: n }));
+    for (const n of counts('processors')) contenders.push(workersContender(brokers, n));
+    for (const n of counts('threads')) contenders.push(backbeatContender(`backbeat (Kafka, ${String(n)} threads)`, { brokers, profile, processorThreads: n }));
   }
   say(`${String(rounds)} rounds of each contender in turn, ${String(concurrency)} copies in flight, on ${String(availableParallelism())} CPUs:`);
   const results = await runBench({ source, destination, workloads, contenders, rounds, concurrency, onRun: say });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { minio } from '../e2e/harness/env.ts';
+import { minio, sharedKafka } from '../e2e/harness/env.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
 import { backbeatContender, minioReplicationContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
 import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
+import { workersContender } from './workers.ts';
 
 // The benchmark's machinery on a tiny workload, so that `make bench` cannot rot: every contender really
 // copies every object, its memory is measured, and a contender that copies less is refused. No figure
@@ -50,6 +51,18 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
     assert.match(report, /^ {2}MinIO bucket replication +\d+\.\d\d s .* servers +— /m);
     assert.match(report, /rclone copy: rclone copy --transfers 4 --checkers 4 --s3-chunk-size 5242880B --s3-upload-cutoff 5242880B/);
     assert.match(report, /rclone copy \(tuned\): rclone copy --transfers 4 --checkers 4 --s3-no-check-bucket --no-check-dest --s3-no-head --s3-no-head-object --use-server-modtime --fast-list --s3-chunk-size/);
+  });
+
+  it('runs backbeat as the operator does, a process per worker role on Kafka, with two processor replicas', async () => {
+    const { brokers } = await sharedKafka();
+    const results = await runBench({ source, destination, workloads: [{ name: 'roles', objects: 40, size: 4096 }], contenders: [workersContender(brokers, 2)], rounds: 1, concurrency: 4 });
+    assert.deepEqual(
+      results.map((r) => r.contender),
+      ['backbeat workers, 2 processors'],
+    );
+    // Four processes (scanner, status, two processors), each more than a few megabytes.
+    assert.ok(results.every((r) => r.median.peakRssBytes > 4 * 16 * 2 ** 20), 'peak RSS of every process');
+    assert.match(formatReport(results, 1), /S3 requests per object, backbeat workers, 2 processors: \d+\.\d\d \(.*GetObject 1\.00.*PutObject 1\.00/);
   });
 
   it('refuses the figures of a contender that did not copy everything', async () => {

@@ -402,8 +402,10 @@ export class Processor {
     const ctx = { source: abortable(source, lease.signal), destination: abortable(this.options.destination, lease.signal), signal: lease.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}) };
     for (let attempt = 1; ; attempt++) {
       try {
-        // A retry reads the destination again: the first attempt may have written it.
-        return { outcome: await replicate(ctx, task, d, attempt === 1 ? await ahead : undefined), attempts: attempt };
+        // A retry reads the destination again (the first attempt may have written it), as does a task
+        // whose rule now gives another key prefix (what was read ahead is the queued key's).
+        const known = attempt === 1 && destinationKey(task, d) === destinationKey(task, queued) ? await ahead : undefined;
+        return { outcome: await replicate(ctx, task, d, known), attempts: attempt };
       } catch (err) {
         if (lease.signal.aborted) throw new Stopped('aborted: the partition was taken away');
         const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);

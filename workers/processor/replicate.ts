@@ -277,8 +277,9 @@ async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskD
   if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
   // Where the journal gave the version's Last-Modified (a listing; MinIO's notifications), it is the
   // order stamp, and the source's history is not listed unless the destination's current version has
-  // no stamp, the same one, or is a delete marker: a new key costs the HEAD, the GET and the PUT. (A
-  // notification's event time is some milliseconds after the write: never the stamp.)
+  // no stamp, the same one, or is a delete marker: a new key costs its state (a HEAD, or in a backfill a
+  // share of a listing page), the GET and the PUT. (A notification's event time is some milliseconds
+  // after the write: never the stamp.)
   const mine = journalStamp(task);
   const replica = current.kind === 'object' && current.replicaOf !== undefined ? current : undefined;
   if (mine !== undefined && replica?.sourceTime !== undefined && replica.sourceTime > mine) return skipped(superseding(replica.replicaOf ?? ''));

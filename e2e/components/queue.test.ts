@@ -17,6 +17,7 @@ import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import type { OutgoingRecord, Queue, QueueConsumer, QueueMessage } from '../../lib/queue/queue.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { follow } from '../../lib/queue/follow.ts';
+import { readToEnd } from '../../lib/queue/read-all.ts';
 import { eventually } from '../harness/wait.ts';
 
 const { ConfigResourceTypes, Kafka, logLevel } = createRequire(import.meta.url)('kafkajs') as typeof import('kafkajs');
@@ -353,6 +354,27 @@ describe('Kafka settings and recovery (real broker)', function () {
     await reader.consumer.close();
     assert.equal(await admin.unconsumedOlderThan?.(group, topic, 3 * 24 * 3600_000), 0);
     await admin.close();
+  });
+
+  it('lets members that start together, racing to create the same topics, all read them at once', async () => {
+    // As worker pods of a new installation do: each creates what is missing; the one whose creation
+    // loses the race must still wait for the topics' leaders before it reads them.
+    const { brokers } = await sharedKafka();
+    for (let round = 0; round < 3; round++) {
+      const topics = Array.from({ length: 4 }, (_, i) => ({ topic: `racing-${String(i)}-${randomUUID()}`, partitions: 8 }));
+      await Promise.all(
+        Array.from({ length: 4 }, async (_, member) => {
+          const queue = kafkaQueue({ brokers, clientId: `racer-${String(member)}`, logger: quiet });
+          const admin = await queue.admin();
+          try {
+            await admin.ensureTopics(topics);
+            for (const { topic } of topics) assert.equal(await readToEnd(queue, topic, () => undefined), 0);
+          } finally {
+            await admin.close();
+          }
+        }),
+      );
+    }
   });
 
   it('restarts a consumer whose batch handler threw, from the last commit, instead of leaving it idle', async () => {

@@ -28,14 +28,14 @@ export function isSettling(err: unknown): boolean {
  * Runs `fn` again while it fails with a settling error, with backoff, for up to `forMs` (then the last
  * error is thrown). Only for what is safe to repeat: connecting, subscribing, reading metadata.
  */
-export async function retryKafka<T>(what: string, fn: () => Promise<T>, logger: Logger, { forMs = 120_000, signal }: { forMs?: number; signal?: AbortSignal } = {}): Promise<T> {
+export async function retryKafka<T>(what: string, fn: () => Promise<T>, logger: Logger | undefined, { forMs = 120_000, signal }: { forMs?: number; signal?: AbortSignal } = {}): Promise<T> {
   const deadline = Date.now() + forMs;
   for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
     try {
       return await fn();
     } catch (err) {
       if (!isSettling(err) || Date.now() + delay > deadline || signal?.aborted === true) throw err;
-      logger.warn(`${what}: Kafka not ready; retrying`, { error: (err as Error).message, retryInMs: delay });
+      logger?.warn(`${what}: Kafka not ready; retrying`, { error: (err as Error).message, retryInMs: delay });
       await sleep(delay, undefined, signal !== undefined ? { signal } : {}).catch(() => undefined);
     }
   }

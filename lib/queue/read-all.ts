@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { retryKafka } from './kafka-retry.ts';
 import { commitBatch } from './ordered.ts';
 import type { Queue, QueueMessage } from './queue.ts';
 
@@ -16,8 +17,10 @@ export async function deleteGroup(queue: Queue, group: string): Promise<void> {
 export async function readToEnd(queue: Queue, topic: string, onMessage: (m: QueueMessage) => void, timeoutMs = 120_000): Promise<number> {
   const group = `backbeat-reader-${randomUUID()}`;
   const admin = await queue.admin();
-  const ends = new Map((await admin.groupLag(group, topic)).filter((p) => p.lag > 0).map((p) => [p.partition, BigInt(p.highWatermark) - 1n]));
-  await admin.close();
+  // Read at a start, when the topic may have been created a moment before by another member: until its
+  // partitions' leaders are settled, Kafka answers "not the leader".
+  const lag = await retryKafka(`the end of ${topic}`, () => admin.groupLag(group, topic), undefined).finally(() => admin.close());
+  const ends = new Map(lag.filter((p) => p.lag > 0).map((p) => [p.partition, BigInt(p.highWatermark) - 1n]));
   if (ends.size === 0) return 0;
   let count = 0;
   const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });

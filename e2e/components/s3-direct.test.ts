@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -15,13 +15,13 @@ import {
 } from '@aws-sdk/client-s3';
 import { abortable, createS3Client, directOf } from '../../lib/s3/client.ts';
 import { classify, isNotFound } from '../../lib/s3/errors.ts';
-import { getObject, headObject, putObject } from '../../lib/s3/objects.ts';
+import { getObject, headObject, putObject, uploadPart } from '../../lib/s3/objects.ts';
 import { minio } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { freePort } from '../harness/net.ts';
 import { versionedBucket } from '../pipeline/sites.ts';
 
-// The copy's GET, HEAD and PUT go around the SDK's middleware (lib/s3/direct.ts): each answer and each
+// The copy's GET, HEAD, PUT and part uploads go around the SDK's middleware (lib/s3/direct.ts): each answer and each
 // error is compared here with the SDK's own for the same request, on a real server.
 
 /** The answer fields the engine reads. */
@@ -40,7 +40,7 @@ async function failureOf(request: Promise<unknown>): Promise<{ name: string; sta
   throw new Error('the request succeeded');
 }
 
-describe('the direct S3 path for GET, HEAD and PUT answers as the SDK does (real MinIO)', function () {
+describe('the direct S3 path for GET, HEAD, PUT and part uploads answers as the SDK does (real MinIO)', function () {
   this.timeout(120_000);
   let server: MinioServer;
   let s3: S3Client;
@@ -96,11 +96,17 @@ describe('the direct S3 path for GET, HEAD and PUT answers as the SDK does (real
     assert.equal((await headObject(s3, { Bucket: bucket, Key: 'empty' })).ContentLength, 0);
   });
 
-  it('GETs a part of a multipart object as the SDK does (Content-Range, parts count)', async () => {
+  it('uploads parts (a stream, a buffer) as the SDK does, and GETs a part of a multipart object as it does (Content-Range, parts count)', async () => {
     const parts = [randomBytes(5 * 1024 * 1024), randomBytes(1000)];
     const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'multi' }));
     const etags = [];
-    for (const [i, part] of parts.entries()) etags.push((await s3.send(new UploadPartCommand({ Bucket: bucket, Key: 'multi', UploadId, PartNumber: i + 1, Body: part }))).ETag);
+    for (const [i, part] of parts.entries()) {
+      const Body = i === 0 ? Readable.from([part.subarray(0, 1000), part.subarray(1000)]) : part;
+      etags.push((await uploadPart(s3, { Bucket: bucket, Key: 'multi', UploadId, PartNumber: i + 1, Body, ContentLength: part.length })).ETag);
+    }
+    assert.deepEqual(etags, parts.map((p) => `"${createHash('md5').update(p).digest('hex')}"`));
+    const bogus = { Bucket: bucket, Key: 'multi', UploadId: 'no-such-upload', PartNumber: 1, Body: Buffer.alloc(1000), ContentLength: 1000 };
+    assert.deepEqual(await failureOf(uploadPart(s3, bogus)), await failureOf(s3.send(new UploadPartCommand(bogus))));
     await s3.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: 'multi', UploadId, MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) } }));
     for (const PartNumber of [1, 2]) {
       const direct = await getObject(s3, { Bucket: bucket, Key: 'multi', PartNumber });

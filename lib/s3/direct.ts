@@ -2,10 +2,10 @@ import { createHash, createHmac, createSecretKey, type Hash, type KeyObject } fr
 import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
-import type { GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, PutObjectCommandInput, PutObjectCommandOutput } from '@aws-sdk/client-s3';
+import type { GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
 
-// The copy's three hot requests (GET, HEAD and PUT of one object) on a path-style endpoint, sent without
+// The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part) on a path-style endpoint, sent without
 // the SDK's middleware stack: signed by the SDK's own SigV4 signer, over the same keep-alive agents, with
 // answers and errors shaped as the SDK's (`$metadata`, `$response`, the error code as `name`). A profile
 // of small copies put the SDK's per-request work (schema serde, endpoint rules, retry and checksum
@@ -141,6 +141,7 @@ const metadataOf = (res: IncomingMessage) => {
 /** The PutObject input fields this path sends; any other field goes through the SDK. */
 const PUT_FIELDS = new Set(['Bucket', 'Key', 'Body', 'ContentLength', 'Metadata', 'ContentType', 'CacheControl', 'ContentDisposition', 'ContentEncoding', 'ContentLanguage', 'Expires', 'StorageClass', 'Tagging']);
 const GET_FIELDS = new Set(['Bucket', 'Key', 'VersionId', 'PartNumber']);
+const PART_FIELDS = new Set(['Bucket', 'Key', 'UploadId', 'PartNumber', 'Body', 'ContentLength']);
 
 export class DirectS3 {
   private readonly endpoint: DirectEndpoint;
@@ -161,6 +162,12 @@ export class DirectS3 {
   /** Whether this path sends `input` as the SDK would (no field it does not know, a body of known length). */
   static takesGet(input: GetObjectCommandInput | HeadObjectCommandInput): boolean {
     return Object.entries(input).every(([k, v]) => v === undefined || GET_FIELDS.has(k));
+  }
+
+  static takesPart(input: UploadPartCommandInput): boolean {
+    const body = input.Body;
+    const sized = body instanceof Uint8Array || (body instanceof Readable && input.ContentLength !== undefined);
+    return sized && Object.entries(input).every(([k, v]) => v === undefined || PART_FIELDS.has(k));
   }
 
   static takesPut(input: PutObjectCommandInput): boolean {
@@ -204,12 +211,22 @@ export class DirectS3 {
     return { $metadata: metadataOf(res), ...(etag !== undefined ? { ETag: etag } : {}), ...(versionId !== undefined ? { VersionId: versionId } : {}) };
   }
 
+  async uploadPart(input: UploadPartCommandInput): Promise<UploadPartCommandOutput> {
+    const body = input.Body as Readable | Uint8Array | undefined;
+    const length = input.ContentLength ?? (body instanceof Uint8Array ? body.byteLength : 0);
+    const res = await this.send('PUT', input, { 'content-length': String(length) }, body ?? Buffer.alloc(0));
+    res.resume();
+    const etag = header(res, 'etag');
+    return { $metadata: metadataOf(res), ...(etag !== undefined ? { ETag: etag } : {}) };
+  }
+
   /** One signed request; resolves with a 2xx answer (its body unread), rejects with the SDK-shaped error otherwise. */
-  private async send(method: string, input: { Bucket?: string | undefined; Key?: string | undefined; VersionId?: string | undefined; PartNumber?: number | undefined }, extra: Record<string, string>, body: Readable | Uint8Array | string | undefined): Promise<IncomingMessage> {
+  private async send(method: string, input: { Bucket?: string | undefined; Key?: string | undefined; VersionId?: string | undefined; PartNumber?: number | undefined; UploadId?: string | undefined }, extra: Record<string, string>, body: Readable | Uint8Array | string | undefined): Promise<IncomingMessage> {
     const { url, agent } = this.endpoint;
     const query: Record<string, string> = {};
     if (input.PartNumber !== undefined) query['partNumber'] = String(input.PartNumber);
     if (input.VersionId !== undefined) query['versionId'] = input.VersionId;
+    if (input.UploadId !== undefined) query['uploadId'] = input.UploadId;
     const base = url.pathname.replace(/\/+$/, '');
     const path = `${base}/${encode(input.Bucket ?? '')}/${encodeKey(input.Key ?? '')}`;
     const signed = await this.signer.sign({

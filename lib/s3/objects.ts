@@ -1,8 +1,22 @@
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type GetObjectCommandInput, type GetObjectCommandOutput, type HeadObjectCommandInput, type HeadObjectCommandOutput, type PutObjectCommandInput, type PutObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  type GetObjectCommandInput,
+  type GetObjectCommandOutput,
+  type HeadObjectCommandInput,
+  type HeadObjectCommandOutput,
+  type PutObjectCommandInput,
+  type PutObjectCommandOutput,
+  type S3Client,
+  type UploadPartCommandInput,
+  type UploadPartCommandOutput,
+} from '@aws-sdk/client-s3';
 import { directOf } from './client.ts';
 import { DirectS3 } from './direct.ts';
 
-// GET, HEAD and PUT of one object: by the client's direct path where it has one and knows the input,
+// GET, HEAD and PUT of one object, and the upload of a part: by the client's direct path where it has one and knows the input,
 // else by the SDK. Same answers, same errors either way.
 
 export function getObject(client: S3Client, input: GetObjectCommandInput): Promise<GetObjectCommandOutput> {
@@ -18,4 +32,9 @@ export function headObject(client: S3Client, input: HeadObjectCommandInput): Pro
 export function putObject(client: S3Client, input: PutObjectCommandInput): Promise<PutObjectCommandOutput> {
   const direct = directOf(client);
   return direct !== undefined && DirectS3.takesPut(input) ? direct.put(input) : client.send(new PutObjectCommand(input));
+}
+
+export function uploadPart(client: S3Client, input: UploadPartCommandInput): Promise<UploadPartCommandOutput> {
+  const direct = directOf(client);
+  return direct !== undefined && DirectS3.takesPart(input) ? direct.uploadPart(input) : client.send(new UploadPartCommand(input));
 }

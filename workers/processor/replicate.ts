@@ -6,7 +6,6 @@ import {
   GetObjectTaggingCommand,
   ListPartsCommand,
   PutObjectTaggingCommand,
-  UploadPartCommand,
   type GetObjectCommandOutput,
   type S3Client,
   type StorageClass,
@@ -15,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
-import { getObject, putObject } from '../../lib/s3/objects.ts';
+import { getObject, putObject, uploadPart } from '../../lib/s3/objects.ts';
 import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
 import { currentState, historyThrough, replicaVersions, type Current, type VersionEntry } from './s3-state.ts';
@@ -241,7 +240,7 @@ async function copyParts(
       const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length } : await getObject(ctx.source, { ...src, PartNumber: n });
       const stream = part.Body as Readable;
       try {
-        const put = await ctx.destination.send(new UploadPartCommand({ ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 }));
+        const put = await uploadPart(ctx.destination, { ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 });
         etags.set(n, put.ETag ?? '');
       } finally {
         stream.destroy();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { createLogger } from '../../lib/log/logger.ts';
 import { startLocal, type LocalRun } from '../../workers/local/local.ts';
 import { minio } from '../harness/env.ts';
@@ -17,6 +17,7 @@ describe('failures on the destination (real MinIO behind a fault-injecting proxy
   let proxy: FaultProxy;
   let local: LocalRun;
   const flakyPuts = { left: 3 };
+  const failedParts = { left: 1 };
 
   before(async () => {
     [src, dst] = [await minio({ name: 'faults-src' }), await minio({ name: 'faults-dst' })];
@@ -26,6 +27,10 @@ describe('failures on the destination (real MinIO behind a fault-injecting proxy
     proxy = await faultProxy(dst.endpoint, (req) => {
       if (req.method !== 'PUT') return false;
       if (req.url?.startsWith('/data/hopeless') === true) return true;
+      if (req.url?.startsWith('/data/parted?') === true && req.url.includes('partNumber=3') && failedParts.left > 0) {
+        failedParts.left--;
+        return true;
+      }
       if (req.url?.startsWith('/data/flaky') === true && flakyPuts.left > 0) {
         flakyPuts.left--;
         return true;
@@ -63,6 +68,20 @@ describe('failures on the destination (real MinIO behind a fault-injecting proxy
     const d = local.status.lookup('src', 'data', 'flaky')[0]?.destinations['dst/data'];
     assert.equal(d?.attempts, 4, 'three injected failures, then success');
     assert.equal((await body(dst.client(), 'data', 'flaky')).toString(), 'eventually there');
+  });
+
+  it('aborts a multipart copy whose part fails (two parts in flight), retries it, and leaves no upload behind', async () => {
+    const s3 = src.client();
+    const parts = Array.from({ length: 4 }, (_, i) => Buffer.alloc(5 * 2 ** 20, i + 1));
+    const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'data', Key: 'parted' }));
+    const etags = [];
+    for (const [i, part] of parts.entries()) etags.push((await s3.send(new UploadPartCommand({ Bucket: 'data', Key: 'parted', UploadId, PartNumber: i + 1, Body: part }))).ETag);
+    const done = await s3.send(new CompleteMultipartUploadCommand({ Bucket: 'data', Key: 'parted', UploadId, MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) } }));
+    await eventually(() => assert.equal(local.status.lookup('src', 'data', 'parted')[0]?.destinations['dst/data']?.state, 'COMPLETED'), 60_000, 250);
+    assert.equal(failedParts.left, 0, 'the third part failed once');
+    assert.equal(local.status.lookup('src', 'data', 'parted')[0]?.destinations['dst/data']?.attempts, 2);
+    assert.equal((await dst.client().send(new HeadObjectCommand({ Bucket: 'data', Key: 'parted' }))).ETag, done.ETag);
+    assert.deepEqual((await dst.client().send(new ListMultipartUploadsCommand({ Bucket: 'data' }))).Uploads ?? [], []);
   });
 
   it('fails after the configured attempts with the reason, and fails a missing bucket at once', async () => {

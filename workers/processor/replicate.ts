@@ -179,6 +179,9 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
   }
 }
 
+/** Parts of one multipart copy under way at once. */
+const PARTS_IN_FLIGHT = 2;
+
 /** The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, and the part count. */
 function multipartEtag(partEtags: string[]): string {
   const digests = Buffer.concat(partEtags.map((e) => Buffer.from(unquote(e), 'hex')));
@@ -203,7 +206,7 @@ async function uploadedParts(client: S3Client, target: { Bucket: string; Key: st
 }
 
 /**
- * A multipart copy with the source's own part boundaries, one part streamed at a time. The upload is
+ * A multipart copy with the source's own part boundaries, each part streamed, two at a time. The upload is
  * recorded in the ledger before its first part: a copy cut short resumes from the parts already there,
  * and is completed only if every part adds up to the source's ETag (a part that differs is never made
  * visible). An abort (the partition taken away) leaves the upload for the next owner; any other failure
@@ -234,18 +237,34 @@ async function copyParts(
   const target = { Bucket: headers.Bucket, Key: headers.Key, UploadId: uploadId };
   // A first part already uploaded (a resumed copy) lets its GET go at once, rather than held open.
   if (etags.has(1)) first?.stream.destroy();
-  try {
-    for (let n = 1; n <= count; n++) {
-      if (etags.has(n)) continue;
-      const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length } : await getObject(ctx.source, { ...src, PartNumber: n });
-      const stream = part.Body as Readable;
-      try {
-        const put = await uploadPart(ctx.destination, { ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 });
-        etags.set(n, put.ETag ?? '');
-      } finally {
-        stream.destroy();
-      }
+  const copyPart = async (n: number): Promise<void> => {
+    const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length } : await getObject(ctx.source, { ...src, PartNumber: n });
+    const stream = part.Body as Readable;
+    try {
+      const put = await uploadPart(ctx.destination, { ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 });
+      etags.set(n, put.ETag ?? '');
+    } finally {
+      stream.destroy();
     }
+  };
+  try {
+    // PARTS_IN_FLIGHT parts at a time, in order: the next part's GET overlaps the upload before it. A
+    // failure stops the others from starting one more, and waits for those under way.
+    const todo = Array.from({ length: count }, (_, i) => i + 1).filter((n) => !etags.has(n));
+    let next = 0;
+    let failed = false;
+    const lanes = await Promise.allSettled(
+      Array.from({ length: Math.min(PARTS_IN_FLIGHT, todo.length) }, async () => {
+        for (let n = todo[next++]; n !== undefined && !failed; n = todo[next++]) {
+          await copyPart(n).catch((err: unknown) => {
+            failed = true;
+            throw err;
+          });
+        }
+      }),
+    );
+    const failure = lanes.find((l) => l.status === 'rejected');
+    if (failure !== undefined) throw failure.reason;
     const list = Array.from({ length: count }, (_, i) => ({ PartNumber: i + 1, ETag: etags.get(i + 1) ?? '' }));
     const expected = multipartEtag(list.map((p) => p.ETag));
     if (expected !== sourceEtag) throw new ReplicaMismatch(`the uploaded parts make ETag ${expected}, not the source's ${sourceEtag}`);

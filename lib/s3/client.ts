@@ -88,9 +88,10 @@ export function createS3Client(options: S3EndpointOptions): S3Client {
  * (an AbortError) and new ones fail at once. The connection pool stays shared.
  */
 export function abortable(client: S3Client, signal: AbortSignal): S3Client {
+  const direct = directOf(client)?.withSignal(signal);
   return new Proxy(client, {
     get(target, prop, receiver) {
-      if (prop === DIRECT) return directOf(target)?.withSignal(signal);
+      if (prop === DIRECT) return direct;
       if (prop !== 'send') return Reflect.get(target, prop, receiver) as unknown;
       return (command: Parameters<S3Client['send']>[0], options?: Parameters<S3Client['send']>[1]) => target.send(command, { ...(typeof options === 'object' ? options : {}), abortSignal: signal });
     },

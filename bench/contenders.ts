@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { requireBinary } from '../e2e/harness/binaries.ts';
 import { freePort, httpGet } from '../e2e/harness/net.ts';
-import { ManagedProcess, logTail } from '../e2e/harness/process.ts';
+import { logTail } from '../e2e/harness/process.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
 import { locationManifest, versionedBucket } from '../e2e/pipeline/sites.ts';
-import { cpuSeconds, peakRss } from './process.ts';
+import { backbeatProcess, cpuSeconds, peakRss } from './process.ts';
 import { contents, putObjects } from './replicate.ts';
 
 // The programs under comparison, each run as its own process so that its wall time and peak memory are
@@ -49,8 +49,6 @@ export interface Contender {
   run(job: Job): Promise<Measure>;
 }
 
-const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
-
 /** The bench's Locations and rule (it backfills the source bucket), in a folder of `job.dir`, returned. */
 export function writeBenchManifests(job: Job): string {
   const manifests = join(job.dir, 'manifests');
@@ -88,11 +86,11 @@ export function backbeatContender(name: string, options: { brokers?: string[]; p
       const manifests = writeBenchManifests(job);
       const server = `http://127.0.0.1:${String(await freePort())}`;
       const prefix = `bench-${job.targetBucket}`;
-      const args = [CLI, 'run', '-f', manifests, '--state-dir', join(job.dir, 'state'), '--listen', server.slice('http://'.length), '--concurrency', String(job.concurrency), '--prefix', prefix];
+      const args = ['run', '-f', manifests, '--state-dir', join(job.dir, 'state'), '--listen', server.slice('http://'.length), '--concurrency', String(job.concurrency), '--prefix', prefix];
       if (brokers !== undefined) args.push('--brokers', brokers.join(','), ...threads);
       const profileDir = join(job.dir, 'profile');
       const profiling = options.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-      const proc = new ManagedProcess({ name: prefix, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...profiling, ...args], logFile: join(job.dir, 'backbeat.log') });
+      const proc = backbeatProcess({ name: prefix, args, logFile: join(job.dir, 'backbeat.log'), nodeOptions: profiling });
       const started = performance.now();
       let seconds = 0;
       let failure: string | undefined;

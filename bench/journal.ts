@@ -4,11 +4,11 @@ import { ListObjectsV2Command, ListObjectVersionsCommand, PutBucketNotificationC
 import { dump } from 'js-yaml';
 import { freePort, httpGet } from '../e2e/harness/net.ts';
 import type { MinioServer } from '../e2e/harness/minio.ts';
-import { logTail, ManagedProcess } from '../e2e/harness/process.ts';
+import { logTail, type ManagedProcess } from '../e2e/harness/process.ts';
 import { runDir } from '../e2e/harness/run-dir.ts';
 import { locationManifest, versionedBucket } from '../e2e/pipeline/sites.ts';
 import { configureReplication } from './contenders.ts';
-import { cpuSeconds } from './process.ts';
+import { backbeatProcess, cpuSeconds } from './process.ts';
 
 // `make bench BENCH=--journal`: backbeat on Kafka fed by the source server's own bucket notifications,
 // objects written at a steady rate. Measures, per object, the time from its source PUT's completion to
@@ -33,7 +33,6 @@ export interface JournalRun {
 /** The longest an object may take to reach its destination in a run that kept up. */
 export const KEPT_UP_S = 5;
 
-const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
 
 /**
  * When each key first appears in `bucket`, listed every POLL_MS from the first key not seen yet (keys are
@@ -177,8 +176,8 @@ export function journalRun(o: RunOptions & { brokers: string[]; journalTopic: st
       writeFileSync(join(manifests, 'locations.yaml'), `${locationManifest('src', o.source.endpoint, o.source.credentials, { journal: { kafka: { topic: o.journalTopic } } })}---\n${locationManifest('dst', o.destination.endpoint, o.destination.credentials)}`);
       writeFileSync(join(manifests, 'rule.yaml'), dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'bench' }, spec: { source: { location: 'src', bucket }, destinations: [{ location: 'dst', bucket }] } }));
       const listen = `127.0.0.1:${String(await freePort())}`;
-      const args = [CLI, 'run', '-f', manifests, '--state-dir', join(dir, 'state'), '--listen', listen, '--concurrency', String(o.concurrency), '--prefix', `bench-${bucket}`, '--brokers', o.brokers.join(',')];
-      proc = new ManagedProcess({ name: bucket, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...args], logFile: join(dir, 'backbeat.log') });
+      const args = ['run', '-f', manifests, '--state-dir', join(dir, 'state'), '--listen', listen, '--concurrency', String(o.concurrency), '--prefix', `bench-${bucket}`, '--brokers', o.brokers.join(',')];
+      proc = backbeatProcess({ name: bucket, args, logFile: join(dir, 'backbeat.log') });
       await proc.start({ probe: async () => (await httpGet(`http://${listen}/v1/summary`)).status === 200, timeoutMs: 60_000, intervalMs: 200 });
     },
     cpuSeconds: () => cpuSeconds(proc?.pid),

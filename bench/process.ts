@@ -1,6 +1,18 @@
 import { readFileSync } from 'node:fs';
+import { ManagedProcess } from '../e2e/harness/process.ts';
 
 // What both benchmarks need of their command line and of the processes they measure.
+
+const BIN = new URL('../bin/backbeat', import.meta.url).pathname;
+
+/**
+ * backbeat as a user of a checkout runs it: `bin/backbeat`, with its Node and heap flags; `nodeOptions`
+ * (a CPU profiler, say) are added to NODE_OPTIONS after them.
+ */
+export function backbeatProcess(spec: { name: string; args: string[]; logFile: string; nodeOptions?: string[] }): ManagedProcess {
+  const extra = [process.env['NODE_OPTIONS'] ?? '', ...(spec.nodeOptions ?? [])].filter((o) => o !== '').join(' ');
+  return new ManagedProcess({ name: spec.name, command: BIN, args: spec.args, logFile: spec.logFile, ...(extra !== '' ? { env: { NODE_OPTIONS: extra } } : {}) });
+}
 
 /** VmHWM of a live process: its peak resident memory so far, in bytes; 0 once it is gone. */
 export function peakRss(pid: number | undefined): number {

@@ -5,9 +5,9 @@ import { loadManifests } from '../lib/config/manifests.ts';
 import { publishConfig } from '../lib/config/published.ts';
 import { ruleStarts } from '../workers/local/rule-starts.ts';
 import { freePort, httpGet } from '../e2e/harness/net.ts';
-import { logTail, ManagedProcess } from '../e2e/harness/process.ts';
+import { logTail, type ManagedProcess } from '../e2e/harness/process.ts';
 import { writeBenchManifests, type Contender } from './contenders.ts';
-import { cpuSeconds, peakRss } from './process.ts';
+import { backbeatProcess, cpuSeconds, peakRss } from './process.ts';
 
 // `make bench BENCH='--processors 1,2,4'`: backbeat as the operator runs it on Kubernetes, one process per
 // worker role (scanner, status, and N processor replicas of the destination, one consumer group), on
@@ -15,7 +15,6 @@ import { cpuSeconds, peakRss } from './process.ts';
 // cores. Timed from the scanner's start (the others already running, as pods are when a rule is applied);
 // CPU and memory are every process's, start-up included.
 
-const CLI = new URL('../cli/main.ts', import.meta.url).pathname;
 
 /**
  * The published config and mounted Secrets of the bench's manifests, as a worker pod sees them: the
@@ -53,9 +52,9 @@ export function workersContender(brokers: string[], processors: number): Contend
       /** Starts a role's process, ready once its /healthz answers. */
       const role = async (which: string, extra: string[], listen?: string): Promise<void> => {
         const where = listen ?? `127.0.0.1:${String(await freePort())}`;
-        const args = [CLI, 'worker', '--role', which, ...extra, '--config', configDir, '--credentials', credentialsDir, '--brokers', brokers.join(','), '--prefix', prefix, '--listen', where, '--concurrency', String(job.concurrency)];
+        const args = ['worker', '--role', which, ...extra, '--config', configDir, '--credentials', credentialsDir, '--brokers', brokers.join(','), '--prefix', prefix, '--listen', where, '--concurrency', String(job.concurrency)];
         const label = `${which}-${String(procs.length)}`;
-        const proc = new ManagedProcess({ name: `${prefix}-${label}`, command: process.execPath, args: ['--disable-warning=TimeoutNegativeWarning', ...args], logFile: join(job.dir, `${label}.log`) });
+        const proc = backbeatProcess({ name: `${prefix}-${label}`, args, logFile: join(job.dir, `${label}.log`) });
         procs.push(proc);
         await proc.start({ probe: async () => (await httpGet(`http://${where}/healthz`)).status === 200, timeoutMs: 60_000, intervalMs: 100 });
       };

@@ -9,6 +9,8 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
@@ -197,6 +199,11 @@ describe('Operator on a real API server', function () {
     // The CLI with the on-call token (a file, as `kubectl create token` makes one): allowed.
     assert.equal(await backbeat('pause', 'site-b', '--server', status, '--token-file', oncallTokenFile), 'site-b: paused\n');
     assert.equal(await backbeat('resume', 'site-b', '--server', status, '--token-file', oncallTokenFile), 'site-b: resumed\n');
+    // Or the token of a kubeconfig's user.
+    const kubeconfig = join(dirname(oncallTokenFile), 'oncall.kubeconfig');
+    writeFileSync(kubeconfig, dump({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:6443' } }], users: [{ name: 'oncall', user: { token: readFileSync(oncallTokenFile, 'utf8').trim() } }], contexts: [{ name: 'c', context: { cluster: 'c', user: 'oncall' } }], 'current-context': 'c' }));
+    assert.equal(await backbeat('pause', 'site-b', '--server', status, '--kubeconfig', kubeconfig), 'site-b: paused\n');
+    assert.equal(await backbeat('resume', 'site-b', '--server', status, '--kubeconfig', kubeconfig), 'site-b: resumed\n');
     const denied = await backbeat('pause', 'site-b', '--server', status).catch((err: unknown) => (err as { stderr: string }).stderr);
     assert.match(denied, /needs a Kubernetes bearer token/);
     // Probes and metrics stay open.

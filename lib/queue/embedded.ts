@@ -335,7 +335,9 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
             const p = r.partition ?? partitionFor(r.key, partitions.length, roundRobin++);
             if (partitions[p] === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(p)}`));
             const value = r.value === null ? null : (Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value)).toString('base64');
-            byPartition.set(p, [...(byPartition.get(p) ?? []), { k: r.key ?? null, v: value, h: r.headers ?? {}, t: Date.now() }]);
+            const list = byPartition.get(p) ?? [];
+            if (list.length === 0) byPartition.set(p, list);
+            list.push({ k: r.key ?? null, v: value, h: r.headers ?? {}, t: Date.now() });
           }
           const written = new Map<number, string>();
           const logs: PartitionLog[] = [];

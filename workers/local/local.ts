@@ -9,7 +9,6 @@ import { ConfigError, type Problem } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { createMetrics, recordLag } from '../../lib/metrics.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
-import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import { encode, installationTopics, pauseKey, queueNames, TASK_RETENTION_MS } from '../messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
@@ -94,7 +93,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           onError: (what, error) => logger.warn(`embedded queue: ${what} failed; retrying`, { error }),
           onRepair: (what) => logger.warn('embedded queue repaired at open', { what }),
         }) : undefined;
-  const queue: Queue = embedded ?? kafkaQueue({ brokers: options.brokers ?? [], clientId: 'backbeat-local', logger, ...(options.kafkaSecurity !== undefined ? { security: options.kafkaSecurity } : {}) });
+  // kafkajs is loaded only when asked for.
+  const queue: Queue = embedded ?? (await import('../../lib/queue/kafka.ts')).kafkaQueue({ brokers: options.brokers ?? [], clientId: 'backbeat-local', logger, ...(options.kafkaSecurity !== undefined ? { security: options.kafkaSecurity } : {}) });
   const prefix = options.prefix ?? 'backbeat';
   const names = queueNames(prefix);
   const metrics = createMetrics();

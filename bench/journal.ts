@@ -33,7 +33,6 @@ export interface JournalRun {
 /** The longest an object may take to reach its destination in a run that kept up. */
 export const KEPT_UP_S = 5;
 
-
 /**
  * When each key first appears in `bucket`, listed every POLL_MS from the first key not seen yet (keys are
  * written in order): to the poll's resolution, for replicas whose Last-Modified is not their own.

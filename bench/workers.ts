@@ -15,7 +15,6 @@ import { backbeatProcess, cpuSeconds, peakRss } from './process.ts';
 // cores. Timed from the scanner's start (the others already running, as pods are when a rule is applied);
 // CPU and memory are every process's, start-up included.
 
-
 /**
  * The published config and mounted Secrets of the bench's manifests, as a worker pod sees them: the
  * bucket configs and locations in `config/`, each Secret a folder of files in `credentials/`.

@@ -226,6 +226,12 @@ class PartitionWindow {
     }
   }
 
+  /** Work (or its tail) threw: start nothing more here. A throw while the partition is being given up is the stop itself. */
+  private failed(err: unknown): void {
+    if (!(err instanceof Deferred) && this.lease.isActive()) this.failure ??= err;
+    this.accepting = false;
+  }
+
   private async runChain(key: string): Promise<void> {
     this.running++;
     try {
@@ -233,18 +239,13 @@ class PartitionWindow {
         const chain = this.chains.get(key);
         const entry = chain?.[0];
         if (chain === undefined || entry === undefined) return;
-        const failed = (err: unknown): void => {
-          // A throw while the partition is being given up is the stop itself.
-          if (!(err instanceof Deferred) && this.lease.isActive()) this.failure ??= err;
-          this.accepting = false;
-        };
         let tail: Promise<unknown> | undefined;
         await this.options.limiter.acquire();
         try {
           if (!this.accepting || !this.lease.isActive()) return;
           tail = (await this.options.work(entry.message, this.lease))?.tail;
         } catch (err) {
-          failed(err);
+          this.failed(err);
           return;
         } finally {
           this.options.limiter.release();
@@ -253,7 +254,7 @@ class PartitionWindow {
           try {
             await tail;
           } catch (err) {
-            failed(err);
+            this.failed(err);
             return;
           }
         }

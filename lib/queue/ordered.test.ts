@@ -113,38 +113,4 @@ describe('partition windows (consumeOrdered)', () => {
     assert.deepEqual(done, [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]);
     assert.equal(commits.at(-1), '15');
   });
-
-  it('frees a slot once work leaves only its tail; the offset is done, and the key goes on, when the tail settles', async () => {
-    const { consumer, handlers, commits, rewinds } = scripted();
-    const ran: number[] = [];
-    const tails = new Map<number, { resolve(): void; reject(err: Error): void }>();
-    await consumeOrdered(
-      consumer,
-      new Limiter(1),
-      (m) => {
-        const offset = Number(m.offset);
-        ran.push(offset);
-        if (offset !== 1 && offset !== 4) return Promise.resolve();
-        return Promise.resolve({ tail: new Promise<void>((resolve, reject) => tails.set(offset, { resolve, reject })) });
-      },
-      { commitIntervalMs: 10 },
-    );
-    const h = handlers();
-    h.onAssign?.([{ topic: TOPIC, partition: 0 }]);
-    // Offset 3 has offset 1's key: it waits for 1's tail; 2 and 5 take the one slot meanwhile.
-    const same = (offset: number, key: string): QueueMessage => ({ ...message(offset), key });
-    await h.onBatch({ ...batch(0, 5), messages: [message(0), same(1, 'a'), message(2), same(3, 'a'), message(4), message(5)] });
-    await sleep(60);
-    assert.deepEqual([...ran].sort(), [0, 1, 2, 4, 5], 'one slot, yet every key but the waiting one ran');
-    assert.equal(commits.at(-1), '1', 'not committed past a tail still running');
-    tails.get(1)?.resolve();
-    await sleep(60);
-    assert.ok(ran.includes(3), 'the key went on once its tail settled');
-    assert.equal(commits.at(-1), '4', 'committed up to the next tail still running');
-    // A tail that fails is a failed task: nothing past it is committed, and it is read again from there.
-    tails.get(4)?.reject(new Error('the result could not be queued'));
-    await sleep(60);
-    assert.equal(commits.at(-1), '4');
-    assert.deepEqual(rewinds, ['4']);
-  });
 });

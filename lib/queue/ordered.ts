@@ -47,14 +47,6 @@ export interface Lease {
   signal: AbortSignal;
 }
 
-/**
- * What work may leave running once it no longer needs a slot of the limiter (a result's durable send):
- * the message counts as done, and the next of its key starts, once `tail` settles.
- */
-export interface Tail {
-  tail: Promise<unknown>;
-}
-
 export interface OrderedOptions {
   limiter: Limiter;
   /**
@@ -62,8 +54,7 @@ export interface OrderedOptions {
    * partition starts nothing more, and what is not done is delivered again. Long work (retries) should
    * give up when `lease.isActive()` turns false.
    */
-  // eslint-disable-next-line @typescript-eslint/no-invalid-void-type -- most work leaves no tail, and says nothing
-  work(message: QueueMessage, lease: Lease): Promise<void | Tail>;
+  work(message: QueueMessage, lease: Lease): Promise<void>;
   /**
    * Told of the messages of a batch that each start their key's chain (nothing of their key runs or
    * waits in this partition), before any of them runs: until it does, no work here touches their keys,
@@ -226,12 +217,6 @@ class PartitionWindow {
     }
   }
 
-  /** Work (or its tail) threw: start nothing more here. A throw while the partition is being given up is the stop itself. */
-  private failed(err: unknown): void {
-    if (!(err instanceof Deferred) && this.lease.isActive()) this.failure ??= err;
-    this.accepting = false;
-  }
-
   private async runChain(key: string): Promise<void> {
     this.running++;
     try {
@@ -239,24 +224,17 @@ class PartitionWindow {
         const chain = this.chains.get(key);
         const entry = chain?.[0];
         if (chain === undefined || entry === undefined) return;
-        let tail: Promise<unknown> | undefined;
         await this.options.limiter.acquire();
         try {
           if (!this.accepting || !this.lease.isActive()) return;
-          tail = (await this.options.work(entry.message, this.lease))?.tail;
+          await this.options.work(entry.message, this.lease);
         } catch (err) {
-          this.failed(err);
+          // A throw while the partition is being given up is the stop itself.
+          if (!(err instanceof Deferred) && this.lease.isActive()) this.failure ??= err;
+          this.accepting = false;
           return;
         } finally {
           this.options.limiter.release();
-        }
-        if (tail !== undefined) {
-          try {
-            await tail;
-          } catch (err) {
-            this.failed(err);
-            return;
-          }
         }
         entry.slot.done = true;
         while (this.slots[this.low]?.done === true) this.low++;

@@ -6,7 +6,7 @@ import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts'
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
 import { backoff, DEFAULT_RETRY, type RetryPolicy } from '../../lib/retry.ts';
-import { consumeOrdered, Deferred, Limiter, type Lease, type Tail } from '../../lib/queue/ordered.ts';
+import { consumeOrdered, Deferred, Limiter, type Lease } from '../../lib/queue/ordered.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
@@ -295,16 +295,15 @@ export class Processor {
     }
   }
 
-  private async handle(message: QueueMessage, lease: Lease): Promise<Tail | undefined> {
+  private async handle(message: QueueMessage, lease: Lease): Promise<void> {
     let task: ReplicationTask;
     try {
       task = this.parsed.get(message) ?? parseMessage(ReplicationTask, message.value);
     } catch (err) {
       await this.refuseMalformed(message, err as MalformedMessage);
-      return undefined;
+      return;
     }
     const metrics = this.options.metrics;
-    const sends: Promise<void>[] = [];
     for (const d of task.destinations.filter((x) => x.location === this.options.location)) {
       metrics?.inFlight.inc({ destination: this.options.location });
       const copyKey = ledgerKey({ destination: d.id, key: destinationKey(task, d) });
@@ -329,32 +328,23 @@ export class Processor {
         ...(outcome.replicaEtag !== undefined ? { replicaEtag: outcome.replicaEtag } : {}),
         at: new Date().toISOString(),
       };
-      // The result is durably queued before the offset can be committed (the tail: at least once, end to
-      // end), but the copy's slot is free meanwhile: waiting for a group commit holds no copy back.
-      const sent = this.results.send(this.names.status, [{ key: objectKey(task.source), value: encode(event) }]).then(() => this.count(task, d, outcome, failure));
-      sent.catch(() => undefined); // handled by the tail, once every destination is done
-      sends.push(sent);
-    }
-    return sends.length > 0 ? { tail: Promise.all(sends) } : undefined;
-  }
-
-  /** Counts a result once it is durably queued. */
-  private count(task: ReplicationTask, d: TaskDestination, outcome: Outcome, failure: string | undefined): void {
-    const metrics = this.options.metrics;
-    if (failure !== undefined) {
-      this.counters.failed++;
-      metrics?.failures.inc({ destination: d.id, reason: reasonCode(failure) });
-    } else if (outcome.state === 'SKIPPED') {
-      this.counters.skipped++;
-      metrics?.skipped.inc({ destination: d.id });
-    } else {
-      this.counters.completed++;
-      this.counters.bytes += outcome.bytes;
-      // A change found already applied (a duplicate, a retry) is not counted twice.
-      if (outcome.reason === undefined) {
-        metrics?.replicatedObjects.inc({ destination: d.id });
-        metrics?.replicatedBytes.inc({ destination: d.id }, outcome.bytes);
-        metrics?.latency.observe({ destination: d.id }, Math.max(0, Date.now() - Date.parse(task.eventTime)) / 1000);
+      // The result is durably queued before the offset can be committed: at least once, end to end.
+      await this.results.send(this.names.status, [{ key: objectKey(task.source), value: encode(event) }]);
+      if (failure !== undefined) {
+        this.counters.failed++;
+        metrics?.failures.inc({ destination: d.id, reason: reasonCode(failure) });
+      } else if (outcome.state === 'SKIPPED') {
+        this.counters.skipped++;
+        metrics?.skipped.inc({ destination: d.id });
+      } else {
+        this.counters.completed++;
+        this.counters.bytes += outcome.bytes;
+        // A change found already applied (a duplicate, a retry) is not counted twice.
+        if (outcome.reason === undefined) {
+          metrics?.replicatedObjects.inc({ destination: d.id });
+          metrics?.replicatedBytes.inc({ destination: d.id }, outcome.bytes);
+          metrics?.latency.observe({ destination: d.id }, Math.max(0, Date.now() - Date.parse(task.eventTime)) / 1000);
+        }
       }
     }
   }

@@ -335,8 +335,8 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
             const p = r.partition ?? partitionFor(r.key, partitions.length, roundRobin++);
             if (partitions[p] === undefined) return Promise.reject(new Error(`topic "${topic}" has no partition ${String(p)}`));
             const value = r.value === null ? null : (Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value)).toString('base64');
-            const list = byPartition.get(p) ?? [];
-            if (list.length === 0) byPartition.set(p, list);
+            let list = byPartition.get(p);
+            if (list === undefined) byPartition.set(p, (list = []));
             list.push({ k: r.key ?? null, v: value, h: r.headers ?? {}, t: Date.now() });
           }
           const written = new Map<number, string>();

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { freePort, serviceHost } from './net.ts';
 import type { TestPki } from './pki.ts';
 import { ManagedProcess, logTail, ComponentStartError, type ReadyCheck } from './process.ts';
 import { runDir } from './run-dir.ts';
+import { eventually } from './wait.ts';
 
 const run = promisify(execFile);
 
@@ -104,6 +106,7 @@ export async function startKafkaCluster(name: string, size: number, secure?: Sec
   // option to StorageTool (a start failing once in 64).
   const clusterId = `A${randomBytes(16).toString('base64url').slice(1)}`;
   const nodes: (KafkaNode & { ready: ReadyCheck })[] = [];
+  const probes: string[] = [];
   for (const [i, p] of ports.entries()) {
     const id = i + 1;
     const dir = join(runDir(), size === 1 ? name : `${name}-${String(id)}`);
@@ -153,11 +156,18 @@ export async function startKafkaCluster(name: string, size: number, secure?: Sec
     // internal listener of a secure cluster: the harness holds no client credentials).
     const broker = brokers[i] ?? '';
     const probed = secure === undefined ? broker : `127.0.0.1:${String(p.internal)}`;
-    const ready: ReadyCheck = { probe: () => brokerAnswers([probed], id), timeoutMs: 90_000, intervalMs: 500 };
+    const ready: ReadyCheck = { probe: () => brokerAnswers([probed], [id]), timeoutMs: 90_000, intervalMs: 500 };
+    probes.push(probed);
     nodes.push({ id, broker, process: proc, ready, kill: () => proc.kill(), start: () => proc.start(ready) });
   }
   // The controllers need their quorum to elect a leader: every node starts at once.
   await Promise.all(nodes.map((n) => n.start()));
+  // Up once every node lists every broker: a topic created while one is still fenced (a busy machine)
+  // gets a replica fewer, as the product counts the brokers it sees.
+  const ids = nodes.map((n) => n.id);
+  await eventually(async () => {
+    for (const probed of probes) assert.ok(await brokerAnswers([probed], ids), `${name}: ${probed} does not list all ${String(size)} brokers yet`);
+  }, 90_000, 500);
   return {
     brokers,
     ...(secure !== undefined ? { internalBrokers: ports.map((p) => `127.0.0.1:${String(p.internal)}`) } : {}),
@@ -190,12 +200,12 @@ export async function startKafka(name = 'kafka'): Promise<KafkaServer> {
 }
 
 /** True once the broker answers metadata requests, lists node `id` among the brokers and knows a controller. */
-async function brokerAnswers(brokers: string[], id: number): Promise<boolean> {
+async function brokerAnswers(brokers: string[], ids: number[]): Promise<boolean> {
   const admin = new Kafka({ brokers, clientId: 'harness-probe', logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();
   try {
     await admin.connect();
     const cluster = await admin.describeCluster();
-    return cluster.brokers.some((b) => b.nodeId === id) && cluster.controller !== null;
+    return ids.every((id) => cluster.brokers.some((b) => b.nodeId === id)) && cluster.controller !== null;
   } catch {
     return false;
   } finally {

@@ -440,6 +440,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           commit(opts.groupId, points);
           return Promise.resolve();
         },
+        committed: (tp) => Promise.resolve(groups.get(opts.groupId)?.get(tpKey(tp)) ?? null),
         rewind({ topic, partition, offset }) {
           rewinds.set(tpKey({ topic, partition }), Number(offset));
           appended.emit('append');

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 import { busyFirstAssigner } from './busy-first.ts';
+import { sendAcknowledged } from './kafka-acked.ts';
 import { retryKafka } from './kafka-retry.ts';
 import { kafkajsSecurity, type KafkaSecurity } from './kafka-security.ts';
 import {
@@ -149,29 +150,31 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     headers: headersOf(message.headers),
     timestamp: Number(message.timestamp),
   });
-  // The producer's own partitioner, asked with a topic's partition count: where a key's records go.
+  // The producer's own partitioner, asked with a topic's partitions: where a key's records go.
   const partitioner = Partitioners.DefaultPartitioner();
-  const partitionCounts = new Map<string, number>();
+  const topicPartitions = new Map<string, PartitionMetadata[]>();
+  const partitionsOfTopic = async (topic: string): Promise<PartitionMetadata[]> => {
+    let partitions = topicPartitions.get(topic);
+    if (partitions === undefined) {
+      const admin = kafka.admin();
+      const count = await settle(`partitions of ${topic}`, async () => {
+        await admin.connect();
+        try {
+          return (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
+        } finally {
+          await admin.disconnect();
+        }
+      });
+      if (count === 0) throw new Error(`topic "${topic}" has no partitions`);
+      partitions = Array.from({ length: count }, (_, partitionId): PartitionMetadata => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
+      topicPartitions.set(topic, partitions);
+    }
+    return partitions;
+  };
+  const partitionFor = (topic: string, partitionMetadata: PartitionMetadata[], key: string | null): number => partitioner({ topic, partitionMetadata, message: { key, value: null } });
 
   return {
-    async partitionOf(topic: string, key: string): Promise<number> {
-      let count = partitionCounts.get(topic);
-      if (count === undefined) {
-        const admin = kafka.admin();
-        count = await settle(`partitions of ${topic}`, async () => {
-          await admin.connect();
-          try {
-            return (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
-          } finally {
-            await admin.disconnect();
-          }
-        });
-        if (count === 0) throw new Error(`topic "${topic}" has no partitions`);
-        partitionCounts.set(topic, count);
-      }
-      const partitionMetadata = Array.from({ length: count }, (_, partitionId): PartitionMetadata => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
-      return partitioner({ topic, partitionMetadata, message: { key, value: null } });
-    },
+    partitionOf: async (topic: string, key: string): Promise<number> => partitionFor(topic, await partitionsOfTopic(topic), key),
 
     async replay(topic: string, from: Map<number, string>, onMessage: (m: QueueMessage) => void, onEnds?: (ends: Map<number, string>) => void): Promise<Map<number, string>> {
       const admin = kafka.admin();
@@ -321,20 +324,18 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       await settle('producer connection', () => producer.connect());
       return {
         async send(topic, records): Promise<Written[]> {
-          const written = await producer.send({
-            topic,
-            acks: -1,
-            messages: records.map((r) => ({
-              key: r.key ?? null,
-              value: r.value,
-              ...(r.headers !== undefined ? { headers: r.headers } : {}),
-              ...(r.partition !== undefined ? { partition: r.partition } : {}),
-            })),
-          });
-          // A partition's records of one send are appended together from its base offset; the end is
-          // known where every record named its partition.
+          // Each record's partition chosen here, as kafkajs would: what the answer must then cover.
+          const partitions = records.every((r) => r.partition !== undefined) ? [] : await partitionsOfTopic(topic);
+          const messages = records.map((r) => ({
+            key: r.key ?? null,
+            value: r.value,
+            ...(r.headers !== undefined ? { headers: r.headers } : {}),
+            partition: r.partition ?? partitionFor(topic, partitions, r.key ?? null),
+          }));
+          const written = await sendAcknowledged((pending) => producer.send({ topic, acks: -1, messages: pending }), messages, log, topic);
+          // A partition's records of one send are appended together from its base offset.
           const counts = new Map<number, number>();
-          for (const r of records) if (r.partition !== undefined) counts.set(r.partition, (counts.get(r.partition) ?? 0) + 1);
+          for (const m of messages) counts.set(m.partition, (counts.get(m.partition) ?? 0) + 1);
           return written.flatMap((w) => {
             const n = counts.get(w.partition);
             return n === undefined || w.baseOffset === undefined ? [] : [{ partition: w.partition, next: (BigInt(w.baseOffset) + BigInt(n)).toString() }];
@@ -382,6 +383,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       let closed = false;
       let restartTimer: NodeJS.Timeout | undefined;
       let restarts = 0;
+      let committedAdmin: Admin | undefined;
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         // kafkajs has left the group before it says so.
         if (handlers?.windowed !== undefined) loseAll('the consumer crashed');
@@ -509,6 +511,18 @@ export function kafkaQueue(options: KafkaOptions): Queue {
           await consumer.commitOffsets(points);
           for (const p of points) committed.set(`${p.topic}/${p.partition}`, p.offset);
         },
+        async committed({ topic, partition }) {
+          // One admin client per consumer, asked once per partition taken over (a join, a lease lost).
+          committedAdmin ??= kafka.admin();
+          const admin = committedAdmin;
+          // Briefly: the batch waiting on this sends no heartbeat; a failure has it fetched again.
+          const [offsets] = await retryKafka(`commits of ${opts.groupId}`, async () => {
+            await admin.connect();
+            return admin.fetchOffsets({ groupId: opts.groupId, topics: [topic] });
+          }, log, { forMs: 10_000 });
+          const offset = offsets?.partitions.find((p) => p.partition === partition)?.offset;
+          return offset === undefined || BigInt(offset) < 0n ? null : offset;
+        },
         rewind: ({ topic, partition, offset }) => {
           try {
             consumer.seek({ topic, partition, offset });
@@ -533,6 +547,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
             await handlers.windowed.drain();
           }
           await consumer.disconnect();
+          await committedAdmin?.disconnect();
         },
       };
     },

@@ -117,21 +117,14 @@ class PartitionWindow {
   private gapSince = 0;
   readonly lease: Lease;
 
-  /**
-   * `resumeAt`: the commit of a window of this partition revoked in this process (a lease that ran out,
-   * then held again); batches fetched before its rewind took effect must not start this one further on.
-   */
-  constructor(tp: TopicPartition, consumer: QueueConsumer, options: OrderedOptions, resumeAt?: bigint) {
+  /** Whether `next` has been set from the group's commit, before the first batch is taken in. */
+  private started = false;
+
+  constructor(tp: TopicPartition, consumer: QueueConsumer, options: OrderedOptions) {
     this.tp = tp;
     this.consumer = consumer;
     this.options = options;
     this.lease = { isActive: () => this.owned && !this.stopping, signal: this.fence.signal };
-    this.next = this.committed = resumeAt;
-  }
-
-  /** Where a window taking over this partition here must start: the last commit. */
-  get resumeOffset(): bigint | undefined {
-    return this.committed;
   }
 
   /** Work runs or waits: the group should leave the partition here through a rebalance. */
@@ -169,6 +162,16 @@ class PartitionWindow {
       throw failure instanceof Error ? failure : new Error('work failed', { cause: failure });
     }
     if (!this.owned || this.stopping || !batch.isActive()) return;
+    if (!this.started) {
+      // The window starts at the group's commit, not at its first batch: that batch may have been fetched
+      // before a rewind or a rejoin (a window of this partition revoked here, its task aborted), and
+      // taking it as it is would skip what lies between. Without a commit, the first batch is the start.
+      const committed = await this.consumer.committed(this.tp);
+      if (committed !== null) this.next = this.committed = BigInt(committed);
+      this.started = true;
+      // Revoked or stopped while it asked.
+      if (!this.lease.isActive() || !batch.isActive()) return;
+    }
     const first = batch.messages[0];
     if (first !== undefined && this.next !== undefined && BigInt(first.offset) > this.next) {
       // Messages from `next` on were never taken in (a batch fetched before a rewind, and there can be
@@ -326,8 +329,6 @@ export function commitBatch(consumer: QueueConsumer, batch: Batch): Promise<void
 export async function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, work: OrderedOptions['work'], more: Omit<OrderedOptions, 'limiter' | 'work'> = {}): Promise<void> {
   const options: OrderedOptions = { limiter, work, ...more };
   const windows = new Map<string, PartitionWindow>();
-  // The commits of windows revoked while the queue may still hold their partitions (a lease that ran out).
-  const resumeAt = new Map<string, bigint>();
   let stopping = false;
   const ticker = setInterval(() => {
     for (const w of windows.values()) void w.commit();
@@ -338,20 +339,16 @@ export async function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, 
       if (stopping) return;
       let w = windows.get(tpKey(batch));
       if (w === undefined) {
-        w = new PartitionWindow({ topic: batch.topic, partition: batch.partition }, consumer, options, resumeAt.get(tpKey(batch)));
+        w = new PartitionWindow({ topic: batch.topic, partition: batch.partition }, consumer, options);
         windows.set(tpKey(batch), w);
       }
       await w.take(batch);
     },
     onAssign: (assignment) => {
-      // A join: the queue reads each partition from the group's commit again.
-      if (assignment.length > 0) resumeAt.clear();
       const kept = new Set(assignment.map(tpKey));
       for (const [k, w] of windows) {
         if (kept.has(k)) continue;
         w.revoke();
-        const at = w.resumeOffset;
-        if (at !== undefined) resumeAt.set(k, at);
         windows.delete(k);
       }
     },

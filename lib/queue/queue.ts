@@ -149,6 +149,8 @@ export interface QueueConsumer {
   commit(points: CommitPoint[]): Promise<void>;
   /** The partition's next batch starts at `offset` (its last commit): what a window gave up is read again. */
   rewind(point: CommitPoint): void;
+  /** The group's commit on a partition as the queue holds it (null: none yet): where a new owner starts. */
+  committed(tp: TopicPartition): Promise<string | null>;
   /**
    * Whether it consumes: true from run() until close(), false while it waits to start again after a
    * crash that kafkajs does not recover from. /readyz reports a role whose consumer does not.

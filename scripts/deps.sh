@@ -3,7 +3,7 @@
 # per version under $BACKBEAT_CACHE (default ~/.cache/backbeat). Safe to run twice at once: every
 # component builds under its own lock into a temporary folder that is renamed into place when complete.
 #
-#   scripts/deps.sh [component ...]     default: all; components: node kafka minio mc etcd kube helm rclone promcheck
+#   scripts/deps.sh [component ...]     default: all; components: node kafka minio mc seaweedfs etcd kube helm rclone promcheck
 #                                       (`default` names these)
 #                                       and on request: kubenode (the test node's Kubernetes binaries), engine
 #                                       (Docker, containerd, CNI plugins from Debian), base (the image's base)
@@ -19,6 +19,9 @@ MINIO_V=20260212-r1
 # mc configures MinIO's own bucket replication, a contender of `make bench` (no semver tags either).
 MC_MOD=v0.0.0-20250313080218-cf909e1063a9
 MC_V=20250313-r1
+# SeaweedFS, the second S3 implementation of the data-plane suites (no semver tags on its module path).
+SEAWEED_MOD=v0.0.0-20261109003541-7506e5f91cd6
+SEAWEED_V=20261109-r1
 ETCD_V=3.6.16-r1
 K8S_V=1.35.4  # newest 1.35 patch the checksum database verifies here
 KUBE_V=$K8S_V-r1
@@ -93,6 +96,18 @@ build_minio() {
 
 build_mc() {
   GOBIN="$OUT" "${GOENV[@]}" go install -ldflags="-s -w" "github.com/minio/mc@$MC_MOD"
+}
+
+build_seaweedfs() {
+  # Its go.mod replaces go-bip39 (gone from the proxy) with a fork, and `go install` refuses a module with
+  # replace directives: a wrapper module builds it with the same replacement.
+  local w="$CACHE/src/seaweedfs-$SEAWEED_V"
+  rm -rf "$w" && mkdir -p "$w" && cd "$w"
+  "${GOENV[@]}" go mod init local/weedbuild >/dev/null 2>&1
+  "${GOENV[@]}" go mod edit -replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0
+  "${GOENV[@]}" go get "github.com/seaweedfs/seaweedfs/weed@$SEAWEED_MOD"
+  "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/weed" github.com/seaweedfs/seaweedfs/weed
+  cd / && rm -rf "$w"
 }
 
 build_etcd() {
@@ -227,6 +242,13 @@ fetch_kube_deps() {
   cd / && rm -rf "$w"
 }
 
+fetch_seaweedfs_deps() {
+  local w; w=$(mktemp -d) && cd "$w"
+  "${GOENV[@]}" go mod init local/weedfetch && "${GOENV[@]}" go mod edit -replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0
+  "${GOENV[@]}" go get "github.com/seaweedfs/seaweedfs/weed@$SEAWEED_MOD"
+  cd / && rm -rf "$w"
+}
+
 fetch_etcd_deps() {
   local w; w=$(mktemp -d) && cd "$w"
   "${GOENV[@]}" go mod init local/etcdfetch && "${GOENV[@]}" go get "go.etcd.io/etcd/server/v3@v${ETCD_V%-r*}"
@@ -238,6 +260,7 @@ prefetch() {
   case $1 in
     minio) cold minio "$MINIO_V" && fetch_module_deps github.com/minio/minio "$MINIO_MOD" ;;
     mc) cold mc "$MC_V" && fetch_module_deps github.com/minio/mc "$MC_MOD" ;;
+    seaweedfs) cold seaweedfs "$SEAWEED_V" && fetch_seaweedfs_deps ;;
     helm) cold helm "$HELM_V" && fetch_module_deps helm.sh/helm/v3 "v${HELM_V%-r*}" ;;
     etcd) cold etcd "$ETCD_V" && fetch_etcd_deps ;;
     # One fetch serves both: the API server and the node's binaries come from the same modules.
@@ -252,6 +275,7 @@ component() {
     kafka) ensure kafka "$KAFKA_V" build_kafka ;;
     minio) ensure minio "$MINIO_V" build_minio ;;
     mc) ensure mc "$MC_V" build_mc ;;
+    seaweedfs) ensure seaweedfs "$SEAWEED_V" build_seaweedfs ;;
     etcd) ensure etcd "$ETCD_V" build_etcd ;;
     kube) ensure kube "$KUBE_V" build_kube ;;
     kubenode) ensure kubenode "$KUBENODE_V" build_kubenode ;;
@@ -260,7 +284,7 @@ component() {
     promcheck) ensure promcheck "$PROMCHECK_V" build_promcheck ;;
     engine) engine ;;
     base) component node && engine && ensure base "$BASE_V" build_base ;;
-    *) echo "deps: unknown component '$1' (known: node kafka minio mc etcd kube helm rclone promcheck kubenode engine base)" >&2; exit 2 ;;
+    *) echo "deps: unknown component '$1' (known: node kafka minio mc seaweedfs etcd kube helm rclone promcheck kubenode engine base)" >&2; exit 2 ;;
   esac
 }
 
@@ -271,6 +295,7 @@ if [ "${1:-}" = --env ]; then
   echo "BACKBEAT_KAFKA_LIBS=$CACHE/bin/kafka-$KAFKA_V/libs"
   echo "BACKBEAT_MINIO=$CACHE/bin/minio-$MINIO_V/minio"
   echo "BACKBEAT_MC=$CACHE/bin/mc-$MC_V/mc"
+  echo "BACKBEAT_WEED=$CACHE/bin/seaweedfs-$SEAWEED_V/weed"
   echo "BACKBEAT_ETCD=$CACHE/bin/etcd-$ETCD_V/etcd"
   echo "BACKBEAT_KUBE_APISERVER=$CACHE/bin/kube-$KUBE_V/kube-apiserver"
   echo "BACKBEAT_KUBECTL=$CACHE/bin/kube-$KUBE_V/kubectl"
@@ -289,13 +314,13 @@ for tool in go java mvn npm flock; do
 done
 mkdir -p "$CACHE"
 start=$SECONDS
-requested=$(echo "${@:-default}" | sed 's/\bdefault\b/node kafka minio mc etcd kube helm rclone promcheck/')
+requested=$(echo "${@:-default}" | sed 's/\bdefault\b/node kafka minio mc seaweedfs etcd kube helm rclone promcheck/')
 # The Go builds run one after the other: each already uses every core, and parallel ones would compete for
 # memory. Beside them run what waits on the network and the disk: the Go module downloads of the later
 # builds, and the other components (Maven, apt, the image's base).
 compiled=() others=()
 for c in $requested; do
-  case $c in minio | mc | etcd | kube | kubenode | helm | promcheck) compiled+=("$c") ;; *) others+=("$c") ;; esac
+  case $c in minio | mc | seaweedfs | etcd | kube | kubenode | helm | promcheck) compiled+=("$c") ;; *) others+=("$c") ;; esac
 done
 for c in $(printf '%s\n' "${compiled[@]/#kubenode/kube}" | sort -u); do (prefetch "$c" || true) >>"$CACHE/prefetch.log" 2>&1 & done
 (for c in "${others[@]}"; do component "$c"; done) &

@@ -10,6 +10,8 @@ export interface Binaries {
   minio: string;
   /** MinIO's client, for its bucket replication in `make bench`. */
   mc: string;
+  /** SeaweedFS (`weed`), the second S3 implementation of the data-plane suites. */
+  weed: string;
   etcd: string;
   kubeApiserver: string;
   kubectl: string;
@@ -45,6 +47,7 @@ export function binaries(): Binaries {
     kafkaLibs: get('BACKBEAT_KAFKA_LIBS'),
     minio: get('BACKBEAT_MINIO'),
     mc: get('BACKBEAT_MC'),
+    weed: get('BACKBEAT_WEED'),
     etcd: get('BACKBEAT_ETCD'),
     kubeApiserver: get('BACKBEAT_KUBE_APISERVER'),
     kubectl: get('BACKBEAT_KUBECTL'),

@@ -3,6 +3,7 @@ import { startKube, type KubeControlPlane } from './kube.ts';
 import { startMinio, type MinioOptions, type MinioServer } from './minio.ts';
 import { startNode, type KubeNode } from './node.ts';
 import { existingRunDir, removeRunDir } from './run-dir.ts';
+import { startSeaweed, type SeaweedServer } from './seaweed.ts';
 import { secretsInLogs } from './secrets.ts';
 
 // The test environment of one test run. Kafka and the Kubernetes control plane are shared by every suite
@@ -38,6 +39,10 @@ export function sharedNode(): Promise<KubeNode> {
 
 export function minio(options: MinioOptions): Promise<MinioServer> {
   return track(startMinio(options));
+}
+
+export function seaweed(options: { name: string }): Promise<SeaweedServer> {
+  return track(startSeaweed(options));
 }
 
 /**

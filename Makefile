@@ -23,7 +23,7 @@ ISOLATED := $(if $(filter 1,$(NODE)),bash scripts/isolated.sh)
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-deps: ## obtain Node 24, Kafka, MinIO, mc, SeaweedFS, etcd, kube-apiserver, kubectl, helm, rclone (once per machine)
+deps: ## obtain Node 24, Kafka, MinIO, mc, SeaweedFS, Ceph RGW, etcd, kube-apiserver, kubectl, helm, rclone (once per machine)
 	bash scripts/deps.sh
 
 $(STAMP): package.json package-lock.json

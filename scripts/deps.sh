@@ -3,7 +3,7 @@
 # per version under $BACKBEAT_CACHE (default ~/.cache/backbeat). Safe to run twice at once: every
 # component builds under its own lock into a temporary folder that is renamed into place when complete.
 #
-#   scripts/deps.sh [component ...]     default: all; components: node kafka minio mc seaweedfs etcd kube helm rclone promcheck
+#   scripts/deps.sh [component ...]     default: all; components: node kafka minio mc seaweedfs etcd kube helm rclone rgw promcheck
 #                                       (`default` names these)
 #                                       and on request: kubenode (the test node's Kubernetes binaries), engine
 #                                       (Docker, containerd, CNI plugins from Debian), base (the image's base)
@@ -28,6 +28,8 @@ KUBE_V=$K8S_V-r1
 KUBENODE_V=$K8S_V-r1
 HELM_V=3.20.2-r1
 RCLONE_V=1.60.1-r1
+# Ceph's RADOS gateway (a third S3 implementation) and the monitor and OSD it needs, from Debian bookworm.
+RGW_V=16.2.15-r1
 # The image's base where no registry is reachable: Debian minbase with this Node and npm.
 NPM_V=11.19.1
 BASE_V=bookworm-node$NODE_V-npm$NPM_V-r2
@@ -186,6 +188,27 @@ build_rclone() {
   rm -rf "$tmp"
 }
 
+build_rgw() {
+  # Debian's packages unpacked into the cache, not installed: nothing runs as a service, nothing lands in
+  # /usr. The libraries a fresh bookworm lacks come along; the python modules serve the `ceph` command
+  # that registers the OSD. The check at the end fails the build when a binary misses a library.
+  local pkgs=(radosgw ceph-mon ceph-osd ceph-base ceph-common librados2 librgw2 libradosstriper1 libcephfs2 librbd1
+    libaio1 libbabeltrace1 libboost-context1.74.0 libboost-filesystem1.74.0 libboost-iostreams1.74.0
+    libboost-program-options1.74.0 libboost-thread1.74.0 libfmt9 libgoogle-perftools4 libibverbs1 librdmacm1
+    libleveldb1d liblua5.3-0 liboath0 libpmem1 librabbitmq4 libsnappy1v5 libfuse2 libdaxctl1 libndctl6
+    libnl-3-200 libnl-route-3-200 python3-rados python3-ceph-argparse python3-ceph-common python3-prettytable python3-wcwidth)
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download "${pkgs[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "${pkgs[@]}" >/dev/null; }; } \
+    && for f in *.deb; do dpkg -x "$f" "$OUT/root"; done)
+  rm -rf "$tmp"
+  local r=$OUT/root lib
+  lib=$r/usr/lib/x86_64-linux-gnu:$r/usr/lib/x86_64-linux-gnu/ceph:$r/lib/x86_64-linux-gnu
+  for b in radosgw radosgw-admin ceph-mon ceph-osd monmaptool; do
+    if LD_LIBRARY_PATH=$lib ldd "$r/usr/bin/$b" | grep 'not found'; then echo "deps: $b misses the libraries above" >&2; return 1; fi
+  done
+  LD_LIBRARY_PATH=$lib "$r/usr/bin/radosgw" --version | grep -q "ceph version ${RGW_V%-r*}"
+}
+
 build_base() {
   # A root filesystem tarball for `docker import`: Debian's minbase (a shell, passwd for useradd) from the
   # machine's own apt sources, the cached Node binary and npm.
@@ -281,10 +304,11 @@ component() {
     kubenode) ensure kubenode "$KUBENODE_V" build_kubenode ;;
     helm) ensure helm "$HELM_V" build_helm ;;
     rclone) ensure rclone "$RCLONE_V" build_rclone ;;
+    rgw) ensure rgw "$RGW_V" build_rgw ;;
     promcheck) ensure promcheck "$PROMCHECK_V" build_promcheck ;;
     engine) engine ;;
     base) component node && engine && ensure base "$BASE_V" build_base ;;
-    *) echo "deps: unknown component '$1' (known: node kafka minio mc seaweedfs etcd kube helm rclone promcheck kubenode engine base)" >&2; exit 2 ;;
+    *) echo "deps: unknown component '$1' (known: node kafka minio mc seaweedfs etcd kube helm rclone rgw promcheck kubenode engine base)" >&2; exit 2 ;;
   esac
 }
 
@@ -302,6 +326,7 @@ if [ "${1:-}" = --env ]; then
   echo "BACKBEAT_KUBENODE=$CACHE/bin/kubenode-$KUBENODE_V"
   echo "BACKBEAT_HELM=$CACHE/bin/helm-$HELM_V/helm"
   echo "BACKBEAT_RCLONE=$CACHE/bin/rclone-$RCLONE_V/rclone"
+  echo "BACKBEAT_RGW_ROOT=$CACHE/bin/rgw-$RGW_V/root"
   echo "BACKBEAT_PROMCHECK=$CACHE/bin/promcheck-$PROMCHECK_V/promcheck"
   echo "BACKBEAT_BASE_ROOTFS=$CACHE/bin/base-$BASE_V/rootfs.tar"
   echo "BACKBEAT_BASE_IMAGE=backbeat-base:$BASE_V"
@@ -314,7 +339,7 @@ for tool in go java mvn npm flock; do
 done
 mkdir -p "$CACHE"
 start=$SECONDS
-requested=$(echo "${@:-default}" | sed 's/\bdefault\b/node kafka minio mc seaweedfs etcd kube helm rclone promcheck/')
+requested=$(echo "${@:-default}" | sed 's/\bdefault\b/node kafka minio mc seaweedfs etcd kube helm rclone rgw promcheck/')
 # The Go builds run one after the other: each already uses every core, and parallel ones would compete for
 # memory. Beside them run what waits on the network and the disk: the Go module downloads of the later
 # builds, and the other components (Maven, apt, the image's base).

@@ -21,6 +21,8 @@ export interface Binaries {
   /** A folder: images.json and the image archive of `make node-images`. */
   nodeImages: string;
   rclone: string;
+  /** A folder: Ceph's monitor, OSD and RADOS gateway unpacked from Debian's packages (usr/bin, usr/lib). */
+  rgwRoot: string;
   promcheck: string;
 }
 
@@ -55,6 +57,7 @@ export function binaries(): Binaries {
     helm: get('BACKBEAT_HELM'),
     nodeImages: get('BACKBEAT_NODE_IMAGES'),
     rclone: get('BACKBEAT_RCLONE'),
+    rgwRoot: get('BACKBEAT_RGW_ROOT'),
     promcheck: get('BACKBEAT_PROMCHECK'),
   };
   return cached;

@@ -3,7 +3,8 @@ import { startKube, type KubeControlPlane } from './kube.ts';
 import { startMinio, type MinioOptions, type MinioServer } from './minio.ts';
 import { startNode, type KubeNode } from './node.ts';
 import { existingRunDir, removeRunDir } from './run-dir.ts';
-import { startSeaweed, type SeaweedServer } from './seaweed.ts';
+import { startRgw } from './rgw.ts';
+import { startSeaweed, type TestS3Server } from './seaweed.ts';
 import { secretsInLogs } from './secrets.ts';
 
 // The test environment of one test run. Kafka and the Kubernetes control plane are shared by every suite
@@ -41,8 +42,12 @@ export function minio(options: MinioOptions): Promise<MinioServer> {
   return track(startMinio(options));
 }
 
-export function seaweed(options: { name: string }): Promise<SeaweedServer> {
+export function seaweed(options: { name: string }): Promise<TestS3Server> {
   return track(startSeaweed(options));
+}
+
+export function rgw(options: { name: string }): Promise<TestS3Server> {
+  return track(startRgw(options));
 }
 
 /**

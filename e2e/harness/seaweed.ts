@@ -9,13 +9,12 @@ import { ManagedProcess } from './process.ts';
 import { runDir } from './run-dir.ts';
 import { testSecret } from './secrets.ts';
 
-/** A SeaweedFS server as the suites use it: an S3 endpoint with its own credentials. */
-export interface SeaweedServer {
+/** An S3 server of the suites other than MinIO: an endpoint on loopback with its own credentials. */
+export interface TestS3Server {
   name: string;
   endpoint: string;
   region: string;
   credentials: S3Credentials;
-  process: ManagedProcess;
   client(): S3Client;
   stop(): Promise<void>;
 }
@@ -26,7 +25,7 @@ export interface SeaweedServer {
  * block), telemetry off, WebDAV and the extra catalogs off. It takes no S3 bucket notifications: as a
  * source it is read by listing scans.
  */
-export async function startSeaweed(options: { name: string }): Promise<SeaweedServer> {
+export async function startSeaweed(options: { name: string }): Promise<TestS3Server> {
   const binary = requireBinary('weed');
   const dir = join(runDir(), `seaweed-${options.name}`);
   mkdirSync(join(dir, 'data'), { recursive: true });
@@ -68,5 +67,5 @@ export async function startSeaweed(options: { name: string }): Promise<SeaweedSe
     timeoutMs: 60_000,
     intervalMs: 250,
   });
-  return { name: options.name, endpoint, region: 'us-east-1', credentials, process: proc, client, stop: () => proc.stop() };
+  return { name: options.name, endpoint, region: 'us-east-1', credentials, client, stop: () => proc.stop() };
 }

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
-import { getObject, putObject, uploadPart } from '../../lib/s3/objects.ts';
+import { getObject, headObject, putObject, uploadPart } from '../../lib/s3/objects.ts';
 import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
 import { currentState, historyThrough, replicaVersions, type Current, type VersionEntry } from './s3-state.ts';
@@ -270,7 +270,9 @@ async function copyParts(
     if (expected !== sourceEtag) throw new ReplicaMismatch(`the uploaded parts make ETag ${expected}, not the source's ${sourceEtag}`);
     const complete = await ctx.destination.send(new CompleteMultipartUploadCommand({ ...target, MultipartUpload: { Parts: list } }));
     await ctx.uploads?.forget(place);
-    return { etag: unquote(complete.ETag), resumed };
+    // Ceph RGW 16 answers with an empty ETag: the replica's is read back.
+    const etag = unquote(complete.ETag) || unquote((await headObject(ctx.destination, { Bucket: target.Bucket, Key: target.Key, ...(complete.VersionId !== undefined ? { VersionId: complete.VersionId } : {}) })).ETag);
+    return { etag, resumed };
   } catch (err) {
     if (ctx.signal?.aborted !== true) {
       // Leave no half-written upload behind; if the abort fails too, the copy's own error matters more

@@ -33,7 +33,9 @@ export async function printStatus(q: StatusQuery): Promise<number> {
     process.stdout.write(`${v.object.location}/${v.object.bucket}/${v.object.key}  version ${v.object.versionId}  ${v.kind}  ${v.state}\n`);
     const rows = [['DESTINATION', 'STATE', 'ATTEMPTS', 'BYTES', 'REPLICA ETAG', 'REASON']];
     for (const [id, d] of Object.entries(v.destinations)) {
-      rows.push([id, d.state, String(d.attempts), String(d.bytes), d.replicaEtag ?? '', d.reason ?? '']);
+      // A replica whose ETag cannot be the source's says how it was checked instead.
+      const etag = `${d.replicaEtag ?? ''}${d.verifiedBy !== undefined ? ` (${d.verifiedBy} checked)` : ''}`;
+      rows.push([id, d.state, String(d.attempts), String(d.bytes), etag, d.reason ?? '']);
     }
     process.stdout.write(`${table(rows).replace(/^/gm, '  ')}\n`);
     for (const f of Object.values(v.followUps ?? {})) {

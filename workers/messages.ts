@@ -156,6 +156,8 @@ export const StatusEvent = Type.Union([
     attempts: Count,
     bytes: Count,
     replicaEtag: Type.Optional(Str),
+    /** How the replica was checked when its ETag cannot be the source's (absent: the same ETag). */
+    verifiedBy: Type.Optional(Type.Union([Type.Literal('md5'), Type.Literal('size')])),
     at: Time,
   }),
   Type.Object({ type: Type.Literal('gc'), object: ObjectRef, state: GcStateSchema, reason: Type.Optional(Reason), at: Time }),

@@ -326,6 +326,7 @@ export class Processor {
         attempts,
         bytes: outcome.bytes,
         ...(outcome.replicaEtag !== undefined ? { replicaEtag: outcome.replicaEtag } : {}),
+        ...(outcome.verifiedBy !== undefined ? { verifiedBy: outcome.verifiedBy } : {}),
         at: new Date().toISOString(),
       };
       // The result is durably queued before the offset can be committed: at least once, end to end.

@@ -11,7 +11,7 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { getObject, headObject, putObject, uploadPart } from '../../lib/s3/objects.ts';
@@ -37,6 +37,8 @@ export interface Outcome {
   replicaEtag?: string;
   /** Parts of a multipart copy found already uploaded (a copy cut short, resumed). */
   resumedParts?: number;
+  /** How the replica was checked when its ETag cannot be the source's: the MD5 of the bytes read, or their count. */
+  verifiedBy?: 'md5' | 'size';
 }
 
 const done = (reason?: string): Outcome => ({ state: 'COMPLETED', bytes: 0, ...(reason !== undefined ? { reason } : {}) });
@@ -46,6 +48,15 @@ const skipped = (reason: string): Outcome => ({ state: 'SKIPPED', reason, bytes:
 export class ReplicaMismatch extends Error {
   override name = 'ReplicaMismatch';
 }
+
+/**
+ * A GET of one part answered with the whole object (no Content-Range, no parts count): the source
+ * ignores partNumber (Ceph RGW 16), and its multipart objects are copied whole.
+ */
+class PartNumberIgnored extends Error {
+  override name = 'PartNumberIgnored';
+}
+const wholeAnswer = (got: { ContentRange?: string | undefined; PartsCount?: number | undefined }): boolean => got.ContentRange === undefined && got.PartsCount === undefined;
 
 const superseding = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
 
@@ -158,12 +169,22 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
       const put = await putObject(ctx.destination, { ...headers, Body: size === 0 ? Buffer.alloc(0) : stream, ContentLength: size });
       replicaEtag = unquote(put.ETag);
+    } else if (parts !== null && multipartHint && stream !== undefined && Number(parts[1]) > 1 && wholeAnswer(got)) {
+      // The first part's GET brought the whole object: copied whole from it.
+      return await copyWhole(ctx, headers, stream, size);
     } else if (parts !== null) {
       // Part by part, keeping the source's parts (and so its ETag): the first part's GET is the first
       // part; a whole-object GET (no hint from the journal) is dropped after its headers.
       const first = multipartHint && stream !== undefined ? { stream, length: got.ContentLength ?? 0 } : undefined;
       if (first === undefined) stream?.destroy();
-      const copied = await copyParts(ctx, task, d, headers, Number(parts[1]), sourceEtag, first);
+      let copied: { etag: string; resumed: number };
+      try {
+        copied = await copyParts(ctx, task, d, headers, Number(parts[1]), sourceEtag, first);
+      } catch (err) {
+        if (!(err instanceof PartNumberIgnored)) throw err;
+        const whole = await getObject(ctx.source, { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId });
+        return await copyWhole(ctx, headers, whole.Body as Readable, size);
+      }
       replicaEtag = copied.etag;
       if (copied.resumed > 0) resumedParts = copied.resumed;
     } else {
@@ -181,6 +202,33 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
 
 /** Parts of one multipart copy under way at once. */
 const PARTS_IN_FLIGHT = 2;
+
+/**
+ * A multipart object of a source that ignores partNumber, copied whole in one PUT (up to the 5 GiB a PUT
+ * takes; a larger one is refused by the destination, and FAILED with its reason). Its ETag, made of other
+ * parts, cannot be the source's: the replica is checked by the MD5 of the bytes read, which a plain PUT's
+ * ETag is, or where the destination's ETag is not an MD5 (encryption), by its size.
+ */
+async function copyWhole(ctx: CopyContext, headers: ReturnType<typeof replicaHeaders>, stream: Readable, size: number): Promise<Outcome> {
+  const md5 = createHash('md5');
+  const body = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      md5.update(chunk);
+      done(null, chunk);
+    },
+  });
+  stream.on('error', (err) => body.destroy(err));
+  const put = await putObject(ctx.destination, { ...headers, Body: stream.pipe(body), ContentLength: size });
+  const digest = md5.digest('hex');
+  const replicaEtag = unquote(put.ETag);
+  if (/^[0-9a-f]{32}$/.test(replicaEtag)) {
+    if (replicaEtag !== digest) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from the MD5 ${digest} of the bytes read`);
+    return { state: 'COMPLETED', bytes: size, replicaEtag, verifiedBy: 'md5' };
+  }
+  const h = await headObject(ctx.destination, { Bucket: headers.Bucket, Key: headers.Key, ...(put.VersionId !== undefined ? { VersionId: put.VersionId } : {}) });
+  if (h.ContentLength !== size) throw new ReplicaMismatch(`replica of ${String(h.ContentLength)} bytes, not the source's ${String(size)}`);
+  return { state: 'COMPLETED', bytes: size, replicaEtag, verifiedBy: 'size' };
+}
 
 /** The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, and the part count. */
 function multipartEtag(partEtags: string[]): string {
@@ -238,8 +286,12 @@ async function copyParts(
   // A first part already uploaded (a resumed copy) lets its GET go at once, rather than held open.
   if (etags.has(1)) first?.stream.destroy();
   const copyPart = async (n: number): Promise<void> => {
-    const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length } : await getObject(ctx.source, { ...src, PartNumber: n });
+    const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length, ContentRange: '', PartsCount: count } : await getObject(ctx.source, { ...src, PartNumber: n });
     const stream = part.Body as Readable;
+    if (count > 1 && wholeAnswer(part)) {
+      stream.destroy();
+      throw new PartNumberIgnored(`the source answered part ${String(n)} with the whole object`);
+    }
     try {
       const put = await uploadPart(ctx.destination, { ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 });
       etags.set(n, put.ETag ?? '');

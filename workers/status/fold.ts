@@ -12,6 +12,8 @@ export interface DestinationStatus {
   lastFailureAt?: string;
   bytes: number;
   replicaEtag?: string;
+  /** How the replica was checked when its ETag cannot be the source's (absent: the same ETag). */
+  verifiedBy?: 'md5' | 'size';
   updatedAt: string;
 }
 
@@ -135,6 +137,7 @@ export function fold(previous: ObjectStatus | undefined, event: StatusEvent): Ob
       attempts: (d?.attempts ?? 0) + event.attempts,
       bytes: event.bytes,
       ...(event.replicaEtag !== undefined ? { replicaEtag: event.replicaEtag } : {}),
+      ...(event.verifiedBy !== undefined ? { verifiedBy: event.verifiedBy } : {}),
       updatedAt: event.at,
     };
   }

@@ -91,7 +91,7 @@ for (const target of servers) {
       const dir = manifests(
         tag,
         [locationManifest('minio-a', a.endpoint, a.credentials, { journal: { kafka: { topic: journalTopic } } }), locationManifest('target', d.endpoint, d.credentials)],
-        [{ source: { location: 'minio-a', bucket: 'docs' }, destinations: [{ location: 'target', bucket: 'docs-copy' }], replicateDeleteMarkers: true }],
+        [{ source: { location: 'minio-a', bucket: 'docs' }, destinations: [{ location: 'target', bucket: 'docs-copy' }], replicateDeleteMarkers: true, replicateVersionDeletes: true }],
       );
       local = await startOn(dir, tag);
     });
@@ -132,6 +132,22 @@ for (const target of servers) {
       assert.equal(local.status.lookup('minio-a', 'docs', 'big.bin')[0]?.destinations['target/docs-copy']?.attempts, 1);
     });
 
+    it('a zero-byte object, and a version deleted at the source deleted there', async () => {
+      const kept = await sa.send(new PutObjectCommand({ Bucket: 'docs', Key: 'empty', Body: Buffer.alloc(0), Metadata: { note: 'nothing' } }));
+      const dropped = await sa.send(new PutObjectCommand({ Bucket: 'docs', Key: 'empty', Body: 'brief' }));
+      await completed('minio-a', 'docs', 'empty', kept.VersionId);
+      await completed('minio-a', 'docs', 'empty', dropped.VersionId);
+      assert.equal((await versionsOf(sd, 'docs-copy', 'empty')).length, 2);
+      await sa.send(new DeleteObjectCommand({ Bucket: 'docs', Key: 'empty', VersionId: dropped.VersionId }));
+      await eventually(async () => {
+        const versions = await versionsOf(sd, 'docs-copy', 'empty');
+        assert.equal(versions.length, 1, `the replica of the deleted version is gone: ${JSON.stringify(versions)}`);
+      }, 60_000);
+      const h = await sd.send(new HeadObjectCommand({ Bucket: 'docs-copy', Key: 'empty' }));
+      assert.equal(h.ContentLength, 0);
+      assert.equal(h.Metadata?.['note'], 'nothing');
+    });
+
     it('a delete makes a delete marker there, the versions stay', async () => {
       await sa.send(new PutObjectCommand({ Bucket: 'docs', Key: 'gone.txt', Body: 'short-lived' }));
       await completed('minio-a', 'docs', 'gone.txt');
@@ -166,7 +182,7 @@ for (const source of servers) {
       const dir = manifests(
         tag,
         [locationManifest('other', src.endpoint, src.credentials, { journal: { scan: { intervalSeconds: 10 } } }), locationManifest('minio-m', m.endpoint, m.credentials)],
-        [{ source: { location: 'other', bucket: 'inbox' }, destinations: [{ location: 'minio-m', bucket: 'inbox-copy' }], replicateExistingObjects: true }],
+        [{ source: { location: 'other', bucket: 'inbox' }, destinations: [{ location: 'minio-m', bucket: 'inbox-copy' }], replicateExistingObjects: true, replicateDeleteMarkers: true }],
       );
       local = await startOn(dir, tag);
     });
@@ -186,6 +202,16 @@ for (const source of servers) {
       await ss.send(new PutObjectCommand({ Bucket: 'inbox', Key: 'after/two.txt', Body: 'written later' }));
       await completed('other', 'inbox', 'after/two.txt');
       assert.equal((await body(sm, 'inbox-copy', 'after/two.txt')).toString(), 'written later');
+    });
+
+    it('a zero-byte object, then its delete marker', async () => {
+      await ss.send(new PutObjectCommand({ Bucket: 'inbox', Key: 'empty', Body: Buffer.alloc(0) }));
+      await completed('other', 'inbox', 'empty');
+      assert.equal((await sm.send(new HeadObjectCommand({ Bucket: 'inbox-copy', Key: 'empty' }))).ContentLength, 0);
+      const marker = await ss.send(new DeleteObjectCommand({ Bucket: 'inbox', Key: 'empty' }));
+      await completed('other', 'inbox', 'empty', marker.VersionId);
+      const versions = await versionsOf(sm, 'inbox-copy', 'empty');
+      assert.deepEqual(versions.map((v) => v.deleteMarker), [true, false], JSON.stringify(versions));
     });
 
     it(source.partsKept ? 'a multipart object, part by part, with its ETag' : 'a multipart object, whole (partNumber ignored), checked by its MD5', async () => {

@@ -2,7 +2,7 @@ import { createHash, createHmac, createSecretKey, type Hash, type KeyObject } fr
 import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
-import type { GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
+import type { ServerSideEncryption, GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
 
 // The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part) on a path-style endpoint, sent without
@@ -128,6 +128,7 @@ function objectHeaders(res: IncomingMessage) {
     TagCount: num('x-amz-tagging-count'),
     PartsCount: num('x-amz-mp-parts-count'),
     DeleteMarker: h('x-amz-delete-marker') === 'true' ? true : undefined,
+    ServerSideEncryption: h('x-amz-server-side-encryption'),
   };
   // As the SDK: a field the answer does not carry is absent, not undefined.
   return { ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)), Metadata: metadata } as Omit<HeadObjectCommandOutput, '$metadata'>;
@@ -208,7 +209,8 @@ export class DirectS3 {
     res.resume();
     const etag = header(res, 'etag');
     const versionId = header(res, 'x-amz-version-id');
-    return { $metadata: metadataOf(res), ...(etag !== undefined ? { ETag: etag } : {}), ...(versionId !== undefined ? { VersionId: versionId } : {}) };
+    const sse = header(res, 'x-amz-server-side-encryption');
+    return { $metadata: metadataOf(res), ...(etag !== undefined ? { ETag: etag } : {}), ...(versionId !== undefined ? { VersionId: versionId } : {}), ...(sse !== undefined ? { ServerSideEncryption: sse as ServerSideEncryption } : {}) };
   }
 
   async uploadPart(input: UploadPartCommandInput): Promise<UploadPartCommandOutput> {

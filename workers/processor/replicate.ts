@@ -164,14 +164,22 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     const parts = /-(\d+)$/.exec(sourceEtag);
     let replicaEtag: string;
     let resumedParts: number | undefined;
+    // Encrypted at rest on the source (SSE-S3, SSE-KMS), its ETag is not the MD5 of its bytes, nor made of them.
+    const encrypted = got.ServerSideEncryption !== undefined;
     if (parts === null && stream !== undefined && got.ContentLength === size) {
       // (A first part's GET of an object without parts is the whole object.)
-      // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
+      if (encrypted) return await copyWhole(ctx, headers, stream, size);
       const put = await putObject(ctx.destination, { ...headers, Body: size === 0 ? Buffer.alloc(0) : stream, ContentLength: size });
       replicaEtag = unquote(put.ETag);
+      // A destination that encrypts (its bucket's default) answers with an ETag of its own.
+      if (put.ServerSideEncryption !== undefined && replicaEtag !== sourceEtag) return await checkedBySize(ctx, headers, put, size);
     } else if (parts !== null && multipartHint && stream !== undefined && Number(parts[1]) > 1 && wholeAnswer(got)) {
       // The first part's GET brought the whole object: copied whole from it.
       return await copyWhole(ctx, headers, stream, size);
+    } else if (parts !== null && encrypted) {
+      stream?.destroy();
+      const whole = await getObject(ctx.source, { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId });
+      return await copyWhole(ctx, headers, whole.Body as Readable, size);
     } else if (parts !== null) {
       // Part by part, keeping the source's parts (and so its ETag): the first part's GET is the first
       // part; a whole-object GET (no hint from the journal) is dropped after its headers.
@@ -204,10 +212,11 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
 const PARTS_IN_FLIGHT = 2;
 
 /**
- * A multipart object of a source that ignores partNumber, copied whole in one PUT (up to the 5 GiB a PUT
- * takes; a larger one is refused by the destination, and FAILED with its reason). Its ETag, made of other
- * parts, cannot be the source's: the replica is checked by the MD5 of the bytes read, which a plain PUT's
- * ETag is, or where the destination's ETag is not an MD5 (encryption), by its size.
+ * A version whose ETag a copy cannot reproduce (a multipart object of a source that ignores partNumber,
+ * an object encrypted at rest on the source) copied whole in one PUT: up to the 5 GiB a PUT takes, a
+ * larger one is refused by the destination and FAILED with its reason. The replica is checked by the MD5
+ * of the bytes read, which a plain PUT's ETag is (MinIO's under SSE-S3 too); where the destination
+ * encrypts with ETags of its own (SSE-KMS on AWS), by its size.
  */
 async function copyWhole(ctx: CopyContext, headers: ReturnType<typeof replicaHeaders>, stream: Readable, size: number): Promise<Outcome> {
   const md5 = createHash('md5');
@@ -218,16 +227,20 @@ async function copyWhole(ctx: CopyContext, headers: ReturnType<typeof replicaHea
     },
   });
   stream.on('error', (err) => body.destroy(err));
-  const put = await putObject(ctx.destination, { ...headers, Body: stream.pipe(body), ContentLength: size });
+  // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
+  const put = await putObject(ctx.destination, { ...headers, Body: size === 0 ? Buffer.alloc(0) : stream.pipe(body), ContentLength: size });
   const digest = md5.digest('hex');
   const replicaEtag = unquote(put.ETag);
-  if (/^[0-9a-f]{32}$/.test(replicaEtag)) {
-    if (replicaEtag !== digest) throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from the MD5 ${digest} of the bytes read`);
-    return { state: 'COMPLETED', bytes: size, replicaEtag, verifiedBy: 'md5' };
-  }
+  if (replicaEtag === digest) return { state: 'COMPLETED', bytes: size, replicaEtag, verifiedBy: 'md5' };
+  if (put.ServerSideEncryption !== undefined || !/^[0-9a-f]{32}$/.test(replicaEtag)) return checkedBySize(ctx, headers, put, size);
+  throw new ReplicaMismatch(`replica ETag ${replicaEtag} differs from the MD5 ${digest} of the bytes read`);
+}
+
+/** A replica whose ETag says nothing of its bytes (the destination encrypts): checked by its size. */
+async function checkedBySize(ctx: CopyContext, headers: ReturnType<typeof replicaHeaders>, put: { ETag?: string | undefined; VersionId?: string | undefined }, size: number): Promise<Outcome> {
   const h = await headObject(ctx.destination, { Bucket: headers.Bucket, Key: headers.Key, ...(put.VersionId !== undefined ? { VersionId: put.VersionId } : {}) });
   if (h.ContentLength !== size) throw new ReplicaMismatch(`replica of ${String(h.ContentLength)} bytes, not the source's ${String(size)}`);
-  return { state: 'COMPLETED', bytes: size, replicaEtag, verifiedBy: 'size' };
+  return { state: 'COMPLETED', bytes: size, replicaEtag: unquote(put.ETag), verifiedBy: 'size' };
 }
 
 /** The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, and the part count. */

@@ -227,8 +227,14 @@ async function copyWhole(ctx: CopyContext, headers: ReturnType<typeof replicaHea
     },
   });
   stream.on('error', (err) => body.destroy(err));
-  // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
-  const put = await putObject(ctx.destination, { ...headers, Body: size === 0 ? Buffer.alloc(0) : stream.pipe(body), ContentLength: size });
+  let put: Awaited<ReturnType<typeof putObject>>;
+  try {
+    // An empty object is sent as an empty body: a stream of length 0 looks like an unknown length.
+    put = await putObject(ctx.destination, { ...headers, Body: size === 0 ? Buffer.alloc(0) : stream.pipe(body), ContentLength: size });
+  } finally {
+    // Releases the source connection whatever happened to the write.
+    stream.destroy();
+  }
   const digest = md5.digest('hex');
   const replicaEtag = unquote(put.ETag);
   if (replicaEtag === digest) return { state: 'COMPLETED', bytes: size, replicaEtag, verifiedBy: 'md5' };
@@ -299,9 +305,11 @@ async function copyParts(
   // A first part already uploaded (a resumed copy) lets its GET go at once, rather than held open.
   if (etags.has(1)) first?.stream.destroy();
   const copyPart = async (n: number): Promise<void> => {
-    const part = n === 1 && first !== undefined ? { Body: first.stream, ContentLength: first.length, ContentRange: '', PartsCount: count } : await getObject(ctx.source, { ...src, PartNumber: n });
+    const fetched = n === 1 && first !== undefined ? undefined : await getObject(ctx.source, { ...src, PartNumber: n });
+    const part = fetched ?? { Body: first?.stream, ContentLength: first?.length };
     const stream = part.Body as Readable;
-    if (count > 1 && wholeAnswer(part)) {
+    // (The first part from the journal's hint was checked by copyObject.)
+    if (fetched !== undefined && count > 1 && wholeAnswer(fetched)) {
       stream.destroy();
       throw new PartNumberIgnored(`the source answered part ${String(n)} with the whole object`);
     }

@@ -100,14 +100,19 @@ build_mc() {
   GOBIN="$OUT" "${GOENV[@]}" go install -ldflags="-s -w" "github.com/minio/mc@$MC_MOD"
 }
 
-build_seaweedfs() {
-  # Its go.mod replaces go-bip39 (gone from the proxy) with a fork, and `go install` refuses a module with
-  # replace directives: a wrapper module builds it with the same replacement.
-  local w="$CACHE/src/seaweedfs-$SEAWEED_V"
-  rm -rf "$w" && mkdir -p "$w" && cd "$w"
+# seaweed_module DIR: a wrapper module in DIR (the working directory afterwards) that requires SeaweedFS.
+# Its go.mod replaces go-bip39 (gone from the proxy) with a fork, and `go install` refuses a module with
+# replace directives: the wrapper makes the same replacement.
+seaweed_module() {
+  rm -rf "$1" && mkdir -p "$1" && cd "$1"
   "${GOENV[@]}" go mod init local/weedbuild >/dev/null 2>&1
   "${GOENV[@]}" go mod edit -replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0
   "${GOENV[@]}" go get "github.com/seaweedfs/seaweedfs/weed@$SEAWEED_MOD"
+}
+
+build_seaweedfs() {
+  local w="$CACHE/src/seaweedfs-$SEAWEED_V"
+  seaweed_module "$w"
   "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/weed" github.com/seaweedfs/seaweedfs/weed
   cd / && rm -rf "$w"
 }
@@ -266,9 +271,8 @@ fetch_kube_deps() {
 }
 
 fetch_seaweedfs_deps() {
-  local w; w=$(mktemp -d) && cd "$w"
-  "${GOENV[@]}" go mod init local/weedfetch && "${GOENV[@]}" go mod edit -replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0
-  "${GOENV[@]}" go get "github.com/seaweedfs/seaweedfs/weed@$SEAWEED_MOD"
+  local w; w=$(mktemp -d)
+  seaweed_module "$w"
   cd / && rm -rf "$w"
 }
 

@@ -199,7 +199,7 @@ export async function startKafka(name = 'kafka'): Promise<KafkaServer> {
   };
 }
 
-/** True once the broker answers metadata requests, lists node `id` among the brokers and knows a controller. */
+/** True once the broker answers metadata requests, lists every node of `ids` among the brokers and knows a controller. */
 async function brokerAnswers(brokers: string[], ids: number[]): Promise<boolean> {
   const admin = new Kafka({ brokers, clientId: 'harness-probe', logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();
   try {

@@ -384,6 +384,8 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       let restartTimer: NodeJS.Timeout | undefined;
       let restarts = 0;
       let committedAdmin: Admin | undefined;
+      // The commits of a topic being asked for: windows made together wait on the same answer.
+      const asking = new Map<string, Promise<{ partition: number; offset: string }[]>>();
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         // kafkajs has left the group before it says so.
         if (handlers?.windowed !== undefined) loseAll('the consumer crashed');
@@ -512,15 +514,19 @@ export function kafkaQueue(options: KafkaOptions): Queue {
           for (const p of points) committed.set(`${p.topic}/${p.partition}`, p.offset);
         },
         async committed({ topic, partition }) {
-          // One admin client per consumer, asked once per partition taken over (a join, a lease lost).
+          // One admin client per consumer; the windows a join makes at once share one request per topic.
           committedAdmin ??= kafka.admin();
           const admin = committedAdmin;
-          // Briefly: the batch waiting on this sends no heartbeat; a failure has it fetched again.
-          const [offsets] = await retryKafka(`commits of ${opts.groupId}`, async () => {
-            await admin.connect();
-            return admin.fetchOffsets({ groupId: opts.groupId, topics: [topic] });
-          }, log, { forMs: 10_000 });
-          const offset = offsets?.partitions.find((p) => p.partition === partition)?.offset;
+          let asked = asking.get(topic);
+          if (asked === undefined) {
+            // Briefly: the batch waiting on this sends no heartbeat; a failure has it fetched again.
+            asked = retryKafka(`commits of ${opts.groupId}`, async () => {
+              await admin.connect();
+              return (await admin.fetchOffsets({ groupId: opts.groupId, topics: [topic] }))[0]?.partitions ?? [];
+            }, log, { forMs: 10_000 }).finally(() => asking.delete(topic));
+            asking.set(topic, asked);
+          }
+          const offset = (await asked).find((p) => p.partition === partition)?.offset;
           return offset === undefined || BigInt(offset) < 0n ? null : offset;
         },
         rewind: ({ topic, partition, offset }) => {

@@ -45,35 +45,53 @@ function scripted(): { consumer: QueueConsumer; handlers: () => ConsumerHandlers
   return { consumer, handlers: () => given ?? assert.fail('not running'), commits, rewinds, group };
 }
 
+/**
+ * Offset 5 is slow the first time; the lease runs out while it runs (onAssign([])), so it is aborted and
+ * the window revoked, with everything before it committed.
+ */
+async function leaseLostWithTaskInFlight(): Promise<ReturnType<typeof scripted> & { h: ConsumerHandlers; done: number[] }> {
+  const script = scripted();
+  const done: number[] = [];
+  let release: (() => void) | undefined;
+  await consumeOrdered(
+    script.consumer,
+    new Limiter(8),
+    async (m, lease) => {
+      const offset = Number(m.offset);
+      if (offset === 5 && !done.includes(-5)) {
+        done.push(-5);
+        await new Promise<void>((resolve) => (release = resolve));
+        if (!lease.isActive()) throw new Error('aborted');
+      }
+      done.push(offset);
+    },
+    { commitIntervalMs: 10 },
+  );
+  const h = script.handlers();
+  h.onAssign?.([{ topic: TOPIC, partition: 0 }]);
+  await h.onBatch(batch(0, 9));
+  await sleep(50);
+  assert.deepEqual(script.commits.at(-1), '5', 'committed up to the task in flight');
+  // The lease runs out: the windows are revoked, and the partition is read again from its commit.
+  h.onAssign?.([]);
+  release?.();
+  await sleep(20);
+  return { ...script, h, done };
+}
+
+/** The rewound fetch, from the commit on: the aborted task runs again, and the commit never goes back. */
+async function rewoundFetchRunsTheAbortedTask({ h, done, commits }: { h: ConsumerHandlers; done: number[]; commits: string[] }): Promise<void> {
+  await h.onBatch(batch(5, 19));
+  await sleep(100);
+  assert.ok(done.includes(5), 'the aborted task ran again');
+  assert.deepEqual(commits.at(-1), '20');
+  assert.ok(commits.every((c, i) => i === 0 || Number(c) >= Number(commits[i - 1])), `commits never go back: ${commits.join(',')}`);
+}
+
 describe('partition windows (consumeOrdered)', () => {
   it('after a lease lost with a task in flight, a batch fetched before the rewind does not skip that task', async () => {
-    const { consumer, handlers, commits, rewinds } = scripted();
-    const done: number[] = [];
-    let release: (() => void) | undefined;
-    await consumeOrdered(
-      consumer,
-      new Limiter(8),
-      async (m, lease) => {
-        const offset = Number(m.offset);
-        // Offset 5 is slow the first time: the lease runs out while it runs, and it is aborted.
-        if (offset === 5 && !done.includes(-5)) {
-          done.push(-5);
-          await new Promise<void>((resolve) => (release = resolve));
-          if (!lease.isActive()) throw new Error('aborted');
-        }
-        done.push(offset);
-      },
-      { commitIntervalMs: 10 },
-    );
-    const h = handlers();
-    h.onAssign?.([{ topic: TOPIC, partition: 0 }]);
-    await h.onBatch(batch(0, 9));
-    await sleep(50);
-    assert.deepEqual(commits.at(-1), '5', 'committed up to the task in flight');
-    // The lease runs out: the windows are revoked, and the partition is read again from its commit.
-    h.onAssign?.([]);
-    release?.();
-    await sleep(20);
+    const run = await leaseLostWithTaskInFlight();
+    const { h, done, rewinds } = run;
     assert.deepEqual(rewinds, ['5']);
     // The group answers again (no new assignment), and a batch fetched before the rewind arrives.
     await h.onBatch(batch(10, 19));
@@ -86,55 +104,21 @@ describe('partition windows (consumeOrdered)', () => {
     await sleep(50);
     assert.ok(!done.some((o) => o >= 10), `nothing past the gap was taken in: ${done.join(',')}`);
     assert.deepEqual(rewinds, ['5', '5', '5']);
-    // The rewound fetch: from the commit on.
-    await h.onBatch(batch(5, 19));
-    await sleep(100);
-    assert.ok(done.includes(5), 'the aborted task ran again');
-    assert.deepEqual(commits.at(-1), '20');
-    assert.ok(commits.every((c, i) => i === 0 || Number(c) >= Number(commits[i - 1])), `commits never go back: ${commits.join(',')}`);
+    await rewoundFetchRunsTheAbortedTask(run);
   });
 
   it('after a rejoin that gives the partition back, a batch fetched before it does not skip the task aborted by the lease lost', async () => {
     // What broker-loss.test.ts caught in CI (tasks queued during the outage left PENDING at one
     // destination): the lease runs out with a task in flight, the member joins again and gets the same
     // partition, and a batch fetched before the join, past the aborted task, comes first.
-    const { consumer, handlers, commits, rewinds } = scripted();
-    const done: number[] = [];
-    let release: (() => void) | undefined;
-    await consumeOrdered(
-      consumer,
-      new Limiter(8),
-      async (m, lease) => {
-        const offset = Number(m.offset);
-        if (offset === 5 && !done.includes(-5)) {
-          done.push(-5);
-          await new Promise<void>((resolve) => (release = resolve));
-          if (!lease.isActive()) throw new Error('aborted');
-        }
-        done.push(offset);
-      },
-      { commitIntervalMs: 10 },
-    );
-    const h = handlers();
-    const tp = { topic: TOPIC, partition: 0 };
-    h.onAssign?.([tp]);
-    await h.onBatch(batch(0, 9));
-    await sleep(50);
-    assert.equal(commits.at(-1), '5');
-    h.onAssign?.([]);
-    release?.();
-    await sleep(20);
-    // The join gives the partition back; the stale batch comes first.
-    h.onAssign?.([tp]);
+    const run = await leaseLostWithTaskInFlight();
+    const { h, done, rewinds } = run;
+    h.onAssign?.([{ topic: TOPIC, partition: 0 }]);
     await h.onBatch(batch(10, 19));
     await sleep(50);
     assert.ok(!done.some((o) => o >= 10), `nothing past the aborted task was taken in: ${done.join(',')}`);
     assert.deepEqual(rewinds.at(-1), '5', 'read again from the commit');
-    await h.onBatch(batch(5, 19));
-    await sleep(100);
-    assert.ok(done.includes(5), 'the aborted task ran again');
-    assert.equal(commits.at(-1), '20');
-    assert.ok(commits.every((c, i) => i === 0 || Number(c) >= Number(commits[i - 1])), `commits never go back: ${commits.join(',')}`);
+    await rewoundFetchRunsTheAbortedTask(run);
   });
 
   it('a partition taken over starts at the commit another member made: nothing before it runs again, nothing after it is skipped', async () => {

@@ -166,6 +166,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     let resumedParts: number | undefined;
     // Encrypted at rest on the source (SSE-S3, SSE-KMS), its ETag is not the MD5 of its bytes, nor made of them.
     const encrypted = got.ServerSideEncryption !== undefined;
+    const copyWholeAnew = async (): Promise<Outcome> => copyWhole(ctx, headers, (await getObject(ctx.source, src)).Body as Readable, size);
     if (parts === null && stream !== undefined && got.ContentLength === size) {
       // (A first part's GET of an object without parts is the whole object.)
       if (encrypted) return await copyWhole(ctx, headers, stream, size);
@@ -178,8 +179,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       return await copyWhole(ctx, headers, stream, size);
     } else if (parts !== null && encrypted) {
       stream?.destroy();
-      const whole = await getObject(ctx.source, { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId });
-      return await copyWhole(ctx, headers, whole.Body as Readable, size);
+      return await copyWholeAnew();
     } else if (parts !== null) {
       // Part by part, keeping the source's parts (and so its ETag): the first part's GET is the first
       // part; a whole-object GET (no hint from the journal) is dropped after its headers.
@@ -190,8 +190,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
         copied = await copyParts(ctx, task, d, headers, Number(parts[1]), sourceEtag, first);
       } catch (err) {
         if (!(err instanceof PartNumberIgnored)) throw err;
-        const whole = await getObject(ctx.source, { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId });
-        return await copyWhole(ctx, headers, whole.Body as Readable, size);
+        return await copyWholeAnew();
       }
       replicaEtag = copied.etag;
       if (copied.resumed > 0) resumedParts = copied.resumed;

@@ -22,7 +22,7 @@ import { eventually } from '../e2e/harness/wait.ts';
 import { printStatus } from '../cli/status.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { startLocal } from '../workers/local/local.ts';
-import { keyHistory } from '../workers/processor/s3-state.ts';
+import { keyHistory } from '../lib/s3/history.ts';
 
 const EXAMPLES = new URL('../examples/', import.meta.url).pathname;
 const say = (line = ''): boolean => process.stdout.write(`${line}\n`);

@@ -8,6 +8,7 @@ import {
   DeleteObjectCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
+  ListObjectVersionsCommand,
   PutBucketEncryptionCommand,
   PutBucketNotificationConfigurationCommand,
   PutObjectCommand,
@@ -16,8 +17,11 @@ import {
 } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
 import { createLogger } from '../../lib/log/logger.ts';
+import { PROBE_PREFIX, probeDestination } from '../../lib/s3/capabilities.ts';
 import { testSecret } from '../harness/secrets.ts';
 import { startLocal, type LocalRun } from '../../workers/local/local.ts';
+import type { ReplicationTask } from '../../workers/messages.ts';
+import { replicate } from '../../workers/processor/replicate.ts';
 import { minio, rgw, seaweed, sharedKafka } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -40,6 +44,8 @@ interface Server {
   start(name: string): Promise<TestS3Server>;
   /** Whether a GET of one part answers that part, so that a copy keeps the source's parts and ETag. */
   partsKept: boolean;
+  /** Whether a HEAD of a key whose current version is a delete marker says so. */
+  markersOnHead: boolean;
 }
 
 /** Local mode on these manifests and the shared Kafka, its log and state in the run folder. */
@@ -82,8 +88,8 @@ const completedIn = (local: () => LocalRun) => (location: string, bucket: string
 // `make deps` obtained, is a destination of a MinIO source fed by its Kafka notifications. A failure names
 // the server in the suite's title.
 const servers: Server[] = [
-  { server: 'SeaweedFS', start: (name) => seaweed({ name }), partsKept: true },
-  { server: 'Ceph RGW', start: (name) => rgw({ name }), partsKept: false },
+  { server: 'SeaweedFS', start: (name) => seaweed({ name }), partsKept: true, markersOnHead: true },
+  { server: 'Ceph RGW', start: (name) => rgw({ name }), partsKept: false, markersOnHead: false },
 ];
 
 for (const target of servers) {
@@ -167,6 +173,31 @@ for (const target of servers) {
         const versions = await versionsOf(sd, 'docs-copy', 'gone.txt');
         assert.deepEqual(versions.map((v) => v.deleteMarker), [true, false], JSON.stringify(versions));
       }, 30_000);
+    });
+
+    it('an older version retried after the delete marker does not come back', async () => {
+      const probed = await probeDestination(sd, 'docs-copy');
+      assert.deepEqual(probed, { traits: { markersOnHead: target.markersOnHead } }, 'the probe learned what the server does, and left nothing');
+      const left = await sd.send(new ListObjectVersionsCommand({ Bucket: 'docs-copy', Prefix: PROBE_PREFIX }));
+      assert.deepEqual([...(left.Versions ?? []), ...(left.DeleteMarkers ?? [])], [], 'no probe version is left');
+      const old = await sa.send(new PutObjectCommand({ Bucket: 'docs', Key: 'late.txt', Body: 'stale' }));
+      await completed('minio-a', 'docs', 'late.txt');
+      const marker = await sa.send(new DeleteObjectCommand({ Bucket: 'docs', Key: 'late.txt' }));
+      await completed('minio-a', 'docs', 'late.txt', marker.VersionId);
+      // The first version's task again, as a retry redelivered after the marker was replicated.
+      const task: ReplicationTask = {
+        source: { location: 'minio-a', bucket: 'docs', key: 'late.txt', versionId: old.VersionId ?? '' },
+        kind: 'object',
+        eventTime: new Date().toISOString(),
+        destinations: [{ id: 'target/docs-copy', location: 'target', bucket: 'docs-copy', rule: `${tag}-0` }],
+        origin: 'retry',
+      };
+      const [d] = task.destinations;
+      assert.ok(d !== undefined);
+      const outcome = await replicate({ source: sa, destination: sd, traits: probed.traits }, task, d);
+      assert.equal(outcome.state, 'SKIPPED', JSON.stringify(outcome));
+      const versions = await versionsOf(sd, 'docs-copy', 'late.txt');
+      assert.deepEqual(versions.map((v) => v.deleteMarker), [true, false], `still deleted: ${JSON.stringify(versions)}`);
     });
   });
 }

@@ -11,7 +11,7 @@ import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
 import { ChangeFailed, type ChangeRecord, REPLICA_VERSION_META } from '../journal/change.ts';
 import { encode, GcTask, ObjectRef, objectKey, parseMessage, readablePart, type PlannedTask, queueNames, queueTasks, type GcState, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
 import { reject } from '../rejects.ts';
-import { keyHistory } from '../processor/s3-state.ts';
+import { keyHistory } from '../../lib/s3/history.ts';
 
 /** What replicates a version under the rules as they are now (the populator's matching). */
 export interface Planner {

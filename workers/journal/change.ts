@@ -15,7 +15,10 @@ export interface ChangeRecord {
   location: string;
   bucket: string;
   key: string;
-  /** 'null' for the null version of an unversioned or suspended bucket, as S3 names it. */
+  /**
+   * 'null' for the null version of an unversioned or suspended bucket, as S3 names it; '' for a delete
+   * marker whose event did not name it (Ceph RGW), until the populator finds it.
+   */
   versionId: string;
   kind: ChangeKind;
   size?: number;

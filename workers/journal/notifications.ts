@@ -14,7 +14,7 @@ interface EventRecord {
   eventSource?: unknown;
   s3?: {
     bucket?: { name?: unknown };
-    object?: { key?: unknown; size?: unknown; eTag?: unknown; versionId?: unknown; userMetadata?: unknown; sequencer?: unknown };
+    object?: { key?: unknown; size?: unknown; eTag?: unknown; versionId?: unknown; userMetadata?: unknown; metadata?: unknown; sequencer?: unknown };
   };
 }
 
@@ -50,9 +50,14 @@ function kindOf(eventName: string): ChangeKind | undefined {
   return undefined;
 }
 
-function isReplica(userMetadata: unknown): boolean {
-  if (userMetadata === null || typeof userMetadata !== 'object') return false;
-  return Object.keys(userMetadata).some((k) => k.toLowerCase().replace(/^x-amz-meta-/, '') === REPLICA_VERSION_META);
+/** Whether the version's user metadata marks a replica: a map (MinIO's userMetadata) or Ceph RGW's list of {key, val}. */
+function isReplica(object: { userMetadata?: unknown; metadata?: unknown }): boolean {
+  const names = Array.isArray(object.metadata)
+    ? object.metadata.map((m: unknown) => (m !== null && typeof m === 'object' ? (m as { key?: unknown }).key : undefined))
+    : object.userMetadata !== null && typeof object.userMetadata === 'object'
+      ? Object.keys(object.userMetadata)
+      : [];
+  return names.some((k) => typeof k === 'string' && k.toLowerCase().replace(/^x-amz-meta-/, '') === REPLICA_VERSION_META);
 }
 
 /** An optional text field: undefined when absent or empty, refused when not a string or too long for a task. */
@@ -90,7 +95,9 @@ export function parseNotification(location: string, value: Buffer | null): Chang
     const bucket = text(r.s3?.bucket?.name, `${where}.s3.bucket.name`);
     if (bucket === undefined) throw new MalformedEvent(`${where}.s3.bucket.name is missing`);
     if (typeof object?.key !== 'string' || object.key === '') throw new MalformedEvent(`${where}.s3.object.key is missing`);
-    const key = decodeEventKey(object.key);
+    // Ceph RGW sends keys as they are; AWS and MinIO URL-encode them.
+    const ceph = r.eventSource === 'ceph:s3';
+    const key = ceph ? object.key : decodeEventKey(object.key);
     if (Buffer.byteLength(key) > MAX_TEXT) throw new MalformedEvent(`${where}.s3.object.key is longer than S3 allows (${String(MAX_TEXT)} bytes)`);
     const versionId = text(object.versionId, `${where}.s3.object.versionId`);
     const kind = kindOf(r.eventName);
@@ -106,13 +113,14 @@ export function parseNotification(location: string, value: Buffer | null): Chang
         location,
         bucket,
         key,
-        versionId: versionId ?? 'null',
+        // Ceph RGW's DeleteMarkerCreated names no version: the populator looks the marker up.
+        versionId: versionId ?? (ceph && kind === 'deleteMarker' ? '' : 'null'),
         kind,
         ...(typeof object.size === 'number' ? { size: object.size } : {}),
         ...(etag !== '' ? { etag } : {}),
         eventTime,
         ...(modTime !== undefined ? { modTime } : {}),
-        isReplica: isReplica(object.userMetadata),
+        isReplica: isReplica(object),
         origin: 'notification',
       },
     ];

@@ -7,6 +7,8 @@ import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoff, type RetryPolicy } from '../../lib/retry.ts';
+import { isProbeKey } from '../../lib/s3/capabilities.ts';
+import { keyHistory } from '../../lib/s3/history.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
 import { ChangeFailed, type ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
@@ -67,33 +69,47 @@ export class Populator {
   }
 
   /**
-   * The tags of a change's version. An unreachable source is waited for while `active()` (a journal
-   * partition still ours: the next change would wait for it too); without `active` (a scan), and for
-   * any other error, a few retries, then ChangeFailed.
+   * What `read` learns from the change's source. An unreachable source is waited for while `active()` (a
+   * journal partition still ours: the next change would wait for it too); without `active` (a scan), and
+   * for any other error, a few retries, then ChangeFailed saying `what` could not be read. Undefined when
+   * the version is gone: a later change record covers what replaced it.
    */
-  private async tagsOf(change: ChangeRecord, active?: () => boolean): Promise<Record<string, string> | undefined> {
+  private async fromSource<T>(change: ChangeRecord, what: string, read: (client: S3Client) => Promise<T>, active?: () => boolean): Promise<T | undefined> {
     const client = this.options.sources.get(change.location);
     if (client === undefined) throw new Error(`no S3 client for source location "${change.location}"`);
     for (let attempt = 1; ; attempt++) {
       try {
-        const tagging = await client.send(
-          new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, VersionId: change.versionId }),
-        );
-        return Object.fromEntries((tagging.TagSet ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
+        return await read(client);
       } catch (err) {
-        // Gone since: a later change record covers what replaced it.
         if (isNotFound(err)) return undefined;
         const kind = classify(err);
         const waits = kind === 'unavailable' && active !== undefined;
         if (kind === 'permanent' || (!waits && attempt >= TAG_RETRY.maxAttempts)) {
           const reason = reasonOf(err);
-          throw new ChangeFailed(`tags of the source version could not be read: ${reason}`, reasonCode(reason));
+          throw new ChangeFailed(`${what} could not be read: ${reason}`, reasonCode(reason));
         }
         // Stopping or rebalancing: the change is redelivered to whoever owns the partition next.
         if (active?.() === false) throw err;
         await sleep(backoff(Math.min(attempt, TAG_RETRY.maxAttempts), TAG_RETRY));
       }
     }
+  }
+
+  private tagsOf(change: ChangeRecord, active?: () => boolean): Promise<Record<string, string> | undefined> {
+    return this.fromSource(change, 'tags of the source version', async (client) => {
+      const tagging = await client.send(new GetObjectTaggingCommand({ Bucket: change.bucket, Key: change.key, VersionId: change.versionId }));
+      return Object.fromEntries((tagging.TagSet ?? []).map((t) => [t.Key ?? '', t.Value ?? '']));
+    }, active);
+  }
+
+  /**
+   * The version id of a delete marker whose event did not name it (Ceph RGW): the key's newest marker
+   * written by the event's time (a second's slack: listed times may be rounded up). Undefined when
+   * there is none.
+   */
+  private markerOf(change: ChangeRecord, active?: () => boolean): Promise<string | undefined> {
+    const by = Date.parse(change.eventTime) + 1_000;
+    return this.fromSource(change, 'the delete marker', async (client) => (await keyHistory(client, change.bucket, change.key)).find((e) => e.isDeleteMarker && e.lastModified <= by)?.versionId, active);
   }
 
   /** Queues the task of one change (if it replicates anywhere); resolves once it is durably queued. */
@@ -104,14 +120,23 @@ export class Populator {
   /**
    * The task of one change and its `queued` status event; undefined when it replicates nowhere. With
    * `backfill`, only those rules are matched, whenever the version was written. Throws ChangeFailed when
-   * the change cannot be matched (its tags unreadable).
+   * the change cannot be matched (its tags, or its unnamed delete marker, unreadable).
    */
   async plan(change: ChangeRecord, { backfill, active }: { backfill?: ReadonlySet<string>; active?: () => boolean } = {}): Promise<PlannedTask | undefined> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);
-    if (config === undefined || change.isReplica) {
+    // A destination's probe objects (capabilities.ts) are the engine's own, gone once read.
+    if (config === undefined || change.isReplica || isProbeKey(change.key)) {
       this.counters.ignored++;
       return undefined;
+    }
+    if (change.versionId === '') {
+      const versionId = await this.markerOf(change, active);
+      if (versionId === undefined) {
+        this.counters.ignored++;
+        return undefined;
+      }
+      change = { ...change, versionId };
     }
     let tags: Record<string, string> | undefined;
     if ((change.kind === 'object' || change.kind === 'tags') && needsTags(config, change.key)) {

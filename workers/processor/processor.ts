@@ -10,6 +10,7 @@ import { consumeOrdered, Deferred, Limiter, type Lease } from '../../lib/queue/o
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import { probeDestination, type DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { encode, isPaused, type MalformedMessage, ObjectRef, objectKey, parseMessage, readablePart, pauseKey, PauseState, ReplicationTask, type StatusEvent, TaskDestination, queueNames, type QueueNames } from '../messages.ts';
@@ -103,6 +104,8 @@ export class Processor {
   private readonly prefetched = new WeakMap<QueueMessage, Map<string, Promise<Current | undefined>>>();
   /** When `configs` were read (this worker's start): what a task queued later may be newer than. */
   private readonly configsReadAt = Date.now();
+  /** What each destination bucket's server does where servers differ (probeDestination), by bucket. */
+  private readonly traits = new Map<string, Promise<DestinationTraits>>();
 
   constructor(options: ProcessorOptions) {
     this.options = options;
@@ -406,7 +409,8 @@ export class Processor {
         // A retry reads the destination again (the first attempt may have written it), as does a task
         // whose rule now gives another key prefix (what was read ahead is the queued key's).
         const known = attempt === 1 && destinationKey(task, d) === destinationKey(task, queued) ? await ahead : undefined;
-        return { outcome: await replicate(ctx, task, d, known), attempts: attempt };
+        const traits = await this.traitsOf(d.bucket);
+        return { outcome: await replicate({ ...ctx, ...(traits !== undefined ? { traits } : {}) }, task, d, known), attempts: attempt };
       } catch (err) {
         if (lease.signal.aborted) throw new Stopped('aborted: the partition was taken away');
         const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);
@@ -431,6 +435,28 @@ export class Processor {
         await this.waitBeforeRetry(backoff(attempt, this.retry), lease);
       }
     }
+  }
+
+  /**
+   * The destination bucket's traits, probed on first use (with the processor's own client: a probe cut
+   * short would leave its object behind); undefined while they cannot be learned, and a 404 is then
+   * confirmed by a listing.
+   */
+  private async traitsOf(bucket: string): Promise<DestinationTraits | undefined> {
+    let probe = this.traits.get(bucket);
+    if (probe === undefined) {
+      probe = probeDestination(this.options.destination, bucket).then(({ traits, leftBehind }) => {
+        this.log.info('destination probed', { bucket, ...traits });
+        if (leftBehind !== undefined) this.log.warn('a probe object could not be deleted', { bucket, reason: leftBehind });
+        return traits;
+      });
+      this.traits.set(bucket, probe);
+      probe.catch((err: unknown) => {
+        this.traits.delete(bucket);
+        this.log.warn('destination not probed: a 404 there is confirmed by a listing until it is', { bucket, reason: reasonOf(err) });
+      });
+    }
+    return probe.catch(() => undefined);
   }
 
   private async waitBeforeRetry(ms: number, lease: Lease): Promise<void> {

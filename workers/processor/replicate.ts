@@ -12,12 +12,14 @@ import {
 } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
+import type { DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { getObject, headObject, putObject, uploadPart } from '../../lib/s3/objects.ts';
 import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
-import { currentState, historyThrough, replicaVersions, type Current, type VersionEntry } from './s3-state.ts';
+import { historyThrough, type VersionEntry } from '../../lib/s3/history.ts';
+import { currentState, replicaVersions, type Current } from './s3-state.ts';
 import type { UploadLedger } from './uploads.ts';
 
 export interface CopyContext {
@@ -27,7 +29,12 @@ export interface CopyContext {
   signal?: AbortSignal;
   /** The multipart uploads under way, for resuming them. */
   uploads?: UploadLedger;
+  /** What the destination's server was probed to do; unknown, a 404 is not trusted to mean "never written". */
+  traits?: DestinationTraits;
 }
+
+/** What a GET of the destination key would see now (see currentState). */
+const destinationState = (ctx: CopyContext, d: TaskDestination, destKey: string): Promise<Current> => currentState(ctx.destination, d.bucket, destKey, ctx.traits?.markersOnHead ?? false);
 
 export interface Outcome {
   state: 'COMPLETED' | 'SKIPPED';
@@ -365,7 +372,7 @@ function journalStamp(task: ReplicationTask): number | undefined {
 }
 
 async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string, known?: Current): Promise<Outcome> {
-  const current = known ?? (await currentState(ctx.destination, d.bucket, destKey));
+  const current = known ?? (await destinationState(ctx, d, destKey));
   if (current.kind === 'object' && current.replicaOf === task.source.versionId) return done('already replicated');
   // Where the journal gave the version's Last-Modified (a listing; MinIO's notifications), it is the
   // order stamp, and the source's history is not listed unless the destination's current version has
@@ -389,7 +396,7 @@ async function replicateObject(ctx: CopyContext, task: ReplicationTask, d: TaskD
 
 /** Sets the source version's tags on its replica, current or not; a version not replicated yet is copied whole. */
 async function replicateTags(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
-  const current = await currentState(ctx.destination, d.bucket, destKey);
+  const current = await destinationState(ctx, d, destKey);
   const replicas = current.kind === 'object' && current.replicaOf === task.source.versionId ? [current.versionId] : await replicaVersions(ctx.destination, d.bucket, destKey, task.source.versionId);
   if (replicas.length === 0) return replicateObject(ctx, task, d, destKey);
   let tags: { Key: string; Value: string }[];
@@ -406,7 +413,7 @@ async function replicateTags(ctx: CopyContext, task: ReplicationTask, d: TaskDes
 }
 
 async function replicateDeleteMarker(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, destKey: string): Promise<Outcome> {
-  const current = await currentState(ctx.destination, d.bucket, destKey);
+  const current = await destinationState(ctx, d, destKey);
   if (current.kind === 'deleteMarker') return done('already deleted');
   if (current.kind === 'object') {
     const { history, at } = await historyThrough(ctx.source, task.source.bucket, task.source.key, task.source.versionId);

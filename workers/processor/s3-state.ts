@@ -1,80 +1,10 @@
 import { ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { historyPages, keyHistory } from '../../lib/s3/history.ts';
 import { headObject } from '../../lib/s3/objects.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 
 // Reads of the state of one key that the processor decides on.
-
-export interface VersionEntry {
-  versionId: string;
-  isDeleteMarker: boolean;
-  lastModified: number;
-  isLatest: boolean;
-}
-
-/**
- * The listing pages of exactly `key`'s versions and delete markers (unsorted within a page). Listing by
- * prefix returns `key` before any longer key that starts with it, so the walk stops at the first other key.
- */
-async function* historyPages(client: S3Client, bucket: string, key: string, pageSize = 1000, firstPageSize = pageSize): AsyncGenerator<VersionEntry[]> {
-  let keyMarker: string | undefined;
-  let versionIdMarker: string | undefined;
-  for (;;) {
-    const page = await client.send(
-      new ListObjectVersionsCommand({
-        Bucket: bucket,
-        Prefix: key,
-        MaxKeys: keyMarker === undefined ? firstPageSize : pageSize,
-        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-        ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
-      }),
-    );
-    const entry = (v: { VersionId?: string | undefined; LastModified?: Date | undefined; IsLatest?: boolean | undefined }, isDeleteMarker: boolean): VersionEntry => ({
-      versionId: v.VersionId ?? 'null',
-      isDeleteMarker,
-      lastModified: v.LastModified?.getTime() ?? 0,
-      isLatest: v.IsLatest === true,
-    });
-    yield [
-      ...(page.Versions ?? []).filter((v) => v.Key === key).map((v) => entry(v, false)),
-      ...(page.DeleteMarkers ?? []).filter((m) => m.Key === key).map((m) => entry(m, true)),
-    ];
-    const otherKeySeen = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].some((v) => v.Key !== key);
-    if (page.IsTruncated !== true || otherKeySeen) return;
-    keyMarker = page.NextKeyMarker;
-    versionIdMarker = page.NextVersionIdMarker;
-  }
-}
-
-const newestFirst = (a: VersionEntry, b: VersionEntry): number => b.lastModified - a.lastModified || Number(b.isLatest) - Number(a.isLatest);
-
-/** Every version and delete marker of exactly `key` (up to `limit`), newest first. */
-export async function keyHistory(client: S3Client, bucket: string, key: string, limit = 1000): Promise<VersionEntry[]> {
-  const entries: VersionEntry[] = [];
-  for await (const page of historyPages(client, bucket, key, Math.min(limit, 1000))) {
-    entries.push(...page);
-    if (entries.length >= limit) break;
-  }
-  // Versions and delete markers come in two lists: merge them, newest first. Times can tie (AWS gives
-  // seconds): the latest entry goes first, and the rest keep the server's order.
-  return entries.sort(newestFirst);
-}
-
-/**
- * The history of `key` from its newest entry down to `versionId` (and the rest of that listing page),
- * newest first; `at` is that version's index, -1 when it is gone (then the whole history is walked).
- * Listed times are to the millisecond where the server keeps them (MinIO); a GET or HEAD gives seconds.
- */
-export async function historyThrough(client: S3Client, bucket: string, key: string, versionId: string): Promise<{ history: VersionEntry[]; at: number }> {
-  const history: VersionEntry[] = [];
-  // A short first page: the version a task copies is most often at the top of its key's history.
-  for await (const page of historyPages(client, bucket, key, 1000, 50)) {
-    history.push(...page);
-    if (page.some((e) => e.versionId === versionId)) break;
-  }
-  history.sort(newestFirst);
-  return { history, at: history.findIndex((e) => e.versionId === versionId) };
-}
 
 export type Current =
   | { kind: 'absent' }
@@ -85,9 +15,10 @@ export type Current =
 /**
  * What a GET of `key` would see now, and which source version it replicates, if it is a replica: one
  * HEAD. A current delete marker answers 404 with `x-amz-delete-marker: true` (S3, MinIO), read from the
- * error's raw response.
+ * error's raw response; where the server leaves that out (`markersOnHead` false: Ceph RGW 16), a 404 is
+ * told apart from a delete marker by the key's newest listed entry.
  */
-export async function currentState(client: S3Client, bucket: string, key: string): Promise<Current> {
+export async function currentState(client: S3Client, bucket: string, key: string, markersOnHead: boolean): Promise<Current> {
   try {
     const head = await headObject(client, { Bucket: bucket, Key: key });
     const time = Number(head.Metadata?.[REPLICA_TIME_META]);
@@ -95,7 +26,13 @@ export async function currentState(client: S3Client, bucket: string, key: string
   } catch (err) {
     if (!isNotFound(err)) throw err;
     const headers = (err as { $response?: { headers?: Record<string, string | undefined> } }).$response?.headers ?? {};
-    return headers['x-amz-delete-marker'] === 'true' ? { kind: 'deleteMarker', versionId: headers['x-amz-version-id'] ?? 'null' } : { kind: 'absent' };
+    if (headers['x-amz-delete-marker'] === 'true') return { kind: 'deleteMarker', versionId: headers['x-amz-version-id'] ?? 'null' };
+    if (markersOnHead) return { kind: 'absent' };
+    for await (const [newest] of historyPages(client, bucket, key, 1)) {
+      if (newest?.isDeleteMarker === true && newest.isLatest) return { kind: 'deleteMarker', versionId: newest.versionId };
+      break;
+    }
+    return { kind: 'absent' };
   }
 }
 

@@ -14,7 +14,7 @@ import { printStatus } from './status.ts';
 const USAGE = `backbeat — asynchronous S3 replication
 
 Usage:
-  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--concurrency N] [--processor-threads N] [--prefix NAME] [--gc-delay SECONDS]
+  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--webhook-listen HOST:PORT] [--concurrency N] [--processor-threads N] [--prefix NAME] [--gc-delay SECONDS]
       Runs every role in one process from Location, ReplicationRule and Secret manifests. Without
       --brokers the queue is embedded and kept in --state-dir (default ./.backbeat). The status API
       listens on --listen (default 127.0.0.1:8900). --prefix names the topics and consumer groups
@@ -22,6 +22,8 @@ Usage:
       long before deleting the source copy of an object of a transient Location (default 0).
       --processor-threads N runs the copies on N worker threads, to use more cores (needs --brokers).
       Listening anywhere but loopback needs --api-token-file FILE: the API then asks for that token.
+      A source Location with spec.journal.webhook gets its S3 event notifications on --webhook-listen
+      (default 127.0.0.1:8901) at POST /v1/journal/<location>, with the token of its Secret.
   backbeat validate -f <file|dir>...
       Checks manifests and prints the per-bucket replication configs they compile to.
   backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
@@ -81,6 +83,7 @@ async function run(args: string[]): Promise<number> {
     brokers: { type: 'string' },
     'state-dir': { type: 'string' },
     listen: { type: 'string' },
+    'webhook-listen': { type: 'string' },
     concurrency: { type: 'string' },
     'processor-threads': { type: 'string' },
     prefix: { type: 'string' },
@@ -96,6 +99,7 @@ async function run(args: string[]): Promise<number> {
   if (threads !== undefined && (!Number.isInteger(threads) || threads < 0 || threads > 64)) throw new UsageError('--processor-threads must be an integer from 0 to 64');
   if ((threads ?? 0) > 0 && typeof values.brokers !== 'string') throw new UsageError('--processor-threads needs --brokers: the embedded queue lives in the main thread');
   const listen = hostPort(typeof values.listen === 'string' ? values.listen : '127.0.0.1:8900');
+  const webhook = hostPort(typeof values['webhook-listen'] === 'string' ? values['webhook-listen'] : '127.0.0.1:8901', '--webhook-listen');
   const kafkaSecurity = kafkaSecurityOf(values);
   if (Object.keys(kafkaSecurity).length > 0 && typeof values.brokers !== 'string') throw new UsageError('--kafka-* settings are for Kafka: give --brokers too (without, the queue is embedded)');
   const { startLocal } = await import('../workers/local/local.ts');
@@ -108,6 +112,8 @@ async function run(args: string[]): Promise<number> {
     stateDir: typeof values['state-dir'] === 'string' ? values['state-dir'] : '.backbeat',
     listenHost: listen.host,
     listenPort: listen.port,
+    webhookHost: webhook.host,
+    webhookPort: webhook.port,
     apiAuth: await controlAuth(values, listen.host),
     ...(concurrency !== undefined ? { concurrency } : {}),
     ...(threads !== undefined ? { processorThreads: threads } : {}),

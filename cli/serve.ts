@@ -96,10 +96,10 @@ function count(values: Values, flag: string, fallback: number, min = 0): number 
   return n;
 }
 
-export function hostPort(value: string): { host: string; port: number } {
+export function hostPort(value: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(.*):(\d{1,5})$/.exec(value);
   const port = Number(m?.[2]);
-  if (m === null || port > 65535) throw new UsageError(`--listen must be HOST:PORT, got "${value}"`);
+  if (m === null || port > 65535) throw new UsageError(`${flag} must be HOST:PORT, got "${value}"`);
   return { host: m[1] ?? '127.0.0.1', port };
 }
 

@@ -6,7 +6,9 @@ import {
   type NotificationConfiguration,
   type QueueConfiguration,
   type S3Client,
+  type TopicConfiguration,
 } from '@aws-sdk/client-s3';
+import { CreateTopicCommand, type SNSClient } from '@aws-sdk/client-sns';
 import type { Location } from '../lib/config/schema.ts';
 import { reasonOf } from '../lib/s3/errors.ts';
 import { notReady, type ConditionInput } from './conditions.ts';
@@ -72,6 +74,22 @@ export async function wireJournal(client: S3Client, bucket: string, arns: string
     }
   }
   throw lastError;
+}
+
+/**
+ * Sends the bucket's events to the webhook journal through a topic, where the server takes SNS-style
+ * topics with an HTTP push endpoint (Ceph RGW). The topic is persistent: the server keeps the events the
+ * receiver did not take and delivers them again. Creating an existing topic updates its endpoint. Only
+ * the topic configuration with our id is replaced; the user's own are kept.
+ */
+export async function wireWebhookTopic(client: S3Client, sns: SNSClient, bucket: string, topic: string, pushEndpoint: string): Promise<'present' | 'added'> {
+  const { TopicArn } = await sns.send(new CreateTopicCommand({ Name: topic, Attributes: { 'push-endpoint': pushEndpoint, persistent: 'true' } }));
+  const config = await current(client, bucket);
+  const topics = config.TopicConfigurations ?? [];
+  if (topics.some((t) => t.Id === NOTIFICATION_ID && t.TopicArn === TopicArn && EVENTS.every((e) => t.Events?.includes(e as never) === true))) return 'present';
+  const mine: TopicConfiguration = { Id: NOTIFICATION_ID, TopicArn, Events: EVENTS as never[] };
+  await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { ...config, TopicConfigurations: [...topics.filter((t) => t.Id !== NOTIFICATION_ID), mine] } }));
+  return 'added';
 }
 
 /** Removes our queue configuration only; true when there was one. */

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -15,18 +13,16 @@ import {
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { dump } from 'js-yaml';
-import { createLogger } from '../../lib/log/logger.ts';
 import { PROBE_PREFIX, probeDestination } from '../../lib/s3/capabilities.ts';
 import { testSecret } from '../harness/secrets.ts';
-import { startLocal, type LocalRun } from '../../workers/local/local.ts';
+import type { LocalRun } from '../../workers/local/local.ts';
 import type { ReplicationTask } from '../../workers/messages.ts';
 import { replicate } from '../../workers/processor/replicate.ts';
 import { minio, rgw, seaweed, sharedKafka } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
-import { runDir } from '../harness/run-dir.ts';
 import type { TestS3Server } from '../harness/seaweed.ts';
 import { eventually } from '../harness/wait.ts';
+import { completedIn, manifests, startOn } from './servers.ts';
 import { body, locationManifest, versionedBucket, versionsOf } from './sites.ts';
 
 const MiB = 1024 * 1024;
@@ -48,25 +44,6 @@ interface Server {
   markersOnHead: boolean;
 }
 
-/** Local mode on these manifests and the shared Kafka, its log and state in the run folder. */
-async function startOn(dir: string, prefix: string): Promise<LocalRun> {
-  return startLocal({
-    files: [dir],
-    logger: createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), `${prefix}.log`)) }),
-    brokers: (await sharedKafka()).brokers,
-    stateDir: join(runDir(), `state-${prefix}`),
-    prefix,
-    retry: { baseDelayMs: 100, maxDelayMs: 1_000 },
-  });
-}
-
-function manifests(name: string, docs: string[], rules: Record<string, unknown>[]): string {
-  const dir = join(runDir(), `manifests-${name}`);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'all.yaml'), [...docs, ...rules.map((spec, i) => dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: `${name}-${String(i)}` }, spec }))].join('---\n'));
-  return dir;
-}
-
 /** A MinIO source whose `bucket` (versioned) sends its bucket notifications to a new journal topic. */
 async function journaledSource(name: string, bucket: string, env: Record<string, string> = {}): Promise<{ server: MinioServer; client: S3Client; journalTopic: string }> {
   const kafka = await sharedKafka();
@@ -77,12 +54,6 @@ async function journaledSource(name: string, bucket: string, env: Record<string,
   await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { QueueConfigurations: [{ QueueArn: server.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] } }));
   return { server, client, journalTopic };
 }
-
-const completedIn = (local: () => LocalRun) => (location: string, bucket: string, key: string, versionId?: string): Promise<void> =>
-  eventually(() => {
-    const [v] = local().status.lookup(location, bucket, key, versionId);
-    assert.equal(v?.state, 'COMPLETED', `${location}/${bucket}/${key}: ${JSON.stringify(v)}`);
-  }, 90_000);
 
 // The README promises any S3-compatible endpoint: each server below, started by the harness from what
 // `make deps` obtained, is a destination of a MinIO source fed by its Kafka notifications. A failure names

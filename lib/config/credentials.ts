@@ -47,6 +47,23 @@ export function resolveCredentials(location: Location, m: Pick<Manifests, 'secre
   return { accessKeyId, secretAccessKey };
 }
 
+/**
+ * A Location's webhook token (spec.journal.webhook.tokenSecretRef): from its Secret among the manifests,
+ * else from `$<SECRET>_<KEY>` (key upper-cased, `token` → `TOKEN`). Registered for redaction.
+ */
+export function resolveWebhookToken(location: Location, m: Pick<Manifests, 'secrets'>, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const ref = location.spec.journal?.webhook?.tokenSecretRef;
+  if (ref === undefined) return undefined;
+  const key = ref.key ?? 'token';
+  const variable = `${envPrefix(ref.name)}${key.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+  const token = secretValue(m, ref.name, key) ?? env[variable];
+  if (token === undefined || token === '') {
+    throw new ConfigError([{ resource: `Location/${location.metadata.name}`, path: 'spec.journal.webhook.tokenSecretRef', message: `Secret "${ref.name}" does not provide "${key}" (or $${variable})` }]);
+  }
+  registerSecret(token);
+  return token;
+}
+
 /** `overrides` tune the client, e.g. the operator's short timeouts for probes. */
 export function locationClient(location: Location, credentials: S3Credentials, overrides: Pick<S3EndpointOptions, 'requestTimeoutMs' | 'connectionTimeoutMs' | 'maxAttempts'> = {}): S3Client {
   const { spec } = location;

@@ -63,15 +63,38 @@ export const ScanJournal = Type.Object(
   { additionalProperties: false },
 );
 
+export const WEBHOOK_NEEDS_KAFKA = 'journal.webhook writes the events it receives to journal.kafka.topic: give journal.kafka too';
+
+export const WebhookJournal = Type.Object(
+  {
+    tokenSecretRef: Type.Object(
+      {
+        name: Name,
+        key: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'token', description: 'Key of the Secret whose value is the token.' })),
+      },
+      { additionalProperties: false, description: 'Secret holding the token a sender presents, as `Authorization: Bearer <token>` or as the `token` query parameter (for servers that cannot set a header, such as Ceph RGW topics).' },
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'S3 event notifications POSTed over HTTP to the webhook receiver at /v1/journal/<location name>, for servers that cannot publish to Kafka (Ceph RGW topics, MinIO webhook targets). Each event is written to journal.kafka.topic before the receiver answers 200, so a server that retries failed deliveries (RGW persistent topics, MinIO queue folders) loses nothing.',
+  },
+);
+
 export const Journal = Type.Object(
   {
     kafka: Type.Optional(KafkaJournal),
+    webhook: Type.Optional(WebhookJournal),
     scan: Type.Optional(ScanJournal),
   },
   {
     additionalProperties: false,
-    description: 'How changes of this location are observed when it is a replication source: S3 event notifications on a Kafka topic, periodic listing scans, or both (scans then repair what notifications missed).',
-    ...cel([{ rule: 'has(self.kafka) || has(self.scan)', message: 'journal needs kafka, scan, or both' }]),
+    description: 'How changes of this location are observed when it is a replication source: S3 event notifications on a Kafka topic (published there by the server, or by the webhook receiver), periodic listing scans, or both (scans then repair what notifications missed).',
+    ...cel([
+      { rule: 'has(self.kafka) || has(self.scan)', message: 'journal needs kafka, scan, or both' },
+      { rule: '!has(self.webhook) || has(self.kafka)', message: WEBHOOK_NEEDS_KAFKA },
+    ]),
   },
 );
 

@@ -1,5 +1,5 @@
 import type { Manifests } from './manifests.ts';
-import { ENDPOINT_PLAIN, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO } from './schema.ts';
+import { ENDPOINT_PLAIN, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
@@ -22,6 +22,7 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
     if (journal !== undefined && journal.kafka === undefined && journal.scan === undefined) {
       at(`Location/${name}`, 'spec.journal', 'needs kafka, scan, or both');
     }
+    if (journal?.webhook !== undefined && journal.kafka === undefined) at(`Location/${name}`, 'spec.journal.webhook', WEBHOOK_NEEDS_KAFKA);
   }
 
   for (const [name, rule] of m.rules) {

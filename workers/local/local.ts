@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
-import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
+import { locationClient, resolveCredentials, resolveWebhookToken } from '../../lib/config/credentials.ts';
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { ConfigError, type Problem } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
@@ -21,6 +21,7 @@ import { statusServer } from '../status/api.ts';
 import { type ApiAuth, openAuth } from '../status/auth.ts';
 import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
+import { WebhookReceiver, type WebhookLocation } from '../webhook/receiver.ts';
 import { ProcessorThreads } from './processor-threads.ts';
 import { startProcessors } from './processors.ts';
 
@@ -47,6 +48,9 @@ export interface LocalOptions {
   gcDelayMs?: number;
   /** Runs the processors on this many worker threads instead of the main thread (Kafka only). */
   processorThreads?: number;
+  /** Where the webhook journal's receiver listens, when a source Location has one (default 127.0.0.1, a free port). */
+  webhookHost?: string;
+  webhookPort?: number;
 }
 
 export interface LocalRun {
@@ -59,6 +63,8 @@ export interface LocalRun {
   processors: Map<string, Processor>;
   /** The processors' threads, when they run on worker threads. */
   threads: ProcessorThreads | undefined;
+  /** The webhook journal's receiver and its base URL, when a source Location has one. */
+  webhook: { receiver: WebhookReceiver; url: string } | undefined;
   stop(): Promise<void>;
 }
 
@@ -71,6 +77,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
 
   const problems: Problem[] = [];
   const clients = new Map<string, S3Client>();
+  const webhooks = new Map<string, WebhookLocation>();
   const used = new Set([...configs.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
   for (const name of used) {
     const location = manifests.locations.get(name);
@@ -81,8 +88,19 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       if (err instanceof ConfigError) problems.push(...err.problems);
       else throw err;
     }
-    if (location.spec.journal?.kafka !== undefined && options.brokers === undefined && [...configs.values()].some((c) => c.SourceLocation === name)) {
+    const isSource = [...configs.values()].some((c) => c.SourceLocation === name);
+    // A webhook journal's topic is written here: the embedded queue can hold it.
+    if (location.spec.journal?.kafka !== undefined && location.spec.journal.webhook === undefined && options.brokers === undefined && isSource) {
       problems.push({ resource: `Location/${name}`, path: 'spec.journal.kafka', message: 'a Kafka journal needs Kafka: give --brokers' });
+    }
+    const topic = location.spec.journal?.kafka?.topic;
+    if (isSource && topic !== undefined && location.spec.journal?.webhook !== undefined) {
+      try {
+        webhooks.set(name, { topic, token: resolveWebhookToken(location, manifests) ?? '' });
+      } catch (err) {
+        if (err instanceof ConfigError) problems.push(...err.problems);
+        else throw err;
+      }
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
@@ -169,6 +187,10 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     if (topic !== undefined) await populator.followJournal(name, topic);
   }
 
+  const receiver = webhooks.size > 0 ? new WebhookReceiver({ queue, logger: logger.child({ role: 'webhook' }), locations: webhooks }) : undefined;
+  const hook = await receiver?.listen(options.webhookPort ?? 0, options.webhookHost ?? '127.0.0.1');
+  const webhook = receiver !== undefined && hook !== undefined ? { receiver, url: `http://${hook.address}:${String(hook.port)}` } : undefined;
+
   const scans = scheduleScans(populator, configs, manifests.locations, sources, logger, { metrics });
 
   const controlProducer = await queue.producer();
@@ -219,7 +241,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   await once(server, 'listening');
   const address = server.address() as AddressInfo;
   const url = `http://${address.address}:${address.port}`;
-  logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations: destinationLocations, ...(threads !== undefined ? { processorThreads: options.processorThreads } : {}) });
+  logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations: destinationLocations, ...(threads !== undefined ? { processorThreads: options.processorThreads } : {}), ...(webhook !== undefined ? { webhook: webhook.url } : {}) });
 
   return {
     url,
@@ -228,10 +250,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     gc,
     processors,
     threads,
+    webhook,
     async stop() {
       stopping = true;
       server.close();
       server.closeAllConnections();
+      await receiver?.close();
       await scans.stop();
       // Upstream first, so that nothing new reaches a role that already stopped.
       await populator.close();

@@ -126,6 +126,10 @@ export class RuleChecks {
       const c = locationReady.get(d);
       if (c?.status !== 'True') return notReady('LocationNotReady', `Location "${d}" is not ready: ${c?.message ?? 'not checked yet'}`);
     }
+    const journal = locations.get(rule.spec.source.location)?.spec.journal;
+    if (journal?.webhook !== undefined && journal.scan === undefined) {
+      return notReady('WebhookNotServed', `Location "${rule.spec.source.location}" has journal.webhook, which \`backbeat run\` serves but this operator does not run yet: add journal.scan to replicate by listing scans meanwhile`);
+    }
     return undefined;
   }
 
@@ -157,7 +161,8 @@ export class RuleChecks {
     const replicating = (how: string): ConditionInput => ready('Replicating', `replicating ${source.location}/${source.bucket} to ${String(destinations.length)} destination(s); journal: ${how}`);
     let decision: ConditionInput;
     if (arns.length === 0) {
-      decision = replicating(sourceLocation.spec.journal?.kafka !== undefined ? 'notifications are the user\'s to wire (no targetId)' : 'listing scans');
+      const journal = sourceLocation.spec.journal;
+      decision = replicating(journal?.webhook !== undefined ? 'listing scans (journal.webhook is not served by the operator yet)' : journal?.kafka !== undefined ? 'notifications are the user\'s to wire (no targetId)' : 'listing scans');
     } else {
       if (!fresh) {
         try {

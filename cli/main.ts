@@ -43,7 +43,7 @@ Usage:
   backbeat backfill <rule> [--server URL]
       Replicates the objects that were in the rule's source bucket before it (or that it missed).
 
-  backbeat worker --role populator|scanner|processor|status|gc [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
+  backbeat worker --role populator|scanner|processor|status|gc|webhook [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
                  [--state-dir DIR] [--advertise-url URL] [--peer-key-file FILE]
       One worker role, as the operator's Deployments run it, from the config the operator publishes. The
       status role keeps its partitions' state in --state-dir, and other replicas reach it at --advertise-url;

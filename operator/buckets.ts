@@ -8,7 +8,7 @@ import {
   type S3Client,
   type TopicConfiguration,
 } from '@aws-sdk/client-s3';
-import { CreateTopicCommand, type SNSClient } from '@aws-sdk/client-sns';
+import { CreateTopicCommand, SNSClient } from '@aws-sdk/client-sns';
 import type { Location } from '../lib/config/schema.ts';
 import { reasonOf } from '../lib/s3/errors.ts';
 import { notReady, type ConditionInput } from './conditions.ts';
@@ -74,6 +74,12 @@ export async function wireJournal(client: S3Client, bucket: string, arns: string
     }
   }
   throw lastError;
+}
+
+/** A client of the server's SNS-style topics (Ceph RGW), on the S3 client's endpoint, credentials and connections. */
+export function topicsClient(s3: S3Client): SNSClient {
+  const { endpoint, region, credentials, requestHandler } = s3.config;
+  return new SNSClient({ ...(endpoint !== undefined ? { endpoint } : {}), region, credentials, requestHandler: requestHandler as never, maxAttempts: 2 });
 }
 
 /**

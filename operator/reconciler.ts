@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { assembleBucketConfigs, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
+import { resolveWebhookToken } from '../lib/config/credentials.ts';
 import { locationsText } from '../lib/config/published.ts';
 import { API_GROUP, API_VERSION, type Location, type Secret } from '../lib/config/schema.ts';
 import type { Logger } from '../lib/log/logger.ts';
@@ -15,8 +16,8 @@ import { checkLocation, granted } from './locations.ts';
 import { forEachLimit } from './pool.ts';
 import { planPublication, publishedConditions } from './publish-plan.ts';
 import { PublishedConfigMaps, publishedBuckets, publishedRules, type PublishResult } from './published-state.ts';
-import { RuleChecks, type LocationObject as CheckedLocation, type RuleObject as CheckedRule } from './rule-checks.ts';
-import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, PEER_KEY, peerKeySecret, readsRule, replicasFor, roleInputs, secretKeys, type WorkerSettings, type WorkerSpec } from './workers.ts';
+import { RuleChecks, type LocationObject as CheckedLocation, type RuleObject as CheckedRule, type WebhookTarget } from './rule-checks.ts';
+import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, PEER_KEY, peerKeySecret, readOfLocation, readsRule, replicasFor, roleInputs, secretKeys, serviceFor, webhookServiceUrl, type WorkerSettings, type WorkerSpec } from './workers.ts';
 
 // One level-triggered pass over the whole installation: read every Location and ReplicationRule, and
 // what is published now; decide what should exist; change only what differs; write each status once,
@@ -140,7 +141,7 @@ export class Reconciler {
     const listings = new Map<string, Set<string>>();
     const pass: PassResult = { again: false };
     try {
-      for (const name of new Set(locations.map((l) => l.spec.credentialsSecretRef.name))) {
+      for (const name of new Set(locations.flatMap((l) => [l.spec.credentialsSecretRef.name, ...(l.spec.journal?.webhook !== undefined ? [l.spec.journal.webhook.tokenSecretRef.name] : [])]))) {
         await attempt(`Secret/${name}`, async () => {
           const s = await rest.find<KubeObject & Secret>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
           if (s !== undefined) secrets.set(name, s);
@@ -169,7 +170,7 @@ export class Reconciler {
       const live = rules.filter((r) => r.metadata.deletionTimestamp === undefined);
       const { decisions, deferred } = await this.checks.decide(
         live,
-        { locations: byName, locationReady, clients, listings },
+        { locations: byName, locationReady, clients, listings, webhooks: this.webhookTargets(byName, secrets) },
         (rule) => this.ensureFinalizer(rule),
         (rule, err) => {
           failed(`ReplicationRule/${rule.metadata.name}`, err);
@@ -208,9 +209,9 @@ export class Reconciler {
       let behind: WorkerSpec[] = [];
       if (result !== undefined) {
         const { mounted, stale } = result;
-        const secretVersion = (l: Location): string => `${l.spec.credentialsSecretRef.name}@${secrets.get(l.spec.credentialsSecretRef.name)?.metadata.resourceVersion ?? ''}`;
+        const secretVersion = (name: string): string => `${name}@${secrets.get(name)?.metadata.resourceVersion ?? ''}`;
         // Only Secrets their owners labelled are mounted, even for a Location published before the label went.
-        const givenSecret = (l: Location): boolean => granted(secrets.get(l.spec.credentialsSecretRef.name));
+        const givenSecret = (name: string): boolean => granted(secrets.get(name));
         const workers = await this.applyWorkers([...reading.values()], mounted, new Map(published.map((l) => [l.metadata.name, l])), secretVersion, givenSecret, attempt);
         behind = workers.behind;
         // Removed only once no Deployment mounts them: while one could not be updated, it still may.
@@ -295,8 +296,8 @@ export class Reconciler {
     configs: BucketReplicationConfig[],
     mounted: Map<string, string[]>,
     locations: Map<string, Location>,
-    secretVersion: (l: Location) => string,
-    givenSecret: (l: Location) => boolean,
+    secretVersion: (name: string) => string,
+    givenSecret: (name: string) => boolean,
     attempt: Attempt,
   ): Promise<{ ok: boolean; behind: WorkerSpec[] }> {
     const { rest, namespace, settings, logger } = this.o;
@@ -333,9 +334,10 @@ export class Reconciler {
         const inputs = roleInputs(spec, configs);
         const used = inputs.locations.flatMap((name) => locations.get(name) ?? []);
         // The status pods read the peer key at start: one made again (deleted) rolls them all onto it.
-        const hash = configHash(JSON.stringify(inputs.reads), [...used.flatMap((l) => [JSON.stringify(l.spec), secretVersion(l)]), ...(spec.role === 'status' ? [peerKey] : [])]);
+        const mounts = secretKeys(spec.role, used).filter((k) => givenSecret(k.name));
+        const hash = configHash(JSON.stringify(inputs.reads), [...used.map((l) => JSON.stringify(readOfLocation(spec.role, l))), ...mounts.map((k) => secretVersion(k.name)), ...(spec.role === 'status' ? [peerKey] : [])]);
         const configMaps = [this.configMapName, ...inputs.mounts.flatMap((l) => mounted.get(l) ?? [])];
-        const desired = deploymentFor(settings, spec, replicas, configMaps, secretKeys(used.filter(givenSecret)), hash);
+        const desired = deploymentFor(settings, spec, replicas, configMaps, mounts, hash);
         if (current === undefined) {
           await rest.create(path, desired);
           logger.info('worker deployment created', { deployment: spec.deployment, replicas });
@@ -356,8 +358,50 @@ export class Reconciler {
         logger.info('worker deployment removed', { deployment: d.metadata.name });
       }
     });
+    const served = await this.applyServices(specs.filter((spec) => spec.role === 'webhook'), attempt);
     this.lags = lags;
-    return { ok: cleaned && behind.length === 0, behind };
+    return { ok: cleaned && served && behind.length === 0, behind };
+  }
+
+  /** Where each Location with a webhook journal is received, and the token its topic gives (an unlabelled Secret's is not used). */
+  private webhookTargets(locations: ReadonlyMap<string, Location>, secrets: ReadonlyMap<string, Secret>): Map<string, WebhookTarget> {
+    const { settings, namespace } = this.o;
+    const targets = new Map<string, WebhookTarget>();
+    for (const [name, l] of locations) {
+      const hook = l.spec.journal?.webhook;
+      if (hook === undefined) continue;
+      const secret = secrets.get(hook.tokenSecretRef.name);
+      let token: string | undefined;
+      try {
+        token = granted(secret) && secret !== undefined ? resolveWebhookToken(l, { secrets: new Map([[hook.tokenSecretRef.name, secret]]) }, {}) : undefined;
+      } catch {
+        // no such key: said in the rule's condition
+      }
+      targets.set(name, { url: (hook.url ?? webhookServiceUrl(settings, name, namespace)).replace(/\/$/, ''), token, topic: `${settings.name}-journal-${name.replace(/\./g, '_')}` });
+    }
+    return targets;
+  }
+
+  /** The Services of the webhook receivers (applied server-side); those of receivers no longer wanted are deleted. */
+  private async applyServices(receivers: WorkerSpec[], attempt: Attempt): Promise<boolean> {
+    const { rest, namespace, settings, logger } = this.o;
+    const path = `/api/v1/namespaces/${namespace}/services`;
+    let ok = true;
+    for (const spec of receivers) {
+      ok = (await attempt(`Service/${spec.deployment}`, async () => {
+        await rest.apply(`${path}/${spec.deployment}`, serviceFor(settings, spec), MANAGED_BY);
+      })) && ok;
+    }
+    const cleaned = await attempt('unwanted Services', async () => {
+      const wanted = new Set(receivers.map((s) => s.deployment));
+      const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name},app.kubernetes.io/component=webhook`);
+      for (const svc of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
+        if (wanted.has(svc.metadata.name)) continue;
+        await rest.delete(`${path}/${svc.metadata.name}`);
+        logger.info('webhook service removed', { service: svc.metadata.name });
+      }
+    });
+    return ok && cleaned;
   }
 
   /** Scale up at once; scale down only once the lower count has been wanted for scaleDownDelayMs. */

@@ -59,15 +59,6 @@ describe('Rule checks', () => {
     assert.deepEqual([...decisions.values()].map((d) => d.reason), ['LocationNotReady', 'LocationNotReady', 'LocationNotReady']);
   });
 
-  it('say that the operator does not serve a webhook journal, without a call', async () => {
-    const checks = new RuleChecks({ recheckMs: 60_000, perPass: 1, concurrency: 4, logger });
-    const hooked = location('a');
-    hooked.spec.journal = { kafka: { topic: 'journal-a' }, webhook: { tokenSecretRef: { name: 'hook' } } };
-    const { decisions, deferred } = await checks.decide([rule('r1')], { ...facts, locations: new Map([['a', hooked], ['b', location('b')]]) }, () => Promise.resolve(), assert.ifError);
-    assert.equal(deferred, 0);
-    assert.equal(decisions.get('r1')?.reason, 'WebhookNotServed');
-  });
-
   it('leave out a rule whose check threw, and tell why', async () => {
     const checks = new RuleChecks({ recheckMs: 60_000, perPass: 10, concurrency: 4, logger });
     const failed: string[] = [];

@@ -1,10 +1,12 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { Location, ReplicationRule } from '../lib/config/schema.ts';
+import { createHash } from 'node:crypto';
+import type { Location, ReplicationRule, WebhookJournal } from '../lib/config/schema.ts';
 import { checkSemantics } from '../lib/config/semantics.ts';
 import type { KubeObject } from '../lib/kube/rest.ts';
 import type { Logger } from '../lib/log/logger.ts';
 import { reasonOf } from '../lib/s3/errors.ts';
-import { checkBucket, journalArns, wireJournal } from './buckets.ts';
+import { checkBucket, journalArns, topicsClient, wireJournal, wireWebhookTopic } from './buckets.ts';
+import { CREDENTIALS_LABEL } from './locations.ts';
 import { notReady, ready, type ConditionInput } from './conditions.ts';
 import { forEachLimit } from './pool.ts';
 
@@ -25,6 +27,17 @@ export interface PassFacts {
   clients: ReadonlyMap<string, S3Client>;
   /** The buckets each Ready Location listed this pass. */
   listings: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Where each Location with a webhook journal is received, by Location name. */
+  webhooks?: ReadonlyMap<string, WebhookTarget>;
+}
+
+export interface WebhookTarget {
+  /** The receiver's base URL as the source server reaches it. */
+  url: string;
+  /** The token senders present; undefined when its Secret cannot be used (missing, unlabelled, no key). */
+  token: string | undefined;
+  /** The topic created on the server (createTopic). */
+  topic: string;
 }
 
 export interface RuleChecksOptions {
@@ -100,16 +113,17 @@ export class RuleChecks {
     return { decisions, deferred: later.size };
   }
 
-  /** The memory key of a rule's checks: its generation and its Locations'. */
-  private key(rule: RuleObject, locations: ReadonlyMap<string, LocationObject>): string {
+  /** The memory key of a rule's checks: its generation and its Locations', and the webhook token its topic was given. */
+  private key(rule: RuleObject, facts: PassFacts): string {
     const named = [rule.spec.source.location, ...rule.spec.destinations.map((d) => d.location)];
-    return [rule.metadata.generation ?? 0, ...named.map((l) => `${l}@${String(locations.get(l)?.metadata.generation ?? 0)}`)].join('|');
+    const token = facts.webhooks?.get(rule.spec.source.location)?.token;
+    return [rule.metadata.generation ?? 0, ...named.map((l) => `${l}@${String(facts.locations.get(l)?.metadata.generation ?? 0)}`), ...(token !== undefined ? [createHash('sha256').update(token).digest('hex').slice(0, 16)] : [])].join('|');
   }
 
   /** Verified before, and neither it nor its Locations changed since: no call needed. */
   private fresh(rule: RuleObject, facts: PassFacts): boolean {
     const cached = this.verified.get(rule.metadata.name);
-    return cached !== undefined && cached.key === this.key(rule, facts.locations) && Date.now() < cached.due;
+    return cached !== undefined && cached.key === this.key(rule, facts) && Date.now() < cached.due;
   }
 
   /** What can be told without a call: the spec, and whether its Locations exist and are Ready. */
@@ -125,10 +139,6 @@ export class RuleChecks {
       if (!locations.has(d)) return notReady('LocationNotFound', `Location "${d}" does not exist`);
       const c = locationReady.get(d);
       if (c?.status !== 'True') return notReady('LocationNotReady', `Location "${d}" is not ready: ${c?.message ?? 'not checked yet'}`);
-    }
-    const journal = locations.get(rule.spec.source.location)?.spec.journal;
-    if (journal?.webhook !== undefined && journal.scan === undefined) {
-      return notReady('WebhookNotServed', `Location "${rule.spec.source.location}" has journal.webhook, which \`backbeat run\` serves but this operator does not run yet: add journal.scan to replicate by listing scans meanwhile`);
     }
     return undefined;
   }
@@ -157,12 +167,15 @@ export class RuleChecks {
       return notReady('BucketUnavailable', `buckets cannot be checked: ${reasonOf(err)}`);
     }
     const sourceLocation = locations.get(source.location) as LocationObject;
+    const hook = sourceLocation.spec.journal?.webhook;
     const arns = journalArns(sourceLocation);
     const replicating = (how: string): ConditionInput => ready('Replicating', `replicating ${source.location}/${source.bucket} to ${String(destinations.length)} destination(s); journal: ${how}`);
     let decision: ConditionInput;
-    if (arns.length === 0) {
-      const journal = sourceLocation.spec.journal;
-      decision = replicating(journal?.webhook !== undefined ? 'listing scans (journal.webhook is not served by the operator yet)' : journal?.kafka !== undefined ? 'notifications are the user\'s to wire (no targetId)' : 'listing scans');
+    if (hook !== undefined) {
+      decision = await this.webhook(rule, hook, facts.webhooks?.get(source.location), client, fresh, replicating);
+      if (decision.status !== 'True') return decision;
+    } else if (arns.length === 0) {
+      decision = replicating(sourceLocation.spec.journal?.kafka !== undefined ? 'notifications are the user\'s to wire (no targetId)' : 'listing scans');
     } else {
       if (!fresh) {
         try {
@@ -174,9 +187,36 @@ export class RuleChecks {
       }
       decision = replicating('event notifications');
     }
-    // Spread over the interval, so that thousands of rules verified together are not all due together.
-    if (!fresh) this.verified.set(rule.metadata.name, { key: this.key(rule, locations), due: Date.now() + this.o.recheckMs * (0.75 + Math.random() / 2) });
+    if (!fresh) this.remember(rule, facts);
     return decision;
+  }
+
+  /** Spread over the interval, so that thousands of rules verified together are not all due together. */
+  private remember(rule: RuleObject, facts: PassFacts): void {
+    this.verified.set(rule.metadata.name, { key: this.key(rule, facts), due: Date.now() + this.o.recheckMs * (0.75 + Math.random() / 2) });
+  }
+
+  /**
+   * A source with a webhook journal: its receiver runs (a Deployment and a Service of its own); with
+   * createTopic, the server's topic pushing there and the bucket's notifications are wired too.
+   */
+  private async webhook(rule: RuleObject, hook: WebhookJournal, target: WebhookTarget | undefined, client: (location: string) => S3Client, fresh: boolean, replicating: (how: string) => ConditionInput): Promise<ConditionInput> {
+    const { source } = rule.spec;
+    const at = `${target?.url ?? ''}/v1/journal/${encodeURIComponent(source.location)}`;
+    if (hook.createTopic !== true) return replicating(`event notifications POSTed to the webhook receiver at ${at}, which the user wires`);
+    if (target?.token === undefined) {
+      return notReady('WebhookTokenUnavailable', `Secret "${hook.tokenSecretRef.name}" does not exist, has no key "${hook.tokenSecretRef.key ?? 'token'}", or is not labelled ${CREDENTIALS_LABEL}=true: the topic cannot be given the token`);
+    }
+    if (!fresh) {
+      try {
+        const s3 = client(source.location);
+        const wired = await wireWebhookTopic(s3, topicsClient(s3), source.bucket, target.topic, `${at}?token=${encodeURIComponent(target.token)}`);
+        if (wired === 'added') this.o.logger.info('journal wired to the webhook receiver', { bucket: `${source.location}/${source.bucket}`, topic: target.topic });
+      } catch (err) {
+        return notReady('JournalNotWired', `event notifications of ${source.location}/${source.bucket} could not be sent through topic ${target.topic}: ${reasonOf(err)}`);
+      }
+    }
+    return replicating(`event notifications through topic ${target.topic} to the webhook receiver at ${at}`);
   }
 }
 

@@ -156,14 +156,16 @@ describe('What each role reads', () => {
     assert.deepEqual(changed(before, inputsAfter(base[0] as ReplicationRule, base[1] as ReplicationRule)), ['bb-gc', 'bb-populator-d', 'bb-processor-c', 'bb-status']);
   });
 
-  it('each role mounts the credentials of the Locations it reads, no others', () => {
+  it('each role mounts the credentials of the Locations it reads, no others; the webhook receiver its token alone', () => {
     const rules = [from('a', 'p1', 'r1', ['b']), from('d', 'q1', 'r3', ['c'])];
     const configs = [...compileBucketConfigs({ rules: new Map(rules.map((r) => [r.metadata.name, r])) }).values()];
-    const locations = new Map(['a', 'b', 'c', 'd', 'unused'].map((l) => [l, location(l)]));
-    const mounted = new Map(desiredWorkers(settings, names, configs, locations).map((s) => [s.deployment, secretKeys(roleInputs(s, configs).locations.flatMap((l) => locations.get(l) ?? [])).map((k) => k.name).join(',')]));
+    const hooked = location('d', { journal: { kafka: { topic: 'd-events' }, webhook: { tokenSecretRef: { name: 'd-hook', key: 'secret' } } } });
+    const locations = new Map([...['a', 'b', 'c', 'unused'].map((l) => [l, location(l)] as const), ['d', hooked] as const]);
+    const mounted = new Map(desiredWorkers(settings, names, configs, locations).map((s) => [s.deployment, secretKeys(s.role, roleInputs(s, configs).locations.flatMap((l) => locations.get(l) ?? [])).map((k) => `${k.name}${k.name === 'd-hook' ? `:${k.keys.join('+')}` : ''}`).join(',')]));
     assert.deepEqual(Object.fromEntries(mounted), {
       'bb-populator-a': 'a-creds',
       'bb-populator-d': 'd-creds',
+      'bb-webhook-d': 'd-hook:secret',
       'bb-processor-b': 'a-creds,b-creds',
       'bb-processor-c': 'c-creds,d-creds',
       'bb-status': 'a-creds,d-creds',

@@ -124,6 +124,9 @@ export function desiredWorkers(settings: WorkerSettings, names: QueueNames, conf
         ...(topic !== undefined ? [{ role: 'populator' as const, location, deployment: deploymentName(settings.name, 'populator', location), lag: { group: names.populatorGroup(location), topic }, active: true }] : []),
         // Listings run in one replica of their own, however far the populators scale.
         ...(scans ? [{ role: 'scanner' as const, location, deployment: deploymentName(settings.name, 'scanner', location), active: true }] : []),
+        // The webhook journal's receiver, behind a Service of its own name: one replica (a server
+        // retries what it could not deliver while the pod is replaced).
+        ...(topic !== undefined && journal?.webhook !== undefined ? [{ role: 'webhook' as const, location, deployment: deploymentName(settings.name, 'webhook', location), active: true }] : []),
       ];
     }),
     ...destinations.map((location): WorkerSpec => ({ role: 'processor', location, deployment: deploymentName(settings.name, 'processor', location), lag: { group: names.processorGroup(location), topic: names.replication }, active: true })),
@@ -264,6 +267,21 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
   };
 }
 
+/** The Service in front of a webhook receiver's pods: its name is the Deployment's. */
+export function serviceFor(settings: WorkerSettings, spec: WorkerSpec): Json {
+  const selector = labels(settings, spec);
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: spec.deployment, labels: selector, ...(settings.owner !== undefined ? { ownerReferences: [{ ...settings.owner, controller: true, blockOwnerDeletion: false }] } : {}) },
+    spec: { selector, ports: [{ name: 'http', port: PORT, targetPort: 'http', protocol: 'TCP' }] },
+  };
+}
+
+/** Where the source server reaches a Location's webhook receiver by default: its Service, in the namespace. */
+export const webhookServiceUrl = (settings: Pick<WorkerSettings, 'name'>, location: string, namespace: string): string =>
+  `http://${deploymentName(settings.name, 'webhook', location)}.${namespace}.svc:${String(PORT)}`;
+
 /**
  * What a role reads of the published config (see workers/worker/worker.ts), which decides when it rolls:
  * - populator, scanner of location L: the bucket configs of L's buckets, and Location L;
@@ -296,7 +314,18 @@ export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[])
       return { reads: configs, locations: allSources, mounts: allSources };
     case 'gc':
       return { reads: null, locations: used(configs), mounts: allSources };
+    case 'webhook':
+      // Only its Location (the topic and the token's Secret): no bucket config.
+      return { reads: null, locations: spec.location !== undefined ? [spec.location] : [], mounts: [] };
   }
+}
+
+/**
+ * What a role's pods read of a Location they use, so that only a change of it rolls them: the webhook
+ * receiver reads its topic and its token's Secret (its URL and topic wiring are the operator's).
+ */
+export function readOfLocation(role: Role, l: Location): unknown {
+  return role === 'webhook' ? { topic: l.spec.journal?.kafka?.topic, token: l.spec.journal?.webhook?.tokenSecretRef } : l.spec;
 }
 
 /** Whether the pods of a role read a rule, so must roll before the workers have its new generation. */
@@ -310,16 +339,25 @@ export function readsRule(spec: WorkerSpec, rule: ReplicationRule): boolean {
     case 'status':
       return true;
     case 'gc':
+    case 'webhook':
       return false;
   }
 }
 
-/** The Secrets the Locations name, with the keys each Location reads from them: what a role's pods mount. */
-export function secretKeys(locations: Location[]): SecretKeys[] {
+/**
+ * The Secrets a role's pods mount, with the keys they read: the credentials of the Locations it uses;
+ * for the webhook receiver, its Location's token alone (it makes no S3 call).
+ */
+export function secretKeys(role: Role, locations: Location[]): SecretKeys[] {
   const keys = new Map<string, string[]>();
+  const add = (name: string, k: string[]): void => {
+    keys.set(name, [...(keys.get(name) ?? []), ...k]);
+  };
   for (const { spec } of locations) {
+    const token = spec.journal?.webhook?.tokenSecretRef;
     const ref = spec.credentialsSecretRef;
-    keys.set(ref.name, [...(keys.get(ref.name) ?? []), ref.accessKeyIdKey ?? 'accessKeyId', ref.secretAccessKeyKey ?? 'secretAccessKey']);
+    if (role !== 'webhook') add(ref.name, [ref.accessKeyIdKey ?? 'accessKeyId', ref.secretAccessKeyKey ?? 'secretAccessKey']);
+    else if (token !== undefined) add(token.name, [token.key ?? 'token']);
   }
   return [...keys].map(([name, k]) => ({ name, keys: k }));
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createS3Client } from '../../lib/s3/client.ts';
 import { requireBinary } from './binaries.ts';
-import { freePort, httpGet } from './net.ts';
+import { freePort, httpGet, serviceHost } from './net.ts';
 import { ManagedProcess } from './process.ts';
 import { runDir } from './run-dir.ts';
 import type { TestS3Server } from './seaweed.ts';
@@ -59,7 +59,8 @@ export async function startRgw(options: { name: string }): Promise<TestS3Server>
       '[client.rgw]',
       // Without it the gateway loops on get_initial_auth_request returned -13 (research: real-node-and-s3.md).
       'ms mon client mode = crc secure',
-      `rgw frontends = beast endpoint=127.0.0.1:${String(rgwPort)}`,
+      // Where the test node's pods reach it too (127.0.0.1 elsewhere).
+      `rgw frontends = beast endpoint=${serviceHost}:${String(rgwPort)}`,
       `rgw data = ${join(dir, 'rgw')}`,
       '',
     ].join('\n'),
@@ -81,7 +82,7 @@ export async function startRgw(options: { name: string }): Promise<TestS3Server>
   const osd = daemon('osd', 'ceph-osd', ['-i', id]);
   await osd.start({ probe: async () => (await ceph(['osd', 'stat'])).stdout.includes('1 up'), timeoutMs: 60_000, intervalMs: 500 });
   const gateway = daemon('radosgw', 'radosgw', ['-n', 'client.rgw']);
-  const endpoint = `http://127.0.0.1:${String(rgwPort)}`;
+  const endpoint = `http://${serviceHost}:${String(rgwPort)}`;
   await gateway.start({ probe: async () => (await httpGet(`${endpoint}/`)).status === 200, timeoutMs: 90_000, intervalMs: 500 });
   const credentials = { accessKeyId: `rgw${randomBytes(6).toString('hex')}`, secretAccessKey: testSecret(randomBytes(18).toString('base64url')) };
   // The user's pools are made on first use: retried while the gateway finishes its own set-up.

@@ -72,8 +72,20 @@ export const WebhookJournal = Type.Object(
         name: Name,
         key: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'token', description: 'Key of the Secret whose value is the token.' })),
       },
-      { additionalProperties: false, description: 'Secret holding the token a sender presents, as `Authorization: Bearer <token>` or as the `token` query parameter (for servers that cannot set a header, such as Ceph RGW topics).' },
+      { additionalProperties: false, description: 'Secret holding the token a sender presents, as `Authorization: Bearer <token>` or as the `token` query parameter (for servers that cannot set a header, such as Ceph RGW topics). On Kubernetes, label it backbeat.io/credentials=true: only the receiver pods mount it.' },
     ),
+    url: Type.Optional(
+      Type.String({
+        maxLength: 2048,
+        pattern: '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$',
+        description: 'The receiver\'s base URL as the source server reaches it (an Ingress, a LoadBalancer). Default: its Service in this namespace, http://<installation>-webhook-<location>.<namespace>.svc:8900.',
+      }),
+    ),
+    createTopic: Type.Optional(Type.Boolean({
+      default: false,
+      description:
+        'Create on the server a persistent SNS-style topic pushing to the receiver (url, with the token as a query parameter), and point each source bucket\'s notifications at it: Ceph RGW. A persistent topic keeps what the receiver did not take and delivers it again. Without it, wire the server yourself.',
+    })),
   },
   {
     additionalProperties: false,
@@ -81,6 +93,8 @@ export const WebhookJournal = Type.Object(
       'S3 event notifications POSTed over HTTP to the webhook receiver at /v1/journal/<location name>, for servers that cannot publish to Kafka (Ceph RGW topics, MinIO webhook targets). Each event is written to journal.kafka.topic before the receiver answers 200, so a server that retries failed deliveries (RGW persistent topics, MinIO queue folders) loses nothing.',
   },
 );
+
+export type WebhookJournal = Static<typeof WebhookJournal>;
 
 export const Journal = Type.Object(
   {

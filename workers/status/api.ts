@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { redactString } from '../../lib/log/redact.ts';
 import { type PauseState, versionKey } from '../messages.ts';
 import { type ApiAction, type ApiAuth, Refused } from './auth.ts';
@@ -367,8 +367,8 @@ function healthRoute(ctx: HealthContext, req: IncomingMessage, url: URL, res: Se
   return true;
 }
 
-/** The server of a worker role without the status API: metrics and probes only. */
-export function healthServer(ctx: HealthContext): Server {
+/** The server of a worker role without the status API: metrics and probes, and what `rest` serves (the webhook receiver). */
+export function healthServer(ctx: HealthContext, rest?: RequestListener): Server {
   return createServer((req, res) => {
     const send = (code: number, body: unknown): void => {
       res.writeHead(code, { 'content-type': 'application/json' });
@@ -376,8 +376,10 @@ export function healthServer(ctx: HealthContext): Server {
     };
     const url = requestUrl(req);
     if (url === undefined) send(400, { error: 'the request target must be a path' });
-    else if (!healthRoute(ctx, req, url, res, send, () => {
+    else if (healthRoute(ctx, req, url, res, send, () => {
       send(500, { error: 'internal error' });
-    })) send(404, { error: `no such endpoint: ${url.pathname}` });
+    })) return;
+    else if (rest !== undefined) rest(req, res);
+    else send(404, { error: `no such endpoint: ${url.pathname}` });
   });
 }

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
@@ -78,7 +78,7 @@ function journalRecords(location: string, raw: Buffer): { key: string; value: Bu
   });
 }
 
-/** The HTTP receiver of the webhook journal: POST /v1/journal/<location>, and GET /healthz. */
+/** The HTTP receiver of the webhook journal: POST /v1/journal/<location>, and GET /healthz on its own server. */
 export class WebhookReceiver {
   private readonly options: WebhookOptions;
   private readonly tokens: Map<string, Buffer>;
@@ -121,23 +121,27 @@ export class WebhookReceiver {
     return { code: 200, body: { written: records.length } };
   }
 
+  /** Answers one request; a server of another role can pass it what it does not serve itself. */
+  readonly handler: RequestListener = (req, res) => {
+    const send = (code: number, body: unknown): void => {
+      res.writeHead(code, { 'content-type': 'application/json', ...(code === 401 ? { 'www-authenticate': 'Bearer' } : {}), ...(code === 413 ? { connection: 'close' } : {}) });
+      res.end(JSON.stringify(body));
+    };
+    const answered = this.handle(req).then(
+      ({ code, body }) => send(code, body),
+      (err: unknown) => {
+        if (err instanceof Answer) send(err.code, { error: err.message });
+        else if (err instanceof URIError) send(400, { error: 'malformed URL encoding' });
+        else send(500, { error: 'internal error' });
+      },
+    );
+    this.inFlight.add(answered);
+    void answered.finally(() => this.inFlight.delete(answered));
+  };
+
+  /** Serves the receiver on a server of its own (local mode). */
   async listen(port: number, host: string): Promise<AddressInfo> {
-    const server = createServer((req, res) => {
-      const send = (code: number, body: unknown): void => {
-        res.writeHead(code, { 'content-type': 'application/json', ...(code === 401 ? { 'www-authenticate': 'Bearer' } : {}), ...(code === 413 ? { connection: 'close' } : {}) });
-        res.end(JSON.stringify(body));
-      };
-      const answered = this.handle(req).then(
-        ({ code, body }) => send(code, body),
-        (err: unknown) => {
-          if (err instanceof Answer) send(err.code, { error: err.message });
-          else if (err instanceof URIError) send(400, { error: 'malformed URL encoding' });
-          else send(500, { error: 'internal error' });
-        },
-      );
-      this.inFlight.add(answered);
-      void answered.finally(() => this.inFlight.delete(answered));
-    });
+    const server = createServer(this.handler);
     this.server = server;
     server.listen(port, host);
     await once(server, 'listening');

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
-import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
+import { locationClient, resolveCredentials, resolveWebhookToken } from '../../lib/config/credentials.ts';
 import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
 import { ConfigError } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
@@ -22,12 +22,13 @@ import { type ApiAuth, openAuth } from '../status/auth.ts';
 import type { PeerKey } from '../status/peers.ts';
 import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
+import { WebhookReceiver } from '../webhook/receiver.ts';
 
-// One role per process, as the operator's worker Deployments run them: the populator (journal follower)
-// and the scanner of a source location, the processor of a destination location, the status processor (with the status API), or the
-// GC. Each reads the config the operator published (a mounted ConfigMap) and serves /metrics.
+// One role per process, as the operator's worker Deployments run them: the populator (journal follower),
+// the scanner and the webhook receiver of a source location, the processor of a destination location, the
+// status processor (with the status API), or the GC. Each reads the config the operator published (a mounted ConfigMap) and serves /metrics.
 
-export const ROLES = ['populator', 'scanner', 'processor', 'status', 'gc'] as const;
+export const ROLES = ['populator', 'scanner', 'processor', 'status', 'gc', 'webhook'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface WorkerOptions {
@@ -87,6 +88,8 @@ interface RoleContext {
   metrics: Metrics;
   logger: Logger;
   config: ReturnType<typeof readPublishedConfig>;
+  /** The mounted Secrets. */
+  secrets: ReturnType<typeof secretsFromDir>;
   client(location: string): S3Client;
 }
 
@@ -267,7 +270,19 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
   };
 }
 
-const START: Record<Role, (ctx: RoleContext) => Promise<RoleRun>> = { populator, scanner, processor, status, gc };
+/** The webhook journal's receiver for a source location: events over HTTP, written to its journal topic. */
+function webhook(ctx: RoleContext): Promise<RoleRun> {
+  const location = needLocation(ctx.options);
+  const l = ctx.config.locations.get(location);
+  const topic = l?.spec.journal?.kafka?.topic;
+  if (l === undefined || topic === undefined || l.spec.journal?.webhook === undefined) {
+    throw new ConfigError([{ resource: `Location/${location}`, path: 'spec.journal.webhook', message: 'the webhook role receives a webhook journal, and this location has none' }]);
+  }
+  const receiver = new WebhookReceiver({ queue: ctx.queue, logger: ctx.logger, locations: new Map([[location, { topic, token: resolveWebhookToken(l, { secrets: ctx.secrets }, {}) ?? '' }]]) });
+  return Promise.resolve({ lagGroups: [], server: (health) => healthServer(health, receiver.handler), stop: () => receiver.close() });
+}
+
+const START: Record<Role, (ctx: RoleContext) => Promise<RoleRun>> = { populator, scanner, processor, status, gc, webhook };
 
 export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   const config = readPublishedConfig(options.configDir);
@@ -294,7 +309,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   const admin = await queue.admin();
   await admin.ensureTopics(installationTopics(names, options.partitions ?? 8, [...config.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : []))));
   const metrics = createMetrics();
-  const run = await START[options.role]({ options, queue, names, metrics, logger, config, client });
+  const run = await START[options.role]({ options, queue, names, metrics, logger, config, secrets, client });
 
   let stopping = false;
   const health: HealthContext = {

@@ -26,7 +26,7 @@ describe('worker and operator entry points', function () {
   after(() => rmSync(empty, { recursive: true, force: true }));
 
   it('refuse an unknown role, a missing location, missing brokers and an unmounted config', async () => {
-    await refused({}, ['worker', '--role', 'copier'], /--role must be one of populator, scanner, processor, status, gc, got "copier"/);
+    await refused({}, ['worker', '--role', 'copier'], /--role must be one of populator, scanner, processor, status, gc, webhook, got "copier"/);
     await refused({}, ['worker', '--role', 'processor'], /the processor role needs --location \(its destination location\)/);
     await refused({}, ['worker', '--role', 'status', '--config', empty], /give the Kafka brokers: --brokers/);
     await refused({ BACKBEAT_KAFKA_BROKERS: '127.0.0.1:1' }, ['worker', '--role', 'status', '--config', empty], /no locations.json: is the operator's ConfigMap mounted here\?/);

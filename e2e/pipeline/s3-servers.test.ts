@@ -246,6 +246,67 @@ for (const source of servers) {
   });
 }
 
+// A chain across the three servers: one rule MinIO → SeaweedFS, one SeaweedFS → RGW that replicates
+// replicas, and one RGW → SeaweedFS that closes a cycle: a replica goes on along the chain, never back
+// into a bucket it came through.
+describe('a chain MinIO → SeaweedFS → Ceph RGW, and a cycle back (real MinIO, SeaweedFS, Ceph RGW, Kafka)', function () {
+  this.timeout(300_000);
+  let sa: S3Client, sw: S3Client, sr: S3Client;
+  let local: LocalRun;
+  const completed = completedIn(() => local);
+
+  before(async () => {
+    const [{ server: a, client, journalTopic }, w, r] = await Promise.all([journaledSource('chain-a', 'docs'), seaweed({ name: 'chain-w' }), rgw({ name: 'chain-r' })]);
+    [sa, sw, sr] = [client, w.client(), r.client()];
+    await versionedBucket(sw, 'relay');
+    await versionedBucket(sr, 'final');
+    const scan = { journal: { scan: { intervalSeconds: 10 } } };
+    const dir = manifests(
+      'chain',
+      [locationManifest('minio-a', a.endpoint, a.credentials, { journal: { kafka: { topic: journalTopic } } }), locationManifest('weed', w.endpoint, w.credentials, scan), locationManifest('rgw', r.endpoint, r.credentials, scan)],
+      [
+        { source: { location: 'minio-a', bucket: 'docs' }, destinations: [{ location: 'weed', bucket: 'relay' }] },
+        { source: { location: 'weed', bucket: 'relay' }, destinations: [{ location: 'rgw', bucket: 'final' }], replicateReplicas: true },
+        { source: { location: 'rgw', bucket: 'final' }, destinations: [{ location: 'weed', bucket: 'relay' }], replicateReplicas: true },
+      ],
+    );
+    local = await startOn(dir, 'chain');
+  });
+
+  after(async () => {
+    await local.stop();
+  });
+
+  it('an object and a multipart one reach the end of the chain with their metadata, tags and the path they took', async () => {
+    await sa.send(new PutObjectCommand({ Bucket: 'docs', Key: 'chain.txt', Body: 'three hops', ContentType: 'text/plain', Metadata: { author: 'ann' }, Tagging: 'hop=any' }));
+    const parts = [Buffer.alloc(5 * MiB, 1), Buffer.alloc(5 * MiB + 1, 2), Buffer.alloc(7, 3)];
+    await multipart(sa, 'docs', 'chain.bin', parts);
+    for (const key of ['chain.txt', 'chain.bin']) {
+      await completed('minio-a', 'docs', key);
+      await completed('weed', 'relay', key);
+    }
+    assert.equal((await body(sr, 'final', 'chain.txt')).toString(), 'three hops');
+    assert.ok((await body(sr, 'final', 'chain.bin')).equals(Buffer.concat(parts)));
+    const h = await sr.send(new HeadObjectCommand({ Bucket: 'final', Key: 'chain.txt' }));
+    assert.equal(h.ContentType, 'text/plain');
+    assert.equal(h.Metadata?.['author'], 'ann');
+    assert.equal(h.Metadata['backbeat-path'], 'minio-a/docs,weed/relay', 'the buckets it came through');
+    const tags = await sr.send(new GetObjectTaggingCommand({ Bucket: 'final', Key: 'chain.txt' }));
+    assert.deepEqual(tags.TagSet?.map((t) => `${t.Key ?? ''}=${t.Value ?? ''}`), ['hop=any']);
+  });
+
+  it('the cycle RGW → SeaweedFS copies nothing back into a bucket the replica came through', async () => {
+    // RGW's scan lists the replica of chain.txt: its rule back to SeaweedFS finds weed/relay on its path.
+    await eventually(() => {
+      const [back] = local.status.lookup('rgw', 'final', 'chain.txt');
+      assert.equal(back?.state, 'SKIPPED', JSON.stringify(back));
+      assert.match(back.destinations['weed/relay']?.reason ?? '', /came through weed\/relay: copying it there would loop/);
+    }, 60_000, 500);
+    assert.equal((await versionsOf(sw, 'relay', 'chain.txt')).length, 1, 'no echo version on SeaweedFS');
+    assert.equal((await versionsOf(sr, 'final', 'chain.txt')).length, 1, 'nor on RGW');
+  });
+});
+
 // MinIO encrypts at rest (SSE-S3) with a KMS key of its own (MINIO_KMS_SECRET_KEY). An encrypted
 // version's ETag need not be the MD5 of its bytes (SSE-KMS on AWS; a multipart one's is made of encrypted
 // parts): it is copied whole and checked by the MD5 of the bytes read. MinIO's SSE-S3 ETags are the MD5 of

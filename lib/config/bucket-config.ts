@@ -25,6 +25,8 @@ export interface CompiledRule {
   DeleteMarkerReplication: { Status: Status };
   VersionDeleteReplication: { Status: Status };
   ExistingObjectReplication: { Status: Status };
+  /** Replicas written by another rule are replicated on (a chain); absent in configs published before it existed. */
+  ReplicaReplication?: { Status: Status };
   Destinations: CompiledDestination[];
   /**
    * When the rule took effect (ISO 8601): versions written before it replicate only where
@@ -60,6 +62,7 @@ export function compileRule(rule: ReplicationRule, since = rule.metadata.creatio
     DeleteMarkerReplication: status(spec.replicateDeleteMarkers),
     VersionDeleteReplication: status(spec.replicateVersionDeletes),
     ExistingObjectReplication: status(spec.replicateExistingObjects),
+    ReplicaReplication: status(spec.replicateReplicas === true),
     Destinations: spec.destinations.map((d) => ({
       Id: `${d.location}/${d.bucket}`,
       Location: d.location,
@@ -131,6 +134,7 @@ export interface MatchedDestination extends CompiledDestination {
   Rule: string;
   ReplicateDeleteMarkers: boolean;
   ReplicateVersionDeletes: boolean;
+  ReplicateReplicas: boolean;
 }
 
 function filterMatches(rule: CompiledRule, facts: ObjectFacts): boolean {
@@ -159,6 +163,7 @@ export function matchDestinations(config: BucketReplicationConfig, facts: Object
         Rule: rule.ID,
         ReplicateDeleteMarkers: rule.DeleteMarkerReplication.Status === 'Enabled',
         ReplicateVersionDeletes: rule.VersionDeleteReplication.Status === 'Enabled',
+        ReplicateReplicas: rule.ReplicaReplication?.Status === 'Enabled',
       });
     }
   }

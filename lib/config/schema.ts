@@ -225,6 +225,13 @@ export const ReplicationRuleSpec = Type.Object(
     replicateDeleteMarkers: Type.Boolean({ default: false, description: 'Replicate delete markers (a DELETE without a version id).' }),
     replicateVersionDeletes: Type.Boolean({ default: false, description: 'Also permanently delete a replica version when its source version is permanently deleted. Off by default: replication never destroys data unless asked.' }),
     replicateExistingObjects: Type.Boolean({ default: false, description: 'Backfill: replicate the objects that were in the source bucket before the rule existed.' }),
+    replicateReplicas: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          'Also replicate versions that are replicas written by another rule (a chain: A → B by one rule, B → C by this one). Never into a bucket a replica came through, and not past 8 buckets. Off by default, as in S3: a replica stays where it was written.',
+      }),
+    ),
     paused: Type.Boolean({
       default: false,
       description: 'Reserved: stop copying for this rule. Not supported yet; destinations are paused with `backbeat pause`.',

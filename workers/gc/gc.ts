@@ -156,7 +156,6 @@ export class GarbageCollector {
       ...(head.ContentLength !== undefined ? { size: head.ContentLength } : {}),
       ...(head.ETag !== undefined ? { etag: unquote(head.ETag) } : {}),
       eventTime: (head.LastModified ?? new Date()).toISOString(),
-      isReplica: false,
       origin: 'scan',
     };
     const planned = await planner.plan(change);
@@ -265,7 +264,7 @@ export class GarbageCollector {
     if (planner === undefined) return;
     // Whether a rule replicates this key's markers depends on the key, not on the marker: asked once,
     // before any listing.
-    const change: ChangeRecord = { ...object, kind: 'deleteMarker', eventTime: new Date().toISOString(), isReplica: false, origin: 'scan' };
+    const change: ChangeRecord = { ...object, kind: 'deleteMarker', eventTime: new Date().toISOString(), origin: 'scan' };
     if ((await planner.plan(change)) !== undefined) return;
     const history = await keyHistory(this.client(object.location), object.bucket, object.key);
     if (history.some((e) => !e.isDeleteMarker)) return;

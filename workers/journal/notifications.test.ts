@@ -140,9 +140,10 @@ describe('journal parser, fuzzed (seeded; BACKBEAT_FUZZ_SEED and BACKBEAT_FUZZ_R
       json({ Records: [{ eventVersion: '2.2', eventSource: 'ceph:s3', awsRegion: '', eventTime: '2026-12-05T09:28:25.536735Z', eventName, s3: { bucket: { name: 'bkt1' }, object: { key: 'a b+c%2F', size: 1, eTag: '9dd4e461268c8034f5c8564e155c67a6', versionId, sequencer: '39D9136B6DA43E20', metadata, tags: [] } } }] });
     const put = parse(rgw('ObjectCreated:Put', 'nkev1qq', [{ key: 'x-amz-meta-m', val: '1' }]));
     assert.ok(typeof put !== 'string', put as string);
-    assert.deepEqual(put.map((c) => [c.key, c.versionId, c.kind, c.isReplica]), [['a b+c%2F', 'nkev1qq', 'object', false]]);
-    const replica = parse(rgw('ObjectCreated:Put', 'v2', [{ key: 'x-amz-meta-backbeat-source-version-id', val: 'v0' }]));
-    assert.ok(typeof replica !== 'string' && replica[0]?.isReplica === true, 'a replica this engine wrote is recognised');
+    assert.deepEqual(put.map((c) => [c.key, c.versionId, c.kind, c.replicaPath]), [['a b+c%2F', 'nkev1qq', 'object', undefined]]);
+    const replica = parse(rgw('ObjectCreated:Put', 'v2', [{ key: 'x-amz-meta-backbeat-source-version-id', val: 'v0' }, { key: 'x-amz-meta-backbeat-path', val: 'minio/docs,weed/docs' }]));
+    assert.ok(typeof replica !== 'string');
+    assert.deepEqual(replica[0]?.replicaPath, ['minio/docs', 'weed/docs'], 'a replica this engine wrote is recognised, with the buckets it went through');
     const marker = parse(rgw('ObjectRemoved:DeleteMarkerCreated', '', []));
     assert.ok(typeof marker !== 'string');
     assert.deepEqual(marker.map((c) => [c.kind, c.versionId]), [['deleteMarker', '']]);
@@ -151,7 +152,7 @@ describe('journal parser, fuzzed (seeded; BACKBEAT_FUZZ_SEED and BACKBEAT_FUZZ_R
   it('still reads what MinIO sends (the fuzz refuses nothing it should take)', () => {
     const changes = parse(json({ EventName: 's3:ObjectCreated:Put', Key: 'photos/a/b c.txt', Records: [event()] }));
     assert.ok(typeof changes !== 'string', changes as string);
-    assert.deepEqual(changes, [{ location: 'src', bucket: 'photos', key: 'a/b c.txt', versionId: 'v1', kind: 'object', size: 12, etag: '0123456789abcdef0123456789abcdef', eventTime: '2026-12-04T10:00:00.000Z', isReplica: false, origin: 'notification' }]);
+    assert.deepEqual(changes, [{ location: 'src', bucket: 'photos', key: 'a/b c.txt', versionId: 'v1', kind: 'object', size: 12, etag: '0123456789abcdef0123456789abcdef', eventTime: '2026-12-04T10:00:00.000Z', origin: 'notification' }]);
   });
 
   it("takes a MinIO event's sequencer (its version's ModTime in ns) as the version's Last-Modified, and no other sequencer", () => {

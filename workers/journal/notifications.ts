@@ -1,6 +1,6 @@
 import { unquote } from '../../lib/s3/etag.ts';
 import { isTimestamp, MAX_TEXT } from '../messages.ts';
-import { REPLICA_VERSION_META, type ChangeKind, type ChangeRecord } from './change.ts';
+import { replicaPath, type ChangeKind, type ChangeRecord } from './change.ts';
 
 // S3 event notifications (AWS event schema 2.x, as MinIO and Ceph RGW publish them) → change records.
 
@@ -50,14 +50,14 @@ function kindOf(eventName: string): ChangeKind | undefined {
   return undefined;
 }
 
-/** Whether the version's user metadata marks a replica: a map (MinIO's userMetadata) or Ceph RGW's list of {key, val}. */
-function isReplica(object: { userMetadata?: unknown; metadata?: unknown }): boolean {
-  const names = Array.isArray(object.metadata)
-    ? object.metadata.map((m: unknown) => (m !== null && typeof m === 'object' ? (m as { key?: unknown }).key : undefined))
+/** The version's user metadata, keys lower-case without x-amz-meta-: a map (MinIO's userMetadata) or Ceph RGW's list of {key, val}. */
+function userMetadata(object: { userMetadata?: unknown; metadata?: unknown }): Record<string, string> {
+  const pairs: unknown[][] = Array.isArray(object.metadata)
+    ? object.metadata.map((m: unknown) => (m !== null && typeof m === 'object' ? [(m as { key?: unknown }).key, (m as { val?: unknown }).val] : []))
     : object.userMetadata !== null && typeof object.userMetadata === 'object'
-      ? Object.keys(object.userMetadata)
+      ? Object.entries(object.userMetadata)
       : [];
-  return names.some((k) => typeof k === 'string' && k.toLowerCase().replace(/^x-amz-meta-/, '') === REPLICA_VERSION_META);
+  return Object.fromEntries(pairs.flatMap(([k, v]) => (typeof k === 'string' && typeof v === 'string' ? [[k.toLowerCase().replace(/^x-amz-meta-/, ''), v]] : [])));
 }
 
 /** An optional text field: undefined when absent or empty, refused when not a string or too long for a task. */
@@ -108,6 +108,7 @@ export function parseNotification(location: string, value: Buffer | null): Chang
     const eTag = text(object.eTag, `${where}.s3.object.eTag`);
     const etag = eTag === undefined ? '' : unquote(eTag);
     const modTime = modTimeOf(r, eventTime);
+    const path = replicaPath(userMetadata(object));
     return [
       {
         location,
@@ -120,7 +121,7 @@ export function parseNotification(location: string, value: Buffer | null): Chang
         ...(etag !== '' ? { etag } : {}),
         eventTime,
         ...(modTime !== undefined ? { modTime } : {}),
-        isReplica: isReplica(object),
+        ...(path !== undefined ? { replicaPath: path } : {}),
         origin: 'notification',
       },
     ];

@@ -36,7 +36,6 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
         ...(v.ETag !== undefined ? { etag: unquote(v.ETag) } : {}),
         eventTime: (v.LastModified ?? new Date(0)).toISOString(),
         ...(v.LastModified !== undefined ? { modTime: v.LastModified.getTime() } : {}),
-        isReplica: false,
         origin: 'scan',
       });
     }
@@ -50,7 +49,6 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
         kind: 'deleteMarker',
         eventTime: (m.LastModified ?? new Date(0)).toISOString(),
         ...(m.LastModified !== undefined ? { modTime: m.LastModified.getTime() } : {}),
-        isReplica: false,
         origin: 'scan',
       });
     }

@@ -10,7 +10,7 @@ import { backoff, type RetryPolicy } from '../../lib/retry.ts';
 import { isProbeKey } from '../../lib/s3/capabilities.ts';
 import { keyHistory } from '../../lib/s3/history.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { ChangeFailed, type ChangeRecord } from '../journal/change.ts';
+import { ChangeFailed, MAX_HOPS, type ChangeRecord } from '../journal/change.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
 import { encode, objectKey, queueTasks, taskDestination, type PlannedTask, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
@@ -43,6 +43,9 @@ export interface PopulatorCounters {
 const TAG_RETRY: RetryPolicy = { maxAttempts: 4, baseDelayMs: 200, maxDelayMs: 5_000 };
 
 function wanted(change: ChangeRecord, d: MatchedDestination): boolean {
+  // A replica goes on only where its rule chains replicas, and never into a bucket it came through
+  // (two-way setups and cycles do not loop).
+  if (change.replicaPath !== undefined && (!d.ReplicateReplicas || change.replicaPath.includes(d.Id))) return false;
   if (change.kind === 'deleteMarker') return d.ReplicateDeleteMarkers;
   if (change.kind === 'versionDelete') return d.ReplicateVersionDeletes;
   return true;
@@ -125,8 +128,10 @@ export class Populator {
   async plan(change: ChangeRecord, { backfill, active }: { backfill?: ReadonlySet<string>; active?: () => boolean } = {}): Promise<PlannedTask | undefined> {
     this.counters.changes++;
     const config = this.options.configs.get(`${change.location}/${change.bucket}`);
-    // A destination's probe objects (capabilities.ts) are the engine's own, gone once read.
-    if (config === undefined || change.isReplica || isProbeKey(change.key)) {
+    // A destination's probe objects (capabilities.ts) are the engine's own, gone once read. A replica
+    // whose path is unknown, or already MAX_HOPS long, goes no further.
+    const path = change.replicaPath;
+    if (config === undefined || (path !== undefined && (path.length === 0 || path.length >= MAX_HOPS)) || isProbeKey(change.key)) {
       this.counters.ignored++;
       return undefined;
     }

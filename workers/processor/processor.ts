@@ -410,7 +410,7 @@ export class Processor {
         // whose rule now gives another key prefix (what was read ahead is the queued key's).
         const known = attempt === 1 && destinationKey(task, d) === destinationKey(task, queued) ? await ahead : undefined;
         const traits = await this.traitsOf(d.bucket);
-        return { outcome: await replicate({ ...ctx, ...(traits !== undefined ? { traits } : {}) }, task, d, known), attempts: attempt };
+        return { outcome: await replicate({ ...ctx, ...(traits !== undefined ? { traits } : {}), replicateReplicas: checked.replicateReplicas }, task, d, known), attempts: attempt };
       } catch (err) {
         if (lease.signal.aborted) throw new Stopped('aborted: the partition was taken away');
         const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);

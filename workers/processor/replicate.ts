@@ -16,7 +16,7 @@ import type { DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
 import { getObject, headObject, putObject, uploadPart } from '../../lib/s3/objects.ts';
-import { REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
+import { MAX_HOPS, REPLICA_PATH_META, REPLICA_SOURCE_META, REPLICA_TIME_META, REPLICA_VERSION_META, replicaPath } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
 import { historyThrough, type VersionEntry } from '../../lib/s3/history.ts';
 import { currentState, replicaVersions, type Current } from './s3-state.ts';
@@ -31,6 +31,8 @@ export interface CopyContext {
   uploads?: UploadLedger;
   /** What the destination's server was probed to do; unknown, a 404 is not trusted to mean "never written". */
   traits?: DestinationTraits;
+  /** The task's rule replicates replicas written by another rule (a chain). */
+  replicateReplicas?: boolean;
 }
 
 /** What a GET of the destination key would see now (see currentState). */
@@ -108,7 +110,7 @@ function taggingHeader(tags: { Key: string; Value: string }[]): string | undefin
 type SourceHeaders = Pick<GetObjectCommandOutput, 'Metadata' | 'ContentType' | 'CacheControl' | 'ContentDisposition' | 'ContentEncoding' | 'ContentLanguage' | 'ExpiresString' | 'StorageClass'>;
 
 /** Content headers, user metadata (plus the replica marks), tags and storage class of the replica. */
-function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceHeaders, tags: { Key: string; Value: string }[], sourceTime: number) {
+function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceHeaders, tags: { Key: string; Value: string }[], sourceTime: number, path: string[]) {
   const tagging = taggingHeader(tags);
   const storageClass = d.storageClass ?? head.StorageClass;
   const expiresAt = head.ExpiresString !== undefined ? new Date(head.ExpiresString) : undefined;
@@ -120,6 +122,7 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
       ...head.Metadata,
       [REPLICA_VERSION_META]: task.source.versionId,
       [REPLICA_SOURCE_META]: `${task.source.location}/${task.source.bucket}`,
+      [REPLICA_PATH_META]: [...path, `${task.source.location}/${task.source.bucket}`].join(','),
       [REPLICA_TIME_META]: String(sourceTime),
     },
     ...(head.ContentType !== undefined ? { ContentType: head.ContentType } : {}),
@@ -164,9 +167,16 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       if (isNotFound(err)) return skipped('source version no longer exists');
       throw err;
     }
-    if (got.Metadata?.[REPLICA_VERSION_META] !== undefined) return skipped('the source object is itself a replica written by this engine');
+    // A replica goes on along a chain where its rule asks for it, never back into a bucket it came through.
+    const path = replicaPath(got.Metadata ?? {});
+    if (path !== undefined) {
+      if (ctx.replicateReplicas !== true) return skipped('the source object is itself a replica written by this engine (the rule does not replicate replicas)');
+      if (path.includes(d.id)) return skipped(`the source object is a replica that came through ${d.id}: copying it there would loop`);
+      if (path.length === 0) return skipped('the source object is a replica of an unknown source');
+      if (path.length >= MAX_HOPS) return skipped(`the source object is a replica that went through ${String(MAX_HOPS)} buckets already`);
+    }
     if (checkStamp && Math.floor((got.LastModified?.getTime() ?? -1000) / 1000) !== Math.floor(sourceTime / 1000)) return NOT_THE_STAMP;
-    const headers = replicaHeaders(task, d, got, tags, sourceTime);
+    const headers = replicaHeaders(task, d, got, tags, sourceTime, path ?? []);
     const sourceEtag = unquote(got.ETag);
     const parts = /-(\d+)$/.exec(sourceEtag);
     let replicaEtag: string;

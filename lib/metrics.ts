@@ -18,6 +18,7 @@ export interface Metrics {
   expiring: Gauge<'group'>;
   journalChanges: Counter<'location'>;
   journalMalformed: Counter<'location'>;
+  webhookRequests: Counter<'location' | 'code'>;
   rejectedMessages: Counter<'topic'>;
   populatorFailures: Counter<'location' | 'reason'>;
   scanFailures: Counter<'location' | 'bucket'>;
@@ -52,8 +53,9 @@ export function createMetrics(): Metrics {
     expiring: new Gauge({ name: 'backbeat_queue_expiring_messages', help: 'Messages a consumer group has not consumed that are older than half their topic\'s retention: Kafka deletes them at its end.', labelNames: ['group'], registers }),
     journalChanges: new Counter({ name: 'backbeat_journal_changes_total', help: 'Changes read from each source location journal.', labelNames: ['location'], registers }),
     journalMalformed: new Counter({ name: 'backbeat_journal_malformed_total', help: 'Journal messages set aside as malformed.', labelNames: ['location'], registers }),
+    webhookRequests: new Counter({ name: 'backbeat_webhook_requests_total', help: 'Requests to the webhook journal\'s receiver, by source location (empty when none of its Locations) and HTTP answer.', labelNames: ['location', 'code'], registers }),
     rejectedMessages: new Counter({ name: 'backbeat_queue_rejected_messages_total', help: 'Messages of the engine\'s own topics refused because they did not fit their schema, set aside on the rejected topic.', labelNames: ['topic'], registers }),
-    populatorFailures: new Counter({ name: 'backbeat_populator_failures_total', help: 'Source changes set aside because what they need could not be read (their tags), by location and error code.', labelNames: ['location', 'reason'], registers }),
+    populatorFailures: new Counter({ name: 'backbeat_populator_failures_total', help: 'Source changes set aside because what they need could not be read (their tags, a delete marker the event did not name), by location and error code.', labelNames: ['location', 'reason'], registers }),
     scanFailures: new Counter({ name: 'backbeat_scan_failures_total', help: 'Listing scans of a source bucket that failed.', labelNames: ['location', 'bucket'], registers }),
     scanCompleted: new Gauge({ name: 'backbeat_scan_last_success_timestamp_seconds', help: 'When the last listing scan of a source bucket went through.', labelNames: ['location', 'bucket'], registers }),
     gcDeleted: new Counter({ name: 'backbeat_gc_deletions_total', help: 'Object versions deleted from a transient source after verification.', labelNames: ['location'], registers }),

@@ -11,6 +11,7 @@ import type { QueueAdmin } from '../lib/queue/queue.ts';
 import { reasonOf } from '../lib/s3/errors.ts';
 import { figuresKey, type Figures, type QueueNames } from '../workers/messages.ts';
 import { unwireJournal } from './buckets.ts';
+import { CapabilityProbes } from './capabilities.ts';
 import { canonical, setCondition, type Condition, type ConditionInput } from './conditions.ts';
 import { checkLocation, granted } from './locations.ts';
 import { forEachLimit } from './pool.ts';
@@ -76,6 +77,7 @@ export class Reconciler {
   private journalTopics = '';
   private readonly concurrency: number;
   private readonly checks: RuleChecks;
+  private readonly capabilities: CapabilityProbes;
   private readonly publication: PublishedConfigMaps;
   /** Each processor location's lag, as of the last pass that could read it. */
   private lags = new Map<string, number>();
@@ -91,6 +93,7 @@ export class Reconciler {
     this.loopDelay.enable();
     this.base = `/apis/${API_GROUP}/v1alpha1/namespaces/${options.namespace}`;
     this.concurrency = options.concurrency ?? 16;
+    this.capabilities = new CapabilityProbes(options.logger);
     this.checks = new RuleChecks({ recheckMs: options.recheckMs ?? 600_000, perPass: options.checksPerPass ?? 500, concurrency: this.concurrency, logger: options.logger });
     this.publication = new PublishedConfigMaps({
       rest: options.rest,
@@ -156,9 +159,14 @@ export class Reconciler {
           if (check.buckets !== undefined) listings.set(l.metadata.name, check.buckets);
           locationReady.set(l.metadata.name, check.condition);
           this.readiness.set(`Location/${l.metadata.name}`, check.condition.status === 'True');
-          await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0) }, check.condition);
+          // What the server does where servers differ, probed in a bucket the rules write to.
+          const credentials = l.spec.credentialsSecretRef.name;
+          const written = [...new Set(rules.filter((r) => r.metadata.deletionTimestamp === undefined).flatMap((r) => r.spec.destinations.filter((d) => d.location === l.metadata.name).map((d) => d.bucket)))].filter((b) => check.buckets?.has(b) === true).sort();
+          const capabilities = check.client !== undefined ? await this.capabilities.of(l, secrets.get(credentials)?.metadata.resourceVersion ?? '', check.client, written) : undefined;
+          await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0), ...(capabilities !== undefined ? { capabilities } : {}) }, check.condition);
         });
       });
+      this.capabilities.keep(new Set(locations.map((l) => l.metadata.name)));
       await attempt('journal topics', () => this.ensureJournalTopics(locations));
       lap('locations');
 

@@ -85,6 +85,8 @@ export const TaskDestination = Type.Object({
   bucket: Str,
   storageClass: Type.Optional(Str),
   keyPrefix: Type.Optional(ObjectKeyText),
+  sse: Type.Optional(Type.Union([Type.Literal('AES256'), Type.Literal('aws:kms')])),
+  kmsKeyId: Type.Optional(Str),
   rule: Str,
 });
 export type TaskDestination = Static<typeof TaskDestination>;
@@ -98,6 +100,8 @@ export function taskDestination(d: CompiledDestination, rule: string): TaskDesti
     rule,
     ...(d.StorageClass !== undefined ? { storageClass: d.StorageClass } : {}),
     ...(d.KeyPrefix !== undefined ? { keyPrefix: d.KeyPrefix } : {}),
+    ...(d.ServerSideEncryption !== undefined ? { sse: d.ServerSideEncryption } : {}),
+    ...(d.KMSKeyId !== undefined ? { kmsKeyId: d.KMSKeyId } : {}),
   };
 }
 

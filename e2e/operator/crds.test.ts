@@ -61,6 +61,8 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     ['an http endpoint not marked insecure', location('plain', { insecure: false }), /spec\.endpoint is http:\/\/, so the access key id, request signatures and object data would travel in clear: use https:\/\/, or set insecure: true to accept that/],
     ['unknown checksum mode', location('badmode', { checksumMode: 'always' }), /spec\.checksumMode: Unsupported value: "always": supported values: "whenRequired", "whenSupported"/],
     ['journal without a source of changes', location('nojournal', { journal: {} }), /journal needs kafka, scan, or both/],
+    ['a webhook journal without its topic', location('hooknotopic', { journal: { scan: {}, webhook: { tokenSecretRef: { name: 'hook' } } } }), /journal\.webhook writes the events it receives to journal\.kafka\.topic: give journal\.kafka too/],
+    ['a KMS key without SSE-KMS', rule('kmskey', { destinations: [{ location: 'b', bucket: 'xyz', serverSideEncryption: 'AES256', kmsKeyId: 'k1' }] }), /kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms/],
     ['a name with an empty label', location('my..loc', {}), /metadata\.name: Invalid value: "my\.\.loc": a lowercase RFC 1123 subdomain/],
     ['a paused rule (not supported yet)', rule('paused', { paused: true }), /spec\.paused: Invalid value: true: pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`/],
     ['missing credentials reference', { ...location('nocreds', {}), spec: { type: 's3' } }, /spec\.credentialsSecretRef: Required value/],

@@ -29,7 +29,8 @@ describe('the webhook journal on Kubernetes: a receiver per Location, RGW wired 
   let r: TestS3Server;
   let src: S3Client, dst: S3Client;
   const receiver = `${RELEASE}-webhook-rgw`;
-  const token = testSecret(randomBytes(24).toString('base64url'));
+  // RGW writes the topic's push endpoint, the token in its query, to its own log when a delivery fails.
+  const token = testSecret(randomBytes(24).toString('base64url'), /^rgw-[^/]+\/log\/client\.rgw\.log$/);
   const rule = async (): Promise<Condition | undefined> => (await c.rest.get<Resource>(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/replicationrules/inbox`)).status?.conditions?.find((x) => x.type === 'Ready');
   const location = (hook: Record<string, unknown>): string =>
     dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'rgw' }, spec: { type: 's3', endpoint: r.endpoint, insecure: true, region: 'us-east-1', credentialsSecretRef: { name: 'rgw-creds' }, journal: { kafka: { topic: `${c.prefix}-rgw-events` }, webhook: { tokenSecretRef: { name: 'hook-token' }, ...hook } } } });
@@ -41,6 +42,7 @@ describe('the webhook journal on Kubernetes: a receiver per Location, RGW wired 
     r = await rgw({ name: `op-hook-${c.prefix}` });
     [src, dst] = [r.client(), c.siteB.client()];
     await versionedBucket(src, 'inbox');
+    await versionedBucket(src, 'mirror');
     await versionedBucket(dst, 'inbox-copy');
     await installChart(c, ['--set', 'kafka.partitions=2', '--set', 'operator.resyncSeconds=2']);
     const labelled = { [CREDENTIALS_LABEL]: 'true' };
@@ -52,7 +54,7 @@ describe('the webhook journal on Kubernetes: a receiver per Location, RGW wired 
         dump({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'site-b-creds', labels: labelled }, stringData: { accessKeyId: c.siteB.credentials.accessKeyId, secretAccessKey: c.siteB.credentials.secretAccessKey } }),
         location({}),
         dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name: 'site-b' }, spec: { type: 's3', endpoint: c.siteB.endpoint, insecure: true, region: 'us-east-1', credentialsSecretRef: { name: 'site-b-creds' } } }),
-        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'inbox' }, spec: { source: { location: 'rgw', bucket: 'inbox' }, destinations: [{ location: 'site-b', bucket: 'inbox-copy' }], replicateDeleteMarkers: true } }),
+        dump({ apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name: 'inbox' }, spec: { source: { location: 'rgw', bucket: 'inbox' }, destinations: [{ location: 'site-b', bucket: 'inbox-copy' }, { location: 'rgw', bucket: 'mirror' }], replicateDeleteMarkers: true } }),
       ].join('---\n'),
     );
   });
@@ -76,6 +78,17 @@ describe('the webhook journal on Kubernetes: a receiver per Location, RGW wired 
     const deployment = await c.rest.get<Deployment>(`/apis/apps/v1/namespaces/${c.namespace}/deployments/${receiver}`);
     const mounted = deployment.spec.template.spec.volumes.find((v) => v.name === 'credentials')?.projected?.sources.map((s) => `${s.secret?.name ?? ''}:${(s.secret?.items ?? []).map((i) => i.key).join(',')}`);
     assert.deepEqual(mounted, ['hook-token:token'], 'no S3 credentials in the receiver');
+  });
+
+  it('shows in each destination Location\'s status what its server does: RGW does not tell delete markers on HEAD, MinIO does', async () => {
+    type Probed = KubeObject & { status?: { capabilities?: { deleteMarkersOnHead: boolean; probedBucket: string } } };
+    await eventually(async () => {
+      const [rgwStatus, minioStatus] = await Promise.all(['rgw', 'site-b'].map((l) => c.rest.get<Probed>(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/locations/${l}`)));
+      assert.deepEqual([rgwStatus?.status?.capabilities?.deleteMarkersOnHead, rgwStatus?.status?.capabilities?.probedBucket], [false, 'mirror']);
+      assert.deepEqual([minioStatus?.status?.capabilities?.deleteMarkersOnHead, minioStatus?.status?.capabilities?.probedBucket], [true, 'inbox-copy']);
+    }, 60_000, 500);
+    const left = await src.send(new ListObjectVersionsCommand({ Bucket: 'mirror', Prefix: '.backbeat-probe/' }));
+    assert.deepEqual([...(left.Versions ?? []), ...(left.DeleteMarkers ?? [])], [], 'the probes left nothing');
   });
 
   it('with createTopic, RGW pushes to the receiver: what is written there reaches site-b, a receiver pod crashed mid-stream or not', async () => {

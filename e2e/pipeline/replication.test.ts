@@ -95,7 +95,7 @@ describe('replication pipeline (Kafka journal, three MinIO sites)', function () 
       assert.equal(h.ContentLanguage, 'fr');
       assert.equal(h.ETag, put.ETag);
       // The user's metadata, and the replica's marks: its source version, source, and that version's listed Last-Modified.
-      assert.deepEqual(h.Metadata, { camera: 'x100', owner: 'ada', 'backbeat-source-version-id': put.VersionId, 'backbeat-source': 'site-a/photos', 'backbeat-source-time': sourceTime });
+      assert.deepEqual(h.Metadata, { camera: 'x100', owner: 'ada', 'backbeat-source-version-id': put.VersionId, 'backbeat-source': 'site-a/photos', 'backbeat-path': 'site-a/photos', 'backbeat-source-time': sourceTime });
       const tags = await s3.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: key }));
       assert.deepEqual(tags.TagSet?.map((t) => `${t.Key}=${t.Value}`).sort(), ['team=blue', 'year=2026']);
     }

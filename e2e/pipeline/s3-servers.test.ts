@@ -243,6 +243,30 @@ for (const source of servers) {
         assert.equal(d.verifiedBy, 'md5', 'the status says how the replica was checked');
       }
     });
+
+    // Past the 5 GiB one PUT takes, such an object goes in byte ranges: here with the limit lowered.
+    if (!source.partsKept) {
+      it('a multipart object past what one PUT takes: in byte ranges, each checked by the MD5 of its bytes', async () => {
+        const parts = [Buffer.alloc(5 * MiB, 7), Buffer.alloc(5 * MiB + 3, 8), Buffer.alloc(MiB, 9)];
+        const etag = await multipart(ss, 'inbox', 'huge.bin', parts);
+        const { VersionId } = await ss.send(new HeadObjectCommand({ Bucket: 'inbox', Key: 'huge.bin' }));
+        const task: ReplicationTask = {
+          source: { location: 'other', bucket: 'inbox', key: 'huge.bin', versionId: VersionId ?? '' },
+          kind: 'object',
+          etag,
+          eventTime: new Date().toISOString(),
+          destinations: [{ id: 'minio-m/ranges', location: 'minio-m', bucket: 'ranges', rule: `${tag}-0` }],
+          origin: 'retry',
+        };
+        await versionedBucket(sm, 'ranges');
+        const [d] = task.destinations;
+        assert.ok(d !== undefined);
+        const outcome = await replicate({ source: ss, destination: sm, wholeMaxBytes: 8 * MiB, rangeMinBytes: 5 * MiB }, task, d);
+        assert.deepEqual([outcome.state, outcome.verifiedBy, outcome.bytes], ['COMPLETED', 'md5', 11 * MiB + 3]);
+        assert.ok((await body(sm, 'ranges', 'huge.bin')).equals(Buffer.concat(parts)), 'the same bytes');
+        assert.match((await sm.send(new HeadObjectCommand({ Bucket: 'ranges', Key: 'huge.bin' }))).ETag ?? '', /-3"$/, 'three ranges of 5 MiB at most');
+      });
+    }
   });
 }
 
@@ -312,6 +336,8 @@ describe('a chain MinIO → SeaweedFS → Ceph RGW, and a cycle back (real MinIO
 // parts): it is copied whole and checked by the MD5 of the bytes read. MinIO's SSE-S3 ETags are the MD5 of
 // the plaintext, so a replica in a bucket that encrypts by default matches it (the check by size, for
 // destinations whose ETags under encryption are their own, is not reached here).
+const KMS_KEY = 'backbeat-test';
+
 describe('encrypted at rest: SSE-S3 on MinIO, as source and as destination (real MinIO, Kafka)', function () {
   this.timeout(300_000);
   let sa: S3Client, sd: S3Client;
@@ -319,16 +345,29 @@ describe('encrypted at rest: SSE-S3 on MinIO, as source and as destination (real
   const completed = completedIn(() => local);
 
   before(async () => {
-    const kms = (): Record<string, string> => ({ MINIO_KMS_SECRET_KEY: `backbeat-test:${testSecret(randomBytes(32).toString('base64'))}` });
+    const kms = (): Record<string, string> => ({ MINIO_KMS_SECRET_KEY: `${KMS_KEY}:${testSecret(randomBytes(32).toString('base64'))}` });
     const [{ server: a, client, journalTopic }, d] = await Promise.all([journaledSource('sse-a', 'vault', kms()), minio({ name: 'sse-d', env: kms() })]);
     [sa, sd] = [client, d.client()];
     await versionedBucket(sd, 'plain');
     await versionedBucket(sd, 'sealed');
     await sd.send(new PutBucketEncryptionCommand({ Bucket: 'sealed', ServerSideEncryptionConfiguration: { Rules: [{ ApplyServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] } }));
+    // Buckets that do not encrypt by default, whose replicas the rule has encrypted.
+    await versionedBucket(sd, 'by-rule');
+    await versionedBucket(sd, 'by-kms');
     const dir = manifests(
       'sse',
       [locationManifest('minio-a', a.endpoint, a.credentials, { journal: { kafka: { topic: journalTopic } } }), locationManifest('minio-d', d.endpoint, d.credentials)],
-      [{ source: { location: 'minio-a', bucket: 'vault' }, destinations: [{ location: 'minio-d', bucket: 'plain' }, { location: 'minio-d', bucket: 'sealed' }] }],
+      [
+        {
+          source: { location: 'minio-a', bucket: 'vault' },
+          destinations: [
+            { location: 'minio-d', bucket: 'plain' },
+            { location: 'minio-d', bucket: 'sealed' },
+            { location: 'minio-d', bucket: 'by-rule', serverSideEncryption: 'AES256' },
+            { location: 'minio-d', bucket: 'by-kms', serverSideEncryption: 'aws:kms', kmsKeyId: KMS_KEY },
+          ],
+        },
+      ],
     );
     local = await startOn(dir, 'sse');
   });
@@ -364,5 +403,21 @@ describe('encrypted at rest: SSE-S3 on MinIO, as source and as destination (real
     assert.equal((await body(sd, 'sealed', 'open.txt')).toString(), 'in the clear');
     assert.equal((await sd.send(new HeadObjectCommand({ Bucket: 'sealed', Key: 'open.txt' }))).ServerSideEncryption, 'AES256');
     assert.deepEqual(checks('open.txt'), { plain: undefined, sealed: undefined });
+  });
+
+  it('a rule that asks for encryption has replicas encrypted where the bucket would not: SSE-S3 and SSE-KMS, single-part and multipart', async () => {
+    const parts = [Buffer.alloc(5 * MiB, 4), Buffer.alloc(MiB + 5, 5)];
+    await sa.send(new PutObjectCommand({ Bucket: 'vault', Key: 'asked.txt', Body: 'seal it there' }));
+    await multipart(sa, 'vault', 'asked.bin', parts);
+    await completed('minio-a', 'vault', 'asked.txt');
+    await completed('minio-a', 'vault', 'asked.bin');
+    for (const [bucket, sse] of [['by-rule', 'AES256'], ['by-kms', 'aws:kms'], ['plain', undefined]] as const) {
+      assert.equal((await body(sd, bucket, 'asked.txt')).toString(), 'seal it there', bucket);
+      assert.ok((await body(sd, bucket, 'asked.bin')).equals(Buffer.concat(parts)), bucket);
+      for (const key of ['asked.txt', 'asked.bin']) assert.equal((await sd.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).ServerSideEncryption, sse, `${bucket}/${key}`);
+    }
+    // MinIO's SSE-S3 ETags are the MD5s of the bytes (the source's ETag kept); its SSE-KMS ETags are its own.
+    const verified = (key: string): (string | undefined)[] => ['by-rule', 'by-kms'].map((b) => local.status.lookup('minio-a', 'vault', key)[0]?.destinations[`minio-d/${b}`]?.verifiedBy);
+    assert.deepEqual([verified('asked.txt'), verified('asked.bin')], [[undefined, 'size'], [undefined, 'size']]);
   });
 });

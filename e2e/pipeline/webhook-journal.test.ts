@@ -20,7 +20,8 @@ describe('the webhook journal: Ceph RGW events over HTTP (real Ceph RGW, MinIO, 
   let local: LocalRun;
   let port: number;
   let hook: string;
-  const token = testSecret(randomBytes(24).toString('base64url'));
+  // RGW writes the topic's push endpoint, the token in its query, to its own log when a delivery fails.
+  const token = testSecret(randomBytes(24).toString('base64url'), /^rgw-[^/]+\/log\/client\.rgw\.log$/);
   const completed = completedIn(() => local);
 
   before(async () => {
@@ -64,6 +65,9 @@ describe('the webhook journal: Ceph RGW events over HTTP (real Ceph RGW, MinIO, 
     assert.match(((await bad.json()) as { error: string }).error, /malformed event/);
     assert.equal((await post(hook, 'x'.repeat(2 * 1024 * 1024), { authorization: `Bearer ${token}` })).status, 413);
     assert.equal(local.webhook?.receiver.received.get('rgw') ?? 0, 0, 'nothing was written to the journal');
+    const metrics = await (await fetch(`${local.url}/metrics`)).text();
+    const requests = (location: string, code: number): string | undefined => new RegExp(`^backbeat_webhook_requests_total\\{location="${location}",code="${String(code)}"\\} (\\d+)$`, 'm').exec(metrics)?.[1];
+    assert.deepEqual([requests('rgw', 401), requests('', 401), requests('rgw', 400), requests('rgw', 413)], ['3', '1', '1', '1'], 'each refusal counted, by the location it was for');
   });
 
   it('a key with a space and a plus, its metadata, and its delete marker (named by no event)', async () => {

@@ -14,6 +14,9 @@ export interface CompiledDestination {
   Bucket: string;
   StorageClass?: string;
   KeyPrefix?: string;
+  /** Encryption at rest the replicas are written with (x-amz-server-side-encryption), and the KMS key. */
+  ServerSideEncryption?: 'AES256' | 'aws:kms';
+  KMSKeyId?: string;
 }
 
 export interface CompiledRule {
@@ -69,6 +72,8 @@ export function compileRule(rule: ReplicationRule, since = rule.metadata.creatio
       Bucket: d.bucket,
       ...(d.storageClass !== undefined ? { StorageClass: d.storageClass } : {}),
       ...(d.keyPrefix !== undefined && d.keyPrefix !== '' ? { KeyPrefix: d.keyPrefix } : {}),
+      ...(d.serverSideEncryption !== undefined ? { ServerSideEncryption: d.serverSideEncryption } : {}),
+      ...(d.kmsKeyId !== undefined ? { KMSKeyId: d.kmsKeyId } : {}),
     })),
     ...(since !== undefined ? { Since: since } : {}),
   };

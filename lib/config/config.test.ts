@@ -119,6 +119,14 @@ describe('configuration model', () => {
     ]);
   });
 
+  it('refuses a webhook journal without its Kafka topic, and a KMS key without SSE-KMS, as the API server does', () => {
+    const got = problems(docs(location('a', { journal: { scan: {}, webhook: { tokenSecretRef: { name: 'hook' } } } }), location('b'), rule('r1', { destinations: [{ location: 'b', bucket: 'photos', serverSideEncryption: 'AES256', kmsKeyId: 'k1' }] })));
+    assert.deepEqual(got, [
+      'm.yaml: Location/a: spec.journal.webhook: journal.webhook writes the events it receives to journal.kafka.topic: give journal.kafka too',
+      'm.yaml: ReplicationRule/r1: spec.destinations[0].kmsKeyId: kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms',
+    ]);
+  });
+
   it('refuses an http endpoint unless the Location accepts it in clear with insecure: true', () => {
     const got = problems(docs(location('a', { insecure: false }), location('b', { insecure: true }), location('c', { endpoint: 'https://s3.example.com', insecure: false })));
     assert.deepEqual(got, [

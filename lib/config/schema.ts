@@ -21,6 +21,7 @@ const BucketName = Type.String({
 /** An endpoint URL with user:password@ before its host (the credentials would be published with it). */
 export const USERINFO = '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@';
 export const ENDPOINT_USERINFO = 'must not carry credentials (user:password@host): give them in credentialsSecretRef';
+export const KMS_KEY_NEEDS_KMS = 'kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms';
 export const RULE_PAUSE_UNSUPPORTED = 'pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`';
 /** Why an http:// endpoint needs `insecure: true`: the access key id, the signatures and the data travel in clear. */
 export const ENDPOINT_PLAIN = 'is http://, so the access key id, request signatures and object data would travel in clear: use https://, or set insecure: true to accept that';
@@ -195,8 +196,14 @@ export const Destination = Type.Object(
     bucket: BucketName,
     storageClass: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Z_]+$', description: 'Storage class of the replicas; default: the source object\'s.' })),
     keyPrefix: Type.Optional(Type.String({ maxLength: 512, description: 'Prepended to every replica key.' })),
+    serverSideEncryption: Type.Optional(
+      Type.Union([Type.Literal('AES256'), Type.Literal('aws:kms')], {
+        description: 'Has the destination encrypt each replica at rest: AES256 (SSE-S3) or aws:kms (SSE-KMS, with kmsKeyId or the server\'s default key). Default: as the destination bucket\'s own setting says.',
+      }),
+    ),
+    kmsKeyId: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'The KMS key of SSE-KMS replicas (serverSideEncryption: aws:kms).' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, ...cel([{ rule: "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && self.serverSideEncryption == 'aws:kms')", message: KMS_KEY_NEEDS_KMS }]) },
 );
 
 export const ReplicationRuleSpec = Type.Object(

@@ -1,5 +1,5 @@
 import type { Manifests } from './manifests.ts';
-import { ENDPOINT_PLAIN, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
+import { ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
@@ -49,6 +49,7 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
       if (d.location === source.location && d.bucket === source.bucket) {
         at(resource, path, 'a destination cannot be the source bucket itself');
       }
+      if (d.kmsKeyId !== undefined && d.serverSideEncryption !== 'aws:kms') at(resource, `${path}.kmsKeyId`, KMS_KEY_NEEDS_KMS);
       const id = `${d.location}/${d.bucket}`;
       const first = seen.get(id);
       if (first !== undefined) at(resource, path, `duplicate of spec.destinations[${first}] (${id})`);

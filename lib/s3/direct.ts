@@ -219,7 +219,8 @@ export class DirectS3 {
     const res = await this.send('PUT', input, { 'content-length': String(length) }, body ?? Buffer.alloc(0));
     res.resume();
     const etag = header(res, 'etag');
-    return { $metadata: metadataOf(res), ...(etag !== undefined ? { ETag: etag } : {}) };
+    const sse = header(res, 'x-amz-server-side-encryption');
+    return { $metadata: metadataOf(res), ...(etag !== undefined ? { ETag: etag } : {}), ...(sse !== undefined ? { ServerSideEncryption: sse as ServerSideEncryption } : {}) };
   }
 
   /** One signed request; resolves with a 2xx answer (its body unread), rejects with the SDK-shaped error otherwise. */

@@ -187,7 +187,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     if (topic !== undefined) await populator.followJournal(name, topic);
   }
 
-  const receiver = webhooks.size > 0 ? new WebhookReceiver({ queue, logger: logger.child({ role: 'webhook' }), locations: webhooks }) : undefined;
+  const receiver = webhooks.size > 0 ? new WebhookReceiver({ queue, metrics, logger: logger.child({ role: 'webhook' }), locations: webhooks }) : undefined;
   const hook = await receiver?.listen(options.webhookPort ?? 0, options.webhookHost ?? '127.0.0.1');
   const webhook = receiver !== undefined && hook !== undefined ? { receiver, url: `http://${hook.address}:${String(hook.port)}` } : undefined;
 

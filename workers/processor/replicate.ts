@@ -33,6 +33,10 @@ export interface CopyContext {
   traits?: DestinationTraits;
   /** The task's rule replicates replicas written by another rule (a chain). */
   replicateReplicas?: boolean;
+  /** The largest object copied whole in one PUT when its ETag cannot be kept (default 5 GiB, what a PUT takes); larger ones go in byte ranges. */
+  wholeMaxBytes?: number;
+  /** The least size of those byte ranges (default 64 MiB). */
+  rangeMinBytes?: number;
 }
 
 /** What a GET of the destination key would see now (see currentState). */
@@ -132,6 +136,9 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
     ...(head.ContentLanguage !== undefined ? { ContentLanguage: head.ContentLanguage } : {}),
     ...(expires !== undefined ? { Expires: expires } : {}),
     ...(storageClass !== undefined && storageClass !== 'STANDARD' ? { StorageClass: storageClass as StorageClass } : {}),
+    // The rule's encryption at rest; else the destination bucket's default applies.
+    ...(d.sse !== undefined ? { ServerSideEncryption: d.sse } : {}),
+    ...(d.kmsKeyId !== undefined ? { SSEKMSKeyId: d.kmsKeyId } : {}),
     ...(tagging !== undefined ? { Tagging: tagging } : {}),
   };
 }
@@ -183,34 +190,45 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     let resumedParts: number | undefined;
     // Encrypted at rest on the source (SSE-S3, SSE-KMS), its ETag is not the MD5 of its bytes, nor made of them.
     const encrypted = got.ServerSideEncryption !== undefined;
-    const copyWholeAnew = async (): Promise<Outcome> => copyWhole(ctx, headers, (await getObject(ctx.source, src)).Body as Readable, size);
+    // A version whose ETag no copy can reproduce: whole in one PUT (from `open`, a GET of it already
+    // answered, or a new one), or in byte ranges past what one PUT takes.
+    const unmatched = async (open?: Readable): Promise<Outcome> => {
+      if (size <= (ctx.wholeMaxBytes ?? WHOLE_MAX_BYTES)) return copyWhole(ctx, headers, open ?? ((await getObject(ctx.source, src)).Body as Readable), size);
+      open?.destroy();
+      const copied = await copyParts(ctx, task, d, headers, { kind: 'ranges', size, partBytes: rangeBytes(size, ctx.rangeMinBytes) });
+      const resumed = copied.resumed > 0 ? { resumedParts: copied.resumed } : {};
+      if (copied.check === 'md5') return { state: 'COMPLETED', bytes: size, replicaEtag: copied.etag, verifiedBy: 'md5', ...resumed };
+      return { ...(await checkedBySize(ctx, headers, { ETag: copied.etag, VersionId: copied.versionId }, size)), ...resumed };
+    };
     if (parts === null && stream !== undefined && got.ContentLength === size) {
       // (A first part's GET of an object without parts is the whole object.)
-      if (encrypted) return await copyWhole(ctx, headers, stream, size);
+      if (encrypted) return await unmatched(stream);
       const put = await putObject(ctx.destination, { ...headers, Body: size === 0 ? Buffer.alloc(0) : stream, ContentLength: size });
       replicaEtag = unquote(put.ETag);
       // A destination that encrypts (its bucket's default) answers with an ETag of its own.
       if (put.ServerSideEncryption !== undefined && replicaEtag !== sourceEtag) return await checkedBySize(ctx, headers, put, size);
     } else if (parts !== null && multipartHint && stream !== undefined && Number(parts[1]) > 1 && wholeAnswer(got)) {
       // The first part's GET brought the whole object: copied whole from it.
-      return await copyWhole(ctx, headers, stream, size);
+      return await unmatched(stream);
     } else if (parts !== null && encrypted) {
       stream?.destroy();
-      return await copyWholeAnew();
+      return await unmatched();
     } else if (parts !== null) {
       // Part by part, keeping the source's parts (and so its ETag): the first part's GET is the first
       // part; a whole-object GET (no hint from the journal) is dropped after its headers.
       const first = multipartHint && stream !== undefined ? { stream, length: got.ContentLength ?? 0 } : undefined;
       if (first === undefined) stream?.destroy();
-      let copied: { etag: string; resumed: number };
+      let copied: Awaited<ReturnType<typeof copyParts>>;
       try {
-        copied = await copyParts(ctx, task, d, headers, Number(parts[1]), sourceEtag, first);
+        copied = await copyParts(ctx, task, d, headers, { kind: 'parts', count: Number(parts[1]), sourceEtag }, first);
       } catch (err) {
         if (!(err instanceof PartNumberIgnored)) throw err;
-        return await copyWholeAnew();
+        return await unmatched();
       }
       replicaEtag = copied.etag;
       if (copied.resumed > 0) resumedParts = copied.resumed;
+      // Encrypted there with ETags of its own (SSE-KMS): the parts are the source's, the size says the rest.
+      if (copied.check === 'size') return { ...(await checkedBySize(ctx, headers, { ETag: copied.etag, VersionId: copied.versionId }, size)), ...(resumedParts !== undefined ? { resumedParts } : {}) };
     } else {
       // The hint was wrong (the journal's ETag is not this version's): copy it whole, as any other.
       return await copyObject(ctx, { ...task, etag: sourceEtag }, d, sourceTime, checkStamp);
@@ -226,22 +244,36 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
 
 /** Parts of one multipart copy under way at once. */
 const PARTS_IN_FLIGHT = 2;
+/** The largest object one PUT takes (S3's limit): larger ones the copy cuts into byte ranges. */
+const WHOLE_MAX_BYTES = 5 * 1024 ** 3;
+/** The byte ranges of such a copy: 64 MiB, more where 10 000 parts would not hold the object. */
+const rangeBytes = (size: number, least = 64 * 1024 ** 2): number => Math.max(least, Math.ceil(size / 10_000 / 1024 ** 2) * 1024 ** 2);
 
 /**
- * A version whose ETag a copy cannot reproduce (a multipart object of a source that ignores partNumber,
- * an object encrypted at rest on the source) copied whole in one PUT: up to the 5 GiB a PUT takes, a
- * larger one is refused by the destination and FAILED with its reason. The replica is checked by the MD5
- * of the bytes read, which a plain PUT's ETag is (MinIO's under SSE-S3 too); where the destination
- * encrypts with ETags of its own (SSE-KMS on AWS), by its size.
+ * How a multipart copy cuts the object: the source's own parts (read with partNumber; the replica's ETag
+ * is then the source's), or byte ranges (each checked by the MD5 of the bytes read).
  */
-async function copyWhole(ctx: CopyContext, headers: ReturnType<typeof replicaHeaders>, stream: Readable, size: number): Promise<Outcome> {
-  const md5 = createHash('md5');
-  const body = new Transform({
+type PartLayout = { kind: 'parts'; count: number; sourceEtag: string } | { kind: 'ranges'; size: number; partBytes: number };
+
+/** A pass-through stream feeding what passes into `md5`. */
+const hashing = (md5: ReturnType<typeof createHash>): Transform =>
+  new Transform({
     transform(chunk: Buffer, _encoding, done) {
       md5.update(chunk);
       done(null, chunk);
     },
   });
+
+/**
+ * A version whose ETag a copy cannot reproduce (a multipart object of a source that ignores partNumber,
+ * an object encrypted at rest on the source) copied whole in one PUT (up to what a PUT takes: larger
+ * ones go in byte ranges). The replica is checked by the MD5 of the bytes read, which a plain PUT's ETag
+ * is (MinIO's under SSE-S3 too); where the destination encrypts with ETags of its own (SSE-KMS on AWS),
+ * by its size.
+ */
+async function copyWhole(ctx: CopyContext, headers: ReturnType<typeof replicaHeaders>, stream: Readable, size: number): Promise<Outcome> {
+  const md5 = createHash('md5');
+  const body = hashing(md5);
   stream.on('error', (err) => body.destroy(err));
   let put: Awaited<ReturnType<typeof putObject>>;
   try {
@@ -300,18 +332,22 @@ async function copyParts(
   task: ReplicationTask,
   d: TaskDestination,
   headers: ReturnType<typeof replicaHeaders>,
-  count: number,
-  sourceEtag: string,
+  layout: PartLayout,
   first?: { stream: Readable; length: number },
-): Promise<{ etag: string; resumed: number }> {
+): Promise<{ etag: string; versionId?: string; resumed: number; check: 'etag' | 'md5' | 'size' }> {
+  const count = layout.kind === 'parts' ? layout.count : Math.ceil(layout.size / layout.partBytes);
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
   const place = { destination: d.id, key: headers.Key };
+  // Encrypted there (the rule asks, or the upload or a part says so): ETags may be the server's own.
+  const seen = { sealed: headers.ServerSideEncryption !== undefined };
   const previous = ctx.uploads?.find(place, task.source.versionId);
   let parts = previous !== undefined ? await uploadedParts(ctx.destination, { Bucket: headers.Bucket, Key: headers.Key, UploadId: previous.uploadId }) : undefined;
   let uploadId = parts !== undefined ? previous?.uploadId : undefined;
   if (uploadId === undefined) {
     if (previous !== undefined) await ctx.uploads?.forget(place);
-    uploadId = (await ctx.destination.send(new CreateMultipartUploadCommand(headers))).UploadId ?? '';
+    const created = await ctx.destination.send(new CreateMultipartUploadCommand(headers));
+    uploadId = created.UploadId ?? '';
+    if (created.ServerSideEncryption !== undefined) seen.sealed = true;
     await ctx.uploads?.record(place, { uploadId, sourceVersionId: task.source.versionId, initiated: new Date().toISOString() });
     parts = new Map();
   }
@@ -321,16 +357,25 @@ async function copyParts(
   // A first part already uploaded (a resumed copy) lets its GET go at once, rather than held open.
   if (etags.has(1)) first?.stream.destroy();
   const copyPart = async (n: number): Promise<void> => {
-    const fetched = n === 1 && first !== undefined ? undefined : await getObject(ctx.source, { ...src, PartNumber: n });
+    const range = layout.kind === 'ranges' ? `bytes=${String((n - 1) * layout.partBytes)}-${String(Math.min(n * layout.partBytes, layout.size) - 1)}` : undefined;
+    const fetched = n === 1 && first !== undefined ? undefined : await getObject(ctx.source, { ...src, ...(range !== undefined ? { Range: range } : { PartNumber: n }) });
     const part = fetched ?? { Body: first?.stream, ContentLength: first?.length };
     const stream = part.Body as Readable;
     // (The first part from the journal's hint was checked by copyObject.)
-    if (fetched !== undefined && count > 1 && wholeAnswer(fetched)) {
+    if (fetched !== undefined && range === undefined && count > 1 && wholeAnswer(fetched)) {
       stream.destroy();
       throw new PartNumberIgnored(`the source answered part ${String(n)} with the whole object`);
     }
+    // A byte range is checked by the MD5 of what was read, which the part's ETag is.
+    const md5 = range !== undefined ? createHash('md5') : undefined;
+    const body = md5 === undefined ? stream : stream.pipe(hashing(md5));
+    stream.on('error', (err) => body.destroy(err));
     try {
-      const put = await uploadPart(ctx.destination, { ...target, PartNumber: n, Body: stream, ContentLength: part.ContentLength ?? 0 });
+      const put = await uploadPart(ctx.destination, { ...target, PartNumber: n, Body: body, ContentLength: part.ContentLength ?? 0 });
+      const digest = md5?.digest('hex');
+      // A destination that encrypts may give ETags of its own (SSE-KMS): the replica is then checked by its size.
+      if (put.ServerSideEncryption !== undefined) seen.sealed = true;
+      else if (digest !== undefined && unquote(put.ETag) !== digest) throw new ReplicaMismatch(`part ${String(n)}'s ETag ${unquote(put.ETag)} differs from the MD5 ${digest} of the bytes read`);
       etags.set(n, put.ETag ?? '');
     } finally {
       stream.destroy();
@@ -356,12 +401,15 @@ async function copyParts(
     if (failure !== undefined) throw failure.reason;
     const list = Array.from({ length: count }, (_, i) => ({ PartNumber: i + 1, ETag: etags.get(i + 1) ?? '' }));
     const expected = multipartEtag(list.map((p) => p.ETag));
-    if (expected !== sourceEtag) throw new ReplicaMismatch(`the uploaded parts make ETag ${expected}, not the source's ${sourceEtag}`);
+    const kept = layout.kind === 'parts' && expected === layout.sourceEtag;
+    if (layout.kind === 'parts' && !kept && !seen.sealed) throw new ReplicaMismatch(`the uploaded parts make ETag ${expected}, not the source's ${layout.sourceEtag}`);
     const complete = await ctx.destination.send(new CompleteMultipartUploadCommand({ ...target, MultipartUpload: { Parts: list } }));
     await ctx.uploads?.forget(place);
     // Ceph RGW 16 answers with an empty ETag: the replica's is read back.
     const etag = unquote(complete.ETag) || unquote((await headObject(ctx.destination, { Bucket: target.Bucket, Key: target.Key, ...(complete.VersionId !== undefined ? { VersionId: complete.VersionId } : {}) })).ETag);
-    return { etag, resumed };
+    // Ranges resumed from an earlier attempt were checked then, not now: the size says the rest.
+    const check = kept ? 'etag' : layout.kind === 'ranges' && !seen.sealed && resumed === 0 ? 'md5' : 'size';
+    return { etag, ...(complete.VersionId !== undefined ? { versionId: complete.VersionId } : {}), resumed, check };
   } catch (err) {
     if (ctx.signal?.aborted !== true) {
       // Leave no half-written upload behind; if the abort fails too, the copy's own error matters more

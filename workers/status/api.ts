@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { BodyTooLarge, readBody } from '../../lib/http/body.ts';
 import { redactString } from '../../lib/log/redact.ts';
 import { type PauseState, versionKey } from '../messages.ts';
 import { type ApiAction, type ApiAuth, Refused } from './auth.ts';
@@ -52,17 +53,11 @@ class BadRequest extends Error {
 const MAX_BODY_BYTES = 16 * 1024;
 
 async function jsonBody(req: IncomingMessage): Promise<{ value: Record<string, unknown>; raw: string }> {
-  const tooLarge = (): BadRequest => new BadRequest(413, `the request body is over ${String(MAX_BODY_BYTES)} bytes`);
-  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of req) {
-    bytes += (chunk as Buffer).length;
-    if (bytes > MAX_BODY_BYTES) throw tooLarge();
-    chunks.push(chunk as Buffer);
-  }
-  if (chunks.length === 0) return { value: {}, raw: '' };
-  const raw = Buffer.concat(chunks).toString('utf8');
+  const body = await readBody(req, MAX_BODY_BYTES).catch((err: unknown) => {
+    throw err instanceof BodyTooLarge ? new BadRequest(413, err.message) : err;
+  });
+  if (body.length === 0) return { value: {}, raw: '' };
+  const raw = body.toString('utf8');
   try {
     const value: unknown = JSON.parse(raw);
     if (value !== null && typeof value === 'object' && !Array.isArray(value)) return { value: value as Record<string, unknown>, raw };

@@ -2,7 +2,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { BodyTooLarge, readBody } from '../../lib/http/body.ts';
 import type { Logger } from '../../lib/log/logger.ts';
+import type { Metrics } from '../../lib/metrics.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 
@@ -22,6 +24,7 @@ export interface WebhookOptions {
   logger: Logger;
   /** The locations whose events are taken, by name. */
   locations: ReadonlyMap<string, WebhookLocation>;
+  metrics?: Metrics;
 }
 
 /** An event notification is a few KiB; a server may batch some. */
@@ -36,6 +39,12 @@ class Answer extends Error {
   }
 }
 
+/** The location a request's path names (decoded); undefined for another path. Throws URIError on a bad encoding. */
+const locationOf = (url: URL): string | undefined => {
+  const raw = PATH.exec(url.pathname)?.[1];
+  return raw === undefined ? undefined : decodeURIComponent(raw);
+};
+
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 /** The token a request presents: `Authorization: Bearer <token>`, else the `token` query parameter. */
@@ -44,18 +53,10 @@ function presented(req: IncomingMessage, url: URL): string | undefined {
   return header ?? url.searchParams.get('token') ?? undefined;
 }
 
-async function body(req: IncomingMessage): Promise<Buffer> {
-  const tooLarge = (): Answer => new Answer(413, `the request body is over ${String(MAX_BODY_BYTES)} bytes`);
-  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of req) {
-    bytes += (chunk as Buffer).length;
-    if (bytes > MAX_BODY_BYTES) throw tooLarge();
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
+const body = (req: IncomingMessage): Promise<Buffer> =>
+  readBody(req, MAX_BODY_BYTES).catch((err: unknown) => {
+    throw err instanceof BodyTooLarge ? new Answer(413, err.message) : err;
+  });
 
 /**
  * One journal message per event record, keyed by bucket and key as a server publishing to Kafka keys
@@ -98,18 +99,21 @@ export class WebhookReceiver {
   private async handle(req: IncomingMessage): Promise<{ code: number; body: unknown }> {
     const url = new URL(req.url ?? '/', 'http://receiver');
     if (url.pathname === '/healthz') return { code: 200, body: { ok: true } };
-    const location = PATH.exec(url.pathname)?.[1];
-    if (location === undefined) return { code: 404, body: { error: `no such endpoint: ${url.pathname}` } };
+    const name = locationOf(url);
+    if (name === undefined) return { code: 404, body: { error: `no such endpoint: ${url.pathname}` } };
     if (req.method !== 'POST') return { code: 405, body: { error: `${req.method ?? ''} ${url.pathname} is not served: POST events` } };
     // Compared as digests, in constant time; an unknown location is refused as a wrong token is.
-    const name = decodeURIComponent(location);
     const [target, expected, token] = [this.options.locations.get(name), this.tokens.get(name), presented(req, url)];
     if (target === undefined || expected === undefined || token === undefined || !timingSafeEqual(expected, digest(token))) {
       throw new Answer(401, 'a valid token is required (Authorization: Bearer, or the token query parameter)');
     }
     const records = journalRecords(name, await body(req));
     if (records.length > 0) {
-      this.producer ??= this.options.queue.producer();
+      // A producer that could not be made is asked for again by the next request.
+      this.producer ??= this.options.queue.producer().catch((err: unknown) => {
+        this.producer = undefined;
+        throw err;
+      });
       try {
         await (await this.producer).send(target.topic, records);
       } catch (err) {
@@ -126,6 +130,15 @@ export class WebhookReceiver {
     const send = (code: number, body: unknown): void => {
       res.writeHead(code, { 'content-type': 'application/json', ...(code === 401 ? { 'www-authenticate': 'Bearer' } : {}), ...(code === 413 ? { connection: 'close' } : {}) });
       res.end(JSON.stringify(body));
+      // Labelled only with a location of its own: a path is whatever the caller sent.
+      const location = ((): string | undefined => {
+        try {
+          return locationOf(new URL(req.url ?? '/', 'http://receiver'));
+        } catch {
+          return undefined;
+        }
+      })();
+      this.options.metrics?.webhookRequests.inc({ location: location !== undefined && this.options.locations.has(location) ? location : '', code: String(code) });
     };
     const answered = this.handle(req).then(
       ({ code, body }) => send(code, body),

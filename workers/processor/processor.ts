@@ -53,6 +53,8 @@ const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
 /** Scan tasks of one batch for one destination bucket that are read ahead with a listing rather than a HEAD each. */
 const PREFETCH_MIN = 8;
 const PROBE_MAX_MS = 10_000;
+/** A destination bucket that could not be probed is probed again after this long. */
+const PROBE_RETRY_MS = 60_000;
 const UPLOAD_SWEEP_MS = 3600_000;
 
 export interface ProcessorCounters {
@@ -104,8 +106,8 @@ export class Processor {
   private readonly prefetched = new WeakMap<QueueMessage, Map<string, Promise<Current | undefined>>>();
   /** When `configs` were read (this worker's start): what a task queued later may be newer than. */
   private readonly configsReadAt = Date.now();
-  /** What each destination bucket's server does where servers differ (probeDestination), by bucket. */
-  private readonly traits = new Map<string, Promise<DestinationTraits>>();
+  /** What each destination bucket's server does where servers differ (probeDestination), by bucket; a failed probe's until it is tried again. */
+  private readonly traits = new Map<string, { probe: Promise<DestinationTraits | undefined>; until: number }>();
 
   constructor(options: ProcessorOptions) {
     this.options = options;
@@ -439,24 +441,27 @@ export class Processor {
 
   /**
    * The destination bucket's traits, probed on first use (with the processor's own client: a probe cut
-   * short would leave its object behind); undefined while they cannot be learned, and a 404 is then
-   * confirmed by a listing.
+   * short would leave its object behind); undefined while they cannot be learned (probed again a minute
+   * after a failure), and a 404 is then confirmed by a listing.
    */
-  private async traitsOf(bucket: string): Promise<DestinationTraits | undefined> {
-    let probe = this.traits.get(bucket);
-    if (probe === undefined) {
-      probe = probeDestination(this.options.destination, bucket).then(({ traits, leftBehind }) => {
+  private traitsOf(bucket: string): Promise<DestinationTraits | undefined> {
+    const known = this.traits.get(bucket);
+    if (known !== undefined && Date.now() < known.until) return known.probe;
+    const entry = { until: Number.POSITIVE_INFINITY, probe: Promise.resolve<DestinationTraits | undefined>(undefined) };
+    entry.probe = probeDestination(this.options.destination, bucket).then(
+      ({ traits, leftBehind }) => {
         this.log.info('destination probed', { bucket, ...traits });
         if (leftBehind !== undefined) this.log.warn('a probe object could not be deleted', { bucket, reason: leftBehind });
         return traits;
-      });
-      this.traits.set(bucket, probe);
-      probe.catch((err: unknown) => {
-        this.traits.delete(bucket);
+      },
+      (err: unknown) => {
+        entry.until = Date.now() + PROBE_RETRY_MS;
         this.log.warn('destination not probed: a 404 there is confirmed by a listing until it is', { bucket, reason: reasonOf(err) });
-      });
-    }
-    return probe.catch(() => undefined);
+        return undefined;
+      },
+    );
+    this.traits.set(bucket, entry);
+    return entry.probe;
   }
 
   private async waitBeforeRetry(ms: number, lease: Lease): Promise<void> {

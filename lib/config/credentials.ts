@@ -51,9 +51,9 @@ export function resolveCredentials(location: Location, m: Pick<Manifests, 'secre
  * A Location's webhook token (spec.journal.webhook.tokenSecretRef): from its Secret among the manifests,
  * else from `$<SECRET>_<KEY>` (key upper-cased, `token` → `TOKEN`). Registered for redaction.
  */
-export function resolveWebhookToken(location: Location, m: Pick<Manifests, 'secrets'>, env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function resolveWebhookToken(location: Location, m: Pick<Manifests, 'secrets'>, env: NodeJS.ProcessEnv = process.env): string {
   const ref = location.spec.journal?.webhook?.tokenSecretRef;
-  if (ref === undefined) return undefined;
+  if (ref === undefined) throw new ConfigError([{ resource: `Location/${location.metadata.name}`, path: 'spec.journal.webhook', message: 'this location has no webhook journal' }]);
   const key = ref.key ?? 'token';
   const variable = `${envPrefix(ref.name)}${key.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
   const token = secretValue(m, ref.name, key) ?? env[variable];

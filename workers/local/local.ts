@@ -96,7 +96,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     const topic = location.spec.journal?.kafka?.topic;
     if (isSource && topic !== undefined && location.spec.journal?.webhook !== undefined) {
       try {
-        webhooks.set(name, { topic, token: resolveWebhookToken(location, manifests) ?? '' });
+        webhooks.set(name, { topic, token: resolveWebhookToken(location, manifests) });
       } catch (err) {
         if (err instanceof ConfigError) problems.push(...err.problems);
         else throw err;

@@ -39,8 +39,8 @@ interface Watermark {
  * scan journal (each rule queueing what was written since it took effect). A periodic scan is full
  * (every version listed) at start and every `fullIntervalSeconds`; in between it queues only
  * versions modified since the previous scan began, less `overlapMs`, and not queued by an earlier
- * scan, so that a large bucket is not re-queued whole every few minutes. Scans run one at a time; a periodic tick while one still runs is
- * dropped rather than queued behind it. A bucket whose scan fails is logged and counted
+ * scan, so that a large bucket is not re-queued whole every few minutes. Scans run one at a time; a location's
+ * periodic tick while its previous scan is still queued or running is dropped rather than queued behind it. A bucket whose scan fails is logged and counted
  * (backbeat_scan_failures_total), and the scan goes on with the next bucket.
  */
 export function scheduleScans(
@@ -88,10 +88,12 @@ export function scheduleScans(
     logger.info('scan queued changes', { ...fields, versions });
   };
   let scanning: Promise<unknown> = Promise.resolve();
-  let scansQueued = 0;
-  const safeScan = (why: ScanReason, buckets: BucketReplicationConfig[]): void => {
-    if (why === 'periodic scan' && scansQueued > 0) return;
-    scansQueued++;
+  // Periodic scans waiting or running, by source location: a location's tick is dropped while its own
+  // scan is still to come, never because another location's is (their timers fire together).
+  const queued = new Map<string, number>();
+  const safeScan = (why: ScanReason, buckets: BucketReplicationConfig[], location?: string): void => {
+    if (location !== undefined && (queued.get(location) ?? 0) > 0) return;
+    if (location !== undefined) queued.set(location, (queued.get(location) ?? 0) + 1);
     scanning = scanning
       .then(async () => {
         for (const c of buckets) await scanBucketOf(c, why);
@@ -99,7 +101,9 @@ export function scheduleScans(
       .catch((err: unknown) => {
         logger.error('scan failed', { why, error: err });
       })
-      .finally(() => scansQueued--);
+      .finally(() => {
+        if (location !== undefined) queued.set(location, (queued.get(location) ?? 1) - 1);
+      });
   };
   const scanned = [...configs.values()].filter((c) => sources.has(c.SourceLocation));
   const backfills = scanned.filter((c) => c.Rules.some(wantsExisting));
@@ -108,8 +112,8 @@ export function scheduleScans(
     const scan = locations.get(name)?.spec.journal?.scan;
     if (scan === undefined) return [];
     const buckets = scanned.filter((c) => c.SourceLocation === name);
-    safeScan('periodic scan', buckets);
-    return [setInterval(() => safeScan('periodic scan', buckets), scan.intervalSeconds * 1000)];
+    safeScan('periodic scan', buckets, name);
+    return [setInterval(() => safeScan('periodic scan', buckets, name), scan.intervalSeconds * 1000)];
   });
   return {
     async stop() {

@@ -278,7 +278,7 @@ function webhook(ctx: RoleContext): Promise<RoleRun> {
   if (l === undefined || topic === undefined || l.spec.journal?.webhook === undefined) {
     throw new ConfigError([{ resource: `Location/${location}`, path: 'spec.journal.webhook', message: 'the webhook role receives a webhook journal, and this location has none' }]);
   }
-  const receiver = new WebhookReceiver({ queue: ctx.queue, metrics: ctx.metrics, logger: ctx.logger, locations: new Map([[location, { topic, token: resolveWebhookToken(l, { secrets: ctx.secrets }, {}) ?? '' }]]) });
+  const receiver = new WebhookReceiver({ queue: ctx.queue, metrics: ctx.metrics, logger: ctx.logger, locations: new Map([[location, { topic, token: resolveWebhookToken(l, { secrets: ctx.secrets }, {}) }]]) });
   return Promise.resolve({ lagGroups: [], server: (health) => healthServer(health, receiver.handler), stop: () => receiver.close() });
 }
 

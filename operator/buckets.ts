@@ -52,7 +52,7 @@ async function current(client: S3Client, bucket: string): Promise<NotificationCo
   return { QueueConfigurations, TopicConfigurations, LambdaFunctionConfigurations, EventBridgeConfiguration };
 }
 
-const isOurs = (q: QueueConfiguration): boolean => q.Id === NOTIFICATION_ID;
+const isOurs = (c: { Id?: string | undefined }): boolean => c.Id === NOTIFICATION_ID;
 
 /**
  * Adds our queue configuration to the bucket's notifications, keeping everything else. Returns what it
@@ -92,9 +92,9 @@ export async function wireWebhookTopic(client: S3Client, sns: SNSClient, bucket:
   const { TopicArn } = await sns.send(new CreateTopicCommand({ Name: topic, Attributes: { 'push-endpoint': pushEndpoint, persistent: 'true' } }));
   const config = await current(client, bucket);
   const topics = config.TopicConfigurations ?? [];
-  if (topics.some((t) => t.Id === NOTIFICATION_ID && t.TopicArn === TopicArn && EVENTS.every((e) => t.Events?.includes(e as never) === true))) return 'present';
+  if (topics.some((t) => isOurs(t) && t.TopicArn === TopicArn && EVENTS.every((e) => t.Events?.includes(e as never) === true))) return 'present';
   const mine: TopicConfiguration = { Id: NOTIFICATION_ID, TopicArn, Events: EVENTS as never[] };
-  await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { ...config, TopicConfigurations: [...topics.filter((t) => t.Id !== NOTIFICATION_ID), mine] } }));
+  await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { ...config, TopicConfigurations: [...topics.filter((t) => !isOurs(t)), mine] } }));
   return 'added';
 }
 

@@ -394,23 +394,31 @@ export class Reconciler {
   private async applyServices(receivers: WorkerSpec[], attempt: Attempt): Promise<boolean> {
     const { rest, namespace, settings, logger } = this.o;
     const path = `/api/v1/namespaces/${namespace}/services`;
+    const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name},app.kubernetes.io/component=webhook`);
+    let existing: KubeObject[] | undefined;
+    const listed = await attempt('webhook Services', async () => {
+      existing = (await rest.list(`${path}?labelSelector=${selector}`)).items;
+    });
+    if (existing === undefined) return listed;
     let ok = true;
     for (const spec of receivers) {
+      const desired = serviceFor(settings, spec);
+      const hash = desired.metadata.annotations['backbeat.io/spec-hash'];
+      if (existing.some((svc) => svc.metadata.name === spec.deployment && svc.metadata.annotations?.['backbeat.io/spec-hash'] === hash)) continue;
       ok = (await attempt(`Service/${spec.deployment}`, async () => {
-        await rest.apply(`${path}/${spec.deployment}`, serviceFor(settings, spec), MANAGED_BY);
+        await rest.apply(`${path}/${spec.deployment}`, desired, MANAGED_BY);
       })) && ok;
     }
-    const cleaned = await attempt('unwanted Services', async () => {
-      const wanted = new Set(receivers.map((s) => s.deployment));
-      const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name},app.kubernetes.io/component=webhook`);
-      for (const svc of (await rest.list(`${path}?labelSelector=${selector}`)).items) {
-        if (wanted.has(svc.metadata.name)) continue;
+    const wanted = new Set(receivers.map((s) => s.deployment));
+    for (const svc of existing.filter((x) => !wanted.has(x.metadata.name))) {
+      ok = (await attempt(`Service/${svc.metadata.name}`, async () => {
         await rest.delete(`${path}/${svc.metadata.name}`);
         logger.info('webhook service removed', { service: svc.metadata.name });
-      }
-    });
-    return ok && cleaned;
+      })) && ok;
+    }
+    return ok;
   }
+
 
   /** Scale up at once; scale down only once the lower count has been wanted for scaleDownDelayMs. */
   private damped(spec: WorkerSpec, current: number | undefined, wanted: number): number {

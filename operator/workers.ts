@@ -267,14 +267,19 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
   };
 }
 
-/** The Service in front of a webhook receiver's pods: its name is the Deployment's. */
-export function serviceFor(settings: WorkerSettings, spec: WorkerSpec): Json {
+/**
+ * The Service in front of a webhook receiver's pods: its name is the Deployment's. A hash of the rest
+ * sits on it, so that one already as wanted is not written again.
+ */
+export function serviceFor(settings: WorkerSettings, spec: WorkerSpec): Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } } {
   const selector = labels(settings, spec);
+  const body = { selector, ports: [{ name: 'http', port: PORT, targetPort: 'http', protocol: 'TCP' }] };
+  const owner = settings.owner !== undefined ? { ownerReferences: [{ ...settings.owner, controller: true, blockOwnerDeletion: false }] } : {};
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: { name: spec.deployment, labels: selector, ...(settings.owner !== undefined ? { ownerReferences: [{ ...settings.owner, controller: true, blockOwnerDeletion: false }] } : {}) },
-    spec: { selector, ports: [{ name: 'http', port: PORT, targetPort: 'http', protocol: 'TCP' }] },
+    metadata: { name: spec.deployment, labels: selector, annotations: { 'backbeat.io/spec-hash': shortHash(JSON.stringify({ body, owner }), 16) }, ...owner },
+    spec: body,
   };
 }
 

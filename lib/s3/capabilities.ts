@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { isNotFound, reasonOf } from './errors.ts';
+import { deleteMarkerOf, isNotFound, reasonOf } from './errors.ts';
 import { headObject } from './objects.ts';
 
 /**
@@ -40,7 +40,7 @@ export async function probeDestination(client: S3Client, bucket: string): Promis
     versions.push((await client.send(new DeleteObjectCommand({ Bucket: bucket, Key }))).VersionId);
     await headObject(client, { Bucket: bucket, Key });
   } catch (err) {
-    if (isNotFound(err)) markersOnHead = (err as { $response?: { headers?: Record<string, string | undefined> } }).$response?.headers?.['x-amz-delete-marker'] === 'true';
+    if (isNotFound(err)) markersOnHead = deleteMarkerOf(err) !== undefined;
     else failure = err as Error;
   }
   // Its own versions only, by id (in an unversioned bucket its DELETE already removed it).
@@ -51,4 +51,44 @@ export async function probeDestination(client: S3Client, bucket: string): Promis
   }
   if (failure !== undefined) throw failure;
   return { traits: { markersOnHead }, ...(left.length > 0 ? { leftBehind: `${bucket}/${Key}: ${left.join('; ')}` } : {}) };
+}
+
+interface Memo<T> {
+  stamp: string;
+  answer: Promise<T | undefined>;
+  /** When a failed probe may be tried again. */
+  until: number;
+}
+
+/**
+ * Probe answers kept by key: one stands while its `stamp` does (a Location's generation, say); a probe
+ * that failed answers undefined and is tried again `retryMs` later, not at every call.
+ */
+export class ProbeMemo<T> {
+  private readonly entries = new Map<string, Memo<T>>();
+  private readonly retryMs: number;
+  private readonly failed: (key: string, err: unknown) => void;
+
+  constructor(retryMs: number, failed: (key: string, err: unknown) => void) {
+    this.retryMs = retryMs;
+    this.failed = failed;
+  }
+
+  get(key: string, probe: () => Promise<T>, stamp = ''): Promise<T | undefined> {
+    const known = this.entries.get(key);
+    if (known !== undefined && known.stamp === stamp && Date.now() < known.until) return known.answer;
+    const entry: Memo<T> = { stamp, until: Number.POSITIVE_INFINITY, answer: Promise.resolve(undefined) };
+    entry.answer = probe().catch((err: unknown) => {
+      entry.until = Date.now() + this.retryMs;
+      this.failed(key, err);
+      return undefined;
+    });
+    this.entries.set(key, entry);
+    return entry.answer;
+  }
+
+  /** Forgets the keys `keep` refuses (Locations that are gone). */
+  retain(keep: (key: string) => boolean): void {
+    for (const key of this.entries.keys()) if (!keep(key)) this.entries.delete(key);
+  }
 }

@@ -59,6 +59,15 @@ export function classify(err: unknown): ErrorClass {
 }
 
 /** The object or version does not exist (a missing bucket is not that: it is a permanent error). */
+/**
+ * The delete marker a 404 answer names (`x-amz-delete-marker: true`, with its version id), read from the
+ * error's raw response; undefined when it names none (a key never written, or a server that does not say).
+ */
+export function deleteMarkerOf(err: unknown): { versionId: string } | undefined {
+  const headers = (err as { $response?: { headers?: Record<string, string | undefined> } } | null)?.$response?.headers ?? {};
+  return headers['x-amz-delete-marker'] === 'true' ? { versionId: headers['x-amz-version-id'] ?? 'null' } : undefined;
+}
+
 export function isNotFound(err: unknown): boolean {
   const code = codeOf(err);
   if (code === 'NoSuchBucket') return false;

@@ -10,7 +10,7 @@ import { consumeOrdered, Deferred, Limiter, type Lease } from '../../lib/queue/o
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
-import { probeDestination, type DestinationTraits } from '../../lib/s3/capabilities.ts';
+import { probeDestination, ProbeMemo, type DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { encode, isPaused, type MalformedMessage, ObjectRef, objectKey, parseMessage, readablePart, pauseKey, PauseState, ReplicationTask, type StatusEvent, TaskDestination, queueNames, type QueueNames } from '../messages.ts';
@@ -106,8 +106,10 @@ export class Processor {
   private readonly prefetched = new WeakMap<QueueMessage, Map<string, Promise<Current | undefined>>>();
   /** When `configs` were read (this worker's start): what a task queued later may be newer than. */
   private readonly configsReadAt = Date.now();
-  /** What each destination bucket's server does where servers differ (probeDestination), by bucket; a failed probe's until it is tried again. */
-  private readonly traits = new Map<string, { probe: Promise<DestinationTraits | undefined>; until: number }>();
+  /** What each destination bucket's server does where servers differ (probeDestination), by bucket. */
+  private readonly traits = new ProbeMemo<DestinationTraits>(PROBE_RETRY_MS, (bucket, err) => {
+    this.log.warn('destination not probed: a 404 there is confirmed by a listing until it is', { bucket, reason: reasonOf(err) });
+  });
 
   constructor(options: ProcessorOptions) {
     this.options = options;
@@ -441,27 +443,16 @@ export class Processor {
 
   /**
    * The destination bucket's traits, probed on first use (with the processor's own client: a probe cut
-   * short would leave its object behind); undefined while they cannot be learned (probed again a minute
-   * after a failure), and a 404 is then confirmed by a listing.
+   * short would leave its object behind); undefined while they cannot be learned, and a 404 is then
+   * confirmed by a listing.
    */
   private traitsOf(bucket: string): Promise<DestinationTraits | undefined> {
-    const known = this.traits.get(bucket);
-    if (known !== undefined && Date.now() < known.until) return known.probe;
-    const entry = { until: Number.POSITIVE_INFINITY, probe: Promise.resolve<DestinationTraits | undefined>(undefined) };
-    entry.probe = probeDestination(this.options.destination, bucket).then(
-      ({ traits, leftBehind }) => {
-        this.log.info('destination probed', { bucket, ...traits });
-        if (leftBehind !== undefined) this.log.warn('a probe object could not be deleted', { bucket, reason: leftBehind });
-        return traits;
-      },
-      (err: unknown) => {
-        entry.until = Date.now() + PROBE_RETRY_MS;
-        this.log.warn('destination not probed: a 404 there is confirmed by a listing until it is', { bucket, reason: reasonOf(err) });
-        return undefined;
-      },
-    );
-    this.traits.set(bucket, entry);
-    return entry.probe;
+    return this.traits.get(bucket, async () => {
+      const { traits, leftBehind } = await probeDestination(this.options.destination, bucket);
+      this.log.info('destination probed', { bucket, ...traits });
+      if (leftBehind !== undefined) this.log.warn('a probe object could not be deleted', { bucket, reason: leftBehind });
+      return traits;
+    });
   }
 
   private async waitBeforeRetry(ms: number, lease: Lease): Promise<void> {

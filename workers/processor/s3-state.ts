@@ -1,7 +1,7 @@
 import { ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { historyPages, keyHistory } from '../../lib/s3/history.ts';
 import { headObject } from '../../lib/s3/objects.ts';
-import { isNotFound } from '../../lib/s3/errors.ts';
+import { deleteMarkerOf, isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 
 // Reads of the state of one key that the processor decides on.
@@ -14,9 +14,9 @@ export type Current =
 
 /**
  * What a GET of `key` would see now, and which source version it replicates, if it is a replica: one
- * HEAD. A current delete marker answers 404 with `x-amz-delete-marker: true` (S3, MinIO), read from the
- * error's raw response; where the server leaves that out (`markersOnHead` false: Ceph RGW 16), a 404 is
- * told apart from a delete marker by the key's newest listed entry.
+ * HEAD. A current delete marker answers 404 with `x-amz-delete-marker: true` (S3, MinIO); where the
+ * server leaves that out (`markersOnHead` false: Ceph RGW 16), a 404 is told apart from a delete marker
+ * by the key's newest listed entry.
  */
 export async function currentState(client: S3Client, bucket: string, key: string, markersOnHead: boolean): Promise<Current> {
   try {
@@ -25,8 +25,8 @@ export async function currentState(client: S3Client, bucket: string, key: string
     return { kind: 'object', versionId: head.VersionId ?? 'null', replicaOf: head.Metadata?.[REPLICA_VERSION_META], ...(Number.isFinite(time) && time > 0 ? { sourceTime: time } : {}) };
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    const headers = (err as { $response?: { headers?: Record<string, string | undefined> } }).$response?.headers ?? {};
-    if (headers['x-amz-delete-marker'] === 'true') return { kind: 'deleteMarker', versionId: headers['x-amz-version-id'] ?? 'null' };
+    const marker = deleteMarkerOf(err);
+    if (marker !== undefined) return { kind: 'deleteMarker', ...marker };
     if (markersOnHead) return { kind: 'absent' };
     for await (const [newest] of historyPages(client, bucket, key, 1)) {
       if (newest?.isDeleteMarker === true && newest.isLatest) return { kind: 'deleteMarker', versionId: newest.versionId };

@@ -1,3 +1,4 @@
+import { startAzurite, type TestBlobServer } from './azurite.ts';
 import { startKafka, type KafkaServer } from './kafka.ts';
 import { startKube, type KubeControlPlane } from './kube.ts';
 import { startMinio, type MinioOptions, type MinioServer } from './minio.ts';
@@ -44,6 +45,10 @@ export function minio(options: MinioOptions): Promise<MinioServer> {
 
 export function seaweed(options: { name: string }): Promise<TestS3Server> {
   return track(startSeaweed(options));
+}
+
+export function azurite(options: { name: string }): Promise<TestBlobServer> {
+  return track(startAzurite(options));
 }
 
 export function rgw(options: { name: string }): Promise<TestS3Server> {

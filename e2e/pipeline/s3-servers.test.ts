@@ -1,16 +1,12 @@
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
   ListObjectVersionsCommand,
   PutBucketEncryptionCommand,
-  PutBucketNotificationConfigurationCommand,
   PutObjectCommand,
-  UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { PROBE_PREFIX, probeDestination } from '../../lib/s3/capabilities.ts';
@@ -18,22 +14,13 @@ import { testSecret } from '../harness/secrets.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
 import type { ReplicationTask } from '../../workers/messages.ts';
 import { replicate } from '../../workers/processor/replicate.ts';
-import { minio, rgw, seaweed, sharedKafka } from '../harness/env.ts';
-import type { MinioServer } from '../harness/minio.ts';
+import { minio, rgw, seaweed } from '../harness/env.ts';
 import type { TestS3Server } from '../harness/seaweed.ts';
 import { eventually } from '../harness/wait.ts';
-import { completedIn, manifests, startOn } from './servers.ts';
+import { completedIn, journaledSource, manifests, multipart, startOn } from './servers.ts';
 import { body, locationManifest, versionedBucket, versionsOf } from './sites.ts';
 
 const MiB = 1024 * 1024;
-
-/** A multipart object of unequal parts (the last one shorter): what a part-by-part copy must reproduce. */
-async function multipart(s3: S3Client, bucket: string, key: string, parts: Buffer[], sse = false): Promise<string> {
-  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: 'application/x-big', Metadata: { kind: 'mpu' }, ...(sse ? { ServerSideEncryption: 'AES256' as const } : {}) }));
-  const done = [];
-  for (const [i, p] of parts.entries()) done.push({ PartNumber: i + 1, ETag: (await s3.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: i + 1, Body: p }))).ETag ?? '' });
-  return (await s3.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: done } }))).ETag ?? '';
-}
 
 interface Server {
   server: string;
@@ -42,17 +29,6 @@ interface Server {
   partsKept: boolean;
   /** Whether a HEAD of a key whose current version is a delete marker says so. */
   markersOnHead: boolean;
-}
-
-/** A MinIO source whose `bucket` (versioned) sends its bucket notifications to a new journal topic. */
-async function journaledSource(name: string, bucket: string, env: Record<string, string> = {}): Promise<{ server: MinioServer; client: S3Client; journalTopic: string }> {
-  const kafka = await sharedKafka();
-  const journalTopic = `journal-${name}-${randomUUID().slice(0, 8)}`;
-  const server = await minio({ name, notifyKafka: { brokers: kafka.brokers, topic: journalTopic }, env });
-  const client = server.client();
-  await versionedBucket(client, bucket);
-  await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { QueueConfigurations: [{ QueueArn: server.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] } }));
-  return { server, client, journalTopic };
 }
 
 // The README promises any S3-compatible endpoint: each server below, started by the harness from what

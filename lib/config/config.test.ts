@@ -127,6 +127,33 @@ describe('configuration model', () => {
     ]);
   });
 
+  it('takes an Azure Blob Storage account as a destination only, with container names Azure accepts', () => {
+    const blob = (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> => {
+      const l = location(name, { type: 'azure', azure: { accountName: 'acct1' } });
+      delete (l['spec'] as Record<string, unknown>)['journal'];
+      return { ...l, spec: { ...(l['spec'] as Record<string, unknown>), ...extra } };
+    };
+    const ok = parseManifests(docs(location('a'), blob('b'), rule('r1', {})));
+    assert.equal(ok.locations.get('b')?.spec.type, 'azure');
+    const got = problems(
+      docs(
+        location('a'),
+        blob('b'),
+        blob('c', { journal: { scan: {} } }),
+        blob('d', { azure: null }),
+        rule('r1', { destinations: [{ location: 'b', bucket: 'my.photos' }, { location: 'b', bucket: 'photos', storageClass: 'GLACIER' }] }),
+        rule('r2', { source: { location: 'b', bucket: 'photos' }, destinations: [{ location: 'a', bucket: 'other' }] }),
+      ),
+    );
+    assert.deepEqual(got, [
+      'm.yaml: Location/c: spec: a type: azure Location is a replication destination only: it has no journal and is not transient',
+      'm.yaml: Location/d: spec.azure: spec.azure (the account name) is given with type: azure, and only then',
+      'm.yaml: ReplicationRule/r1: spec.destinations[0].bucket: "my.photos" is not an Azure container name (3–63 lowercase letters, digits and single hyphens; no dots)',
+      'm.yaml: ReplicationRule/r1: spec.destinations[1].storageClass: a type: azure destination has no S3 storage classes: blobs take the account\'s default access tier',
+      'm.yaml: ReplicationRule/r2: spec.source.location: Location "b" is type: azure, a destination only',
+    ]);
+  });
+
   it('refuses an http endpoint unless the Location accepts it in clear with insecure: true', () => {
     const got = problems(docs(location('a', { insecure: false }), location('b', { insecure: true }), location('c', { endpoint: 'https://s3.example.com', insecure: false })));
     assert.deepEqual(got, [

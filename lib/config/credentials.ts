@@ -1,4 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3';
+import { createBlobAccount, type AzureCredentials, type BlobAccount } from '../azure/account.ts';
 import { registerSecret } from '../log/redact.ts';
 import { createS3Client, type S3Credentials, type S3EndpointOptions } from '../s3/client.ts';
 import type { Manifests } from './manifests.ts';
@@ -64,6 +65,50 @@ export function resolveWebhookToken(location: Location, m: Pick<Manifests, 'secr
   return token;
 }
 
+/**
+ * A type: azure Location's account key (`accountKeyKey`, default `accountKey`) or, where its Secret has
+ * none, SAS token (`sasTokenKey`, default `sasToken`); else `$<SECRET>_ACCOUNT_KEY` or `$<SECRET>_SAS_TOKEN`.
+ */
+export function resolveAzureCredentials(location: Location, m: Pick<Manifests, 'secrets'>, env: NodeJS.ProcessEnv = process.env): AzureCredentials {
+  const ref = location.spec.credentialsSecretRef;
+  const keyKey = ref.accountKeyKey ?? 'accountKey';
+  const sasKey = ref.sasTokenKey ?? 'sasToken';
+  const prefix = envPrefix(ref.name);
+  const accountKey = secretValue(m, ref.name, keyKey) ?? env[`${prefix}ACCOUNT_KEY`];
+  if (accountKey !== undefined && accountKey !== '') {
+    registerSecret(accountKey);
+    return { accountKey };
+  }
+  const sasToken = secretValue(m, ref.name, sasKey) ?? env[`${prefix}SAS_TOKEN`];
+  if (sasToken !== undefined && sasToken !== '') {
+    registerSecret(sasToken);
+    return { sasToken };
+  }
+  throw new ConfigError([
+    { resource: `Location/${location.metadata.name}`, path: 'spec.credentialsSecretRef', message: `Secret "${ref.name}" provides neither "${keyKey}" nor "${sasKey}" (nor $${prefix}ACCOUNT_KEY, $${prefix}SAS_TOKEN)` },
+  ]);
+}
+
+/** The client of a type: azure Location. */
+export function blobAccountOf(location: Location, credentials: AzureCredentials, overrides: { requestTimeoutMs?: number } = {}): BlobAccount {
+  const { spec } = location;
+  return createBlobAccount({
+    ...overrides,
+    accountName: spec.azure?.accountName ?? '',
+    ...(spec.endpoint !== undefined ? { endpoint: spec.endpoint } : {}),
+    credentials,
+    maxSockets: spec.maxConnections,
+    ...(spec.tls !== undefined ? { tls: tlsOf(spec.tls) } : {}),
+  });
+}
+
+/** A Location's client, whatever its type, with the credentials its Secret gives. */
+export function connectLocation(location: Location, m: Pick<Manifests, 'secrets'>, env: NodeJS.ProcessEnv = process.env): S3Client | BlobAccount {
+  return location.spec.type === 'azure' ? blobAccountOf(location, resolveAzureCredentials(location, m, env)) : locationClient(location, resolveCredentials(location, m, env));
+}
+
+const tlsOf = (tls: NonNullable<Location['spec']['tls']>): { insecureSkipVerify?: boolean; ca?: string } => ({ ...(tls.insecureSkipVerify === true ? { insecureSkipVerify: true } : {}), ...(tls.caBundle !== undefined ? { ca: tls.caBundle } : {}) });
+
 /** `overrides` tune the client, e.g. the operator's short timeouts for probes. */
 export function locationClient(location: Location, credentials: S3Credentials, overrides: Pick<S3EndpointOptions, 'requestTimeoutMs' | 'connectionTimeoutMs' | 'maxAttempts'> = {}): S3Client {
   const { spec } = location;
@@ -75,6 +120,6 @@ export function locationClient(location: Location, credentials: S3Credentials, o
     credentials,
     checksumMode: spec.checksumMode,
     maxSockets: spec.maxConnections,
-    ...(spec.tls !== undefined ? { tls: { ...(spec.tls.insecureSkipVerify === true ? { insecureSkipVerify: true } : {}), ...(spec.tls.caBundle !== undefined ? { ca: spec.tls.caBundle } : {}) } } : {}),
+    ...(spec.tls !== undefined ? { tls: tlsOf(spec.tls) } : {}),
   });
 }

@@ -21,6 +21,8 @@ const BucketName = Type.String({
 /** An endpoint URL with user:password@ before its host (the credentials would be published with it). */
 export const USERINFO = '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@';
 export const ENDPOINT_USERINFO = 'must not carry credentials (user:password@host): give them in credentialsSecretRef';
+export const AZURE_NEEDS_ACCOUNT = 'spec.azure (the account name) is given with type: azure, and only then';
+export const AZURE_DESTINATION_ONLY = 'a type: azure Location is a replication destination only: it has no journal and is not transient';
 export const KMS_KEY_NEEDS_KMS = 'kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms';
 export const RULE_PAUSE_UNSUPPORTED = 'pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`';
 /** Why an http:// endpoint needs `insecure: true`: the access key id, the signatures and the data travel in clear. */
@@ -115,12 +117,24 @@ export const Journal = Type.Object(
 
 export const LocationSpec = Type.Object(
   {
-    type: Type.Literal('s3', { description: 'Storage type. s3: AWS S3 or any S3-compatible server.' }),
+    type: Type.Union([Type.Literal('s3'), Type.Literal('azure')], {
+      description:
+        'Storage type. s3: AWS S3 or any S3-compatible server. azure: an Azure Blob Storage account, as a destination only (its containers are the rules\' destination buckets; see spec.azure).',
+    }),
+    azure: Type.Optional(
+      Type.Object(
+        {
+          accountName: Type.String({ minLength: 3, maxLength: 24, pattern: '^[a-z0-9]+$', description: 'The storage account\'s name.' }),
+        },
+        { additionalProperties: false, description: 'The Azure Blob Storage account of a type: azure Location. Its credentials (an account key, or a SAS token with read, write, delete and tag permissions on its containers) come from credentialsSecretRef.' },
+      ),
+    ),
     endpoint: Type.Optional(
       Type.String({
         maxLength: 2048,
         pattern: '^https?://[^\\s/?#]+(/[^\\s?#]*)?$',
-        description: 'Endpoint URL of an S3-compatible server; omit for AWS S3. Credentials never go in it: they come from credentialsSecretRef.',
+        description:
+          'Endpoint URL of an S3-compatible server; omit for AWS S3. For type: azure, the account\'s blob service URL (default https://<accountName>.blob.core.windows.net; Azurite: http://host:10000/<accountName>). Credentials never go in it: they come from credentialsSecretRef.',
         ...cel([{ rule: `!self.matches('${USERINFO}')`, message: ENDPOINT_USERINFO }]),
       }),
     ),
@@ -146,8 +160,10 @@ export const LocationSpec = Type.Object(
         name: Name,
         accessKeyIdKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'accessKeyId' })),
         secretAccessKeyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'secretAccessKey' })),
+        accountKeyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'type: azure: key of the Secret holding the account key (default accountKey).' })),
+        sasTokenKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'type: azure: key of the Secret holding a SAS token, used where the Secret has no account key (default sasToken).' })),
       },
-      { additionalProperties: false, description: 'Secret holding the access key id and secret access key.' },
+      { additionalProperties: false, description: 'Secret holding the credentials: an access key id and secret access key (type: s3), or an account key or SAS token (type: azure).' },
     ),
     checksumMode: Type.Union([Type.Literal('whenRequired'), Type.Literal('whenSupported')], {
       default: 'whenRequired',
@@ -168,7 +184,11 @@ export const LocationSpec = Type.Object(
   },
   {
     additionalProperties: false,
-    ...cel([{ rule: "!has(self.endpoint) || !self.endpoint.startsWith('http://') || (has(self.insecure) && self.insecure)", message: `spec.endpoint ${ENDPOINT_PLAIN}` }]),
+    ...cel([
+      { rule: "!has(self.endpoint) || !self.endpoint.startsWith('http://') || (has(self.insecure) && self.insecure)", message: `spec.endpoint ${ENDPOINT_PLAIN}` },
+      { rule: "self.type == 'azure' ? has(self.azure) : !has(self.azure)", message: AZURE_NEEDS_ACCOUNT },
+      { rule: "self.type != 'azure' || (!has(self.journal) && !self.transient)", message: AZURE_DESTINATION_ONLY },
+    ]),
   },
 );
 

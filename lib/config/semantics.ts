@@ -1,5 +1,6 @@
+import { blobDestinationProblem } from '../azure/names.ts';
 import type { Manifests } from './manifests.ts';
-import { ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
+import { AZURE_DESTINATION_ONLY, AZURE_NEEDS_ACCOUNT, ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
@@ -23,6 +24,8 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
       at(`Location/${name}`, 'spec.journal', 'needs kafka, scan, or both');
     }
     if (journal?.webhook !== undefined && journal.kafka === undefined) at(`Location/${name}`, 'spec.journal.webhook', WEBHOOK_NEEDS_KAFKA);
+    if ((location.spec.type === 'azure') !== (location.spec.azure !== undefined)) at(`Location/${name}`, 'spec.azure', AZURE_NEEDS_ACCOUNT);
+    if (location.spec.type === 'azure' && (journal !== undefined || location.spec.transient)) at(`Location/${name}`, 'spec', AZURE_DESTINATION_ONLY);
   }
 
   for (const [name, rule] of m.rules) {
@@ -31,6 +34,8 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
     const sourceLocation = m.locations.get(source.location);
     if (sourceLocation === undefined) {
       at(resource, 'spec.source.location', `unknown Location "${source.location}"`);
+    } else if (sourceLocation.spec.type === 'azure') {
+      at(resource, 'spec.source.location', `Location "${source.location}" is type: azure, a destination only`);
     } else if (sourceLocation.spec.journal === undefined) {
       at(resource, 'spec.source.location', `Location "${source.location}" has no spec.journal, so its changes cannot be observed`);
     }
@@ -45,7 +50,10 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
     const seen = new Map<string, number>();
     destinations.forEach((d, i) => {
       const path = `spec.destinations[${i}]`;
-      if (!m.locations.has(d.location)) at(resource, `${path}.location`, `unknown Location "${d.location}"`);
+      const target = m.locations.get(d.location);
+      if (target === undefined) at(resource, `${path}.location`, `unknown Location "${d.location}"`);
+      const blob = target?.spec.type === 'azure' ? blobDestinationProblem(d) : undefined;
+      if (blob !== undefined) at(resource, `${path}.${blob.path}`, blob.message);
       if (d.location === source.location && d.bucket === source.bucket) {
         at(resource, path, 'a destination cannot be the source bucket itself');
       }

@@ -9,13 +9,22 @@ import { redactString } from '../log/redact.ts';
 
 export type ErrorClass = 'unavailable' | 'transient' | 'permanent';
 
+/** An S3 SDK error, or an Azure SDK one (a RestError: `statusCode`, and `code` from x-ms-error-code). */
 interface SdkError {
   name?: string;
   code?: string;
   message?: string;
   $metadata?: { httpStatusCode?: number };
+  statusCode?: number;
   cause?: unknown;
 }
+
+/** What a destination refuses by its nature, before any request (a blob index tag S3 allows): no retry helps. */
+export class Refused extends Error {
+  override name = 'Refused';
+}
+
+const statusOf = (e: SdkError | null): number | undefined => e?.$metadata?.httpStatusCode ?? e?.statusCode;
 
 // A server still starting (MinIO says XMinioServerNotInitialized) answers, but is not there yet either.
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'TimeoutError', 'RequestTimeout', 'XMinioServerNotInitialized']);
@@ -37,7 +46,13 @@ const PERMANENT = new Set([
   'AuthorizationHeaderMalformed',
   'InvalidTag',
   'MalformedXML',
+  'ContainerNotFound',
+  'AuthenticationFailed',
+  'AuthorizationFailure',
+  'AuthorizationPermissionMismatch',
 ]);
+/** Conditions this engine sets on a write, unmet because another writer came first: read again, retry. */
+const RACED = new Set(['ConditionNotMet', 'BlobAlreadyExists', 'PreconditionFailed']);
 
 function codeOf(err: unknown): string {
   const e = err as SdkError | null;
@@ -45,8 +60,9 @@ function codeOf(err: unknown): string {
 }
 
 export function classify(err: unknown): ErrorClass {
+  if (err instanceof Refused) return 'permanent';
   const e = err as SdkError | null;
-  const status = e?.$metadata?.httpStatusCode;
+  const status = statusOf(e);
   const codes = [codeOf(err), codeOf(e?.cause)];
   if (codes.some((c) => UNREACHABLE.has(c))) return 'unavailable';
   if (status === undefined) {
@@ -54,6 +70,7 @@ export function classify(err: unknown): ErrorClass {
     return /socket hang up|connect|network|timed? ?out/i.test(e?.message ?? '') ? 'unavailable' : 'transient';
   }
   if (codes.some((c) => PERMANENT.has(c))) return 'permanent';
+  if (codes.some((c) => RACED.has(c))) return 'transient';
   if (status === 408 || status === 429 || status >= 500) return 'transient';
   return status >= 400 ? 'permanent' : 'transient';
 }
@@ -70,15 +87,15 @@ export function deleteMarkerOf(err: unknown): { versionId: string } | undefined 
 
 export function isNotFound(err: unknown): boolean {
   const code = codeOf(err);
-  if (code === 'NoSuchBucket') return false;
-  return (err as SdkError | null)?.$metadata?.httpStatusCode === 404 || ['NoSuchKey', 'NoSuchVersion', 'NotFound'].includes(code);
+  if (code === 'NoSuchBucket' || code === 'ContainerNotFound') return false;
+  return statusOf(err as SdkError | null) === 404 || ['NoSuchKey', 'NoSuchVersion', 'NotFound', 'BlobNotFound'].includes(code);
 }
 
 /** A short reason for a status or a log line: the error code and message, never request details. */
 export function reasonOf(err: unknown): string {
   const e = err as SdkError | null;
   const code = codeOf(err);
-  const status = e?.$metadata?.httpStatusCode;
+  const status = statusOf(e);
   const message = (e?.message ?? '').split('\n')[0]?.slice(0, 300) ?? '';
   return redactString(`${code}${status !== undefined ? ` (HTTP ${status})` : ''}${message !== '' && message !== code ? `: ${message}` : ''}`);
 }

@@ -1,5 +1,7 @@
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { checkBlobReplica } from './blob-check.ts';
+import type { BlobAccount } from '../../lib/azure/account.ts';
 import { DeleteObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import { Type } from '@sinclair/typebox';
 import type { Logger } from '../../lib/log/logger.ts';
@@ -33,6 +35,8 @@ export interface GcOptions {
   logger: Logger;
   /** S3 clients of every location, by name. */
   clients: Map<string, S3Client>;
+  /** The accounts of type: azure destination locations, by name. */
+  blobs?: Map<string, BlobAccount>;
   /** Waits this long after an object completed before deleting its source copy. */
   delayMs?: number;
   names?: QueueNames;
@@ -118,8 +122,10 @@ export class GarbageCollector {
 
   /** Why `target` does not verifiably hold the source version, or undefined when it does. */
   private async checkReplica(task: GcTask, target: TaskDestination, source: HeadObjectCommandOutput): Promise<string | undefined> {
-    const s3 = this.client(target.location);
     const key = `${target.keyPrefix ?? ''}${task.object.key}`;
+    const account = this.options.blobs?.get(target.location);
+    if (account !== undefined) return checkBlobReplica(account, target, key, task.object.versionId, source);
+    const s3 = this.client(target.location);
     const marked: HeadObjectCommandOutput[] = [];
     for (const entry of await keyHistory(s3, target.bucket, key)) {
       if (entry.isDeleteMarker) continue;

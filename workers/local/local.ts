@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
-import { locationClient, resolveCredentials, resolveWebhookToken } from '../../lib/config/credentials.ts';
+import { connectLocation, resolveWebhookToken } from '../../lib/config/credentials.ts';
+import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { ConfigError, type Problem } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
@@ -77,13 +78,16 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
 
   const problems: Problem[] = [];
   const clients = new Map<string, S3Client>();
+  const blobs = new Map<string, BlobAccount>();
   const webhooks = new Map<string, WebhookLocation>();
   const used = new Set([...configs.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
   for (const name of used) {
     const location = manifests.locations.get(name);
     if (location === undefined) continue;
     try {
-      clients.set(name, locationClient(location, resolveCredentials(location, manifests)));
+      const client = connectLocation(location, manifests);
+      if (isBlobAccount(client)) blobs.set(name, client);
+      else clients.set(name, client);
     } catch (err) {
       if (err instanceof ConfigError) problems.push(...err.problems);
       else throw err;
@@ -156,10 +160,10 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   // The GC runs only where a transient source exists.
   // It checks the destinations of the rules as they are now, matched as the populator matches them.
   const planner = new Populator({ queue, names, logger: logger.child({ role: 'gc' }), configs, sources: clients, transientSources });
-  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, planner, transientSources, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
+  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, blobs, planner, transientSources, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
   await gc?.start();
 
-  const destinationLocations = [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].filter((l) => clients.has(l));
+  const destinationLocations = [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].filter((l) => clients.has(l) || blobs.has(l));
   const threads =
     (options.processorThreads ?? 0) > 0
       ? await ProcessorThreads.start(
@@ -170,7 +174,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
             ...(options.kafkaSecurity !== undefined ? { kafkaSecurity: options.kafkaSecurity } : {}),
             prefix,
             starts: [...starts],
-            clients: [...clients.keys()],
+            clients: [...clients.keys(), ...blobs.keys()],
             locations: destinationLocations,
             ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
             ...(options.retry !== undefined ? { retry: options.retry } : {}),
@@ -178,7 +182,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           logger,
         )
       : undefined;
-  const processors = await startProcessors(threads === undefined ? destinationLocations : [], { queue, names, metrics, logger, clients, configs, concurrency: options.concurrency, retry: options.retry });
+  const processors = await startProcessors(threads === undefined ? destinationLocations : [], { queue, names, metrics, logger, clients, blobs, configs, concurrency: options.concurrency, retry: options.retry });
 
   const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients, transientSources });
   const sources = new Set([...configs.values()].map((c) => c.SourceLocation));

@@ -2,7 +2,8 @@ import { Writable } from 'node:stream';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
-import { locationClient, resolveCredentials } from '../../lib/config/credentials.ts';
+import { connectLocation } from '../../lib/config/credentials.ts';
+import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { createMetrics } from '../../lib/metrics.ts';
@@ -30,14 +31,17 @@ const logger = createLogger({ component: 'backbeat', stream: lines }).child({ ro
 const manifests = loadManifests(setup.files);
 const configs = compileBucketConfigs(manifests, new Map(setup.starts));
 const clients = new Map<string, S3Client>();
+const blobs = new Map<string, BlobAccount>();
 for (const name of setup.clients) {
   const location = manifests.locations.get(name);
-  if (location !== undefined) clients.set(name, locationClient(location, resolveCredentials(location, manifests)));
+  const client = location !== undefined ? connectLocation(location, manifests) : undefined;
+  if (isBlobAccount(client)) blobs.set(name, client);
+  else if (client !== undefined) clients.set(name, client);
 }
 const queue = kafkaQueue({ brokers: setup.brokers, clientId: `backbeat-local-${String(setup.index)}`, logger, ...(setup.kafkaSecurity !== undefined ? { security: setup.kafkaSecurity } : {}) });
 const names = queueNames(setup.prefix);
 const metrics = createMetrics();
-const processors = await startProcessors(setup.locations, { queue, names, metrics, logger, clients, configs, concurrency: setup.concurrency, retry: setup.retry });
+const processors = await startProcessors(setup.locations, { queue, names, metrics, logger, clients, blobs, configs, concurrency: setup.concurrency, retry: setup.retry });
 
 port.on('message', (request: ThreadRequest) => {
   void (async () => {

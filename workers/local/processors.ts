@@ -1,4 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { BlobAccount } from '../../lib/azure/account.ts';
 import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
@@ -10,11 +11,11 @@ import { Processor } from '../processor/processor.ts';
 /** Local mode's processors, one per destination location, started (in the main thread or a worker thread). */
 export async function startProcessors(
   locations: string[],
-  o: { queue: Queue; names: QueueNames; metrics: Metrics; logger: Logger; clients: Map<string, S3Client>; configs: ReadonlyMap<string, BucketReplicationConfig>; concurrency?: number | undefined; retry?: Partial<RetryPolicy> | undefined },
+  o: { queue: Queue; names: QueueNames; metrics: Metrics; logger: Logger; clients: Map<string, S3Client>; blobs: Map<string, BlobAccount>; configs: ReadonlyMap<string, BucketReplicationConfig>; concurrency?: number | undefined; retry?: Partial<RetryPolicy> | undefined },
 ): Promise<Map<string, Processor>> {
   const processors = new Map<string, Processor>();
   for (const location of locations) {
-    const destination = o.clients.get(location);
+    const destination = o.blobs.get(location) ?? o.clients.get(location);
     if (destination === undefined) continue;
     const p = new Processor({
       queue: o.queue,

@@ -12,6 +12,8 @@ import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { probeDestination, ProbeMemo, type DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { abortable } from '../../lib/s3/client.ts';
+import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
+import { replicateToBlob } from './blob.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { encode, isPaused, type MalformedMessage, ObjectRef, objectKey, parseMessage, readablePart, pauseKey, PauseState, ReplicationTask, type StatusEvent, TaskDestination, queueNames, type QueueNames } from '../messages.ts';
 import { reject } from '../rejects.ts';
@@ -29,7 +31,8 @@ export interface ProcessorOptions {
   logger: Logger;
   /** The destination location this processor writes to: one consumer group per location. */
   location: string;
-  destination: S3Client;
+  /** Its client: an S3 endpoint's, or an Azure Blob Storage account's (type: azure). */
+  destination: S3Client | BlobAccount;
   /** Clients of the source locations, by name. */
   sources: Map<string, S3Client>;
   concurrency?: number;
@@ -142,10 +145,15 @@ export class Processor {
       await admin.close();
     }
     this.producer = await this.options.queue.producer();
-    this.uploads = new UploadLedger({ queue: this.options.queue, names: this.names, location: this.options.location, producer: () => this.producer, logger: this.log });
-    await this.uploads.start();
-    void this.sweepUploads();
-    this.sweep = setInterval(() => void this.sweepUploads(), UPLOAD_SWEEP_MS);
+    // S3 multipart uploads are recorded to be resumed; a blob's uncommitted blocks are dropped by the service.
+    const destination = this.options.destination;
+    if (!isBlobAccount(destination)) {
+      this.uploads = new UploadLedger({ queue: this.options.queue, names: this.names, location: this.options.location, producer: () => this.producer, logger: this.log });
+      await this.uploads.start();
+      const sweep = (): void => void this.sweepUploads(destination);
+      sweep();
+      this.sweep = setInterval(sweep, UPLOAD_SWEEP_MS);
+    }
     await readToEnd(this.options.queue, this.names.control, (m) => {
       this.onControl(m);
     });
@@ -168,9 +176,10 @@ export class Processor {
     this.log.warn('endpoint unreachable: consumption paused until it answers', { destination: d.id, source: `${task.source.location}/${task.source.bucket}`, reason });
     consumer.pause();
     this.outage = (async () => {
-      const answers = async (client: S3Client | undefined, bucket: string): Promise<boolean> => {
+      const answers = async (client: S3Client | BlobAccount | undefined, bucket: string): Promise<boolean> => {
         try {
-          await client?.send(new HeadBucketCommand({ Bucket: bucket }));
+          if (isBlobAccount(client)) await client.service.getContainerClient(bucket).exists();
+          else await client?.send(new HeadBucketCommand({ Bucket: bucket }));
           return true;
         } catch (err) {
           return classify(err) !== 'unavailable';
@@ -189,8 +198,8 @@ export class Processor {
   }
 
   /** Aborts the recorded uploads nobody resumed within their age limit. */
-  private async sweepUploads(): Promise<void> {
-    const aborted = await this.uploads?.abortStale(this.options.destination, this.options.uploadMaxAgeMs ?? UPLOAD_MAX_AGE_MS, (key) => this.copying.has(key)).catch((err: unknown) => {
+  private async sweepUploads(destination: S3Client): Promise<void> {
+    const aborted = await this.uploads?.abortStale(destination, this.options.uploadMaxAgeMs ?? UPLOAD_MAX_AGE_MS, (key) => this.copying.has(key)).catch((err: unknown) => {
       this.log.warn('old multipart uploads not swept', { error: err });
       return 0;
     });
@@ -274,6 +283,8 @@ export class Processor {
    * task runs (ordered.ts `taken`); a key the page does not tell whole, or a failed listing, gets its HEAD.
    */
   private prefetch(messages: QueueMessage[], lease: Lease): void {
+    const destination = this.options.destination;
+    if (isBlobAccount(destination)) return;
     const byBucket = new Map<string, { message: QueueMessage; id: string; key: string }[]>();
     for (const message of messages) {
       let task: ReplicationTask;
@@ -293,7 +304,7 @@ export class Processor {
     }
     for (const [bucket, entries] of byBucket) {
       if (entries.length < PREFETCH_MIN) continue;
-      const states = statesFromListing(abortable(this.options.destination, lease.signal), bucket, entries.map((e) => e.key)).catch((): Map<string, Current> => new Map());
+      const states = statesFromListing(abortable(destination, lease.signal), bucket, entries.map((e) => e.key)).catch((): Map<string, Current> => new Map());
       for (const e of entries) {
         const ahead = this.prefetched.get(e.message) ?? new Map<string, Promise<Current | undefined>>();
         this.prefetched.set(e.message, ahead);
@@ -406,15 +417,21 @@ export class Processor {
     const source = this.options.sources.get(task.source.location);
     const none: Outcome = { state: 'COMPLETED', bytes: 0 };
     if (source === undefined) return { outcome: none, attempts: 0, failure: `unknown source location "${task.source.location}"` };
-    // Every S3 call of the copy ends when the lease is aborted (the partition taken away, drained).
-    const ctx = { source: abortable(source, lease.signal), destination: abortable(this.options.destination, lease.signal), signal: lease.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}) };
+    // Every call of the copy ends when the lease is aborted (the partition taken away, drained).
+    const destination = this.options.destination;
+    const copy = async (attempt: number): Promise<Outcome> => {
+      const rule = { replicateReplicas: checked.replicateReplicas, replicateDeleteMarkers: checked.replicateDeleteMarkers };
+      if (isBlobAccount(destination)) return replicateToBlob({ source: abortable(source, lease.signal), account: destination, signal: lease.signal, ...rule }, task, d);
+      // A retry reads the destination again (the first attempt may have written it), as does a task
+      // whose rule now gives another key prefix (what was read ahead is the queued key's).
+      const known = attempt === 1 && destinationKey(task, d) === destinationKey(task, queued) ? await ahead : undefined;
+      const traits = await this.traitsOf(destination, d.bucket);
+      const ctx = { source: abortable(source, lease.signal), destination: abortable(destination, lease.signal), signal: lease.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}), ...(traits !== undefined ? { traits } : {}), ...rule };
+      return replicate(ctx, task, d, known);
+    };
     for (let attempt = 1; ; attempt++) {
       try {
-        // A retry reads the destination again (the first attempt may have written it), as does a task
-        // whose rule now gives another key prefix (what was read ahead is the queued key's).
-        const known = attempt === 1 && destinationKey(task, d) === destinationKey(task, queued) ? await ahead : undefined;
-        const traits = await this.traitsOf(d.bucket);
-        return { outcome: await replicate({ ...ctx, ...(traits !== undefined ? { traits } : {}), replicateReplicas: checked.replicateReplicas }, task, d, known), attempts: attempt };
+        return { outcome: await copy(attempt), attempts: attempt };
       } catch (err) {
         if (lease.signal.aborted) throw new Stopped('aborted: the partition was taken away');
         const kind = err instanceof ReplicaMismatch ? 'transient' : classify(err);
@@ -446,9 +463,9 @@ export class Processor {
    * short would leave its object behind); undefined while they cannot be learned, and a 404 is then
    * confirmed by a listing.
    */
-  private traitsOf(bucket: string): Promise<DestinationTraits | undefined> {
+  private traitsOf(destination: S3Client, bucket: string): Promise<DestinationTraits | undefined> {
     return this.traits.get(bucket, async () => {
-      const { traits, leftBehind } = await probeDestination(this.options.destination, bucket);
+      const { traits, leftBehind } = await probeDestination(destination, bucket);
       this.log.info('destination probed', { bucket, ...traits });
       if (leftBehind !== undefined) this.log.warn('a probe object could not be deleted', { bucket, reason: leftBehind });
       return traits;

@@ -54,8 +54,8 @@ export interface Outcome {
   verifiedBy?: 'md5' | 'size';
 }
 
-const done = (reason?: string): Outcome => ({ state: 'COMPLETED', bytes: 0, ...(reason !== undefined ? { reason } : {}) });
-const skipped = (reason: string): Outcome => ({ state: 'SKIPPED', reason, bytes: 0 });
+export const done = (reason?: string): Outcome => ({ state: 'COMPLETED', bytes: 0, ...(reason !== undefined ? { reason } : {}) });
+export const skipped = (reason: string): Outcome => ({ state: 'SKIPPED', reason, bytes: 0 });
 
 /** A replica ETag that differs from the source's: the copy is not trusted and is retried. */
 export class ReplicaMismatch extends Error {
@@ -69,9 +69,9 @@ export class ReplicaMismatch extends Error {
 class PartNumberIgnored extends Error {
   override name = 'PartNumberIgnored';
 }
-const wholeAnswer = (got: { ContentRange?: string | undefined; PartsCount?: number | undefined }): boolean => got.ContentRange === undefined && got.PartsCount === undefined;
+export const wholeAnswer = (got: { ContentRange?: string | undefined; PartsCount?: number | undefined }): boolean => got.ContentRange === undefined && got.PartsCount === undefined;
 
-const superseding = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
+export const superseding = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
 
 /**
  * Why the destination already holds something newer than the task's source version (undefined when it
@@ -80,7 +80,7 @@ const superseding = (versionId: string): string => `superseded: newer source ver
  * its source version's Last-Modified is weighed by it, whether or not that version is still on the
  * source; a delete marker and a tie by the source's own version order.
  */
-function superseded(current: Current, history: VersionEntry[], at: number): string | undefined {
+export function superseded(current: Current, history: VersionEntry[], at: number): string | undefined {
   const mine = history[at];
   if (mine === undefined) return 'source version no longer exists';
   if (current.kind === 'object' && current.replicaOf !== undefined) {
@@ -98,7 +98,7 @@ function superseded(current: Current, history: VersionEntry[], at: number): stri
   return undefined;
 }
 
-async function sourceTags(ctx: CopyContext, task: ReplicationTask): Promise<{ Key: string; Value: string }[]> {
+export async function sourceTags(ctx: Pick<CopyContext, 'source'>, task: ReplicationTask): Promise<{ Key: string; Value: string }[]> {
   const tagging = await ctx.source.send(
     new GetObjectTaggingCommand({ Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId }),
   );
@@ -114,7 +114,7 @@ function taggingHeader(tags: { Key: string; Value: string }[]): string | undefin
 type SourceHeaders = Pick<GetObjectCommandOutput, 'Metadata' | 'ContentType' | 'CacheControl' | 'ContentDisposition' | 'ContentEncoding' | 'ContentLanguage' | 'ExpiresString' | 'StorageClass'>;
 
 /** Content headers, user metadata (plus the replica marks), tags and storage class of the replica. */
-function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceHeaders, tags: { Key: string; Value: string }[], sourceTime: number, path: string[]) {
+export function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceHeaders, tags: { Key: string; Value: string }[], sourceTime: number, path: string[]) {
   const tagging = taggingHeader(tags);
   const storageClass = d.storageClass ?? head.StorageClass;
   const expiresAt = head.ExpiresString !== undefined ? new Date(head.ExpiresString) : undefined;
@@ -144,20 +144,33 @@ function replicaHeaders(task: ReplicationTask, d: TaskDestination, head: SourceH
 }
 
 /** copyObject's answer when the version's Last-Modified is not the stamp the journal gave (nothing copied). */
-const NOT_THE_STAMP = Symbol('not the stamp');
+export const NOT_THE_STAMP = Symbol('not the stamp');
+
+/** The source version opened for a copy (openSource). */
+export interface OpenedSource {
+  /** The GET: of the whole version or, where the journal says it is multipart, of its first part. */
+  got: GetObjectCommandOutput;
+  stream: Readable | undefined;
+  /** The whole version's size. */
+  size: number;
+  tags: { Key: string; Value: string }[];
+  /** The buckets a replica came through (empty for an original). */
+  path: string[];
+  multipartHint: boolean;
+  src: { Bucket: string; Key: string; VersionId: string };
+}
 
 /**
- * Copies the task's version, its replica stamped with `sourceTime`. `checkStamp`: only if the GET's
- * Last-Modified (whole seconds) agrees with it; else nothing is copied and NOT_THE_STAMP returned.
+ * Opens the task's version for a copy to `d`: one request whose headers tell the rest, a GET whose body
+ * is the copy or, for a version the journal already says is multipart, a GET of its first part (whose
+ * headers are the object's, its whole size in Content-Range). Tags are asked for only when it reports
+ * some (x-amz-tagging-count). Answers an Outcome instead where nothing is to be copied (the version
+ * gone, a replica the rule does not carry on), and NOT_THE_STAMP where `checkStamp` and the GET's
+ * Last-Modified (whole seconds) disagrees with `sourceTime`. The caller destroys the stream.
  */
-async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp = false): Promise<Outcome | typeof NOT_THE_STAMP> {
+export async function openSource(ctx: Pick<CopyContext, 'source' | 'replicateReplicas'>, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp: boolean): Promise<OpenedSource | Outcome | typeof NOT_THE_STAMP> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
-  // One request whose headers tell the rest: a GET whose body is the copy or, for a version the journal
-  // already says is multipart, a GET of its first part (whose headers are the object's, its whole size
-  // in Content-Range), streamed into the copy's first part. Tags are asked for only when it reports
-  // some (x-amz-tagging-count): a small object costs a GET and a PUT, a multipart one its parts.
   const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag);
-  let tags: { Key: string; Value: string }[];
   let got: GetObjectCommandOutput;
   try {
     got = await getObject(ctx.source, multipartHint ? { ...src, PartNumber: 1 } : src);
@@ -167,23 +180,41 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
   }
   const stream = got.Body as Readable | undefined;
   const size = Number(/\/(\d+)$/.exec(got.ContentRange ?? '')?.[1] ?? got.ContentLength ?? 0);
+  const early = (answer: Outcome | typeof NOT_THE_STAMP): Outcome | typeof NOT_THE_STAMP => {
+    stream?.destroy();
+    return answer;
+  };
+  let tags: { Key: string; Value: string }[];
   try {
-    try {
-      tags = (got.TagCount ?? 0) > 0 ? await sourceTags(ctx, task) : [];
-    } catch (err) {
-      if (isNotFound(err)) return skipped('source version no longer exists');
-      throw err;
-    }
-    // A replica goes on along a chain where its rule asks for it, never back into a bucket it came through.
-    const path = replicaPath(got.Metadata ?? {});
-    if (path !== undefined) {
-      if (ctx.replicateReplicas !== true) return skipped('the source object is itself a replica written by this engine (the rule does not replicate replicas)');
-      if (path.includes(d.id)) return skipped(`the source object is a replica that came through ${d.id}: copying it there would loop`);
-      if (path.length === 0) return skipped('the source object is a replica of an unknown source');
-      if (path.length >= MAX_HOPS) return skipped(`the source object is a replica that went through ${String(MAX_HOPS)} buckets already`);
-    }
-    if (checkStamp && Math.floor((got.LastModified?.getTime() ?? -1000) / 1000) !== Math.floor(sourceTime / 1000)) return NOT_THE_STAMP;
-    const headers = replicaHeaders(task, d, got, tags, sourceTime, path ?? []);
+    tags = (got.TagCount ?? 0) > 0 ? await sourceTags(ctx, task) : [];
+  } catch (err) {
+    stream?.destroy();
+    if (isNotFound(err)) return skipped('source version no longer exists');
+    throw err;
+  }
+  // A replica goes on along a chain where its rule asks for it, never back into a bucket it came through.
+  const path = replicaPath(got.Metadata ?? {});
+  if (path !== undefined) {
+    if (ctx.replicateReplicas !== true) return early(skipped('the source object is itself a replica written by this engine (the rule does not replicate replicas)'));
+    if (path.includes(d.id)) return early(skipped(`the source object is a replica that came through ${d.id}: copying it there would loop`));
+    if (path.length === 0) return early(skipped('the source object is a replica of an unknown source'));
+    if (path.length >= MAX_HOPS) return early(skipped(`the source object is a replica that went through ${String(MAX_HOPS)} buckets already`));
+  }
+  if (checkStamp && Math.floor((got.LastModified?.getTime() ?? -1000) / 1000) !== Math.floor(sourceTime / 1000)) return early(NOT_THE_STAMP);
+  return { got, stream, size, tags, path: path ?? [], multipartHint, src };
+}
+
+/**
+ * Copies the task's version, its replica stamped with `sourceTime`. `checkStamp`: only if the GET's
+ * Last-Modified (whole seconds) agrees with it; else nothing is copied and NOT_THE_STAMP returned.
+ * A small object costs a GET and a PUT, a multipart one its parts.
+ */
+async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp = false): Promise<Outcome | typeof NOT_THE_STAMP> {
+  const opened = await openSource(ctx, task, d, sourceTime, checkStamp);
+  if (typeof opened === 'symbol' || 'state' in opened) return opened;
+  const { got, stream, size, tags, path, multipartHint, src } = opened;
+  try {
+    const headers = replicaHeaders(task, d, got, tags, sourceTime, path);
     const sourceEtag = unquote(got.ETag);
     const parts = /-(\d+)$/.exec(sourceEtag);
     let replicaEtag: string;
@@ -245,9 +276,9 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
 /** Parts of one multipart copy under way at once. */
 const PARTS_IN_FLIGHT = 2;
 /** The largest object one PUT takes (S3's limit): larger ones the copy cuts into byte ranges. */
-const WHOLE_MAX_BYTES = 5 * 1024 ** 3;
+export const WHOLE_MAX_BYTES = 5 * 1024 ** 3;
 /** The byte ranges of such a copy: 64 MiB, more where 10 000 parts would not hold the object. */
-const rangeBytes = (size: number, least = 64 * 1024 ** 2): number => Math.max(least, Math.ceil(size / 10_000 / 1024 ** 2) * 1024 ** 2);
+export const rangeBytes = (size: number, least = 64 * 1024 ** 2): number => Math.max(least, Math.ceil(size / 10_000 / 1024 ** 2) * 1024 ** 2);
 
 /**
  * How a multipart copy cuts the object: the source's own parts (read with partNumber; the replica's ETag
@@ -256,7 +287,7 @@ const rangeBytes = (size: number, least = 64 * 1024 ** 2): number => Math.max(le
 type PartLayout = { kind: 'parts'; count: number; sourceEtag: string } | { kind: 'ranges'; size: number; partBytes: number };
 
 /** A pass-through stream feeding what passes into `md5`. */
-const hashing = (md5: ReturnType<typeof createHash>): Transform =>
+export const hashing = (md5: ReturnType<typeof createHash>): Transform =>
   new Transform({
     transform(chunk: Buffer, _encoding, done) {
       md5.update(chunk);
@@ -298,7 +329,7 @@ async function checkedBySize(ctx: CopyContext, headers: ReturnType<typeof replic
 }
 
 /** The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, and the part count. */
-function multipartEtag(partEtags: string[]): string {
+export function multipartEtag(partEtags: string[]): string {
   const digests = Buffer.concat(partEtags.map((e) => Buffer.from(unquote(e), 'hex')));
   return `${createHash('md5').update(digests).digest('hex')}-${String(partEtags.length)}`;
 }
@@ -424,7 +455,7 @@ async function copyParts(
 }
 
 /** The version's Last-Modified to the ms where the journal told it (a scan's time is the listed one; tasks queued before modTime was recorded). */
-function journalStamp(task: ReplicationTask): number | undefined {
+export function journalStamp(task: ReplicationTask): number | undefined {
   const time = task.modTime ?? (task.origin === 'scan' ? Date.parse(task.eventTime) : undefined);
   return time !== undefined && Number.isFinite(time) && time > 0 ? time : undefined;
 }

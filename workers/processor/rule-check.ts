@@ -8,7 +8,7 @@ import { type ReplicationTask, taskDestination, type TaskDestination } from '../
  * copies or deletes nothing the rules do not name. The tag filter is the populator's to apply (it reads
  * the tags); the processor checks the rest.
  */
-export function checkAgainstRules(configs: ReadonlyMap<string, BucketReplicationConfig>, task: ReplicationTask, d: TaskDestination): { destination: TaskDestination; replicateReplicas: boolean } | { refused: string } {
+export function checkAgainstRules(configs: ReadonlyMap<string, BucketReplicationConfig>, task: ReplicationTask, d: TaskDestination): { destination: TaskDestination; replicateReplicas: boolean; replicateDeleteMarkers: boolean } | { refused: string } {
   const source = `${task.source.location}/${task.source.bucket}`;
   const rule = configs.get(source)?.Rules.find((r) => r.ID === d.rule);
   if (rule === undefined) return { refused: `no rule "${d.rule}" replicates ${source}` };
@@ -17,5 +17,5 @@ export function checkAgainstRules(configs: ReadonlyMap<string, BucketReplication
   if (rule.Filter.Prefix !== undefined && !task.source.key.startsWith(rule.Filter.Prefix)) return { refused: `the key is outside rule "${d.rule}"'s prefix` };
   if (task.kind === 'versionDelete' && rule.VersionDeleteReplication.Status !== 'Enabled') return { refused: `rule "${d.rule}" does not replicate version deletes` };
   if (task.kind === 'deleteMarker' && rule.DeleteMarkerReplication.Status !== 'Enabled') return { refused: `rule "${d.rule}" does not replicate delete markers` };
-  return { destination: taskDestination(current, d.rule), replicateReplicas: rule.ReplicaReplication?.Status === 'Enabled' };
+  return { destination: taskDestination(current, d.rule), replicateReplicas: rule.ReplicaReplication?.Status === 'Enabled', replicateDeleteMarkers: rule.DeleteMarkerReplication.Status === 'Enabled' };
 }

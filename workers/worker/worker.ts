@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
-import { locationClient, resolveCredentials, resolveWebhookToken } from '../../lib/config/credentials.ts';
+import { connectLocation, resolveWebhookToken } from '../../lib/config/credentials.ts';
+import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
 import { ConfigError } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
@@ -90,7 +91,10 @@ interface RoleContext {
   config: ReturnType<typeof readPublishedConfig>;
   /** The mounted Secrets. */
   secrets: ReturnType<typeof secretsFromDir>;
+  /** The client of an S3 Location (a source, or an S3 destination). */
   client(location: string): S3Client;
+  /** The client of a destination Location, whatever its type. */
+  connect(location: string): S3Client | BlobAccount;
 }
 
 function needLocation(options: WorkerOptions): string {
@@ -141,7 +145,7 @@ async function processor(ctx: RoleContext): Promise<RoleRun> {
     metrics: ctx.metrics,
     logger: ctx.logger,
     location,
-    destination: ctx.client(location),
+    destination: ctx.connect(location),
     sources,
     configs: ctx.config.buckets,
     ...(ctx.options.concurrency !== undefined ? { concurrency: ctx.options.concurrency } : {}),
@@ -157,11 +161,17 @@ function transientSources(ctx: RoleContext): Set<string> {
 
 async function gc(ctx: RoleContext): Promise<RoleRun> {
   const locations = new Set([...ctx.config.buckets.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
-  const clients = new Map([...locations].map((l) => [l, ctx.client(l)]));
+  const clients = new Map<string, S3Client>();
+  const blobs = new Map<string, BlobAccount>();
+  for (const l of locations) {
+    const c = ctx.connect(l);
+    if (isBlobAccount(c)) blobs.set(l, c);
+    else clients.set(l, c);
+  }
   // Today's rules, matched as the populator matches them: the destinations the GC verifies.
   const transient = transientSources(ctx);
   const planner = new Populator({ queue: ctx.queue, names: ctx.names, logger: ctx.logger, configs: ctx.config.buckets, sources: clients, transientSources: transient });
-  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, planner, transientSources: transient, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
+  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, blobs, planner, transientSources: transient, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
   await g.start();
   return { lagGroups: [[ctx.names.gcGroup, ctx.names.gc]], ready: () => g.consuming, stop: () => g.close() };
 }
@@ -287,14 +297,19 @@ const START: Record<Role, (ctx: RoleContext) => Promise<RoleRun>> = { populator,
 export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   const config = readPublishedConfig(options.configDir);
   const secrets = secretsFromDir(options.credentialsDir);
-  const clients = new Map<string, S3Client>();
-  const client = (name: string): S3Client => {
+  const clients = new Map<string, S3Client | BlobAccount>();
+  const connect = (name: string): S3Client | BlobAccount => {
     let c = clients.get(name);
     if (c !== undefined) return c;
     const location = config.locations.get(name);
     if (location === undefined) throw new ConfigError([{ resource: `Location/${name}`, path: '', message: 'not in the published config' }]);
-    c = locationClient(location, resolveCredentials(location, { secrets }));
+    c = connectLocation(location, { secrets });
     clients.set(name, c);
+    return c;
+  };
+  const client = (name: string): S3Client => {
+    const c = connect(name);
+    if (isBlobAccount(c)) throw new ConfigError([{ resource: `Location/${name}`, path: 'spec.type', message: 'type: azure is a destination only' }]);
     return c;
   };
   const logger = options.logger.child({ role: options.role, ...(options.location !== undefined ? { location: options.location } : {}) });
@@ -309,7 +324,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   const admin = await queue.admin();
   await admin.ensureTopics(installationTopics(names, options.partitions ?? 8, [...config.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : []))));
   const metrics = createMetrics();
-  const run = await START[options.role]({ options, queue, names, metrics, logger, config, secrets, client });
+  const run = await START[options.role]({ options, queue, names, metrics, logger, config, secrets, client, connect });
 
   let stopping = false;
   const health: HealthContext = {

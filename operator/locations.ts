@@ -1,5 +1,5 @@
 import { ListBucketsCommand, type S3Client } from '@aws-sdk/client-s3';
-import { locationClient, resolveCredentials } from '../lib/config/credentials.ts';
+import { blobAccountOf, locationClient, resolveAzureCredentials, resolveCredentials } from '../lib/config/credentials.ts';
 import type { Location, Secret } from '../lib/config/schema.ts';
 import { ConfigError } from '../lib/config/validate.ts';
 import { classify, reasonOf } from '../lib/s3/errors.ts';
@@ -7,7 +7,7 @@ import { notReady, ready, type ConditionInput } from './conditions.ts';
 
 export interface LocationCheck {
   condition: ConditionInput;
-  /** A client for a Ready location. */
+  /** A client for a Ready S3 location. */
   client?: S3Client;
   /** The buckets a Ready location listed with these credentials: they exist. */
   buckets?: Set<string>;
@@ -36,6 +36,7 @@ export async function checkLocation(location: Location, secret: Secret | undefin
   if (!granted(secret)) {
     return { condition: notReady('SecretNotLabelled', `Secret "${ref.name}" is not labelled ${CREDENTIALS_LABEL}=true, so the operator does not use it; label it to give it to Backbeat: kubectl label secret ${ref.name} ${CREDENTIALS_LABEL}=true`) };
   }
+  if (location.spec.type === 'azure') return checkAccount(location, secret, timeoutMs);
   let client: S3Client;
   try {
     // Credentials come from the Secret only: the operator's own environment must not stand in for it.
@@ -64,4 +65,28 @@ export async function checkLocation(location: Location, secret: Secret | undefin
     return { condition: notReady('EndpointError', `${endpoint} failed: ${reasonOf(err)}`) };
   }
   return { condition: ready('Reachable', `${endpoint} answers with the credentials of Secret "${ref.name}"`), client, buckets };
+}
+
+/** A type: azure Location: Ready when its account lists its containers with the Secret's key or SAS token. */
+async function checkAccount(location: Location, secret: Secret, timeoutMs: number): Promise<LocationCheck> {
+  const ref = location.spec.credentialsSecretRef;
+  let account;
+  try {
+    account = blobAccountOf(location, resolveAzureCredentials(location, { secrets: new Map([[ref.name, secret]]) }, {}), { requestTimeoutMs: timeoutMs });
+  } catch (err) {
+    if (err instanceof ConfigError) return { condition: notReady('SecretKeyMissing', err.problems.map((p) => p.message).join('; ').replace(/ \(nor \$[A-Z0-9_]+, \$[A-Z0-9_]+\)/g, '')) };
+    throw err;
+  }
+  const endpoint = `Azure account ${account.name} (${account.url})`;
+  const containers = new Set<string>();
+  try {
+    for await (const c of account.service.listContainers({ abortSignal: AbortSignal.timeout(timeoutMs) })) containers.add(c.name);
+  } catch (err) {
+    if (untrustedCertificate(err)) return { condition: notReady('CertificateNotTrusted', `${endpoint} presented a certificate that is not trusted (${reasonOf(err)}): give the CA that signed it in spec.tls.caBundle`) };
+    const kind = classify(err);
+    if (kind === 'unavailable' || (err as Error).name === 'AbortError') return { condition: notReady('EndpointUnreachable', `${endpoint} cannot be reached: ${reasonOf(err)}`) };
+    if (kind === 'permanent') return { condition: notReady('CredentialsRejected', `${endpoint} refused the credentials of Secret "${ref.name}": ${reasonOf(err)}`) };
+    return { condition: notReady('EndpointError', `${endpoint} failed: ${reasonOf(err)}`) };
+  }
+  return { condition: ready('Reachable', `${endpoint} answers with the credentials of Secret "${ref.name}"`), buckets: containers };
 }

@@ -194,7 +194,7 @@ export class Reconciler {
       const { rules: forms } = planPublication(live, decisions, publishedRules(publishedBuckets(before, logger).values()));
       const configs = [...assembleBucketConfigs(forms).values()];
       const used = new Set(configs.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
-      const published = locations.filter((l) => clients.has(l.metadata.name) || used.has(l.metadata.name));
+      const published = locations.filter((l) => locationReady.get(l.metadata.name)?.status === 'True' || used.has(l.metadata.name));
       let result: PublishResult | undefined;
       await attempt('published config', async () => {
         result = await this.publication.publish(locationsText(published), configs, before);

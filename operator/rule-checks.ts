@@ -151,6 +151,8 @@ export class RuleChecks {
     const client = (l: string): S3Client => clients.get(l) as S3Client;
     const bucket = (location: string, b: string, role: 'source' | 'destination'): Promise<ConditionInput | undefined> => {
       const listed = listings.get(location)?.has(b) === true;
+      // A blob container has nothing more to check (versioning, where the account has it, is the account's).
+      if (locations.get(location)?.spec.type === 'azure') return Promise.resolve(listed ? undefined : notReady('BucketNotFound', `${role} container ${location}/${b} does not exist in the Azure account`));
       if (fresh && listed) return Promise.resolve(undefined);
       const id = `${role}:${location}/${b}`;
       let answer = buckets.get(id);

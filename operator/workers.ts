@@ -90,6 +90,8 @@ export const MANAGED_BY = 'backbeat-operator';
 export interface SecretKeys {
   name: string;
   keys: string[];
+  /** Keys that may be missing: an Azure account's Secret holds an account key or a SAS token. */
+  optional?: boolean;
 }
 const PORT = 8900;
 export const CONFIG_DIR = '/etc/backbeat/config';
@@ -170,7 +172,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
   // One folder of credentials, <secret>/<key>, projected from the Secrets of the Locations this role reads.
   const projected = [...credentials]
     .sort((x, y) => x.name.localeCompare(y.name))
-    .map((c) => ({ secret: { name: c.name, items: [...new Set(c.keys)].sort().map((key) => ({ key, path: `${c.name}/${key}` })) } }));
+    .map((c) => ({ secret: { name: c.name, items: [...new Set(c.keys)].sort().map((key) => ({ key, path: `${c.name}/${key}` })), ...(c.optional === true ? { optional: true } : {}) } }));
   const kafka = kafkaPodParts(settings.kafkaMounts);
   const template = {
     metadata: { labels: selector, annotations: { 'backbeat.io/config-hash': configHash, 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORT) } },
@@ -354,17 +356,20 @@ export function readsRule(spec: WorkerSpec, rule: ReplicationRule): boolean {
  * for the webhook receiver, its Location's token alone (it makes no S3 call).
  */
 export function secretKeys(role: Role, locations: Location[]): SecretKeys[] {
-  const keys = new Map<string, string[]>();
-  const add = (name: string, k: string[]): void => {
-    keys.set(name, [...(keys.get(name) ?? []), ...k]);
+  const keys = new Map<string, SecretKeys>();
+  const add = (name: string, k: string[], optional = false): void => {
+    const had = keys.get(name);
+    keys.set(name, { name, keys: [...(had?.keys ?? []), ...k], ...(optional || had?.optional === true ? { optional: true } : {}) });
   };
   for (const { spec } of locations) {
     const token = spec.journal?.webhook?.tokenSecretRef;
     const ref = spec.credentialsSecretRef;
-    if (role !== 'webhook') add(ref.name, [ref.accessKeyIdKey ?? 'accessKeyId', ref.secretAccessKeyKey ?? 'secretAccessKey']);
-    else if (token !== undefined) add(token.name, [token.key ?? 'token']);
+    if (role === 'webhook') {
+      if (token !== undefined) add(token.name, [token.key ?? 'token']);
+    } else if (spec.type === 'azure') add(ref.name, [ref.accountKeyKey ?? 'accountKey', ref.sasTokenKey ?? 'sasToken'], true);
+    else add(ref.name, [ref.accessKeyIdKey ?? 'accessKeyId', ref.secretAccessKeyKey ?? 'secretAccessKey']);
   }
-  return [...keys].map(([name, k]) => ({ name, keys: k }));
+  return [...keys.values()];
 }
 
 const PEER_DIR = '/etc/backbeat/peer';

@@ -11,7 +11,7 @@ import { azurite } from '../harness/env.ts';
 import { testSecret } from '../harness/secrets.ts';
 import { eventually } from '../harness/wait.ts';
 import { completedIn, journaledSource, manifests, multipart, startOn } from './servers.ts';
-import { locationManifest } from './sites.ts';
+import { locationManifest, versionedBucket, versionsOf } from './sites.ts';
 
 const MiB = 1024 * 1024;
 const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
@@ -46,10 +46,20 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
     account = az.account();
     container = account.service.getContainerClient('docs-copy');
     await container.create();
+    await versionedBucket(sa, 'staging');
+    await account.service.getContainerClient('staging-copy').create();
     const dir = manifests(
       'blob',
-      [locationManifest('minio-a', a.endpoint, a.credentials, { journal: { kafka: { topic: journalTopic } } }), blobLocation('azure-b', az.accountName, az.endpoint, az.accountKey)],
-      [{ source: { location: 'minio-a', bucket: 'docs' }, destinations: [{ location: 'azure-b', bucket: 'docs-copy' }], replicateDeleteMarkers: true, replicateVersionDeletes: true }],
+      [
+        locationManifest('minio-a', a.endpoint, a.credentials, { journal: { kafka: { topic: journalTopic } } }),
+        // The same server as a transient source, read by scans: what reached the blobs is collected from it.
+        locationManifest('minio-t', a.endpoint, a.credentials, { journal: { scan: { intervalSeconds: 10 } }, transient: true }),
+        blobLocation('azure-b', az.accountName, az.endpoint, az.accountKey),
+      ],
+      [
+        { source: { location: 'minio-a', bucket: 'docs' }, destinations: [{ location: 'azure-b', bucket: 'docs-copy' }], replicateDeleteMarkers: true, replicateVersionDeletes: true },
+        { source: { location: 'minio-t', bucket: 'staging' }, destinations: [{ location: 'azure-b', bucket: 'staging-copy' }] },
+      ],
     );
     local = await startOn(dir, 'blob');
   });
@@ -178,5 +188,14 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
     const ranged = account.service.getContainerClient('ranges').getBlockBlobClient('ranged.bin');
     assert.ok((await ranged.downloadToBuffer()).equals(data));
     assert.deepEqual((await ranged.getBlockList('committed')).committedBlocks?.map((b) => b.size), [MiB, MiB, MiB, 5]);
+  });
+
+  it('a transient source: a version is deleted there once its blob is verified (marks, size, MD5)', async () => {
+    const put = await sa.send(new PutObjectCommand({ Bucket: 'staging', Key: 'drop.bin', Body: randomBytes(4096) }));
+    await eventually(async () => assert.deepEqual(await versionsOf(sa, 'staging', 'drop.bin'), [], 'collected from the source'), 90_000, 500);
+    const p = await account.service.getContainerClient('staging-copy').getBlockBlobClient('drop.bin').getProperties();
+    assert.deepEqual([p.contentLength, p.metadata?.['backbeat_source_version_id']], [4096, put.VersionId]);
+    const [v] = local.status.lookup('minio-t', 'staging', 'drop.bin', put.VersionId);
+    assert.equal(v?.gc?.state, 'DELETED', JSON.stringify(v));
   });
 });

@@ -26,6 +26,15 @@ export const granted = (secret: Secret | undefined): boolean => secret?.metadata
 const CERTIFICATE = /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|ERR_TLS_CERT_ALTNAME_INVALID)$/;
 const untrustedCertificate = (err: unknown): boolean => [err, (err as { cause?: unknown } | null)?.cause].some((e) => CERTIFICATE.test((e as { code?: string } | null)?.code ?? ''));
 
+/** Why a Location's probe failed, in the terms a person fixes it by. */
+function probeFailed(err: unknown, endpoint: string, secret: string): ConditionInput {
+  if (untrustedCertificate(err)) return notReady('CertificateNotTrusted', `${endpoint} presented a certificate that is not trusted (${reasonOf(err)}): give the CA that signed it in spec.tls.caBundle`);
+  const kind = classify(err);
+  if (kind === 'unavailable' || (err as Error).name === 'AbortError') return notReady('EndpointUnreachable', `${endpoint} cannot be reached: ${reasonOf(err)}`);
+  if (kind === 'permanent') return notReady('CredentialsRejected', `${endpoint} refused the credentials of Secret "${secret}": ${reasonOf(err)}`);
+  return notReady('EndpointError', `${endpoint} failed: ${reasonOf(err)}`);
+}
+
 /**
  * Ready when the Secret gives credentials and the endpoint answers an authenticated request with them.
  * Only the operator can tell these apart, so each failure gets its own reason.
@@ -58,11 +67,7 @@ export async function checkLocation(location: Location, secret: Secret | undefin
     } while (token !== undefined && token !== '');
   } catch (err) {
     client.destroy();
-    if (untrustedCertificate(err)) return { condition: notReady('CertificateNotTrusted', `${endpoint} presented a certificate that is not trusted (${reasonOf(err)}): give the CA that signed it in spec.tls.caBundle`) };
-    const kind = classify(err);
-    if (kind === 'unavailable' || (err as Error).name === 'AbortError') return { condition: notReady('EndpointUnreachable', `${endpoint} cannot be reached: ${reasonOf(err)}`) };
-    if (kind === 'permanent') return { condition: notReady('CredentialsRejected', `${endpoint} refused the credentials of Secret "${ref.name}": ${reasonOf(err)}`) };
-    return { condition: notReady('EndpointError', `${endpoint} failed: ${reasonOf(err)}`) };
+    return { condition: probeFailed(err, endpoint, ref.name) };
   }
   return { condition: ready('Reachable', `${endpoint} answers with the credentials of Secret "${ref.name}"`), client, buckets };
 }
@@ -82,11 +87,7 @@ async function checkAccount(location: Location, secret: Secret, timeoutMs: numbe
   try {
     for await (const c of account.service.listContainers({ abortSignal: AbortSignal.timeout(timeoutMs) })) containers.add(c.name);
   } catch (err) {
-    if (untrustedCertificate(err)) return { condition: notReady('CertificateNotTrusted', `${endpoint} presented a certificate that is not trusted (${reasonOf(err)}): give the CA that signed it in spec.tls.caBundle`) };
-    const kind = classify(err);
-    if (kind === 'unavailable' || (err as Error).name === 'AbortError') return { condition: notReady('EndpointUnreachable', `${endpoint} cannot be reached: ${reasonOf(err)}`) };
-    if (kind === 'permanent') return { condition: notReady('CredentialsRejected', `${endpoint} refused the credentials of Secret "${ref.name}": ${reasonOf(err)}`) };
-    return { condition: notReady('EndpointError', `${endpoint} failed: ${reasonOf(err)}`) };
+    return { condition: probeFailed(err, endpoint, ref.name) };
   }
   return { condition: ready('Reachable', `${endpoint} answers with the credentials of Secret "${ref.name}"`), buckets: containers };
 }

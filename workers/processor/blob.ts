@@ -21,6 +21,7 @@ import {
   rangeBytes,
   replicaHeaders,
   ReplicaMismatch,
+  goneOrThrow,
   skipped,
   sourceTags,
   superseded,
@@ -235,13 +236,8 @@ async function replicateObject(ctx: BlobCopyContext, task: ReplicationTask, d: T
 async function replicateTags(ctx: BlobCopyContext, task: ReplicationTask, d: TaskDestination, blob: BlockBlobClient): Promise<Outcome> {
   const state = await blobState(blob, ctx.signal);
   if (state.kind !== 'object' || state.replicaOf !== task.source.versionId) return replicateObject(ctx, task, d, blob);
-  let tags: { Key: string; Value: string }[];
-  try {
-    tags = await sourceTags(ctx, task);
-  } catch (err) {
-    if (isNotFound(err)) return skipped('source version no longer exists');
-    throw err;
-  }
+  const tags = await sourceTags(ctx, task).catch(goneOrThrow);
+  if (!Array.isArray(tags)) return tags;
   const problem = blobTagsProblem(tags);
   if (problem !== undefined) throw new Refused(problem);
   await blob.setTags(Object.fromEntries(tags.map((t) => [t.Key, t.Value])), { conditions: { ifMatch: state.etag }, ...abortOf(ctx) });

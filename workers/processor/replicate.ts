@@ -56,6 +56,11 @@ export interface Outcome {
 
 export const done = (reason?: string): Outcome => ({ state: 'COMPLETED', bytes: 0, ...(reason !== undefined ? { reason } : {}) });
 export const skipped = (reason: string): Outcome => ({ state: 'SKIPPED', reason, bytes: 0 });
+/** A read of the source answered 404: the version is gone, nothing to copy; other errors are rethrown. */
+export const goneOrThrow = (err: unknown): Outcome => {
+  if (isNotFound(err)) return skipped('source version no longer exists');
+  throw err;
+};
 
 /** A replica ETag that differs from the source's: the copy is not trusted and is retried. */
 export class ReplicaMismatch extends Error {
@@ -171,27 +176,19 @@ export interface OpenedSource {
 export async function openSource(ctx: Pick<CopyContext, 'source' | 'replicateReplicas'>, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp: boolean): Promise<OpenedSource | Outcome | typeof NOT_THE_STAMP> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
   const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag);
-  let got: GetObjectCommandOutput;
-  try {
-    got = await getObject(ctx.source, multipartHint ? { ...src, PartNumber: 1 } : src);
-  } catch (err) {
-    if (isNotFound(err)) return skipped('source version no longer exists');
-    throw err;
-  }
+  const got = await getObject(ctx.source, multipartHint ? { ...src, PartNumber: 1 } : src).catch(goneOrThrow);
+  if ('state' in got) return got;
   const stream = got.Body as Readable | undefined;
   const size = Number(/\/(\d+)$/.exec(got.ContentRange ?? '')?.[1] ?? got.ContentLength ?? 0);
   const early = (answer: Outcome | typeof NOT_THE_STAMP): Outcome | typeof NOT_THE_STAMP => {
     stream?.destroy();
     return answer;
   };
-  let tags: { Key: string; Value: string }[];
-  try {
-    tags = (got.TagCount ?? 0) > 0 ? await sourceTags(ctx, task) : [];
-  } catch (err) {
-    stream?.destroy();
-    if (isNotFound(err)) return skipped('source version no longer exists');
-    throw err;
-  }
+  const tags = (got.TagCount ?? 0) > 0 ? await sourceTags(ctx, task).catch((err: unknown) => {
+          stream?.destroy();
+          return goneOrThrow(err);
+        }) : [];
+  if (!Array.isArray(tags)) return tags;
   // A replica goes on along a chain where its rule asks for it, never back into a bucket it came through.
   const path = replicaPath(got.Metadata ?? {});
   if (path !== undefined) {
@@ -488,13 +485,8 @@ async function replicateTags(ctx: CopyContext, task: ReplicationTask, d: TaskDes
   const current = await destinationState(ctx, d, destKey);
   const replicas = current.kind === 'object' && current.replicaOf === task.source.versionId ? [current.versionId] : await replicaVersions(ctx.destination, d.bucket, destKey, task.source.versionId);
   if (replicas.length === 0) return replicateObject(ctx, task, d, destKey);
-  let tags: { Key: string; Value: string }[];
-  try {
-    tags = await sourceTags(ctx, task);
-  } catch (err) {
-    if (isNotFound(err)) return skipped('source version no longer exists');
-    throw err;
-  }
+  const tags = await sourceTags(ctx, task).catch(goneOrThrow);
+  if (!Array.isArray(tags)) return tags;
   for (const versionId of replicas) {
     await ctx.destination.send(new PutObjectTaggingCommand({ Bucket: d.bucket, Key: destKey, VersionId: versionId, Tagging: { TagSet: tags } }));
   }

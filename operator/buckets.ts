@@ -1,4 +1,5 @@
 import {
+  DeleteBucketTaggingCommand,
   GetBucketNotificationConfigurationCommand,
   GetBucketVersioningCommand,
   HeadBucketCommand,
@@ -98,11 +99,33 @@ export async function wireWebhookTopic(client: S3Client, sns: SNSClient, bucket:
   return 'added';
 }
 
-/** Removes our queue configuration only; true when there was one. */
+/** Removes our queue or topic configuration only; true when there was one. */
 export async function unwireJournal(client: S3Client, bucket: string): Promise<boolean> {
   const config = await current(client, bucket);
   const queues = config.QueueConfigurations ?? [];
-  if (!queues.some(isOurs)) return false;
-  await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { ...config, QueueConfigurations: queues.filter((q) => !isOurs(q)) } }));
+  const topics = config.TopicConfigurations ?? [];
+  if (!queues.some(isOurs) && !topics.some(isOurs)) return false;
+  const rest = { ...config, QueueConfigurations: queues.filter((q) => !isOurs(q)), TopicConfigurations: topics.filter((t) => !isOurs(t)) };
+  try {
+    await client.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: rest }));
+  } catch (err) {
+    // Ceph RGW refuses a configuration with nothing left in it (MalformedXML), and takes its own
+    // extension instead: DELETE ?notification=<id> removes that one notification.
+    if ((err as { name?: string }).name !== 'MalformedXML' || topics.length === 0) throw err;
+    await client.send(deleteNotification(bucket, NOTIFICATION_ID));
+  }
   return true;
+}
+
+/** `DELETE /<bucket>?notification=<id>` (RGW): a tagging delete, signed as usual, its query replaced before signing. */
+function deleteNotification(bucket: string, id: string): DeleteBucketTaggingCommand {
+  const command = new DeleteBucketTaggingCommand({ Bucket: bucket });
+  command.middlewareStack.add(
+    (next) => (args) => {
+      (args.request as { query: Record<string, string> }).query = { notification: id };
+      return next(args);
+    },
+    { step: 'build', name: 'rgwDeleteNotification' },
+  );
+  return command;
 }

@@ -150,4 +150,14 @@ describe('the webhook journal on Kubernetes: a receiver per Location, RGW wired 
       front.closeAllConnections();
     }
   });
+
+  it('a deleted rule takes its topic notification off the bucket', async () => {
+    await c.kubectl(['delete', 'replicationrule', 'inbox', '--wait=false']);
+    await eventually(async () => {
+      const topics = (await src.send(new GetBucketNotificationConfigurationCommand({ Bucket: 'inbox' }))).TopicConfigurations ?? [];
+      assert.deepEqual(topics.map((t) => t.Id), [], 'no notification of ours is left');
+      const gone = await c.rest.find(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/replicationrules/inbox`);
+      assert.equal(gone, undefined, 'the finalizer let the rule go');
+    }, 60_000, 500);
+  });
 });

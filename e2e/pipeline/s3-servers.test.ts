@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   DeleteObjectCommand,
   GetObjectTaggingCommand,
@@ -16,6 +18,7 @@ import type { ReplicationTask } from '../../workers/messages.ts';
 import { replicate } from '../../workers/processor/replicate.ts';
 import { minio, rgw, seaweed } from '../harness/env.ts';
 import type { TestS3Server } from '../harness/seaweed.ts';
+import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { completedIn, journaledSource, manifests, multipart, startOn } from './servers.ts';
 import { body, locationManifest, versionedBucket, versionsOf } from './sites.ts';
@@ -217,6 +220,12 @@ for (const source of servers) {
       } else {
         assert.notEqual(h.ETag, etag, 'one part where the source had three');
         assert.equal(d.verifiedBy, 'md5', 'the status says how the replica was checked');
+        // Learned once for the location: a second multipart object goes whole at once.
+        await multipart(ss, 'inbox', 'big2.bin', parts);
+        await completed('other', 'inbox', 'big2.bin');
+        assert.ok((await body(sm, 'inbox-copy', 'big2.bin')).equals(Buffer.concat(parts)), 'the same bytes');
+        const learned = readFileSync(join(runDir(), `${tag}.log`), 'utf8').split('\n').filter((l) => l.includes('the source ignores partNumber'));
+        assert.equal(learned.length, 1, learned.join('\n'));
       }
     });
 

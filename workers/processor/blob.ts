@@ -14,8 +14,10 @@ import {
   destinationKey,
   done,
   hashing,
+  ignoresParts,
   journalStamp,
   multipartEtag,
+  PartNumberIgnored,
   NOT_THE_STAMP,
   openSource,
   rangeBytes,
@@ -27,6 +29,7 @@ import {
   superseded,
   superseding,
   wholeAnswer,
+  type CopyContext,
   type Outcome,
 } from './replicate.ts';
 
@@ -46,6 +49,7 @@ export interface BlobCopyContext {
   wholeMaxBytes?: number;
   /** The least size of the blocks a single-part object is staged in (default 64 MiB). */
   rangeMinBytes?: number;
+  partsIgnored?: NonNullable<CopyContext['partsIgnored']>;
 }
 
 const SINGLE_PUT_MAX_BYTES = 256 * 1024 ** 2;
@@ -109,8 +113,9 @@ async function copyToBlob(ctx: BlobCopyContext, task: ReplicationTask, d: TaskDe
     const parts = /-(\d+)$/.exec(sourceEtag);
     // Encrypted at rest on the source (SSE-S3, SSE-KMS), its ETag is not made of the MD5s of its bytes.
     const etagIsMd5 = got.ServerSideEncryption === undefined;
-    const whole = stream !== undefined && !(multipartHint && !wholeAnswer(got) && parts !== null && Number(parts[1]) > 1);
-    if (parts === null && whole && size <= (ctx.wholeMaxBytes ?? SINGLE_PUT_MAX_BYTES)) {
+    // A multipart version goes whole (one Put Blob, or byte ranges) where its source does not serve parts by number.
+    const partsServed = parts !== null && !ignoresParts(ctx, task, got, multipartHint, Number(parts[1]));
+    if (!partsServed && stream !== undefined && got.ContentLength === size && size <= (ctx.wholeMaxBytes ?? SINGLE_PUT_MAX_BYTES)) {
       const md5 = createHash('md5');
       const body = size === 0 ? Buffer.alloc(0) : stream.pipe(hashing(md5));
       if (!Buffer.isBuffer(body)) stream.on('error', (err) => body.destroy(err));
@@ -118,26 +123,24 @@ async function copyToBlob(ctx: BlobCopyContext, task: ReplicationTask, d: TaskDe
       const digest = md5.digest('hex');
       const stored = hex(put.contentMD5) ?? hex((await blob.getProperties(abortOf(ctx))).contentMD5);
       if (stored !== digest) throw new ReplicaMismatch(`the blob's MD5 ${String(stored)} differs from the MD5 ${digest} of the bytes read`);
-      if (etagIsMd5 && digest !== sourceEtag) throw new ReplicaMismatch(`the bytes read (MD5 ${digest}) are not the source's (ETag ${sourceEtag})`);
+      if (parts === null && etagIsMd5 && digest !== sourceEtag) throw new ReplicaMismatch(`the bytes read (MD5 ${digest}) are not the source's (ETag ${sourceEtag})`);
       return { state: 'COMPLETED', bytes: size, replicaEtag: put.etag ?? '', verifiedBy: 'md5' };
     }
     // Blocks: the source's parts where it has some and serves them by number, else byte ranges.
-    const first = multipartHint && parts !== null && !wholeAnswer(got) && stream !== undefined ? { stream, length: got.ContentLength ?? 0 } : undefined;
+    const first = partsServed && multipartHint && stream !== undefined ? { stream, length: got.ContentLength ?? 0 } : undefined;
     if (first === undefined) stream?.destroy();
-    const layout = parts !== null && (first !== undefined || !multipartHint) ? { kind: 'parts' as const, count: Number(parts[1]) } : { kind: 'ranges' as const, partBytes: rangeBytes(size, ctx.rangeMinBytes) };
+    const ranges = { kind: 'ranges' as const, partBytes: rangeBytes(size, ctx.rangeMinBytes) };
+    const layout = partsServed ? { kind: 'parts' as const, count: Number(parts[1]) } : ranges;
     try {
       return await stageBlocks(ctx, blob, state, src, size, layout, first, written, etagIsMd5 && layout.kind === 'parts' ? sourceEtag : undefined);
     } catch (err) {
       if (!(err instanceof PartNumberIgnored)) throw err;
+      ctx.partsIgnored?.add(task.source.location);
       return await stageBlocks(ctx, blob, state, src, size, { kind: 'ranges', partBytes: rangeBytes(size, ctx.rangeMinBytes) }, undefined, written, undefined);
     }
   } finally {
     stream?.destroy();
   }
-}
-
-class PartNumberIgnored extends Error {
-  override name = 'PartNumberIgnored';
 }
 
 /**

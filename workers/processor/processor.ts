@@ -109,6 +109,16 @@ export class Processor {
   private readonly prefetched = new WeakMap<QueueMessage, Map<string, Promise<Current | undefined>>>();
   /** When `configs` were read (this worker's start): what a task queued later may be newer than. */
   private readonly configsReadAt = Date.now();
+  /** The source locations that do not serve parts by number (Ceph RGW 16): learned once each, by the first multipart copy. */
+  private readonly partsIgnored = new Set<string>();
+  private readonly partsMemo = {
+    has: (location: string): boolean => this.partsIgnored.has(location),
+    add: (location: string): void => {
+      if (this.partsIgnored.has(location)) return;
+      this.partsIgnored.add(location);
+      this.log.info('the source ignores partNumber: its multipart objects are copied whole, or in byte ranges, and checked by MD5', { source: location });
+    },
+  };
   /** What each destination bucket's server does where servers differ (probeDestination), by bucket. */
   private readonly traits = new ProbeMemo<DestinationTraits>(PROBE_RETRY_MS, (bucket, err) => {
     this.log.warn('destination not probed: a 404 there is confirmed by a listing until it is', { bucket, reason: reasonOf(err) });
@@ -420,7 +430,7 @@ export class Processor {
     // Every call of the copy ends when the lease is aborted (the partition taken away, drained).
     const destination = this.options.destination;
     const copy = async (attempt: number): Promise<Outcome> => {
-      const rule = { replicateReplicas: checked.replicateReplicas, replicateDeleteMarkers: checked.replicateDeleteMarkers };
+      const rule = { replicateReplicas: checked.replicateReplicas, replicateDeleteMarkers: checked.replicateDeleteMarkers, partsIgnored: this.partsMemo };
       if (isBlobAccount(destination)) return replicateToBlob({ source: abortable(source, lease.signal), account: destination, signal: lease.signal, ...rule }, task, d);
       // A retry reads the destination again (the first attempt may have written it), as does a task
       // whose rule now gives another key prefix (what was read ahead is the queued key's).

@@ -37,6 +37,11 @@ export interface CopyContext {
   wholeMaxBytes?: number;
   /** The least size of those byte ranges (default 64 MiB). */
   rangeMinBytes?: number;
+  /**
+   * The source locations found to ignore partNumber (Ceph RGW 16), learned from the first multipart
+   * object of each: their multipart objects are then copied whole or in byte ranges at once.
+   */
+  partsIgnored?: { has(location: string): boolean; add(location: string): void };
 }
 
 /** What a GET of the destination key would see now (see currentState). */
@@ -71,10 +76,21 @@ export class ReplicaMismatch extends Error {
  * A GET of one part answered with the whole object (no Content-Range, no parts count): the source
  * ignores partNumber (Ceph RGW 16), and its multipart objects are copied whole.
  */
-class PartNumberIgnored extends Error {
+export class PartNumberIgnored extends Error {
   override name = 'PartNumberIgnored';
 }
 export const wholeAnswer = (got: { ContentRange?: string | undefined; PartsCount?: number | undefined }): boolean => got.ContentRange === undefined && got.PartsCount === undefined;
+
+/**
+ * Whether the task's source does not serve a multipart version's parts by number: known of its location
+ * already, or learned now from a first part's GET (`hinted`) that brought the whole object.
+ */
+export function ignoresParts(ctx: Pick<CopyContext, 'partsIgnored'>, task: ReplicationTask, got: GetObjectCommandOutput, hinted: boolean, parts: number): boolean {
+  if (ctx.partsIgnored?.has(task.source.location) === true) return true;
+  if (!(hinted && parts > 1 && wholeAnswer(got))) return false;
+  ctx.partsIgnored?.add(task.source.location);
+  return true;
+}
 
 export const superseding = (versionId: string): string => `superseded: newer source version ${versionId} is already replicated`;
 
@@ -173,9 +189,10 @@ export interface OpenedSource {
  * gone, a replica the rule does not carry on), and NOT_THE_STAMP where `checkStamp` and the GET's
  * Last-Modified (whole seconds) disagrees with `sourceTime`. The caller destroys the stream.
  */
-export async function openSource(ctx: Pick<CopyContext, 'source' | 'replicateReplicas'>, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp: boolean): Promise<OpenedSource | Outcome | typeof NOT_THE_STAMP> {
+export async function openSource(ctx: Pick<CopyContext, 'source' | 'replicateReplicas' | 'partsIgnored'>, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp: boolean): Promise<OpenedSource | Outcome | typeof NOT_THE_STAMP> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
-  const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag);
+  // (A source known to ignore partNumber is asked for the whole version.)
+  const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag) && ctx.partsIgnored?.has(task.source.location) !== true;
   const got = await getObject(ctx.source, multipartHint ? { ...src, PartNumber: 1 } : src).catch(goneOrThrow);
   if ('state' in got) return got;
   const stream = got.Body as Readable | undefined;
@@ -235,8 +252,8 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
       replicaEtag = unquote(put.ETag);
       // A destination that encrypts (its bucket's default) answers with an ETag of its own.
       if (put.ServerSideEncryption !== undefined && replicaEtag !== sourceEtag) return await checkedBySize(ctx, headers, put, size);
-    } else if (parts !== null && multipartHint && stream !== undefined && Number(parts[1]) > 1 && wholeAnswer(got)) {
-      // The first part's GET brought the whole object: copied whole from it.
+    } else if (parts !== null && stream !== undefined && got.ContentLength === size && ignoresParts(ctx, task, got, multipartHint, Number(parts[1]))) {
+      // The GET brought the whole object (asked for it, or for the first part of a source that ignores that): copied whole from it.
       return await unmatched(stream);
     } else if (parts !== null && encrypted) {
       stream?.destroy();
@@ -251,6 +268,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
         copied = await copyParts(ctx, task, d, headers, { kind: 'parts', count: Number(parts[1]), sourceEtag }, first);
       } catch (err) {
         if (!(err instanceof PartNumberIgnored)) throw err;
+        ctx.partsIgnored?.add(task.source.location);
         return await unmatched();
       }
       replicaEtag = copied.etag;

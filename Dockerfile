@@ -14,7 +14,7 @@ ARG BUILD_IMAGE=${NODE_IMAGE}
 FROM ${BUILD_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-# No dependency has an install script (package-lock.json has no hasInstallScript), so none is run.
+# No production dependency has an install script (none without "dev" has hasInstallScript in package-lock.json), so none is run.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 
 # Stage 2: the runtime: node_modules from stage 1 and the source folders (.dockerignore keeps tests out).

@@ -136,7 +136,7 @@ async function copyToBlob(ctx: BlobCopyContext, task: ReplicationTask, d: TaskDe
     } catch (err) {
       if (!(err instanceof PartNumberIgnored)) throw err;
       ctx.partsIgnored?.add(task.source.location);
-      return await stageBlocks(ctx, blob, state, src, size, { kind: 'ranges', partBytes: rangeBytes(size, ctx.rangeMinBytes) }, undefined, written, undefined);
+      return await stageBlocks(ctx, blob, state, src, size, ranges, undefined, written, undefined);
     }
   } finally {
     stream?.destroy();

@@ -1,7 +1,13 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { AnonymousCredential, BlobServiceClient, newPipeline, StorageSharedKeyCredential, type StoragePipelineOptions } from '@azure/storage-blob';
+import { createRequire } from 'node:module';
+import type { BlobServiceClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { registerSecret } from '../log/redact.ts';
+
+// The Azure SDK (about 150 ms of module loading) is loaded on the first account, not by every process
+// that could have one: synchronously, so that making a client stays synchronous as an S3 client's is.
+let sdk: typeof import('@azure/storage-blob') | undefined;
+const azure = (): typeof import('@azure/storage-blob') => (sdk ??= createRequire(import.meta.url)('@azure/storage-blob') as typeof import('@azure/storage-blob'));
 
 /** An account key, or a SAS token (its query string, with or without the leading `?`). */
 export type AzureCredentials = { accountKey: string } | { sasToken: string };
@@ -30,12 +36,13 @@ export interface BlobAccountOptions {
 export const isBlobAccount = (x: unknown): x is BlobAccount => (x as BlobAccount | null)?.kind === 'azure';
 
 export function createBlobAccount(o: BlobAccountOptions): BlobAccount {
+  const { AnonymousCredential, BlobServiceClient, newPipeline, StorageSharedKeyCredential } = azure();
   const url = (o.endpoint ?? `https://${o.accountName}.blob.core.windows.net`).replace(/\/+$/, '');
   const maxSockets = o.maxSockets ?? 50;
   const agent = url.startsWith('https:')
     ? new HttpsAgent({ keepAlive: true, maxSockets, rejectUnauthorized: o.tls?.insecureSkipVerify !== true, ...(o.tls?.ca !== undefined ? { ca: o.tls.ca } : {}) })
     : new HttpAgent({ keepAlive: true, maxSockets });
-  let credential: StorageSharedKeyCredential | AnonymousCredential;
+  let credential: InstanceType<typeof StorageSharedKeyCredential> | InstanceType<typeof AnonymousCredential>;
   let serviceUrl = url;
   if ('accountKey' in o.credentials) {
     registerSecret(o.credentials.accountKey);

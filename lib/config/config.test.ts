@@ -127,6 +127,23 @@ describe('configuration model', () => {
     ]);
   });
 
+  it('refuses bucket names S3 refuses, and a tag filter naming one key twice, as the API server does', () => {
+    const got = problems(
+      docs(
+        location('a'),
+        location('b'),
+        rule('r1', { source: { location: 'a', bucket: '192.168.10.1' }, destinations: [{ location: 'b', bucket: 'my..bucket' }, { location: 'b', bucket: 'xn--abc' }] }),
+        rule('r2', { filter: { tags: [{ key: 'env', value: 'a' }, { key: 'env', value: 'b' }] } }),
+      ),
+    );
+    assert.deepEqual(got, [
+      'm.yaml: ReplicationRule/r1: spec.source.bucket: a bucket name must not be formatted as an IP address',
+      'm.yaml: ReplicationRule/r1: spec.destinations[0].bucket: a bucket name must not hold two adjacent periods',
+      'm.yaml: ReplicationRule/r1: spec.destinations[1].bucket: a bucket name must not start with xn-- or sthree-, nor end with -s3alias or --ol-s3 (reserved by S3)',
+      'm.yaml: ReplicationRule/r2: spec.filter.tags: a tag key is named twice: an object has one value per key, so the filter could never match',
+    ]);
+  });
+
   it('takes an Azure Blob Storage account as a destination only, with container names Azure accepts', () => {
     const blob = (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> => {
       const l = location(name, { type: 'azure', azure: { accountName: 'acct1' } });

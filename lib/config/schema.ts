@@ -8,14 +8,30 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 export const API_GROUP = 'backbeat.io';
 export const API_VERSION = `${API_GROUP}/v1alpha1`;
 
+function cel(rules: { rule: string; message: string }[]): Record<string, unknown> {
+  return { 'x-kubernetes-validations': rules };
+}
+
 /** DNS-1123 subdomain, as Kubernetes object names are. */
 const Name = Type.String({ minLength: 1, maxLength: 253, pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$' });
-/** S3 bucket naming rules (the common subset of AWS and S3-compatible servers). */
+/** What S3's bucket naming rules refuse beyond the pattern, as CEL (the API server) and as a predicate (local mode). */
+export const BUCKET_NAME_RULES: { rule: string; message: string; refuses: (name: string) => boolean }[] = [
+  { rule: "!self.contains('..')", message: 'a bucket name must not hold two adjacent periods', refuses: (n) => n.includes('..') },
+  { rule: "!self.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$')", message: 'a bucket name must not be formatted as an IP address', refuses: (n) => /^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$/.test(n) },
+  {
+    rule: "!self.startsWith('xn--') && !self.startsWith('sthree-') && !self.endsWith('-s3alias') && !self.endsWith('--ol-s3')",
+    message: 'a bucket name must not start with xn-- or sthree-, nor end with -s3alias or --ol-s3 (reserved by S3)',
+    refuses: (n) => n.startsWith('xn--') || n.startsWith('sthree-') || n.endsWith('-s3alias') || n.endsWith('--ol-s3'),
+  },
+];
+
+/** S3 bucket naming rules (those of AWS, which S3-compatible servers follow or loosen). */
 const BucketName = Type.String({
   minLength: 3,
   maxLength: 63,
   pattern: '^[a-z0-9][a-z0-9.-]*[a-z0-9]$',
-  description: 'S3 bucket name.',
+  description: 'S3 bucket name: 3 to 63 lowercase letters, digits, periods and hyphens, starting and ending with a letter or digit, no two periods together, not an IP address.',
+  ...cel(BUCKET_NAME_RULES.map(({ rule, message }) => ({ rule, message }))),
 });
 
 /** An endpoint URL with user:password@ before its host (the credentials would be published with it). */
@@ -23,14 +39,11 @@ export const USERINFO = '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@';
 export const ENDPOINT_USERINFO = 'must not carry credentials (user:password@host): give them in credentialsSecretRef';
 export const AZURE_NEEDS_ACCOUNT = 'spec.azure (the account name) is given with type: azure, and only then';
 export const AZURE_DESTINATION_ONLY = 'a type: azure Location is a replication destination only: it has no journal and is not transient';
+export const TAG_KEY_TWICE = 'a tag key is named twice: an object has one value per key, so the filter could never match';
 export const KMS_KEY_NEEDS_KMS = 'kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms';
 export const RULE_PAUSE_UNSUPPORTED = 'pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`';
 /** Why an http:// endpoint needs `insecure: true`: the access key id, the signatures and the data travel in clear. */
 export const ENDPOINT_PLAIN = 'is http://, so the access key id, request signatures and object data would travel in clear: use https://, or set insecure: true to accept that';
-
-function cel(rules: { rule: string; message: string }[]): Record<string, unknown> {
-  return { 'x-kubernetes-validations': rules };
-}
 
 const ObjectMeta = Type.Object(
   {
@@ -236,7 +249,13 @@ export const ReplicationRuleSpec = Type.Object(
       Type.Object(
         {
           prefix: Type.Optional(Type.String({ maxLength: 1024, description: 'Only keys starting with this prefix.' })),
-          tags: Type.Optional(Type.Array(Tag, { maxItems: 10, description: 'Only objects carrying every one of these tags.' })),
+          tags: Type.Optional(
+            Type.Array(Tag, {
+              maxItems: 10,
+              description: 'Only objects carrying every one of these tags (a list of {key, value}).',
+              ...cel([{ rule: 'self.all(t, self.exists_one(u, u.key == t.key))', message: TAG_KEY_TWICE }]),
+            }),
+          ),
         },
         { additionalProperties: false },
       ),

@@ -1,6 +1,6 @@
 import { blobDestinationProblem } from '../azure/names.ts';
 import type { Manifests } from './manifests.ts';
-import { AZURE_DESTINATION_ONLY, AZURE_NEEDS_ACCOUNT, ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
+import { AZURE_DESTINATION_ONLY, AZURE_NEEDS_ACCOUNT, BUCKET_NAME_RULES, ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, TAG_KEY_TWICE, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
@@ -47,9 +47,17 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
     if (rule.spec.paused) {
       at(resource, 'spec.paused', RULE_PAUSE_UNSUPPORTED);
     }
+    const bucketName = (path: string, name: string): void => {
+      const broken = BUCKET_NAME_RULES.find((r) => r.refuses(name));
+      if (broken !== undefined) at(resource, path, broken.message);
+    };
+    bucketName('spec.source.bucket', source.bucket);
+    const keys = (rule.spec.filter?.tags ?? []).map((t) => t.key);
+    if (new Set(keys).size < keys.length) at(resource, 'spec.filter.tags', TAG_KEY_TWICE);
     const seen = new Map<string, number>();
     destinations.forEach((d, i) => {
       const path = `spec.destinations[${i}]`;
+      bucketName(`${path}.bucket`, d.bucket);
       const target = m.locations.get(d.location);
       if (target === undefined) at(resource, `${path}.location`, `unknown Location "${d.location}"`);
       const blob = target?.spec.type === 'azure' ? blobDestinationProblem(d) : undefined;

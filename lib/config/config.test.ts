@@ -127,16 +127,18 @@ describe('configuration model', () => {
     ]);
   });
 
-  it('refuses bucket names S3 refuses, and a tag filter naming one key twice, as the API server does', () => {
+  it('refuses bucket names S3 refuses, a tag filter naming one key twice, and tags written as a map', () => {
     const got = problems(
       docs(
         location('a'),
         location('b'),
         rule('r1', { source: { location: 'a', bucket: '192.168.10.1' }, destinations: [{ location: 'b', bucket: 'my..bucket' }, { location: 'b', bucket: 'xn--abc' }] }),
         rule('r2', { filter: { tags: [{ key: 'env', value: 'a' }, { key: 'env', value: 'b' }] } }),
+        rule('r3', { filter: { tags: { env: 'prod' } } }),
       ),
     );
     assert.deepEqual(got, [
+      'm.yaml: ReplicationRule/r3: spec.filter.tags: must be a list, not a map: each item is {key, value}',
       'm.yaml: ReplicationRule/r1: spec.source.bucket: a bucket name must not be formatted as an IP address',
       'm.yaml: ReplicationRule/r1: spec.destinations[0].bucket: a bucket name must not hold two adjacent periods',
       'm.yaml: ReplicationRule/r1: spec.destinations[1].bucket: a bucket name must not start with xn-- or sthree-, nor end with -s3alias or --ol-s3 (reserved by S3)',

@@ -51,6 +51,11 @@ function describe(error: ValueError): string {
     return `${JSON.stringify(error.value)} does not match ${schema.pattern}`;
   }
   if (error.message === 'Unexpected property') return 'is not a known field';
+  // `tags: {env: prod}` where a list of {key, value} is meant: say how it is written.
+  if ((schema as { type?: string }).type === 'array' && typeof error.value === 'object' && error.value !== null && !Array.isArray(error.value)) {
+    const keys = Object.keys((schema as { items?: { properties?: Record<string, unknown> } }).items?.properties ?? {});
+    return `must be a list, not a map${keys.length > 0 ? `: each item is {${keys.join(', ')}}` : ''}`;
+  }
   return plain(error.message);
 }
 

@@ -42,6 +42,9 @@ export interface OperatorRun {
   stop(): Promise<void>;
 }
 
+/** How often the Secrets of Locations that are not Ready are read again. */
+const SECRET_POLL_MS = 1_000;
+
 /**
  * The control plane: waits for the Lease, then reconciles on every change of a Location, ReplicationRule
  * or owned Deployment, and every resyncMs. Passes never overlap; a failed pass is retried with backoff.
@@ -172,6 +175,18 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
       }
     })();
     const ticker = setInterval(nudge, options.resyncMs ?? 15_000);
+    // A Secret a Location waits for (missing, unlabelled, a key missing or wrong): fixed, it is seen within a second.
+    const secretsPoll = setInterval(() => {
+      void (async () => {
+        for (const [name, version] of reconciler?.awaitedSecrets ?? []) {
+          // (Unreadable now: the next pass reads it anyway.)
+          const now = await rest.find(`/api/v1/namespaces/${namespace}/secrets/${encodeURIComponent(name)}`).catch(() => null);
+          if (now === null || (now?.metadata.resourceVersion ?? '') === version) continue;
+          nudge();
+          return;
+        }
+      })();
+    }, SECRET_POLL_MS);
     const base = `/apis/${API_GROUP}/v1alpha1/namespaces/${namespace}`;
     const owned = `labelSelector=${encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY}`)}`;
     const watches = [
@@ -186,6 +201,7 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
         w.stop();
       });
       clearInterval(ticker);
+      clearInterval(secretsPoll);
       wake();
       await loop;
       await kafka;

@@ -85,6 +85,12 @@ export class Reconciler {
   private readonly cleanupReported = new Map<string, string>();
   /** Whether each Location and rule is Ready (`Location/<name>`), as of the last pass that decided it. */
   readonly readiness = new Map<string, boolean>();
+  /**
+   * The Secrets of Locations that are not Ready, each with the resourceVersion the last pass read ('' when
+   * it did not exist): the operator reads them again every second or so, and a change starts a pass.
+   * Secrets are read by name only, never listed or watched.
+   */
+  readonly awaitedSecrets = new Map<string, string>();
   /** How long the event loop stalled at most during a pass (a stall delays the lease's renewal too). */
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 20 });
 
@@ -152,6 +158,7 @@ export class Reconciler {
       }
       // Locations: credentials and a probe of the endpoint, which lists its buckets.
       const locationReady = new Map<string, ConditionInput>();
+      const awaited = new Map<string, string>();
       await forEachLimit(locations, this.concurrency, async (l) => {
         await attempt(`Location/${l.metadata.name}`, async () => {
           const check = await checkLocation(l, secrets.get(l.spec.credentialsSecretRef.name));
@@ -159,14 +166,17 @@ export class Reconciler {
           if (check.buckets !== undefined) listings.set(l.metadata.name, check.buckets);
           locationReady.set(l.metadata.name, check.condition);
           this.readiness.set(`Location/${l.metadata.name}`, check.condition.status === 'True');
-          // What the server does where servers differ, probed in a bucket the rules write to.
           const credentials = l.spec.credentialsSecretRef.name;
+          if (check.condition.status !== 'True') awaited.set(credentials, secrets.get(credentials)?.metadata.resourceVersion ?? '');
+          // What the server does where servers differ, probed in a bucket the rules write to.
           const written = [...new Set(rules.filter((r) => r.metadata.deletionTimestamp === undefined).flatMap((r) => r.spec.destinations.filter((d) => d.location === l.metadata.name).map((d) => d.bucket)))].filter((b) => check.buckets?.has(b) === true).sort();
           const capabilities = check.client !== undefined ? await this.capabilities.of(l, secrets.get(credentials)?.metadata.resourceVersion ?? '', check.client, written) : undefined;
           await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0), ...(capabilities !== undefined ? { capabilities } : {}) }, check.condition);
         });
       });
       this.capabilities.keep(new Set(locations.map((l) => l.metadata.name)));
+      this.awaitedSecrets.clear();
+      for (const [name, version] of awaited) this.awaitedSecrets.set(name, version);
       await attempt('journal topics', () => this.ensureJournalTopics(locations));
       lap('locations');
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, PutBucketVersioningCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { ContainerClient } from '@azure/storage-blob';
 import { dump } from 'js-yaml';
@@ -37,7 +38,8 @@ describe('Azure Blob Storage as a destination on Kubernetes (real Azurite, MinIO
     const a = c.siteA.client();
     await a.send(new CreateBucketCommand({ Bucket: 'outbox' }));
     await a.send(new PutBucketVersioningCommand({ Bucket: 'outbox', VersioningConfiguration: { Status: 'Enabled' } }));
-    await installChart(c, ['--set', 'kafka.partitions=2', '--set', 'operator.resyncSeconds=2']);
+    // A resync far away: what changes here is seen by the watches and by the operator reading again the Secrets that Locations wait for.
+    await installChart(c, ['--set', 'kafka.partitions=2', '--set', 'operator.resyncSeconds=600']);
     await c.kubectl(
       ['apply', '-f', '-'],
       [
@@ -55,16 +57,21 @@ describe('Azure Blob Storage as a destination on Kubernetes (real Azurite, MinIO
     await c.stop();
   });
 
-  it('says what is wrong: a Secret without the key, then a container that does not exist', async () => {
+  it('says what is wrong: a Secret without the key (Ready within seconds of its fix), then a container that does not exist', async () => {
     await eventually(async () => {
       const cond = await ready('locations', 'azure');
       assert.deepEqual([cond?.status, cond?.reason], ['False', 'SecretKeyMissing'], JSON.stringify(cond));
       assert.match(cond?.message ?? '', /provides neither "accountKey" nor "sasToken"/);
     }, 90_000, 500);
+    // Once the passes that the install started are over, the Secret is fixed: seen within seconds, not
+    // at the next resync (10 minutes away).
+    await sleep(5_000);
     await c.kubectl(['apply', '-f', '-'], secret({ accountKey: az.accountKey }));
     await eventually(async () => {
       const cond = await ready('locations', 'azure');
       assert.deepEqual([cond?.status, cond?.reason], ['True', 'Reachable'], JSON.stringify(cond));
+    }, 10_000, 250);
+    await eventually(async () => {
       const r = await ready('replicationrules', 'to-blob');
       assert.deepEqual([r?.status, r?.reason], ['False', 'BucketNotFound'], JSON.stringify(r));
       assert.match(r?.message ?? '', /container azure\/no-such-container does not exist/);

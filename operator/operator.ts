@@ -44,6 +44,8 @@ export interface OperatorRun {
 
 /** How often the Secrets of Locations that are not Ready are read again. */
 const SECRET_POLL_MS = 1_000;
+/** The longest wait before a pass checks again what is not Ready (the resync may be longer). */
+const RECHECK_MAX_MS = 30_000;
 
 /**
  * The control plane: waits for the Lease, then reconciles on every change of a Location, ReplicationRule
@@ -146,6 +148,10 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
       wanted = true;
       wake();
     };
+    // Something not Ready for a reason outside Kubernetes (a bucket created, versioning enabled, an
+    // endpoint back): checked again after 1 s, then 2, 4... up to RECHECK_MAX_MS, not only at the resync.
+    let recheck = 0;
+    let recheckTimer: NodeJS.Timeout | undefined;
     const loop = (async () => {
       let backoff = 1_000;
       while (!stopped()) {
@@ -159,6 +165,9 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
           const { again } = await reconciler.reconcile();
           passes.inc({ result: 'ok' });
           if (again) wanted = true;
+          clearTimeout(recheckTimer);
+          recheck = [...reconciler.readiness.values()].some((r) => !r) ? Math.min(Math.max(recheck * 2, 1_000), RECHECK_MAX_MS) : 0;
+          if (recheck > 0) recheckTimer = setTimeout(nudge, recheck);
           logger.debug('reconcile pass done', { durationMs: Date.now() - started });
           backoff = 1_000;
         } catch (err) {
@@ -202,6 +211,7 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
       });
       clearInterval(ticker);
       clearInterval(secretsPoll);
+      clearTimeout(recheckTimer);
       wake();
       await loop;
       await kafka;

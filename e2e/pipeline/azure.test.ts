@@ -5,7 +5,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { dump } from 'js-yaml';
 import type { BlobAccount } from '../../lib/azure/account.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import type { ReplicationTask } from '../../workers/messages.ts';
+import type { ReplicationTask, TaskDestination } from '../../workers/messages.ts';
 import { replicateToBlob } from '../../workers/processor/blob.ts';
 import { azurite } from '../harness/env.ts';
 import { testSecret } from '../harness/secrets.ts';
@@ -38,6 +38,11 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
   const completed = completedIn(() => local);
   const blob = (key: string) => container.getBlockBlobClient(key);
   const bytes = async (key: string): Promise<Buffer> => blob(key).downloadToBuffer();
+  /** A retried task of a version of docs, and its destination: a container of the account. */
+  const retry = (key: string, versionId: string | undefined, bucket: string): [ReplicationTask, TaskDestination] => {
+    const d = { id: `azure-b/${bucket}`, location: 'azure-b', bucket, rule: 'blob-0' };
+    return [{ source: { location: 'minio-a', bucket: 'docs', key, versionId: versionId ?? '' }, kind: 'object', eventTime: new Date().toISOString(), destinations: [d], origin: 'retry' }, d];
+  };
 
   before(async () => {
     const kms = { MINIO_KMS_SECRET_KEY: `${KMS}:${testSecret(randomBytes(32).toString('base64'))}` };
@@ -145,16 +150,7 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
     const marker = await sa.send(new DeleteObjectCommand({ Bucket: 'docs', Key: 'gone.txt' }));
     await completed('minio-a', 'docs', 'gone.txt', marker.VersionId);
     assert.equal(await blob('gone.txt').exists(), false);
-    const task: ReplicationTask = {
-      source: { location: 'minio-a', bucket: 'docs', key: 'gone.txt', versionId: old.VersionId ?? '' },
-      kind: 'object',
-      eventTime: new Date().toISOString(),
-      destinations: [{ id: 'azure-b/docs-copy', location: 'azure-b', bucket: 'docs-copy', rule: 'blob-0' }],
-      origin: 'retry',
-    };
-    const [d] = task.destinations;
-    assert.ok(d !== undefined);
-    const outcome = await replicateToBlob({ source: sa, account, replicateDeleteMarkers: true }, task, d);
+    const outcome = await replicateToBlob({ source: sa, account, replicateDeleteMarkers: true }, ...retry('gone.txt', old.VersionId, 'docs-copy'));
     assert.deepEqual([outcome.state, outcome.reason], ['SKIPPED', 'superseded: a newer delete marker deleted the blob']);
     assert.equal(await blob('gone.txt').exists(), false, 'still deleted');
   });
@@ -173,17 +169,8 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
   it('past what one Put Blob takes, a single-part object is staged in byte ranges', async () => {
     const data = randomBytes(3 * MiB + 5);
     const put = await sa.send(new PutObjectCommand({ Bucket: 'docs', Key: 'ranged.bin', Body: data }));
-    const task: ReplicationTask = {
-      source: { location: 'minio-a', bucket: 'docs', key: 'ranged.bin', versionId: put.VersionId ?? '' },
-      kind: 'object',
-      eventTime: new Date().toISOString(),
-      destinations: [{ id: 'azure-b/ranges', location: 'azure-b', bucket: 'ranges', rule: 'blob-0' }],
-      origin: 'retry',
-    };
     await account.service.getContainerClient('ranges').create();
-    const [d] = task.destinations;
-    assert.ok(d !== undefined);
-    const outcome = await replicateToBlob({ source: sa, account, wholeMaxBytes: MiB, rangeMinBytes: MiB }, task, d);
+    const outcome = await replicateToBlob({ source: sa, account, wholeMaxBytes: MiB, rangeMinBytes: MiB }, ...retry('ranged.bin', put.VersionId, 'ranges'));
     assert.deepEqual([outcome.state, outcome.verifiedBy, outcome.bytes], ['COMPLETED', 'md5', data.length]);
     const ranged = account.service.getContainerClient('ranges').getBlockBlobClient('ranged.bin');
     assert.ok((await ranged.downloadToBuffer()).equals(data));

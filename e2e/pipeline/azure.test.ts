@@ -2,11 +2,14 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { DeleteObjectCommand, PutObjectCommand, PutObjectTaggingCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ContainerClient } from '@azure/storage-blob';
-import { dump } from 'js-yaml';
+import { dump, loadAll } from 'js-yaml';
+import { blobAccountOf, resolveAzureCredentials } from '../../lib/config/credentials.ts';
+import { parseManifests } from '../../lib/config/manifests.ts';
 import type { BlobAccount } from '../../lib/azure/account.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
 import type { ReplicationTask, TaskDestination } from '../../workers/messages.ts';
 import { replicateToBlob } from '../../workers/processor/blob.ts';
+import type { TestBlobServer } from '../harness/azurite.ts';
 import { azurite } from '../harness/env.ts';
 import { testSecret } from '../harness/secrets.ts';
 import { eventually } from '../harness/wait.ts';
@@ -33,6 +36,7 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
   this.timeout(300_000);
   let sa: S3Client;
   let account: BlobAccount;
+  let az: TestBlobServer;
   let container: ContainerClient;
   let local: LocalRun;
   const completed = completedIn(() => local);
@@ -46,8 +50,8 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
 
   before(async () => {
     const kms = { MINIO_KMS_SECRET_KEY: `${KMS}:${testSecret(randomBytes(32).toString('base64'))}` };
-    const [{ server: a, client, journalTopic }, az] = await Promise.all([journaledSource('blob-a', 'docs', kms), azurite({ name: 'blob' })]);
-    sa = client;
+    const [{ server: a, client, journalTopic }, blobs] = await Promise.all([journaledSource('blob-a', 'docs', kms), azurite({ name: 'blob' })]);
+    [sa, az] = [client, blobs];
     account = az.account();
     container = account.service.getContainerClient('docs-copy');
     await container.create();
@@ -184,5 +188,29 @@ describe('MinIO → Azure Blob Storage (real Azurite, MinIO, Kafka)', function (
     assert.deepEqual([p.contentLength, p.metadata?.['backbeat_source_version_id']], [4096, put.VersionId]);
     const [v] = local.status.lookup('minio-t', 'staging', 'drop.bin', put.VersionId);
     assert.equal(v?.gc?.state, 'DELETED', JSON.stringify(v));
+  });
+
+  it('with a SAS token instead of the account key: read from the Location\'s Secret, the copy made, the token in no log', async () => {
+    const { AccountSASPermissions, generateAccountSASQueryParameters, StorageSharedKeyCredential } = await import('@azure/storage-blob');
+    const sas = generateAccountSASQueryParameters(
+      { expiresOn: new Date(Date.now() + 3600_000), permissions: AccountSASPermissions.parse('rwdlact'), services: 'b', resourceTypes: 'sco' },
+      new StorageSharedKeyCredential(az.accountName, az.accountKey),
+    ).toString();
+    // Azurite's access log has each request's URL, the signature in its query: that log alone may hold it.
+    const sig = new URLSearchParams(sas).get('sig') ?? '';
+    const azuriteLog = /^azurite-[^/]+\/azurite\.log$/;
+    testSecret(sig, azuriteLog);
+    testSecret(encodeURIComponent(sig), azuriteLog);
+    const location = parseManifests(loadAll(blobLocation('azure-sas', az.accountName, az.endpoint, 'unused')).map((doc) => ({ file: 'm.yaml', doc: doc as Record<string, unknown> }))).locations.get('azure-sas');
+    assert.ok(location !== undefined);
+    const secrets = new Map([['azure-sas-creds', { apiVersion: 'v1' as const, kind: 'Secret' as const, metadata: { name: 'azure-sas-creds' }, stringData: { sasToken: `?${sas}` } }]]);
+    const viaSas = blobAccountOf(location, resolveAzureCredentials(location, { secrets }, {}));
+    await viaSas.service.getContainerClient('by-sas').create();
+    const put = await sa.send(new PutObjectCommand({ Bucket: 'docs', Key: 'sas.txt', Body: 'signed by a token', Tagging: 'via=sas' }));
+    const outcome = await replicateToBlob({ source: sa, account: viaSas }, ...retry('sas.txt', put.VersionId, 'by-sas'));
+    assert.deepEqual([outcome.state, outcome.verifiedBy], ['COMPLETED', 'md5']);
+    const copied = account.service.getContainerClient('by-sas').getBlockBlobClient('sas.txt');
+    assert.equal((await copied.downloadToBuffer()).toString(), 'signed by a token');
+    assert.deepEqual((await copied.getTags()).tags, { via: 'sas' });
   });
 });

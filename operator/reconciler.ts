@@ -171,7 +171,7 @@ export class Reconciler {
           // What the server does where servers differ, probed in a bucket the rules write to.
           const written = [...new Set(rules.filter((r) => r.metadata.deletionTimestamp === undefined).flatMap((r) => r.spec.destinations.filter((d) => d.location === l.metadata.name).map((d) => d.bucket)))].filter((b) => check.buckets?.has(b) === true).sort();
           const capabilities = check.client !== undefined ? await this.capabilities.of(l, secrets.get(credentials)?.metadata.resourceVersion ?? '', check.client, written) : undefined;
-          await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0), ...(capabilities !== undefined ? { capabilities } : {}) }, check.condition);
+          await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0), endpoint: endpointOf(l), ...(capabilities !== undefined ? { capabilities } : {}) }, check.condition);
         });
       });
       this.capabilities.keep(new Set(locations.map((l) => l.metadata.name)));
@@ -452,7 +452,10 @@ export class Reconciler {
       return { location: d.location, bucket: d.bucket, replicated: f?.replicated ?? 0, pending: f?.pending ?? 0, failed: f?.failed ?? 0, lag: lags.get(d.location) ?? 0 };
     });
     const sum = (k: 'replicated' | 'pending' | 'failed'): number => destinations.reduce((n, d) => n + d[k], 0);
-    return { replicated: sum('replicated'), pending: sum('pending'), failed: sum('failed'), destinations };
+    // The lag of each destination location once, however many of its buckets the rule names.
+    const lag = [...new Set(destinations.map((d) => d.location))].reduce((n, l) => n + (lags.get(l) ?? 0), 0);
+    const targets = destinations.map((d) => `${d.location}/${d.bucket}`).join(',');
+    return { source, targets, replicated: sum('replicated'), pending: sum('pending'), failed: sum('failed'), lag, destinations };
   }
 
   /** Writes the status when it differs from what is stored, and records an Event when Ready flips. */
@@ -522,4 +525,10 @@ export class Reconciler {
         this.o.logger.warn('event not recorded', { reason, error: (err as Error).message });
       });
   }
+}
+
+/** The endpoint a Location's workers reach: its own, or the default of AWS S3 in its region, or of its Azure account. */
+export function endpointOf(l: Pick<LocationObject, 'spec'>): string {
+  if (l.spec.endpoint !== undefined) return l.spec.endpoint;
+  return l.spec.type === 'azure' ? `https://${l.spec.azure?.accountName ?? ''}.blob.core.windows.net` : `https://s3.${l.spec.region}.amazonaws.com`;
 }

@@ -42,9 +42,14 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     const stored = JSON.parse(await kubectl('get', '-n', 'crd-test', 'location', 'site-b', '-o', 'json')) as { spec: Record<string, unknown> };
     assert.equal(stored.spec['checksumMode'], 'whenRequired');
     assert.equal(stored.spec['transient'], false);
+    // The columns come from the status the operator writes (none runs here): their names.
     const table = await kubectl('get', '-n', 'crd-test', 'replicationrules');
-    assert.match(table, /NAME\s+READY\s+SOURCE\s+DESTINATIONS\s+REPLICATED\s+PENDING\s+FAILED\s+AGE/);
-    assert.match(table, /photos\s+photos\s+photos-replica/);
+    assert.match(table, /NAME\s+READY\s+REASON\s+SOURCE\s+DESTINATIONS\s+PENDING\s+FAILED\s+LAG\s+AGE\n/);
+    assert.match(await kubectl('get', '-n', 'crd-test', 'replicationrules', '-o', 'wide'), /NAME\s+READY\s+REASON\s+SOURCE\s+DESTINATIONS\s+PENDING\s+FAILED\s+LAG\s+AGE\s+REPLICATED\s+MESSAGE\n/);
+    assert.match(await kubectl('get', '-n', 'crd-test', 'locations'), /NAME\s+READY\s+REASON\s+TYPE\s+ENDPOINT\s+TRANSIENT\s+AGE\n/);
+    // The status is typed: kubectl explain describes it.
+    assert.match(await kubectl('explain', 'replicationrule.status.conditions.reason'), /Why, in one CamelCase word/);
+    assert.match(await kubectl('explain', 'location.status.capabilities.deleteMarkersOnHead'), /x-amz-delete-marker/);
   });
 
   const refused: [string, Record<string, unknown>, RegExp][] = [

@@ -140,10 +140,11 @@ describe('Operator on a real API server', function () {
     const tags = await b.send(new GetObjectTaggingCommand({ Bucket: 'photos-replica', Key: 'cats/1.jpg' }));
     assert.deepEqual(tags.TagSet, [{ Key: 'album', Value: 'cats' }]);
     const row = await eventually(async () => {
-      const out = await c.kubectl(['get', 'replicationrules', 'photos', '--no-headers']);
+      const out = await c.kubectl(['get', 'replicationrules', 'photos', '--no-headers', '-o', 'wide']);
       const cols = out.trim().split(/\s+/);
-      // NAME READY SOURCE DESTINATIONS REPLICATED PENDING FAILED AGE
-      assert.deepEqual(cols.slice(0, 7), ['photos', 'True', 'photos', 'photos-replica', '3', '0', '0'], out);
+      // NAME READY REASON SOURCE DESTINATIONS PENDING FAILED LAG AGE REPLICATED MESSAGE
+      assert.deepEqual([...cols.slice(0, 8), cols[9]], ['photos', 'True', 'Replicating', 'site-a/photos', 'site-b/photos-replica', '0', '0', '0', '3'], out);
+      assert.match(out, /replicating site-a\/photos to 1 destination\(s\)/, 'the Ready message, in the wide view');
       return out;
     }, 60_000, 500);
     assert.match(row, /^photos\s+True/);

@@ -1,5 +1,5 @@
 import type { TSchema } from '@sinclair/typebox';
-import { API_GROUP, LocationSpec, ReplicationRuleSpec } from './schema.ts';
+import { API_GROUP, LocationSpec, LocationStatus, ReplicationRuleSpec, ReplicationRuleStatus } from './schema.ts';
 
 // CustomResourceDefinitions generated from the same schemas local mode validates with (schema.ts), so
 // the API server refuses at `kubectl apply` what `backbeat validate` refuses. `make crds` writes them to
@@ -49,13 +49,16 @@ export function structural(schema: TSchema | Json): Json {
   return out;
 }
 
-const readyColumn = { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' };
+const ready = '.status.conditions[?(@.type=="Ready")]';
+const readyColumns = [
+  { name: 'Ready', type: 'string', jsonPath: `${ready}.status` },
+  { name: 'Reason', type: 'string', jsonPath: `${ready}.reason` },
+];
 const ageColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
+/** Shown by `kubectl get -o wide`: what the Ready condition says. */
+const messageColumn = { name: 'Message', type: 'string', jsonPath: `${ready}.message`, priority: 1 };
 
-/** Status is written by the operator only (status subresource); its shape is the operator's. */
-const statusSchema = { type: 'object', 'x-kubernetes-preserve-unknown-fields': true };
-
-function crd(kind: string, plural: string, spec: TSchema, columns: Json[], shortNames: string[]): Json {
+function crd(kind: string, plural: string, spec: TSchema, status: TSchema, columns: Json[], shortNames: string[]): Json {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
@@ -75,7 +78,7 @@ function crd(kind: string, plural: string, spec: TSchema, columns: Json[], short
             openAPIV3Schema: {
               type: 'object',
               required: ['spec'],
-              properties: { spec: structural(spec), status: statusSchema },
+              properties: { spec: structural(spec), status: structural(status) },
             },
           },
         },
@@ -89,7 +92,8 @@ export function locationCrd(): Json {
     'Location',
     'locations',
     LocationSpec,
-    [readyColumn, { name: 'Endpoint', type: 'string', jsonPath: '.spec.endpoint' }, { name: 'Transient', type: 'boolean', jsonPath: '.spec.transient' }, ageColumn],
+    LocationStatus,
+    [...readyColumns, { name: 'Type', type: 'string', jsonPath: '.spec.type' }, { name: 'Endpoint', type: 'string', jsonPath: '.status.endpoint' }, { name: 'Transient', type: 'boolean', jsonPath: '.spec.transient' }, ageColumn, messageColumn],
     ['bbloc'],
   );
 }
@@ -99,14 +103,17 @@ export function replicationRuleCrd(): Json {
     'ReplicationRule',
     'replicationrules',
     ReplicationRuleSpec,
+    ReplicationRuleStatus,
     [
-      readyColumn,
-      { name: 'Source', type: 'string', jsonPath: '.spec.source.bucket' },
-      { name: 'Destinations', type: 'string', jsonPath: '.spec.destinations[*].bucket' },
-      { name: 'Replicated', type: 'integer', jsonPath: '.status.replicated' },
+      ...readyColumns,
+      { name: 'Source', type: 'string', jsonPath: '.status.source' },
+      { name: 'Destinations', type: 'string', jsonPath: '.status.targets' },
       { name: 'Pending', type: 'integer', jsonPath: '.status.pending' },
       { name: 'Failed', type: 'integer', jsonPath: '.status.failed' },
+      { name: 'Lag', type: 'integer', jsonPath: '.status.lag' },
       ageColumn,
+      { name: 'Replicated', type: 'integer', jsonPath: '.status.replicated', priority: 1 },
+      messageColumn,
     ],
     ['bbrule'],
   );

@@ -305,6 +305,62 @@ export const ReplicationRule = Type.Object(
   { additionalProperties: true },
 );
 
+// Status: written by the operator only (the status subresource), typed so that `kubectl explain` shows it.
+const Condition = Type.Object(
+  {
+    type: Type.String({ description: 'Ready: whether the resource is usable.' }),
+    status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
+    reason: Type.String({ description: 'Why, in one CamelCase word (Reachable, SecretKeyMissing, BucketNotFound, Replicating, ...).' }),
+    message: Type.String({ description: 'Why, for a person: what is wrong and how to fix it.' }),
+    observedGeneration: Type.Integer({ description: 'The generation of the spec this condition is about.' }),
+    lastTransitionTime: Type.String({ format: 'date-time', description: 'When status last changed.' }),
+  },
+  { description: 'A condition, as Kubernetes conventions shape them.' },
+);
+const Conditions = Type.Array(Condition, { description: 'The Ready condition.' });
+const ObservedGeneration = Type.Integer({ description: 'The generation of the spec the operator last acted on.' });
+const Count = (what: string): TSchema => Type.Integer({ minimum: 0, description: what });
+
+export const LocationStatus = Type.Object({
+  observedGeneration: Type.Optional(ObservedGeneration),
+  conditions: Type.Optional(Conditions),
+  endpoint: Type.Optional(Type.String({ description: 'The endpoint the workers reach: spec.endpoint, or the default of AWS S3 (its region) or of the Azure account.' })),
+  capabilities: Type.Optional(
+    Type.Object(
+      {
+        deleteMarkersOnHead: Type.Boolean({ description: 'A HEAD of a key whose current version is a delete marker says so (x-amz-delete-marker); when false (Ceph RGW 16) a 404 is confirmed by a listing.' }),
+        probedBucket: Type.String({ description: 'The bucket the probe wrote its zero-byte object to (then deleted).' }),
+        probedAt: Type.String({ format: 'date-time' }),
+      },
+      { description: 'What the server does where S3 servers differ, probed once per generation in a bucket the rules write to.' },
+    ),
+  ),
+});
+
+export const ReplicationRuleStatus = Type.Object({
+  observedGeneration: Type.Optional(ObservedGeneration),
+  conditions: Type.Optional(Conditions),
+  source: Type.Optional(Type.String({ description: 'The source bucket, as location/bucket.' })),
+  targets: Type.Optional(Type.String({ description: 'The destination buckets, as location/bucket, comma-separated.' })),
+  replicated: Type.Optional(Count('Object versions replicated to every destination, since the status store began.')),
+  pending: Type.Optional(Count('Object versions waiting to reach a destination.')),
+  failed: Type.Optional(Count('Object versions whose replication to a destination failed (backbeat failed list).')),
+  lag: Type.Optional(Count('Tasks the processors of the destination locations have not read yet (Kafka consumer lag).')),
+  destinations: Type.Optional(
+    Type.Array(
+      Type.Object({
+        location: Type.String(),
+        bucket: Type.String(),
+        replicated: Count('Versions replicated there.'),
+        pending: Count('Versions waiting for it.'),
+        failed: Count('Versions that failed there.'),
+        lag: Count('Unread tasks of its location\'s processors.'),
+      }),
+      { description: 'The same figures per destination.' },
+    ),
+  ),
+});
+
 /** A Kubernetes Secret, as local mode reads credentials from YAML. */
 export const Secret = Type.Object(
   {

@@ -52,6 +52,30 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     assert.match(await kubectl('explain', 'location.status.capabilities.deleteMarkersOnHead'), /x-amz-delete-marker/);
   });
 
+  it('describes every field of both kinds, spec and status, in what kubectl explain reads', async () => {
+    // kubectl explain reads the API server's OpenAPI v3 document: every property of ours must carry a description there.
+    type Schema = { description?: string; properties?: Record<string, Schema>; items?: Schema; $ref?: string; allOf?: Schema[] };
+    const doc = JSON.parse(await eventually(() => kubectl('get', '--raw', '/openapi/v3/apis/backbeat.io/v1alpha1'), 30_000, 500)) as { components: { schemas: Record<string, Schema> } };
+    const undescribed: string[] = [];
+    let fields = 0;
+    const walk = (s: Schema | undefined, path: string): void => {
+      for (const [name, p] of Object.entries(s?.properties ?? {})) {
+        fields++;
+        if ((p.description ?? '').trim() === '') undescribed.push(`${path}.${name}`);
+        walk(p, `${path}.${name}`);
+        walk(p.items, `${path}.${name}[]`);
+      }
+    };
+    for (const kind of ['Location', 'ReplicationRule']) {
+      const schema = doc.components.schemas[`io.backbeat.v1alpha1.${kind}`];
+      assert.ok(schema !== undefined, kind);
+      for (const part of ['spec', 'status']) walk(schema.properties?.[part], `${kind}.${part}`);
+    }
+    assert.ok(fields > 80, `${String(fields)} fields read`);
+    assert.deepEqual(undescribed, [], 'fields without a description');
+    assert.match(await kubectl('explain', 'replicationrule.spec.destinations.location'), /Name of the Location of the destination bucket/);
+  });
+
   const refused: [string, Record<string, unknown>, RegExp][] = [
     ['no destination', rule('none', { destinations: [] }), /spec\.destinations: Invalid value: .*should have at least 1 items/],
     ['duplicate destinations', rule('dup', { destinations: [{ location: 'b', bucket: 'x' }, { location: 'b', bucket: 'x' }] }), /destinations must be unique \(location and bucket\)/],

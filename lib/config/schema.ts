@@ -13,7 +13,9 @@ function cel(rules: { rule: string; message: string }[]): Record<string, unknown
 }
 
 /** DNS-1123 subdomain, as Kubernetes object names are. */
-const Name = Type.String({ minLength: 1, maxLength: 253, pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$' });
+const NameOf = (description?: string) => Type.String({ minLength: 1, maxLength: 253, pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', ...(description !== undefined ? { description } : {}) });
+const Name = NameOf();
+const SecretName = NameOf('Name of the Secret, in this namespace. On Kubernetes, label it backbeat.io/credentials=true: the operator reads no other.');
 /** What S3's bucket naming rules refuse beyond the pattern, as CEL (the API server) and as a predicate (local mode). */
 export const BUCKET_NAME_RULES: { rule: string; message: string; refuses: (name: string) => boolean }[] = [
   { rule: "!self.contains('..')", message: 'a bucket name must not hold two adjacent periods', refuses: (n) => n.includes('..') },
@@ -62,7 +64,7 @@ export const KafkaJournal = Type.Object(
     /** The notification target id configured on the server (MinIO: MINIO_NOTIFY_KAFKA_*_<ID>). */
     targetId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_]+$', description: 'Notification target id on the server; the operator uses it to wire bucket notifications.' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: 'S3 event notifications the server publishes to a Kafka topic (a MinIO notification target, or the webhook receiver for journal.webhook).' },
 );
 
 export const ScanJournal = Type.Object(
@@ -76,7 +78,7 @@ export const ScanJournal = Type.Object(
         'Seconds between full scans, which queue every version. The scans in between queue only the versions modified since the previous scan began, less 15 minutes; a full scan also catches a version that became visible long after its Last-Modified time (a long multipart upload, a server clock behind). Every scan is full when this is not above intervalSeconds.',
     }),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: 'Periodic listing scans of each source bucket, alone or repairing what notifications missed.' },
 );
 
 export const WEBHOOK_NEEDS_KAFKA = 'journal.webhook writes the events it receives to journal.kafka.topic: give journal.kafka too';
@@ -85,7 +87,7 @@ export const WebhookJournal = Type.Object(
   {
     tokenSecretRef: Type.Object(
       {
-        name: Name,
+        name: SecretName,
         key: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'token', description: 'Key of the Secret whose value is the token.' })),
       },
       { additionalProperties: false, description: 'Secret holding the token a sender presents, as `Authorization: Bearer <token>` or as the `token` query parameter (for servers that cannot set a header, such as Ceph RGW topics). On Kubernetes, label it backbeat.io/credentials=true: only the receiver pods mount it.' },
@@ -151,7 +153,7 @@ export const LocationSpec = Type.Object(
         ...cel([{ rule: `!self.matches('${USERINFO}')`, message: ENDPOINT_USERINFO }]),
       }),
     ),
-    region: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9-]+$', default: 'us-east-1' }),
+    region: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9-]+$', default: 'us-east-1', description: 'Region the requests are signed for (AWS: the buckets\' region). Default us-east-1.' }),
     forcePathStyle: Type.Optional(Type.Boolean({ description: 'Path-style addressing (bucket in the path); default: true with an endpoint, false for AWS.' })),
     tls: Type.Optional(
       Type.Object(
@@ -165,14 +167,14 @@ export const LocationSpec = Type.Object(
             }),
           ),
         },
-        { additionalProperties: false },
+        { additionalProperties: false, description: 'TLS to an https endpoint: which certificates are trusted.' },
       ),
     ),
     credentialsSecretRef: Type.Object(
       {
-        name: Name,
-        accessKeyIdKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'accessKeyId' })),
-        secretAccessKeyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'secretAccessKey' })),
+        name: SecretName,
+        accessKeyIdKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'accessKeyId', description: 'type: s3: key of the Secret holding the access key id.' })),
+        secretAccessKeyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, default: 'secretAccessKey', description: 'type: s3: key of the Secret holding the secret access key.' })),
         accountKeyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'type: azure: key of the Secret holding the account key (default accountKey).' })),
         sasTokenKey: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'type: azure: key of the Secret holding a SAS token, used where the Secret has no account key (default sasToken).' })),
       },
@@ -197,6 +199,7 @@ export const LocationSpec = Type.Object(
   },
   {
     additionalProperties: false,
+    description: 'Where objects are kept: an S3 endpoint or an Azure Blob Storage account, the Secret of its credentials, and, for a source, how its changes are seen.',
     ...cel([
       { rule: "!has(self.endpoint) || !self.endpoint.startsWith('http://') || (has(self.insecure) && self.insecure)", message: `spec.endpoint ${ENDPOINT_PLAIN}` },
       { rule: "self.type == 'azure' ? has(self.azure) : !has(self.azure)", message: AZURE_NEEDS_ACCOUNT },
@@ -217,15 +220,15 @@ export const Location = Type.Object(
 
 const Tag = Type.Object(
   {
-    key: Type.String({ minLength: 1, maxLength: 128 }),
-    value: Type.String({ maxLength: 256 }),
+    key: Type.String({ minLength: 1, maxLength: 128, description: 'Tag key.' }),
+    value: Type.String({ maxLength: 256, description: 'Tag value (may be empty).' }),
   },
   { additionalProperties: false },
 );
 
 export const Destination = Type.Object(
   {
-    location: Name,
+    location: NameOf('Name of the Location of the destination bucket (type s3), or of the account whose container it is (type azure).'),
     bucket: BucketName,
     storageClass: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Z_]+$', description: 'Storage class of the replicas; default: the source object\'s.' })),
     keyPrefix: Type.Optional(Type.String({ maxLength: 512, description: 'Prepended to every replica key.' })),
@@ -242,8 +245,8 @@ export const Destination = Type.Object(
 export const ReplicationRuleSpec = Type.Object(
   {
     source: Type.Object(
-      { location: Name, bucket: BucketName },
-      { additionalProperties: false, ...cel([{ rule: 'self == oldSelf', message: 'source is immutable; create a new rule instead' }]) },
+      { location: NameOf('Name of the Location the source bucket is on.'), bucket: BucketName },
+      { additionalProperties: false, description: 'The source bucket. Immutable: a rule of another bucket is another rule.', ...cel([{ rule: 'self == oldSelf', message: 'source is immutable; create a new rule instead' }]) },
     ),
     filter: Type.Optional(
       Type.Object(
@@ -257,13 +260,14 @@ export const ReplicationRuleSpec = Type.Object(
             }),
           ),
         },
-        { additionalProperties: false },
+        { additionalProperties: false, description: 'Which objects: every object when absent; else those matching every condition given.' },
       ),
     ),
     priority: Type.Integer({ minimum: 0, maximum: 1000, default: 0, description: 'When several rules send one object to the same destination, the highest priority decides how.' }),
     destinations: Type.Array(Destination, {
       minItems: 1,
       maxItems: 16,
+      description: 'Where each object goes: 1 to 16 buckets (or Azure containers), each on a Location.',
       ...cel([
         { rule: 'self.all(d, self.exists_one(e, e.location == d.location && e.bucket == d.bucket))', message: 'destinations must be unique (location and bucket)' },
       ]),
@@ -286,6 +290,7 @@ export const ReplicationRuleSpec = Type.Object(
   },
   {
     additionalProperties: false,
+    description: 'What to replicate from one source bucket, where to, and how: deletes, existing objects, replicas of other rules.',
     ...cel([
       {
         rule: '!self.destinations.exists(d, d.location == self.source.location && d.bucket == self.source.bucket)',
@@ -309,7 +314,7 @@ export const ReplicationRule = Type.Object(
 const Condition = Type.Object(
   {
     type: Type.String({ description: 'Ready: whether the resource is usable.' }),
-    status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
+    status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')], { description: 'True, False or Unknown.' }),
     reason: Type.String({ description: 'Why, in one CamelCase word (Reachable, SecretKeyMissing, BucketNotFound, Replicating, ...).' }),
     message: Type.String({ description: 'Why, for a person: what is wrong and how to fix it.' }),
     observedGeneration: Type.Integer({ description: 'The generation of the spec this condition is about.' }),
@@ -321,6 +326,7 @@ const Conditions = Type.Array(Condition, { description: 'The Ready condition.' }
 const ObservedGeneration = Type.Integer({ description: 'The generation of the spec the operator last acted on.' });
 const Count = (what: string): TSchema => Type.Integer({ minimum: 0, description: what });
 
+const STATUS = { description: 'Written by the operator: whether the resource is usable, and why.' };
 export const LocationStatus = Type.Object({
   observedGeneration: Type.Optional(ObservedGeneration),
   conditions: Type.Optional(Conditions),
@@ -330,12 +336,12 @@ export const LocationStatus = Type.Object({
       {
         deleteMarkersOnHead: Type.Boolean({ description: 'A HEAD of a key whose current version is a delete marker says so (x-amz-delete-marker); when false (Ceph RGW 16) a 404 is confirmed by a listing.' }),
         probedBucket: Type.String({ description: 'The bucket the probe wrote its zero-byte object to (then deleted).' }),
-        probedAt: Type.String({ format: 'date-time' }),
+        probedAt: Type.String({ format: 'date-time', description: 'When the probe ran.' }),
       },
       { description: 'What the server does where S3 servers differ, probed once per generation in a bucket the rules write to.' },
     ),
   ),
-});
+}, STATUS);
 
 export const ReplicationRuleStatus = Type.Object({
   observedGeneration: Type.Optional(ObservedGeneration),
@@ -349,8 +355,8 @@ export const ReplicationRuleStatus = Type.Object({
   destinations: Type.Optional(
     Type.Array(
       Type.Object({
-        location: Type.String(),
-        bucket: Type.String(),
+        location: Type.String({ description: 'The destination\'s Location.' }),
+        bucket: Type.String({ description: 'The destination bucket.' }),
         replicated: Count('Versions replicated there.'),
         pending: Count('Versions waiting for it.'),
         failed: Count('Versions that failed there.'),
@@ -359,7 +365,7 @@ export const ReplicationRuleStatus = Type.Object({
       { description: 'The same figures per destination.' },
     ),
   ),
-});
+}, { description: 'Written by the operator: whether the rule is replicating, and its figures.' });
 
 /** A Kubernetes Secret, as local mode reads credentials from YAML. */
 export const Secret = Type.Object(

@@ -9,7 +9,8 @@ type Json = Record<string, unknown>;
 
 /**
  * A TypeBox JSON Schema as a Kubernetes structural schema: `const` and unions of constants become enums,
- * records become additionalProperties, and keywords the API server does not take are dropped.
+ * records become additionalProperties, fields with a default are not required, and keywords the API
+ * server does not take are dropped.
  */
 export function structural(schema: TSchema | Json): Json {
   const s = JSON.parse(JSON.stringify(schema)) as Json;
@@ -42,6 +43,13 @@ export function structural(schema: TSchema | Json): Json {
         // schema cannot combine additionalProperties with properties.
         if (typeof v === 'object') out['additionalProperties'] = structural(v as Json);
         break;
+      case 'required': {
+        // A field with a default is filled in by the API server: not for the user to give.
+        const properties = (s['properties'] ?? {}) as Record<string, Json>;
+        const needed = (v as string[]).filter((name) => properties[name]?.['default'] === undefined);
+        if (needed.length > 0) out['required'] = needed;
+        break;
+      }
       default:
         out[k] = v;
     }

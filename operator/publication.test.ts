@@ -16,7 +16,7 @@ const rule = (name: string, bucket: string, spec: Partial<ReplicationRule['spec'
   apiVersion: 'backbeat.io/v1alpha1',
   kind: 'ReplicationRule',
   metadata: { name, generation },
-  spec: { source: { location: 'a', bucket }, priority: 0, destinations: [{ location: 'b', bucket: `${bucket}-replica` }], replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false, paused: false, ...spec },
+  spec: { source: { location: 'a', bucket }, priority: 0, destinations: [{ location: 'b', bucket: `${bucket}-replica` }], replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false, ...spec },
 });
 const configsOf = (...rules: Rule[]): BucketReplicationConfig[] => [...compileBucketConfigs({ rules: new Map(rules.map((r) => [r.metadata.name, r])) }).values()];
 const many = (n: number, location = 'a'): BucketReplicationConfig[] =>

@@ -13,7 +13,7 @@ const rule = (name: string, bucket = name): RuleObject => ({
   apiVersion: 'backbeat.io/v1alpha1',
   kind: 'ReplicationRule',
   metadata: { name, generation: 1 },
-  spec: { source: { location: 'a', bucket }, priority: 0, destinations: [{ location: 'b', bucket: 'replicas' }], replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false, paused: false },
+  spec: { source: { location: 'a', bucket }, priority: 0, destinations: [{ location: 'b', bucket: 'replicas' }], replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false },
 });
 
 describe('Rule checks', () => {

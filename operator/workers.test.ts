@@ -19,7 +19,7 @@ const rule = (name: string, destinations: string[]): ReplicationRule => ({
   apiVersion: 'backbeat.io/v1alpha1',
   kind: 'ReplicationRule',
   metadata: { name },
-  spec: { source: { location: 'a', bucket: 'photos' }, priority: 0, destinations: destinations.map((l) => ({ location: l, bucket: 'photos' })), replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false, paused: false },
+  spec: { source: { location: 'a', bucket: 'photos' }, priority: 0, destinations: destinations.map((l) => ({ location: l, bucket: 'photos' })), replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false },
 });
 const settings: WorkerSettings = { name: 'bb', image: 'backbeat:1', imagePullPolicy: 'IfNotPresent', brokers: ['k:9092'], prefix: 'bb', partitions: 4, logLevel: 'info', scaling: { lagThreshold: 100, minReplicas: 1, maxReplicas: 10 }, statusServiceAccount: 'bb-status', listenAddress: '0.0.0.0' };
 

@@ -93,7 +93,7 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     ['a webhook journal without its topic', location('hooknotopic', { journal: { scan: {}, webhook: { tokenSecretRef: { name: 'hook' } } } }), /journal\.webhook writes the events it receives to journal\.kafka\.topic: give journal\.kafka too/],
     ['a KMS key without SSE-KMS', rule('kmskey', { destinations: [{ location: 'b', bucket: 'xyz', serverSideEncryption: 'AES256', kmsKeyId: 'k1' }] }), /kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms/],
     ['a name with an empty label', location('my..loc', {}), /metadata\.name: Invalid value: "my\.\.loc": a lowercase RFC 1123 subdomain/],
-    ['a paused rule (not supported yet)', rule('paused', { paused: true }), /spec\.paused: Invalid value: true: pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`/],
+    ['a paused rule (not a field: destinations are paused)', rule('paused', { paused: true }), /unknown field "spec\.paused"/],
     ['a bucket name with two periods together', rule('dots', { destinations: [{ location: 'b', bucket: 'my..bucket' }] }), /spec\.destinations\[0\]\.bucket: Invalid value: "my\.\.bucket": a bucket name must not hold two adjacent periods/],
     ['a bucket name formatted as an IP address', rule('ipname', { source: { location: 'a', bucket: '192.168.10.1' } }), /spec\.source\.bucket: Invalid value: "192\.168\.10\.1": a bucket name must not be formatted as an IP address/],
     ['a tag filter naming one key twice', rule('tagtwice', { filter: { tags: [{ key: 'env', value: 'a' }, { key: 'env', value: 'b' }] } }), /a tag key is named twice: an object has one value per key, so the filter could never match/],

@@ -18,7 +18,7 @@ const logger = createLogger({ component: 'publication-test', level: 'error' });
 const configs = (location: string, n: number, priority = 0): BucketReplicationConfig[] => {
   const rules = Array.from({ length: n }, (_, i): [string, ReplicationRule] => {
     const name = `${location}-${String(i).padStart(5, '0')}`;
-    return [name, { apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name }, spec: { source: { location, bucket: `bucket-${String(i).padStart(5, '0')}` }, priority, destinations: [{ location: 'dest', bucket: 'replicas' }], replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false, paused: false } }];
+    return [name, { apiVersion: 'backbeat.io/v1alpha1', kind: 'ReplicationRule', metadata: { name }, spec: { source: { location, bucket: `bucket-${String(i).padStart(5, '0')}` }, priority, destinations: [{ location: 'dest', bucket: 'replicas' }], replicateDeleteMarkers: false, replicateVersionDeletes: false, replicateExistingObjects: false } }];
   });
   return [...compileBucketConfigs({ rules: new Map(rules) }).values()];
 };

@@ -22,7 +22,7 @@ export interface CompiledDestination {
 export interface CompiledRule {
   ID: string;
   Priority: number;
-  /** Disabled for a paused rule (refused by validation until rule pausing is supported). */
+  /** Always Enabled: rules are not paused (their destinations are, with `backbeat pause`). */
   Status: Status;
   Filter: { Prefix?: string; Tags?: { Key: string; Value: string }[] };
   DeleteMarkerReplication: { Status: Status };
@@ -60,7 +60,7 @@ export function compileRule(rule: ReplicationRule, since = rule.metadata.creatio
   return {
     ID: rule.metadata.name,
     Priority: spec.priority,
-    Status: spec.paused ? 'Disabled' : 'Enabled',
+    Status: 'Enabled',
     Filter: filter,
     DeleteMarkerReplication: status(spec.replicateDeleteMarkers),
     VersionDeleteReplication: status(spec.replicateVersionDeletes),

@@ -41,8 +41,8 @@ describe('configuration model', () => {
     assert.equal(a.spec.journal?.scan?.intervalSeconds, 300);
     const r = m.rules.get('r1');
     assert.deepEqual(
-      [r?.spec.priority, r?.spec.replicateDeleteMarkers, r?.spec.replicateVersionDeletes, r?.spec.replicateExistingObjects, r?.spec.paused],
-      [0, false, false, false, false],
+      [r?.spec.priority, r?.spec.replicateDeleteMarkers, r?.spec.replicateVersionDeletes, r?.spec.replicateExistingObjects],
+      [0, false, false, false],
     );
   });
 
@@ -103,11 +103,11 @@ describe('configuration model', () => {
     ]);
   });
 
-  it('refuses version-delete replication from a transient source, and a paused rule', () => {
-    const got = problems(docs(location('a', { transient: true }), location('b'), rule('r1', { replicateVersionDeletes: true, paused: true })));
+  it('refuses version-delete replication from a transient source, and a rule with paused (not a field: destinations are paused)', () => {
+    const got = problems(docs(location('a', { transient: true }), location('b'), rule('r1', { replicateVersionDeletes: true }), rule('r2', { paused: true })));
     assert.deepEqual(got, [
+      'm.yaml: ReplicationRule/r2: spec.paused: is not a known field',
       'm.yaml: ReplicationRule/r1: spec.replicateVersionDeletes: cannot be true: Location "a" is a transient source, whose versions the GC deletes once replicated',
-      'm.yaml: ReplicationRule/r1: spec.paused: pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`',
     ]);
   });
 

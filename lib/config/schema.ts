@@ -43,7 +43,6 @@ export const AZURE_NEEDS_ACCOUNT = 'spec.azure (the account name) is given with 
 export const AZURE_DESTINATION_ONLY = 'a type: azure Location is a replication destination only: it has no journal and is not transient';
 export const TAG_KEY_TWICE = 'a tag key is named twice: an object has one value per key, so the filter could never match';
 export const KMS_KEY_NEEDS_KMS = 'kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms';
-export const RULE_PAUSE_UNSUPPORTED = 'pausing a rule is not supported yet; pause its destinations with `backbeat pause <location>`';
 /** Why an http:// endpoint needs `insecure: true`: the access key id, the signatures and the data travel in clear. */
 export const ENDPOINT_PLAIN = 'is http://, so the access key id, request signatures and object data would travel in clear: use https://, or set insecure: true to accept that';
 
@@ -282,11 +281,6 @@ export const ReplicationRuleSpec = Type.Object(
           'Also replicate versions that are replicas written by another rule (a chain: A → B by one rule, B → C by this one). Never into a bucket a replica came through, and not past 8 buckets. Off by default, as in S3: a replica stays where it was written.',
       }),
     ),
-    paused: Type.Boolean({
-      default: false,
-      description: 'Reserved: stop copying for this rule. Not supported yet; destinations are paused with `backbeat pause`.',
-      ...cel([{ rule: '!self', message: RULE_PAUSE_UNSUPPORTED }]),
-    }),
   },
   {
     additionalProperties: false,

@@ -1,6 +1,6 @@
 import { blobDestinationProblem } from '../azure/names.ts';
 import type { Manifests } from './manifests.ts';
-import { AZURE_DESTINATION_ONLY, AZURE_NEEDS_ACCOUNT, BUCKET_NAME_RULES, ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, RULE_PAUSE_UNSUPPORTED, TAG_KEY_TWICE, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
+import { AZURE_DESTINATION_ONLY, AZURE_NEEDS_ACCOUNT, BUCKET_NAME_RULES, ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, TAG_KEY_TWICE, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
@@ -43,9 +43,6 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
       // The GC permanently deletes each replicated version from a transient source: replicating those
       // deletions would remove the very replicas it verified.
       at(resource, 'spec.replicateVersionDeletes', `cannot be true: Location "${source.location}" is a transient source, whose versions the GC deletes once replicated`);
-    }
-    if (rule.spec.paused) {
-      at(resource, 'spec.paused', RULE_PAUSE_UNSUPPORTED);
     }
     const bucketName = (path: string, name: string): void => {
       const broken = BUCKET_NAME_RULES.find((r) => r.refuses(name));

@@ -54,6 +54,8 @@ export const SERVE_OPTIONS = {
   'scale-down-delay': { type: 'string' },
   'worker-resources': { type: 'string' },
   'worker-role-resources': { type: 'string' },
+  'worker-pod': { type: 'string' },
+  'worker-role-pod': { type: 'string' },
   'status-service-account': { type: 'string' },
   ...KAFKA_OPTIONS,
   'kafka-ca-secret': { type: 'string' },
@@ -273,9 +275,18 @@ export async function operator(values: Values): Promise<number> {
   const logger = createLogger({ component: 'backbeat-operator' });
   const parsedResources = json(setting(values, 'worker-resources', 'BACKBEAT_WORKER_RESOURCES'), '--worker-resources', '{"requests":{"cpu":"100m"}}');
   const roleResources = json(setting(values, 'worker-role-resources', 'BACKBEAT_WORKER_ROLE_RESOURCES'), '--worker-role-resources', '{"processor":{"limits":{"memory":"2Gi"}}}');
+  const pod = json(setting(values, 'worker-pod', 'BACKBEAT_WORKER_POD'), '--worker-pod', '{"nodeSelector":{"disk":"ssd"}}');
+  const rolePod = json(setting(values, 'worker-role-pod', 'BACKBEAT_WORKER_ROLE_POD'), '--worker-role-pod', '{"processor":{"priorityClassName":"high"}}');
   const { ROLES } = await import('../workers/worker/worker.ts');
-  const unknownRole = Object.keys(roleResources ?? {}).find((r) => !(ROLES as readonly string[]).includes(r));
-  if (unknownRole !== undefined) throw new UsageError(`--worker-role-resources: no role "${unknownRole}" (roles: ${ROLES.join(', ')})`);
+  const { POD_EXTRAS } = await import('../operator/workers.ts');
+  for (const [flag, byRole] of [['--worker-role-resources', roleResources], ['--worker-role-pod', rolePod]] as const) {
+    const unknownRole = Object.keys(byRole ?? {}).find((r) => !(ROLES as readonly string[]).includes(r));
+    if (unknownRole !== undefined) throw new UsageError(`${flag}: no role "${unknownRole}" (roles: ${ROLES.join(', ')})`);
+  }
+  for (const [flag, extras] of [['--worker-pod', pod], ...Object.entries(rolePod ?? {}).map(([role, e]) => [`--worker-role-pod ${role}`, e] as const)] as const) {
+    const unknown = Object.keys(extras ?? {}).find((k) => !(POD_EXTRAS as readonly string[]).includes(k));
+    if (unknown !== undefined) throw new UsageError(`${flag}: no field "${unknown}" (fields: ${POD_EXTRAS.join(', ')})`);
+  }
   const min = count(values, 'min-replicas', 1, 0);
   const max = count(values, 'max-replicas', 8, 1);
   if (min > max) throw new UsageError(`--min-replicas (${String(min)}) exceeds --max-replicas (${String(max)})`);
@@ -297,6 +308,8 @@ export async function operator(values: Values): Promise<number> {
       scaling: { lagThreshold: count(values, 'lag-threshold', 1000, 1), minReplicas: min, maxReplicas: max },
       ...(parsedResources !== undefined ? { resources: parsedResources } : {}),
       ...(roleResources !== undefined ? { roleResources } : {}),
+      ...(pod !== undefined ? { pod } : {}),
+      ...(rolePod !== undefined ? { rolePod } : {}),
       statusServiceAccount: text(values, 'status-service-account', `${text(values, 'name', 'backbeat')}-status`),
       kafkaMounts: kafkaMounts(values, security),
       listenAddress: text(values, 'worker-listen-address', '0.0.0.0'),

@@ -55,6 +55,30 @@ describe('Worker Deployments', () => {
     assert.deepEqual(resources(populator), { limits: { memory: '1Gi' } });
   });
 
+  it('take the chart\'s scheduling, pull secrets, annotations and env, a role\'s own fields replacing them; empty ones change nothing', () => {
+    const [populator, processor] = configs([location('a'), location('b')], rule('r1', ['b']));
+    assert.ok(populator && processor);
+    type Pod = { metadata: { annotations: Record<string, string> }; spec: Record<string, unknown> & { containers: { env: { name: string; value?: string }[] }[] } };
+    const pod = (s: WorkerSettings, spec: typeof processor): Pod => (deploymentFor(s, spec, 1, ['bb-config'], [], 'h').spec as { template: Pod }).template;
+    const given: WorkerSettings = {
+      ...settings,
+      pod: { nodeSelector: { zone: 'a' }, tolerations: [{ key: 'dedicated', operator: 'Exists' }], podAnnotations: { team: 'storage', 'backbeat.io/config-hash': 'forged' }, imagePullSecrets: [{ name: 'reg' }], env: [{ name: 'HTTPS_PROXY', value: 'http://proxy:3128' }, { name: 'BACKBEAT_PREFIX', value: 'forged' }] },
+      rolePod: { processor: { nodeSelector: { storage: 'near' }, priorityClassName: 'fast' } },
+    };
+    const p = pod(given, processor);
+    const q = pod(given, populator);
+    assert.deepEqual([p.spec['nodeSelector'], p.spec['priorityClassName'], p.spec['tolerations'], p.spec['imagePullSecrets']], [{ storage: 'near' }, 'fast', [{ key: 'dedicated', operator: 'Exists' }], [{ name: 'reg' }]]);
+    assert.deepEqual([q.spec['nodeSelector'], q.spec['priorityClassName']], [{ zone: 'a' }, undefined]);
+    assert.equal(q.metadata.annotations['team'], 'storage');
+    assert.equal(q.metadata.annotations['backbeat.io/config-hash'], 'h', 'the operator\'s annotations win');
+    const env = q.spec.containers[0]?.env ?? [];
+    assert.equal(env.find((e) => e.name === 'HTTPS_PROXY')?.value, 'http://proxy:3128');
+    assert.equal(env.filter((e) => e.name === 'BACKBEAT_PREFIX').at(-1)?.value, 'bb', 'the operator\'s variable is the last of its name');
+    // The chart's defaults (all empty) leave the pods as they were: an upgrade rolls nothing.
+    const empty: WorkerSettings = { ...settings, pod: { nodeSelector: {}, tolerations: [], affinity: {}, podAnnotations: {}, priorityClassName: '', imagePullSecrets: [], env: [] } };
+    assert.deepEqual(deploymentFor(empty, processor, 1, ['bb-config'], [], 'h'), deploymentFor(settings, processor, 1, ['bb-config'], [], 'h'));
+  });
+
   it('take replicas from lag: ceil(lag / threshold), within min and max, never above the partitions', () => {
     const [populator, , , status, gc] = configs([location('a'), location('b'), location('c')], rule('r1', ['b', 'c']));
     assert.ok(populator && status && gc);

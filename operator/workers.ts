@@ -30,6 +30,10 @@ export interface WorkerSettings {
   resources?: Json;
   /** Replaces `resources` for one role, e.g. a processor that copies large objects. */
   roleResources?: Partial<Record<Role, Json>>;
+  /** Scheduling, pull secrets, annotations and extra env of every worker pod. */
+  pod?: PodExtras;
+  /** Per role, the fields of `pod` it replaces, e.g. processors on the nodes near the storage. */
+  rolePod?: Partial<Record<Role, PodExtras>>;
   /** The operator's own Deployment: deleting it (the install) deletes the workers too. */
   owner?: { apiVersion: string; kind: string; name: string; uid: string };
   /**
@@ -42,6 +46,24 @@ export interface WorkerSettings {
   /** TLS and SASL to Kafka; plaintext when unset. */
   kafkaMounts?: KafkaMounts;
 }
+
+/** What a worker pod template takes from the chart's values, as Kubernetes spells each field. */
+export interface PodExtras {
+  nodeSelector?: Record<string, string>;
+  tolerations?: Json[];
+  affinity?: Json;
+  podAnnotations?: Record<string, string>;
+  priorityClassName?: string;
+  imagePullSecrets?: Json[];
+  /** Added to the container's env; the operator's own variables win over one of the same name. */
+  env?: Json[];
+}
+/** `{ [name]: value }` where the value says something: the chart's empty defaults leave the template (and its hash) as it was. */
+function given<K extends string>(name: K, value: unknown): Partial<Record<K, unknown>> {
+  const empty = value === undefined || value === '' || (Array.isArray(value) ? value.length === 0 : typeof value === 'object' && value !== null && Object.keys(value).length === 0);
+  return empty ? {} : ({ [name]: value } as Record<K, unknown>);
+}
+export const POD_EXTRAS: readonly (keyof PodExtras)[] = ['nodeSelector', 'tolerations', 'affinity', 'podAnnotations', 'priorityClassName', 'imagePullSecrets', 'env'];
 
 /** How the worker pods reach Kafka: TLS, the CA bundle and the SASL password from the Secrets the chart names. */
 export interface KafkaMounts {
@@ -174,10 +196,16 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
     .sort((x, y) => x.name.localeCompare(y.name))
     .map((c) => ({ secret: { name: c.name, items: [...new Set(c.keys)].sort().map((key) => ({ key, path: `${c.name}/${key}` })), ...(c.optional === true ? { optional: true } : {}) } }));
   const kafka = kafkaPodParts(settings.kafkaMounts);
+  const extras: PodExtras = { ...settings.pod, ...settings.rolePod?.[spec.role] };
   const template = {
-    metadata: { labels: selector, annotations: { 'backbeat.io/config-hash': configHash, 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORT) } },
+    metadata: { labels: selector, annotations: { ...extras.podAnnotations, 'backbeat.io/config-hash': configHash, 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORT) } },
     spec: {
       ...(status ? { serviceAccountName: settings.statusServiceAccount } : {}),
+      ...given('nodeSelector', extras.nodeSelector),
+      ...given('tolerations', extras.tolerations),
+      ...given('affinity', extras.affinity),
+      ...given('priorityClassName', extras.priorityClassName),
+      ...given('imagePullSecrets', extras.imagePullSecrets),
       automountServiceAccountToken: status,
       // Service environment variables (KAFKA_PORT, ...) are noise to the workers, and some images read them.
       enableServiceLinks: false,
@@ -203,6 +231,8 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
             `${settings.listenAddress}:$(BACKBEAT_PORT)`,
           ],
           env: [
+            // The user's first: where a name repeats, the later (the operator's) is the one that counts.
+            ...(extras.env ?? []),
             { name: 'BACKBEAT_PORT', value: String(PORT) },
             { name: 'BACKBEAT_KAFKA_BROKERS', value: settings.brokers.join(',') },
             ...kafka.env,

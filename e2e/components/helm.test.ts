@@ -52,4 +52,26 @@ describe('Helm chart', function () {
       },
     );
   });
+
+  it('takes scheduling, pull secrets, annotations, env and a PodDisruptionBudget for the operator and, through it, every worker pod; global is allowed (a subchart)', async () => {
+    const knobs = [
+      'global.registry=example', 'imagePullSecrets[0].name=reg',
+      'operator.nodeSelector.disk=ssd', 'operator.tolerations[0].key=dedicated', 'operator.tolerations[0].operator=Exists',
+      'operator.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone',
+      'operator.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists',
+      'operator.podAnnotations.team=storage', 'operator.priorityClassName=critical', 'operator.env[0].name=HTTPS_PROXY', 'operator.env[0].value=http://proxy:3128',
+      'workers.pod.nodeSelector.zone=a', 'workers.pod.podAnnotations.team=storage', 'workers.rolePod.processor.priorityClassName=fast',
+    ];
+    const { stdout } = await run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}', ...knobs.flatMap((k) => ['--set', k])]);
+    const operator = stdout.slice(stdout.indexOf('name: bb-backbeat-operator\n  namespace: default\n  labels:\n'));
+    for (const pattern of [/imagePullSecrets:\n\s+- name: reg/, /nodeSelector:\n\s+disk: ssd/, /tolerations:\n\s+- key: dedicated/, /affinity:\n\s+nodeAffinity:/, /annotations:\n\s+team: storage/, /priorityClassName: "critical"/, /- name: HTTPS_PROXY\n\s+value: http:\/\/proxy:3128/]) {
+      assert.match(operator, pattern);
+    }
+    assert.match(stdout, /kind: PodDisruptionBudget[\s\S]*?maxUnavailable: 1/);
+    // The workers' pods get theirs through the operator, which reads them from its environment.
+    const workerPod = JSON.parse(JSON.parse(/name: BACKBEAT_WORKER_POD\n\s+value: (".*")\n/.exec(stdout)?.[1] ?? '""') as string) as Record<string, unknown>;
+    assert.deepEqual([workerPod['nodeSelector'], workerPod['imagePullSecrets'], workerPod['podAnnotations']], [{ zone: 'a' }, [{ name: 'reg' }], { team: 'storage' }]);
+    assert.match(stdout, /name: BACKBEAT_WORKER_ROLE_POD\n\s+value: "\{\\"processor\\":\{\\"priorityClassName\\":\\"fast\\"\}\}"/);
+    await assert.rejects(run(requireBinary('helm'), ['template', 'bb', CHART, '--set', 'kafka.brokers={kafka:9092}', '--set', 'workers.rolePod.processor.colour=red']), /colour/);
+  });
 });

@@ -52,6 +52,12 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     assert.match(await kubectl('explain', 'location.status.capabilities.deleteMarkersOnHead'), /x-amz-delete-marker/);
   });
 
+  it('accepts the examples for a transient source, a scan-only source, an AWS and an Azure destination', async () => {
+    for (const dir of ['transient', 'scan-only', 'aws', 'azure']) await kubectl('apply', '-n', 'crd-test', '-f', join(ROOT, 'examples', dir));
+    const rules = await kubectl('get', '-n', 'crd-test', 'replicationrules', '-o', 'name');
+    for (const name of ['ingest-to-archive', 'legacy-reports', 'photos-to-aws', 'photos-to-blob']) assert.match(rules, new RegExp(`replicationrule\\.backbeat\\.io/${name}\\n`));
+  });
+
   it('describes every field of both kinds, spec and status, in what kubectl explain reads', async () => {
     // kubectl explain reads the API server's OpenAPI v3 document: every property of ours must carry a description there.
     type Schema = { description?: string; properties?: Record<string, Schema>; items?: Schema; $ref?: string; allOf?: Schema[] };

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { dump } from 'js-yaml';
 import { compileBucketConfigs, matchDestinations, needsTags } from './bucket-config.ts';
-import { parseManifests, type Document } from './manifests.ts';
+import { loadManifests, parseManifests, type Document } from './manifests.ts';
 import { ConfigError, formatProblem } from './validate.ts';
 
 const location = (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
@@ -186,6 +186,14 @@ describe('configuration model', () => {
     assert.equal(m.rules.get('r1')?.spec.priority, 0);
     assert.equal(m.locations.get('b')?.spec.tls, undefined);
     assert.deepEqual(problems(docs(location('a..b'))).map((p) => p.replace(/ does not match .*/, '')), ['m.yaml: Location/a..b: metadata.name: "a..b"', 'm.yaml: Location/a..b: spec.credentialsSecretRef.name: "a..b-creds"']);
+  });
+
+  it('validates every example folder beside the two sites', () => {
+    const examples = new URL('../../examples/', import.meta.url).pathname;
+    for (const dir of ['transient', 'scan-only', 'aws', 'azure']) {
+      const m = loadManifests([`${examples}site-a.yaml`, `${examples}site-b.yaml`, `${examples}${dir}`]);
+      assert.equal(m.rules.size, 1, dir);
+    }
   });
 
   it('round-trips through YAML text as users write it', () => {

@@ -105,6 +105,27 @@ const LEVELS: Record<number, string> = {
   [KafkaLogLevel.DEBUG]: 'debug',
 };
 
+/**
+ * The messages of the broker errors kafkajs handles by itself: those its own table marks retriable (a
+ * coordinator loading or moving, a leader being elected; the package is frozen at 2.2.4), and a group
+ * rebalancing, which its consumer answers by joining again.
+ */
+const ROUTINE = new Set(
+  (createRequire(import.meta.url)('kafkajs/src/protocol/error.js') as { errorCodes: { type: string; retriable: boolean; message: string }[] }).errorCodes
+    .filter((e) => e.retriable || e.type === 'REBALANCE_IN_PROGRESS')
+    .map((e) => e.message),
+);
+
+/**
+ * The level of a kafkajs log line here: a response carrying a retriable error is routine (every start
+ * meets a coordinator that is not available yet, every rebalance asks members to rejoin), so it is
+ * debug, not error; what kafkajs gives up on still reaches the caller as an error.
+ */
+export function kafkaLogLevel(level: KafkaLogLevel, entry: { message: string; error?: unknown }): string {
+  if (level === KafkaLogLevel.ERROR && typeof entry.error === 'string' && ROUTINE.has(entry.error)) return 'debug';
+  return LEVELS[level] ?? 'info';
+}
+
 function headersOf(raw: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw ?? {})) {
@@ -133,7 +154,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       () =>
       ({ level, log: entry }: LogEntry) => {
         const { message, ...rest } = entry;
-        log.log(LEVELS[level] ?? 'info', message, rest);
+        log.log(kafkaLogLevel(level, entry), message, rest);
       },
   });
 

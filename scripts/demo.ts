@@ -8,7 +8,6 @@ import {
   CreateBucketCommand,
   DeleteObjectCommand,
   HeadObjectCommand,
-  PutBucketNotificationConfigurationCommand,
   PutBucketVersioningCommand,
   PutObjectCommand,
   type S3Client,
@@ -62,12 +61,7 @@ try {
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
   }
-  await a.send(
-    new PutBucketNotificationConfigurationCommand({
-      Bucket: 'photos',
-      NotificationConfiguration: { QueueConfigurations: [{ QueueArn: siteA.notificationArn, Events: ['s3:ObjectCreated:*', 's3:ObjectRemoved:*'] }] },
-    }),
-  );
+  // (backbeat run wires photos' notifications itself: site-a names its Kafka target, BACKBEAT.)
   say(`  Kafka ${kafka.brokers.join(',')}   site A ${siteA.endpoint}   site B ${siteB.endpoint}`);
 
   const dir = join(runDir(), 'manifests');

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNSClient } from '@aws-sdk/client-sns';
 import { dump } from 'js-yaml';
-import { wireWebhookTopic } from '../../operator/buckets.ts';
+import { wireWebhookTopic } from '../../lib/s3/notifications.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
 import { minio, rgw } from '../harness/env.ts';
 import { runDir } from '../harness/run-dir.ts';

@@ -2,7 +2,10 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
+import { compileBucketConfigs, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import type { Location } from '../../lib/config/schema.ts';
+import { reasonOf } from '../../lib/s3/errors.ts';
+import { journalArns, wireJournal } from '../../lib/s3/notifications.ts';
 import { connectLocation, resolveWebhookToken } from '../../lib/config/credentials.ts';
 import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { loadManifests } from '../../lib/config/manifests.ts';
@@ -195,6 +198,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const hook = await receiver?.listen(options.webhookPort ?? 0, options.webhookHost ?? '127.0.0.1');
   const webhook = receiver !== undefined && hook !== undefined ? { receiver, url: `http://${hook.address}:${String(hook.port)}` } : undefined;
 
+  await wireJournals(configs, manifests.locations, clients, logger);
   const scans = scheduleScans(populator, configs, manifests.locations, sources, logger, { metrics });
 
   const controlProducer = await queue.producer();
@@ -270,4 +274,29 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
       await lagAdmin.close();
     },
   };
+}
+
+/**
+ * Points each source bucket's event notifications at its Location's Kafka target, as the operator does
+ * (journal.kafka.targetId: MinIO's MINIO_NOTIFY_KAFKA_*_<ID>), keeping the user's own. A bucket that
+ * cannot be wired, or a Kafka journal without a targetId, is said in the log: its changes arrive only
+ * through notifications wired by hand, or the next scan.
+ */
+async function wireJournals(configs: ReadonlyMap<string, BucketReplicationConfig>, locations: ReadonlyMap<string, Location>, clients: ReadonlyMap<string, S3Client>, logger: Logger): Promise<void> {
+  for (const c of configs.values()) {
+    const location = locations.get(c.SourceLocation);
+    const client = clients.get(c.SourceLocation);
+    const kafka = location?.spec.journal?.kafka;
+    if (location === undefined || client === undefined || kafka === undefined || location.spec.journal?.webhook !== undefined) continue;
+    const bucket = `${c.SourceLocation}/${c.SourceBucket}`;
+    if (kafka.targetId === undefined) {
+      logger.warn('journal not wired: the Location names no notification target (journal.kafka.targetId); send the bucket\'s events to its topic yourself', { bucket, topic: kafka.topic, ...(location.spec.journal?.scan !== undefined ? {} : { meanwhile: 'nothing replicates until they arrive' }) });
+      continue;
+    }
+    try {
+      if ((await wireJournal(client, c.SourceBucket, journalArns(location))) === 'added') logger.info('journal wired', { bucket, target: kafka.targetId });
+    } catch (err) {
+      logger.warn('journal not wired: the bucket\'s notifications could not be set', { bucket, target: kafka.targetId, reason: reasonOf(err) });
+    }
+  }
 }

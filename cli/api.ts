@@ -41,7 +41,14 @@ export async function callApi(server: ApiServer, path: string, init?: { method: 
   } catch (err) {
     throw new Error(`cannot reach the status API at ${server.url} (is \`backbeat run\` running?): ${(err as Error).message}`, { cause: err });
   }
-  return { status: res.status, body: await res.json() };
+  const text = await res.text();
+  try {
+    return { status: res.status, body: JSON.parse(text) as unknown };
+  } catch {
+    // Not the status API: a proxy's error page, another service on that port.
+    const type = res.headers.get('content-type') ?? 'no content type';
+    throw new Error(`${server.url} answered HTTP ${String(res.status)} with ${type}, not the status API's JSON: is --server the status API's address?`);
+  }
 }
 
 export function table(rows: string[][]): string {

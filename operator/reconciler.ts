@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { assembleBucketConfigs, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
+import { assembleBucketConfigs, usedLocations, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
 import { resolveWebhookToken } from '../lib/config/credentials.ts';
 import { locationsText } from '../lib/config/published.ts';
 import { API_GROUP, API_VERSION, type Location, type Secret } from '../lib/config/schema.ts';
@@ -203,7 +203,7 @@ export class Reconciler {
       // Publication: every rule in the form publish-plan.ts gives it, and the Locations they name.
       const { rules: forms } = planPublication(live, decisions, publishedRules(publishedBuckets(before, logger).values()));
       const configs = [...assembleBucketConfigs(forms).values()];
-      const used = new Set(configs.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
+      const used = new Set(usedLocations(configs));
       const published = locations.filter((l) => locationReady.get(l.metadata.name)?.status === 'True' || used.has(l.metadata.name));
       let result: PublishResult | undefined;
       await attempt('published config', async () => {

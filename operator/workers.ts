@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { BucketReplicationConfig } from '../lib/config/bucket-config.ts';
+import { destinationLocations, usedLocations, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
 import type { Location, ReplicationRule } from '../lib/config/schema.ts';
 import type { Json } from '../lib/kube/rest.ts';
 import type { SaslMechanism } from '../lib/queue/kafka-security.ts';
@@ -137,7 +137,7 @@ const labelValue = (v: string): string => (v.length <= 63 ? v : `${v.slice(0, 54
 
 export function desiredWorkers(settings: WorkerSettings, names: QueueNames, configs: BucketReplicationConfig[], locations: Map<string, Location>): WorkerSpec[] {
   const sources = [...new Set(configs.map((c) => c.SourceLocation))].sort();
-  const destinations = [...new Set(configs.flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].sort();
+  const destinations = destinationLocations(configs);
   const transient = sources.some((l) => locations.get(l)?.spec.transient === true);
   return [
     ...sources.flatMap((location): WorkerSpec[] => {
@@ -329,7 +329,6 @@ export const webhookServiceUrl = (settings: Pick<WorkerSettings, 'name'>, locati
  * `mounts` are the source locations whose bucket shards its pods mount: those it reads configs from.
  */
 export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[]): { reads: unknown; locations: string[]; mounts: string[] } {
-  const used = (list: BucketReplicationConfig[]): string[] => [...new Set(list.flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]))].sort();
   const allSources = [...new Set(configs.map((c) => c.SourceLocation))].sort();
   switch (spec.role) {
     case 'populator':
@@ -350,7 +349,7 @@ export function roleInputs(spec: WorkerSpec, configs: BucketReplicationConfig[])
     case 'status':
       return { reads: configs, locations: allSources, mounts: allSources };
     case 'gc':
-      return { reads: null, locations: used(configs), mounts: allSources };
+      return { reads: null, locations: usedLocations(configs), mounts: allSources };
     case 'webhook':
       // Only its Location (the topic and the token's Secret): no bucket config.
       return { reads: null, locations: spec.location !== undefined ? [spec.location] : [], mounts: [] };

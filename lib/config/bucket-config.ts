@@ -49,6 +49,17 @@ export interface BucketReplicationConfig {
 
 const status = (on: boolean): { Status: Status } => ({ Status: on ? 'Enabled' : 'Disabled' });
 
+/** The locations the rules of these configs write to, each once, sorted. */
+export function destinationLocations(configs: Iterable<BucketReplicationConfig>): string[] {
+  return [...new Set([...configs].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].sort();
+}
+
+/** Every location these configs read or write (sources and destinations), each once, sorted. */
+export function usedLocations(configs: Iterable<BucketReplicationConfig>): string[] {
+  const list = [...configs];
+  return [...new Set([...list.map((c) => c.SourceLocation), ...destinationLocations(list)])].sort();
+}
+
 /** A rule starts at its creation (the API server's creationTimestamp), unless `since` says otherwise. */
 export function compileRule(rule: ReplicationRule, since = rule.metadata.creationTimestamp): CompiledRule {
   const { spec } = rule;

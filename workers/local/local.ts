@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { compileBucketConfigs, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import { compileBucketConfigs, destinationLocations, usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import type { Location } from '../../lib/config/schema.ts';
 import { reasonOf } from '../../lib/s3/errors.ts';
 import { journalArns, wireJournal } from '../../lib/s3/notifications.ts';
@@ -83,7 +83,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const clients = new Map<string, S3Client>();
   const blobs = new Map<string, BlobAccount>();
   const webhooks = new Map<string, WebhookLocation>();
-  const used = new Set([...configs.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
+  const used = usedLocations(configs.values());
   for (const name of used) {
     const location = manifests.locations.get(name);
     if (location === undefined) continue;
@@ -138,7 +138,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     const keep = new Set([
       names.statusGroup,
       names.gcGroup,
-      ...[...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => names.processorGroup(d.Location)))),
+      ...destinationLocations(configs.values()).map((l) => names.processorGroup(l)),
     ]);
     const stale = embedded.groupIds().filter((g) => [`${prefix}-`, 'backbeat-reader-', 'follow-'].some((p) => g.startsWith(p)) && !keep.has(g));
     if (stale.length > 0) {
@@ -166,7 +166,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, blobs, planner, transientSources, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
   await gc?.start();
 
-  const destinationLocations = [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].filter((l) => clients.has(l) || blobs.has(l));
+  const destinations = destinationLocations(configs.values()).filter((l) => clients.has(l) || blobs.has(l));
   const threads =
     (options.processorThreads ?? 0) > 0
       ? await ProcessorThreads.start(
@@ -178,14 +178,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
             prefix,
             starts: [...starts],
             clients: [...clients.keys(), ...blobs.keys()],
-            locations: destinationLocations,
+            locations: destinations,
             ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
             ...(options.retry !== undefined ? { retry: options.retry } : {}),
           },
           logger,
         )
       : undefined;
-  const processors = await startProcessors(threads === undefined ? destinationLocations : [], { queue, names, metrics, logger, clients, blobs, configs, concurrency: options.concurrency, retry: options.retry });
+  const processors = await startProcessors(threads === undefined ? destinations : [], { queue, names, metrics, logger, clients, blobs, configs, concurrency: options.concurrency, retry: options.retry });
 
   const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients, transientSources });
   const sources = new Set([...configs.values()].map((c) => c.SourceLocation));
@@ -204,7 +204,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const controlProducer = await queue.producer();
   // Consumer groups whose lag /metrics reports.
   const lagGroups: [string, string][] = [
-    ...destinationLocations.map((l): [string, string] => [names.processorGroup(l), names.replication]),
+    ...destinations.map((l): [string, string] => [names.processorGroup(l), names.replication]),
     [names.statusGroup, names.status],
     ...(gc !== undefined ? [[names.gcGroup, names.gc] as [string, string]] : []),
     ...[...sources].flatMap((l): [string, string][] => {
@@ -249,7 +249,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   await once(server, 'listening');
   const address = server.address() as AddressInfo;
   const url = `http://${address.address}:${address.port}`;
-  logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations: destinationLocations, ...(threads !== undefined ? { processorThreads: options.processorThreads } : {}), ...(webhook !== undefined ? { webhook: webhook.url } : {}) });
+  logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations, ...(threads !== undefined ? { processorThreads: options.processorThreads } : {}), ...(webhook !== undefined ? { webhook: webhook.url } : {}) });
 
   return {
     url,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import { usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import { connectLocation, resolveWebhookToken } from '../../lib/config/credentials.ts';
 import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
@@ -160,7 +160,7 @@ function transientSources(ctx: RoleContext): Set<string> {
 }
 
 async function gc(ctx: RoleContext): Promise<RoleRun> {
-  const locations = new Set([...ctx.config.buckets.values()].flatMap((c) => [c.SourceLocation, ...c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))]));
+  const locations = usedLocations(ctx.config.buckets.values());
   const clients = new Map<string, S3Client>();
   const blobs = new Map<string, BlobAccount>();
   for (const l of locations) {

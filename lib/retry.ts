@@ -8,7 +8,7 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 8, baseDelayMs: 500, maxDelayMs: 30_000 };
 
-/** Exponential backoff with full jitter: spreads retries of many objects after a shared outage. */
+/** Exponential backoff with equal jitter (half the step, plus up to the other half at random): spreads retries of many objects after a shared outage. */
 export function backoff(attempt: number, policy: RetryPolicy): number {
   const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(attempt - 1, 30));
   return Math.round(cap / 2 + (Math.random() * cap) / 2);

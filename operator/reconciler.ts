@@ -449,11 +449,13 @@ export class Reconciler {
     const source = `${rule.spec.source.location}/${rule.spec.source.bucket}`;
     const destinations = rule.spec.destinations.map((d) => {
       const f = this.o.figures.get(figuresKey(source, `${d.location}/${d.bucket}`));
-      return { location: d.location, bucket: d.bucket, replicated: f?.replicated ?? 0, pending: f?.pending ?? 0, failed: f?.failed ?? 0, lag: lags.get(d.location) ?? 0 };
+      // Never below 0, which the status schema refuses (a lag read between a commit and the log's end).
+      const count = (n: number | undefined): number => Math.max(0, n ?? 0);
+      return { location: d.location, bucket: d.bucket, replicated: count(f?.replicated), pending: count(f?.pending), failed: count(f?.failed), lag: count(lags.get(d.location)) };
     });
     const sum = (k: 'replicated' | 'pending' | 'failed'): number => destinations.reduce((n, d) => n + d[k], 0);
     // The lag of each destination location once, however many of its buckets the rule names.
-    const lag = [...new Set(destinations.map((d) => d.location))].reduce((n, l) => n + (lags.get(l) ?? 0), 0);
+    const lag = [...new Set(destinations.map((d) => d.location))].reduce((n, l) => n + Math.max(0, lags.get(l) ?? 0), 0);
     const targets = destinations.map((d) => `${d.location}/${d.bucket}`).join(',');
     return { source, targets, replicated: sum('replicated'), pending: sum('pending'), failed: sum('failed'), lag, destinations };
   }

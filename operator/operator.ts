@@ -149,8 +149,9 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
       wake();
     };
     // Something not Ready for a reason outside Kubernetes (a bucket created, versioning enabled, an
-    // endpoint back): checked again after 1 s, then 2, 4... up to RECHECK_MAX_MS, not only at the resync.
-    let recheck = 0;
+    // endpoint back) is checked again soon, not only at the resync: after a tenth of the time it has
+    // been waiting (1 s at least, RECHECK_MAX_MS at most), however many other passes ran meanwhile.
+    let waitingSince: number | undefined;
     let recheckTimer: NodeJS.Timeout | undefined;
     const loop = (async () => {
       let backoff = 1_000;
@@ -166,8 +167,8 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
           passes.inc({ result: 'ok' });
           if (again) wanted = true;
           clearTimeout(recheckTimer);
-          recheck = [...reconciler.readiness.values()].some((r) => !r) ? Math.min(Math.max(recheck * 2, 1_000), RECHECK_MAX_MS) : 0;
-          if (recheck > 0) recheckTimer = setTimeout(nudge, recheck);
+          waitingSince = [...reconciler.readiness.values()].some((r) => !r) ? (waitingSince ?? Date.now()) : undefined;
+          if (waitingSince !== undefined) recheckTimer = setTimeout(nudge, Math.min(Math.max((Date.now() - waitingSince) / 10, 1_000), RECHECK_MAX_MS));
           logger.debug('reconcile pass done', { durationMs: Date.now() - started });
           backoff = 1_000;
         } catch (err) {

@@ -82,7 +82,7 @@ describe('Azure Blob Storage as a destination on Kubernetes (real Azurite, MinIO
     }, 90_000, 500);
     // Created on the account (nothing Kubernetes sees): checked again within seconds, not at the resync.
     await container.create();
-    await eventually(async () => assert.equal((await ready('replicationrules', 'to-blob'))?.status, 'True'), 15_000, 250);
+    await eventually(async () => assert.equal((await ready('replicationrules', 'to-blob'))?.status, 'True'), 30_000, 250);
   });
 
   it('a processor mounting only the account\'s Secret, objects written as blobs', async () => {

@@ -20,6 +20,9 @@ function secretValue(m: Pick<Manifests, 'secrets'>, secretName: string, key: str
   return undefined;
 }
 
+/** A key of the Secret among the manifests, else `$<SECRET>_<SUFFIX>` from the environment. */
+const fromSecretOrEnv = (m: Pick<Manifests, 'secrets'>, secretName: string, key: string, suffix: string, env: NodeJS.ProcessEnv): string | undefined => secretValue(m, secretName, key) ?? env[`${envPrefix(secretName)}${suffix}`];
+
 /**
  * A Location's credentials: from its Secret among the manifests, else from the environment
  * (`<SECRET>_ACCESS_KEY_ID`, `<SECRET>_SECRET_ACCESS_KEY`). Secret values are registered for redaction.
@@ -29,8 +32,8 @@ export function resolveCredentials(location: Location, m: Pick<Manifests, 'secre
   const idKey = ref.accessKeyIdKey ?? 'accessKeyId';
   const secretKey = ref.secretAccessKeyKey ?? 'secretAccessKey';
   const prefix = envPrefix(ref.name);
-  const accessKeyId = secretValue(m, ref.name, idKey) ?? env[`${prefix}ACCESS_KEY_ID`];
-  const secretAccessKey = secretValue(m, ref.name, secretKey) ?? env[`${prefix}SECRET_ACCESS_KEY`];
+  const accessKeyId = fromSecretOrEnv(m, ref.name, idKey, 'ACCESS_KEY_ID', env);
+  const secretAccessKey = fromSecretOrEnv(m, ref.name, secretKey, 'SECRET_ACCESS_KEY', env);
   registerSecret(secretAccessKey);
   const missing = [
     ...(accessKeyId === undefined ? [`"${idKey}" (or $${prefix}ACCESS_KEY_ID)`] : []),
@@ -74,12 +77,12 @@ export function resolveAzureCredentials(location: Location, m: Pick<Manifests, '
   const keyKey = ref.accountKeyKey ?? 'accountKey';
   const sasKey = ref.sasTokenKey ?? 'sasToken';
   const prefix = envPrefix(ref.name);
-  const accountKey = secretValue(m, ref.name, keyKey) ?? env[`${prefix}ACCOUNT_KEY`];
+  const accountKey = fromSecretOrEnv(m, ref.name, keyKey, 'ACCOUNT_KEY', env);
   if (accountKey !== undefined && accountKey !== '') {
     registerSecret(accountKey);
     return { accountKey };
   }
-  const sasToken = secretValue(m, ref.name, sasKey) ?? env[`${prefix}SAS_TOKEN`];
+  const sasToken = fromSecretOrEnv(m, ref.name, sasKey, 'SAS_TOKEN', env);
   if (sasToken !== undefined && sasToken !== '') {
     registerSecret(sasToken);
     return { sasToken };

@@ -80,10 +80,16 @@ const unchanged = (state: BlobState): BlobRequestConditions => (state.kind === '
 
 const hex = (md5: Uint8Array | undefined): string | undefined => (md5 !== undefined ? Buffer.from(md5).toString('hex') : undefined);
 
-/** What the blob is written with: content headers, metadata (with the replica marks) and index tags. */
-function blobHeaders(task: ReplicationTask, d: TaskDestination, opened: Parameters<typeof replicaHeaders>[2], tags: { Key: string; Value: string }[], sourceTime: number, path: string[]) {
+/** S3 tags as blob index tags; refused (before anything is written) where Azure cannot hold them. */
+function indexTags(tags: { Key: string; Value: string }[]): Record<string, string> {
   const problem = blobTagsProblem(tags);
   if (problem !== undefined) throw new Refused(problem);
+  return Object.fromEntries(tags.map((t) => [t.Key, t.Value]));
+}
+
+/** What the blob is written with: content headers, metadata (with the replica marks) and index tags. */
+function blobHeaders(task: ReplicationTask, d: TaskDestination, opened: Parameters<typeof replicaHeaders>[2], tags: { Key: string; Value: string }[], sourceTime: number, path: string[]) {
+  const indexed = indexTags(tags);
   const s3 = replicaHeaders(task, d, opened, [], sourceTime, path);
   const metadata = Object.fromEntries(Object.entries(s3.Metadata).map(([k, v]) => [blobMetadataName(k), v]));
   const http: BlobHTTPHeaders = {
@@ -93,7 +99,7 @@ function blobHeaders(task: ReplicationTask, d: TaskDestination, opened: Paramete
     ...(s3.ContentEncoding !== undefined ? { blobContentEncoding: s3.ContentEncoding } : {}),
     ...(s3.ContentLanguage !== undefined ? { blobContentLanguage: s3.ContentLanguage } : {}),
   };
-  return { http, metadata, tags: Object.fromEntries(tags.map((t) => [t.Key, t.Value])) };
+  return { http, metadata, tags: indexed };
 }
 
 /**
@@ -241,9 +247,7 @@ async function replicateTags(ctx: BlobCopyContext, task: ReplicationTask, d: Tas
   if (state.kind !== 'object' || state.replicaOf !== task.source.versionId) return replicateObject(ctx, task, d, blob);
   const tags = await sourceTags(ctx, task).catch(goneOrThrow);
   if (!Array.isArray(tags)) return tags;
-  const problem = blobTagsProblem(tags);
-  if (problem !== undefined) throw new Refused(problem);
-  await blob.setTags(Object.fromEntries(tags.map((t) => [t.Key, t.Value])), { conditions: { ifMatch: state.etag }, ...abortOf(ctx) });
+  await blob.setTags(indexTags(tags), { conditions: { ifMatch: state.etag }, ...abortOf(ctx) });
   return done();
 }
 

@@ -291,7 +291,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
 /** Parts of one multipart copy under way at once. */
 const PARTS_IN_FLIGHT = 2;
 /** The largest object one PUT takes (S3's limit): larger ones the copy cuts into byte ranges. */
-export const WHOLE_MAX_BYTES = 5 * 1024 ** 3;
+const WHOLE_MAX_BYTES = 5 * 1024 ** 3;
 /** The byte ranges of such a copy: 64 MiB, more where 10 000 parts would not hold the object. */
 export const rangeBytes = (size: number, least = 64 * 1024 ** 2): number => Math.max(least, Math.ceil(size / 10_000 / 1024 ** 2) * 1024 ** 2);
 

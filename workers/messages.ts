@@ -64,13 +64,13 @@ export function queueNames(prefix = 'backbeat'): QueueNames {
 
 /** The longest name, key, version id or ETag a message carries (S3 keys are at most 1024 bytes). */
 export const MAX_TEXT = 1024;
-const Str = Type.String({ minLength: 1, maxLength: MAX_TEXT });
+export const Str = Type.String({ minLength: 1, maxLength: MAX_TEXT });
 /** An S3 object key, possibly empty in some servers' listings. */
 const ObjectKeyText = Type.String({ maxLength: MAX_TEXT });
-const Time = Type.String({ format: 'date-time' });
-const Count = Type.Integer({ minimum: 0 });
+export const Time = Type.String({ format: 'date-time' });
+export const Count = Type.Integer({ minimum: 0 });
 
-const ChangeKindSchema = Type.Union([Type.Literal('object'), Type.Literal('deleteMarker'), Type.Literal('versionDelete'), Type.Literal('tags')]);
+export const ChangeKindSchema = Type.Union([Type.Literal('object'), Type.Literal('deleteMarker'), Type.Literal('versionDelete'), Type.Literal('tags')]);
 // The schema and journal/change.ts's documented type name the same kinds (a compile error otherwise).
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 export const KINDS_AGREE: Same<Static<typeof ChangeKindSchema>, ChangeKind> = true;
@@ -123,13 +123,14 @@ export const ReplicationTask = Type.Object({
 });
 export type ReplicationTask = Static<typeof ReplicationTask>;
 
-export type DestinationState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
+export const DestinationStateSchema = Type.Union([Type.Literal('PENDING'), Type.Literal('COMPLETED'), Type.Literal('FAILED'), Type.Literal('SKIPPED')]);
+export type DestinationState = Static<typeof DestinationStateSchema>;
 
 /** DELETED: removed from the transient source after verification; REFUSED: a check failed, nothing deleted. */
-const GcStateSchema = Type.Union([Type.Literal('DELETED'), Type.Literal('REFUSED')]);
+export const GcStateSchema = Type.Union([Type.Literal('DELETED'), Type.Literal('REFUSED')]);
 export type GcState = Static<typeof GcStateSchema>;
 
-const Reason = Type.String({ maxLength: 64 * 1024 });
+export const Reason = Type.String({ maxLength: 64 * 1024 });
 
 export const StatusEvent = Type.Union([
   Type.Object({

@@ -7,8 +7,10 @@ import { PassThrough } from 'node:stream';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
-import { encode, installationTopics, objectKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
+import { encode, installationTopics, objectKey, versionKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
 import { StatusProcessor } from '../../workers/status/status.ts';
+import { TOTALS_KEY } from '../../workers/status/store.ts';
+import { readToEnd } from '../../lib/queue/read-all.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import type { GcTask } from '../../workers/messages.ts';
 import { sharedKafka } from '../harness/env.ts';
@@ -176,13 +178,25 @@ describe('status store: partitioned, persistent, handed over with its partitions
     assert.equal(s.summary().COMPLETED, 200);
     await stop(s);
 
+    // Records no replica wrote, on the changelog: read back like any message, set aside, never folded.
+    const forged = os[7] ?? assert.fail();
+    const partition = await s.partitionOf(forged.location, forged.bucket, forged.key);
+    await producer.send(names.statusStore, [
+      { key: versionKey(forged), value: encode({ object: forged, state: 'PENDING', destinations: 'all of them' }), partition },
+      { key: TOTALS_KEY, value: encode({ figures: { x: { replicated: -1 } }, states: {} }), partition },
+    ]);
     writeFileSync(join(dir, `${names.statusGroup}-r.db`), 'not a database at all, a damaged disk');
     rmSync(join(dir, `${names.statusGroup}-r.db-wal`), { force: true });
     s = await replica('r');
     await eventually(() => assert.ok(s.ready()), 60_000, 100);
-    assert.ok(s.restoredRecords >= 200, `rebuilt from the changelog (${String(s.restoredRecords)} records)`);
+    assert.ok(s.restoredRecords >= 202, `rebuilt from the changelog (${String(s.restoredRecords)} records)`);
     assert.equal(s.summary().COMPLETED, 200);
     assert.equal(s.lookup('a', 'src', 'restart-7', 'v7')[0]?.state, 'COMPLETED');
+    const rejected: { topic: string; reason: string }[] = [];
+    await readToEnd(queue, names.rejected, (m) => rejected.push(JSON.parse(m.value?.toString() ?? '{}') as (typeof rejected)[number]));
+    assert.deepEqual(rejected.map((r) => r.topic), [names.statusStore, names.statusStore]);
+    assert.match(rejected[0]?.reason ?? '', /kind: Expected required property/);
+    assert.match(rejected[1]?.reason ?? '', /figures\/x\/source: Expected required property/);
   });
 
   it('sends a version superseded everywhere to the GC with the version that superseded it, whichever settles first', async () => {

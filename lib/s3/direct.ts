@@ -2,10 +2,11 @@ import { createHash, createHmac, createSecretKey, type Hash, type KeyObject } fr
 import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
-import type { ServerSideEncryption, GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
+import type { ServerSideEncryption, GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, ListObjectVersionsCommandInput, ListObjectVersionsCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { parseVersionListing } from './listing-xml.ts';
 
-// The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part) on a path-style endpoint, sent without
+// The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part, a page of versions) on a path-style endpoint, sent without
 // the SDK's middleware stack: signed by the SDK's own SigV4 signer, over the same keep-alive agents, with
 // answers and errors shaped as the SDK's (`$metadata`, `$response`, the error code as `name`). A profile
 // of small copies put the SDK's per-request work (schema serde, endpoint rules, retry and checksum
@@ -143,6 +144,8 @@ const metadataOf = (res: IncomingMessage) => {
 const PUT_FIELDS = new Set(['Bucket', 'Key', 'Body', 'ContentLength', 'Metadata', 'ContentType', 'CacheControl', 'ContentDisposition', 'ContentEncoding', 'ContentLanguage', 'Expires', 'StorageClass', 'Tagging']);
 const GET_FIELDS = new Set(['Bucket', 'Key', 'VersionId', 'PartNumber']);
 const PART_FIELDS = new Set(['Bucket', 'Key', 'UploadId', 'PartNumber', 'Body', 'ContentLength']);
+/** ListObjectVersions input fields, by their query parameter. */
+const LIST_QUERY = { Prefix: 'prefix', KeyMarker: 'key-marker', VersionIdMarker: 'version-id-marker', MaxKeys: 'max-keys' } as const;
 
 export class DirectS3 {
   private readonly endpoint: DirectEndpoint;
@@ -175,6 +178,22 @@ export class DirectS3 {
     const body = input.Body;
     const sized = body === undefined || typeof body === 'string' || body instanceof Uint8Array || (body instanceof Readable && input.ContentLength !== undefined);
     return sized && Object.entries(input).every(([k, v]) => v === undefined || PUT_FIELDS.has(k));
+  }
+
+  static takesList(input: ListObjectVersionsCommandInput): boolean {
+    return Object.entries(input).every(([k, v]) => v === undefined || k === 'Bucket' || k in LIST_QUERY);
+  }
+
+  async listVersions(input: ListObjectVersionsCommandInput): Promise<ListObjectVersionsCommandOutput> {
+    const query: Record<string, string> = { versions: '' };
+    for (const [field, name] of Object.entries(LIST_QUERY)) {
+      const value = input[field as keyof typeof LIST_QUERY];
+      if (value !== undefined) query[name] = String(value);
+    }
+    const res = await this.send('GET', { Bucket: input.Bucket }, {}, undefined, query);
+    const chunks: Buffer[] = [];
+    for await (const chunk of res) chunks.push(chunk as Buffer);
+    return { $metadata: metadataOf(res), ...parseVersionListing(Buffer.concat(chunks).toString('utf8')) };
   }
 
   async get(input: GetObjectCommandInput): Promise<GetObjectCommandOutput> {
@@ -224,14 +243,14 @@ export class DirectS3 {
   }
 
   /** One signed request; resolves with a 2xx answer (its body unread), rejects with the SDK-shaped error otherwise. */
-  private async send(method: string, input: { Bucket?: string | undefined; Key?: string | undefined; VersionId?: string | undefined; PartNumber?: number | undefined; UploadId?: string | undefined }, extra: Record<string, string>, body: Readable | Uint8Array | string | undefined): Promise<IncomingMessage> {
+  private async send(method: string, input: { Bucket?: string | undefined; Key?: string | undefined; VersionId?: string | undefined; PartNumber?: number | undefined; UploadId?: string | undefined }, extra: Record<string, string>, body: Readable | Uint8Array | string | undefined, query: Record<string, string> = {}): Promise<IncomingMessage> {
     const { url, agent } = this.endpoint;
-    const query: Record<string, string> = {};
     if (input.PartNumber !== undefined) query['partNumber'] = String(input.PartNumber);
     if (input.VersionId !== undefined) query['versionId'] = input.VersionId;
     if (input.UploadId !== undefined) query['uploadId'] = input.UploadId;
     const base = url.pathname.replace(/\/+$/, '');
-    const path = `${base}/${encode(input.Bucket ?? '')}/${encodeKey(input.Key ?? '')}`;
+    // A request of the bucket itself (a listing) has no key, nor a '/' after the bucket.
+    const path = `${base}/${encode(input.Bucket ?? '')}${input.Key !== undefined ? `/${encodeKey(input.Key)}` : ''}`;
     const signed = await this.signer.sign({
       method,
       protocol: url.protocol,
@@ -243,7 +262,7 @@ export class DirectS3 {
     });
     const search = Object.keys(query)
       .sort()
-      .map((k) => `${encode(k)}=${encode(query[k] ?? '')}`)
+      .map((k) => (query[k] === '' ? encode(k) : `${encode(k)}=${encode(query[k] ?? '')}`))
       .join('&');
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
       const send = url.protocol === 'https:' ? httpsRequest : httpRequest;

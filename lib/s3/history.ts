@@ -1,4 +1,5 @@
-import { ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { listVersions } from './objects.ts';
 
 // The versions and delete markers of one key, as a listing tells them: what orders a key's changes.
 
@@ -17,15 +18,13 @@ export async function* historyPages(client: S3Client, bucket: string, key: strin
   let keyMarker: string | undefined;
   let versionIdMarker: string | undefined;
   for (;;) {
-    const page = await client.send(
-      new ListObjectVersionsCommand({
-        Bucket: bucket,
-        Prefix: key,
-        MaxKeys: keyMarker === undefined ? firstPageSize : pageSize,
-        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-        ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
-      }),
-    );
+    const page = await listVersions(client, {
+      Bucket: bucket,
+      Prefix: key,
+      MaxKeys: keyMarker === undefined ? firstPageSize : pageSize,
+      ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+      ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
+    });
     const entry = (v: { VersionId?: string | undefined; LastModified?: Date | undefined; IsLatest?: boolean | undefined }, isDeleteMarker: boolean): VersionEntry => ({
       versionId: v.VersionId ?? 'null',
       isDeleteMarker,

@@ -1,5 +1,6 @@
 import { unquote } from '../../lib/s3/etag.ts';
-import { ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { listVersions } from '../../lib/s3/objects.ts';
 import type { ChangeRecord } from './change.ts';
 
 /**
@@ -12,15 +13,13 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
   let keyMarker: string | undefined;
   let versionIdMarker: string | undefined;
   do {
-    const page = await client.send(
-      new ListObjectVersionsCommand({
-        Bucket: bucket,
-        ...(prefix !== undefined ? { Prefix: prefix } : {}),
-        ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
-        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-        ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
-      }),
-    );
+    const page = await listVersions(client, {
+      Bucket: bucket,
+      ...(prefix !== undefined ? { Prefix: prefix } : {}),
+      ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
+      ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+      ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
+    });
     const records: ChangeRecord[] = [];
     // Reversed: the listing gives each key's versions newest first, and times can tie (same millisecond,
     // or AWS's whole seconds), where the stable sort below keeps this order.

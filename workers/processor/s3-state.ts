@@ -1,6 +1,6 @@
-import { ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { historyPages, keyHistory } from '../../lib/s3/history.ts';
-import { headObject } from '../../lib/s3/objects.ts';
+import { headObject, listVersions } from '../../lib/s3/objects.ts';
 import { deleteMarkerOf, isNotFound } from '../../lib/s3/errors.ts';
 import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 
@@ -49,7 +49,7 @@ export async function statesFromListing(client: S3Client, bucket: string, keys: 
   const first = sorted[0];
   if (first === undefined) return new Map();
   const marker = Array.from(first).slice(0, -1).join('');
-  const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, MaxKeys: 1000, ...(marker !== '' ? { KeyMarker: marker } : {}) }));
+  const page = await listVersions(client, { Bucket: bucket, MaxKeys: 1000, ...(marker !== '' ? { KeyMarker: marker } : {}) });
   // A key the next page continues may have more entries there: only keys before it are told whole.
   const end = page.IsTruncated === true ? page.NextKeyMarker : undefined;
   const listed = new Map<string, Current | 'object'>();

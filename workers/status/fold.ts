@@ -1,53 +1,58 @@
-import type { ChangeKind } from '../journal/change.ts';
-import type { DestinationState, GcState, ObjectRef, StatusEvent, TaskDestination } from '../messages.ts';
+import { Type, type Static } from '@sinclair/typebox';
+import { ChangeKindSchema, Count, DestinationStateSchema, GcStateSchema, ObjectRef, Reason, Str, TaskDestination, Time, type DestinationState, type StatusEvent } from '../messages.ts';
 
-export type ObjectState = 'PENDING' | 'COMPLETED' | 'FAILED' | 'SKIPPED';
+// A version's status as the status role folds it from its events, and as its store's changelog carries
+// it: a schema, so that a record read back from the changelog is checked like any other message.
 
-export interface DestinationStatus {
-  state: DestinationState;
-  reason?: string;
+export const ObjectStateSchema = Type.Union([Type.Literal('PENDING'), Type.Literal('COMPLETED'), Type.Literal('FAILED'), Type.Literal('SKIPPED')]);
+export type ObjectState = Static<typeof ObjectStateSchema>;
+
+const destinationStatus = {
+  state: DestinationStateSchema,
+  reason: Type.Optional(Reason),
   /** Copy attempts over the version's whole life, retries included. */
-  attempts: number;
-  firstFailureAt?: string;
-  lastFailureAt?: string;
-  bytes: number;
-  replicaEtag?: string;
+  attempts: Count,
+  firstFailureAt: Type.Optional(Time),
+  lastFailureAt: Type.Optional(Time),
+  bytes: Count,
+  replicaEtag: Type.Optional(Str),
   /** How the replica was checked when its ETag cannot be the source's (absent: the same ETag). */
-  verifiedBy?: 'md5' | 'size';
-  updatedAt: string;
-}
+  verifiedBy: Type.Optional(Type.Union([Type.Literal('md5'), Type.Literal('size')])),
+  updatedAt: Time,
+};
+export const DestinationStatus = Type.Object(destinationStatus);
+export type DestinationStatus = Static<typeof DestinationStatus>;
 
 /**
  * A change applied to a version after it COMPLETED (a tag change, a version delete) that failed for a
  * destination: the version stays COMPLETED, and this keeps the failure visible and retryable.
  */
-export interface FollowUp extends DestinationStatus {
-  kind: ChangeKind;
-  destination: string;
-}
+export const FollowUp = Type.Object({ ...destinationStatus, kind: ChangeKindSchema, destination: Str });
+export type FollowUp = Static<typeof FollowUp>;
 
-export interface ObjectStatus {
-  object: ObjectRef;
-  kind: ChangeKind;
-  eventTime: string;
-  size?: number;
-  state: ObjectState;
-  destinations: Record<string, DestinationStatus>;
+export const ObjectStatus = Type.Object({
+  object: ObjectRef,
+  kind: ChangeKindSchema,
+  eventTime: Time,
+  size: Type.Optional(Count),
+  state: ObjectStateSchema,
+  destinations: Type.Record(Type.String(), DestinationStatus),
   /** Failed (or retried) follow-up changes, keyed `<kind> <destination>`. */
-  followUps?: Record<string, FollowUp>;
+  followUps: Type.Optional(Type.Record(Type.String(), FollowUp)),
   /** Where each destination writes (bucket, key prefix): what the GC verifies. */
-  targets?: TaskDestination[];
+  targets: Type.Optional(Type.Array(TaskDestination)),
   /**
    * For a transient source: whether the source copy was deleted, or why not. A refusal is kept in the
    * failed set (`backbeat failed list`) with how many verdicts refused it and since when.
    */
-  gc?: { state: GcState; reason?: string; at: string; attempts?: number; firstAt?: string };
+  gc: Type.Optional(Type.Object({ state: GcStateSchema, reason: Type.Optional(Reason), at: Time, attempts: Type.Optional(Count), firstAt: Type.Optional(Time) })),
   /** Queued from a transient source (see the `queued` event): a candidate for the GC once COMPLETED. */
-  transient?: boolean;
+  transient: Type.Optional(Type.Boolean()),
   /** Destinations where the version was permanently deleted after the source deleted it (replicated version deletes). */
-  deletedFrom?: string[];
-  updatedAt: string;
-}
+  deletedFrom: Type.Optional(Type.Array(Str)),
+  updatedAt: Time,
+});
+export type ObjectStatus = Static<typeof ObjectStatus>;
 
 /**
  * When the version stopped existing anywhere this engine looks after: collected from the transient

@@ -4,11 +4,11 @@ import type { Metrics } from '../../lib/metrics.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { commitBatch } from '../../lib/queue/ordered.ts';
 import type { Batch, OutgoingRecord, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
-import { decode, encode, type Figures, objectKey, parseMessage, versionKey, type GcTask, type PlannedTask, queueTasks, StatusEvent, queueNames, type QueueNames } from '../messages.ts';
-import { reject } from '../rejects.ts';
+import { encode, type Figures, objectKey, parseMessage, versionKey, type GcTask, type PlannedTask, queueTasks, StatusEvent, queueNames, type QueueNames } from '../messages.ts';
+import { reject, type Rejecter } from '../rejects.ts';
 import type { PeerKey } from './peers.ts';
-import { fold, type ObjectState, type ObjectStatus } from './fold.ts';
-import { type FailedCursor, type FailedEntry, type FailedQuery, type PartitionTotals, recount, StatusStore, TOTALS_KEY } from './store.ts';
+import { fold, ObjectStatus, type ObjectState } from './fold.ts';
+import { type FailedCursor, type FailedEntry, type FailedQuery, PartitionTotals, recount, StatusStore, TOTALS_KEY } from './store.ts';
 
 export type { FailedEntry } from './store.ts';
 
@@ -92,6 +92,11 @@ export class StatusProcessor {
 
   private get log(): Logger {
     return this.options.logger;
+  }
+
+  /** Where a record that fails its check is set aside (see rejects.ts). */
+  private rejecter(): Rejecter {
+    return { names: this.names, logger: this.log, metrics: this.options.metrics, send: async (topic, records) => (await this.out()).send(topic, records) };
   }
 
   private async out(): Promise<QueueProducer> {
@@ -197,13 +202,19 @@ export class StatusProcessor {
     for (const partition of from.keys()) this.progress.set(partition, { partition, read: 0, total: 0 });
     let logged = Date.now();
     let held = 0;
+    const refused: { message: QueueMessage; reason: string }[] = [];
     const ends = await this.options.queue.replay(this.names.statusStore, from, (m: QueueMessage) => {
       let p = pending.get(m.partition);
       if (p === undefined) pending.set(m.partition, (p = { changes: new Map() }));
-      if (m.key === TOTALS_KEY) {
-        if (m.value !== null) p.totals = decode(m.value) as PartitionTotals;
-      } else if (m.key !== null) {
-        p.changes.set(m.key, m.value === null ? null : (decode(m.value) as ObjectStatus));
+      try {
+        // Written by the replicas only, yet read as any record is: a forged one is set aside, not folded.
+        if (m.key === TOTALS_KEY) {
+          if (m.value !== null) p.totals = parseMessage(PartitionTotals, m.value);
+        } else if (m.key !== null) {
+          p.changes.set(m.key, m.value === null ? null : parseMessage(ObjectStatus, m.value));
+        }
+      } catch (err) {
+        refused.push({ message: m, reason: (err as Error).message });
       }
       p.next = (BigInt(m.offset) + 1n).toString();
       const progress = this.progress.get(m.partition);
@@ -224,6 +235,7 @@ export class StatusProcessor {
       }
     });
     for (const partition of pending.keys()) flush(partition);
+    for (const { message, reason } of refused) await reject(this.rejecter(), message, reason);
     for (const [partition, end] of ends) {
       if (store.position(partition)?.next !== end) store.apply(partition, [], { next: end });
     }
@@ -292,7 +304,7 @@ export class StatusProcessor {
         vk = versionKey(event.object);
       } catch (err) {
         // Not ours to fix by retrying: set aside, so the partition goes on.
-        await reject({ names: this.names, logger: this.log, metrics: this.options.metrics, send: async (topic, records) => (await this.out()).send(topic, records) }, message, (err as Error).message);
+        await reject(this.rejecter(), message, (err as Error).message);
         continue;
       }
       const t = touched.get(vk);

@@ -2,8 +2,9 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { Logger } from '../../lib/log/logger.ts';
-import { figuresKey, objectKey, type Figures, versionKey } from '../messages.ts';
-import { type DestinationStatus, goneAt, type ObjectState, type ObjectStatus } from './fold.ts';
+import { Type, type Static } from '@sinclair/typebox';
+import { Count, Figures, figuresKey, objectKey, versionKey } from '../messages.ts';
+import { type DestinationStatus, goneAt, type ObjectState, ObjectStateSchema, type ObjectStatus } from './fold.ts';
 
 // The status processor's state, on local disk in SQLite (Node's built-in node:sqlite: no native build,
 // memory flat in the number of versions, one transaction per folded batch). Rows belong to a partition of
@@ -38,10 +39,11 @@ type Counts = Omit<Figures, 'at'>;
  * (collected by the GC) stay counted as what they last were; so the totals travel in the changelog with
  * the rows, rather than being recounted from rows that are no longer there.
  */
-export interface PartitionTotals {
-  figures: Record<string, Counts>;
-  states: Record<ObjectState, number>;
-}
+export const PartitionTotals = Type.Object({
+  figures: Type.Record(Type.String(), Type.Omit(Figures, ['at'])),
+  states: Type.Record(ObjectStateSchema, Count),
+});
+export type PartitionTotals = Static<typeof PartitionTotals>;
 
 const SCHEMA = 6;
 /** The changelog key of a partition's totals: no version key starts with a NUL. */

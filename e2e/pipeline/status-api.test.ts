@@ -73,7 +73,7 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
       advertiseUrl: url,
       peerKey,
       destinations: ['b/x', 'c/y'],
-      rules: ['r'],
+      rules: new Map([['r', { source: 'a/src', destinations: ['b/x', 'c/y'] }]]),
       controls: { set: () => Promise.resolve(), states: () => [] },
       backfill: () => undefined,
       ready: () => status.ready(),
@@ -214,6 +214,10 @@ describe('status API over several replicas (real Kafka, real HTTP, the backbeat 
 
     const summary = (await (await fetch(`${third.url}/v1/summary`, { headers: auth })).json()) as Record<string, number>;
     assert.deepEqual(summary, { PENDING: 0, COMPLETED: 30, FAILED: 30, SKIPPED: 0 });
+    // A rule's figures, summed over the three replicas whichever is asked.
+    const figures = await (await fetch(`${second.url}/v1/rules/r`, { headers: auth })).json();
+    assert.deepEqual(figures, { rule: 'r', source: 'a/src', destinations: [{ destination: 'b/x', replicated: 60, pending: 0, failed: 0 }, { destination: 'c/y', replicated: 30, pending: 0, failed: 30 }] });
+    assert.equal((await fetch(`${second.url}/v1/rules/nope`, { headers: auth })).status, 404);
     assert.match(await backbeat('failed', 'retry', '--all', '--server', third.url), /re-queued 30 failed destinations/);
     await eventually(() => assert.equal(all.reduce((n, s) => n + s.summary().PENDING, 0), 30), 60_000, 200);
 

@@ -239,7 +239,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
     },
     ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled) && (threads?.settled ?? true) && populator.consuming && (gc?.consuming ?? true),
     readiness: () => ({ restoring: status.restores() }),
-    rules: [...manifests.rules.keys()].sort(),
+    rules: new Map([...manifests.rules].map(([name, r]) => [name, { source: `${r.spec.source.location}/${r.spec.source.bucket}`, destinations: r.spec.destinations.map((d) => `${d.location}/${d.bucket}`) }])),
     backfill(name) {
       const rule = manifests.rules.get(name);
       return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, { backfill: new Set([name]), ...pageSizeOf(manifests.locations.get(rule.spec.source.location)) });

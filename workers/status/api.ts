@@ -16,6 +16,11 @@ export interface DestinationControls {
 }
 
 /** What every worker process serves: metrics and probes. */
+export interface RuleTargets {
+  source: string;
+  destinations: string[];
+}
+
 export interface HealthContext {
   /** Prometheus exposition of the process's metrics, refreshed at each scrape. */
   metrics(): Promise<{ contentType: string; body: string }>;
@@ -32,7 +37,8 @@ export interface ApiContext extends HealthContext {
   controls: DestinationControls;
   /** Queues the existing objects of a rule; undefined when no such rule exists. */
   backfill(rule: string): Promise<number> | undefined;
-  rules: string[];
+  /** Each rule of the configuration by name: its source (`location/bucket`) and destination ids. */
+  rules: Map<string, RuleTargets>;
   /** This replica's own URL as announced to the others (so that it never forwards to itself). */
   advertiseUrl?: string;
   /** Who may call: every /v1 request is checked; probes and metrics stay open. */
@@ -218,6 +224,28 @@ async function summary(ctx: ApiContext, req: IncomingMessage): Promise<Answer> {
   return { code: 200, body: total };
 }
 
+const unknownRule = (ctx: ApiContext, rule: string): Answer => ({ code: 404, body: { error: `unknown rule "${rule}" (known: ${[...ctx.rules.keys()].sort().join(', ') || 'none'})` } });
+
+/** GET /v1/rules/<rule>: the rule's versions replicated, pending and failed per destination, over every replica's partitions. */
+async function ruleFigures(ctx: ApiContext, req: IncomingMessage, rule: string, path: string): Promise<Answer> {
+  const targets = ctx.rules.get(rule);
+  if (targets === undefined) return unknownRule(ctx, rule);
+  const counts = new Map(targets.destinations.map((destination) => [destination, { destination, replicated: 0, pending: 0, failed: 0 }]));
+  const add = (figures: Iterable<{ source: string; destination: string; replicated: number; pending: number; failed: number }>): void => {
+    for (const f of figures) {
+      const c = f.source === targets.source ? counts.get(f.destination) : undefined;
+      if (c === undefined) continue;
+      c.replicated += f.replicated;
+      c.pending += f.pending;
+      c.failed += f.failed;
+    }
+  };
+  add(ctx.status.figures().values());
+  if (req.headers[FORWARDED] === undefined) for (const answer of (await fanOut(ctx, req, path)) as { destinations: Counts[] }[]) add(answer.destinations.map((d) => ({ ...d, source: targets.source })));
+  return { code: 200, body: { rule, source: targets.source, destinations: [...counts.values()] } };
+}
+type Counts = { destination: string; replicated: number; pending: number; failed: number };
+
 /** GET /v1/objects/<location>/<bucket>/<key>[?versionId=V], answered by the replica that owns the key. */
 function objectStatus(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> | Answer {
   // Segments are percent-encoded by the client, so keys with '/', '%', '+' or spaces arrive intact.
@@ -241,6 +269,7 @@ function objectStatus(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<
  *   GET  /v1/destinations                                     → pause state of each destination location
  *   POST /v1/destinations/<location>/pause  { until? }  and  /resume
  *   POST /v1/rules/<rule>/backfill                            → { queued: n } object versions
+ *   GET  /v1/rules/<rule>                                     → { source, destinations: [{ destination, replicated, pending, failed }] }
  *   GET  /v1/summary                                          → object versions per state
  *   GET  /metrics                                             → Prometheus metrics
  *   GET  /healthz                                             → 200 while the process serves
@@ -301,7 +330,7 @@ async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<A
       const rule = decodeURIComponent(backfill[1] ?? '');
       await allow({ verb: 'create', resource: 'replicationrules', subresource: 'backfill', name: rule });
       const queued = ctx.backfill(rule);
-      if (queued === undefined) return { code: 404, body: { error: `unknown rule "${rule}" (known: ${ctx.rules.join(', ') || 'none'})` } };
+      if (queued === undefined) return unknownRule(ctx, rule);
       return { code: 200, body: { rule, queued: await queued } };
     }
     if (url.pathname === '/v1/failed/retry') {
@@ -318,6 +347,8 @@ async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<A
   if (url.pathname === '/v1/failed') return failedPage(ctx, req, url);
   if (url.pathname === '/v1/summary') return summary(ctx, req);
   if (url.pathname.startsWith('/v1/objects/')) return objectStatus(ctx, req, url);
+  const rule = /^\/v1\/rules\/([^/]+)$/.exec(url.pathname);
+  if (rule !== null) return ruleFigures(ctx, req, decodeURIComponent(rule[1] ?? ''), url.pathname);
   return { code: 404, body: { error: `no such endpoint: ${url.pathname}` } };
 }
 

@@ -263,7 +263,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
               return { location, paused, ...(paused && p?.until !== undefined ? { until: p.until } : {}) };
             }),
         },
-        rules: [...rules.keys()].sort(),
+        rules: new Map([...rules].map(([name, c]) => [name, { source: `${c.SourceLocation}/${c.SourceBucket}`, destinations: c.Rules.find((r) => r.ID === name)?.Destinations.map((d) => d.Id) ?? [] }])),
         backfill(name) {
           const c = rules.get(name);
           return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, { backfill: new Set([name]), ...pageSizeOf(ctx.config.locations.get(c.SourceLocation)) });

@@ -1,4 +1,5 @@
 import { readSecretFile } from '../lib/config/secret-file.ts';
+import { apiExit, Unreachable } from './exit.ts';
 
 /** Where the status API is, and the credentials sent to it. */
 export interface ApiServer {
@@ -39,7 +40,7 @@ export async function callApi(server: ApiServer, path: string, init?: { method: 
   try {
     res = await fetch(`${server.url.replace(/\/$/, '')}${path}`, { method: init?.method ?? 'GET', headers, ...(init !== undefined ? { body: JSON.stringify(init.body) } : {}) });
   } catch (err) {
-    throw new Error(`cannot reach the status API at ${server.url} (is \`backbeat run\` running?): ${(err as Error).message}`, { cause: err });
+    throw new Unreachable(`cannot reach the status API at ${server.url} (is \`backbeat run\` running, or a port-forward to the status Service?): ${(err as Error).message}`, { cause: err });
   }
   const text = await res.text();
   try {
@@ -54,4 +55,18 @@ export async function callApi(server: ApiServer, path: string, init?: { method: 
 export function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+/** An answer that is not a success: its error on stderr, and the exit code it calls for. */
+export function refused(answer: { status: number; body: unknown }): number {
+  const error = (answer.body as { error?: unknown }).error;
+  process.stderr.write(`backbeat: ${typeof error === 'string' ? error : `the status API answered HTTP ${String(answer.status)}`}\n`);
+  return apiExit(answer.status);
+}
+
+/** How a verb prints what it got: a table or lines for people, or the API's JSON for scripts (-o json). */
+export type Output = 'text' | 'json';
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }

@@ -1,20 +1,16 @@
 import type { FailedEntry } from '../workers/status/status.ts';
-import { type ApiServer, callApi, table } from './api.ts';
+import { type ApiServer, callApi, type Output, printJson, refused, table } from './api.ts';
 
 /** `backbeat failed list`: one row per failed destination of an object version, a page at a time. */
-export async function listFailed(server: ApiServer, page: { destination?: string; limit?: string; cursor?: string }, json: boolean): Promise<number> {
+export async function listFailed(server: ApiServer, page: { destination?: string; limit?: string; cursor?: string }, output: Output): Promise<number> {
   const query = new URLSearchParams(Object.entries(page)).toString();
   const answer = await callApi(server, `/v1/failed${query === '' ? '' : `?${query}`}`);
-  const { status } = answer;
-  const body = answer.body as { failed?: FailedEntry[]; next?: string; error?: string };
-  if (status !== 200 || body.failed === undefined) {
-    process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${status}`}\n`);
-    return 2;
-  }
+  const body = answer.body as { failed?: FailedEntry[]; next?: string };
+  if (answer.status !== 200 || body.failed === undefined) return refused(answer);
   const more = body.next === undefined ? '' : `more: backbeat failed list --cursor ${body.next}${page.limit !== undefined ? ` --limit ${page.limit}` : ''}${page.destination !== undefined ? ` --destination ${page.destination}` : ''}`;
-  if (json) {
+  if (output === 'json') {
     // stdout stays a JSON array for scripts; where the next page starts goes to stderr.
-    process.stdout.write(`${JSON.stringify(body.failed, null, 2)}\n`);
+    printJson(body.failed);
     if (more !== '') process.stderr.write(`${more}\n`);
     return 0;
   }
@@ -31,14 +27,11 @@ export async function listFailed(server: ApiServer, page: { destination?: string
 export type RetrySelector = { all: true } | { destination: string } | { object: string; versionId?: string };
 
 /** `backbeat failed retry`: re-queues the selected failed entries. */
-export async function retryFailed(server: ApiServer, selector: RetrySelector): Promise<number> {
+export async function retryFailed(server: ApiServer, selector: RetrySelector, output: Output): Promise<number> {
   const answer = await callApi(server, '/v1/failed/retry', { method: 'POST', body: selector });
-  const { status } = answer;
-  const body = answer.body as { retried?: number; error?: string };
-  if (status !== 200 || body.retried === undefined) {
-    process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${status}`}\n`);
-    return 2;
-  }
-  process.stdout.write(`re-queued ${body.retried} failed destination${body.retried === 1 ? '' : 's'}\n`);
+  const body = answer.body as { retried?: number };
+  if (answer.status !== 200 || body.retried === undefined) return refused(answer);
+  if (output === 'json') printJson(body);
+  else process.stdout.write(`re-queued ${body.retried} failed destination${body.retried === 1 ? '' : 's'}\n`);
   return 0;
 }

@@ -1,263 +1,323 @@
 #!/usr/bin/env node
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { loadManifests } from '../lib/config/manifests.ts';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, formatProblem } from '../lib/config/validate.ts';
-import { createLogger } from '../lib/log/logger.ts';
 import { redactString } from '../lib/log/redact.ts';
-import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
-import { apiServer, callApi } from './api.ts';
+import { apiServer, type Output } from './api.ts';
+import { backfill } from './backfill.ts';
+import { EXIT, Unreachable, UsageError } from './exit.ts';
 import { listFailed, retryFailed } from './failed.ts';
-import { setPause, untilTime } from './pause.ts';
-import { controlAuth, hostPort, KAFKA_OPTIONS, kafkaSecurityOf, operator, SERVE_OPTIONS, untilSignal, UsageError, worker } from './serve.ts';
+import { durationMs, setPause, untilTime } from './pause.ts';
+import { operator, runLocal, type Values, worker } from './serve.ts';
 import { printStatus } from './status.ts';
 
-const USAGE = `backbeat — asynchronous S3 replication
+// The `backbeat` command: every verb, its options and help, on commander. The verbs' work is in the
+// modules beside this one; here, only what the user types and what the process exits with.
 
-Usage:
-  backbeat run -f <file|dir>... [--brokers host:port,...] [--state-dir DIR] [--listen HOST:PORT] [--webhook-listen HOST:PORT] [--concurrency N] [--processor-threads N] [--prefix NAME] [--gc-delay SECONDS]
-      Runs every role in one process from Location, ReplicationRule and Secret manifests. Without
-      --brokers the queue is embedded and kept in --state-dir (default ./.backbeat). The status API
-      listens on --listen (default 127.0.0.1:8900). --prefix names the topics and consumer groups
-      (default backbeat), to keep installations sharing a Kafka cluster apart. --gc-delay waits that
-      long before deleting the source copy of an object of a transient Location (default 0).
-      --processor-threads N runs the copies on N worker threads, to use more cores (needs --brokers).
-      Listening anywhere but loopback needs --api-token-file FILE: the API then asks for that token.
-      A source Location with spec.journal.webhook gets its S3 event notifications on --webhook-listen
-      (default 127.0.0.1:8901) at POST /v1/journal/<location>, with the token of its Secret.
-  backbeat validate -f <file|dir>...
-      Checks manifests and prints the per-bucket replication configs they compile to.
-  backbeat status <location>/<bucket>/<key> [--version-id V] [--server URL] [--json]
-      Replication status of an object, per destination.
-  backbeat failed list [--destination D] [--limit N] [--cursor C] [--json] [--server URL]
-      Object versions whose replication failed, per destination: reason, attempts, first and last failure.
-      Oldest failure first, N a page (default 100); the last line gives the --cursor of the next page.
-  backbeat failed retry (<location>/<bucket>/<key> [--version-id V] | --destination D | --all) [--server URL]
-      Sends failed entries back through the pipeline. D is a destination (location/bucket) or a location.
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-  backbeat pause <location> [--until <time|duration>] [--server URL]
-      Stops replicating to a destination location; changes keep queueing. --until schedules the resume
-      (an ISO 8601 time, or a duration such as 30m or 2h).
-  backbeat resume <location> [--server URL]
-      Resumes it: what was written meanwhile replicates.
+/** The environment variable of a flag: --state-dir → BACKBEAT_STATE_DIR. */
+const envOf = (flag: string): string => `BACKBEAT_${flag.toUpperCase().replace(/-/g, '_')}`;
 
-  backbeat backfill <rule> [--server URL]
-      Replicates the objects that were in the rule's source bucket before it (or that it missed).
+/** An option that may also come from the environment (BACKBEAT_<FLAG> unless `env` names another); the flag wins. */
+function setting(flags: string, description: string, env?: string): Option {
+  const option = new Option(flags, description);
+  return option.env(env ?? envOf(option.attributeName().replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)));
+}
 
-  backbeat worker --role populator|scanner|processor|status|gc|webhook [--location L] [--config DIR] [--credentials DIR] --brokers B [--listen HOST:PORT]
-                 [--state-dir DIR] [--advertise-url URL] [--peer-key-file FILE]
-      One worker role, as the operator's Deployments run it, from the config the operator publishes. The
-      status role keeps its partitions' state in --state-dir, and other replicas reach it at --advertise-url;
-      with --peer-key-file (a key only the status replicas hold), they trust only owner records signed
-      with it, and forward requests with a signed assertion instead of the caller's token.
-  backbeat operator --namespace NS --image IMAGE --brokers B [--name NAME] [--owner DEPLOYMENT] [--kubeconfig FILE]
-      The Kubernetes operator. Every flag of worker and operator can be set as $BACKBEAT_<FLAG> instead.
+const KAFKA_SECURITY = (): Option[] => [
+  setting('--kafka-tls <bool>', 'reach Kafka over TLS: true or false').choices(['true', 'false']),
+  setting('--kafka-ca-file <pem>', 'CA bundle that signed the brokers\' certificates (default: the system CAs)'),
+  setting('--kafka-sasl-mechanism <name>', 'SASL: plain (TLS only), scram-sha-256 or scram-sha-512').choices(['plain', 'scram-sha-256', 'scram-sha-512']),
+  setting('--kafka-sasl-username <name>', 'SASL user'),
+  setting('--kafka-sasl-password-file <file>', 'file holding the SASL password'),
+];
 
-  status, failed, pause, resume and backfill ask the status API at --server (default http://127.0.0.1:8900),
-  sending the token of --token-file FILE ($BACKBEAT_TOKEN_FILE), else the token of --kubeconfig's user.
-  run, worker and operator reach Kafka over TLS with --kafka-tls true [--kafka-ca-file PEM], and with SASL
-  through --kafka-sasl-mechanism plain|scram-sha-256|scram-sha-512 --kafka-sasl-username U
-  --kafka-sasl-password-file FILE.
-`;
+const BROKERS = (): Option => setting('--brokers <host:port,...>', 'Kafka brokers', 'BACKBEAT_KAFKA_BROKERS');
 
+/** The Kafka cluster and the topics of an installation on Kubernetes (worker and operator alike). */
+const TOPICS = (): Option[] => [
+  BROKERS(),
+  setting('--prefix <name>', 'topic and consumer group prefix').default('backbeat'),
+  setting('--partitions <n>', 'partitions of the topics created').default('8'),
+  setting('--replication-factor <n>', 'replicas of the topics created (default: min(3, brokers))'),
+];
 
-/** How the commands that ask the status API find it and authenticate. */
-const API_OPTIONS = { server: { type: 'string' }, 'token-file': { type: 'string' }, kubeconfig: { type: 'string' } } as const;
+/** How the verbs that ask the status API find it, authenticate, and print. */
+const API = (): Option[] => [
+  setting('--server <url>', 'the status API', 'BACKBEAT_SERVER').default('http://127.0.0.1:8900'),
+  setting('--token-file <file>', 'bearer token to send (e.g. from kubectl create token)', 'BACKBEAT_TOKEN_FILE'),
+  setting('--kubeconfig <file>', 'else, the token of this kubeconfig\'s current user', 'KUBECONFIG'),
+  new Option('-o, --output <format>', 'text for people, json for scripts').choices(['text', 'json']).default('text'),
+];
 
-function options(args: string[], spec: ParseArgsConfig['options']): ReturnType<typeof parseArgs> {
-  try {
-    return parseArgs({ args, options: spec ?? {}, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
+/** commander's camelCase option names back to the flags' own (what serve.ts and the hints use). */
+function flags(opts: Record<string, unknown>): Values {
+  return Object.fromEntries(Object.entries(opts).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), v as Values[string]]));
+}
+
+/** commander's Command, with a list of options added at once; its subcommands are Verbs too. */
+class Verb extends Command {
+  addOptions(options: Option[]): this {
+    for (const o of options) this.addOption(o);
+    return this;
+  }
+  override createCommand(name?: string): Verb {
+    return new Verb(name);
   }
 }
 
-function files(value: unknown): string[] {
-  const list = Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
-  if (list.length === 0) throw new UsageError('give the manifests with -f <file|dir>');
-  return list;
+/** The command that ran, and what it answered: the process's exit code. */
+let current: Command | undefined;
+let result: number = EXIT.ok;
+
+/** An action whose answer is the exit code. commander passes the command itself last. */
+function act<A extends unknown[]>(verb: (...args: A) => Promise<number> | number): (...args: [...A, Command]) => Promise<void> {
+  return async (...args) => {
+    current = args.at(-1) as Command;
+    result = await verb(...(args.slice(0, -1) as A));
+  };
 }
 
-async function run(args: string[]): Promise<number> {
-  const { values } = options(args, {
-    file: { type: 'string', short: 'f', multiple: true },
-    brokers: { type: 'string' },
-    'state-dir': { type: 'string' },
-    listen: { type: 'string' },
-    'webhook-listen': { type: 'string' },
-    concurrency: { type: 'string' },
-    'processor-threads': { type: 'string' },
-    prefix: { type: 'string' },
-    'gc-delay': { type: 'string' },
-    'api-token-file': { type: 'string' },
-    ...KAFKA_OPTIONS,
-  });
-  const gcDelay = values['gc-delay'] === undefined ? undefined : Number(values['gc-delay']);
-  if (gcDelay !== undefined && (!Number.isFinite(gcDelay) || gcDelay < 0)) throw new UsageError('--gc-delay must be a number of seconds, 0 or more');
-  const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
-  if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new UsageError('--concurrency must be a positive integer');
-  const threads = values['processor-threads'] === undefined ? undefined : Number(values['processor-threads']);
-  if (threads !== undefined && (!Number.isInteger(threads) || threads < 0 || threads > 64)) throw new UsageError('--processor-threads must be an integer from 0 to 64');
-  if ((threads ?? 0) > 0 && typeof values.brokers !== 'string') throw new UsageError('--processor-threads needs --brokers: the embedded queue lives in the main thread');
-  const listen = hostPort(typeof values.listen === 'string' ? values.listen : '127.0.0.1:8900');
-  const webhook = hostPort(typeof values['webhook-listen'] === 'string' ? values['webhook-listen'] : '127.0.0.1:8901', '--webhook-listen');
-  const kafkaSecurity = kafkaSecurityOf(values);
-  if (Object.keys(kafkaSecurity).length > 0 && typeof values.brokers !== 'string') throw new UsageError('--kafka-* settings are for Kafka: give --brokers too (without, the queue is embedded)');
-  const { startLocal } = await import('../workers/local/local.ts');
-  const logger = createLogger({ component: 'backbeat' });
-  const local = await startLocal({
-    files: files(values.file),
-    logger,
-    ...(typeof values.brokers === 'string' ? { brokers: values.brokers.split(',').filter((b) => b !== '') } : {}),
-    kafkaSecurity,
-    stateDir: typeof values['state-dir'] === 'string' ? values['state-dir'] : '.backbeat',
-    listenHost: listen.host,
-    listenPort: listen.port,
-    webhookHost: webhook.host,
-    webhookPort: webhook.port,
-    apiAuth: await controlAuth(values, listen.host),
-    ...(concurrency !== undefined ? { concurrency } : {}),
-    ...(threads !== undefined ? { processorThreads: threads } : {}),
-    ...(typeof values.prefix === 'string' ? { prefix: values.prefix } : {}),
-    ...(gcDelay !== undefined ? { gcDelayMs: gcDelay * 1000 } : {}),
-  });
-  return untilSignal(logger, () => local.stop());
-}
+/** `failed list ` for that command: what its help is under. */
+const pathOf = (c: Command): string => (c.parent === null ? '' : `${pathOf(c.parent)}${c.name()} `);
 
-function validate(args: string[]): number {
-  const { values } = options(args, { file: { type: 'string', short: 'f', multiple: true } });
-  const manifests = loadManifests(files(values.file));
-  const configs = [...compileBucketConfigs(manifests).values()];
-  process.stdout.write(`${JSON.stringify(configs, null, 2)}\n`);
-  process.stderr.write(`valid: ${manifests.locations.size} locations, ${manifests.rules.size} rules, ${configs.length} source buckets\n`);
-  return 0;
-}
+/** An API verb's common options. */
+const apiOf = async (values: Values): Promise<{ server: Awaited<ReturnType<typeof apiServer>>; output: Output }> => ({ server: await apiServer(values), output: values['output'] === 'json' ? 'json' : 'text' });
 
-async function status(args: string[]): Promise<number> {
-  const { values, positionals } = options(args, {
-    'version-id': { type: 'string' },
-    ...API_OPTIONS,
-    json: { type: 'boolean' },
-  });
-  const target = positionals[0];
-  const m = target === undefined ? null : /^([^/]+)\/([^/]+)\/(.+)$/s.exec(target);
-  if (m === null || positionals.length !== 1) throw new UsageError('give one object as <location>/<bucket>/<key>');
-  return printStatus({
-    location: m[1] ?? '',
-    bucket: m[2] ?? '',
-    key: m[3] ?? '',
-    ...(typeof values['version-id'] === 'string' ? { versionId: values['version-id'] } : {}),
-    server: await apiServer(values),
-    json: values.json === true,
-  });
-}
+function program(): Verb {
+  const root = new Verb('backbeat')
+    .description('Asynchronous S3 replication: every object written to a source bucket copied to every destination, with its metadata and tags.')
+    .version(VERSION, '-v, --version')
+    .showSuggestionAfterError()
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 done, 1 failed (refused, a server error, versions left failed), 2 bad input (nothing changed),
+3 not found (no such object status or rule), 4 the status API could not be reached.
+Run \`backbeat <command> --help\` for a command's options.`,
+    );
 
-async function failed(args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  const { values, positionals } = options(rest, {
-    destination: { type: 'string' },
-    'version-id': { type: 'string' },
-    all: { type: 'boolean' },
-    json: { type: 'boolean' },
-    ...API_OPTIONS,
-    limit: { type: 'string' },
-    cursor: { type: 'string' },
-  });
-  const server = await apiServer(values);
-  const destination = typeof values.destination === 'string' ? values.destination : undefined;
-  if (sub === 'list') {
-    if (positionals.length > 0) throw new UsageError('failed list takes no object; use --destination to narrow it');
-    const limit = typeof values.limit === 'string' ? values.limit : undefined;
-    if (limit !== undefined && !/^[1-9]\d*$/.test(limit)) throw new UsageError(`--limit must be a positive whole number, got "${limit}"`);
-    return listFailed(server, { ...(destination !== undefined ? { destination } : {}), ...(limit !== undefined ? { limit } : {}), ...(typeof values.cursor === 'string' ? { cursor: values.cursor } : {}) }, values.json === true);
+  root
+    .command('run')
+    .summary('every role in one process, from manifests (local mode)')
+    .description(
+      'Runs every role in one process from Location, ReplicationRule and Secret manifests, and wires the source buckets\' notifications as the operator does. Without --brokers the queue is embedded and kept in --state-dir. Listening anywhere but loopback needs --api-token-file. A source Location with spec.journal.webhook gets its S3 event notifications on --webhook-listen at POST /v1/journal/<location>, with the token of its Secret.',
+    )
+    .addOption(new Option('-f, --file <path...>', 'Location, ReplicationRule and Secret manifests: files or folders').makeOptionMandatory())
+    .addOption(BROKERS())
+    .addOption(setting('--state-dir <dir>', 'where the embedded queue and the status store are kept').default('.backbeat'))
+    .addOption(setting('--listen <host:port>', 'the status API').default('127.0.0.1:8900'))
+    .addOption(setting('--webhook-listen <host:port>', 'the receiver of webhook journals').default('127.0.0.1:8901'))
+    .addOption(setting('--concurrency <n>', 'copies in flight per destination').default('16'))
+    .addOption(setting('--processor-threads <n>', 'run the copies on N worker threads, to use more cores (needs --brokers)'))
+    .addOption(setting('--prefix <name>', 'names the topics and consumer groups, to keep installations sharing a Kafka cluster apart').default('backbeat'))
+    .addOption(setting('--gc-delay <seconds>', 'wait that long before deleting the source copy of a transient Location\'s object').default('0'))
+    .addOption(setting('--api-token-file <file>', 'the status API asks for this token (16 characters or more)'))
+    .addOptions(KAFKA_SECURITY())
+    .action(act((opts: Record<string, unknown>) => runLocal(flags(opts))));
+
+  root
+    .command('validate')
+    .summary('check manifests, print the replication configs they compile to')
+    .addOption(new Option('-f, --file <path...>', 'manifests: files or folders').makeOptionMandatory())
+    .action(
+      act(async (opts: { file: string[] }) => {
+        const { validate } = await import('./validate.ts');
+        return validate(opts.file);
+      }),
+    );
+
+  root
+    .command('status')
+    .summary('replication status of an object, per destination')
+    .argument('<object>', '<location>/<bucket>/<key>')
+    .option('--version-id <id>', 'one version (default: every version)')
+    .addOptions(API())
+    .action(
+      act(async (object: string, opts: Record<string, unknown>) => {
+        const m = /^([^/]+)\/([^/]+)\/(.+)$/s.exec(object);
+        if (m === null) throw new UsageError(`give the object as <location>/<bucket>/<key>, got "${object}"`);
+        const values = flags(opts);
+        const versionId = values['version-id'];
+        return printStatus({ location: m[1] ?? '', bucket: m[2] ?? '', key: m[3] ?? '', ...(typeof versionId === 'string' ? { versionId } : {}), ...(await apiOf(values)) });
+      }),
+    );
+
+  const failed = root.command('failed').summary('object versions whose replication failed: list them, retry them');
+  failed
+    .command('list')
+    .summary('failed versions per destination: reason, attempts, first and last failure (oldest first)')
+    .option('--destination <d>', 'a destination (location/bucket) or a location')
+    .option('--limit <n>', 'a page of N (default 100); the last line gives the next page\'s --cursor')
+    .option('--cursor <c>', 'where the page starts')
+    .addOptions(API())
+    .action(
+      act(async (opts: Record<string, unknown>) => {
+        const values = flags(opts);
+        const { server, output } = await apiOf(values);
+        const limit = typeof values['limit'] === 'string' ? values['limit'] : undefined;
+        if (limit !== undefined && !/^[1-9]\d*$/.test(limit)) throw new UsageError(`--limit must be a positive whole number, got "${limit}"`);
+        const page = Object.fromEntries(Object.entries({ destination: values['destination'], limit, cursor: values['cursor'] }).filter(([, v]) => typeof v === 'string')) as Record<string, string>;
+        return listFailed(server, page, output);
+      }),
+    );
+  failed
+    .command('retry')
+    .summary('send failed versions back through the pipeline')
+    .argument('[object]', '<location>/<bucket>/<key>')
+    .option('--version-id <id>', 'one version of the object')
+    .option('--destination <d>', 'every failure of a destination (location/bucket) or a location')
+    .option('--all', 'every failure')
+    .addOptions(API())
+    .action(
+      act(async (object: string | undefined, opts: Record<string, unknown>) => {
+        const values = flags(opts);
+        const destination = typeof values['destination'] === 'string' ? values['destination'] : undefined;
+        if ([values['all'] === true, destination !== undefined, object !== undefined].filter(Boolean).length !== 1) throw new UsageError('failed retry takes one of: <location>/<bucket>/<key>, --destination D, --all');
+        const { server, output } = await apiOf(values);
+        const versionId = typeof values['version-id'] === 'string' ? values['version-id'] : undefined;
+        const selector = values['all'] === true ? { all: true as const } : destination !== undefined ? { destination } : { object: object ?? '', ...(versionId !== undefined ? { versionId } : {}) };
+        return retryFailed(server, selector, output);
+      }),
+    );
+
+  root
+    .command('pause')
+    .summary('stop replicating to a destination location; changes keep queueing')
+    .argument('<location>', 'a destination location')
+    .option('--until <time>', 'resume then: an ISO 8601 time, or a duration such as 30m or 2h')
+    .addOptions(API())
+    .action(
+      act(async (location: string, opts: Record<string, unknown>) => {
+        const values = flags(opts);
+        let until: string | undefined;
+        try {
+          until = typeof values['until'] === 'string' ? untilTime(values['until']) : undefined;
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+        const { server, output } = await apiOf(values);
+        return setPause(server, location, 'pause', until, output);
+      }),
+    );
+  root
+    .command('resume')
+    .summary('resume a paused destination location: what was written meanwhile replicates')
+    .argument('<location>', 'a destination location')
+    .addOptions(API())
+    .action(
+      act(async (location: string, opts: Record<string, unknown>) => {
+        const { server, output } = await apiOf(flags(opts));
+        return setPause(server, location, 'resume', undefined, output);
+      }),
+    );
+
+  root
+    .command('backfill')
+    .summary('replicate the objects that were in a rule\'s source bucket before it (or that it missed)')
+    .argument('<rule>', 'a ReplicationRule')
+    .option('--wait', 'then show the rule\'s figures until nothing is pending (exit 1 if versions are left failed)')
+    .option('--timeout <duration>', 'with --wait: stop waiting after this long (e.g. 30m; default: no limit)')
+    .addOptions(API())
+    .action(
+      act(async (rule: string, opts: Record<string, unknown>) => {
+        const values = flags(opts);
+        const timeout = typeof values['timeout'] === 'string' ? durationMs(values['timeout']) : undefined;
+        if (typeof values['timeout'] === 'string' && (timeout === undefined || values['wait'] !== true)) throw new UsageError(`--timeout goes with --wait, as a duration such as 90s, 30m or 2h; got "${values['timeout']}"`);
+        const { server, output } = await apiOf(values);
+        return backfill({ server, rule, output, ...(values['wait'] === true ? { waitMs: timeout ?? Number.MAX_SAFE_INTEGER } : {}) });
+      }),
+    );
+
+  root
+    .command('worker')
+    .summary('one worker role, as the operator\'s Deployments run it')
+    .description(
+      'One worker role, from the config the operator publishes. The status role keeps its partitions\' state in --state-dir, and other replicas reach it at --advertise-url; with --peer-key-file (a key only the status replicas hold) they trust only owner records signed with it.',
+    )
+    .addOption(setting('--role <role>', 'populator, scanner, processor, status, gc or webhook').makeOptionMandatory())
+    .addOption(setting('--location <name>', 'the source location (populator, scanner, webhook) or destination location (processor)'))
+    .addOption(setting('--config <dir>', 'the published config').default('/etc/backbeat/config'))
+    .addOption(setting('--credentials <dir>', 'the mounted Location Secrets').default('/etc/backbeat/credentials'))
+    .addOptions(TOPICS())
+    .addOption(setting('--listen <host:port>', 'metrics, probes and (status role) the status API').default('127.0.0.1:8900'))
+    .addOption(setting('--concurrency <n>', 'copies in flight (processor)').default('16'))
+    .addOption(setting('--gc-delay <seconds>', 'wait before deleting a transient source copy (gc)').default('0'))
+    .addOption(setting('--state-dir <dir>', 'the status store (status)'))
+    .addOption(setting('--advertise-url <url>', 'where other status replicas reach this one (status)'))
+    .addOption(setting('--peer-key-file <file>', 'the status replicas\' shared key (status)'))
+    .addOption(setting('--api-auth <mode>', 'kubernetes: callers checked by TokenReview and SubjectAccessReview (status)').choices(['kubernetes']))
+    .addOption(setting('--api-token-file <file>', 'else, the one token callers must send (status)'))
+    .addOption(setting('--namespace <ns>', 'where --api-auth kubernetes checks access (default: $POD_NAMESPACE)'))
+    .addOption(setting('--kubeconfig <file>', 'the API server, for --api-auth kubernetes (default: in-cluster)', 'KUBECONFIG'))
+    .addOptions(KAFKA_SECURITY())
+    .action(act((opts: Record<string, unknown>) => worker(flags(opts))));
+
+  root
+    .command('operator')
+    .summary('the Kubernetes operator: reconciles Locations and ReplicationRules, runs the workers')
+    .addOption(setting('--namespace <ns>', 'the namespace it watches and deploys to (default: $POD_NAMESPACE)'))
+    .addOption(setting('--image <image>', 'the image of the worker pods').makeOptionMandatory())
+    .addOption(setting('--image-pull-policy <policy>', 'of the worker pods').default('IfNotPresent'))
+    .addOption(setting('--name <name>', 'the release name: prefix of the objects it creates').default('backbeat'))
+    .addOption(setting('--owner <deployment>', 'the operator\'s Deployment, owner of what it creates'))
+    .addOption(setting('--kubeconfig <file>', 'the API server (default: in-cluster)', 'KUBECONFIG'))
+    .addOptions(TOPICS())
+    .addOption(setting('--listen <host:port>', 'metrics and probes').default('127.0.0.1:8080'))
+    .addOption(setting('--resync <seconds>', 'a full pass at least this often').default('15'))
+    .addOption(setting('--lag-threshold <n>', 'queued tasks per processor replica before scaling up').default('1000'))
+    .addOption(setting('--min-replicas <n>', 'processor replicas per destination, at least').default('1'))
+    .addOption(setting('--max-replicas <n>', 'processor replicas per destination, at most (capped at the partitions)').default('8'))
+    .addOption(setting('--scale-down-delay <seconds>', 'how long the lag must stay low before scaling down').default('60'))
+    .addOption(setting('--worker-resources <json>', 'resources of every worker container, e.g. {"requests":{"cpu":"100m"}}'))
+    .addOption(setting('--worker-role-resources <json>', 'per role, e.g. {"processor":{"limits":{"memory":"2Gi"}}}'))
+    .addOption(setting('--worker-pod <json>', 'pod fields of every worker: nodeSelector, tolerations, affinity, podAnnotations, priorityClassName, imagePullSecrets, env'))
+    .addOption(setting('--worker-role-pod <json>', 'the same per role, e.g. {"processor":{"priorityClassName":"high"}}'))
+    .addOption(setting('--status-service-account <name>', 'of the status pods (default: <name>-status)'))
+    .addOption(setting('--worker-listen-address <address>', 'what the worker pods listen on').default('0.0.0.0'))
+    .addOptions(KAFKA_SECURITY())
+    .addOption(setting('--kafka-ca-secret <name>', 'the Secret whose ca.crt the worker pods mount'))
+    .addOption(setting('--kafka-sasl-password-secret <name>', 'the Secret whose password the worker pods mount'))
+    .action(act((opts: Record<string, unknown>) => operator(flags(opts))));
+
+  // Every command: usage errors as one line and a pointer to its help, through exitCodeOf() below.
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const c of all(root)) {
+    c.exitOverride()
+      .configureOutput({ outputError: (text, write) => write(`backbeat: ${text.replace(/^error: /, '')}`) })
+      .showHelpAfterError(`(see \`backbeat ${pathOf(c)}--help\`)`);
   }
-  if (sub === 'retry') {
-    const object = positionals[0];
-    const chosen = [values.all === true, destination !== undefined, object !== undefined].filter(Boolean).length;
-    if (chosen !== 1 || positionals.length > 1) throw new UsageError('failed retry takes one of: <location>/<bucket>/<key>, --destination D, --all');
-    if (values.all === true) return retryFailed(server, { all: true });
-    if (destination !== undefined) return retryFailed(server, { destination });
-    const versionId = typeof values['version-id'] === 'string' ? values['version-id'] : undefined;
-    return retryFailed(server, { object: object ?? '', ...(versionId !== undefined ? { versionId } : {}) });
-  }
-  throw new UsageError('failed needs list or retry');
+  return root;
 }
 
-async function pause(action: 'pause' | 'resume', args: string[]): Promise<number> {
-  const { values, positionals } = options(args, { until: { type: 'string' }, ...API_OPTIONS });
-  const [location] = positionals;
-  if (location === undefined || positionals.length !== 1) throw new UsageError(`${action} takes one destination location`);
-  if (action === 'resume' && values.until !== undefined) throw new UsageError('resume takes no --until');
-  let until: string | undefined;
-  try {
-    until = typeof values.until === 'string' ? untilTime(values.until) : undefined;
-  } catch (err) {
-    throw new UsageError((err as Error).message);
+/** What an error ends the process with: a usage error or bad manifest 2, an unreachable API 4, anything else 1. */
+function exitCodeOf(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // Help and version asked for are answers; help shown because no command was given is a usage error.
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT.ok;
+    return EXIT.usage;
   }
-  return setPause(await apiServer(values), location, action, until);
+  if (err instanceof ConfigError) {
+    for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
+    return EXIT.usage;
+  }
+  const message = redactString(err instanceof Error ? err.message : String(err));
+  if (err instanceof UsageError) {
+    process.stderr.write(`backbeat: ${message}\n(see \`backbeat ${current !== undefined ? pathOf(current) : ''}--help\`)\n`);
+    return EXIT.usage;
+  }
+  process.stderr.write(`backbeat: ${message}\n`);
+  return err instanceof Unreachable ? EXIT.unreachable : EXIT.failure;
 }
 
-async function backfill(args: string[]): Promise<number> {
-  const { values, positionals } = options(args, API_OPTIONS);
-  const [rule] = positionals;
-  if (rule === undefined || positionals.length !== 1) throw new UsageError('backfill takes one rule name');
-  const answer = await callApi(await apiServer(values), `/v1/rules/${encodeURIComponent(rule)}/backfill`, { method: 'POST', body: {} });
-  const body = answer.body as { error?: string; queued?: number };
-  if (answer.status !== 200) {
-    process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${answer.status}`}\n`);
-    return 2;
-  }
-  process.stdout.write(`rule ${rule}: queued ${String(body.queued)} object versions\n`);
-  return 0;
+// An empty variable counts as unset, as a missing flag does.
+for (const [name, value] of Object.entries(process.env)) if (name.startsWith('BACKBEAT_') && value === '') Reflect.deleteProperty(process.env, name);
+try {
+  await program().parseAsync(process.argv);
+  process.exitCode = result;
+} catch (err) {
+  process.exitCode = exitCodeOf(err);
+  // A run that failed half-way may hold connections that would keep the process alive.
+  process.exit();
 }
-
-async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
-  switch (command) {
-    case 'run':
-      return run(args);
-    case 'validate':
-      return validate(args);
-    case 'status':
-      return status(args);
-    case 'failed':
-      return failed(args);
-    case 'pause':
-    case 'resume':
-      return pause(command, args);
-    case 'backfill':
-      return backfill(args);
-    case 'worker':
-      return worker(options(args, SERVE_OPTIONS).values);
-    case 'operator':
-      return operator(options(args, SERVE_OPTIONS).values);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(USAGE);
-      return command === undefined ? 2 : 0;
-    default:
-      throw new UsageError(`unknown command "${command}"`);
-  }
-}
-
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    // Bad input is the user's to fix: say what is wrong, one line each, without a stack trace.
-    // (process.exit: a run that failed half-way may hold connections that would keep it alive.)
-    if (err instanceof ConfigError) {
-      for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
-      process.exitCode = 2;
-    } else if (err instanceof UsageError) {
-      process.stderr.write(`backbeat: ${err.message}\n\n${USAGE}`);
-      process.exitCode = 2;
-    } else {
-      process.stderr.write(`backbeat: ${redactString(err instanceof Error ? err.message : String(err))}\n`);
-      process.exitCode = 1;
-    }
-    process.exit();
-  },
-);

@@ -1,4 +1,3 @@
-import type { ParseArgsConfig } from 'node:util';
 import { readSecretFile, SecretFileError } from '../lib/config/secret-file.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { kafkaSecurity, KafkaSecurityError, type KafkaSecurity } from '../lib/queue/kafka-security.ts';
@@ -6,62 +5,13 @@ import type { KafkaMounts } from '../operator/workers.ts';
 import type { ApiAuth } from '../workers/status/auth.ts';
 import type { PeerKey } from '../workers/status/peers.ts';
 
-// `backbeat worker` and `backbeat operator`: the entry points of the container image. Every flag has an
-// environment variable (what a pod template sets); the flag wins.
+import { UsageError } from './exit.ts';
 
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+// `backbeat run`, `backbeat worker` and `backbeat operator`: the settings they take, checked, and how they
+// start and stop. The values come from cli/main.ts, flag or environment variable (what a pod template
+// sets) alike, keyed by flag name.
 
-type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
-
-/** How every command that talks to Kafka reaches it securely (`backbeat run` too). */
-export const KAFKA_OPTIONS = {
-  'kafka-tls': { type: 'string' },
-  'kafka-ca-file': { type: 'string' },
-  'kafka-sasl-mechanism': { type: 'string' },
-  'kafka-sasl-username': { type: 'string' },
-  'kafka-sasl-password-file': { type: 'string' },
-} satisfies ParseArgsConfig['options'];
-
-export const SERVE_OPTIONS = {
-  role: { type: 'string' },
-  location: { type: 'string' },
-  config: { type: 'string' },
-  credentials: { type: 'string' },
-  brokers: { type: 'string' },
-  prefix: { type: 'string' },
-  partitions: { type: 'string' },
-  'replication-factor': { type: 'string' },
-  listen: { type: 'string' },
-  concurrency: { type: 'string' },
-  'gc-delay': { type: 'string' },
-  'state-dir': { type: 'string' },
-  'advertise-url': { type: 'string' },
-  'peer-key-file': { type: 'string' },
-  'api-auth': { type: 'string' },
-  'api-token-file': { type: 'string' },
-  namespace: { type: 'string' },
-  name: { type: 'string' },
-  image: { type: 'string' },
-  'image-pull-policy': { type: 'string' },
-  owner: { type: 'string' },
-  kubeconfig: { type: 'string' },
-  resync: { type: 'string' },
-  'lag-threshold': { type: 'string' },
-  'min-replicas': { type: 'string' },
-  'max-replicas': { type: 'string' },
-  'scale-down-delay': { type: 'string' },
-  'worker-resources': { type: 'string' },
-  'worker-role-resources': { type: 'string' },
-  'worker-pod': { type: 'string' },
-  'worker-role-pod': { type: 'string' },
-  'status-service-account': { type: 'string' },
-  ...KAFKA_OPTIONS,
-  'kafka-ca-secret': { type: 'string' },
-  'kafka-sasl-password-secret': { type: 'string' },
-  'worker-listen-address': { type: 'string' },
-} satisfies ParseArgsConfig['options'];
+export type Values = Record<string, string | boolean | string[] | undefined>;
 
 /** A setting that holds a JSON object, or a usage error that shows what one looks like. */
 function json(value: string | undefined, flag: string, example: string): Record<string, unknown> | undefined {
@@ -75,19 +25,14 @@ function json(value: string | undefined, flag: string, example: string): Record<
   throw new UsageError(`${flag} must be a JSON object, e.g. ${example}`);
 }
 
-function setting(values: Values, flag: string, env: string): string | undefined {
+function flagOrEnv(values: Values, flag: string): string | undefined {
   const v = values[flag];
-  if (typeof v === 'string') return v;
-  const e = process.env[env];
-  return e === undefined || e === '' ? undefined : e;
+  return typeof v === 'string' && v !== '' ? v : undefined;
 }
-
-const envName = (flag: string): string => `BACKBEAT_${flag.toUpperCase().replace(/-/g, '_')}`;
-const flagOrEnv = (values: Values, flag: string): string | undefined => setting(values, flag, envName(flag));
 
 function text(values: Values, flag: string, fallback?: string): string {
   const v = flagOrEnv(values, flag) ?? fallback;
-  if (v === undefined) throw new UsageError(`give --${flag} (or $${envName(flag)})`);
+  if (v === undefined) throw new UsageError(`give --${flag}`);
   return v;
 }
 
@@ -117,12 +62,11 @@ export async function controlAuth(values: Values, listenHost: string): Promise<A
   const { kubernetesAuth, openAuth, tokenAuth } = await import('../workers/status/auth.ts');
   const mode = flagOrEnv(values, 'api-auth');
   const tokenFile = flagOrEnv(values, 'api-token-file');
-  if (mode !== undefined && mode !== 'kubernetes') throw new UsageError(`--api-auth must be kubernetes, got "${mode}"`);
   if (mode === 'kubernetes') {
     if (tokenFile !== undefined) throw new UsageError('give --api-auth kubernetes or --api-token-file, not both');
     const { kubeRest } = await import('../lib/kube/rest.ts');
     const { loadKubeConfig } = await import('../lib/kube/client.ts');
-    const kubeconfig = setting(values, 'kubeconfig', 'KUBECONFIG');
+    const kubeconfig = flagOrEnv(values, 'kubeconfig');
     return kubernetesAuth(kubeRest(loadKubeConfig(kubeconfig)), text(values, 'namespace', process.env['POD_NAMESPACE']));
   }
   if (tokenFile !== undefined) {
@@ -160,10 +104,9 @@ function kafkaMounts(values: Values, security: KafkaSecurity): KafkaMounts {
   };
 }
 
-/** TLS and SASL to Kafka, from --kafka-* (or $BACKBEAT_KAFKA_*); the files they name are read now. */
+/** TLS and SASL to Kafka, from --kafka-*; the files they name are read now. */
 export function kafkaSecurityOf(values: Values): KafkaSecurity {
   const tls = flagOrEnv(values, 'kafka-tls');
-  if (tls !== undefined && tls !== 'true' && tls !== 'false') throw new UsageError(`--kafka-tls must be true or false, got "${tls}"`);
   return usage(() =>
     kafkaSecurity({
       tls: tls === 'true',
@@ -186,8 +129,8 @@ function usage<T>(read: () => T): T {
 }
 
 const brokers = (values: Values): string[] => {
-  const list = (setting(values, 'brokers', 'BACKBEAT_KAFKA_BROKERS') ?? '').split(',').filter((b) => b !== '');
-  if (list.length === 0) throw new UsageError('give the Kafka brokers: --brokers host:port,... (or $BACKBEAT_KAFKA_BROKERS)');
+  const list = (flagOrEnv(values, 'brokers') ?? '').split(',').filter((b) => b !== '');
+  if (list.length === 0) throw new UsageError('give the Kafka brokers: --brokers host:port,...');
   return list;
 };
 
@@ -230,11 +173,45 @@ export async function untilSignal(logger: ReturnType<typeof createLogger>, stop:
   return drained ? 1 : 0;
 }
 
+/** `backbeat run`: every role in one process, from manifests; the queue embedded unless --brokers. */
+export async function runLocal(values: Values): Promise<number> {
+  const files = Array.isArray(values['file']) ? values['file'] : [];
+  const gcDelay = count(values, 'gc-delay', 0);
+  const concurrency = flagOrEnv(values, 'concurrency') === undefined ? undefined : count(values, 'concurrency', 16, 1);
+  const threads = count(values, 'processor-threads', 0);
+  if (threads > 64) throw new UsageError('--processor-threads must be an integer from 0 to 64');
+  const kafka = flagOrEnv(values, 'brokers') !== undefined ? brokers(values) : undefined;
+  if (threads > 0 && kafka === undefined) throw new UsageError('--processor-threads needs --brokers: the embedded queue lives in the main thread');
+  const where = listen(values, 8900);
+  const webhook = hostPort(text(values, 'webhook-listen', '127.0.0.1:8901'), '--webhook-listen');
+  const kafkaSecurity = kafkaSecurityOf(values);
+  if (Object.keys(kafkaSecurity).length > 0 && kafka === undefined) throw new UsageError('--kafka-* settings are for Kafka: give --brokers too (without, the queue is embedded)');
+  const { startLocal } = await import('../workers/local/local.ts');
+  const logger = createLogger({ component: 'backbeat' });
+  const local = await startLocal({
+    files,
+    logger,
+    ...(kafka !== undefined ? { brokers: kafka } : {}),
+    kafkaSecurity,
+    stateDir: text(values, 'state-dir', '.backbeat'),
+    listenHost: where.host,
+    listenPort: where.port,
+    webhookHost: webhook.host,
+    webhookPort: webhook.port,
+    apiAuth: await controlAuth(values, where.host),
+    ...(concurrency !== undefined ? { concurrency } : {}),
+    ...(threads > 0 ? { processorThreads: threads } : {}),
+    ...optional('prefix', flagOrEnv(values, 'prefix')),
+    gcDelayMs: gcDelay * 1000,
+  });
+  return untilSignal(logger, () => local.stop());
+}
+
 export async function worker(values: Values): Promise<number> {
   const { ROLES, startWorker } = await import('../workers/worker/worker.ts');
   const role = text(values, 'role');
   if (!(ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got "${role}"`);
-  const location = setting(values, 'location', 'BACKBEAT_LOCATION');
+  const location = flagOrEnv(values, 'location');
   if (role !== 'status' && role !== 'gc' && location === undefined) throw new UsageError(`the ${role} role needs --location (its ${role === 'processor' ? 'destination' : 'source'} location)`);
   const where = listen(values, 8900);
   const logger = createLogger({ component: `backbeat-${role}` });
@@ -253,8 +230,8 @@ export async function worker(values: Values): Promise<number> {
     listenPort: where.port,
     concurrency: count(values, 'concurrency', 16, 1),
     gcDelayMs: gcDelay * 1000,
-    ...optional('stateDir', setting(values, 'state-dir', 'BACKBEAT_STATE_DIR')),
-    ...optional('advertiseUrl', setting(values, 'advertise-url', 'BACKBEAT_ADVERTISE_URL')),
+    ...optional('stateDir', flagOrEnv(values, 'state-dir')),
+    ...optional('advertiseUrl', flagOrEnv(values, 'advertise-url')),
     ...(role === 'status' ? { apiAuth: await controlAuth(values, where.host), ...(await peerKeyOf(values)) } : {}),
     logger,
   });
@@ -273,10 +250,10 @@ export async function operator(values: Values): Promise<number> {
   const { startOperator } = await import('../operator/operator.ts');
   const where = listen(values, 8080);
   const logger = createLogger({ component: 'backbeat-operator' });
-  const parsedResources = json(setting(values, 'worker-resources', 'BACKBEAT_WORKER_RESOURCES'), '--worker-resources', '{"requests":{"cpu":"100m"}}');
-  const roleResources = json(setting(values, 'worker-role-resources', 'BACKBEAT_WORKER_ROLE_RESOURCES'), '--worker-role-resources', '{"processor":{"limits":{"memory":"2Gi"}}}');
-  const pod = json(setting(values, 'worker-pod', 'BACKBEAT_WORKER_POD'), '--worker-pod', '{"nodeSelector":{"disk":"ssd"}}');
-  const rolePod = json(setting(values, 'worker-role-pod', 'BACKBEAT_WORKER_ROLE_POD'), '--worker-role-pod', '{"processor":{"priorityClassName":"high"}}');
+  const parsedResources = json(flagOrEnv(values, 'worker-resources'), '--worker-resources', '{"requests":{"cpu":"100m"}}');
+  const roleResources = json(flagOrEnv(values, 'worker-role-resources'), '--worker-role-resources', '{"processor":{"limits":{"memory":"2Gi"}}}');
+  const pod = json(flagOrEnv(values, 'worker-pod'), '--worker-pod', '{"nodeSelector":{"disk":"ssd"}}');
+  const rolePod = json(flagOrEnv(values, 'worker-role-pod'), '--worker-role-pod', '{"processor":{"priorityClassName":"high"}}');
   const { ROLES } = await import('../workers/worker/worker.ts');
   const { POD_EXTRAS } = await import('../operator/workers.ts');
   for (const [flag, byRole] of [['--worker-role-resources', roleResources], ['--worker-role-pod', rolePod]] as const) {
@@ -290,8 +267,8 @@ export async function operator(values: Values): Promise<number> {
   const min = count(values, 'min-replicas', 1, 0);
   const max = count(values, 'max-replicas', 8, 1);
   if (min > max) throw new UsageError(`--min-replicas (${String(min)}) exceeds --max-replicas (${String(max)})`);
-  const kubeconfig = setting(values, 'kubeconfig', 'KUBECONFIG');
-  const owner = setting(values, 'owner', 'BACKBEAT_OWNER');
+  const kubeconfig = flagOrEnv(values, 'kubeconfig');
+  const owner = flagOrEnv(values, 'owner');
   const security = kafkaSecurityOf(values);
   const run = await startOperator({
     kafkaSecurity: security,

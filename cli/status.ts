@@ -1,5 +1,5 @@
 import type { ObjectStatus } from '../workers/status/fold.ts';
-import { type ApiServer, callApi, table } from './api.ts';
+import { type ApiServer, callApi, type Output, printJson, refused, table } from './api.ts';
 
 export interface StatusQuery {
   location: string;
@@ -7,10 +7,10 @@ export interface StatusQuery {
   key: string;
   versionId?: string;
   server: ApiServer;
-  json: boolean;
+  output: Output;
 }
 
-function objectPath(q: Omit<StatusQuery, 'json' | 'server'>): string {
+function objectPath(q: Omit<StatusQuery, 'output' | 'server'>): string {
   const path = [q.location, q.bucket, ...q.key.split('/')].map(encodeURIComponent).join('/');
   const query = q.versionId !== undefined ? `?versionId=${encodeURIComponent(q.versionId)}` : '';
   return `/v1/objects/${path}${query}`;
@@ -19,14 +19,10 @@ function objectPath(q: Omit<StatusQuery, 'json' | 'server'>): string {
 /** `backbeat status`: asks the status API and prints one block per version, a row per destination. */
 export async function printStatus(q: StatusQuery): Promise<number> {
   const answer = await callApi(q.server, objectPath(q));
-  const { status } = answer;
-  const body = answer.body as { versions?: ObjectStatus[]; error?: string };
-  if (status !== 200 || body.versions === undefined) {
-    process.stderr.write(`backbeat: ${body.error ?? `status API answered HTTP ${status}`}\n`);
-    return status === 404 ? 3 : 1;
-  }
-  if (q.json) {
-    process.stdout.write(`${JSON.stringify(body.versions, null, 2)}\n`);
+  const body = answer.body as { versions?: ObjectStatus[] };
+  if (answer.status !== 200 || body.versions === undefined) return refused(answer);
+  if (q.output === 'json') {
+    printJson(body.versions);
     return 0;
   }
   for (const v of body.versions) {

@@ -95,7 +95,7 @@ try {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   for (const r of rows) say(`  ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()}`);
   say('\n$ backbeat status site-a/photos/tagged.txt');
-  await printStatus({ location: 'site-a', bucket: 'photos', key: 'tagged.txt', server: { url: local.url }, json: false });
+  await printStatus({ location: 'site-a', bucket: 'photos', key: 'tagged.txt', server: { url: local.url }, output: 'text' });
 } finally {
   await local?.stop();
   await stopAll();

@@ -14,7 +14,7 @@ describe('failed set: durable, listable, retryable (real `backbeat run` process 
   let run: RunningBackbeat;
 
   const cli = (...args: string[]): Promise<string> => run.cli(...args);
-  const failedList = async (): Promise<FailedEntry[]> => JSON.parse(await cli('failed', 'list', '--json')) as FailedEntry[];
+  const failedList = async (): Promise<FailedEntry[]> => JSON.parse(await cli('failed', 'list', '-o', 'json')) as FailedEntry[];
 
   before(async () => {
     sites = await startSites('failed');
@@ -50,12 +50,12 @@ describe('failed set: durable, listable, retryable (real `backbeat run` process 
 
   it('refuses an unknown destination or object with a clear error and changes nothing', async () => {
     await assert.rejects(cli('failed', 'retry', '--destination', 'nowhere'), (err: Error & { code?: number; stderr?: string }) => {
-      assert.equal(err.code, 2);
+      assert.equal(err.code, 3);
       assert.match(err.stderr ?? '', /unknown destination "nowhere" \(known: site-b\/docs-b\)/);
       return true;
     });
     await assert.rejects(cli('failed', 'retry', 'site-a/docs/never-written'), (err: Error & { code?: number; stderr?: string }) => {
-      assert.equal(err.code, 2);
+      assert.equal(err.code, 3);
       assert.match(err.stderr ?? '', /no failed replication for site-a\/docs\/never-written/);
       return true;
     });

@@ -140,7 +140,7 @@ describe('GC against today\'s rule, with retries (real Kafka and MinIO)', functi
     const longer = await put('heads', 'long.txt', 'long outage');
     await eventually(() => assert.equal(stateOf('heads', 'long.txt', longer)?.gc?.state, 'REFUSED'), 90_000, 200);
     assert.match(stateOf('heads', 'long.txt', longer)?.gc?.reason ?? '', /HTTP 503/);
-    const listed = JSON.parse(await backbeat('failed', 'list', '--json', '--server', local.url)) as FailedEntry[];
+    const listed = JSON.parse(await backbeat('failed', 'list', '-o', 'json', '--server', local.url)) as FailedEntry[];
     assert.deepEqual(listed.map((e) => [e.object.key, e.kind, e.destination]), [['long.txt', 'gc', 'site-a/heads']]);
     assert.match(await backbeat('failed', 'list', '--server', local.url), /long\.txt\s+\S+\s+site-a\/heads\s+GC deletion/);
     assert.equal((await body(a, 'heads', 'long.txt', longer)).toString(), 'long outage', 'nothing deleted');
@@ -148,7 +148,7 @@ describe('GC against today\'s rule, with retries (real Kafka and MinIO)', functi
     faults.head = 0;
     assert.match(await backbeat('failed', 'retry', '--all', '--server', local.url), /re-queued 1/);
     await eventually(() => assert.equal(stateOf('heads', 'long.txt', longer)?.gc?.state, 'DELETED'), 60_000, 200);
-    assert.deepEqual(JSON.parse(await backbeat('failed', 'list', '--json', '--server', local.url)), []);
+    assert.deepEqual(JSON.parse(await backbeat('failed', 'list', '-o', 'json', '--server', local.url)), []);
     assert.deepEqual(await versionsOf(a, 'heads', 'long.txt'), []);
   });
 });

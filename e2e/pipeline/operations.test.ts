@@ -75,14 +75,17 @@ describe('operations: metrics, health and backfill on demand', function () {
 
   it('replicates the existing objects of a rule on demand, and refuses an unknown rule', async () => {
     assert.deepEqual(local.status.lookup('site-a', 'legacy', 'old-0'), [], 'not replicated before the backfill');
-    const { stdout } = { stdout: await backbeat('backfill', 'legacy', '--server', local.url) };
-    assert.equal(stdout, 'rule legacy: queued 4 object versions\n');
+    // --wait returns once the rule has nothing pending: every version is COMPLETED by then.
+    assert.equal(await backbeat('backfill', 'legacy', '--wait', '--server', local.url), 'rule legacy: replicated 4, pending 0, failed 0\n');
     for (let i = 0; i < 4; i++) {
-      await eventually(() => assert.equal(local.status.lookup('site-a', 'legacy', `old-${i}`)[0]?.state, 'COMPLETED'), 60_000, 250);
+      assert.equal(local.status.lookup('site-a', 'legacy', `old-${i}`)[0]?.state, 'COMPLETED');
       assert.equal((await body(b, 'legacy-b', `old-${i}`)).toString(), `legacy ${i}`);
     }
+    // Again, for scripts: the versions are queued again, and found replicated.
+    assert.deepEqual(JSON.parse(await backbeat('backfill', 'legacy', '-o', 'json', '--server', local.url)), { rule: 'legacy', queued: 4 });
+    assert.deepEqual(((await (await fetch(`${local.url}/v1/rules/legacy`)).json()) as { destinations: unknown }).destinations, [{ destination: 'site-b/legacy-b', replicated: 4, pending: 0, failed: 0 }]);
     await assert.rejects(backbeat('backfill', 'nope', '--server', local.url), (err: Error & { code?: number; stderr?: string }) => {
-      assert.equal(err.code, 2);
+      assert.equal(err.code, 3);
       assert.equal(err.stderr, 'backbeat: unknown rule "nope" (known: docs, legacy)\n');
       return true;
     });

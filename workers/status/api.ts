@@ -240,9 +240,11 @@ async function ruleFigures(ctx: ApiContext, req: IncomingMessage, rule: string, 
       c.failed += f.failed;
     }
   };
+  // Read first: figures read after it count at least what had been written when it was read.
+  const unfolded = req.headers[FORWARDED] === undefined ? await ctx.status.unfolded() : 0;
   add(ctx.status.figures().values());
   if (req.headers[FORWARDED] === undefined) for (const answer of (await fanOut(ctx, req, path)) as { destinations: Counts[] }[]) add(answer.destinations.map((d) => ({ ...d, source: targets.source })));
-  return { code: 200, body: { rule, source: targets.source, destinations: [...counts.values()] } };
+  return { code: 200, body: { rule, source: targets.source, destinations: [...counts.values()], unfolded } };
 }
 type Counts = { destination: string; replicated: number; pending: number; failed: number };
 
@@ -269,7 +271,8 @@ function objectStatus(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<
  *   GET  /v1/destinations                                     → pause state of each destination location
  *   POST /v1/destinations/<location>/pause  { until? }  and  /resume
  *   POST /v1/rules/<rule>/backfill                            → { queued: n } object versions
- *   GET  /v1/rules/<rule>                                     → { source, destinations: [{ destination, replicated, pending, failed }] }
+ *   GET  /v1/rules/<rule>                                     → { source, destinations: [{ destination, replicated, pending, failed }], unfolded }
+ *                                                                (unfolded: status events of any rule not counted yet)
  *   GET  /v1/summary                                          → object versions per state
  *   GET  /metrics                                             → Prometheus metrics
  *   GET  /healthz                                             → 200 while the process serves

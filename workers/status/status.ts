@@ -535,6 +535,16 @@ export class StatusProcessor {
     return new Map([...this.owned].map((p) => [p, [...this.db().figures([p]).values()]]));
   }
 
+  /** Status events written but not yet folded, by any replica (the group's lag): figures read now miss them. */
+  async unfolded(): Promise<number> {
+    const admin = await this.options.queue.admin();
+    try {
+      return (await admin.groupLag(this.names.statusGroup, this.names.status)).reduce((n, p) => n + p.lag, 0);
+    } finally {
+      await admin.close();
+    }
+  }
+
   /** How many object versions of the partitions owned here are in each state. */
   summary(): Record<ObjectState, number> {
     return this.db().summary(this.owned);

@@ -339,7 +339,7 @@ if [ "${1:-}" = --env ]; then
 fi
 
 for tool in go java mvn npm flock; do
-  command -v "$tool" >/dev/null || { echo "deps: '$tool' is required (see README prerequisites)" >&2; exit 2; }
+  command -v "$tool" >/dev/null || { echo "deps: '$tool' is required (see docs/development.md, Prerequisites)" >&2; exit 2; }
 done
 mkdir -p "$CACHE"
 start=$SECONDS

@@ -17,7 +17,7 @@ import { installChart, RELEASE, startCluster, type Cluster } from './cluster.ts'
 
 // The webhook journal on Kubernetes: the operator runs a receiver (a Deployment and a Service) for a
 // source Location with journal.webhook, and with createTopic wires Ceph RGW's persistent topic to it. The
-// Location is scanned too, as the README advises: RGW may drop a delivery cut by the pod's crash.
+// Location is scanned too, as docs/limits.md advises: RGW may drop a delivery cut by the pod's crash.
 
 type Condition = { type: string; status: string; reason: string; message: string };
 type Resource = KubeObject & { status?: { conditions?: Condition[] } };

@@ -93,7 +93,7 @@ describe('the webhook journal: Ceph RGW events over HTTP (real Ceph RGW, MinIO, 
     assert.deepEqual(versions.map((v) => v.deleteMarker), [true, false], JSON.stringify(versions));
   });
 
-  // (RGW 16 sends no event for a tag change: see the README.)
+  // (RGW 16 sends no event for a tag change: see docs/limits.md.)
   it('a version deleted at the source, through the webhook', async () => {
     const kept = await src.send(new PutObjectCommand({ Bucket: 'inbox', Key: 'vd.txt', Body: 'first' }));
     const dropped = await src.send(new PutObjectCommand({ Bucket: 'inbox', Key: 'vd.txt', Body: 'second' }));

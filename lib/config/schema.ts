@@ -191,6 +191,27 @@ export const LocationSpec = Type.Object(
       description: 'Versions asked for per listing request (max-keys) when a scan or a backfill lists a bucket of this location; lower it for a server slow to answer large pages.',
     }),
     transient: Type.Boolean({ default: false, description: 'A transient source: objects are deleted from it once every destination holds them.' }),
+    limits: Type.Optional(
+      Type.Object(
+        {
+          bandwidthMiBps: Type.Optional(
+            Type.Number({
+              minimum: 0.01,
+              maximum: 1048576,
+              description: 'Object data copied to this Location, in MiB per second (e.g. 16, or 0.5), over every processor replica together: each takes a share in proportion to the queue partitions it holds. Unset: no limit.',
+            }),
+          ),
+          concurrency: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 4096,
+              description: 'Copies in flight to this Location, over every processor replica together (each takes its share of the partitions, at least one). Unset: each replica copies as many as its --concurrency.',
+            }),
+          ),
+        },
+        { additionalProperties: false, description: 'What the copies to this Location may take when it is a destination, so that replication leaves room for the server\'s other users.' },
+      ),
+    ),
     journal: Type.Optional(Journal),
     insecure: Type.Optional(
       Type.Boolean({ description: 'Allows an http:// endpoint, whose traffic (the access key id, request signatures, object data) anyone on the path can read. Without it an http:// endpoint is refused.' }),
@@ -376,6 +397,7 @@ export const Secret = Type.Object(
 
 export type Location = Static<typeof Location>;
 export type LocationSpec = Static<typeof LocationSpec>;
+export type LocationLimits = NonNullable<LocationSpec['limits']>;
 export type ReplicationRule = Static<typeof ReplicationRule>;
 export type ReplicationRuleSpec = Static<typeof ReplicationRuleSpec>;
 export type Destination = Static<typeof Destination>;

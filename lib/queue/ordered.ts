@@ -10,13 +10,30 @@ export class Deferred extends Error {
 
 /** Caps the tasks in flight across every batch of one worker (bounded memory whatever the backlog). */
 export class Limiter {
-  readonly max: number;
+  private limit: number;
   private active = 0;
   private readonly waiters: (() => void)[] = [];
 
   constructor(max: number) {
+    this.limit = Limiter.checked(max);
+  }
+
+  private static checked(max: number): number {
     if (!Number.isInteger(max) || max < 1) throw new RangeError(`concurrency must be a positive integer, got ${max}`);
-    this.max = max;
+    return max;
+  }
+
+  get max(): number {
+    return this.limit;
+  }
+
+  /** A new limit: more lets waiters in now; fewer takes effect as work in flight ends. */
+  resize(max: number): void {
+    this.limit = Limiter.checked(max);
+    while (this.active < this.limit && this.waiters.length > 0) {
+      this.active++;
+      this.waiters.shift()?.();
+    }
   }
 
   get inFlight(): number {
@@ -24,7 +41,7 @@ export class Limiter {
   }
 
   async acquire(): Promise<void> {
-    if (this.active < this.max) {
+    if (this.active < this.limit) {
       this.active++;
       return;
     }
@@ -33,7 +50,7 @@ export class Limiter {
   }
 
   release(): void {
-    const next = this.waiters.shift();
+    const next = this.active <= this.limit ? this.waiters.shift() : undefined;
     if (next !== undefined) next();
     else this.active--;
   }
@@ -61,6 +78,8 @@ export interface OrderedOptions {
    * so what is read of those keys now is still true when it starts (a prefetch).
    */
   taken?(messages: QueueMessage[], lease: Lease): void;
+  /** Told of the member's whole assignment each time it changes (see QueueHandler.onAssign). */
+  assigned?(assignment: TopicPartition[]): void;
   /** Messages per partition taken in and not yet committed: what a slow key lets the others run ahead. */
   window?: number;
   commitIntervalMs?: number;
@@ -345,6 +364,7 @@ export async function consumeOrdered(consumer: QueueConsumer, limiter: Limiter, 
       await w.take(batch);
     },
     onAssign: (assignment) => {
+      options.assigned?.(assignment);
       const kept = new Set(assignment.map(tpKey));
       for (const [k, w] of windows) {
         if (kept.has(k)) continue;

@@ -185,7 +185,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           logger,
         )
       : undefined;
-  const processors = await startProcessors(threads === undefined ? destinations : [], { queue, names, metrics, logger, clients, blobs, configs, concurrency: options.concurrency, retry: options.retry });
+  const processors = await startProcessors(threads === undefined ? destinations : [], { queue, names, metrics, logger, clients, blobs, configs, locations: manifests.locations, concurrency: options.concurrency, retry: options.retry });
 
   const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients, transientSources });
   const sources = new Set([...configs.values()].map((c) => c.SourceLocation));

@@ -41,7 +41,7 @@ for (const name of setup.clients) {
 const queue = kafkaQueue({ brokers: setup.brokers, clientId: `backbeat-local-${String(setup.index)}`, logger, ...(setup.kafkaSecurity !== undefined ? { security: setup.kafkaSecurity } : {}) });
 const names = queueNames(setup.prefix);
 const metrics = createMetrics();
-const processors = await startProcessors(setup.locations, { queue, names, metrics, logger, clients, blobs, configs, concurrency: setup.concurrency, retry: setup.retry });
+const processors = await startProcessors(setup.locations, { queue, names, metrics, logger, clients, blobs, configs, locations: manifests.locations, concurrency: setup.concurrency, retry: setup.retry });
 
 port.on('message', (request: ThreadRequest) => {
   void (async () => {

@@ -7,7 +7,7 @@ import { blobMetadataName, blobTagsProblem } from '../../lib/azure/names.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound, Refused } from '../../lib/s3/errors.ts';
 import { historyThrough } from '../../lib/s3/history.ts';
-import { getObject, headObject } from '../../lib/s3/objects.ts';
+import { headObject } from '../../lib/s3/objects.ts';
 import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
 import type { ReplicationTask, TaskDestination } from '../messages.ts';
 import {
@@ -18,6 +18,7 @@ import {
   journalStamp,
   multipartEtag,
   PartNumberIgnored,
+  sourceGet,
   NOT_THE_STAMP,
   openSource,
   rangeBytes,
@@ -50,6 +51,7 @@ export interface BlobCopyContext {
   /** The least size of the blocks a single-part object is staged in (default 64 MiB). */
   rangeMinBytes?: number;
   partsIgnored?: NonNullable<CopyContext['partsIgnored']>;
+  throttle?: NonNullable<CopyContext['throttle']>;
 }
 
 const SINGLE_PUT_MAX_BYTES = 256 * 1024 ** 2;
@@ -179,7 +181,7 @@ async function stageBlocks(
       part = first;
     } else {
       const range = layout.kind === 'ranges' ? `bytes=${String((n - 1) * layout.partBytes)}-${String(Math.min(n * layout.partBytes, size) - 1)}` : undefined;
-      const fetched = await getObject(ctx.source, { ...src, ...(range !== undefined ? { Range: range } : { PartNumber: n }) });
+      const fetched = await sourceGet(ctx, { ...src, ...(range !== undefined ? { Range: range } : { PartNumber: n }) });
       if (range === undefined && count > 1 && wholeAnswer(fetched)) {
         (fetched.Body as Readable | undefined)?.destroy();
         throw new PartNumberIgnored(`the source answered part ${String(n)} with the whole object`);

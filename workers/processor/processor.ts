@@ -2,14 +2,16 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Type } from '@sinclair/typebox';
+import { Bandwidth } from '../../lib/bandwidth.ts';
 import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import type { LocationLimits } from '../../lib/config/schema.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
 import { backoff, DEFAULT_RETRY, type RetryPolicy } from '../../lib/retry.ts';
 import { consumeOrdered, Deferred, Limiter, type Lease } from '../../lib/queue/ordered.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
-import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import type { Queue, QueueConsumer, QueueMessage, QueueProducer, TopicPartition } from '../../lib/queue/queue.ts';
 import { probeDestination, ProbeMemo, type DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
@@ -25,6 +27,7 @@ import { ledgerKey, UploadLedger } from './uploads.ts';
 
 /** The longest delay Node's timers keep (2^31-1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const MIB = 2 ** 20;
 
 export interface ProcessorOptions {
   queue: Queue;
@@ -50,6 +53,8 @@ export interface ProcessorOptions {
   unknownRuleWaitMs?: number;
   /** How old a recorded multipart upload nobody resumed gets before it is aborted (default 24 h). */
   uploadMaxAgeMs?: number;
+  /** The destination Location's spec.limits: shared by every processor of the location, by the partitions each holds. */
+  limits?: LocationLimits | undefined;
 }
 
 const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
@@ -90,6 +95,8 @@ export class Processor {
   private readonly results = new GroupedSender(() => this.producer);
   private readonly names: QueueNames;
   private readonly limiter: Limiter;
+  /** What the copies here may write per second (spec.limits.bandwidthMiBps, this processor's share). */
+  private readonly bandwidth: Bandwidth | undefined;
   private pauseState: PauseState | undefined;
   private control: QueueConsumer | undefined;
   private resumeTimer: NodeJS.Timeout | undefined;
@@ -129,7 +136,29 @@ export class Processor {
     this.names = options.names ?? queueNames();
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     this.log = options.logger.child({ role: 'processor', destination: options.location });
-    this.limiter = new Limiter(options.concurrency ?? 16);
+    this.limiter = new Limiter(this.concurrencyFor(1));
+    const mibps = options.limits?.bandwidthMiBps;
+    this.bandwidth = mibps !== undefined ? new Bandwidth(mibps * MIB) : undefined;
+  }
+
+  /** Copies in flight here when this processor holds `share` of the partitions. */
+  private concurrencyFor(share: number): number {
+    const own = this.options.concurrency ?? 16;
+    const limit = this.options.limits?.concurrency;
+    return limit === undefined ? own : Math.max(1, Math.min(own, Math.ceil(limit * share)));
+  }
+
+  /**
+   * The Location's limits are for all its processors together: each takes its share in proportion to
+   * the partitions it holds (at least one's), the whole of them when it holds every partition.
+   */
+  private share(assignment: TopicPartition[], partitions: number): void {
+    if (this.options.limits === undefined) return;
+    const share = Math.max(1, assignment.filter((tp) => tp.topic === this.names.replication).length) / partitions;
+    this.limiter.resize(this.concurrencyFor(share));
+    const mibps = this.options.limits.bandwidthMiBps;
+    if (this.bandwidth !== undefined && mibps !== undefined) this.bandwidth.setRate(mibps * MIB * share);
+    this.log.info('limits of the destination: this processor\'s share', { share, concurrency: this.limiter.max, ...(this.bandwidth !== undefined ? { bytesPerSecond: Math.round(this.bandwidth.bytesPerSecond) } : {}) });
   }
 
   /** The current pause state of this destination location (undefined: never paused). */
@@ -270,6 +299,7 @@ export class Processor {
   }
 
   private async consume(): Promise<void> {
+    const partitions = this.options.limits !== undefined ? await this.partitionCount() : 1;
     const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true });
     // Set before it runs: a batch may come before consumeOrdered returns, and may need to pause it.
     this.consumer = consumer;
@@ -278,11 +308,23 @@ export class Processor {
         taken: (messages, lease) => {
           this.prefetch(messages, lease);
         },
+        assigned: (assignment) => {
+          this.share(assignment, partitions);
+        },
       });
     } catch (err) {
       this.consumer = undefined;
       await consumer.close().catch(() => undefined);
       throw err;
+    }
+  }
+
+  private async partitionCount(): Promise<number> {
+    const admin = await this.options.queue.admin();
+    try {
+      return await admin.partitionCount(this.names.replication);
+    } finally {
+      await admin.close();
     }
   }
 
@@ -430,7 +472,8 @@ export class Processor {
     // Every call of the copy ends when the lease is aborted (the partition taken away, drained).
     const destination = this.options.destination;
     const copy = async (attempt: number): Promise<Outcome> => {
-      const rule = { replicateReplicas: checked.replicateReplicas, replicateDeleteMarkers: checked.replicateDeleteMarkers, partsIgnored: this.partsMemo };
+      const bandwidth = this.bandwidth;
+      const rule = { replicateReplicas: checked.replicateReplicas, replicateDeleteMarkers: checked.replicateDeleteMarkers, partsIgnored: this.partsMemo, ...(bandwidth !== undefined ? { throttle: () => bandwidth.stream() } : {}) };
       if (isBlobAccount(destination)) return replicateToBlob({ source: abortable(source, lease.signal), account: destination, signal: lease.signal, ...rule }, task, d);
       // A retry reads the destination again (the first attempt may have written it), as does a task
       // whose rule now gives another key prefix (what was read ahead is the queued key's).

@@ -6,6 +6,7 @@ import {
   GetObjectTaggingCommand,
   ListPartsCommand,
   PutObjectTaggingCommand,
+  type GetObjectCommandInput,
   type GetObjectCommandOutput,
   type S3Client,
   type StorageClass,
@@ -42,6 +43,22 @@ export interface CopyContext {
    * object of each: their multipart objects are then copied whole or in byte ranges at once.
    */
   partsIgnored?: { has(location: string): boolean; add(location: string): void };
+  /** Where the bytes read from the source pass, when the destination's bandwidth is limited (spec.limits). */
+  throttle?: () => Transform;
+}
+
+/** A GET of the source, its body through the destination's bandwidth limit if it has one. */
+export async function sourceGet(ctx: Pick<CopyContext, 'source' | 'throttle'>, input: GetObjectCommandInput): Promise<GetObjectCommandOutput> {
+  const got = await getObject(ctx.source, input);
+  const body = got.Body as Readable | undefined;
+  if (ctx.throttle === undefined || body === undefined) return got;
+  const throttled = ctx.throttle();
+  body.on('error', (err) => throttled.destroy(err));
+  // A copy that lets the throttled stream go (an error, a whole-object copy that stopped reading) lets the response go too.
+  throttled.on('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
+  return { ...got, Body: body.pipe(throttled) as unknown as NonNullable<GetObjectCommandOutput['Body']> };
 }
 
 /** What a GET of the destination key would see now (see currentState). */
@@ -189,11 +206,11 @@ export interface OpenedSource {
  * gone, a replica the rule does not carry on), and NOT_THE_STAMP where `checkStamp` and the GET's
  * Last-Modified (whole seconds) disagrees with `sourceTime`. The caller destroys the stream.
  */
-export async function openSource(ctx: Pick<CopyContext, 'source' | 'replicateReplicas' | 'partsIgnored'>, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp: boolean): Promise<OpenedSource | Outcome | typeof NOT_THE_STAMP> {
+export async function openSource(ctx: Pick<CopyContext, 'source' | 'replicateReplicas' | 'partsIgnored' | 'throttle'>, task: ReplicationTask, d: TaskDestination, sourceTime: number, checkStamp: boolean): Promise<OpenedSource | Outcome | typeof NOT_THE_STAMP> {
   const src = { Bucket: task.source.bucket, Key: task.source.key, VersionId: task.source.versionId };
   // (A source known to ignore partNumber is asked for the whole version.)
   const multipartHint = task.etag !== undefined && /-\d+$/.test(task.etag) && ctx.partsIgnored?.has(task.source.location) !== true;
-  const got = await getObject(ctx.source, multipartHint ? { ...src, PartNumber: 1 } : src).catch(goneOrThrow);
+  const got = await sourceGet(ctx, multipartHint ? { ...src, PartNumber: 1 } : src).catch(goneOrThrow);
   if ('state' in got) return got;
   const stream = got.Body as Readable | undefined;
   const size = Number(/\/(\d+)$/.exec(got.ContentRange ?? '')?.[1] ?? got.ContentLength ?? 0);
@@ -238,7 +255,7 @@ async function copyObject(ctx: CopyContext, task: ReplicationTask, d: TaskDestin
     // A version whose ETag no copy can reproduce: whole in one PUT (from `open`, a GET of it already
     // answered, or a new one), or in byte ranges past what one PUT takes.
     const unmatched = async (open?: Readable): Promise<Outcome> => {
-      if (size <= (ctx.wholeMaxBytes ?? WHOLE_MAX_BYTES)) return copyWhole(ctx, headers, open ?? ((await getObject(ctx.source, src)).Body as Readable), size);
+      if (size <= (ctx.wholeMaxBytes ?? WHOLE_MAX_BYTES)) return copyWhole(ctx, headers, open ?? ((await sourceGet(ctx, src)).Body as Readable), size);
       open?.destroy();
       const copied = await copyParts(ctx, task, d, headers, { kind: 'ranges', size, partBytes: rangeBytes(size, ctx.rangeMinBytes) });
       const resumed = copied.resumed > 0 ? { resumedParts: copied.resumed } : {};
@@ -404,7 +421,7 @@ async function copyParts(
   if (etags.has(1)) first?.stream.destroy();
   const copyPart = async (n: number): Promise<void> => {
     const range = layout.kind === 'ranges' ? `bytes=${String((n - 1) * layout.partBytes)}-${String(Math.min(n * layout.partBytes, layout.size) - 1)}` : undefined;
-    const fetched = n === 1 && first !== undefined ? undefined : await getObject(ctx.source, { ...src, ...(range !== undefined ? { Range: range } : { PartNumber: n }) });
+    const fetched = n === 1 && first !== undefined ? undefined : await sourceGet(ctx, { ...src, ...(range !== undefined ? { Range: range } : { PartNumber: n }) });
     const part = fetched ?? { Body: first?.stream, ContentLength: first?.length };
     const stream = part.Body as Readable;
     // (The first part from the journal's hint was checked by copyObject.)

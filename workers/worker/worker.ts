@@ -148,6 +148,7 @@ async function processor(ctx: RoleContext): Promise<RoleRun> {
     destination: ctx.connect(location),
     sources,
     configs: ctx.config.buckets,
+    limits: ctx.config.locations.get(location)?.spec.limits,
     ...(ctx.options.concurrency !== undefined ? { concurrency: ctx.options.concurrency } : {}),
   });
   await p.start();

@@ -18,7 +18,7 @@ import { forEachLimit } from './pool.ts';
 import { planPublication, publishedConditions } from './publish-plan.ts';
 import { PublishedConfigMaps, publishedBuckets, publishedRules, type PublishResult } from './published-state.ts';
 import { RuleChecks, type LocationObject as CheckedLocation, type RuleObject as CheckedRule, type WebhookTarget } from './rule-checks.ts';
-import { configHash, deploymentFor, desiredWorkers, MANAGED_BY, PEER_KEY, peerKeySecret, readOfLocation, readsRule, replicasFor, roleInputs, secretKeys, serviceFor, webhookServiceUrl, type WorkerSettings, type WorkerSpec } from './workers.ts';
+import { configHash, deploymentFor, desiredWorkers, disruptionBudgetFor, MANAGED_BY, type OwnedObject, PEER_KEY, peerKeySecret, readOfLocation, readsRule, replicasFor, roleInputs, secretKeys, serviceFor, webhookServiceUrl, type WorkerSettings, type WorkerSpec } from './workers.ts';
 
 // One level-triggered pass over the whole installation: read every Location and ReplicationRule, and
 // what is published now; decide what should exist; change only what differs; write each status once,
@@ -376,9 +376,10 @@ export class Reconciler {
         logger.info('worker deployment removed', { deployment: d.metadata.name });
       }
     });
-    const served = await this.applyServices(specs.filter((spec) => spec.role === 'webhook'), attempt);
+    const served = await this.applyOwned('Service', `/api/v1/namespaces/${namespace}/services`, 'webhook', specs.filter((spec) => spec.role === 'webhook').map((spec) => serviceFor(settings, spec)), attempt);
+    const budgets = await this.applyOwned('PodDisruptionBudget', `/apis/policy/v1/namespaces/${namespace}/poddisruptionbudgets`, undefined, specs.map((spec) => disruptionBudgetFor(settings, spec)), attempt);
     this.lags = lags;
-    return { ok: cleaned && served && behind.length === 0, behind };
+    return { ok: cleaned && served && budgets && behind.length === 0, behind };
   }
 
   /** Where each Location with a webhook journal is received, and the token its topic gives (an unlabelled Secret's is not used). */
@@ -400,35 +401,35 @@ export class Reconciler {
     return targets;
   }
 
-  /** The Services of the webhook receivers (applied server-side); those of receivers no longer wanted are deleted. */
-  private async applyServices(receivers: WorkerSpec[], attempt: Attempt): Promise<boolean> {
-    const { rest, namespace, settings, logger } = this.o;
-    const path = `/api/v1/namespaces/${namespace}/services`;
-    const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name},app.kubernetes.io/component=webhook`);
+  /**
+   * Objects of one kind owned beside the worker Deployments (applied server-side, written only when their
+   * spec hash changed); those of this installation no longer wanted are deleted.
+   */
+  private async applyOwned(kind: string, path: string, component: string | undefined, desired: OwnedObject[], attempt: Attempt): Promise<boolean> {
+    const { rest, settings, logger } = this.o;
+    const selector = encodeURIComponent(`app.kubernetes.io/managed-by=${MANAGED_BY},app.kubernetes.io/instance=${settings.name}${component !== undefined ? `,app.kubernetes.io/component=${component}` : ''}`);
     let existing: KubeObject[] | undefined;
-    const listed = await attempt('webhook Services', async () => {
+    const listed = await attempt(`${kind}s`, async () => {
       existing = (await rest.list(`${path}?labelSelector=${selector}`)).items;
     });
     if (existing === undefined) return listed;
     let ok = true;
-    for (const spec of receivers) {
-      const desired = serviceFor(settings, spec);
-      const hash = desired.metadata.annotations['backbeat.io/spec-hash'];
-      if (existing.some((svc) => svc.metadata.name === spec.deployment && svc.metadata.annotations?.['backbeat.io/spec-hash'] === hash)) continue;
-      ok = (await attempt(`Service/${spec.deployment}`, async () => {
-        await rest.apply(`${path}/${spec.deployment}`, desired, MANAGED_BY);
+    for (const object of desired) {
+      const { name, annotations } = object.metadata;
+      if (existing.some((x) => x.metadata.name === name && x.metadata.annotations?.['backbeat.io/spec-hash'] === annotations['backbeat.io/spec-hash'])) continue;
+      ok = (await attempt(`${kind}/${name}`, async () => {
+        await rest.apply(`${path}/${name}`, object, MANAGED_BY);
       })) && ok;
     }
-    const wanted = new Set(receivers.map((s) => s.deployment));
-    for (const svc of existing.filter((x) => !wanted.has(x.metadata.name))) {
-      ok = (await attempt(`Service/${svc.metadata.name}`, async () => {
-        await rest.delete(`${path}/${svc.metadata.name}`);
-        logger.info('webhook service removed', { service: svc.metadata.name });
+    const wanted = new Set(desired.map((o) => o.metadata.name));
+    for (const x of existing.filter((o) => !wanted.has(o.metadata.name))) {
+      ok = (await attempt(`${kind}/${x.metadata.name}`, async () => {
+        await rest.delete(`${path}/${x.metadata.name}`);
+        logger.info('worker object removed', { kind, name: x.metadata.name });
       })) && ok;
     }
     return ok;
   }
-
 
   /** Scale up at once; scale down only once the lower count has been wanted for scaleDownDelayMs. */
   private damped(spec: WorkerSpec, current: number | undefined, wanted: number): number {

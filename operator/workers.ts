@@ -299,20 +299,32 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
   };
 }
 
-/**
- * The Service in front of a webhook receiver's pods: its name is the Deployment's. A hash of the rest
- * sits on it, so that one already as wanted is not written again.
- */
-export function serviceFor(settings: WorkerSettings, spec: WorkerSpec): Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } } {
-  const selector = labels(settings, spec);
-  const body = { selector, ports: [{ name: 'http', port: PORT, targetPort: 'http', protocol: 'TCP' }] };
+/** An object the operator keeps beside a worker Deployment, named as it is, with a hash of its spec. */
+export type OwnedObject = Json & { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> } };
+
+/** One of those: a hash of the rest sits on it, so that one already as wanted is not written again. */
+function owned(settings: WorkerSettings, spec: WorkerSpec, apiVersion: string, kind: string, body: Json): OwnedObject {
   const owner = settings.owner !== undefined ? { ownerReferences: [{ ...settings.owner, controller: true, blockOwnerDeletion: false }] } : {};
   return {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: spec.deployment, labels: selector, annotations: { 'backbeat.io/spec-hash': shortHash(JSON.stringify({ body, owner }), 16) }, ...owner },
+    apiVersion,
+    kind,
+    metadata: { name: spec.deployment, labels: labels(settings, spec), annotations: { 'backbeat.io/spec-hash': shortHash(JSON.stringify({ body, owner }), 16) }, ...owner },
     spec: body,
   };
+}
+
+/** The Service in front of a webhook receiver's pods: its name is the Deployment's. */
+export function serviceFor(settings: WorkerSettings, spec: WorkerSpec): OwnedObject {
+  return owned(settings, spec, 'v1', 'Service', { selector: labels(settings, spec), ports: [{ name: 'http', port: PORT, targetPort: 'http', protocol: 'TCP' }] });
+}
+
+/**
+ * A node drain takes one pod of a worker Deployment at a time: its consumer group rebalances once per
+ * pod rather than losing every member at once (a status replica's partitions are restored one by one).
+ * With one replica it holds nothing up.
+ */
+export function disruptionBudgetFor(settings: WorkerSettings, spec: WorkerSpec): OwnedObject {
+  return owned(settings, spec, 'policy/v1', 'PodDisruptionBudget', { maxUnavailable: 1, selector: { matchLabels: labels(settings, spec) } });
 }
 
 /** Where the source server reaches a Location's webhook receiver by default: its Service, in the namespace. */

@@ -45,6 +45,9 @@ describe('Operator on a real API server', function () {
   const deployment = (suffix: string): string => `${RELEASE}-${suffix}`;
   const readyPods = async (suffix: string): Promise<number> => (await c.pods(deployment(suffix))).filter((p) => p.ready).length;
 
+  /** The worker PodDisruptionBudgets: name and maxUnavailable, sorted. */
+  const disruptionBudgets = async (): Promise<string[]> =>
+    (await c.rest.list(`/apis/policy/v1/namespaces/${c.namespace}/poddisruptionbudgets?labelSelector=${encodeURIComponent('app.kubernetes.io/managed-by=backbeat-operator')}`)).items.map((b) => `${b.metadata.name} ${String((b as { spec?: { maxUnavailable?: number } }).spec?.maxUnavailable)}`).sort();
   const get = async (plural: string, name: string): Promise<Resource> => c.rest.get<Resource>(`/apis/backbeat.io/v1alpha1/namespaces/${c.namespace}/${plural}/${name}`);
   const condition = (r: Resource, type: string): Condition | undefined => r.status?.conditions?.find((x) => x.type === type);
   const ready = (r: Resource): Condition | undefined => condition(r, 'Ready');
@@ -112,6 +115,8 @@ describe('Operator on a real API server', function () {
       assert.equal(await replicas(deployment('status')), 1);
       assert.equal(await replicas(deployment('gc')), 0);
     }, 60_000, 500);
+    // A node drain takes one pod of each worker Deployment at a time.
+    await eventually(async () => assert.deepEqual(await disruptionBudgets(), ['gc', 'populator-site-a', 'processor-site-b', 'scanner-site-a', 'status'].map((d) => `${deployment(d)} 1`)), 60_000, 500);
     const data = await configMap();
     const compiled = JSON.parse(data['bucket_site-a_photos.json'] ?? '{}') as { Rules: { ID: string; Destinations: { Id: string }[] }[] };
     assert.deepEqual(compiled.Rules.map((r) => [r.ID, r.Destinations.map((d) => d.Id)]), [['photos', ['site-b/photos-replica']]]);
@@ -429,6 +434,7 @@ describe('Operator on a real API server', function () {
     await eventually(async () => {
       for (const d of ['populator-site-a', 'scanner-site-a', 'processor-site-b']) assert.equal(await replicas(deployment(d)), undefined, d);
       assert.deepEqual(Object.keys(await configMap()).filter((k) => k.startsWith('bucket_')), []);
+      assert.deepEqual(await disruptionBudgets(), ['gc', 'status'].map((d) => `${deployment(d)} 1`), 'the budgets of the workers gone are gone');
     }, 60_000, 500);
     assert.equal(await replicas(deployment('gc')), 0);
     if (!c.external) {

@@ -38,7 +38,8 @@ describe('failures that stay local: a denied tag lookup, a denied bucket listing
         const url = req.url ?? '';
         if (req.method !== 'GET') return false;
         if (url.startsWith('/tagged/denied/') && /[?&]tagging/.test(url)) return true;
-        return url.startsWith('/listing-denied/?') && /[?&]versions/.test(url);
+        // A bucket's listing, with or without a '/' after the bucket (the SDK's path, and the direct path's).
+        return /^\/listing-denied\/?\?/.test(url) && /[?&]versions/.test(url);
       },
       403,
       'AccessDenied',

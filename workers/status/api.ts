@@ -312,6 +312,60 @@ export function statusServer(ctx: ApiContext): Server {
   });
 }
 
+/** What a route is given: the request, its URL, the path's captures (decoded), and the caller check. */
+interface RouteCall {
+  ctx: ApiContext;
+  req: IncomingMessage;
+  url: URL;
+  params: string[];
+  /** Refuses the caller unless allowed `action` (a forwarded request a replica authorized passes). */
+  allow: (action: ApiAction, body?: string) => Promise<void>;
+}
+
+/**
+ * The API's routes. A table of patterns rather than a router library: an object's key comes in
+ * percent-encoded segments (a '/' inside a key is %2F) that objectStatus decodes one by one, which
+ * routers that decode the path first would merge.
+ */
+const ROUTES: { method: 'GET' | 'POST'; path: RegExp; serve: (call: RouteCall) => Promise<Answer> | Answer }[] = [
+  {
+    method: 'POST',
+    path: /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/,
+    serve: async ({ ctx, req, params: [location = '', action = ''], allow }) => {
+      await allow({ verb: 'create', resource: 'locations', subresource: 'pause', name: location });
+      const state = pauseRequest(ctx, location, action, (await jsonBody(req)).value);
+      await ctx.controls.set(state);
+      return { code: 200, body: state };
+    },
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/rules\/([^/]+)\/backfill$/,
+    serve: async ({ ctx, params: [rule = ''], allow }) => {
+      await allow({ verb: 'create', resource: 'replicationrules', subresource: 'backfill', name: rule });
+      const queued = ctx.backfill(rule);
+      if (queued === undefined) return unknownRule(ctx, rule);
+      return { code: 200, body: { rule, queued: await queued } };
+    },
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/failed\/retry$/,
+    serve: async ({ ctx, req, allow }) => {
+      // What may be retried depends on the body (capped, so reading it first costs little).
+      const { value: body, raw } = await jsonBody(req);
+      const location = typeof body['destination'] === 'string' ? body['destination'].split('/')[0] : undefined;
+      await allow({ verb: 'create', resource: 'locations', subresource: 'retry', ...(location !== undefined ? { name: location } : {}) }, raw);
+      return retry(ctx, req, body);
+    },
+  },
+  { method: 'GET', path: /^\/v1\/destinations$/, serve: ({ ctx }) => ({ code: 200, body: { destinations: ctx.controls.states() } }) },
+  { method: 'GET', path: /^\/v1\/failed$/, serve: ({ ctx, req, url }) => failedPage(ctx, req, url) },
+  { method: 'GET', path: /^\/v1\/summary$/, serve: ({ ctx, req }) => summary(ctx, req) },
+  { method: 'GET', path: /^\/v1\/objects\//, serve: ({ ctx, req, url }) => objectStatus(ctx, req, url) },
+  { method: 'GET', path: /^\/v1\/rules\/([^/]+)$/, serve: ({ ctx, req, url, params: [rule = ''] }) => ruleFigures(ctx, req, rule, url.pathname) },
+];
+
 async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> {
   // A request another replica forwarded after authorizing it is not checked again (peers.ts).
   const allow = async (action: ApiAction, body = ''): Promise<void> => {
@@ -319,40 +373,16 @@ async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<A
     if (req.headers[FORWARDED] !== undefined && typeof assertion === 'string' && ctx.peerKey?.asserted(assertion, req.method ?? '', `${url.pathname}${url.search}`, body) === true) return;
     await ctx.auth.check(req.headers.authorization, action);
   };
-  if (req.method === 'POST') {
-    const control = /^\/v1\/destinations\/([^/]+)\/(pause|resume)$/.exec(url.pathname);
-    if (control !== null) {
-      const location = decodeURIComponent(control[1] ?? '');
-      await allow({ verb: 'create', resource: 'locations', subresource: 'pause', name: location });
-      const state = pauseRequest(ctx, location, control[2] ?? '', (await jsonBody(req)).value);
-      await ctx.controls.set(state);
-      return { code: 200, body: state };
-    }
-    const backfill = /^\/v1\/rules\/([^/]+)\/backfill$/.exec(url.pathname);
-    if (backfill !== null) {
-      const rule = decodeURIComponent(backfill[1] ?? '');
-      await allow({ verb: 'create', resource: 'replicationrules', subresource: 'backfill', name: rule });
-      const queued = ctx.backfill(rule);
-      if (queued === undefined) return unknownRule(ctx, rule);
-      return { code: 200, body: { rule, queued: await queued } };
-    }
-    if (url.pathname === '/v1/failed/retry') {
-      // What may be retried depends on the body (capped, so reading it first costs little).
-      const { value: body, raw } = await jsonBody(req);
-      const location = typeof body['destination'] === 'string' ? body['destination'].split('/')[0] : undefined;
-      await allow({ verb: 'create', resource: 'locations', subresource: 'retry', ...(location !== undefined ? { name: location } : {}) }, raw);
-      return retry(ctx, req, body);
-    }
+  const matching = ROUTES.filter((r) => r.path.test(url.pathname));
+  const found = matching.find((r) => r.method === req.method);
+  if (found === undefined) {
+    // Reading anything needs the right to read; a path served for another method is a 405.
+    if (req.method === 'GET') await allow({ verb: 'get', resource: 'replicationrules' });
+    return matching.length > 0 || req.method !== 'GET' ? { code: 405, body: { error: `${req.method ?? ''} ${url.pathname} is not served` } } : { code: 404, body: { error: `no such endpoint: ${url.pathname}` } };
   }
-  if (req.method !== 'GET') return { code: 405, body: { error: `${req.method ?? ''} ${url.pathname} is not served` } };
-  await allow({ verb: 'get', resource: 'replicationrules' });
-  if (url.pathname === '/v1/destinations') return { code: 200, body: { destinations: ctx.controls.states() } };
-  if (url.pathname === '/v1/failed') return failedPage(ctx, req, url);
-  if (url.pathname === '/v1/summary') return summary(ctx, req);
-  if (url.pathname.startsWith('/v1/objects/')) return objectStatus(ctx, req, url);
-  const rule = /^\/v1\/rules\/([^/]+)$/.exec(url.pathname);
-  if (rule !== null) return ruleFigures(ctx, req, decodeURIComponent(rule[1] ?? ''), url.pathname);
-  return { code: 404, body: { error: `no such endpoint: ${url.pathname}` } };
+  if (found.method === 'GET') await allow({ verb: 'get', resource: 'replicationrules' });
+  const params = (found.path.exec(url.pathname) ?? []).slice(1).map((p) => decodeURIComponent(p));
+  return found.serve({ ctx, req, url, params, allow });
 }
 
 /**

@@ -246,7 +246,8 @@ engine() {
 }
 
 build_promcheck() {
-  # Prometheus' rule and PromQL parsers, to check the chart's alerts and dashboard.
+  # Prometheus' rule and PromQL parsers, to check the chart's alerts and dashboard; its PromQL engine and
+  # TSDB, to evaluate the alerts on what a run's /metrics serve (promcheck watch).
   (cd "$PROMCHECK_SRC" && "${GOENV[@]}" go build -ldflags="-s -w" -o "$OUT/promcheck" .)
 }
 

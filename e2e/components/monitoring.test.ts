@@ -7,8 +7,7 @@ import { operatorMetrics } from '../../operator/metrics.ts';
 import { requireBinary } from '../harness/binaries.ts';
 
 // The chart's alerts and dashboard, checked with Prometheus' own parser (promcheck, built by make deps)
-// and against the metrics the code really exports. Evaluating the alerts needs a Prometheus server,
-// which is not built here: their firing is not exercised.
+// and against the metrics the code really exports. Their firing on a real run: e2e/pipeline/alerts.test.ts.
 
 const run = promisify(execFile);
 const CHART = new URL('../../charts/backbeat', import.meta.url).pathname;

@@ -35,6 +35,8 @@ export interface MinioServer {
   /** Stops and starts the server again on the same port and data (a site restart). */
   restart(): Promise<void>;
   stop(): Promise<void>;
+  /** Starts it again after stop(), on the same port and data (a site back from an outage). */
+  start(): Promise<void>;
 }
 
 /** A single-drive MinIO server on a free loopback port, with its own credentials and data folder. */
@@ -102,5 +104,6 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
       await proc.start(ready);
     },
     stop: () => proc.stop(),
+    start: () => proc.start(ready),
   };
 }

@@ -4,6 +4,7 @@
 //	promcheck rules < groups.json   rule groups ({"groups":[{"name","rules":[{alert,expr,for,labels,annotations}]}]}):
 //	                                expressions, durations, and label and annotation templates
 //	promcheck exprs < exprs.json    a JSON array of PromQL expressions
+//	promcheck watch ...             scrapes targets and evaluates alerting rules (watch.go)
 //
 // (Prometheus' rulefmt package would do the rules in one call, but it pulls in the storage layer, some of
 // whose dependencies the module proxy does not serve; this checks the same parts with the parser.)
@@ -48,6 +49,9 @@ func init() {
 	}
 }
 
+// Prometheus' parser, with the default functions and options.
+var exprParser = parser.NewParser(parser.Options{})
+
 // The variables Prometheus defines before an alert template.
 const templateHeader = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}"
 
@@ -71,7 +75,7 @@ func checkRules(in *json.Decoder) []string {
 			if !model.UTF8Validation.IsValidMetricName(name) || strings.ContainsAny(name, " {}") {
 				problems = append(problems, fmt.Sprintf("%s: not a valid rule name", name))
 			}
-			if _, err := parser.ParseExpr(r.Expr); err != nil {
+			if _, err := exprParser.ParseExpr(r.Expr); err != nil {
 				problems = append(problems, fmt.Sprintf("%s: expr: %v", name, err))
 			}
 			if r.For != "" {
@@ -104,7 +108,7 @@ func checkExprs(in *json.Decoder) []string {
 	}
 	var problems []string
 	for _, e := range exprs {
-		if _, err := parser.ParseExpr(e); err != nil {
+		if _, err := exprParser.ParseExpr(e); err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", e, err))
 		}
 	}
@@ -115,6 +119,13 @@ func checkExprs(in *json.Decoder) []string {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "watch" {
+		if err := watch(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "promcheck watch:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var problems []string
 	switch strings.Join(os.Args[1:], " ") {
 	case "rules":
@@ -122,7 +133,7 @@ func main() {
 	case "exprs":
 		problems = checkExprs(json.NewDecoder(os.Stdin))
 	default:
-		fmt.Fprintln(os.Stderr, "usage: promcheck rules < groups.json | promcheck exprs < exprs.json")
+		fmt.Fprintln(os.Stderr, "usage: promcheck rules < groups.json | promcheck exprs < exprs.json | promcheck watch --rules groups.json --target URL ...")
 		os.Exit(2)
 	}
 	for _, p := range problems {

@@ -4,7 +4,6 @@ import { kafkaSecurity, KafkaSecurityError, type KafkaSecurity } from '../lib/qu
 import type { KafkaMounts } from '../operator/workers.ts';
 import type { ApiAuth } from '../workers/status/auth.ts';
 import type { PeerKey } from '../workers/status/peers.ts';
-
 import { UsageError } from './exit.ts';
 
 // `backbeat run`, `backbeat worker` and `backbeat operator`: the settings they take, checked, and how they
@@ -25,19 +24,20 @@ function json(value: string | undefined, flag: string, example: string): Record<
   throw new UsageError(`${flag} must be a JSON object, e.g. ${example}`);
 }
 
-function flagOrEnv(values: Values, flag: string): string | undefined {
+/** A setting given (by flag or environment variable): a string that is not empty. */
+function given(values: Values, flag: string): string | undefined {
   const v = values[flag];
   return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
 function text(values: Values, flag: string, fallback?: string): string {
-  const v = flagOrEnv(values, flag) ?? fallback;
+  const v = given(values, flag) ?? fallback;
   if (v === undefined) throw new UsageError(`give --${flag}`);
   return v;
 }
 
 function count(values: Values, flag: string, fallback: number, min = 0): number {
-  const raw = flagOrEnv(values, flag);
+  const raw = given(values, flag);
   const n = raw === undefined ? fallback : Number(raw);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} must be an integer ≥ ${String(min)}, got "${raw ?? ''}"`);
   return n;
@@ -60,13 +60,13 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1|\[::1\])$/;
  */
 export async function controlAuth(values: Values, listenHost: string): Promise<ApiAuth> {
   const { kubernetesAuth, openAuth, tokenAuth } = await import('../workers/status/auth.ts');
-  const mode = flagOrEnv(values, 'api-auth');
-  const tokenFile = flagOrEnv(values, 'api-token-file');
+  const mode = given(values, 'api-auth');
+  const tokenFile = given(values, 'api-token-file');
   if (mode === 'kubernetes') {
     if (tokenFile !== undefined) throw new UsageError('give --api-auth kubernetes or --api-token-file, not both');
     const { kubeRest } = await import('../lib/kube/rest.ts');
     const { loadKubeConfig } = await import('../lib/kube/client.ts');
-    const kubeconfig = flagOrEnv(values, 'kubeconfig');
+    const kubeconfig = given(values, 'kubeconfig');
     return kubernetesAuth(kubeRest(loadKubeConfig(kubeconfig)), text(values, 'namespace', process.env['POD_NAMESPACE']));
   }
   if (tokenFile !== undefined) {
@@ -80,7 +80,7 @@ export async function controlAuth(values: Values, listenHost: string): Promise<A
 
 /** The status replicas' shared key (--peer-key-file, a Secret the operator creates): see workers/status/peers.ts. */
 async function peerKeyOf(values: Values): Promise<{ peerKey?: PeerKey }> {
-  const file = flagOrEnv(values, 'peer-key-file');
+  const file = given(values, 'peer-key-file');
   if (file === undefined) return {};
   const { PeerKey } = await import('../workers/status/peers.ts');
   const key = Buffer.from(usage(() => readSecretFile(file, '--peer-key-file')));
@@ -93,8 +93,8 @@ async function peerKeyOf(values: Values): Promise<{ peerKey?: PeerKey }> {
  * (--kafka-ca-secret) and the SASL password (--kafka-sasl-password-secret), and the other settings.
  */
 function kafkaMounts(values: Values, security: KafkaSecurity): KafkaMounts {
-  const caSecret = flagOrEnv(values, 'kafka-ca-secret');
-  const passwordSecret = flagOrEnv(values, 'kafka-sasl-password-secret');
+  const caSecret = given(values, 'kafka-ca-secret');
+  const passwordSecret = given(values, 'kafka-sasl-password-secret');
   if (security.tls?.ca !== undefined && caSecret === undefined) throw new UsageError('the workers need the Kafka CA bundle too: give --kafka-ca-secret (the Secret whose ca.crt it is)');
   if (security.sasl !== undefined && passwordSecret === undefined) throw new UsageError('the workers need the Kafka password too: give --kafka-sasl-password-secret (the Secret whose password key it is)');
   return {
@@ -106,14 +106,14 @@ function kafkaMounts(values: Values, security: KafkaSecurity): KafkaMounts {
 
 /** TLS and SASL to Kafka, from --kafka-*; the files they name are read now. */
 export function kafkaSecurityOf(values: Values): KafkaSecurity {
-  const tls = flagOrEnv(values, 'kafka-tls');
+  const tls = given(values, 'kafka-tls');
   return usage(() =>
     kafkaSecurity({
       tls: tls === 'true',
-      ...optional('caFile', flagOrEnv(values, 'kafka-ca-file')),
-      ...optional('saslMechanism', flagOrEnv(values, 'kafka-sasl-mechanism')),
-      ...optional('saslUsername', flagOrEnv(values, 'kafka-sasl-username')),
-      ...optional('saslPasswordFile', flagOrEnv(values, 'kafka-sasl-password-file')),
+      ...optional('caFile', given(values, 'kafka-ca-file')),
+      ...optional('saslMechanism', given(values, 'kafka-sasl-mechanism')),
+      ...optional('saslUsername', given(values, 'kafka-sasl-username')),
+      ...optional('saslPasswordFile', given(values, 'kafka-sasl-password-file')),
     }),
   );
 }
@@ -129,7 +129,7 @@ function usage<T>(read: () => T): T {
 }
 
 const brokers = (values: Values): string[] => {
-  const list = (flagOrEnv(values, 'brokers') ?? '').split(',').filter((b) => b !== '');
+  const list = (given(values, 'brokers') ?? '').split(',').filter((b) => b !== '');
   if (list.length === 0) throw new UsageError('give the Kafka brokers: --brokers host:port,...');
   return list;
 };
@@ -177,10 +177,10 @@ export async function untilSignal(logger: ReturnType<typeof createLogger>, stop:
 export async function runLocal(values: Values): Promise<number> {
   const files = Array.isArray(values['file']) ? values['file'] : [];
   const gcDelay = count(values, 'gc-delay', 0);
-  const concurrency = flagOrEnv(values, 'concurrency') === undefined ? undefined : count(values, 'concurrency', 16, 1);
+  const concurrency = count(values, 'concurrency', 16, 1);
   const threads = count(values, 'processor-threads', 0);
   if (threads > 64) throw new UsageError('--processor-threads must be an integer from 0 to 64');
-  const kafka = flagOrEnv(values, 'brokers') !== undefined ? brokers(values) : undefined;
+  const kafka = given(values, 'brokers') !== undefined ? brokers(values) : undefined;
   if (threads > 0 && kafka === undefined) throw new UsageError('--processor-threads needs --brokers: the embedded queue lives in the main thread');
   const where = listen(values, 8900);
   const webhook = hostPort(text(values, 'webhook-listen', '127.0.0.1:8901'), '--webhook-listen');
@@ -199,9 +199,9 @@ export async function runLocal(values: Values): Promise<number> {
     webhookHost: webhook.host,
     webhookPort: webhook.port,
     apiAuth: await controlAuth(values, where.host),
-    ...(concurrency !== undefined ? { concurrency } : {}),
+    concurrency,
     ...(threads > 0 ? { processorThreads: threads } : {}),
-    ...optional('prefix', flagOrEnv(values, 'prefix')),
+    ...optional('prefix', given(values, 'prefix')),
     gcDelayMs: gcDelay * 1000,
   });
   return untilSignal(logger, () => local.stop());
@@ -211,7 +211,7 @@ export async function worker(values: Values): Promise<number> {
   const { ROLES, startWorker } = await import('../workers/worker/worker.ts');
   const role = text(values, 'role');
   if (!(ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got "${role}"`);
-  const location = flagOrEnv(values, 'location');
+  const location = given(values, 'location');
   if (role !== 'status' && role !== 'gc' && location === undefined) throw new UsageError(`the ${role} role needs --location (its ${role === 'processor' ? 'destination' : 'source'} location)`);
   const where = listen(values, 8900);
   const logger = createLogger({ component: `backbeat-${role}` });
@@ -230,8 +230,8 @@ export async function worker(values: Values): Promise<number> {
     listenPort: where.port,
     concurrency: count(values, 'concurrency', 16, 1),
     gcDelayMs: gcDelay * 1000,
-    ...optional('stateDir', flagOrEnv(values, 'state-dir')),
-    ...optional('advertiseUrl', flagOrEnv(values, 'advertise-url')),
+    ...optional('stateDir', given(values, 'state-dir')),
+    ...optional('advertiseUrl', given(values, 'advertise-url')),
     ...(role === 'status' ? { apiAuth: await controlAuth(values, where.host), ...(await peerKeyOf(values)) } : {}),
     logger,
   });
@@ -240,7 +240,7 @@ export async function worker(values: Values): Promise<number> {
 
 /** Replicas of the topics created; unset: min(3, brokers). */
 function replicationFactor(values: Values): { replicationFactor?: number } {
-  const set = flagOrEnv(values, 'replication-factor') !== undefined;
+  const set = given(values, 'replication-factor') !== undefined;
   return set ? { replicationFactor: count(values, 'replication-factor', 0, 1) } : {};
 }
 
@@ -250,10 +250,10 @@ export async function operator(values: Values): Promise<number> {
   const { startOperator } = await import('../operator/operator.ts');
   const where = listen(values, 8080);
   const logger = createLogger({ component: 'backbeat-operator' });
-  const parsedResources = json(flagOrEnv(values, 'worker-resources'), '--worker-resources', '{"requests":{"cpu":"100m"}}');
-  const roleResources = json(flagOrEnv(values, 'worker-role-resources'), '--worker-role-resources', '{"processor":{"limits":{"memory":"2Gi"}}}');
-  const pod = json(flagOrEnv(values, 'worker-pod'), '--worker-pod', '{"nodeSelector":{"disk":"ssd"}}');
-  const rolePod = json(flagOrEnv(values, 'worker-role-pod'), '--worker-role-pod', '{"processor":{"priorityClassName":"high"}}');
+  const parsedResources = json(given(values, 'worker-resources'), '--worker-resources', '{"requests":{"cpu":"100m"}}');
+  const roleResources = json(given(values, 'worker-role-resources'), '--worker-role-resources', '{"processor":{"limits":{"memory":"2Gi"}}}');
+  const pod = json(given(values, 'worker-pod'), '--worker-pod', '{"nodeSelector":{"disk":"ssd"}}');
+  const rolePod = json(given(values, 'worker-role-pod'), '--worker-role-pod', '{"processor":{"priorityClassName":"high"}}');
   const { ROLES } = await import('../workers/worker/worker.ts');
   const { POD_EXTRAS } = await import('../operator/workers.ts');
   for (const [flag, byRole] of [['--worker-role-resources', roleResources], ['--worker-role-pod', rolePod]] as const) {
@@ -267,8 +267,8 @@ export async function operator(values: Values): Promise<number> {
   const min = count(values, 'min-replicas', 1, 0);
   const max = count(values, 'max-replicas', 8, 1);
   if (min > max) throw new UsageError(`--min-replicas (${String(min)}) exceeds --max-replicas (${String(max)})`);
-  const kubeconfig = flagOrEnv(values, 'kubeconfig');
-  const owner = flagOrEnv(values, 'owner');
+  const kubeconfig = given(values, 'kubeconfig');
+  const owner = given(values, 'owner');
   const security = kafkaSecurityOf(values);
   const run = await startOperator({
     kafkaSecurity: security,

@@ -22,7 +22,7 @@ const envOf = (flag: string): string => `BACKBEAT_${flag.toUpperCase().replace(/
 /** An option that may also come from the environment (BACKBEAT_<FLAG> unless `env` names another); the flag wins. */
 function setting(flags: string, description: string, env?: string): Option {
   const option = new Option(flags, description);
-  return option.env(env ?? envOf(option.attributeName().replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)));
+  return option.env(env ?? envOf((option.long ?? '').replace(/^--/, '')));
 }
 
 const KAFKA_SECURITY = (): Option[] => [

@@ -42,9 +42,10 @@ describe('limits per destination Location (real Kafka, MinIO, local mode)', func
     );
     const [limited, unlimited] = [done.get('site-b/big-b') ?? 0, done.get('site-c/big-c') ?? 0];
     process.stdout.write(`      64 MiB: limited to 16 MiB/s ${limited.toFixed(2)} s, unlimited ${unlimited.toFixed(2)} s (×${(limited / unlimited).toFixed(1)})\n`);
-    // The limit is a floor on the time whatever the machine's load (64 MiB at 16 MiB/s, less a bucket of 0.8 MiB).
+    // The limit is a floor on the time whatever the machine's load (64 MiB at 16 MiB/s, less a bucket of
+    // 0.8 MiB); the ratio is printed, not judged (both times share the journal's latency, which load stretches).
     assert.ok(limited >= 3.8, `limited copy took ${limited.toFixed(2)} s`);
-    assert.ok(limited / unlimited >= 2, `limited ${limited.toFixed(2)} s against unlimited ${unlimited.toFixed(2)} s`);
+    assert.ok(unlimited < limited, `the other destination is not held back: ${unlimited.toFixed(2)} s against ${limited.toFixed(2)} s`);
     assert.deepEqual(await body(sites.b.client(), 'big-b', 'video.bin'), data);
     assert.deepEqual(await body(sites.c.client(), 'big-c', 'video.bin'), data);
   });

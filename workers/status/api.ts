@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { BodyTooLarge, readBody } from '../../lib/http/body.ts';
 import { redactString } from '../../lib/log/redact.ts';
-import { type PauseState, versionKey } from '../messages.ts';
+import { type Figures, type PauseState, versionKey } from '../messages.ts';
 import { type ApiAction, type ApiAuth, Refused } from './auth.ts';
 import type { ObjectState } from './fold.ts';
 import type { PeerKey } from './peers.ts';
@@ -231,7 +231,7 @@ async function ruleFigures(ctx: ApiContext, req: IncomingMessage, rule: string, 
   const targets = ctx.rules.get(rule);
   if (targets === undefined) return unknownRule(ctx, rule);
   const counts = new Map(targets.destinations.map((destination) => [destination, { destination, replicated: 0, pending: 0, failed: 0 }]));
-  const add = (figures: Iterable<{ source: string; destination: string; replicated: number; pending: number; failed: number }>): void => {
+  const add = (figures: Iterable<Omit<Figures, 'at'>>): void => {
     for (const f of figures) {
       const c = f.source === targets.source ? counts.get(f.destination) : undefined;
       if (c === undefined) continue;
@@ -243,10 +243,9 @@ async function ruleFigures(ctx: ApiContext, req: IncomingMessage, rule: string, 
   // Read first: figures read after it count at least what had been written when it was read.
   const unfolded = req.headers[FORWARDED] === undefined ? await ctx.status.unfolded() : 0;
   add(ctx.status.figures().values());
-  if (req.headers[FORWARDED] === undefined) for (const answer of (await fanOut(ctx, req, path)) as { destinations: Counts[] }[]) add(answer.destinations.map((d) => ({ ...d, source: targets.source })));
+  if (req.headers[FORWARDED] === undefined) for (const answer of (await fanOut(ctx, req, path)) as { destinations: Omit<Figures, 'at' | 'source'>[] }[]) add(answer.destinations.map((d) => ({ ...d, source: targets.source })));
   return { code: 200, body: { rule, source: targets.source, destinations: [...counts.values()], unfolded } };
 }
-type Counts = { destination: string; replicated: number; pending: number; failed: number };
 
 /** GET /v1/objects/<location>/<bucket>/<key>[?versionId=V], answered by the replica that owns the key. */
 function objectStatus(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<Answer> | Answer {

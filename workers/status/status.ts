@@ -3,7 +3,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { commitBatch } from '../../lib/queue/ordered.ts';
-import type { Batch, OutgoingRecord, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import type { Batch, OutgoingRecord, Queue, QueueAdmin, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { encode, type Figures, objectKey, parseMessage, versionKey, type GcTask, type PlannedTask, queueTasks, StatusEvent, queueNames, type QueueNames } from '../messages.ts';
 import { reject, type Rejecter } from '../rejects.ts';
 import type { PeerKey } from './peers.ts';
@@ -81,6 +81,7 @@ export class StatusProcessor {
   private readonly progress = new Map<number, RestoreProgress>();
   private readonly owners = new Map<number, Owner>();
   private joined = false;
+  private lagAdmin: Promise<QueueAdmin> | undefined;
   private consumer: QueueConsumer | undefined;
   private ownersFollower: QueueConsumer | undefined;
   private producer: QueueProducer | undefined;
@@ -537,12 +538,12 @@ export class StatusProcessor {
 
   /** Status events written but not yet folded, by any replica (the group's lag): figures read now miss them. */
   async unfolded(): Promise<number> {
-    const admin = await this.options.queue.admin();
-    try {
-      return (await admin.groupLag(this.names.statusGroup, this.names.status)).reduce((n, p) => n + p.lag, 0);
-    } finally {
-      await admin.close();
-    }
+    // One admin client for every call: `backfill --wait` asks once a second.
+    this.lagAdmin ??= this.options.queue.admin().catch((err: unknown) => {
+      this.lagAdmin = undefined;
+      throw err;
+    });
+    return (await (await this.lagAdmin).groupLag(this.names.statusGroup, this.names.status)).reduce((n, p) => n + p.lag, 0);
   }
 
   /** How many object versions of the partitions owned here are in each state. */
@@ -552,6 +553,8 @@ export class StatusProcessor {
 
   async close(): Promise<void> {
     await this.consumer?.close();
+    await (await this.lagAdmin?.catch(() => undefined))?.close();
+    this.lagAdmin = undefined;
     await this.ownersFollower?.close();
     await this.producer?.close();
     this.store?.close();

@@ -100,7 +100,7 @@ describe('GC against today\'s rule, with retries (real Kafka and MinIO)', functi
     }
     // Collected at the source before the collector's report is folded: the status may trail a little.
     await eventually(() => {
-      const states = local.status.lookup('site-a', 'marks', 'gone.txt').map((s) => [s.kind, s.state, s.gc?.state]);
+      const states = local?.status.lookup('site-a', 'marks', 'gone.txt').map((s) => [s.kind, s.state, s.gc?.state]);
       assert.deepEqual(states, [['deleteMarker', 'COMPLETED', 'DELETED'], ['object', 'COMPLETED', 'DELETED']]);
     }, 30_000, 200);
   });

@@ -49,9 +49,16 @@ export interface BucketReplicationConfig {
 
 const status = (on: boolean): { Status: Status } => ({ Status: on ? 'Enabled' : 'Disabled' });
 
+/** Every destination the rules of these configs write to, each once (by Id), in Id order. */
+export function allDestinations(configs: Iterable<BucketReplicationConfig>): CompiledDestination[] {
+  const byId = new Map<string, CompiledDestination>();
+  for (const c of configs) for (const r of c.Rules) for (const d of r.Destinations) if (!byId.has(d.Id)) byId.set(d.Id, d);
+  return [...byId.values()].sort((a, b) => (a.Id < b.Id ? -1 : a.Id > b.Id ? 1 : 0));
+}
+
 /** The locations the rules of these configs write to, each once, sorted. */
 export function destinationLocations(configs: Iterable<BucketReplicationConfig>): string[] {
-  return [...new Set([...configs].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Location))))].sort();
+  return [...new Set(allDestinations(configs).map((d) => d.Location))].sort();
 }
 
 /** Every location these configs read or write (sources and destinations), each once, sorted. */

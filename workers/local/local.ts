@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { compileBucketConfigs, destinationLocations, usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import { allDestinations, compileBucketConfigs, destinationLocations, usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import type { Location } from '../../lib/config/schema.ts';
 import { reasonOf } from '../../lib/s3/errors.ts';
 import { journalArns, wireJournal } from '../../lib/s3/notifications.ts';
@@ -217,7 +217,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const server = statusServer({
     status,
     auth: options.apiAuth ?? openAuth,
-    destinations: [...new Set([...configs.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort(),
+    destinations: allDestinations(configs.values()).map((d) => d.Id),
     controls: {
       set: async (state) => {
         await controlProducer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]);

@@ -35,7 +35,7 @@ interface Watermark {
 
 /**
  * Listing scans of the source buckets of `sources`: once at start for the rules asking for their
- * existing objects (those rules alone), and every `journal.scan.intervalSeconds` where a location has a
+ * existing objects (those rules alone) where no periodic scan does it, and every `journal.scan.intervalSeconds` where a location has a
  * scan journal (each rule queueing what was written since it took effect). A periodic scan is full
  * (every version listed) at start and every `fullIntervalSeconds`; in between it queues only
  * versions modified since the previous scan began, less `overlapMs`, and not queued by an earlier
@@ -106,7 +106,11 @@ export function scheduleScans(
       });
   };
   const scanned = [...configs.values()].filter((c) => sources.has(c.SourceLocation));
-  const backfills = scanned.filter((c) => c.Rules.some(wantsExisting));
+  // A bucket with periodic scans gets a full one at start, where a rule asking for existing objects
+  // matches every version (bucket-config.ts `covers`): that scan is its backfill, not one more listing
+  // that queues every version a second time.
+  const periodic = (c: BucketReplicationConfig): boolean => locations.get(c.SourceLocation)?.spec.journal?.scan !== undefined;
+  const backfills = scanned.filter((c) => c.Rules.some(wantsExisting) && !periodic(c));
   if (backfills.length > 0) safeScan('existing objects', backfills);
   const timers = [...sources].flatMap((name) => {
     const scan = locations.get(name)?.spec.journal?.scan;

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Type } from '@sinclair/typebox';
 import { Bandwidth } from '../../lib/bandwidth.ts';
-import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import { allDestinations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import type { LocationLimits } from '../../lib/config/schema.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
@@ -187,6 +187,8 @@ export class Processor {
     // S3 multipart uploads are recorded to be resumed; a blob's uncommitted blocks are dropped by the service.
     const destination = this.options.destination;
     if (!isBlobAccount(destination)) {
+      // Each destination bucket is probed now, beside the reads below, rather than by its first copy.
+      for (const d of allDestinations(this.options.configs.values())) if (d.Location === this.options.location) void this.traitsOf(destination, d.Bucket);
       this.uploads = new UploadLedger({ queue: this.options.queue, names: this.names, location: this.options.location, producer: () => this.producer, logger: this.log });
       await this.uploads.start();
       const sweep = (): void => void this.sweepUploads(destination);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import { allDestinations, usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import { connectLocation, resolveWebhookToken } from '../../lib/config/credentials.ts';
 import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
@@ -235,7 +235,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
   const sourceClients = new Map(sourcesOf(ctx).map((l) => [l, ctx.client(l)]));
   const backfiller = new Populator({ queue, names, metrics: ctx.metrics, logger: ctx.logger, configs: ctx.config.buckets, sources: sourceClients, transientSources: transientSources(ctx) });
   const rules = new Map([...ctx.config.buckets.values()].flatMap((c) => c.Rules.map((r) => [r.ID, c] as const)));
-  const destinations = [...new Set([...ctx.config.buckets.values()].flatMap((c) => c.Rules.flatMap((r) => r.Destinations.map((d) => d.Id))))].sort();
+  const destinations = allDestinations(ctx.config.buckets.values()).map((d) => d.Id);
 
   return {
     lagGroups: [[names.statusGroup, names.status]],

@@ -1,52 +1,17 @@
-import { createHash, createHmac, createSecretKey, type Hash, type KeyObject } from 'node:crypto';
-import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import type { ServerSideEncryption, GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, ListObjectVersionsCommandInput, ListObjectVersionsCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
-import { SignatureV4 } from '@smithy/signature-v4';
 import { parseVersionListing } from './listing-xml.ts';
+import { encodeRfc3986 as encode, SigV4 } from './sigv4.ts';
 
 // The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part, a page of versions) on a path-style endpoint, sent without
-// the SDK's middleware stack: signed by the SDK's own SigV4 signer, over the same keep-alive agents, with
+// the SDK's middleware stack: signed by sigv4.ts (the SDK's signatures, for less garbage), over the same keep-alive agents, with
 // answers and errors shaped as the SDK's (`$metadata`, `$response`, the error code as `name`). A profile
 // of small copies put the SDK's per-request work (schema serde, endpoint rules, retry and checksum
 // middleware) at about a third of the processor's CPU, where this path costs a few percent; every other
 // request, and any input this path does not know, goes through the SDK. No retries here: the processor
 // has its own, and one layer of them is enough.
-
-type Data = string | ArrayBuffer | ArrayBufferView;
-const bytes = (data: Data): Uint8Array | string => (typeof data === 'string' ? data : data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-
-/**
- * HMAC keys, made once: the signer keys an HMAC with the secret (for its key cache) and one with the
- * day's signing key (the same array each time) per request, and making the key is most of an HMAC's cost.
- */
-const stringKeys = new Map<string, KeyObject>();
-const arrayKeys = new WeakMap<object, KeyObject>();
-function hmacKey(secret: Data): KeyObject {
-  if (typeof secret === 'string') {
-    const key = stringKeys.get(secret) ?? createSecretKey(Buffer.from(secret));
-    stringKeys.set(secret, key);
-    return key;
-  }
-  const key = arrayKeys.get(secret) ?? createSecretKey(bytes(secret) as Uint8Array);
-  arrayKeys.set(secret, key);
-  return key;
-}
-
-/** node:crypto behind the interface the signer takes (@smithy/hash-node is not a dependency of ours). */
-class Sha256 {
-  private readonly hash: Hash | ReturnType<typeof createHmac>;
-  constructor(secret?: Data) {
-    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', hmacKey(secret));
-  }
-  update(data: Data): void {
-    this.hash.update(bytes(data));
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(this.hash.digest());
-  }
-}
 
 export interface DirectEndpoint {
   /** The endpoint, path-style: `/<bucket>/<key>` under its path. */
@@ -82,8 +47,7 @@ function header(res: IncomingMessage, name: string): string | undefined {
   return Array.isArray(value) ? value.join(',') : value;
 }
 
-/** RFC 3986 encoding, as SigV4 and S3 want it ('/' kept in keys). */
-const encode = (text: string): string => encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+/** A key's path: each segment encoded, '/' kept. */
 const encodeKey = (key: string): string => key.split('/').map(encode).join('/');
 
 /** Reads an error answer's body (capped) and makes it the SDK's error: the code and message of its XML. */
@@ -149,12 +113,12 @@ const LIST_QUERY = { Prefix: 'prefix', KeyMarker: 'key-marker', VersionIdMarker:
 
 export class DirectS3 {
   private readonly endpoint: DirectEndpoint;
-  private readonly signer: SignatureV4;
+  private readonly signer: SigV4;
   private readonly signal: AbortSignal | undefined;
 
-  constructor(endpoint: DirectEndpoint, signer?: SignatureV4, signal?: AbortSignal) {
+  constructor(endpoint: DirectEndpoint, signer?: SigV4, signal?: AbortSignal) {
     this.endpoint = endpoint;
-    this.signer = signer ?? new SignatureV4({ credentials: endpoint.credentials, region: endpoint.region, service: 's3', sha256: Sha256, uriEscapePath: false, applyChecksum: true });
+    this.signer = signer ?? new SigV4(endpoint.credentials, endpoint.region);
     this.signal = signal;
   }
 
@@ -251,22 +215,14 @@ export class DirectS3 {
     const base = url.pathname.replace(/\/+$/, '');
     // A request of the bucket itself (a listing) has no key, nor a '/' after the bucket.
     const path = `${base}/${encode(input.Bucket ?? '')}${input.Key !== undefined ? `/${encodeKey(input.Key)}` : ''}`;
-    const signed = await this.signer.sign({
-      method,
-      protocol: url.protocol,
-      hostname: url.hostname,
-      ...(url.port !== '' ? { port: Number(url.port) } : {}),
-      path,
-      query,
-      headers: { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra },
-    });
+    const headers = this.signer.sign({ method, path, query, headers: { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra } });
     const search = Object.keys(query)
       .sort()
       .map((k) => (query[k] === '' ? encode(k) : `${encode(k)}=${encode(query[k] ?? '')}`))
       .join('&');
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
       const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-      const req = send({ host: url.hostname, port: url.port, path: search === '' ? path : `${path}?${search}`, method, headers: signed.headers as OutgoingHttpHeaders, agent, ...(this.signal !== undefined ? { signal: this.signal } : {}) }, resolve);
+      const req = send({ host: url.hostname, port: url.port, path: search === '' ? path : `${path}?${search}`, method, headers, agent, ...(this.signal !== undefined ? { signal: this.signal } : {}) }, resolve);
       req.on('error', reject);
       const timeout = (what: string): Error => Object.assign(new Error(`${what} timed out`), { name: 'TimeoutError' });
       req.setTimeout(this.endpoint.requestTimeoutMs, () => req.destroy(timeout('request')));

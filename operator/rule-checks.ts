@@ -213,7 +213,7 @@ export class RuleChecks {
     if (!fresh) {
       try {
         const s3 = client(source.location);
-        const wired = await wireWebhookTopic(s3, topicsClient(s3), source.bucket, target.topic, `${at}?token=${encodeURIComponent(target.token)}`);
+        const wired = await wireWebhookTopic(s3, await topicsClient(s3), source.bucket, target.topic, `${at}?token=${encodeURIComponent(target.token)}`);
         if (wired === 'added') this.o.logger.info('journal wired to the webhook receiver', { bucket: `${source.location}/${source.bucket}`, topic: target.topic });
       } catch (err) {
         return notReady('JournalNotWired', `event notifications of ${source.location}/${source.bucket} could not be sent through topic ${target.topic}: ${reasonOf(err)}`);

@@ -395,6 +395,10 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           rewinds.delete(key);
           if (rewound !== undefined) next = rewound;
           const messages = state.paused ? [] : log.read(next, MAX_BATCH);
+          if (opts.gatherMs !== undefined && messages.length > 0 && messages.length < MAX_BATCH) {
+            await new Promise((r) => setTimeout(r, opts.gatherMs));
+            if (!rewinds.has(key)) messages.push(...log.read(Number(messages.at(-1)?.offset) + 1, MAX_BATCH - messages.length));
+          }
           if (messages.length === 0) {
             await new Promise<void>((resolve) => {
               const wake = (): void => {

@@ -7,7 +7,7 @@ import {
   type S3Client,
   type TopicConfiguration,
 } from '@aws-sdk/client-s3';
-import { CreateTopicCommand, SNSClient } from '@aws-sdk/client-sns';
+import type { SNSClient } from '@aws-sdk/client-sns';
 import type { Location } from '../config/schema.ts';
 
 // The journal: the source bucket's event notifications, sent to the Kafka target its Location names.
@@ -52,8 +52,12 @@ export async function wireJournal(client: S3Client, bucket: string, arns: string
   throw lastError;
 }
 
-/** A client of the server's SNS-style topics (Ceph RGW), on the S3 client's endpoint, credentials and connections. */
-export function topicsClient(s3: S3Client): SNSClient {
+/**
+ * A client of the server's SNS-style topics (Ceph RGW), on the S3 client's endpoint, credentials and
+ * connections. The SNS client is loaded here, when a topic is wired, not by every process start.
+ */
+export async function topicsClient(s3: S3Client): Promise<SNSClient> {
+  const { SNSClient } = await import('@aws-sdk/client-sns');
   const { endpoint, region, credentials, requestHandler } = s3.config;
   return new SNSClient({ ...(endpoint !== undefined ? { endpoint } : {}), region, credentials, requestHandler: requestHandler as never, maxAttempts: 2 });
 }
@@ -65,6 +69,7 @@ export function topicsClient(s3: S3Client): SNSClient {
  * the topic configuration with our id is replaced; the user's own are kept.
  */
 export async function wireWebhookTopic(client: S3Client, sns: SNSClient, bucket: string, topic: string, pushEndpoint: string): Promise<'present' | 'added'> {
+  const { CreateTopicCommand } = await import('@aws-sdk/client-sns');
   const { TopicArn } = await sns.send(new CreateTopicCommand({ Name: topic, Attributes: { 'push-endpoint': pushEndpoint, persistent: 'true' } }));
   const config = await current(client, bucket);
   const topics = config.TopicConfigurations ?? [];

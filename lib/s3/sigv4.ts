@@ -1,4 +1,4 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 
 // AWS Signature Version 4 for the direct path's requests (direct.ts): headers signed, the payload
 // unsigned. The SDK's signer (@smithy/signature-v4) gives the same signatures (sigv4.test.ts checks),
@@ -34,7 +34,7 @@ export class SigV4 {
   private readonly credentials: SigningCredentials;
   private readonly region: string;
   private readonly service: string;
-  private key: { scope: string; value: Buffer } | undefined;
+  private key: { scope: string; value: KeyObject } | undefined;
 
   constructor(credentials: SigningCredentials, region: string, service = 's3') {
     this.credentials = credentials;
@@ -67,10 +67,10 @@ export class SigV4 {
     return headers;
   }
 
-  /** The day's key, derived once a day. */
-  private signingKey(scope: string, day: string): Buffer {
+  /** The day's key, derived once a day, as a KeyObject: an HMAC keyed by raw bytes costs twice as much (preparing the key). */
+  private signingKey(scope: string, day: string): KeyObject {
     if (this.key?.scope !== scope) {
-      const value = hmac(hmac(hmac(hmac(`AWS4${this.credentials.secretAccessKey}`, day), this.region), this.service), 'aws4_request');
+      const value = createSecretKey(hmac(hmac(hmac(hmac(`AWS4${this.credentials.secretAccessKey}`, day), this.region), this.service), 'aws4_request'));
       this.key = { scope, value };
     }
     return this.key.value;

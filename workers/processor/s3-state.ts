@@ -49,7 +49,10 @@ export async function statesFromListing(client: S3Client, bucket: string, keys: 
   const first = sorted[0];
   if (first === undefined) return new Map();
   const marker = Array.from(first).slice(0, -1).join('');
-  const page = await listVersions(client, { Bucket: bucket, MaxKeys: 1000, ...(marker !== '' ? { KeyMarker: marker } : {}) });
+  // The batch's keys are spread among those of the other partitions, already copied perhaps: a page of a
+  // few entries per key covers its range, where a page of a thousand made the server read a thousand
+  // versions' metadata for a batch of twenty (a key past the page gets its HEAD).
+  const page = await listVersions(client, { Bucket: bucket, MaxKeys: Math.min(1000, Math.max(64, sorted.length * 8)), ...(marker !== '' ? { KeyMarker: marker } : {}) });
   // A key the next page continues may have more entries there: only keys before it are told whole.
   const end = page.IsTruncated === true ? page.NextKeyMarker : undefined;
   const listed = new Map<string, Current | 'object'>();

@@ -8,7 +8,7 @@ import type { Logger } from '../lib/log/logger.ts';
 import { consumeOrdered, Limiter } from '../lib/queue/ordered.ts';
 import { readToEnd } from '../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueProducer } from '../lib/queue/queue.ts';
-import { decode, encode, figuresKey, type Figures, objectKey, versionKey, type GcTask, type ObjectRef, type PlannedTask, queueTasks, type StatusEvent, queueNames, type QueueNames } from '../workers/messages.ts';
+import { decode, encode, figuresKey, type Figures, objectKey, versionKey, type GcTask, type ObjectRef, type PlannedTask, queueTasks, type StatusEvent, queueNames, type QueueNames } from '../lib/queue/messages.ts';
 import { fold, type DestinationStatus, type ObjectState, type ObjectStatus } from '../workers/status/fold.ts';
 
 /** The compacted topic the baseline kept every version's latest status in. */

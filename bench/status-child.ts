@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../lib/log/logger.ts';
 import { kafkaQueue } from '../lib/queue/kafka.ts';
-import { queueNames } from '../workers/messages.ts';
+import { queueNames } from '../lib/queue/messages.ts';
 import type { ObjectState, ObjectStatus } from '../workers/status/fold.ts';
 import { StatusProcessor } from '../workers/status/status.ts';
 import { StatusProcessor as BaselineStatusProcessor, objectStatusTopic } from './baseline-status.ts';

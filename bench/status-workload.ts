@@ -1,5 +1,5 @@
 import type { OutgoingRecord, Queue } from '../lib/queue/queue.ts';
-import { encode, objectKey, versionKey, type ObjectRef, type StatusEvent, type TaskDestination } from '../workers/messages.ts';
+import { encode, objectKey, versionKey, type ObjectRef, type StatusEvent, type TaskDestination } from '../lib/queue/messages.ts';
 import { fold, type ObjectStatus } from '../workers/status/fold.ts';
 
 // The synthetic workload of `make bench-status`: object version i, and the status events the pipeline

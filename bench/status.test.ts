@@ -6,7 +6,7 @@ import { sharedKafka } from '../e2e/harness/env.ts';
 import { runDir } from '../e2e/harness/run-dir.ts';
 import { createLogger } from '../lib/log/logger.ts';
 import { kafkaQueue } from '../lib/queue/kafka.ts';
-import { queueNames } from '../workers/messages.ts';
+import { queueNames } from '../lib/queue/messages.ts';
 import { createTopics, formatStatusReport, measureFold, runStatusBench, type Setting, type StatusBenchOptions, type StatusBenchResult } from './status.ts';
 import { eventRecords, produce } from './status-workload.ts';
 

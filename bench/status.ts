@@ -5,7 +5,7 @@ import { logTail } from '../e2e/harness/process.ts';
 import type { Logger } from '../lib/log/logger.ts';
 import { kafkaQueue } from '../lib/queue/kafka.ts';
 import type { Queue } from '../lib/queue/queue.ts';
-import { installationTopics, queueNames } from '../workers/messages.ts';
+import { installationTopics, queueNames } from '../lib/queue/messages.ts';
 import { objectStatusTopic } from './baseline-status.ts';
 import type { ChildJob, ChildReport } from './status-child.ts';
 import { EVENTS_PER_VERSION, eventRecords, finalRecord, produce, type ProduceOptions } from './status-workload.ts';

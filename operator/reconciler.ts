@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log/logger.ts';
 import { KubeError, type KubeObject, type KubeRest } from '../lib/kube/rest.ts';
 import type { QueueAdmin } from '../lib/queue/queue.ts';
 import { reasonOf } from '../lib/s3/errors.ts';
-import { figuresKey, type Figures, type QueueNames } from '../workers/messages.ts';
+import { figuresKey, type Figures, type QueueNames } from '../lib/queue/messages.ts';
 import { unwireJournal } from '../lib/s3/notifications.ts';
 import { CapabilityProbes } from './capabilities.ts';
 import { canonical, setCondition, type Condition, type ConditionInput } from './conditions.ts';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { compileBucketConfigs } from '../lib/config/bucket-config.ts';
 import { publishConfig, readPublishedConfig, secretsFromDir } from '../lib/config/published.ts';
 import type { Location, ReplicationRule } from '../lib/config/schema.ts';
-import { queueNames } from '../workers/messages.ts';
+import { queueNames } from '../lib/queue/messages.ts';
 import { setCondition } from './conditions.ts';
 import { configHash, deploymentFor, desiredWorkers, readsRule, replicasFor, roleInputs, secretKeys, type WorkerSettings } from './workers.ts';
 

@@ -3,7 +3,7 @@ import { destinationLocations, usedLocations, type BucketReplicationConfig } fro
 import type { Location, ReplicationRule } from '../lib/config/schema.ts';
 import type { Json } from '../lib/kube/rest.ts';
 import type { SaslMechanism } from '../lib/queue/kafka-security.ts';
-import type { QueueNames } from '../workers/messages.ts';
+import type { QueueNames } from '../lib/queue/messages.ts';
 import type { Role } from '../workers/worker/worker.ts';
 
 // The worker Deployments the operator owns: what should exist, with how many replicas, and their pods.

@@ -7,7 +7,7 @@ import { blobAccountOf, resolveAzureCredentials } from '../../lib/config/credent
 import { parseManifests } from '../../lib/config/manifests.ts';
 import type { BlobAccount } from '../../lib/azure/account.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import type { ReplicationTask, TaskDestination } from '../../workers/messages.ts';
+import type { ReplicationTask, TaskDestination } from '../../lib/queue/messages.ts';
 import { replicateToBlob } from '../../workers/processor/blob.ts';
 import type { TestBlobServer } from '../harness/azurite.ts';
 import { azurite } from '../harness/env.ts';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { GetObjectTaggingCommand, HeadObjectCommand, ListObjectVersionsCommand, PutBucketNotificationConfigurationCommand, PutObjectCommand, PutObjectTaggingCommand } from '@aws-sdk/client-s3';
 import { dump } from 'js-yaml';
 import { createLogger } from '../../lib/log/logger.ts';
-import { REPLICA_VERSION_META } from '../../workers/journal/change.ts';
+import { REPLICA_VERSION_META } from '../../lib/s3/replica-marks.ts';
 import { startLocal, type LocalRun } from '../../workers/local/local.ts';
 import { minio, sharedKafka } from '../harness/env.ts';
 import { faultProxy, type FaultProxy } from '../harness/fault-proxy.ts';

@@ -8,7 +8,7 @@ import { follow } from '../../lib/queue/follow.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { GarbageCollector } from '../../workers/gc/gc.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import { decode, encode, installationTopics, objectKey, queueNames, type StatusEvent } from '../../workers/messages.ts';
+import { decode, encode, installationTopics, objectKey, queueNames, type StatusEvent } from '../../lib/queue/messages.ts';
 import { sharedKafka } from '../harness/env.ts';
 import type { FailedEntry } from '../../workers/status/store.ts';
 import { faultProxy, type FaultProxy } from '../harness/fault-proxy.ts';

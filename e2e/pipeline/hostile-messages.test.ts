@@ -6,7 +6,7 @@ import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import { encode, pauseKey, queueNames, type ObjectRef, type QueueNames, type ReplicationTask, type TaskDestination } from '../../workers/messages.ts';
+import { encode, pauseKey, queueNames, type ObjectRef, type QueueNames, type ReplicationTask, type TaskDestination } from '../../lib/queue/messages.ts';
 import { httpGet } from '../harness/net.ts';
 import { eventually } from '../harness/wait.ts';
 import { sourceBucket, startLocalOn, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';

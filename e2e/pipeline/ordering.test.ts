@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { REPLICA_VERSION_META } from '../../workers/journal/change.ts';
+import { REPLICA_VERSION_META } from '../../lib/s3/replica-marks.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
 import { faultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { eventually } from '../harness/wait.ts';

@@ -18,9 +18,9 @@ import { locationClient, resolveCredentials } from '../../lib/config/credentials
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
-import { REPLICA_VERSION_META } from '../../workers/journal/change.ts';
+import { REPLICA_VERSION_META } from '../../lib/s3/replica-marks.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import { encode, queueNames } from '../../workers/messages.ts';
+import { encode, queueNames } from '../../lib/queue/messages.ts';
 import { Processor } from '../../workers/processor/processor.ts';
 import { faultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { runDir } from '../harness/run-dir.ts';

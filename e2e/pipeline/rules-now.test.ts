@@ -7,7 +7,7 @@ import { RULE_START_GRACE_MS } from '../../lib/config/bucket-config.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import { encode, objectKey, type ReplicationTask } from '../../workers/messages.ts';
+import { encode, objectKey, type ReplicationTask } from '../../lib/queue/messages.ts';
 import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { body, locationManifest, sourceBucket, startLocalOn, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';

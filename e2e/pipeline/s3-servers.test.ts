@@ -14,7 +14,7 @@ import {
 import { PROBE_PREFIX, probeDestination } from '../../lib/s3/capabilities.ts';
 import { testSecret } from '../harness/secrets.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
-import type { ReplicationTask } from '../../workers/messages.ts';
+import type { ReplicationTask } from '../../lib/queue/messages.ts';
 import { replicate } from '../../workers/processor/replicate.ts';
 import { minio, rgw, seaweed } from '../harness/env.ts';
 import type { TestS3Server } from '../harness/seaweed.ts';

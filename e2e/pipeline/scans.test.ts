@@ -9,7 +9,7 @@ import { locationClient, resolveCredentials } from '../../lib/config/credentials
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
-import { installationTopics, queueNames } from '../../workers/messages.ts';
+import { installationTopics, queueNames } from '../../lib/queue/messages.ts';
 import { Populator } from '../../workers/populator/populator.ts';
 import { scheduleScans } from '../../workers/populator/scans.ts';
 import { minio } from '../harness/env.ts';

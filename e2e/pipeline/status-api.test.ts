@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
-import { encode, installationTopics, objectKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
+import { encode, installationTopics, objectKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../lib/queue/messages.ts';
 import { statusServer } from '../../workers/status/api.ts';
 import { tokenAuth } from '../../workers/status/auth.ts';
 import { PeerKey } from '../../workers/status/peers.ts';

@@ -7,12 +7,12 @@ import { PassThrough } from 'node:stream';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
-import { encode, installationTopics, objectKey, versionKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../workers/messages.ts';
+import { encode, installationTopics, objectKey, versionKey, type ObjectRef, queueNames, type QueueNames, type StatusEvent, type TaskDestination } from '../../lib/queue/messages.ts';
 import { StatusProcessor } from '../../workers/status/status.ts';
 import { TOTALS_KEY } from '../../workers/status/store.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import { follow } from '../../lib/queue/follow.ts';
-import type { GcTask } from '../../workers/messages.ts';
+import type { GcTask } from '../../lib/queue/messages.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { eventually } from '../harness/wait.ts';
 

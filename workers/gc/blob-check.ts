@@ -3,8 +3,8 @@ import type { BlobAccount } from '../../lib/azure/account.ts';
 import { blobMetadataName } from '../../lib/azure/names.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound } from '../../lib/s3/errors.ts';
-import { REPLICA_VERSION_META } from '../journal/change.ts';
-import type { TaskDestination } from '../messages.ts';
+import { REPLICA_VERSION_META } from '../../lib/s3/replica-marks.ts';
+import type { TaskDestination } from '../../lib/queue/messages.ts';
 
 /**
  * Why the blob of a type: azure destination does not verifiably hold the source version (undefined when

@@ -10,9 +10,10 @@ import { consumeOrdered, Limiter, type Lease } from '../../lib/queue/ordered.ts'
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { ChangeFailed, type ChangeRecord, REPLICA_VERSION_META } from '../journal/change.ts';
-import { encode, GcTask, ObjectRef, objectKey, parseMessage, readablePart, type PlannedTask, queueNames, queueTasks, type GcState, type QueueNames, type StatusEvent, type TaskDestination } from '../messages.ts';
-import { reject } from '../rejects.ts';
+import { ChangeFailed, type ChangeRecord } from '../../lib/journal/change.ts';
+import { REPLICA_VERSION_META } from '../../lib/s3/replica-marks.ts';
+import { encode, GcTask, ObjectRef, objectKey, parseMessage, readablePart, type PlannedTask, queueNames, queueTasks, type GcState, type QueueNames, type StatusEvent, type TaskDestination } from '../../lib/queue/messages.ts';
+import { reject } from '../../lib/queue/rejects.ts';
 import { keyHistory } from '../../lib/s3/history.ts';
 
 /** What replicates a version under the rules as they are now (the populator's matching). */

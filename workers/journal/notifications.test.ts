@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { Value } from '@sinclair/typebox/value';
 import fc from 'fast-check';
-import { ReplicationTask } from '../messages.ts';
-import type { ChangeRecord } from './change.ts';
+import { ReplicationTask } from '../../lib/queue/messages.ts';
+import type { ChangeRecord } from '../../lib/journal/change.ts';
 import { MalformedEvent, parseNotification } from './notifications.ts';
 
 // Fuzzing the journal parser: whatever a source server (or whoever can write to its journal topic)

@@ -1,6 +1,7 @@
 import { unquote } from '../../lib/s3/etag.ts';
-import { isTimestamp, MAX_TEXT } from '../messages.ts';
-import { replicaPath, type ChangeKind, type ChangeRecord } from './change.ts';
+import { isTimestamp, MAX_TEXT } from '../../lib/queue/messages.ts';
+import { type ChangeKind, type ChangeRecord } from '../../lib/journal/change.ts';
+import { replicaPath } from '../../lib/s3/replica-marks.ts';
 
 // S3 event notifications (AWS event schema 2.x, as MinIO and Ceph RGW publish them) → change records.
 

@@ -1,7 +1,7 @@
 import { unquote } from '../../lib/s3/etag.ts';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { listVersions } from '../../lib/s3/objects.ts';
-import type { ChangeRecord } from './change.ts';
+import type { ChangeRecord } from '../../lib/journal/change.ts';
 
 /**
  * A listing scan of a bucket's versions and delete markers, as change records. It serves existing-object

@@ -14,7 +14,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { createMetrics, recordLag } from '../../lib/metrics.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
-import { encode, installationTopics, pauseKey, queueNames, TASK_RETENTION_MS } from '../messages.ts';
+import { encode, installationTopics, pauseKey, queueNames, TASK_RETENTION_MS } from '../../lib/queue/messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
 import { pageSizeOf, scheduleScans } from '../populator/scans.ts';

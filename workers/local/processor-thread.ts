@@ -8,7 +8,7 @@ import { loadManifests } from '../../lib/config/manifests.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { createMetrics } from '../../lib/metrics.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
-import { queueNames } from '../messages.ts';
+import { queueNames } from '../../lib/queue/messages.ts';
 import type { ThreadReport, ThreadRequest, ThreadSetup } from './processor-threads.ts';
 import { startProcessors } from './processors.ts';
 

@@ -6,7 +6,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
 import type { RetryPolicy } from '../../lib/retry.ts';
-import type { QueueNames } from '../messages.ts';
+import type { QueueNames } from '../../lib/queue/messages.ts';
 import { Processor } from '../processor/processor.ts';
 
 /** Local mode's processors, one per destination location, started (in the main thread or a worker thread). */

@@ -10,10 +10,11 @@ import { backoff, type RetryPolicy } from '../../lib/retry.ts';
 import { isProbeKey } from '../../lib/s3/capabilities.ts';
 import { keyHistory } from '../../lib/s3/history.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { ChangeFailed, MAX_HOPS, type ChangeRecord } from '../journal/change.ts';
+import { ChangeFailed, type ChangeRecord } from '../../lib/journal/change.ts';
+import { MAX_HOPS } from '../../lib/s3/replica-marks.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
 import { scanBucket } from '../journal/scan.ts';
-import { encode, objectKey, queueTasks, taskDestination, type PlannedTask, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../messages.ts';
+import { encode, objectKey, queueTasks, taskDestination, type PlannedTask, type ReplicationTask, type StatusEvent, type TaskDestination, queueNames, type QueueNames } from '../../lib/queue/messages.ts';
 
 export interface PopulatorOptions {
   queue: Queue;

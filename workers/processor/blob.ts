@@ -8,8 +8,8 @@ import { unquote } from '../../lib/s3/etag.ts';
 import { isNotFound, Refused } from '../../lib/s3/errors.ts';
 import { historyThrough } from '../../lib/s3/history.ts';
 import { headObject } from '../../lib/s3/objects.ts';
-import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
-import type { ReplicationTask, TaskDestination } from '../messages.ts';
+import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../../lib/s3/replica-marks.ts';
+import type { ReplicationTask, TaskDestination } from '../../lib/queue/messages.ts';
 import {
   destinationKey,
   done,

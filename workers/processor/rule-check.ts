@@ -1,5 +1,5 @@
 import type { BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
-import { type ReplicationTask, taskDestination, type TaskDestination } from '../messages.ts';
+import { type ReplicationTask, taskDestination, type TaskDestination } from '../../lib/queue/messages.ts';
 
 /**
  * What the rules a worker read say of one destination of a task: the destination as its rule has it

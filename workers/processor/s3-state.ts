@@ -2,7 +2,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { historyPages, keyHistory } from '../../lib/s3/history.ts';
 import { headObject, listVersions } from '../../lib/s3/objects.ts';
 import { deleteMarkerOf, isNotFound } from '../../lib/s3/errors.ts';
-import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../journal/change.ts';
+import { REPLICA_TIME_META, REPLICA_VERSION_META } from '../../lib/s3/replica-marks.ts';
 
 // Reads of the state of one key that the processor decides on.
 

@@ -6,7 +6,7 @@ import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { isNotFound, reasonOf } from '../../lib/s3/errors.ts';
-import { encode, parseMessage, type QueueNames } from '../messages.ts';
+import { encode, parseMessage, type QueueNames } from '../../lib/queue/messages.ts';
 
 /** A multipart upload this engine started on a destination, for one source version. */
 export const UploadRecord = Type.Object({ uploadId: Type.String({ minLength: 1, maxLength: 1024 }), sourceVersionId: Type.String({ minLength: 1, maxLength: 1024 }), initiated: Type.String({ format: 'date-time' }) });

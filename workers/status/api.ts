@@ -1,7 +1,8 @@
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { type HealthContext, healthRoute, requestUrl } from '../../lib/http/health.ts';
 import { BodyTooLarge, readBody } from '../../lib/http/body.ts';
 import { redactString } from '../../lib/log/redact.ts';
-import { type Figures, type PauseState, versionKey } from '../messages.ts';
+import { type Figures, type PauseState, versionKey } from '../../lib/queue/messages.ts';
 import { type ApiAction, type ApiAuth, Refused } from './auth.ts';
 import type { ObjectState } from './fold.ts';
 import type { PeerKey } from './peers.ts';
@@ -15,19 +16,10 @@ export interface DestinationControls {
   states(): { location: string; paused: boolean; until?: string }[];
 }
 
-/** What every worker process serves: metrics and probes. */
+/** A rule's source (`location/bucket`) and destination ids. */
 export interface RuleTargets {
   source: string;
   destinations: string[];
-}
-
-export interface HealthContext {
-  /** Prometheus exposition of the process's metrics, refreshed at each scrape. */
-  metrics(): Promise<{ contentType: string; body: string }>;
-  /** True once every role has started, false again while stopping. */
-  ready(): boolean;
-  /** What /readyz adds to its answer (e.g. the status partitions being restored). */
-  readiness?(): Record<string, unknown>;
 }
 
 export interface ApiContext extends HealthContext {
@@ -382,62 +374,4 @@ async function route(ctx: ApiContext, req: IncomingMessage, url: URL): Promise<A
   if (found.method === 'GET') await allow({ verb: 'get', resource: 'replicationrules' });
   const params = (found.path.exec(url.pathname) ?? []).slice(1).map((p) => decodeURIComponent(p));
   return found.serve({ ctx, req, url, params, allow });
-}
-
-/**
- * The request's path and query; undefined for a target that is not a path (`*`, an absolute URL) or that
- * no URL parser takes (`//`): a thrown parse error would end the process (healthServer has no catch).
- */
-function requestUrl(req: IncomingMessage): URL | undefined {
-  const target = req.url ?? '';
-  if (!target.startsWith('/')) return undefined;
-  try {
-    return new URL(`http://localhost${target}`);
-  } catch {
-    return undefined;
-  }
-}
-
-/** /healthz, /readyz and /metrics (GET and HEAD); false for any other path. */
-function healthRoute(ctx: HealthContext, req: IncomingMessage, url: URL, res: ServerResponse, send: (code: number, body: unknown) => void, fail: (err: unknown) => void): boolean {
-  if (!['/healthz', '/readyz', '/metrics'].includes(url.pathname)) return false;
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
-    res.setHeader('allow', 'GET, HEAD');
-    send(405, { error: `${req.method ?? ''} ${url.pathname} is not served` });
-    return true;
-  }
-  if (url.pathname === '/healthz') {
-    send(200, { ok: true });
-    return true;
-  }
-  if (url.pathname === '/readyz') {
-    const ready = ctx.ready();
-    send(ready ? 200 : 503, { ready, ...ctx.readiness?.() });
-    return true;
-  }
-  ctx
-    .metrics()
-    .then(({ contentType, body }) => {
-      res.writeHead(200, { 'content-type': contentType });
-      res.end(body);
-    })
-    .catch(fail);
-  return true;
-}
-
-/** The server of a worker role without the status API: metrics and probes, and what `rest` serves (the webhook receiver). */
-export function healthServer(ctx: HealthContext, rest?: RequestListener): Server {
-  return createServer((req, res) => {
-    const send = (code: number, body: unknown): void => {
-      res.writeHead(code, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
-    const url = requestUrl(req);
-    if (url === undefined) send(400, { error: 'the request target must be a path' });
-    else if (healthRoute(ctx, req, url, res, send, () => {
-      send(500, { error: 'internal error' });
-    })) return;
-    else if (rest !== undefined) rest(req, res);
-    else send(404, { error: `no such endpoint: ${url.pathname}` });
-  });
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { StatusEvent, TaskDestination } from '../messages.ts';
+import type { StatusEvent, TaskDestination } from '../../lib/queue/messages.ts';
 import { fold, goneAt, type ObjectStatus } from './fold.ts';
 
 const object = { location: 'a', bucket: 'b', key: 'k', versionId: 'v1' };

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { ChangeKindSchema, Count, DestinationStateSchema, GcStateSchema, ObjectRef, Reason, Str, TaskDestination, Time, type DestinationState, type StatusEvent } from '../messages.ts';
+import { ChangeKindSchema, Count, DestinationStateSchema, GcStateSchema, ObjectRef, Reason, Str, TaskDestination, Time, type DestinationState, type StatusEvent } from '../../lib/queue/messages.ts';
 
 // A version's status as the status role folds it from its events, and as its store's changelog carries
 // it: a schema, so that a record read back from the changelog is checked like any other message.

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { createLogger } from '../../lib/log/logger.ts';
-import { type ObjectRef, versionKey } from '../messages.ts';
+import { type ObjectRef, versionKey } from '../../lib/queue/messages.ts';
 import { fold, type ObjectStatus } from './fold.ts';
 import { StatusStore } from './store.ts';
 

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { Logger } from '../../lib/log/logger.ts';
 import { Type, type Static } from '@sinclair/typebox';
-import { Count, Figures, figuresKey, objectKey, versionKey } from '../messages.ts';
+import { Count, Figures, figuresKey, objectKey, versionKey } from '../../lib/queue/messages.ts';
 import { type DestinationStatus, goneAt, type ObjectState, ObjectStateSchema, type ObjectStatus } from './fold.ts';
 
 // The status processor's state, on local disk in SQLite (Node's built-in node:sqlite: no native build,

@@ -1,9 +1,9 @@
 import { FormatRegistry, KindGuard, Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
-import type { CompiledDestination } from '../lib/config/bucket-config.ts';
-import type { OutgoingRecord, TopicSpec } from '../lib/queue/queue.ts';
-import type { ChangeKind } from './journal/change.ts';
+import type { CompiledDestination } from '../config/bucket-config.ts';
+import type { OutgoingRecord, TopicSpec } from './queue.ts';
+import type { ChangeKind } from '../journal/change.ts';
 
 // What flows between the roles. Records are keyed by `location/bucket/key`, so every version of a key
 // stays in one partition and in order, from populator to status.

@@ -1,6 +1,6 @@
-import type { Logger } from '../lib/log/logger.ts';
-import type { Metrics } from '../lib/metrics.ts';
-import type { OutgoingRecord, QueueMessage } from '../lib/queue/queue.ts';
+import type { Logger } from '../log/logger.ts';
+import type { Metrics } from '../metrics.ts';
+import type { OutgoingRecord, QueueMessage } from './queue.ts';
 import { encode, type QueueNames } from './messages.ts';
 
 /** What is kept of a refused message's value: enough to see what it was, well under Kafka's 1 MB record limit. */

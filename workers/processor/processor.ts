@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { Type } from '@sinclair/typebox';
 import { Bandwidth } from '../../lib/bandwidth.ts';
 import { allDestinations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
@@ -12,18 +12,17 @@ import { consumeOrdered, Deferred, Limiter, type Lease } from '../../lib/queue/o
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
 import type { Queue, QueueConsumer, QueueMessage, QueueProducer, TopicPartition } from '../../lib/queue/queue.ts';
-import { probeDestination, ProbeMemo, type DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
-import { replicateToBlob } from './blob.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
 import { encode, isPaused, type MalformedMessage, ObjectRef, objectKey, parseMessage, readablePart, pauseKey, PauseState, ReplicationTask, type StatusEvent, TaskDestination, queueNames, type QueueNames } from '../../lib/queue/messages.ts';
 import { reject } from '../../lib/queue/rejects.ts';
 import { checkAgainstRules } from './rule-check.ts';
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
-import { destinationKey, replicate, ReplicaMismatch, type Outcome } from './replicate.ts';
-import { statesFromListing, type Current } from './s3-state.ts';
-import { ledgerKey, UploadLedger } from './uploads.ts';
+import { destinationKey, ReplicaMismatch, type Outcome } from './replicate.ts';
+import type { Current } from './s3-state.ts';
+import { ledgerKey } from './uploads.ts';
+import { blobWriter, s3Answers, s3Writer, type DestinationWriter } from './writers.ts';
 
 /** The longest delay Node's timers keep (2^31-1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -61,9 +60,6 @@ const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
 /** Scan tasks of one batch for one destination bucket that are read ahead with a listing rather than a HEAD each. */
 const PREFETCH_MIN = 8;
 const PROBE_MAX_MS = 10_000;
-/** A destination bucket that could not be probed is probed again after this long. */
-const PROBE_RETRY_MS = 60_000;
-const UPLOAD_SWEEP_MS = 3600_000;
 
 export interface ProcessorCounters {
   completed: number;
@@ -106,8 +102,8 @@ export class Processor {
   private failedTransitions = 0;
   /** The probe loop while an endpoint is unreachable (consumption paused meanwhile). */
   private outage: Promise<void> | undefined;
-  private uploads: UploadLedger | undefined;
-  private sweep: NodeJS.Timeout | undefined;
+  /** The destination's side of each copy (S3 or Azure Blob Storage). */
+  private readonly writer: DestinationWriter;
   /** Ledger keys of the copies under way here: their uploads are not old, whatever their age. */
   private readonly copying = new Set<string>();
   /** Tasks parsed ahead of their turn (by `prefetch`). */
@@ -126,10 +122,6 @@ export class Processor {
       this.log.info('the source ignores partNumber: its multipart objects are copied whole, or in byte ranges, and checked by MD5', { source: location });
     },
   };
-  /** What each destination bucket's server does where servers differ (probeDestination), by bucket. */
-  private readonly traits = new ProbeMemo<DestinationTraits>(PROBE_RETRY_MS, (bucket, err) => {
-    this.log.warn('destination not probed: a 404 there is confirmed by a listing until it is', { bucket, reason: reasonOf(err) });
-  });
 
   constructor(options: ProcessorOptions) {
     this.options = options;
@@ -139,6 +131,20 @@ export class Processor {
     this.limiter = new Limiter(this.concurrencyFor(1));
     const mibps = options.limits?.bandwidthMiBps;
     this.bandwidth = mibps !== undefined ? new Bandwidth(mibps * MIB) : undefined;
+    const destination = options.destination;
+    this.writer = isBlobAccount(destination)
+      ? blobWriter(destination)
+      : s3Writer({
+          client: destination,
+          buckets: allDestinations(options.configs.values()).flatMap((d) => (d.Location === options.location ? [d.Bucket] : [])),
+          queue: options.queue,
+          names: this.names,
+          location: options.location,
+          producer: () => this.producer,
+          log: this.log,
+          uploadMaxAgeMs: options.uploadMaxAgeMs ?? UPLOAD_MAX_AGE_MS,
+          copying: (key) => this.copying.has(key),
+        });
   }
 
   /** Copies in flight here when this processor holds `share` of the partitions. */
@@ -184,17 +190,7 @@ export class Processor {
       await admin.close();
     }
     this.producer = await this.options.queue.producer();
-    // S3 multipart uploads are recorded to be resumed; a blob's uncommitted blocks are dropped by the service.
-    const destination = this.options.destination;
-    if (!isBlobAccount(destination)) {
-      // Each destination bucket is probed now, beside the reads below, rather than by its first copy.
-      for (const d of allDestinations(this.options.configs.values())) if (d.Location === this.options.location) void this.traitsOf(destination, d.Bucket);
-      this.uploads = new UploadLedger({ queue: this.options.queue, names: this.names, location: this.options.location, producer: () => this.producer, logger: this.log });
-      await this.uploads.start();
-      const sweep = (): void => void this.sweepUploads(destination);
-      sweep();
-      this.sweep = setInterval(sweep, UPLOAD_SWEEP_MS);
-    }
+    await this.writer.start();
     await readToEnd(this.options.queue, this.names.control, (m) => {
       this.onControl(m);
     });
@@ -217,18 +213,9 @@ export class Processor {
     this.log.warn('endpoint unreachable: consumption paused until it answers', { destination: d.id, source: `${task.source.location}/${task.source.bucket}`, reason });
     consumer.pause();
     this.outage = (async () => {
-      const answers = async (client: S3Client | BlobAccount | undefined, bucket: string): Promise<boolean> => {
-        try {
-          if (isBlobAccount(client)) await client.service.getContainerClient(bucket).exists();
-          else await client?.send(new HeadBucketCommand({ Bucket: bucket }));
-          return true;
-        } catch (err) {
-          return classify(err) !== 'unavailable';
-        }
-      };
       for (let attempt = 1; this.consumer === consumer && !this.closed; attempt++) {
         await sleep(Math.min(backoff(attempt, this.retry), PROBE_MAX_MS));
-        if ((await answers(this.options.destination, d.bucket)) && (await answers(source, task.source.bucket))) break;
+        if ((await this.writer.answers(d.bucket)) && (source === undefined || (await s3Answers(source, task.source.bucket)))) break;
       }
       if (this.consumer === consumer && !this.closed) {
         consumer.resume();
@@ -236,15 +223,6 @@ export class Processor {
       }
       this.outage = undefined;
     })();
-  }
-
-  /** Aborts the recorded uploads nobody resumed within their age limit. */
-  private async sweepUploads(destination: S3Client): Promise<void> {
-    const aborted = await this.uploads?.abortStale(destination, this.options.uploadMaxAgeMs ?? UPLOAD_MAX_AGE_MS, (key) => this.copying.has(key)).catch((err: unknown) => {
-      this.log.warn('old multipart uploads not swept', { error: err });
-      return 0;
-    });
-    if (aborted !== undefined && aborted > 0) this.log.info('old multipart uploads of this engine aborted', { count: aborted });
   }
 
   private onControl(m: QueueMessage): void {
@@ -337,8 +315,6 @@ export class Processor {
    * task runs (ordered.ts `taken`); a key the page does not tell whole, or a failed listing, gets its HEAD.
    */
   private prefetch(messages: QueueMessage[], lease: Lease): void {
-    const destination = this.options.destination;
-    if (isBlobAccount(destination)) return;
     const byBucket = new Map<string, { message: QueueMessage; id: string; key: string }[]>();
     for (const message of messages) {
       let task: ReplicationTask;
@@ -358,7 +334,8 @@ export class Processor {
     }
     for (const [bucket, entries] of byBucket) {
       if (entries.length < PREFETCH_MIN) continue;
-      const states = statesFromListing(abortable(destination, lease.signal), bucket, entries.map((e) => e.key)).catch((): Map<string, Current> => new Map());
+      const states = this.writer.readAhead(bucket, entries.map((e) => e.key), lease.signal)?.catch((): Map<string, Current> => new Map());
+      if (states === undefined) continue;
       for (const e of entries) {
         const ahead = this.prefetched.get(e.message) ?? new Map<string, Promise<Current | undefined>>();
         this.prefetched.set(e.message, ahead);
@@ -472,17 +449,13 @@ export class Processor {
     const none: Outcome = { state: 'COMPLETED', bytes: 0 };
     if (source === undefined) return { outcome: none, attempts: 0, failure: `unknown source location "${task.source.location}"` };
     // Every call of the copy ends when the lease is aborted (the partition taken away, drained).
-    const destination = this.options.destination;
+    const bandwidth = this.bandwidth;
+    const rule = { replicateReplicas: checked.replicateReplicas, replicateDeleteMarkers: checked.replicateDeleteMarkers, partsIgnored: this.partsMemo, ...(bandwidth !== undefined ? { throttle: () => bandwidth.stream() } : {}) };
     const copy = async (attempt: number): Promise<Outcome> => {
-      const bandwidth = this.bandwidth;
-      const rule = { replicateReplicas: checked.replicateReplicas, replicateDeleteMarkers: checked.replicateDeleteMarkers, partsIgnored: this.partsMemo, ...(bandwidth !== undefined ? { throttle: () => bandwidth.stream() } : {}) };
-      if (isBlobAccount(destination)) return replicateToBlob({ source: abortable(source, lease.signal), account: destination, signal: lease.signal, ...rule }, task, d);
       // A retry reads the destination again (the first attempt may have written it), as does a task
       // whose rule now gives another key prefix (what was read ahead is the queued key's).
       const known = attempt === 1 && destinationKey(task, d) === destinationKey(task, queued) ? await ahead : undefined;
-      const traits = await this.traitsOf(destination, d.bucket);
-      const ctx = { source: abortable(source, lease.signal), destination: abortable(destination, lease.signal), signal: lease.signal, ...(this.uploads !== undefined ? { uploads: this.uploads } : {}), ...(traits !== undefined ? { traits } : {}), ...rule };
-      return replicate(ctx, task, d, known);
+      return this.writer.copy({ source: abortable(source, lease.signal), task, destination: d, signal: lease.signal, rule, known });
     };
     for (let attempt = 1; ; attempt++) {
       try {
@@ -513,20 +486,6 @@ export class Processor {
     }
   }
 
-  /**
-   * The destination bucket's traits, probed on first use (with the processor's own client: a probe cut
-   * short would leave its object behind); undefined while they cannot be learned, and a 404 is then
-   * confirmed by a listing.
-   */
-  private traitsOf(destination: S3Client, bucket: string): Promise<DestinationTraits | undefined> {
-    return this.traits.get(bucket, async () => {
-      const { traits, leftBehind } = await probeDestination(destination, bucket);
-      this.log.info('destination probed', { bucket, ...traits });
-      if (leftBehind !== undefined) this.log.warn('a probe object could not be deleted', { bucket, reason: leftBehind });
-      return traits;
-    });
-  }
-
   private async waitBeforeRetry(ms: number, lease: Lease): Promise<void> {
     const until = Date.now() + ms;
     while (Date.now() < until) {
@@ -540,11 +499,10 @@ export class Processor {
     this.closed = true;
     await this.transitions;
     clearTimeout(this.resumeTimer);
-    clearInterval(this.sweep);
     await this.control?.close();
     await this.consumer?.close();
     this.consumer = undefined;
-    await this.uploads?.close();
+    await this.writer.close();
     await this.producer?.close();
   }
 }

@@ -18,7 +18,7 @@ STREAMS ?= 2
 NODE ?= $(shell [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null && echo 1 || echo 0)
 ISOLATED := $(if $(filter 1,$(NODE)),bash scripts/isolated.sh)
 
-.PHONY: help deps test-deps install build typecheck lint test test-only test-busy demo demo-operator bench bench-status crds clean images node-images e2e-kind
+.PHONY: help deps test-deps install typecheck lint test test-only test-busy demo demo-operator bench bench-status crds clean images node-images e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -32,9 +32,6 @@ $(STAMP): package.json package-lock.json
 	touch $@
 
 install: $(STAMP) ## install the npm dependencies
-
-build: $(STAMP) ## compile TypeScript to dist/
-	npx tsc -p tsconfig.build.json
 
 typecheck: $(STAMP)
 	npx tsc --noEmit -p .
@@ -77,8 +74,8 @@ bench-status: deps install ## the status store against the in-memory one it repl
 crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.ts
 	node scripts/gen-crds.ts
 
-clean: ## remove build output (the component cache stays)
-	rm -rf dist coverage
+clean: ## remove test output (the component cache stays)
+	rm -rf coverage
 
 # The container image, tagged with package.json's version unless IMAGE says otherwise: make images IMAGE=reg/backbeat:dev
 VERSION := $(shell sed -n 's/^  "version": "\(.*\)",$$/\1/p' package.json)

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { dump } from 'js-yaml';
+import { dump, load } from 'js-yaml';
+import { ConfigError } from '../../lib/config/validate.ts';
+import { parseManifests } from '../../lib/config/manifests.ts';
+import { ENDPOINT_PLAIN } from '../../lib/config/schema.ts';
 import { requireBinary } from '../harness/binaries.ts';
 import { sharedKube } from '../harness/env.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -84,7 +87,7 @@ describe('CRDs on a real API server (kubectl apply)', function () {
 
   const refused: [string, Record<string, unknown>, RegExp][] = [
     ['no destination', rule('none', { destinations: [] }), /spec\.destinations: Invalid value: .*should have at least 1 items/],
-    ['duplicate destinations', rule('dup', { destinations: [{ location: 'b', bucket: 'x' }, { location: 'b', bucket: 'x' }] }), /destinations must be unique \(location and bucket\)/],
+    ['duplicate destinations', rule('dup', { destinations: [{ location: 'b', bucket: 'xyz' }, { location: 'b', bucket: 'xyz' }] }), /destinations must be unique \(location and bucket\)/],
     ['destination equal to source', rule('self', { destinations: [{ location: 'site-a', bucket: 'photos' }] }), /a destination cannot be the source bucket itself/],
     ['bad bucket name', rule('badbucket', { destinations: [{ location: 'b', bucket: 'Bad_Bucket' }] }), /spec\.destinations\[0\]\.bucket: Invalid value: "Bad_Bucket": spec\.destinations\[0\]\.bucket in body should match/],
     ['priority out of bounds', rule('prio', { priority: 5000 }), /spec\.priority: Invalid value: 5000: spec\.priority in body should be less than or equal to 1000/],
@@ -101,22 +104,76 @@ describe('CRDs on a real API server (kubectl apply)', function () {
     ['a name with an empty label', location('my..loc', {}), /metadata\.name: Invalid value: "my\.\.loc": a lowercase RFC 1123 subdomain/],
     ['a paused rule (not a field: destinations are paused)', rule('paused', { paused: true }), /unknown field "spec\.paused"/],
     ['a bucket name with two periods together', rule('dots', { destinations: [{ location: 'b', bucket: 'my..bucket' }] }), /spec\.destinations\[0\]\.bucket: Invalid value: "my\.\.bucket": a bucket name must not hold two adjacent periods/],
+    ['a bucket name S3 reserves', rule('reserved', { destinations: [{ location: 'b', bucket: 'xn--photos' }] }), /spec\.destinations\[0\]\.bucket: Invalid value: "xn--photos": a bucket name must not start with xn-- or sthree-/],
     ['a bucket name formatted as an IP address', rule('ipname', { source: { location: 'a', bucket: '192.168.10.1' } }), /spec\.source\.bucket: Invalid value: "192\.168\.10\.1": a bucket name must not be formatted as an IP address/],
     ['a tag filter naming one key twice', rule('tagtwice', { filter: { tags: [{ key: 'env', value: 'a' }, { key: 'env', value: 'b' }] } }), /a tag key is named twice: an object has one value per key, so the filter could never match/],
     ['an azure Location without its account', location('noaccount', { type: 'azure', insecure: true }), /spec\.azure \(the account name\) is given with type: azure, and only then/],
     ['an azure Location as a source', location('azsource', { type: 'azure', azure: { accountName: 'acct1' }, journal: { scan: {} } }), /a type: azure Location is a replication destination only: it has no journal and is not transient/],
     ['missing credentials reference', { ...location('nocreds', {}), spec: { type: 's3' } }, /spec\.credentialsSecretRef: Required value/],
   ];
+  /** What the API server said of each case of `refused`. */
+  const said = new Map<string, string>();
   for (const [what, doc, message] of refused) {
     it(`refuses ${what} with a message a person understands`, async () => {
       const file = join(runDir(), `bad-${(doc['metadata'] as { name: string }).name}.yaml`);
       writeFileSync(file, dump(doc));
       await assert.rejects(kubectl('apply', '-n', 'crd-test', '-f', file), (err: Error & { stderr?: string }) => {
         assert.match(err.stderr ?? '', message);
+        said.set(what, err.stderr ?? '');
         return true;
       });
     });
   }
+
+  // Local mode checks each CEL rule in lib/config/semantics.ts. Each rule, by its message: the case of
+  // `refused` that breaks it, and the text the API server's refusal and local validation's both hold
+  // (the rule's message, but where local validation names the field itself).
+  const TWINS: Record<string, { breaks: string; both?: string } | { noTwin: string }> = {
+    'a bucket name must not hold two adjacent periods': { breaks: 'a bucket name with two periods together' },
+    'a bucket name must not be formatted as an IP address': { breaks: 'a bucket name formatted as an IP address' },
+    'a bucket name must not start with xn-- or sthree-, nor end with -s3alias or --ol-s3 (reserved by S3)': { breaks: 'a bucket name S3 reserves' },
+    'must not carry credentials (user:password@host): give them in credentialsSecretRef': { breaks: 'credentials in the endpoint' },
+    [`spec.endpoint ${ENDPOINT_PLAIN}`]: { breaks: 'an http endpoint not marked insecure', both: ENDPOINT_PLAIN },
+    'journal needs kafka, scan, or both': { breaks: 'journal without a source of changes' },
+    'journal.webhook writes the events it receives to journal.kafka.topic: give journal.kafka too': { breaks: 'a webhook journal without its topic' },
+    'spec.azure (the account name) is given with type: azure, and only then': { breaks: 'an azure Location without its account' },
+    'a type: azure Location is a replication destination only: it has no journal and is not transient': { breaks: 'an azure Location as a source' },
+    'kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms': { breaks: 'a KMS key without SSE-KMS' },
+    'a tag key is named twice: an object has one value per key, so the filter could never match': { breaks: 'a tag filter naming one key twice' },
+    'destinations must be unique (location and bucket)': { breaks: 'duplicate destinations' },
+    'a destination cannot be the source bucket itself': { breaks: 'destination equal to source' },
+    'source is immutable; create a new rule instead': { noTwin: 'a change of an existing rule: local mode reads each run\'s manifests afresh, with no earlier version to compare' },
+  };
+
+  it('pairs every CEL rule of the CRDs with its local twin: one manifest, refused by both with the same words', () => {
+    const messages: string[] = [];
+    const walk = (node: unknown): void => {
+      if (Array.isArray(node)) node.forEach(walk);
+      else if (typeof node === 'object' && node !== null) {
+        for (const [k, v] of Object.entries(node)) {
+          if (k === 'x-kubernetes-validations') messages.push(...(v as { message: string }[]).map((r) => r.message));
+          walk(v);
+        }
+      }
+    };
+    for (const f of readdirSync(join(ROOT, 'crds'))) walk(load(readFileSync(join(ROOT, 'crds', f), 'utf8')));
+    assert.deepEqual([...new Set(messages)].sort(), Object.keys(TWINS).sort(), 'every CEL rule, and only those, in TWINS');
+    for (const [message, twin] of Object.entries(TWINS)) {
+      if ('noTwin' in twin) continue;
+      const found = refused.find(([what]) => what === twin.breaks);
+      assert.ok(found !== undefined, twin.breaks);
+      const both = twin.both ?? message;
+      assert.ok(said.get(twin.breaks)?.includes(both), `the API server: ${both}\n${said.get(twin.breaks) ?? '(not run)'}`);
+      let local = '';
+      try {
+        parseManifests([{ file: 'case.yaml', doc: found[1] }]);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        local = err.problems.map((p) => `${p.path}: ${p.message}`).join('\n');
+      }
+      assert.ok(local.includes(both), `local validation of "${twin.breaks}": ${both}\n${local}`);
+    }
+  });
 
   it('refuses a change of a rule\'s source (immutable)', async () => {
     const file = join(runDir(), 'immutable.yaml');

@@ -98,7 +98,7 @@ describe('configuration model', () => {
       'm.yaml: Location/b: metadata.name: defined twice (also in m.yaml)',
       'm.yaml: ReplicationRule/r1: spec.source.location: Location "a" has no spec.journal, so its changes cannot be observed',
       'm.yaml: ReplicationRule/r1: spec.destinations[1].location: unknown Location "c"',
-      'm.yaml: ReplicationRule/r1: spec.destinations[2]: duplicate of spec.destinations[0] (b/photos)',
+      'm.yaml: ReplicationRule/r1: spec.destinations[2]: destinations must be unique (location and bucket): duplicate of spec.destinations[0] (b/photos)',
       'm.yaml: ReplicationRule/r1: spec.destinations[3]: a destination cannot be the source bucket itself',
     ]);
   });

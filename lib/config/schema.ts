@@ -42,6 +42,9 @@ export const ENDPOINT_USERINFO = 'must not carry credentials (user:password@host
 export const AZURE_NEEDS_ACCOUNT = 'spec.azure (the account name) is given with type: azure, and only then';
 export const AZURE_DESTINATION_ONLY = 'a type: azure Location is a replication destination only: it has no journal and is not transient';
 export const TAG_KEY_TWICE = 'a tag key is named twice: an object has one value per key, so the filter could never match';
+export const JOURNAL_NEEDS_A_SOURCE = 'journal needs kafka, scan, or both';
+export const DESTINATIONS_UNIQUE = 'destinations must be unique (location and bucket)';
+export const DESTINATION_IS_SOURCE = 'a destination cannot be the source bucket itself';
 export const KMS_KEY_NEEDS_KMS = 'kmsKeyId is for SSE-KMS: set serverSideEncryption: aws:kms';
 /** Why an http:// endpoint needs `insecure: true`: the access key id, the signatures and the data travel in clear. */
 export const ENDPOINT_PLAIN = 'is http://, so the access key id, request signatures and object data would travel in clear: use https://, or set insecure: true to accept that';
@@ -123,7 +126,7 @@ export const Journal = Type.Object(
     additionalProperties: false,
     description: 'How changes of this location are observed when it is a replication source: S3 event notifications on a Kafka topic (published there by the server, or by the webhook receiver), periodic listing scans, or both (scans then repair what notifications missed).',
     ...cel([
-      { rule: 'has(self.kafka) || has(self.scan)', message: 'journal needs kafka, scan, or both' },
+      { rule: 'has(self.kafka) || has(self.scan)', message: JOURNAL_NEEDS_A_SOURCE },
       { rule: '!has(self.webhook) || has(self.kafka)', message: WEBHOOK_NEEDS_KAFKA },
     ]),
   },
@@ -289,7 +292,7 @@ export const ReplicationRuleSpec = Type.Object(
       maxItems: 16,
       description: 'Where each object goes: 1 to 16 buckets (or Azure containers), each on a Location.',
       ...cel([
-        { rule: 'self.all(d, self.exists_one(e, e.location == d.location && e.bucket == d.bucket))', message: 'destinations must be unique (location and bucket)' },
+        { rule: 'self.all(d, self.exists_one(e, e.location == d.location && e.bucket == d.bucket))', message: DESTINATIONS_UNIQUE },
       ]),
     }),
     replicateDeleteMarkers: Type.Boolean({ default: false, description: 'Replicate delete markers (a DELETE without a version id).' }),
@@ -309,7 +312,7 @@ export const ReplicationRuleSpec = Type.Object(
     ...cel([
       {
         rule: '!self.destinations.exists(d, d.location == self.source.location && d.bucket == self.source.bucket)',
-        message: 'a destination cannot be the source bucket itself',
+        message: DESTINATION_IS_SOURCE,
       },
     ]),
   },

@@ -1,13 +1,14 @@
 import { blobDestinationProblem } from '../azure/names.ts';
 import type { Manifests } from './manifests.ts';
-import { AZURE_DESTINATION_ONLY, AZURE_NEEDS_ACCOUNT, BUCKET_NAME_RULES, ENDPOINT_PLAIN, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, TAG_KEY_TWICE, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
+import { AZURE_DESTINATION_ONLY, AZURE_NEEDS_ACCOUNT, BUCKET_NAME_RULES, DESTINATION_IS_SOURCE, DESTINATIONS_UNIQUE, ENDPOINT_PLAIN, JOURNAL_NEEDS_A_SOURCE, KMS_KEY_NEEDS_KMS, ENDPOINT_USERINFO, TAG_KEY_TWICE, USERINFO, WEBHOOK_NEEDS_KAFKA } from './schema.ts';
 import type { Problem } from './validate.ts';
 
 const userinfo = new RegExp(USERINFO);
 
 /**
  * The checks a single schema cannot express: the CEL rules of schema.ts (which the API server enforces
- * for the operator) and references between resources.
+ * for the operator), with their messages (e2e/operator/crds.test.ts pairs each rule with its check
+ * here), and references between resources.
  */
 export function checkSemantics(m: Manifests, fileOf: (resource: string) => string | undefined): Problem[] {
   const problems: Problem[] = [];
@@ -21,7 +22,7 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
     if (location.spec.endpoint?.startsWith('http://') === true && location.spec.insecure !== true) at(`Location/${name}`, 'spec.endpoint', ENDPOINT_PLAIN);
     const journal = location.spec.journal;
     if (journal !== undefined && journal.kafka === undefined && journal.scan === undefined) {
-      at(`Location/${name}`, 'spec.journal', 'needs kafka, scan, or both');
+      at(`Location/${name}`, 'spec.journal', JOURNAL_NEEDS_A_SOURCE);
     }
     if (journal?.webhook !== undefined && journal.kafka === undefined) at(`Location/${name}`, 'spec.journal.webhook', WEBHOOK_NEEDS_KAFKA);
     if ((location.spec.type === 'azure') !== (location.spec.azure !== undefined)) at(`Location/${name}`, 'spec.azure', AZURE_NEEDS_ACCOUNT);
@@ -60,12 +61,12 @@ export function checkSemantics(m: Manifests, fileOf: (resource: string) => strin
       const blob = target?.spec.type === 'azure' ? blobDestinationProblem(d) : undefined;
       if (blob !== undefined) at(resource, `${path}.${blob.path}`, blob.message);
       if (d.location === source.location && d.bucket === source.bucket) {
-        at(resource, path, 'a destination cannot be the source bucket itself');
+        at(resource, path, DESTINATION_IS_SOURCE);
       }
       if (d.kmsKeyId !== undefined && d.serverSideEncryption !== 'aws:kms') at(resource, `${path}.kmsKeyId`, KMS_KEY_NEEDS_KMS);
       const id = `${d.location}/${d.bucket}`;
       const first = seen.get(id);
-      if (first !== undefined) at(resource, path, `duplicate of spec.destinations[${first}] (${id})`);
+      if (first !== undefined) at(resource, path, `${DESTINATIONS_UNIQUE}: duplicate of spec.destinations[${first}] (${id})`);
       else seen.set(id, i);
     });
   }

@@ -356,12 +356,11 @@ export class Reconciler {
         const hash = configHash(JSON.stringify(inputs.reads), [...used.map((l) => JSON.stringify(readOfLocation(spec.role, l))), ...mounts.map((k) => secretVersion(k.name)), ...(spec.role === 'status' ? [peerKey] : [])]);
         const configMaps = [this.configMapName, ...inputs.mounts.flatMap((l) => mounted.get(l) ?? [])];
         const desired = deploymentFor(settings, spec, replicas, configMaps, mounts, hash);
-        if (current === undefined) {
-          await rest.create(path, desired);
-          logger.info('worker deployment created', { deployment: spec.deployment, replicas });
-        } else if (current.metadata.annotations?.['backbeat.io/spec-hash'] !== desired.metadata.annotations['backbeat.io/spec-hash'] || current.spec.replicas !== replicas || current.metadata.labels?.['app.kubernetes.io/managed-by'] !== MANAGED_BY) {
+        // Server-side apply, creation included; skipped when nothing it would set has changed.
+        if (current === undefined || current.metadata.annotations?.['backbeat.io/spec-hash'] !== desired.metadata.annotations['backbeat.io/spec-hash'] || current.spec.replicas !== replicas || current.metadata.labels?.['app.kubernetes.io/managed-by'] !== MANAGED_BY) {
           await rest.apply(`${path}/${spec.deployment}`, desired, MANAGED_BY);
-          if (current.spec.replicas !== replicas) logger.info('worker deployment scaled', { deployment: spec.deployment, from: current.spec.replicas, to: replicas });
+          if (current === undefined) logger.info('worker deployment created', { deployment: spec.deployment, replicas });
+          else if (current.spec.replicas !== replicas) logger.info('worker deployment scaled', { deployment: spec.deployment, from: current.spec.replicas, to: replicas });
         }
       });
       if (!ok) behind.push(spec);

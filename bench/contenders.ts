@@ -106,7 +106,8 @@ export function backbeatContender(name: string, options: { brokers?: string[]; p
             return true;
           },
           timeoutMs: 30 * 60_000,
-          intervalMs: 100,
+          // Asked often: the end is known to within 20 ms, where the other contenders' is their exit.
+          intervalMs: 20,
         });
         if (failure !== undefined) throw new Error(`${name}: ${failure}\n${logTail(proc.spec.logFile)}`);
         const measure = { seconds, peakRssBytes: peakRss(proc.pid), cpuSeconds: cpuSeconds(proc.pid) };

@@ -77,7 +77,7 @@ export function workersContender(brokers: string[], processors: number): Contend
           }
           if (performance.now() - started > 30 * 60_000) failure = 'not done in 30 minutes';
           if (failure !== undefined) break;
-          await new Promise((r) => setTimeout(r, 100));
+          await new Promise((r) => setTimeout(r, 20));
         }
         if (failure !== undefined) throw new Error(`${name}: ${failure}\n${procs.map((p) => logTail(p.spec.logFile)).join('\n')}`);
         return { seconds, peakRssBytes: procs.reduce((sum, p) => sum + peakRss(p.pid), 0), cpuSeconds: procs.reduce((sum, p) => sum + cpuSeconds(p.pid), 0) };

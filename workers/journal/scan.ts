@@ -3,20 +3,24 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { listVersions } from '../../lib/s3/objects.ts';
 import type { ChangeRecord } from '../../lib/journal/change.ts';
 
+const FIRST_PAGE = 100;
+
 /**
  * A listing scan of a bucket's versions and delete markers, as change records. It serves existing-object
  * replication (backfill) and the periodic reconcile that repairs what a lossy notification journal
  * missed; the processors make a change already replicated a no-op, so rescanning is harmless.
  * Replicas cannot be told apart in a listing; the processor checks each source object's metadata.
  */
-export async function* scanBucket(client: S3Client, location: string, bucket: string, { prefix, pageSize }: { prefix?: string; pageSize?: number } = {}): AsyncGenerator<ChangeRecord[]> {
+export async function* scanBucket(client: S3Client, location: string, bucket: string, { prefix, pageSize = 1000 }: { prefix?: string; pageSize?: number } = {}): AsyncGenerator<ChangeRecord[]> {
   let keyMarker: string | undefined;
   let versionIdMarker: string | undefined;
+  // A short first page: the processors start on it while the next, full, pages are listed.
+  let maxKeys = Math.min(pageSize, FIRST_PAGE);
   do {
     const page = await listVersions(client, {
       Bucket: bucket,
       ...(prefix !== undefined ? { Prefix: prefix } : {}),
-      ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
+      MaxKeys: maxKeys,
       ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
       ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
     });
@@ -54,6 +58,7 @@ export async function* scanBucket(client: S3Client, location: string, bucket: st
     // Oldest first within a key, so replaying a key's history keeps its order.
     records.sort((a, b) => (a.key === b.key ? a.eventTime.localeCompare(b.eventTime) : a.key < b.key ? -1 : 1));
     if (records.length > 0) yield records;
+    maxKeys = pageSize;
     keyMarker = page.IsTruncated === true ? page.NextKeyMarker : undefined;
     versionIdMarker = page.IsTruncated === true ? page.NextVersionIdMarker : undefined;
   } while (keyMarker !== undefined);

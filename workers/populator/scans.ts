@@ -35,8 +35,9 @@ interface Watermark {
 
 /**
  * Listing scans of the source buckets of `sources`: once at start for the rules asking for their
- * existing objects (those rules alone) where no periodic scan does it, and every `journal.scan.intervalSeconds` where a location has a
- * scan journal (each rule queueing what was written since it took effect). A periodic scan is full
+ * existing objects (those rules alone) where no periodic scan does it, and every
+ * `journal.scan.intervalSeconds` where a location has a scan journal (each rule queueing what was
+ * written since it took effect, or ever for a rule asking for existing objects). A periodic scan is full
  * (every version listed) at start and every `fullIntervalSeconds`; in between it queues only
  * versions modified since the previous scan began, less `overlapMs`, and not queued by an earlier
  * scan, so that a large bucket is not re-queued whole every few minutes. Scans run one at a time; a location's

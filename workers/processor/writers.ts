@@ -6,7 +6,7 @@ import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
 import { probeDestination, ProbeMemo, type DestinationTraits } from '../../lib/s3/capabilities.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
-import { replicateToBlob, type BlobCopyContext } from './blob.ts';
+import { replicateToBlob } from './blob.ts';
 import { replicate, type CopyContext, type Outcome } from './replicate.ts';
 import { statesFromListing, type Current } from './s3-state.ts';
 import { UploadLedger } from './uploads.ts';
@@ -26,7 +26,7 @@ export interface CopyRequest {
   /** Ends every call of the attempt (the partition taken away, drained). */
   signal: AbortSignal;
   /** What the task's rule asks (a blob's missing copy may be one a delete marker deleted). */
-  rule: Pick<BlobCopyContext, 'replicateReplicas' | 'replicateDeleteMarkers' | 'partsIgnored' | 'throttle'>;
+  rule: Pick<CopyContext, 'replicateReplicas' | 'partsIgnored' | 'throttle'> & { replicateDeleteMarkers?: boolean };
   /** The destination key's state read ahead by a listing (a backfill's first attempt), in place of a read. */
   known?: Current | undefined;
 }

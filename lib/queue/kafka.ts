@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata, type Producer } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 import { busyFirstAssigner } from './busy-first.ts';
 import { sendAcknowledged } from './kafka-acked.ts';
 import { retryKafka } from './kafka-retry.ts';
+import { partitionTurns, protocolType, renewingProducer } from './kafka-sequence.ts';
 import { kafkajsSecurity, type KafkaSecurity } from './kafka-security.ts';
 import {
   DRAIN_MS,
@@ -32,8 +33,6 @@ const CONSUMER_RETRY = { initialRetryTime: 300, maxRetryTime: 5_000, retries: 8 
 
 /** Group errors that mean this member's partitions are being (or were) given to others. */
 const LOSING_PARTITIONS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID', 'NOT_COORDINATOR_FOR_GROUP', 'FENCED_INSTANCE_ID']);
-/** The protocol error's type, also under the wrapper kafkajs puts around it once it stops retrying. */
-const protocolType = (err: unknown): string => (err as { type?: string }).type ?? (err as { cause?: { type?: string } }).cause?.type ?? '';
 
 /**
  * Group timings, set rather than left to kafkajs: a member that stops heartbeating (a crash) is out
@@ -336,13 +335,15 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     },
 
     async producer(): Promise<QueueProducer> {
-      // Idempotent producer: a retried send never duplicates a record within a partition.
-      const producer = kafka.producer({
-        createPartitioner: Partitioners.DefaultPartitioner,
-        idempotent: true,
-        maxInFlightRequests: 1,
-      });
-      await settle('producer connection', () => producer.connect());
+      // Idempotent producer: a retried send never duplicates a record within a partition. One send per
+      // partition at a time, and a new producer if the brokers refuse one's numbers (kafka-sequence.ts).
+      const connected = async (): Promise<Producer> => {
+        const made = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, idempotent: true, maxInFlightRequests: 1 });
+        await settle('producer connection', () => made.connect());
+        return made;
+      };
+      const producer = renewingProducer(await connected(), connected, log);
+      const inTurn = partitionTurns();
       return {
         async send(topic, records): Promise<Written[]> {
           // Each record's partition chosen here, as kafkajs would: what the answer must then cover.
@@ -353,7 +354,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
             ...(r.headers !== undefined ? { headers: r.headers } : {}),
             partition: r.partition ?? partitionFor(topic, partitions, r.key ?? null),
           }));
-          const written = await sendAcknowledged((pending) => producer.send({ topic, acks: -1, messages: pending }), messages, log, topic);
+          const written = await inTurn([...new Set(messages.map((m) => `${topic}/${String(m.partition)}`))], () => sendAcknowledged((pending) => producer.send(topic, pending), messages, log, topic));
           // A partition's records of one send are appended together from its base offset.
           const counts = new Map<number, number>();
           for (const m of messages) counts.set(m.partition, (counts.get(m.partition) ?? 0) + 1);
@@ -362,7 +363,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
             return n === undefined || w.baseOffset === undefined ? [] : [{ partition: w.partition, next: (BigInt(w.baseOffset) + BigInt(n)).toString() }];
           });
         },
-        close: () => producer.disconnect(),
+        close: () => producer.close(),
       };
     },
 

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteBucketCommand, PutBucketNotificationConfigurationCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client, type S3Credentials } from '../../lib/s3/client.ts';
 import { requireBinary } from './binaries.ts';
 import { freePort, httpGet, serviceHost } from './net.ts';
@@ -9,6 +9,7 @@ import type { TestPki } from './pki.ts';
 import { testSecret } from './secrets.ts';
 import { ManagedProcess } from './process.ts';
 import { runDir } from './run-dir.ts';
+import { eventually } from './wait.ts';
 
 export interface MinioOptions {
   /** Unique within the run; names the folder and the log. */
@@ -89,7 +90,29 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
     probe: async () => (await httpGet(`${endpoint}/minio/health/ready`)).status === 200,
     timeoutMs: 60_000,
   };
-  await proc.start(ready);
+  const client = (): S3Client => createS3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, ...(options.tls !== undefined ? { tls: { ca: options.tls.ca } } : {}) });
+  // MinIO answers ready before it has registered its notification targets (that runs in the background
+  // of its start), and refuses a bucket configuration naming one it does not know yet: a probe bucket
+  // is configured with each until that is taken, then deleted.
+  const arns = Object.entries(env).flatMap(([name, value]) => {
+    const m = /^MINIO_NOTIFY_([A-Z]+)_ENABLE_(\w+)$/.exec(name);
+    return m !== null && value === 'on' ? [`arn:minio:sqs::${m[2] ?? ''}:${(m[1] ?? '').toLowerCase()}`] : [];
+  });
+  const start = async (): Promise<void> => {
+    await proc.start(ready);
+    if (arns.length === 0) return;
+    const s3 = client();
+    const Bucket = `harness-probe-${randomUUID().slice(0, 8)}`;
+    await s3.send(new CreateBucketCommand({ Bucket }));
+    try {
+      const QueueConfigurations = arns.map((QueueArn) => ({ QueueArn, Events: ['s3:ObjectCreated:*' as const] }));
+      await eventually(() => s3.send(new PutBucketNotificationConfigurationCommand({ Bucket, NotificationConfiguration: { QueueConfigurations } })), 60_000, 100);
+    } finally {
+      await s3.send(new DeleteBucketCommand({ Bucket }));
+      s3.destroy();
+    }
+  };
+  await start();
   return {
     name: options.name,
     endpoint,
@@ -98,12 +121,12 @@ export async function startMinio(options: MinioOptions): Promise<MinioServer> {
     notificationArn,
     queueDir,
     process: proc,
-    client: () => createS3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, ...(options.tls !== undefined ? { tls: { ca: options.tls.ca } } : {}) }),
+    client,
     async restart() {
       await proc.stop();
-      await proc.start(ready);
+      await start();
     },
     stop: () => proc.stop(),
-    start: () => proc.start(ready),
+    start,
   };
 }

@@ -1,8 +1,8 @@
-import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createRequire } from 'node:module';
 import type { BlobServiceClient, StoragePipelineOptions } from '@azure/storage-blob';
 import { registerSecret } from '../log/redact.ts';
+import { HttpAgent } from '../http/node-http.ts';
 
 // The Azure SDK (about 150 ms of module loading) is loaded on the first account, not by every process
 // that could have one: synchronously, so that making a client stays synchronous as an S3 client's is.

@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
+import { createServer } from './node-http.ts';
 
 // What every worker process and the operator serve: /healthz, /readyz and /metrics. The status role
 // serves them beside its API (workers/status/api.ts); the others on this server alone.

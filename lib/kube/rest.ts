@@ -1,6 +1,7 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import type { IncomingMessage, RequestOptions } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { HttpAgent, httpRequest } from '../http/node-http.ts';
 
 // A small JSON client for the Kubernetes REST API, authenticated from a KubeConfig. The generated
 // clients hide patch content types and date handling; the operator needs exact control of both, and of

@@ -1,9 +1,9 @@
-import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { registerSecret } from '../log/redact.ts';
 import { DirectS3 } from './direct.ts';
+import { HttpAgent } from '../http/node-http.ts';
 
 /**
  * Some S3-compatible servers reject the CRC checksums that recent SDKs send by default: `whenRequired`

@@ -1,9 +1,10 @@
-import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import type { ServerSideEncryption, GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, ListObjectVersionsCommandInput, ListObjectVersionsCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
 import { parseVersionListing } from './listing-xml.ts';
 import { encodeRfc3986 as encode, SigV4 } from './sigv4.ts';
+import { httpRequest, type HttpAgent } from '../http/node-http.ts';
 
 // The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part, a page of versions) on a path-style endpoint, sent without
 // the SDK's middleware stack: signed by sigv4.ts (the SDK's signatures, for less garbage), over the same keep-alive agents, with

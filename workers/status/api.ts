@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { type HealthContext, healthRoute, requestUrl } from '../../lib/http/health.ts';
 import { BodyTooLarge, readBody } from '../../lib/http/body.ts';
 import { redactString } from '../../lib/log/redact.ts';
@@ -8,6 +8,7 @@ import type { ObjectState } from './fold.ts';
 import type { PeerKey } from './peers.ts';
 import type { FailedEntry, StatusProcessor } from './status.ts';
 import { type FailedCursor, failuresOf } from './store.ts';
+import { createServer } from '../../lib/http/node-http.ts';
 
 export interface DestinationControls {
   /** Records a pause state durably; processors of that location follow it. */

@@ -81,6 +81,7 @@ export class StatusProcessor {
   private readonly progress = new Map<number, RestoreProgress>();
   private readonly owners = new Map<number, Owner>();
   private joined = false;
+  private readyWaiters: (() => void)[] = [];
   private lagAdmin: Promise<QueueAdmin> | undefined;
   private consumer: QueueConsumer | undefined;
   private ownersFollower: QueueConsumer | undefined;
@@ -189,6 +190,7 @@ export class StatusProcessor {
     if (id !== this.assignment) return;
     for (const p of partitions) this.owned.add(p);
     this.progress.clear();
+    this.wakeIfReady();
     await this.announce(partitions);
   }
 
@@ -418,8 +420,13 @@ export class StatusProcessor {
   }
 
   /** Resolves once ready (local mode waits for it: one replica owns every partition). */
-  async whenReady(): Promise<void> {
-    while (!this.ready()) await new Promise((r) => setTimeout(r, 50));
+  whenReady(): Promise<void> {
+    return this.ready() ? Promise.resolve() : new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  /** Wakes whenReady() callers, once ready. */
+  private wakeIfReady(): void {
+    if (this.ready()) for (const wake of this.readyWaiters.splice(0)) wake();
   }
 
   /** The restores in progress (empty when ready). */

@@ -1,12 +1,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import type { IncomingMessage, RequestListener, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { BodyTooLarge, readBody } from '../../lib/http/body.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import type { Queue, QueueProducer } from '../../lib/queue/queue.ts';
 import { MalformedEvent, parseNotification } from '../journal/notifications.ts';
+import { createServer } from '../../lib/http/node-http.ts';
 
 // The webhook journal: S3 event notifications POSTed over HTTP by servers that cannot publish to Kafka
 // (Ceph RGW topics, MinIO webhook targets), written to the location's journal topic before the answer.

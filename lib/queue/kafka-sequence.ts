@@ -4,8 +4,9 @@ import type { Logger } from '../log/logger.ts';
 // kafkajs 2.2.4's idempotent producer numbers each partition's records per producer id, and winds a
 // partition's count back when a request fails. That is sound only with one send to a partition at a
 // time: two in flight to its old and its new leader (a broker lost mid-send) leave the numbers out of
-// step, and the broker then drops an acknowledged batch numbered like another as its duplicate, or
-// refuses every later send (OUT_OF_ORDER_SEQUENCE_NUMBER, for good). Both seen in broker-loss.test.ts.
+// step. Seen in broker-loss.test.ts: the brokers refusing every later send (OUT_OF_ORDER_SEQUENCE_NUMBER,
+// for good), and acknowledged records missing from the log (a batch numbered like an earlier one is
+// taken for its duplicate).
 
 /** Produce errors that mean the brokers no longer accept this producer id's numbers. */
 const SEQUENCE_LOST = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);

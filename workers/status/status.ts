@@ -81,7 +81,7 @@ export class StatusProcessor {
   private readonly progress = new Map<number, RestoreProgress>();
   private readonly owners = new Map<number, Owner>();
   private joined = false;
-  private readyWaiters: (() => void)[] = [];
+  private readonly readyWaiters: (() => void)[] = [];
   private lagAdmin: Promise<QueueAdmin> | undefined;
   private consumer: QueueConsumer | undefined;
   private ownersFollower: QueueConsumer | undefined;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createWriteStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ListObjectVersionsCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { Admin } from 'kafkajs';
 import { unquote } from '../../lib/s3/etag.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
@@ -27,9 +28,20 @@ async function etags(s3: S3Client, bucket: string): Promise<Map<string, string>>
   return out;
 }
 
+/** The engine's Kafka client on the cluster, its log discarded. */
+const queueOn = (brokers: string[], clientId: string): ReturnType<typeof kafkaQueue> => kafkaQueue({ brokers, clientId, logger: createLogger({ component: 'test', stream: createWriteStream('/dev/null') }) });
+
+/** A kafkajs admin of its own, connected: what the engine's queue does not expose (metadata, replica assignment). */
+async function rawAdmin(brokers: string[]): Promise<Admin> {
+  const { Kafka, logLevel } = await import('kafkajs');
+  const admin = new Kafka({ clientId: 'test-raw', brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  return admin;
+}
+
 /** The object keys of every S3 event on a journal topic. */
 async function journalKeys(brokers: string[], topic: string): Promise<Set<string>> {
-  const queue = kafkaQueue({ brokers, clientId: 'test-journal', logger: createLogger({ component: 'test', stream: createWriteStream('/dev/null') }) });
+  const queue = queueOn(brokers, 'test-journal');
   const admin = await queue.admin();
   const partitions = await admin.partitionCount(topic).finally(() => admin.close());
   const keys = new Set<string>();
@@ -53,11 +65,10 @@ const victimOf = (cluster: KafkaCluster): KafkaNode => {
  * attacks is backbeat's own topics, whose partitions the victim leads its share of.
  */
 async function journalLedAwayFrom(cluster: KafkaCluster, topic: string, victim: KafkaNode): Promise<void> {
-  const { Kafka, logLevel } = await import('kafkajs');
-  const admin = new Kafka({ clientId: 'test-journal', brokers: cluster.brokers, logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
+  const admin = await rawAdmin(cluster.brokers);
   try {
     const leaders = cluster.nodes.filter((n) => n !== victim).map((n) => n.id);
+    // As many partitions as local mode gives the topics it makes (its --partitions default).
     const replicaAssignment = Array.from({ length: 4 }, (_, partition) => {
       const leader = leaders[partition % leaders.length] ?? victim.id;
       return { partition, replicas: [leader, ...cluster.nodes.map((n) => n.id).filter((id) => id !== leader)] };
@@ -101,7 +112,7 @@ describe('a Kafka broker lost mid-stream (3-node KRaft cluster, real MinIO)', fu
   });
 
   it('creates its topics with three replicas, writes acknowledged by two', async () => {
-    const queue = kafkaQueue({ brokers: cluster.brokers, clientId: 'test', logger: createLogger({ component: 'test', stream: createWriteStream('/dev/null') }) });
+    const queue = queueOn(cluster.brokers, 'test');
     const admin = await queue.admin();
     try {
       // No drift to report: what it created matches what it expects.
@@ -109,9 +120,7 @@ describe('a Kafka broker lost mid-stream (3-node KRaft cluster, real MinIO)', fu
     } finally {
       await admin.close();
     }
-    const { Kafka, logLevel } = await import('kafkajs');
-    const raw = new Kafka({ clientId: 'test-raw', brokers: cluster.brokers, logLevel: logLevel.NOTHING }).admin();
-    await raw.connect();
+    const raw = await rawAdmin(cluster.brokers);
     try {
       const meta = await raw.fetchTopicMetadata({ topics: ['bl-replication', 'bl-replication-status', sites.journalTopic] });
       for (const t of meta.topics) assert.deepEqual([...new Set(t.partitions.map((p) => p.replicas.length))], [3], t.name);
@@ -150,12 +159,10 @@ describe('a Kafka broker lost mid-stream (3-node KRaft cluster, real MinIO)', fu
   // here: the populator stuck on OUT_OF_ORDER_SEQUENCE_NUMBER for good after a broker loss).
   it('keeps every acknowledged record, in order, when concurrent sends meet the loss of their partitions\' leader', async () => {
     const topic = 'bl-sends';
-    const queue = kafkaQueue({ brokers: cluster.brokers, clientId: 'test-sends', logger: createLogger({ component: 'test', stream: createWriteStream('/dev/null') }) });
+    const queue = queueOn(cluster.brokers, 'test-sends');
     const admin = await queue.admin();
     await admin.ensureTopics([{ topic, partitions: 2 }]).finally(() => admin.close());
-    const { Kafka, logLevel } = await import('kafkajs');
-    const raw = new Kafka({ clientId: 'test-raw', brokers: cluster.brokers, logLevel: logLevel.NOTHING }).admin();
-    await raw.connect();
+    const raw = await rawAdmin(cluster.brokers);
     // Asked until every broker knows the new topic.
     const node = await eventually(async () => {
       const leader = (await raw.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.find((p) => p.partitionId === 0)?.leader;

@@ -47,6 +47,8 @@ export interface Contender {
   /** How it was run, printed under the results. */
   describe(job: Pick<Job, 'concurrency' | 'partSize'>): string;
   run(job: Job): Promise<Measure>;
+  /** The workloads it runs (every one when absent). */
+  runs?(workload: { partSize?: number }): boolean;
 }
 
 /** The bench's Locations and rule (it backfills the source bucket), in a folder of `job.dir`, returned. */
@@ -123,16 +125,21 @@ export function backbeatContender(name: string, options: { brokers?: string[]; p
 
 /**
  * The ceiling: bench/plain-copier.ts, a GET streamed into a PUT per object with `concurrency` in flight
- * and nothing else, as its own process (its peak memory sampled as rclone's is).
+ * and nothing else, as its own process (its peak memory sampled as rclone's is). With `parts`, the
+ * least a copier can do that keeps a multipart source's parts (and so its ETag), as backbeat does: run
+ * only on workloads of multipart objects.
  */
-export function plainCopierContender(): Contender {
+export function plainCopierContender(options: { parts?: boolean } = {}): Contender {
+  const parts = options.parts === true;
   return {
-    name: 'plain GET→PUT copier',
-    describe: ({ concurrency }) => `bench/plain-copier.ts, ${String(concurrency)} in flight (the ceiling: no checks, no status)`,
+    name: parts ? 'part-by-part copier' : 'plain GET→PUT copier',
+    describe: ({ concurrency }) =>
+      parts ? `bench/plain-copier.ts, ${String(concurrency)} objects in flight, each part's GET into an UploadPart, 2 parts in flight per object (the ceiling for a copy that keeps the parts)` : `bench/plain-copier.ts, ${String(concurrency)} in flight (the ceiling: no checks, no status)`,
+    ...(parts ? { runs: (w: { partSize?: number }) => w.partSize !== undefined } : {}),
     run(job) {
       const endpoint = (s: MinioServer, bucket: string): Record<string, string> => ({ endpoint: s.endpoint, region: s.region, accessKeyId: s.credentials.accessKeyId, secretAccessKey: s.credentials.secretAccessKey, bucket });
-      const env = { ...process.env, BENCH_COPY: JSON.stringify({ source: endpoint(job.source, job.sourceBucket), destination: endpoint(job.destination, job.targetBucket), concurrency: job.concurrency }) };
-      return measured(process.execPath, [new URL('./plain-copier.ts', import.meta.url).pathname], env, 'the plain copier');
+      const env = { ...process.env, BENCH_COPY: JSON.stringify({ source: endpoint(job.source, job.sourceBucket), destination: endpoint(job.destination, job.targetBucket), concurrency: job.concurrency, parts }) };
+      return measured(process.execPath, [new URL('./plain-copier.ts', import.meta.url).pathname], env, parts ? 'the part-by-part copier' : 'the plain copier');
     },
   };
 }

@@ -56,7 +56,7 @@ try {
   // The baseline is rclone at its best; rclone as most people run it, the ceiling and MinIO's own
   // replication, for reference.
   const profile = values.profile;
-  const contenders: Contender[] = [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), minioReplicationContender(), backbeatContender('backbeat (embedded queue)', { profile })];
+  const contenders: Contender[] = [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), plainCopierContender({ parts: true }), minioReplicationContender(), backbeatContender('backbeat (embedded queue)', { profile })];
   if (values.kafka) {
     say('Starting Kafka...');
     const { brokers } = await sharedKafka();

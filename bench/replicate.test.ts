@@ -23,10 +23,11 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
 
   it('runs each contender on every workload, checks the copies, and reports medians and ratios', async () => {
     const lines: string[] = [];
-    const results = await runBench({ source, destination, workloads, contenders: [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), minioReplicationContender(), backbeatContender('backbeat')], rounds: 1, concurrency: 4, onRun: (l) => lines.push(l) });
+    const results = await runBench({ source, destination, workloads, contenders: [rcloneContender({ tuned: true }), rcloneContender(), plainCopierContender(), plainCopierContender({ parts: true }), minioReplicationContender(), backbeatContender('backbeat')], rounds: 1, concurrency: 4, onRun: (l) => lines.push(l) });
     assert.deepEqual(
       results.map((r) => [r.workload.name, r.contender, r.runs.length]),
-      ['tiny', 'parts'].flatMap((w) => ['rclone copy (tuned)', 'rclone copy', 'plain GET→PUT copier', 'MinIO bucket replication', 'backbeat'].map((c) => [w, c, 1])),
+      // The part-by-part copier runs only where the objects have parts.
+      ['tiny', 'parts'].flatMap((w) => ['rclone copy (tuned)', 'rclone copy', 'plain GET→PUT copier', ...(w === 'parts' ? ['part-by-part copier'] : []), 'MinIO bucket replication', 'backbeat'].map((c) => [w, c, 1])),
     );
     for (const r of results) {
       assert.ok(r.median.seconds > 0, `${r.contender} time`);
@@ -38,7 +39,7 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
       // Starting a process and copying costs CPU time, as does serving the copies: zero means unread.
       assert.ok(r.median.cpuSeconds > 0, `${r.contender} CPU ${String(r.median.cpuSeconds)}`);
     }
-    assert.equal(lines.length, 10);
+    assert.equal(lines.length, 11);
     const report = formatReport(results, 1);
     assert.match(report, /^tiny: 25 objects × 4 KiB \(0\.1 MiB\), median of 1 rounds$/m);
     assert.match(report, /^parts: 2 objects × 11 MiB in 5\.0 MiB parts/m);
@@ -46,6 +47,9 @@ describe('make bench: backbeat against rclone (real MinIO, real processes)', fun
     // The servers' own counts: the ceiling makes a GET and a PUT per object, and one listing.
     assert.match(report, /S3 requests per object, plain GET→PUT copier: 2\.04 \(GetObject 1\.00, PutObject 1\.00, ListObjectsV2 0\.04\)/);
     assert.match(report, /S3 requests per object, backbeat: \d+\.\d\d \(/);
+    // Part by part: per object a GET and an UploadPart of each of its 3 parts, an upload made and completed.
+    assert.match(report, /S3 requests per object, part-by-part copier: 8\.50 \((?=.*GetObject 3\.00)(?=.*PutObjectPart 3\.00)(?=.*NewMultipartUpload 1\.00)(?=.*CompleteMultipartUpload 1\.00)/);
+    assert.match(report, /^ {2}backbeat, time against each: ×\d+\.\d\d rclone copy \(tuned\), ×\d+\.\d\d rclone copy, ×\d+\.\d\d plain GET→PUT copier, ×\d+\.\d\d part-by-part copier, ×\d+\.\d\d MinIO bucket replication$/m);
     // MinIO's replication: the writes to the source, and its own PUTs to the target.
     assert.match(report, /S3 requests per object, MinIO bucket replication: \d+\.\d\d \(.*PutObject/);
     assert.match(report, /^ {2}MinIO bucket replication +\d+\.\d\d s .* servers +— /m);

@@ -130,15 +130,16 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
   for (const w of options.workloads) {
     const sourceBucket = `bench-${w.name}`;
     await fill(src, sourceBucket, w);
-    const runs = new Map<Contender, Measure[]>(options.contenders.map((c) => [c, []]));
-    const requests = new Map<Contender, Map<string, number> | undefined>(options.contenders.map((c) => [c, new Map()]));
-    const serverCpu = new Map<Contender, number[]>(options.contenders.map((c) => [c, []]));
+    const contenders = options.contenders.filter((c) => c.runs?.(w) ?? true);
+    const runs = new Map<Contender, Measure[]>(contenders.map((c) => [c, []]));
+    const requests = new Map<Contender, Map<string, number> | undefined>(contenders.map((c) => [c, new Map()]));
+    const serverCpu = new Map<Contender, number[]>(contenders.map((c) => [c, []]));
     const serversCpu = (): number => cpuSeconds(options.source.process.pid) + cpuSeconds(options.destination.process.pid);
     const servers = [options.source, options.destination];
     for (let round = 0; round < options.rounds; round++) {
-      const order = round % 2 === 0 ? options.contenders : [...options.contenders].reverse();
+      const order = round % 2 === 0 ? contenders : [...contenders].reverse();
       for (const [i, c] of order.entries()) {
-        const targetBucket = `${sourceBucket}-r${String(round)}-${String(options.contenders.indexOf(c))}`;
+        const targetBucket = `${sourceBucket}-r${String(round)}-${String(contenders.indexOf(c))}`;
         await versionedBucket(dst, targetBucket);
         const dir = join(runDir(), 'bench', targetBucket);
         mkdirSync(dir, { recursive: true });
@@ -156,7 +157,7 @@ export async function runBench(options: BenchOptions): Promise<Result[]> {
         options.onRun?.(`  ${w.name} round ${String(round + 1)}/${String(options.rounds)} #${String(i + 1)} ${c.name}: ${m.seconds.toFixed(2)} s, CPU ${m.cpuSeconds.toFixed(2)} s, peak RSS ${mib(m.peakRssBytes)}`);
       }
     }
-    for (const c of options.contenders) {
+    for (const c of contenders) {
       const ms = runs.get(c) ?? [];
       results.push({
         workload: w,
@@ -213,6 +214,11 @@ export function formatReport(results: Result[], rounds: number): string {
         const rss = r.median.peakRssBytes / base.median.peakRssBytes;
         out.push(`  ratio ${r.contender} / ${base.contender}: time ×${time.toFixed(2)}, throughput ×${(1 / time).toFixed(2)}${rss > 0 ? `, peak RSS ×${rss.toFixed(2)}` : ''}`);
       }
+    }
+    // Backbeat's time against each contender that is not backbeat: what the targets are written in.
+    for (const r of rs.filter((x) => x.contender.startsWith('backbeat'))) {
+      const against = rs.filter((x) => !x.contender.startsWith('backbeat')).map((x) => `×${(r.median.seconds / x.median.seconds).toFixed(2)} ${x.contender}`);
+      if (against.length > 0) out.push(`  ${r.contender}, time against each: ${against.join(', ')}`);
     }
     for (const r of rs) {
       if (r.requests === undefined) continue;

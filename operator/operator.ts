@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { hostname } from 'node:os';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { API_GROUP } from '../lib/config/schema.ts';
 import { loadKubeConfig } from '../lib/kube/client.ts';
@@ -11,7 +9,7 @@ import { follow } from '../lib/queue/follow.ts';
 import { kafkaQueue } from '../lib/queue/kafka.ts';
 import type { QueueAdmin, QueueConsumer } from '../lib/queue/queue.ts';
 import { Figures, installationTopics, parseMessage, queueNames } from '../lib/queue/messages.ts';
-import { healthServer } from '../lib/http/health.ts';
+import { healthServer, listenOn } from '../lib/http/health.ts';
 import { LeaderLease } from './lease.ts';
 import { operatorMetrics } from './metrics.ts';
 import { PassFailed, Reconciler } from './reconciler.ts';
@@ -74,10 +72,7 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorR
     ready: () => !stopper.signal.aborted,
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
   });
-  server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address() as AddressInfo;
-  const url = `http://${address.address}:${String(address.port)}`;
+  const url = await listenOn(server, options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
 
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((resolve) => (resolveDone = resolve));

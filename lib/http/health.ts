@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createServer } from './node-http.ts';
 
 // What every worker process and the operator serve: /healthz, /readyz and /metrics. The status role
@@ -70,4 +72,12 @@ export function healthServer(ctx: HealthContext, rest?: RequestListener): Server
     else if (rest !== undefined) rest(req, res);
     else send(404, { error: `no such endpoint: ${url.pathname}` });
   });
+}
+
+/** Starts `server` on `host:port` (0: a free port) and gives its base URL once it listens. */
+export async function listenOn(server: Server, port: number, host: string): Promise<string> {
+  server.listen(port, host);
+  await once(server, 'listening');
+  const { address, port: bound } = server.address() as AddressInfo;
+  return `http://${address}:${String(bound)}`;
 }

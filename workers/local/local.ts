@@ -1,32 +1,28 @@
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
-import { allDestinations, compileBucketConfigs, destinationLocations, usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
-import type { Location } from '../../lib/config/schema.ts';
+import { listenOn } from '../../lib/http/health.ts';
+import { compileBucketConfigs, destinationLocations, usedLocations } from '../../lib/config/bucket-config.ts';
 import { reasonOf } from '../../lib/s3/errors.ts';
 import { journalArns, wireJournal } from '../../lib/s3/notifications.ts';
-import { connectLocation, resolveWebhookToken } from '../../lib/config/credentials.ts';
-import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
+import { resolveWebhookToken } from '../../lib/config/credentials.ts';
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { ConfigError, type Problem } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
 import { createMetrics, recordLag } from '../../lib/metrics.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
-import { encode, installationTopics, pauseKey, queueNames, TASK_RETENTION_MS } from '../../lib/queue/messages.ts';
+import { installationTopics, queueNames, TASK_RETENTION_MS } from '../../lib/queue/messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
-import { pageSizeOf, scheduleScans } from '../populator/scans.ts';
+import { scheduleScans } from '../populator/scans.ts';
 import { Processor } from '../processor/processor.ts';
 import type { RetryPolicy } from '../../lib/retry.ts';
 import { ruleStarts } from './rule-starts.ts';
-import { statusServer } from '../status/api.ts';
 import { type ApiAuth, openAuth } from '../status/auth.ts';
 import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
 import { StatusProcessor } from '../status/status.ts';
 import { WebhookReceiver, type WebhookLocation } from '../webhook/receiver.ts';
 import { ProcessorThreads } from './processor-threads.ts';
+import { buildGc, buildPopulator, buildStatusApi, connector, journalTopics, sourcesOf, transientSources, type RoleBase } from '../worker/build.ts';
 import { startProcessors } from './processors.ts';
 
 export interface LocalOptions {
@@ -80,22 +76,19 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const configs = compileBucketConfigs(manifests, starts);
 
   const problems: Problem[] = [];
-  const clients = new Map<string, S3Client>();
-  const blobs = new Map<string, BlobAccount>();
+  const clients = connector(manifests.locations, manifests);
   const webhooks = new Map<string, WebhookLocation>();
-  const used = usedLocations(configs.values());
-  for (const name of used) {
+  const sources = new Set(sourcesOf(configs));
+  for (const name of usedLocations(configs.values())) {
     const location = manifests.locations.get(name);
     if (location === undefined) continue;
     try {
-      const client = connectLocation(location, manifests);
-      if (isBlobAccount(client)) blobs.set(name, client);
-      else clients.set(name, client);
+      clients.connect(name);
     } catch (err) {
       if (err instanceof ConfigError) problems.push(...err.problems);
       else throw err;
     }
-    const isSource = [...configs.values()].some((c) => c.SourceLocation === name);
+    const isSource = sources.has(name);
     // A webhook journal's topic is written here: the embedded queue can hold it.
     if (location.spec.journal?.kafka !== undefined && location.spec.journal.webhook === undefined && options.brokers === undefined && isSource) {
       problems.push({ resource: `Location/${name}`, path: 'spec.journal.kafka', message: 'a Kafka journal needs Kafka: give --brokers' });
@@ -125,13 +118,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const metrics = createMetrics();
   const partitions = options.partitions ?? 4;
   const admin = await queue.admin();
-  await admin.ensureTopics(
-    installationTopics(
-      names,
-      partitions,
-      [...manifests.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : [])),
-    ),
-  );
+  await admin.ensureTopics(installationTopics(names, partitions, journalTopics(manifests.locations.values())));
   if (embedded !== undefined) {
     // Groups of an earlier run that this one does not use (readers and followers take fresh names; a
     // destination gone from the manifests) would hold the embedded logs for ever.
@@ -148,12 +135,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   }
   await admin.close();
 
-  const transientSources = new Set([...configs.values()].map((c) => c.SourceLocation).filter((l) => manifests.locations.get(l)?.spec.transient === true));
+  const base: RoleBase = { queue, names, metrics, logger, buckets: configs, locations: manifests.locations, ...clients };
+  const role = (name: string): RoleBase => ({ ...base, logger: logger.child({ role: name }) });
+  const transient = transientSources(base);
   const status = new StatusProcessor({
     metrics,
     queue,
     names,
-    transientSources,
+    transientSources: transient,
     logger: logger.child({ role: 'status' }),
     // A copy of the status changelog, per installation prefix: a restart reads only what it missed.
     storeFile: join(options.stateDir, `status-${prefix}.db`),
@@ -161,12 +150,10 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   await status.start();
   await status.whenReady();
   // The GC runs only where a transient source exists.
-  // It checks the destinations of the rules as they are now, matched as the populator matches them.
-  const planner = new Populator({ queue, names, logger: logger.child({ role: 'gc' }), configs, sources: clients, transientSources });
-  const gc = transientSources.size > 0 ? new GarbageCollector({ queue, names, clients, blobs, planner, transientSources, metrics, logger: logger.child({ role: 'gc' }), ...(options.gcDelayMs !== undefined ? { delayMs: options.gcDelayMs } : {}) }) : undefined;
+  const gc = transient.size > 0 ? buildGc(role('gc'), options.gcDelayMs) : undefined;
   await gc?.start();
 
-  const destinations = destinationLocations(configs.values()).filter((l) => clients.has(l) || blobs.has(l));
+  const destinations = destinationLocations(configs.values());
   const threads =
     (options.processorThreads ?? 0) > 0
       ? await ProcessorThreads.start(
@@ -177,7 +164,6 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
             ...(options.kafkaSecurity !== undefined ? { kafkaSecurity: options.kafkaSecurity } : {}),
             prefix,
             starts: [...starts],
-            clients: [...clients.keys(), ...blobs.keys()],
             locations: destinations,
             ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
             ...(options.retry !== undefined ? { retry: options.retry } : {}),
@@ -185,10 +171,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           logger,
         )
       : undefined;
-  const processors = await startProcessors(threads === undefined ? destinations : [], { queue, names, metrics, logger, clients, blobs, configs, locations: manifests.locations, concurrency: options.concurrency, retry: options.retry });
+  const processors = await startProcessors(base, threads === undefined ? destinations : [], { concurrency: options.concurrency, retry: options.retry });
 
-  const populator = new Populator({ queue, names, metrics, logger: logger.child({ role: 'populator' }), configs, sources: clients, transientSources });
-  const sources = new Set([...configs.values()].map((c) => c.SourceLocation));
+  const populator = buildPopulator(role('populator'), sources);
   for (const name of sources) {
     const topic = manifests.locations.get(name)?.spec.journal?.kafka?.topic;
     if (topic !== undefined) await populator.followJournal(name, topic);
@@ -198,7 +183,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const hook = await receiver?.listen(options.webhookPort ?? 0, options.webhookHost ?? '127.0.0.1');
   const webhook = receiver !== undefined && hook !== undefined ? { receiver, url: `http://${hook.address}:${String(hook.port)}` } : undefined;
 
-  await wireJournals(configs, manifests.locations, clients, logger);
+  await wireJournals(base);
   const scans = scheduleScans(populator, configs, manifests.locations, sources, logger, { metrics });
 
   const controlProducer = await queue.producer();
@@ -214,41 +199,31 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   ];
   const lagAdmin = await queue.admin();
   let stopping = false;
-  const server = statusServer({
+  const server = buildStatusApi(base, {
     status,
+    producer: controlProducer,
+    backfiller: populator,
     auth: options.apiAuth ?? openAuth,
-    destinations: allDestinations(configs.values()).map((d) => d.Id),
-    controls: {
-      set: async (state) => {
-        await controlProducer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]);
+    states: () =>
+      threads?.states() ??
+      [...processors.entries()].map(([location, p]) => ({
+        location,
+        paused: p.paused,
+        ...(p.paused && p.pause?.until !== undefined ? { until: p.pause.until } : {}),
+      })),
+    health: {
+      async metrics() {
+        metrics.pending.reset();
+        for (const [destination, n] of status.pendingByDestination()) metrics.pending.set({ destination }, n);
+        await recordLag(lagAdmin, metrics, lagGroups, TASK_RETENTION_MS / 2);
+        if (threads !== undefined) return threads.metrics(await metrics.registry.getMetricsAsJSON());
+        return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
       },
-      states: () =>
-        threads?.states() ??
-        [...processors.entries()].map(([location, p]) => ({
-          location,
-          paused: p.paused,
-          ...(p.paused && p.pause?.until !== undefined ? { until: p.pause.until } : {}),
-        })),
-    },
-    async metrics() {
-      metrics.pending.reset();
-      for (const [destination, n] of status.pendingByDestination()) metrics.pending.set({ destination }, n);
-      await recordLag(lagAdmin, metrics, lagGroups, TASK_RETENTION_MS / 2);
-      if (threads !== undefined) return threads.metrics(await metrics.registry.getMetricsAsJSON());
-      return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
-    },
-    ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled) && (threads?.settled ?? true) && populator.consuming && (gc?.consuming ?? true),
-    readiness: () => ({ restoring: status.restores() }),
-    rules: new Map([...manifests.rules].map(([name, r]) => [name, { source: `${r.spec.source.location}/${r.spec.source.bucket}`, destinations: r.spec.destinations.map((d) => `${d.location}/${d.bucket}`) }])),
-    backfill(name) {
-      const rule = manifests.rules.get(name);
-      return rule === undefined ? undefined : populator.scan(rule.spec.source.location, rule.spec.source.bucket, { backfill: new Set([name]), ...pageSizeOf(manifests.locations.get(rule.spec.source.location)) });
+      ready: () => !stopping && status.ready() && [...processors.values()].every((p) => p.settled) && (threads?.settled ?? true) && populator.consuming && (gc?.consuming ?? true),
+      readiness: () => ({ restoring: status.restores() }),
     },
   });
-  server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address() as AddressInfo;
-  const url = `http://${address.address}:${address.port}`;
+  const url = await listenOn(server, options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
   logger.info('local mode running', { url, queue: options.brokers !== undefined ? 'kafka' : 'embedded', sources: [...sources], destinations, ...(threads !== undefined ? { processorThreads: options.processorThreads } : {}), ...(webhook !== undefined ? { webhook: webhook.url } : {}) });
 
   return {
@@ -282,19 +257,18 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
  * cannot be wired, or a Kafka journal without a targetId, is said in the log: its changes arrive only
  * through notifications wired by hand, or the next scan.
  */
-async function wireJournals(configs: ReadonlyMap<string, BucketReplicationConfig>, locations: ReadonlyMap<string, Location>, clients: ReadonlyMap<string, S3Client>, logger: Logger): Promise<void> {
-  for (const c of configs.values()) {
+async function wireJournals({ buckets, locations, logger, client }: RoleBase): Promise<void> {
+  for (const c of buckets.values()) {
     const location = locations.get(c.SourceLocation);
-    const client = clients.get(c.SourceLocation);
     const kafka = location?.spec.journal?.kafka;
-    if (location === undefined || client === undefined || kafka === undefined || location.spec.journal?.webhook !== undefined) continue;
+    if (location === undefined || kafka === undefined || location.spec.journal?.webhook !== undefined) continue;
     const bucket = `${c.SourceLocation}/${c.SourceBucket}`;
     if (kafka.targetId === undefined) {
       logger.warn('journal not wired: the Location names no notification target (journal.kafka.targetId); send the bucket\'s events to its topic yourself', { bucket, topic: kafka.topic, ...(location.spec.journal?.scan !== undefined ? {} : { meanwhile: 'nothing replicates until they arrive' }) });
       continue;
     }
     try {
-      if ((await wireJournal(client, c.SourceBucket, journalArns(location))) === 'added') logger.info('journal wired', { bucket, target: kafka.targetId });
+      if ((await wireJournal(client(c.SourceLocation), c.SourceBucket, journalArns(location))) === 'added') logger.info('journal wired', { bucket, target: kafka.targetId });
     } catch (err) {
       logger.warn('journal not wired: the bucket\'s notifications could not be set', { bucket, target: kafka.targetId, reason: reasonOf(err) });
     }

@@ -1,9 +1,6 @@
 import { Writable } from 'node:stream';
 import { parentPort, workerData } from 'node:worker_threads';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { compileBucketConfigs } from '../../lib/config/bucket-config.ts';
-import { connectLocation } from '../../lib/config/credentials.ts';
-import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { loadManifests } from '../../lib/config/manifests.ts';
 import { createLogger } from '../../lib/log/logger.ts';
 import { createMetrics } from '../../lib/metrics.ts';
@@ -11,6 +8,7 @@ import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import { queueNames } from '../../lib/queue/messages.ts';
 import type { ThreadReport, ThreadRequest, ThreadSetup } from './processor-threads.ts';
 import { startProcessors } from './processors.ts';
+import { connector } from '../worker/build.ts';
 
 // One worker thread of local mode's processors (processor-threads.ts starts them): the processors of
 // every destination, on a Kafka client of its own, consumers of the same groups as the other threads'.
@@ -29,19 +27,10 @@ const lines = new Writable({
 });
 const logger = createLogger({ component: 'backbeat', stream: lines }).child({ role: 'processor', thread: setup.index });
 const manifests = loadManifests(setup.files);
-const configs = compileBucketConfigs(manifests, new Map(setup.starts));
-const clients = new Map<string, S3Client>();
-const blobs = new Map<string, BlobAccount>();
-for (const name of setup.clients) {
-  const location = manifests.locations.get(name);
-  const client = location !== undefined ? connectLocation(location, manifests) : undefined;
-  if (isBlobAccount(client)) blobs.set(name, client);
-  else if (client !== undefined) clients.set(name, client);
-}
 const queue = kafkaQueue({ brokers: setup.brokers, clientId: `backbeat-local-${String(setup.index)}`, logger, ...(setup.kafkaSecurity !== undefined ? { security: setup.kafkaSecurity } : {}) });
-const names = queueNames(setup.prefix);
 const metrics = createMetrics();
-const processors = await startProcessors(setup.locations, { queue, names, metrics, logger, clients, blobs, configs, locations: manifests.locations, concurrency: setup.concurrency, retry: setup.retry });
+const base = { queue, names: queueNames(setup.prefix), metrics, logger, buckets: compileBucketConfigs(manifests, new Map(setup.starts)), locations: manifests.locations, ...connector(manifests.locations, manifests) };
+const processors = await startProcessors(base, setup.locations, { concurrency: setup.concurrency, retry: setup.retry });
 
 port.on('message', (request: ThreadRequest) => {
   void (async () => {

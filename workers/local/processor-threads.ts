@@ -19,8 +19,6 @@ export interface ThreadSetup {
   prefix: string;
   /** When each rule took effect, as the main thread read it. */
   starts: [string, string][];
-  /** The locations the rules read or write (a client each). */
-  clients: string[];
   /** The destination locations (a processor each). */
   locations: string[];
   concurrency?: number;

@@ -47,7 +47,7 @@ interface Watermark {
 export function scheduleScans(
   populator: Populator,
   configs: Map<string, BucketReplicationConfig>,
-  locations: Map<string, Location>,
+  locations: ReadonlyMap<string, Location>,
   sources: Set<string>,
   logger: Logger,
   { overlapMs = SCAN_OVERLAP_MS, metrics }: { overlapMs?: number; metrics?: Metrics } = {},

@@ -1,25 +1,18 @@
-import { once } from 'node:events';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import type { S3Client } from '@aws-sdk/client-s3';
-import { allDestinations, usedLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
-import { connectLocation, resolveWebhookToken } from '../../lib/config/credentials.ts';
-import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
+import { destinationLocations, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
+import { resolveWebhookToken } from '../../lib/config/credentials.ts';
+import { buildGc, buildPopulator, buildProcessor, buildStatusApi, connector, journalTopics, sourcesOf, transientSources, type RoleBase } from './build.ts';
 import { readPublishedConfig, secretsFromDir } from '../../lib/config/published.ts';
 import { ConfigError } from '../../lib/config/validate.ts';
 import type { Logger } from '../../lib/log/logger.ts';
-import { createMetrics, recordLag, type Metrics } from '../../lib/metrics.ts';
+import { createMetrics, recordLag } from '../../lib/metrics.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
-import type { Queue } from '../../lib/queue/queue.ts';
-import { GarbageCollector } from '../gc/gc.ts';
-import { encode, installationTopics, TASK_RETENTION_MS, partitionFiguresKey, isPaused, parseMessage, pauseKey, PauseState, queueNames, type QueueNames } from '../../lib/queue/messages.ts';
+import { encode, installationTopics, TASK_RETENTION_MS, partitionFiguresKey, isPaused, parseMessage, pauseKey, PauseState, queueNames } from '../../lib/queue/messages.ts';
 import { Populator } from '../populator/populator.ts';
-import { pageSizeOf, scheduleScans } from '../populator/scans.ts';
-import { Processor } from '../processor/processor.ts';
-import { type HealthContext, healthServer } from '../../lib/http/health.ts';
-import { statusServer } from '../status/api.ts';
+import { scheduleScans } from '../populator/scans.ts';
+import { type HealthContext, healthServer, listenOn } from '../../lib/http/health.ts';
 import { type ApiAuth, openAuth } from '../status/auth.ts';
 import type { PeerKey } from '../status/peers.ts';
 import type { KafkaSecurity } from '../../lib/queue/kafka-security.ts';
@@ -83,19 +76,10 @@ interface RoleRun {
   readiness?: () => Record<string, unknown>;
 }
 
-interface RoleContext {
+/** What a role is built from (build.ts), with the worker's options and its mounted Secrets. */
+interface RoleContext extends RoleBase {
   options: WorkerOptions;
-  queue: Queue;
-  names: QueueNames;
-  metrics: Metrics;
-  logger: Logger;
-  config: ReturnType<typeof readPublishedConfig>;
-  /** The mounted Secrets. */
   secrets: ReturnType<typeof secretsFromDir>;
-  /** The client of an S3 Location (a source, or an S3 destination). */
-  client(location: string): S3Client;
-  /** The client of a destination Location, whatever its type. */
-  connect(location: string): S3Client | BlobAccount;
 }
 
 function needLocation(options: WorkerOptions): string {
@@ -105,14 +89,14 @@ function needLocation(options: WorkerOptions): string {
 
 function sourcePopulator(ctx: RoleContext): { location: string; configs: Map<string, BucketReplicationConfig>; populator: Populator } {
   const location = needLocation(ctx.options);
-  const configs = new Map([...ctx.config.buckets].filter(([, c]) => c.SourceLocation === location));
-  return { location, configs, populator: new Populator({ queue: ctx.queue, names: ctx.names, metrics: ctx.metrics, logger: ctx.logger, configs, sources: new Map([[location, ctx.client(location)]]), transientSources: transientSources(ctx) }) };
+  const configs = new Map([...ctx.buckets].filter(([, c]) => c.SourceLocation === location));
+  return { location, configs, populator: buildPopulator({ ...ctx, buckets: configs }, [location]) };
 }
 
 /** Follows the journal topic of a source location; scaled from its lag. */
 async function populator(ctx: RoleContext): Promise<RoleRun> {
   const { location, populator: p } = sourcePopulator(ctx);
-  const topic = ctx.config.locations.get(location)?.spec.journal?.kafka?.topic;
+  const topic = ctx.locations.get(location)?.spec.journal?.kafka?.topic;
   if (topic === undefined) throw new ConfigError([{ resource: `Location/${location}`, path: 'spec.journal.kafka', message: 'the populator role follows a Kafka journal, and this location has none' }]);
   await p.followJournal(location, topic);
   return { lagGroups: [[ctx.names.populatorGroup(location), topic]], ready: () => p.consuming, stop: () => p.close() };
@@ -121,7 +105,7 @@ async function populator(ctx: RoleContext): Promise<RoleRun> {
 /** The listing scans of a source location (periodic repair, existing objects): one replica, so each listing runs once. */
 function scanner(ctx: RoleContext): Promise<RoleRun> {
   const { location, configs, populator: p } = sourcePopulator(ctx);
-  const scans = scheduleScans(p, configs, ctx.config.locations, new Set([location]), ctx.logger, { metrics: ctx.metrics });
+  const scans = scheduleScans(p, configs, ctx.locations, new Set([location]), ctx.logger, { metrics: ctx.metrics });
   return Promise.resolve({
     lagGroups: [],
     async stop() {
@@ -131,49 +115,16 @@ function scanner(ctx: RoleContext): Promise<RoleRun> {
   });
 }
 
-/** Every source location of the configs that send to `destination`. */
-function sourcesOf(ctx: RoleContext, destination?: string): string[] {
-  const configs = [...ctx.config.buckets.values()].filter((c) => destination === undefined || c.Rules.some((r) => r.Destinations.some((d) => d.Location === destination)));
-  return [...new Set(configs.map((c) => c.SourceLocation))];
-}
-
 async function processor(ctx: RoleContext): Promise<RoleRun> {
   const location = needLocation(ctx.options);
-  const sources = new Map(sourcesOf(ctx, location).map((l) => [l, ctx.client(l)]));
-  const p = new Processor({
-    queue: ctx.queue,
-    names: ctx.names,
-    metrics: ctx.metrics,
-    logger: ctx.logger,
-    location,
-    destination: ctx.connect(location),
-    sources,
-    configs: ctx.config.buckets,
-    limits: ctx.config.locations.get(location)?.spec.limits,
-    ...(ctx.options.concurrency !== undefined ? { concurrency: ctx.options.concurrency } : {}),
-  });
+  const p = buildProcessor(ctx, location, { concurrency: ctx.options.concurrency });
   await p.start();
   // Not ready while it should consume and does not (a subscription failed and is being retried).
   return { lagGroups: [[ctx.names.processorGroup(location), ctx.names.replication]], ready: () => p.settled, stop: () => p.close() };
 }
 
-function transientSources(ctx: RoleContext): Set<string> {
-  return new Set(sourcesOf(ctx).filter((l) => ctx.config.locations.get(l)?.spec.transient === true));
-}
-
 async function gc(ctx: RoleContext): Promise<RoleRun> {
-  const locations = usedLocations(ctx.config.buckets.values());
-  const clients = new Map<string, S3Client>();
-  const blobs = new Map<string, BlobAccount>();
-  for (const l of locations) {
-    const c = ctx.connect(l);
-    if (isBlobAccount(c)) blobs.set(l, c);
-    else clients.set(l, c);
-  }
-  // Today's rules, matched as the populator matches them: the destinations the GC verifies.
-  const transient = transientSources(ctx);
-  const planner = new Populator({ queue: ctx.queue, names: ctx.names, logger: ctx.logger, configs: ctx.config.buckets, sources: clients, transientSources: transient });
-  const g = new GarbageCollector({ queue: ctx.queue, names: ctx.names, clients, blobs, planner, transientSources: transient, metrics: ctx.metrics, logger: ctx.logger, ...(ctx.options.gcDelayMs !== undefined ? { delayMs: ctx.options.gcDelayMs } : {}) });
+  const g = buildGc(ctx, ctx.options.gcDelayMs);
   await g.start();
   return { lagGroups: [[ctx.names.gcGroup, ctx.names.gc]], ready: () => g.consuming, stop: () => g.close() };
 }
@@ -233,10 +184,8 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
   }, ctx.options.figuresIntervalMs ?? 5_000);
 
   // Backfill on demand needs a populator of every source (it queues what a listing finds).
-  const sourceClients = new Map(sourcesOf(ctx).map((l) => [l, ctx.client(l)]));
-  const backfiller = new Populator({ queue, names, metrics: ctx.metrics, logger: ctx.logger, configs: ctx.config.buckets, sources: sourceClients, transientSources: transientSources(ctx) });
-  const rules = new Map([...ctx.config.buckets.values()].flatMap((c) => c.Rules.map((r) => [r.ID, c] as const)));
-  const destinations = allDestinations(ctx.config.buckets.values()).map((d) => d.Id);
+  const backfiller = buildPopulator(ctx, sourcesOf(ctx.buckets));
+  const locations = destinationLocations(ctx.buckets.values());
 
   return {
     lagGroups: [[names.statusGroup, names.status]],
@@ -247,29 +196,20 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
     ready: () => s.ready(),
     readiness: () => ({ restoring: s.restores() }),
     server: (health) =>
-      statusServer({
-        ...health,
+      buildStatusApi(ctx, {
         status: s,
-        destinations,
+        producer,
+        backfiller,
+        health,
         auth: ctx.options.apiAuth ?? openAuth,
         peerKey,
-        ...(advertiseUrl !== undefined ? { advertiseUrl } : {}),
-        controls: {
-          set: async (state) => {
-            await producer.send(names.control, [{ key: pauseKey(state.location), value: encode(state) }]);
-          },
-          states: () =>
-            [...new Set(destinations.map((d) => d.split('/')[0] ?? ''))].map((location) => {
-              const p = pauses.get(location);
-              const paused = isPaused(p);
-              return { location, paused, ...(paused && p?.until !== undefined ? { until: p.until } : {}) };
-            }),
-        },
-        rules: new Map([...rules].map(([name, c]) => [name, { source: `${c.SourceLocation}/${c.SourceBucket}`, destinations: c.Rules.find((r) => r.ID === name)?.Destinations.map((d) => d.Id) ?? [] }])),
-        backfill(name) {
-          const c = rules.get(name);
-          return c === undefined ? undefined : backfiller.scan(c.SourceLocation, c.SourceBucket, { backfill: new Set([name]), ...pageSizeOf(ctx.config.locations.get(c.SourceLocation)) });
-        },
+        advertiseUrl,
+        states: () =>
+          locations.map((location) => {
+            const p = pauses.get(location);
+            const paused = isPaused(p);
+            return { location, paused, ...(paused && p?.until !== undefined ? { until: p.until } : {}) };
+          }),
       }),
     async stop() {
       clearInterval(timer);
@@ -285,7 +225,7 @@ async function status(ctx: RoleContext): Promise<RoleRun> {
 /** The webhook journal's receiver for a source location: events over HTTP, written to its journal topic. */
 function webhook(ctx: RoleContext): Promise<RoleRun> {
   const location = needLocation(ctx.options);
-  const l = ctx.config.locations.get(location);
+  const l = ctx.locations.get(location);
   const topic = l?.spec.journal?.kafka?.topic;
   if (l === undefined || topic === undefined || l.spec.journal?.webhook === undefined) {
     throw new ConfigError([{ resource: `Location/${location}`, path: 'spec.journal.webhook', message: 'the webhook role receives a webhook journal, and this location has none' }]);
@@ -299,21 +239,6 @@ const START: Record<Role, (ctx: RoleContext) => Promise<RoleRun>> = { populator,
 export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   const config = readPublishedConfig(options.configDir);
   const secrets = secretsFromDir(options.credentialsDir);
-  const clients = new Map<string, S3Client | BlobAccount>();
-  const connect = (name: string): S3Client | BlobAccount => {
-    let c = clients.get(name);
-    if (c !== undefined) return c;
-    const location = config.locations.get(name);
-    if (location === undefined) throw new ConfigError([{ resource: `Location/${name}`, path: '', message: 'not in the published config' }]);
-    c = connectLocation(location, { secrets });
-    clients.set(name, c);
-    return c;
-  };
-  const client = (name: string): S3Client => {
-    const c = connect(name);
-    if (isBlobAccount(c)) throw new ConfigError([{ resource: `Location/${name}`, path: 'spec.type', message: 'type: azure is a destination only' }]);
-    return c;
-  };
   const logger = options.logger.child({ role: options.role, ...(options.location !== undefined ? { location: options.location } : {}) });
   const queue = kafkaQueue({
     brokers: options.brokers,
@@ -324,9 +249,9 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
   });
   const names = queueNames(options.prefix);
   const admin = await queue.admin();
-  await admin.ensureTopics(installationTopics(names, options.partitions ?? 8, [...config.locations.values()].flatMap((l) => (l.spec.journal?.kafka !== undefined ? [l.spec.journal.kafka.topic] : []))));
+  await admin.ensureTopics(installationTopics(names, options.partitions ?? 8, journalTopics(config.locations.values())));
   const metrics = createMetrics();
-  const run = await START[options.role]({ options, queue, names, metrics, logger, config, secrets, client, connect });
+  const run = await START[options.role]({ options, secrets, queue, names, metrics, logger, buckets: config.buckets, locations: config.locations, ...connector(config.locations, { secrets }) });
 
   let stopping = false;
   const health: HealthContext = {
@@ -339,10 +264,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerRun> {
     },
   };
   const server = run.server?.(health) ?? healthServer(health);
-  server.listen(options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address() as AddressInfo;
-  const url = `http://${address.address}:${String(address.port)}`;
+  const url = await listenOn(server, options.listenPort ?? 0, options.listenHost ?? '127.0.0.1');
   logger.info('worker running', { url, role: options.role });
   return {
     url,

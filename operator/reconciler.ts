@@ -13,6 +13,7 @@ import { figuresKey, type Figures, type QueueNames } from '../lib/queue/messages
 import { unwireJournal } from '../lib/s3/notifications.ts';
 import { CapabilityProbes } from './capabilities.ts';
 import { canonical, setCondition, type Condition, type ConditionInput } from './conditions.ts';
+import { LocationProbes } from './location-probes.ts';
 import { checkLocation, granted } from './locations.ts';
 import { forEachLimit } from './pool.ts';
 import { planPublication, publishedConditions } from './publish-plan.ts';
@@ -53,6 +54,11 @@ export interface ReconcilerOptions {
   recheckMs?: number;
   /** Rules checked against the servers per pass at most (default 500); the rest go on in the next pass. */
   checksPerPass?: number;
+  /**
+   * How long a Ready Location's probe serves the passes after it, its spec and Secret unchanged (default
+   * 10 s, under the 15 s resync: every resync probes again, and an outage shows within one).
+   */
+  probeMaxAgeMs?: number;
 }
 
 export interface PassResult {
@@ -78,6 +84,7 @@ export class Reconciler {
   private readonly concurrency: number;
   private readonly checks: RuleChecks;
   private readonly capabilities: CapabilityProbes;
+  private readonly probes: LocationProbes;
   private readonly publication: PublishedConfigMaps;
   /** Each processor location's lag, as of the last pass that could read it. */
   private lags = new Map<string, number>();
@@ -100,6 +107,7 @@ export class Reconciler {
     this.base = `/apis/${API_GROUP}/v1alpha1/namespaces/${options.namespace}`;
     this.concurrency = options.concurrency ?? 16;
     this.capabilities = new CapabilityProbes(options.logger);
+    this.probes = new LocationProbes(options.probeMaxAgeMs ?? 10_000);
     this.checks = new RuleChecks({ recheckMs: options.recheckMs ?? 600_000, perPass: options.checksPerPass ?? 500, concurrency: this.concurrency, logger: options.logger });
     this.publication = new PublishedConfigMaps({
       rest: options.rest,
@@ -159,9 +167,13 @@ export class Reconciler {
       // Locations: credentials and a probe of the endpoint, which lists its buckets.
       const locationReady = new Map<string, ConditionInput>();
       const awaited = new Map<string, string>();
+      // The buckets the rules name on each Location: one missing from a kept listing is probed for.
+      const named = new Map<string, Set<string>>();
+      for (const r of rules) for (const b of [r.spec.source, ...r.spec.destinations]) named.set(b.location, (named.get(b.location) ?? new Set()).add(b.bucket));
       await forEachLimit(locations, this.concurrency, async (l) => {
         await attempt(`Location/${l.metadata.name}`, async () => {
-          const check = await checkLocation(l, secrets.get(l.spec.credentialsSecretRef.name));
+          const secret = secrets.get(l.spec.credentialsSecretRef.name);
+          const check = await this.probes.check(l, secret, named.get(l.metadata.name) ?? [], () => checkLocation(l, secret));
           if (check.client !== undefined) clients.set(l.metadata.name, check.client);
           if (check.buckets !== undefined) listings.set(l.metadata.name, check.buckets);
           locationReady.set(l.metadata.name, check.condition);
@@ -174,7 +186,9 @@ export class Reconciler {
           await this.writeStatus('locations', l, { conditions: setCondition(l.status?.conditions, check.condition, l.metadata.generation ?? 0), endpoint: endpointOf(l), ...(capabilities !== undefined ? { capabilities } : {}) }, check.condition);
         });
       });
-      this.capabilities.keep(new Set(locations.map((l) => l.metadata.name)));
+      const present = new Set(locations.map((l) => l.metadata.name));
+      this.capabilities.keep(present);
+      this.probes.keep(present);
       this.awaitedSecrets.clear();
       for (const [name, version] of awaited) this.awaitedSecrets.set(name, version);
       await attempt('journal topics', () => this.ensureJournalTopics(locations));
@@ -247,7 +261,6 @@ export class Reconciler {
       });
       lap('ruleStatus');
     } finally {
-      for (const c of clients.values()) c.destroy();
       logger.debug('reconcile phases', { ms: phases, rules: rules.length, loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) });
       this.loopDelay.reset();
     }

@@ -85,8 +85,16 @@ export function buildPopulator(base: RoleBase, sources: Iterable<string>): Popul
   return new Populator({ queue: base.queue, names: base.names, metrics: base.metrics, logger: base.logger, configs: base.buckets, sources: new Map([...sources].map((l) => [l, base.client(l)])), transientSources: transientSources(base) });
 }
 
+/** What a processor is given beyond its configuration. */
+export interface ProcessorSettings {
+  concurrency?: number | undefined;
+  retry?: Partial<RetryPolicy> | undefined;
+  /** How long a task of a rule the processor does not know is held (a newer configuration may be rolling out). */
+  unknownRuleWaitMs?: number;
+}
+
 /** The processor of a destination location, reading from the sources of the rules that send to it. */
-export function buildProcessor(base: RoleBase, location: string, options: { concurrency?: number | undefined; retry?: Partial<RetryPolicy> | undefined; unknownRuleWaitMs?: number }): Processor {
+export function buildProcessor(base: RoleBase, location: string, options: ProcessorSettings): Processor {
   return new Processor({
     queue: base.queue,
     names: base.names,

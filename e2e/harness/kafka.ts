@@ -64,13 +64,13 @@ export interface SecureKafka {
   users: { mechanism: 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string }[];
 }
 
-/** `internal`: the brokers' own listener, on a secure cluster only. */
-type NodePorts = { broker: number; controller: number; internal: number };
+/** `internal`: the brokers' own listener, on a secure cluster only; `advertised`: where clients are told to connect. */
+type NodePorts = { broker: number; advertised: number; controller: number; internal: number };
 
 function plaintextListeners(p: NodePorts): string[] {
   return [
     `listeners=PLAINTEXT://${serviceHost}:${String(p.broker)},CONTROLLER://127.0.0.1:${String(p.controller)}`,
-    `advertised.listeners=PLAINTEXT://${serviceHost}:${String(p.broker)}`,
+    `advertised.listeners=PLAINTEXT://${serviceHost}:${String(p.advertised)}`,
     'inter.broker.listener.name=PLAINTEXT',
     'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
   ];
@@ -94,13 +94,20 @@ function secureListeners(p: NodePorts, secure: SecureKafka): string[] {
 
 /**
  * A KRaft cluster of `size` nodes, each broker and controller, on free loopback ports. Internal topics
- * get min(3, size) replicas, as production would. With `secure`, clients must use TLS and SCRAM.
+ * get min(3, size) replicas, as production would. With `secure`, clients must use TLS and SCRAM. With
+ * `advertise`, a plaintext cluster tells clients to connect to the port it gives for a broker's port
+ * (a proxy the test runs in front of it).
  */
-export async function startKafkaCluster(name: string, size: number, secure?: SecureKafka): Promise<KafkaCluster> {
+export async function startKafkaCluster(name: string, size: number, secure?: SecureKafka, advertise?: (brokerPort: number) => Promise<number>): Promise<KafkaCluster> {
   const libs = requireBinary('kafkaLibs');
-  const ports = await Promise.all(Array.from({ length: size }, async () => ({ broker: await freePort(), controller: await freePort(), internal: secure !== undefined ? await freePort() : 0 })));
+  const ports = await Promise.all(
+    Array.from({ length: size }, async () => {
+      const broker = await freePort();
+      return { broker, advertised: (await advertise?.(broker)) ?? broker, controller: await freePort(), internal: secure !== undefined ? await freePort() : 0 };
+    }),
+  );
   const voters = ports.map((p, i) => `${String(i + 1)}@127.0.0.1:${String(p.controller)}`).join(',');
-  const brokers = ports.map((p) => `${serviceHost}:${String(p.broker)}`);
+  const brokers = ports.map((p) => `${serviceHost}:${String(p.advertised)}`);
   const replicas = String(Math.min(3, size));
   // A KRaft cluster id is 16 random bytes in URL-safe base64; one starting with '-' would read as an
   // option to StorageTool (a start failing once in 64).

@@ -6,8 +6,9 @@ import { createLogger } from '../log/logger.ts';
 import { partitionTurns, renewingProducer, type ProducerClient } from './kafka-sequence.ts';
 
 // kafkajs losing count of a partition's numbers takes a leader moving between two sends in flight, which
-// no broker does on demand (broker-loss.test.ts attacks it on a real cluster, by chance): scripted
-// producers answer here as kafkajs and the brokers then do.
+// no broker does on demand (broker-loss.test.ts attacks it on a real cluster, by chance; a lost answer is
+// attacked on a real broker in kafka-lost-answers.test.ts): scripted producers answer here as kafkajs and
+// the brokers then do, in the orders that matter.
 
 const log = createLogger({ component: 'test', stream: createWriteStream('/dev/null') });
 const refused = (type: string): Error => Object.assign(new Error(`refused: ${type}`), { type });
@@ -51,16 +52,37 @@ describe('kafkajs record numbers (kafka-sequence)', () => {
     assert.ok(next.disconnected);
   });
 
-  it('passes other errors on, and keeps its producer', async () => {
-    const first = new Scripted(() => refused('NOT_ENOUGH_REPLICAS'));
+  it('passes other errors on, sends what follows through a new producer, and retires the old one once its sends end', async () => {
+    // The first send fails (its answer lost: the broker may have written it); one more is in flight on it.
+    let calls = 0;
+    const first = new Scripted(() => (++calls === 1 ? refused('REQUEST_TIMED_OUT') : undefined));
+    const next = new Scripted(() => undefined);
     let connects = 0;
     const producer = renewingProducer(first, () => {
       connects++;
-      return Promise.resolve(new Scripted(() => undefined));
+      return Promise.resolve(next);
     }, log);
+    const [failed, inFlight] = [producer.send('tasks', [{ value: 'a' }]), producer.send('tasks', [{ value: 'b' }])];
+    await assert.rejects(failed, /REQUEST_TIMED_OUT/);
+    assert.equal(first.disconnected, false, 'not disconnected under a send in flight');
+    await inFlight;
+    assert.ok(first.disconnected, 'disconnected once that send ended');
+    await producer.send('tasks', [{ value: 'c' }]);
+    assert.equal(connects, 1);
+    assert.deepEqual([first.sent, next.sent], [['b'], ['c']], 'nothing after the failure went through the old producer');
+  });
+
+  it('tries again to connect a new producer at the next send when the last attempt failed', async () => {
+    const first = new Scripted(() => refused('NOT_ENOUGH_REPLICAS'));
+    const next = new Scripted(() => undefined);
+    let connects = 0;
+    const producer = renewingProducer(first, () => (++connects === 1 ? Promise.reject(new Error('brokers down')) : Promise.resolve(next)), log);
     await assert.rejects(producer.send('tasks', [{ value: 'a' }]), /NOT_ENOUGH_REPLICAS/);
-    assert.equal(connects, 0);
-    assert.equal(first.disconnected, false);
+    await assert.rejects(producer.send('tasks', [{ value: 'a' }]), /brokers down/);
+    await producer.send('tasks', [{ value: 'a' }]);
+    assert.deepEqual([connects, next.sent, first.sent], [2, ['a'], []]);
+    await producer.close();
+    assert.ok(next.disconnected);
   });
 
   it('runs one send per partition at a time, in the order asked, while other partitions go on', async () => {

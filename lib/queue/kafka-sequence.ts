@@ -1,12 +1,13 @@
 import type { Message, RecordMetadata } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 
-// kafkajs 2.2.4's idempotent producer numbers each partition's records per producer id, and winds a
-// partition's count back when a request fails. That is sound only with one send to a partition at a
-// time: two in flight to its old and its new leader (a broker lost mid-send) leave the numbers out of
-// step. Seen in broker-loss.test.ts: the brokers refusing every later send (OUT_OF_ORDER_SEQUENCE_NUMBER,
-// for good), and acknowledged records missing from the log (a batch numbered like an earlier one is
-// taken for its duplicate).
+// kafkajs 2.2.4's idempotent producer numbers each partition's records per producer id, and gives a
+// request's numbers back when it fails. That is sound only if the same records are sent again next with
+// those numbers. Two sends in flight to one partition (its old and its new leader, a broker lost
+// mid-send) left the numbers out of step: the brokers refused every later send (OUT_OF_ORDER_SEQUENCE_NUMBER,
+// for good). And a request the broker wrote but whose answer was lost (a broker lost, a timeout) gives
+// its numbers to whatever is sent next: the broker takes that batch for the lost one's duplicate and
+// acknowledges it without writing it (kafka-lost-answers.test.ts).
 
 /** Produce errors that mean the brokers no longer accept this producer id's numbers. */
 const SEQUENCE_LOST = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);
@@ -41,38 +42,67 @@ export function partitionTurns(): <T>(partitions: string[], fn: () => Promise<T>
 }
 
 /**
- * Sends with acks=all through `first`, and through a new producer (a new id, numbers afresh) once the
- * brokers refuse one's numbers anyway; sends failing together share the replacement. The records the
- * broker had written are written again, which at-least-once delivery allows.
+ * Sends with acks=all, and never through a producer after one of its sends failed: a new producer (a new
+ * id, numbers afresh) sends what follows, and the failed one is disconnected once its other sends have
+ * ended. The caller sends the failed records again; those the broker had written are then written twice,
+ * which at-least-once delivery allows. Records the brokers refused for their numbers are sent again at
+ * once through the new producer. Sends that fail together share one new producer.
  */
 export function renewingProducer<P extends ProducerClient>(first: P, connect: () => Promise<P>, log: Logger): { send(topic: string, messages: Message[]): Promise<RecordMetadata[]>; close(): Promise<void> } {
-  let producer = first;
-  let replacing: { of: P; by: Promise<P> } | undefined;
-  const replace = (broken: P): Promise<P> => {
-    if (replacing?.of !== broken) {
-      const by = connect().then((made) => {
-        producer = made;
-        broken.disconnect().catch(() => undefined);
-        return made;
-      });
-      replacing = { of: broken, by };
+  let current: Promise<P> = Promise.resolve(first);
+  const inFlight = new Map<P, number>();
+  const retired = new Set<P>();
+  const disconnectIfIdle = (p: P): void => {
+    if (!retired.has(p) || inFlight.has(p)) return;
+    retired.delete(p);
+    p.disconnect().catch(() => undefined);
+  };
+  /** The producer for sends after one through `failed` failed (or failed to connect): a new one, made once. */
+  const after = (failed: Promise<P>): Promise<P> => {
+    if (current === failed) current = connect();
+    return current;
+  };
+  /** One send through the producer `asked` gives. */
+  const attempt = async (asked: Promise<P>, topic: string, messages: Message[]): Promise<RecordMetadata[]> => {
+    let using: P;
+    try {
+      using = await asked;
+    } catch (err) {
+      void after(asked).catch(() => undefined);
+      throw err;
     }
-    return replacing.by;
+    inFlight.set(using, (inFlight.get(using) ?? 0) + 1);
+    try {
+      return await using.send({ topic, acks: -1, messages });
+    } catch (err) {
+      retired.add(using);
+      void after(asked).catch(() => undefined);
+      throw err;
+    } finally {
+      const left = (inFlight.get(using) ?? 1) - 1;
+      if (left > 0) inFlight.set(using, left);
+      else inFlight.delete(using);
+      disconnectIfIdle(using);
+    }
   };
   return {
     async send(topic, messages) {
-      const using = producer;
       try {
-        return await using.send({ topic, acks: -1, messages });
+        return await attempt(current, topic, messages);
       } catch (err) {
-        if (!SEQUENCE_LOST.has(protocolType(err))) throw err;
-        log.warn('Kafka refuses the producer\'s record numbers (kafkajs lost count after a broker failure): a new producer sends them again', { topic, error: protocolType(err) });
-        return (await replace(using)).send({ topic, acks: -1, messages });
+        const type = protocolType(err);
+        if (!SEQUENCE_LOST.has(type)) {
+          log.info('a Kafka send failed: what follows goes through a new producer', { topic, error: type || (err as Error).message });
+          throw err;
+        }
+        log.warn('Kafka refuses the producer\'s record numbers (kafkajs lost count after a broker failure): a new producer sends them again', { topic, error: type });
+        return attempt(current, topic, messages);
       }
     },
     async close() {
-      await replacing?.by.catch(() => undefined);
-      await producer.disconnect();
+      const last = await current.catch(() => undefined);
+      await Promise.all([...retired].map((p) => p.disconnect().catch(() => undefined)));
+      await last?.disconnect();
     },
   };
 }

@@ -17,15 +17,18 @@ class Scripted implements ProducerClient {
   sent: string[] = [];
   disconnected = false;
   private readonly answer: (topic: string) => Error | undefined;
-  constructor(answer: (topic: string) => Error | undefined) {
+  /** The partition its answers name (another than the one sent to: kafkajs leaving it out). */
+  private readonly answered: number;
+  constructor(answer: (topic: string) => Error | undefined, answered = 0) {
     this.answer = answer;
+    this.answered = answered;
   }
   async send({ topic, messages }: { topic: string; messages: Message[] }): Promise<RecordMetadata[]> {
     await sleep(5);
     const err = this.answer(topic);
     if (err !== undefined) throw err;
     this.sent.push(...messages.map((m) => String(m.value)));
-    return [{ topicName: topic, partition: 0, errorCode: 0, baseOffset: '0' }];
+    return [{ topicName: topic, partition: this.answered, errorCode: 0, baseOffset: '0' }];
   }
   disconnect(): Promise<void> {
     this.disconnected = true;
@@ -42,11 +45,11 @@ describe('kafkajs record numbers (kafka-sequence)', () => {
       connects++;
       return Promise.resolve(next);
     }, log);
-    await Promise.all([producer.send('tasks', [{ value: 'a' }]), producer.send('tasks', [{ value: 'b' }])]);
+    await Promise.all([producer.send('tasks', 0, [{ value: 'a' }]), producer.send('tasks', 0, [{ value: 'b' }])]);
     assert.equal(connects, 1, 'one replacement');
     assert.deepEqual(next.sent.sort(), ['a', 'b']);
     assert.ok(broken.disconnected);
-    await producer.send('tasks', [{ value: 'c' }]);
+    await producer.send('tasks', 0, [{ value: 'c' }]);
     assert.equal(next.sent.at(-1), 'c', 'later sends go through the replacement');
     await producer.close();
     assert.ok(next.disconnected);
@@ -62,12 +65,12 @@ describe('kafkajs record numbers (kafka-sequence)', () => {
       connects++;
       return Promise.resolve(next);
     }, log);
-    const [failed, inFlight] = [producer.send('tasks', [{ value: 'a' }]), producer.send('tasks', [{ value: 'b' }])];
+    const [failed, inFlight] = [producer.send('tasks', 0, [{ value: 'a' }]), producer.send('tasks', 0, [{ value: 'b' }])];
     await assert.rejects(failed, /REQUEST_TIMED_OUT/);
     assert.equal(first.disconnected, false, 'not disconnected under a send in flight');
     await inFlight;
     assert.ok(first.disconnected, 'disconnected once that send ended');
-    await producer.send('tasks', [{ value: 'c' }]);
+    await producer.send('tasks', 0, [{ value: 'c' }]);
     assert.equal(connects, 1);
     assert.deepEqual([first.sent, next.sent], [['b'], ['c']], 'nothing after the failure went through the old producer');
   });
@@ -77,28 +80,53 @@ describe('kafkajs record numbers (kafka-sequence)', () => {
     const next = new Scripted(() => undefined);
     let connects = 0;
     const producer = renewingProducer(first, () => (++connects === 1 ? Promise.reject(new Error('brokers down')) : Promise.resolve(next)), log);
-    await assert.rejects(producer.send('tasks', [{ value: 'a' }]), /NOT_ENOUGH_REPLICAS/);
-    await assert.rejects(producer.send('tasks', [{ value: 'a' }]), /brokers down/);
-    await producer.send('tasks', [{ value: 'a' }]);
+    await assert.rejects(producer.send('tasks', 0, [{ value: 'a' }]), /NOT_ENOUGH_REPLICAS/);
+    await assert.rejects(producer.send('tasks', 0, [{ value: 'a' }]), /brokers down/);
+    await producer.send('tasks', 0, [{ value: 'a' }]);
     assert.deepEqual([connects, next.sent, first.sent], [2, ['a'], []]);
     await producer.close();
     assert.ok(next.disconnected);
   });
 
+  it('takes an answer that leaves the partition out for a failed send', async () => {
+    const first = new Scripted(() => undefined, 1);
+    const next = new Scripted(() => undefined);
+    const producer = renewingProducer(first, () => Promise.resolve(next), log);
+    await assert.rejects(producer.send('tasks', 0, [{ value: 'a' }]), /without partition 0/);
+    assert.equal(await producer.send('tasks', 0, [{ value: 'a' }]), '0');
+    assert.deepEqual([first.disconnected, next.sent], [true, ['a']]);
+  });
+
+  it('once closed, sends nothing and connects no new producer, even for a send that fails after', async () => {
+    let fail = false;
+    const first = new Scripted(() => (fail ? refused('REQUEST_TIMED_OUT') : undefined));
+    let connects = 0;
+    const producer = renewingProducer(first, () => {
+      connects++;
+      return Promise.resolve(new Scripted(() => undefined));
+    }, log);
+    const inFlight = producer.send('tasks', 0, [{ value: 'a' }]);
+    fail = true;
+    await producer.close();
+    await assert.rejects(inFlight, /REQUEST_TIMED_OUT/);
+    await assert.rejects(producer.send('tasks', 0, [{ value: 'b' }]), /closed/);
+    assert.deepEqual([connects, first.disconnected], [0, true]);
+  });
+
   it('runs one send per partition at a time, in the order asked, while other partitions go on', async () => {
     const inTurn = partitionTurns();
     const events: string[] = [];
-    const send = (name: string, partitions: string[], ms: number, fail = false) =>
-      inTurn(partitions, async () => {
+    const send = (name: string, partition: string, ms: number, fail = false) =>
+      inTurn(partition, async () => {
         events.push(`${name}+`);
         await sleep(ms);
         events.push(`${name}-`);
         if (fail) throw new Error(name);
       });
-    const all = [send('a', ['t/0'], 30, true), send('b', ['t/0', 't/1'], 10), send('c', ['t/2'], 5), send('d', ['t/1'], 5)];
+    const all = [send('a', 't/0', 30, true), send('b', 't/0', 10), send('c', 't/1', 5), send('d', 't/1', 5)];
     await Promise.allSettled(all);
     await assert.rejects(all[0] as Promise<void>, /a/);
-    // c (another partition) overlaps a; b waits for a (even though a failed), d for b.
-    assert.deepEqual(events, ['a+', 'c+', 'c-', 'a-', 'b+', 'b-', 'd+', 'd-']);
+    // c and d (another partition) overlap a; b waits for a, even though a failed.
+    assert.deepEqual(events, ['a+', 'c+', 'c-', 'd+', 'd-', 'a-', 'b+', 'b-']);
   });
 });

@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type PartitionMetadata, type Producer } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type Message, type PartitionMetadata, type Producer } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 import { busyFirstAssigner } from './busy-first.ts';
-import { sendAcknowledged } from './kafka-acked.ts';
 import { retryKafka } from './kafka-retry.ts';
 import { partitionTurns, protocolType, renewingProducer } from './kafka-sequence.ts';
 import { kafkajsSecurity, type KafkaSecurity } from './kafka-security.ts';
@@ -335,8 +334,8 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     },
 
     async producer(): Promise<QueueProducer> {
-      // Idempotent producer: a retried send never duplicates a record within a partition. One send per
-      // partition at a time, and a new producer if the brokers refuse one's numbers (kafka-sequence.ts).
+      // Idempotent producer: kafkajs' own retries never duplicate a record within a partition. One send
+      // per partition at a time, and a producer never used again once a send of it failed (kafka-sequence.ts).
       const connected = async (): Promise<Producer> => {
         const made = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, idempotent: true, maxInFlightRequests: 1 });
         await settle('producer connection', () => made.connect());
@@ -346,22 +345,25 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       const inTurn = partitionTurns();
       return {
         async send(topic, records): Promise<Written[]> {
-          // Each record's partition chosen here, as kafkajs would: what the answer must then cover.
+          // Each record's partition chosen here, as kafkajs would.
           const partitions = records.every((r) => r.partition !== undefined) ? [] : await partitionsOfTopic(topic);
-          const messages = records.map((r) => ({
-            key: r.key ?? null,
-            value: r.value,
-            ...(r.headers !== undefined ? { headers: r.headers } : {}),
-            partition: r.partition ?? partitionFor(topic, partitions, r.key ?? null),
-          }));
-          const written = await inTurn([...new Set(messages.map((m) => `${topic}/${String(m.partition)}`))], () => sendAcknowledged((pending) => producer.send(topic, pending), messages, log, topic));
-          // A partition's records of one send are appended together from its base offset.
-          const counts = new Map<number, number>();
-          for (const m of messages) counts.set(m.partition, (counts.get(m.partition) ?? 0) + 1);
-          return written.flatMap((w) => {
-            const n = counts.get(w.partition);
-            return n === undefined || w.baseOffset === undefined ? [] : [{ partition: w.partition, next: (BigInt(w.baseOffset) + BigInt(n)).toString() }];
-          });
+          const byPartition = new Map<number, Message[]>();
+          for (const r of records) {
+            const partition = r.partition ?? partitionFor(topic, partitions, r.key ?? null);
+            const batch = byPartition.get(partition) ?? [];
+            batch.push({ key: r.key ?? null, value: r.value, ...(r.headers !== undefined ? { headers: r.headers } : {}) });
+            byPartition.set(partition, batch);
+          }
+          // One kafkajs send per partition, side by side, one at a time per partition (kafka-sequence.ts).
+          return Promise.all(
+            [...byPartition].map(([partition, batch]) =>
+              inTurn(`${topic}/${String(partition)}`, async () => {
+                const baseOffset = await producer.send(topic, partition, batch);
+                // A partition's records of one send are appended together from its base offset.
+                return { partition, next: (BigInt(baseOffset) + BigInt(batch.length)).toString() };
+              }),
+            ),
+          );
         },
         close: () => producer.close(),
       };

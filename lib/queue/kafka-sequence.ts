@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Message, RecordMetadata } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 
@@ -14,6 +15,9 @@ import type { Logger } from '../log/logger.ts';
 //   broker that answered, so a partition whose leader moved to one of them is left out (tulios/kafkajs#1798).
 // So: one partition per kafkajs send, one send per partition at a time, and a producer is never used
 // again once a send of it failed.
+
+/** How long a close waits for the sends under way. */
+const CLOSE_WAIT_MS = 10_000;
 
 /** Produce errors that mean the brokers no longer accept this producer id's numbers. */
 const SEQUENCE_LOST = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);
@@ -113,7 +117,10 @@ export function renewingProducer<P extends ProducerClient>(first: P, connect: ()
     async close() {
       closed = true;
       const last = await current.catch(() => undefined);
-      await Promise.all([...retired, ...(last !== undefined ? [last] : [])].map((p) => p.disconnect().catch(() => undefined)));
+      if (last !== undefined) retired.add(last);
+      // Sends under way end first (kafkajs would reconnect a producer disconnected under them), for a while.
+      for (const deadline = Date.now() + CLOSE_WAIT_MS; inFlight.size > 0 && Date.now() < deadline; ) await sleep(20);
+      await Promise.all([...retired].map((p) => p.disconnect().catch(() => undefined)));
     },
   };
 }

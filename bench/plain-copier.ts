@@ -1,12 +1,12 @@
 // The ceiling of `make bench`: the least a copier can do per object, a GET streamed into a PUT, `N` in
-// flight, over keep-alive connections, requests signed by hand (SigV4, unsigned payload: plain http on
-// loopback). No checks, no retries, no status: what the servers allow, not a product. Run as its own
+// flight, over keep-alive connections, requests signed by backbeat's SigV4 signer (unsigned payload:
+// plain http on loopback). No checks, no retries, no status: what the servers allow, not a product. Run as its own
 // process by bench/contenders.ts, with the job in BENCH_COPY (JSON).
 // With `parts`, a multipart object is copied part by part instead (each part's GET streamed into an
 // UploadPart, two parts in flight per object): the least a copier can do that keeps the source's part
 // layout, and so its ETag, as backbeat does.
-import { createHash, createHmac } from 'node:crypto';
 import { Agent, request, type IncomingMessage } from 'node:http';
+import { encodeRfc3986, SigV4 } from '../lib/s3/sigv4.ts';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
 interface Endpoint {
@@ -18,30 +18,20 @@ interface Endpoint {
 }
 const job = JSON.parse(process.env['BENCH_COPY'] ?? '{}') as { source: Endpoint; destination: Endpoint; concurrency: number; parts?: boolean };
 
-const hmac = (key: Buffer | string, text: string): Buffer => createHmac('sha256', key).update(text).digest();
-const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 /** RFC 3986 encoding of each path segment, as SigV4 wants it. */
-const encode = (s: string): string => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-const encodePath = (key: string): string => key.split('/').map(encode).join('/');
+const encodePath = (key: string): string => key.split('/').map(encodeRfc3986).join('/');
 
+// backbeat's own signer (the day's key derived once): the cheapest signing a Node client has here.
+const signers = new Map<Endpoint, { signer: SigV4; host: string }>();
 /** A request's path (with its query, if any) and signed headers. */
 function signed(e: Endpoint, method: string, key: string, extra: Record<string, string>, query: Record<string, string> = {}): { path: string; headers: Record<string, string> } {
-  const host = new URL(e.endpoint).host;
-  const amzDate = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
-  const day = amzDate.slice(0, 8);
+  let s = signers.get(e);
+  if (s === undefined) signers.set(e, (s = { signer: new SigV4(e, e.region), host: new URL(e.endpoint).host }));
   const path = `/${e.bucket}/${encodePath(key)}`;
+  const headers = s.signer.sign({ method, path, query, headers: { host: s.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra } });
   const search = Object.keys(query)
-    .sort()
-    .map((k) => `${encode(k)}=${encode(query[k] ?? '')}`)
+    .map((k) => `${encodeRfc3986(k)}=${encodeRfc3986(query[k] ?? '')}`)
     .join('&');
-  const headers: Record<string, string> = { host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', 'x-amz-date': amzDate, ...extra };
-  const names = Object.keys(headers).map((h) => h.toLowerCase()).sort();
-  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
-  const canonical = [method, path, search, ...names.map((n) => `${n}:${String(lower[n]).trim()}`), '', names.join(';'), 'UNSIGNED-PAYLOAD'].join('\n');
-  const scope = `${day}/${e.region}/s3/aws4_request`;
-  const key4 = hmac(hmac(hmac(hmac(`AWS4${e.secretAccessKey}`, day), e.region), 's3'), 'aws4_request');
-  const signature = createHmac('sha256', key4).update(['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonical)].join('\n')).digest('hex');
-  headers['authorization'] = `AWS4-HMAC-SHA256 Credential=${e.accessKeyId}/${scope}, SignedHeaders=${names.join(';')}, Signature=${signature}`;
   return { path: search === '' ? path : `${path}?${search}`, headers };
 }
 

@@ -64,6 +64,7 @@ async function replaceFile(file: string, text: string): Promise<void> {
 }
 
 const MAX_BATCH = 500;
+const ANY = Symbol('any partition');
 /** The signal of a batch never taken away. */
 const NEVER = new AbortController().signal;
 const COMMIT_FLUSH_MS = 100;
@@ -97,6 +98,8 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
   const topics = new Map<string, Topic>();
   const groups = new Map<string, Map<string, string>>(); // group → "topic/partition" → next offset
   const activeGroups = new Set<string>();
+  // Wakes a consumer's idle partition loop: an event per "topic/partition" appended to (waking every
+  // loop at every send cost each a read and its listeners again), ANY for a rewind, resume or close.
   const appended = new EventEmitter();
   appended.setMaxListeners(0);
   let roundRobin = 0;
@@ -355,7 +358,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           // On disk, durable before the send resolves and before a consumer reads it: an acknowledged
           // record survives a crash, as one read does. Sends made meanwhile share the fsync (group commit).
           return Promise.all(logs.map((log) => log.flushed())).then(() => {
-            appended.emit('append');
+            for (const p of byPartition.keys()) appended.emit(tpKey({ topic, partition: p }));
             return [...written].map(([partition, next]): Written => ({ partition, next }));
           });
         },
@@ -402,12 +405,12 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           if (messages.length === 0) {
             await new Promise<void>((resolve) => {
               const wake = (): void => {
-                appended.off('append', wake);
-                appended.off('stop', wake);
+                appended.off(key, wake);
+                appended.off(ANY, wake);
                 resolve();
               };
-              appended.on('append', wake);
-              appended.on('stop', wake);
+              appended.on(key, wake);
+              appended.on(ANY, wake);
             });
             continue;
           }
@@ -447,7 +450,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         committed: (tp) => Promise.resolve(groups.get(opts.groupId)?.get(tpKey(tp)) ?? null),
         rewind({ topic, partition, offset }) {
           rewinds.set(tpKey({ topic, partition }), Number(offset));
-          appended.emit('append');
+          appended.emit(ANY);
         },
         // A failed batch is redelivered here, never fatal: it consumes while it runs.
         consuming: () => state.running,
@@ -456,12 +459,12 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         },
         resume() {
           state.paused = false;
-          appended.emit('append');
+          appended.emit(ANY);
         },
         async close() {
           await windowed?.drain();
           state.running = false;
-          appended.emit('stop');
+          appended.emit(ANY);
           await Promise.all(loops);
           await (unsaved.has(opts.groupId) ? save(opts.groupId) : fileWork);
           activeGroups.delete(opts.groupId);

@@ -1,7 +1,7 @@
 // The ceiling of `make bench`: the least a copier can do per object, a GET streamed into a PUT, `N` in
 // flight, over keep-alive connections, requests signed by backbeat's SigV4 signer (unsigned payload:
-// plain http on loopback). No checks, no retries, no status: what the servers allow, not a product. Run as its own
-// process by bench/contenders.ts, with the job in BENCH_COPY (JSON).
+// plain http on loopback). No checks, no retries, no status: what the servers allow, not a product.
+// Run as its own process by bench/contenders.ts, with the job in BENCH_COPY (JSON).
 // With `parts`, a multipart object is copied part by part instead (each part's GET streamed into an
 // UploadPart, two parts in flight per object): the least a copier can do that keeps the source's part
 // layout, and so its ETag, as backbeat does.
@@ -21,7 +21,7 @@ const job = JSON.parse(process.env['BENCH_COPY'] ?? '{}') as { source: Endpoint;
 /** RFC 3986 encoding of each path segment, as SigV4 wants it. */
 const encodePath = (key: string): string => key.split('/').map(encodeRfc3986).join('/');
 
-// backbeat's own signer (the day's key derived once): the cheapest signing a Node client has here.
+// backbeat's own signer, which derives the day's key once (four HMACs a request otherwise).
 const signers = new Map<Endpoint, { signer: SigV4; host: string }>();
 /** A request's path (with its query, if any) and signed headers. */
 function signed(e: Endpoint, method: string, key: string, extra: Record<string, string>, query: Record<string, string> = {}): { path: string; headers: Record<string, string> } {

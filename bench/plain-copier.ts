@@ -6,7 +6,7 @@
 // UploadPart, two parts in flight per object): the least a copier can do that keeps the source's part
 // layout, and so its ETag, as backbeat does.
 import { Agent, request, type IncomingMessage } from 'node:http';
-import { encodeRfc3986, SigV4 } from '../lib/s3/sigv4.ts';
+import { encodeKeyPath, encodeRfc3986, SigV4 } from '../lib/s3/sigv4.ts';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
 interface Endpoint {
@@ -18,16 +18,13 @@ interface Endpoint {
 }
 const job = JSON.parse(process.env['BENCH_COPY'] ?? '{}') as { source: Endpoint; destination: Endpoint; concurrency: number; parts?: boolean };
 
-/** RFC 3986 encoding of each path segment, as SigV4 wants it. */
-const encodePath = (key: string): string => key.split('/').map(encodeRfc3986).join('/');
-
 // backbeat's own signer, which derives the day's key once (four HMACs a request otherwise).
 const signers = new Map<Endpoint, { signer: SigV4; host: string }>();
 /** A request's path (with its query, if any) and signed headers. */
 function signed(e: Endpoint, method: string, key: string, extra: Record<string, string>, query: Record<string, string> = {}): { path: string; headers: Record<string, string> } {
   let s = signers.get(e);
   if (s === undefined) signers.set(e, (s = { signer: new SigV4(e, e.region), host: new URL(e.endpoint).host }));
-  const path = `/${e.bucket}/${encodePath(key)}`;
+  const path = `/${e.bucket}/${encodeKeyPath(key)}`;
   const headers = s.signer.sign({ method, path, query, headers: { host: s.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra } });
   const search = Object.keys(query)
     .map((k) => `${encodeRfc3986(k)}=${encodeRfc3986(query[k] ?? '')}`)

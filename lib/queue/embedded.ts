@@ -64,7 +64,6 @@ async function replaceFile(file: string, text: string): Promise<void> {
 }
 
 const MAX_BATCH = 500;
-const ANY = Symbol('any partition');
 /** The signal of a batch never taken away. */
 const NEVER = new AbortController().signal;
 const COMMIT_FLUSH_MS = 100;
@@ -98,8 +97,8 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
   const topics = new Map<string, Topic>();
   const groups = new Map<string, Map<string, string>>(); // group → "topic/partition" → next offset
   const activeGroups = new Set<string>();
-  // Wakes a consumer's idle partition loop: an event per "topic/partition" appended to (waking every
-  // loop at every send cost each a read and its listeners again), ANY for a rewind, resume or close.
+  // Wakes idle partition loops: an event per "topic/partition" appended to (waking every loop at every
+  // send cost each a read and its listeners again), and one per consumer for its rewind, resume or close.
   const appended = new EventEmitter();
   appended.setMaxListeners(0);
   let roundRobin = 0;
@@ -378,6 +377,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
       let windowed: ConsumerHandlers['windowed'];
       // Where a window asked a partition to be read again from.
       const rewinds = new Map<string, number>();
+      const wakeAll = Symbol(opts.groupId);
 
       const position = (topic: string, partition: number, log: PartitionLog): number => {
         const committed = groups.get(opts.groupId)?.get(`${topic}/${partition}`);
@@ -406,11 +406,11 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
             await new Promise<void>((resolve) => {
               const wake = (): void => {
                 appended.off(key, wake);
-                appended.off(ANY, wake);
+                appended.off(wakeAll, wake);
                 resolve();
               };
               appended.on(key, wake);
-              appended.on(ANY, wake);
+              appended.on(wakeAll, wake);
             });
             continue;
           }
@@ -450,7 +450,7 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         committed: (tp) => Promise.resolve(groups.get(opts.groupId)?.get(tpKey(tp)) ?? null),
         rewind({ topic, partition, offset }) {
           rewinds.set(tpKey({ topic, partition }), Number(offset));
-          appended.emit(ANY);
+          appended.emit(wakeAll);
         },
         // A failed batch is redelivered here, never fatal: it consumes while it runs.
         consuming: () => state.running,
@@ -459,12 +459,12 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
         },
         resume() {
           state.paused = false;
-          appended.emit(ANY);
+          appended.emit(wakeAll);
         },
         async close() {
           await windowed?.drain();
           state.running = false;
-          appended.emit(ANY);
+          appended.emit(wakeAll);
           await Promise.all(loops);
           await (unsaved.has(opts.groupId) ? save(opts.groupId) : fileWork);
           activeGroups.delete(opts.groupId);

@@ -3,7 +3,7 @@ import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import type { ServerSideEncryption, GetObjectCommandInput, GetObjectCommandOutput, HeadObjectCommandInput, HeadObjectCommandOutput, ListObjectVersionsCommandInput, ListObjectVersionsCommandOutput, PutObjectCommandInput, PutObjectCommandOutput, UploadPartCommandInput, UploadPartCommandOutput } from '@aws-sdk/client-s3';
 import { parseVersionListing } from './listing-xml.ts';
-import { encodeRfc3986 as encode, SigV4 } from './sigv4.ts';
+import { encodeKeyPath, encodeRfc3986 as encode, SigV4 } from './sigv4.ts';
 import { httpRequest, type HttpAgent } from '../http/node-http.ts';
 
 // The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part, a page of versions) on a path-style endpoint, sent without
@@ -47,9 +47,6 @@ function header(res: IncomingMessage, name: string): string | undefined {
   const value = res.headers[name];
   return Array.isArray(value) ? value.join(',') : value;
 }
-
-/** A key's path: each segment encoded, '/' kept. */
-const encodeKey = (key: string): string => key.split('/').map(encode).join('/');
 
 /** Reads an error answer's body (capped) and makes it the SDK's error: the code and message of its XML. */
 async function failure(res: IncomingMessage, method: string): Promise<S3ResponseError> {
@@ -215,7 +212,7 @@ export class DirectS3 {
     if (input.UploadId !== undefined) query['uploadId'] = input.UploadId;
     const base = url.pathname.replace(/\/+$/, '');
     // A request of the bucket itself (a listing) has no key, nor a '/' after the bucket.
-    const path = `${base}/${encode(input.Bucket ?? '')}${input.Key !== undefined ? `/${encodeKey(input.Key)}` : ''}`;
+    const path = `${base}/${encode(input.Bucket ?? '')}${input.Key !== undefined ? `/${encodeKeyPath(input.Key)}` : ''}`;
     const headers = this.signer.sign({ method, path, query, headers: { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra } });
     const search = Object.keys(query)
       .sort()

@@ -25,6 +25,9 @@ export interface SignInput {
 /** RFC 3986 encoding, as SigV4 and S3 want it. */
 export const encodeRfc3986 = (text: string): string => encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 
+/** An object key as a path: each segment encoded, '/' kept. */
+export const encodeKeyPath = (key: string): string => key.split('/').map(encodeRfc3986).join('/');
+
 const hmac = (key: string | Buffer, text: string): Buffer => createHmac('sha256', key).update(text).digest();
 
 /** Headers a hop may add or change: never signed (the SDK's ALWAYS_UNSIGNABLE_HEADERS). */

@@ -1,6 +1,6 @@
 # One image for the operator and for every worker role it deploys: the entry point is the backbeat CLI,
-# run from the TypeScript sources by Node 24's native type stripping (no build step). Pod templates set
-#   command: ["node", "cli/main.ts"]   args: ["operator", ...]  or  ["worker", ...]
+# bundled by esbuild (scripts/bundle.ts) from the TypeScript sources. Pod templates set
+#   command: ["node", "dist/main.mjs"]   args: ["operator", ...]  or  ["worker", ...]
 #
 # The root filesystem can be mounted read-only (readOnlyRootFilesystem: true): nothing is written under
 # /app or anywhere else at run time, and logs go to stdout.
@@ -17,7 +17,20 @@ COPY package.json package-lock.json ./
 # No production dependency has an install script (none without "dev" has hasInstallScript in package-lock.json), so none is run.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 
-# Stage 2: the runtime: node_modules from stage 1 and the source folders (.dockerignore keeps tests out).
+# Stage 2: the bundle, built with the dev dependencies (esbuild) from the source folders (.dockerignore
+# keeps tests out).
+FROM ${BUILD_IMAGE} AS bundle
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+COPY scripts/bundle.ts ./scripts/
+COPY lib ./lib
+COPY workers ./workers
+COPY operator ./operator
+COPY cli ./cli
+RUN node scripts/bundle.ts /app/dist
+
+# Stage 3: the runtime: the bundle, and node_modules from stage 1 for the two packages it leaves out.
 FROM ${NODE_IMAGE}
 ARG NODE_IMAGE
 ARG VERSION=0.0.0-dev
@@ -42,10 +55,7 @@ WORKDIR /app
 # Owned by root and not writable by the runtime user: the image content is immutable at run time.
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
-COPY lib ./lib
-COPY workers ./workers
-COPY operator ./operator
-COPY cli ./cli
+COPY --from=bundle /app/dist ./dist
 
 USER 10001:10001
-ENTRYPOINT ["node", "cli/main.ts"]
+ENTRYPOINT ["node", "dist/main.mjs"]

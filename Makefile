@@ -18,7 +18,7 @@ STREAMS ?= 2
 NODE ?= $(shell [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null && echo 1 || echo 0)
 ISOLATED := $(if $(filter 1,$(NODE)),bash scripts/isolated.sh)
 
-.PHONY: help deps test-deps install typecheck lint test test-only test-busy demo demo-operator bench bench-status crds clean images node-images e2e-kind
+.PHONY: help deps test-deps install typecheck lint test test-only test-busy demo demo-operator bundle bench bench-status crds clean images node-images e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -62,6 +62,9 @@ demo-operator: deps install ## the operator on a real API server: helm install, 
 # Options for the benchmark, e.g. make bench BENCH='--rounds 5 --kafka'
 BENCH ?=
 
+bundle: $(STAMP) ## the CLI bundled as the image runs it, in dist/ (run it with BACKBEAT_BUNDLE=dist bin/backbeat ...)
+	node scripts/bundle.ts
+
 bench: deps install ## backbeat against rclone on the same objects and servers: medians and ratios (a few minutes)
 	node --disable-warning=TimeoutNegativeWarning bench/main.ts $(BENCH)
 
@@ -74,8 +77,8 @@ bench-status: deps install ## the status store against the in-memory one it repl
 crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.ts
 	node scripts/gen-crds.ts
 
-clean: ## remove test output (the component cache stays)
-	rm -rf coverage
+clean: ## remove test and bundle output (the component cache stays)
+	rm -rf coverage dist
 
 # The container image, tagged with package.json's version unless IMAGE says otherwise: make images IMAGE=reg/backbeat:dev
 VERSION := $(shell sed -n 's/^  "version": "\(.*\)",$$/\1/p' package.json)

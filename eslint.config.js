@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['coverage/**', 'node_modules/**', 'charts/**', '.tmp/**', '**/*.cjs'] },
+  { ignores: ['coverage/**', 'node_modules/**', 'dist/**', 'charts/**', '.tmp/**', '**/*.cjs'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -83,7 +83,7 @@ export function backbeatContender(name: string, options: { brokers?: string[]; p
   const threads = options.processorThreads !== undefined ? ['--processor-threads', String(options.processorThreads)] : [];
   return {
     name,
-    describe: ({ concurrency }) => `backbeat run --concurrency ${String(concurrency)}${brokers !== undefined ? ' --brokers <kafka>' : ''}${threads.length > 0 ? ` ${threads.join(' ')}` : ''} (rule with replicateExistingObjects)`,
+    describe: ({ concurrency }) => `backbeat run --concurrency ${String(concurrency)}${brokers !== undefined ? ' --brokers <kafka>' : ''}${threads.length > 0 ? ` ${threads.join(' ')}` : ''} (bundled, as the image runs it; rule with replicateExistingObjects)`,
     async run(job) {
       const manifests = writeBenchManifests(job);
       const server = `http://127.0.0.1:${String(await freePort())}`;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import pkg from '../package.json' with { type: 'json' };
 import { ConfigError, formatProblem } from '../lib/config/validate.ts';
 import { redactString } from '../lib/log/redact.ts';
 import { apiServer, type Output } from './api.ts';
@@ -14,7 +14,8 @@ import { printStatus } from './status.ts';
 // The `backbeat` command: every verb, its options and help, on commander. The verbs' work is in the
 // modules beside this one; here, only what the user types and what the process exits with.
 
-const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+// (Imported rather than read: the bundle carries it, wherever it is.)
+const VERSION = pkg.version;
 
 /** The environment variable of a flag: --state-dir → BACKBEAT_STATE_DIR. */
 const envOf = (flag: string): string => `BACKBEAT_${flag.toUpperCase().replace(/-/g, '_')}`;

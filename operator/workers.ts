@@ -217,7 +217,7 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
           name: spec.role,
           image: settings.image,
           imagePullPolicy: settings.imagePullPolicy,
-          command: ['node', 'cli/main.ts'],
+          command: ['node', 'dist/main.mjs'],
           args: [
             'worker',
             '--role',

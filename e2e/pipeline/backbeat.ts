@@ -10,7 +10,9 @@ import type { Sites } from './sites.ts';
 
 // The `backbeat` command as users run it: a real process from cli/main.ts on the test's Node.
 
-const CLI = ['--disable-warning=TimeoutNegativeWarning', new URL('../../cli/main.ts', import.meta.url).pathname];
+const NODE_FLAGS = ['--disable-warning=TimeoutNegativeWarning'];
+const MAIN = new URL('../../cli/main.ts', import.meta.url).pathname;
+const CLI = [...NODE_FLAGS, MAIN];
 const execute = promisify(execFile);
 
 /** Runs one `backbeat` command; resolves with its stdout, rejects (with code and stderr) on a non-zero exit. */
@@ -35,9 +37,10 @@ export interface RunningBackbeat {
 
 /**
  * `backbeat run` on the sites' manifests and Kafka, as a managed process that never outlives the test run;
- * with `apiToken`, its status API takes that token (--api-token-file) and nothing without it.
+ * with `apiToken`, its status API takes that token (--api-token-file) and nothing without it; with
+ * `entry`, run from that file (a bundle's main.mjs) instead of cli/main.ts.
  */
-export async function startBackbeat(sites: Sites, prefix: string, extra: string[] = [], apiToken?: string): Promise<RunningBackbeat> {
+export async function startBackbeat(sites: Sites, prefix: string, extra: string[] = [], apiToken?: string, entry?: string): Promise<RunningBackbeat> {
   const port = await freePort();
   const server = `http://127.0.0.1:${port}`;
   const ready: ReadyCheck = { probe: async () => (await httpGet(`${server}/healthz`)).status === 200, timeoutMs: 60_000 };
@@ -47,7 +50,7 @@ export async function startBackbeat(sites: Sites, prefix: string, extra: string[
   const proc = new ManagedProcess({
     name: `backbeat-${prefix}`,
     command: process.execPath,
-    args: [...CLI, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', prefix, '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), `state-${prefix}`), ...withToken, ...extra],
+    args: [...NODE_FLAGS, entry ?? MAIN, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', prefix, '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), `state-${prefix}`), ...withToken, ...extra],
     logFile: join(runDir(), `backbeat-${prefix}.log`),
   });
   await proc.start(ready);

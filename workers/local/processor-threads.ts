@@ -37,7 +37,8 @@ export interface ThreadProcessor {
 
 export type ThreadReport = { type: 'ready' } | { type: 'stopped' } | { type: 'log'; line: string } | { type: 'state'; id: number; processors: ThreadProcessor[]; metrics: MetricObjectWithValues<MetricValue<string>>[] };
 
-const ENTRY = new URL('./processor-thread.ts', import.meta.url);
+// From source, the .ts beside this module; in the bundle (scripts/bundle.ts), its entry beside the chunk.
+const ENTRY = new URL(import.meta.url.endsWith('.ts') ? './processor-thread.ts' : './processor-thread.mjs', import.meta.url);
 /** How often the main thread asks each thread how its processors are (readiness, pauses). */
 const POLL_MS = 1_000;
 

@@ -1,0 +1,42 @@
+// node scripts/bundle.ts [OUTDIR]: the CLI as the image runs it, bundled by esbuild into OUTDIR (dist/):
+// main.mjs, processor-thread.mjs (the processor threads' entry) and the chunks both share. From source,
+// Node resolves, reads and compiles about 600 module files at every start (typebox alone is 250); the
+// bundle is a few files, and a run of 2 000 small objects costs 6 % less CPU. Each verb's modules stay in
+// chunks of their own, loaded when the verb runs, as from source.
+//
+// kafkajs and @azure/storage-blob are left to node_modules: the code takes parts of them by require()
+// at run time, which a bundled copy would load a second time. No minifying: a stack trace names the
+// functions of the source, and each module is marked by its path in the chunk.
+import { rmSync, symlinkSync } from 'node:fs';
+import { isAbsolute, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export async function bundle(outdir: string): Promise<void> {
+  rmSync(outdir, { recursive: true, force: true });
+  await build({
+    absWorkingDir: ROOT,
+    entryPoints: { main: 'cli/main.ts', 'processor-thread': 'workers/local/processor-thread.ts' },
+    bundle: true,
+    splitting: true,
+    platform: 'node',
+    target: 'node24',
+    format: 'esm',
+    outdir,
+    // One folder for entries and chunks: a module's `new URL('./x', import.meta.url)` lands beside it.
+    chunkNames: '[name]-[hash]',
+    outExtension: { '.js': '.mjs' },
+    external: ['kafkajs', '@azure/storage-blob'],
+    // The CommonJS packages bundled in call require() for Node's own modules.
+    banner: { js: "import { createRequire as __bundleRequire } from 'node:module';\nconst require = __bundleRequire(import.meta.url);" },
+    logLevel: 'warning',
+  });
+  // Outside the checkout (a test's or a benchmark's folder), the two packages left out are found through a
+  // link to its node_modules.
+  const where = relative(ROOT, outdir);
+  if (where.startsWith('..') || isAbsolute(where)) symlinkSync(join(ROOT, 'node_modules'), join(outdir, 'node_modules'));
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await bundle(process.argv[2] ?? `${ROOT}dist`);

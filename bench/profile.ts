@@ -1,12 +1,14 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { SourceMap, type SourceMapPayload } from 'node:module';
+import { dirname, join, relative, resolve } from 'node:path';
 
 // `make bench BENCH=--profile`: where backbeat's CPU goes, from the V8 CPU profile of its runs (node
-// --cpu-prof), as self time by package, Node module or file of its own.
+// --cpu-prof), as self time by package, Node module or file of its own. A frame of the bundle is placed
+// by the bundle's source maps at the file it came from.
 
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string };
+  callFrame: { functionName: string; url: string; lineNumber?: number; columnNumber?: number };
 }
 interface CpuProfile {
   nodes: ProfileNode[];
@@ -16,9 +18,26 @@ interface CpuProfile {
 
 const ROOT = new URL('..', import.meta.url).pathname;
 
+/** The source maps of bundled files, by path (null where a file has none). */
+const maps = new Map<string, SourceMap | null>();
+
+/** The URL of the file a frame's code came from: by its file's source map, if it has one. */
+function original(url: string, line = 0, column = 0): string {
+  if (!url.startsWith('file://')) return url;
+  const path = new URL(url).pathname;
+  let map = maps.get(path);
+  if (map === undefined) {
+    map = existsSync(`${path}.map`) ? new SourceMap(JSON.parse(readFileSync(`${path}.map`, 'utf8')) as SourceMapPayload) : null;
+    maps.set(path, map);
+  }
+  const source = map?.findEntry(line, column);
+  return source !== undefined && 'originalSource' in source ? `file://${resolve(dirname(path), source.originalSource)}` : url;
+}
+
 /** Where a function belongs: an npm package, a Node module, a file of this project, or V8's own work. */
 export function costCentre(frame: ProfileNode['callFrame']): string {
-  const { url, functionName } = frame;
+  const { functionName } = frame;
+  const url = original(frame.url, frame.lineNumber, frame.columnNumber);
   if (url === '') return functionName.startsWith('(') ? functionName : `(native) ${functionName}`;
   const pkg = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
   if (pkg !== null) return pkg[1] ?? url;

@@ -28,6 +28,8 @@ export async function bundle(outdir: string): Promise<void> {
     // One folder for entries and chunks: a module's `new URL('./x', import.meta.url)` lands beside it.
     chunkNames: '[name]-[hash]',
     outExtension: { '.js': '.mjs' },
+    // Read only by a profile's report (bench/profile.ts), or by Node under --enable-source-maps.
+    sourcemap: true,
     external: ['kafkajs', '@azure/storage-blob'],
     // The CommonJS packages bundled in call require() for Node's own modules.
     banner: { js: "import { createRequire as __bundleRequire } from 'node:module';\nconst require = __bundleRequire(import.meta.url);" },

@@ -12,8 +12,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { minio, sharedKafka, stopAll } from '../e2e/harness/env.ts';
-import { runDir } from '../e2e/harness/run-dir.ts';
-import { bundle } from '../scripts/bundle.ts';
+import { imageApp } from '../e2e/harness/image-app.ts';
 import { backbeatContender, minioReplicationContender, plainCopierContender, rcloneContender, type Contender } from './contenders.ts';
 import { formatReport, PUBLIC_METRICS, runBench, type Workload } from './replicate.ts';
 import { count } from './process.ts';
@@ -55,8 +54,7 @@ const say = (line: string): boolean => process.stdout.write(`${line}\n`);
 process.once('SIGINT', () => void stopAll().finally(() => process.exit(130)));
 try {
   // backbeat as the image runs it: bundled (bin/backbeat runs BACKBEAT_BUNDLE's entry), from this checkout.
-  process.env['BACKBEAT_BUNDLE'] = join(runDir(), 'bundle');
-  await bundle(process.env['BACKBEAT_BUNDLE']);
+  process.env['BACKBEAT_BUNDLE'] = join(await imageApp(), 'dist');
   say('Starting two MinIO servers on loopback...');
   const [source, destination] = [await minio({ name: 'bench-src', env: PUBLIC_METRICS }), await minio({ name: 'bench-dst', env: PUBLIC_METRICS })];
   // The baseline is rclone at its best; rclone as most people run it, the ceiling and MinIO's own

@@ -43,7 +43,7 @@ import { runDir } from './run-dir.ts';
 export interface PodRunnerOptions {
   kubeconfig: string;
   namespace: string;
-  /** cwd of every process: the repository root (the image's WORKDIR /app holds the same files). */
+  /** cwd of every process: where the image's WORKDIR (/app) is laid out (image-app.ts), or the repository root. */
   cwd: string;
   /**
    * What a pod running as `serviceAccount` gets to reach the API server (a KUBECONFIG with its token),

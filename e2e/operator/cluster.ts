@@ -13,6 +13,7 @@ import { requireBinary } from '../harness/binaries.ts';
 import { minio, sharedKafka, sharedKube, sharedNode } from '../harness/env.ts';
 import type { MinioServer } from '../harness/minio.ts';
 import { freePort, httpGet } from '../harness/net.ts';
+import { imageApp } from '../harness/image-app.ts';
 import { nodeUnavailable, type KubeNode } from '../harness/node.ts';
 import { runPods, type PodRunner } from '../harness/pods.ts';
 import { runDir } from '../harness/run-dir.ts';
@@ -258,7 +259,7 @@ function standIn(common: Common, brokers: string[], stopSites: () => Promise<voi
         if (!accounts.has(account)) accounts.set(account, eventually(() => serviceAccountKubeconfig(common.rest, common.kubeconfig, common.namespace, account), 30_000));
         return { KUBECONFIG: await (accounts.get(account) ?? '') };
       };
-      runner = await runPods({ kubeconfig: common.kubeconfig, namespace: common.namespace, cwd: REPO, accountEnv });
+      runner = await runPods({ kubeconfig: common.kubeconfig, namespace: common.namespace, cwd: await imageApp(), accountEnv });
     },
     async stop() {
       await runner?.stop();

@@ -4,9 +4,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GetObjectTaggingCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { bundle } from '../../scripts/bundle.ts';
+import { imageApp } from '../harness/image-app.ts';
 import { httpGet } from '../harness/net.ts';
-import { runDir } from '../harness/run-dir.ts';
 import { eventually } from '../harness/wait.ts';
 import { startBackbeat, type RunningBackbeat } from './backbeat.ts';
 import { head, sourceBucket, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
@@ -22,8 +21,7 @@ describe('the bundled CLI (scripts/bundle.ts) replicating on real Kafka and MinI
   let dist: string;
 
   before(async () => {
-    dist = join(runDir(), 'bundle');
-    await bundle(dist);
+    dist = join(await imageApp(), 'dist');
     sites = await startSites('bundle');
     [a, b] = [sites.a.client(), sites.b.client()];
     await sourceBucket(sites, 'docs');

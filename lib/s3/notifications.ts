@@ -53,11 +53,18 @@ export async function wireJournal(client: S3Client, bucket: string, arns: string
 }
 
 /**
+ * The SNS client package, loaded when a topic is wired, not by every process start. Taken from the
+ * CommonJS module's `default` (its exports object): the bundle (scripts/bundle.ts) gives a package loaded
+ * later nothing else, where Node also lists its exports by name.
+ */
+const snsPackage = async (): Promise<typeof import('@aws-sdk/client-sns')> => (await import('@aws-sdk/client-sns')).default;
+
+/**
  * A client of the server's SNS-style topics (Ceph RGW), on the S3 client's endpoint, credentials and
- * connections. The SNS client is loaded here, when a topic is wired, not by every process start.
+ * connections.
  */
 export async function topicsClient(s3: S3Client): Promise<SNSClient> {
-  const { SNSClient } = await import('@aws-sdk/client-sns');
+  const { SNSClient } = await snsPackage();
   const { endpoint, region, credentials, requestHandler } = s3.config;
   return new SNSClient({ ...(endpoint !== undefined ? { endpoint } : {}), region, credentials, requestHandler: requestHandler as never, maxAttempts: 2 });
 }
@@ -69,7 +76,7 @@ export async function topicsClient(s3: S3Client): Promise<SNSClient> {
  * the topic configuration with our id is replaced; the user's own are kept.
  */
 export async function wireWebhookTopic(client: S3Client, sns: SNSClient, bucket: string, topic: string, pushEndpoint: string): Promise<'present' | 'added'> {
-  const { CreateTopicCommand } = await import('@aws-sdk/client-sns');
+  const { CreateTopicCommand } = await snsPackage();
   const { TopicArn } = await sns.send(new CreateTopicCommand({ Name: topic, Attributes: { 'push-endpoint': pushEndpoint, persistent: 'true' } }));
   const config = await current(client, bucket);
   const topics = config.TopicConfigurations ?? [];

@@ -10,16 +10,11 @@ ARG NODE_IMAGE=node:24.21.0-bookworm-slim
 # Where stage 1 runs npm ci: the same base unless the build machine needs another (its own CA, for one).
 ARG BUILD_IMAGE=${NODE_IMAGE}
 
-# Stage 1: the production npm dependencies only, exactly as package-lock.json pins them.
-FROM ${BUILD_IMAGE} AS deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-# No production dependency has an install script (none without "dev" has hasInstallScript in package-lock.json), so none is run.
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
-
-# Stage 2: the bundle, built with the dev dependencies (esbuild) from the source folders (.dockerignore
-# keeps tests out).
-FROM ${BUILD_IMAGE} AS bundle
+# Stage 1: the npm dependencies exactly as package-lock.json pins them, the bundle built with the dev ones
+# (esbuild) from the source folders (.dockerignore keeps tests out), then the dev ones dropped. No install
+# script is run: no production dependency has one (none without "dev" has hasInstallScript in
+# package-lock.json), and esbuild's binary comes as a package of its own.
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
@@ -28,9 +23,9 @@ COPY lib ./lib
 COPY workers ./workers
 COPY operator ./operator
 COPY cli ./cli
-RUN node scripts/bundle.ts /app/dist
+RUN node scripts/bundle.ts /app/dist && npm prune --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 
-# Stage 3: the runtime: the bundle, and node_modules from stage 1 for the two packages it leaves out.
+# Stage 2: the runtime: the bundle, and the production node_modules for the two packages it leaves out.
 FROM ${NODE_IMAGE}
 ARG NODE_IMAGE
 ARG VERSION=0.0.0-dev
@@ -53,9 +48,9 @@ ENV NODE_ENV=production
 ENV NODE_OPTIONS="--disable-warning=TimeoutNegativeWarning --max-semi-space-size=16"
 WORKDIR /app
 # Owned by root and not writable by the runtime user: the image content is immutable at run time.
-COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /app/node_modules ./node_modules
 COPY package.json ./
-COPY --from=bundle /app/dist ./dist
+COPY --from=build /app/dist ./dist
 
 USER 10001:10001
 ENTRYPOINT ["node", "dist/main.mjs"]

@@ -81,9 +81,13 @@ try {
     for (const rate of journalRates) {
       say(`journal: ${String(rate)} objects/s for ${String(journalSeconds)} s, MinIO's replication then backbeat...`);
       const run = { source: notifying, destination, rate, seconds: journalSeconds, size: 4096 };
-      runs.push(await nativeRun(run), await journalRun({ ...run, brokers, journalTopic, concurrency }));
+      runs.push(await nativeRun(run), await journalRun({ ...run, brokers, journalTopic, concurrency, profile }));
     }
     say(formatJournal(runs, 4096));
+    for (const r of runs.filter((x) => x.profileDir !== undefined)) {
+      say(`CPU profile of ${r.name}, journal at ${String(r.rate)} objects/s (start and stop included):`);
+      say(formatCosts(profileCosts([r.profileDir ?? '']), r.objects).join('\n'));
+    }
   }
   if (profile) {
     for (const r of results.filter((x) => x.runs.some((m) => m.profileDir !== undefined))) {

@@ -361,6 +361,9 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
             return [...written].map(([partition, next]): Written => ({ partition, next }));
           });
         },
+        sendAll(sends) {
+          return Promise.all(sends.map((s) => this.send(s.topic, s.records)));
+        },
         deleteGroups,
         close: () => Promise.resolve(),
       });

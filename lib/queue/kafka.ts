@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type Message, type PartitionMetadata, type Producer } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
+import { batched } from './batched.ts';
 import { busyFirstAssigner } from './busy-first.ts';
 import { retryKafka } from './kafka-retry.ts';
-import { partitionTurns, protocolType, renewingProducer } from './kafka-sequence.ts';
+import { groupedSends, protocolType, renewingProducer, type PartitionBatch } from './kafka-sequence.ts';
 import { kafkajsSecurity, type KafkaSecurity } from './kafka-security.ts';
 import {
   DRAIN_MS,
@@ -18,6 +19,7 @@ import {
   type QueueConsumer,
   type QueueMessage,
   type QueueProducer,
+  type OutgoingRecord,
   type TopicSpec,
   type Written,
 } from './queue.ts';
@@ -191,6 +193,26 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     return partitions;
   };
   const partitionFor = (topic: string, partitionMetadata: PartitionMetadata[], key: string | null): number => partitioner({ topic, partitionMetadata, message: { key, value: null } });
+  // Each partition's leader as last fetched, to send each broker's partitions of a topic in one request;
+  // forgotten after a failed send (a leader moved). Stale, it costs only a send kafkajs splits by broker.
+  const topicLeaders = new Map<string, Promise<Map<number, number>>>();
+  const leadersOf = (topic: string): Promise<Map<number, number>> => {
+    let leaders = topicLeaders.get(topic);
+    if (leaders === undefined) {
+      const admin = kafka.admin();
+      leaders = settle(`leaders of ${topic}`, async () => {
+        await admin.connect();
+        try {
+          return new Map((await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.map((p) => [p.partitionId, p.leader]) ?? []);
+        } finally {
+          await admin.disconnect();
+        }
+      });
+      leaders.catch(() => topicLeaders.delete(topic));
+      topicLeaders.set(topic, leaders);
+    }
+    return leaders;
+  };
 
   return {
     partitionOf: async (topic: string, key: string): Promise<number> => partitionFor(topic, await partitionsOfTopic(topic), key),
@@ -342,9 +364,11 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         return made;
       };
       const producer = renewingProducer(await connected(), connected, log);
-      const inTurn = partitionTurns();
-      return {
-        async send(topic, records): Promise<Written[]> {
+      const grouped = groupedSends((batches) => producer.send(batches));
+      const sendAll = async (sends: { topic: string; records: OutgoingRecord[] }[]): Promise<Written[][]> => {
+        // One request per leader for every topic's records, grouped with the sends made meanwhile (kafka-sequence.ts).
+        const byLeader = new Map<number, PartitionBatch[]>();
+        for (const { topic, records } of sends) {
           // Each record's partition chosen here, as kafkajs would.
           const partitions = records.every((r) => r.partition !== undefined) ? [] : await partitionsOfTopic(topic);
           const byPartition = new Map<number, Message[]>();
@@ -354,17 +378,27 @@ export function kafkaQueue(options: KafkaOptions): Queue {
             batch.push({ key: r.key ?? null, value: r.value, ...(r.headers !== undefined ? { headers: r.headers } : {}) });
             byPartition.set(partition, batch);
           }
-          // One kafkajs send per partition, side by side, one at a time per partition (kafka-sequence.ts).
-          return Promise.all(
-            [...byPartition].map(([partition, batch]) =>
-              inTurn(`${topic}/${String(partition)}`, async () => {
-                const baseOffset = await producer.send(topic, partition, batch);
-                // A partition's records of one send are appended together from its base offset.
-                return { partition, next: (BigInt(baseOffset) + BigInt(batch.length)).toString() };
+          const leaders = await leadersOf(topic);
+          for (const [partition, messages] of byPartition) {
+            const leader = leaders.get(partition) ?? -1;
+            byLeader.set(leader, [...(byLeader.get(leader) ?? []), { topic, partition, messages }]);
+          }
+        }
+        const written = (
+          await Promise.all(
+            [...byLeader].map(([leader, batches]) =>
+              grouped(leader, batches).catch((err: unknown) => {
+                for (const b of batches) topicLeaders.delete(b.topic);
+                throw err;
               }),
             ),
-          );
-        },
+          )
+        ).flat();
+        return sends.map(({ topic }) => written.filter((w) => w.topic === topic).map(({ partition, next }) => ({ partition, next })));
+      };
+      return {
+        sendAll,
+        send: async (topic, records) => (await sendAll([{ topic, records }]))[0] ?? [],
         close: () => producer.close(),
       };
     },
@@ -402,6 +436,14 @@ export function kafkaQueue(options: KafkaOptions): Queue {
         log.warn('partitions may be given to another member: work in flight is aborted', { group: opts.groupId, why });
         handlers?.onAssign?.([]);
       };
+      // Commits made while one is under way go out together (the partition windows' ticks, the batches of
+      // several partitions): one request, each partition at the offset last asked.
+      const commits = batched(async (calls: CommitPoint[][]) => {
+        const latest = new Map(calls.flat().map((p) => [tpKey(p), p]));
+        await consumer.commitOffsets([...latest.values()]);
+        for (const [key, p] of latest) committed.set(key, p.offset);
+        return calls.map(() => undefined);
+      });
       // What run() was given, to start again after a crash kafkajs does not restart from.
       let runConfig: ConsumerRunConfig | undefined;
       let closed = false;
@@ -533,10 +575,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
           };
           await consumer.run(runConfig);
         },
-        async commit(points: CommitPoint[]) {
-          await consumer.commitOffsets(points);
-          for (const p of points) committed.set(`${p.topic}/${p.partition}`, p.offset);
-        },
+        commit: (points: CommitPoint[]) => commits(points),
         async committed({ topic, partition }) {
           // One admin client per consumer; the windows a join makes at once share one request per topic.
           committedAdmin ??= kafka.admin();

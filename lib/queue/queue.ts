@@ -78,6 +78,8 @@ export interface QueueAdmin {
 
 export interface QueueProducer {
   send(topic: string, records: OutgoingRecord[]): Promise<Written[]>;
+  /** Several topics' records at once: on Kafka, one request per broker for all of them. */
+  sendAll(sends: { topic: string; records: OutgoingRecord[] }[]): Promise<Written[][]>;
   close(): Promise<void>;
 }
 

@@ -48,6 +48,8 @@ export const GROUP_TIMINGS = { sessionTimeout: 10_000, rebalanceTimeout: 60_000,
  * outside batches stops before another member can be given its partitions.
  */
 const LEASE_MS = GROUP_TIMINGS.sessionTimeout - GROUP_TIMINGS.heartbeatInterval;
+/** What a gathering consumer's fetch waits for, at most gatherMs: more than a busy fold takes in at once. */
+const GATHER_BYTES = 1024 * 1024;
 
 export interface KafkaOptions {
   brokers: string[];
@@ -411,7 +413,10 @@ export function kafkaQueue(options: KafkaOptions): Queue {
       const consumer = kafka.consumer({
         groupId: opts.groupId,
         allowAutoTopicCreation: false,
-        maxWaitTimeInMs: 1_000,
+        // A consumer that gathers has the broker hold each fetch for gatherMs, unless a large batch is there
+        // already: fewer, larger batches where each costs a write and a commit (the status fold).
+        maxWaitTimeInMs: opts.gatherMs ?? 1_000,
+        minBytes: opts.gatherMs !== undefined ? GATHER_BYTES : 1,
         retry: CONSUMER_RETRY,
         ...GROUP_TIMINGS,
         partitionAssigners: [busyFirstAssigner(() => handlers?.windowed?.busy() ?? []), PartitionAssigners.roundRobin],

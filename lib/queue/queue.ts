@@ -99,8 +99,8 @@ export interface ConsumerOptions {
   partitionsConsumedConcurrently?: number;
   /**
    * How long a short batch waits for the messages that follow it before it is handled: fewer, larger
-   * batches where each costs a write (the status fold). The embedded queue hands out what each group
-   * commit made durable (every 10 ms) without it; a Kafka fetch already returns all that came since the last.
+   * batches where each costs a write (the status fold). The embedded queue waits after a short batch;
+   * Kafka's broker holds the fetch (its fetch.max.wait), so an idle consumer fetches this often.
    */
   gatherMs?: number;
 }

@@ -12,6 +12,13 @@ import { groupedSends, partitionTurns, renewingProducer, type PartitionBatch, ty
 
 const log = createLogger({ component: 'test', stream: createWriteStream('/dev/null') });
 const refused = (type: string): Error => Object.assign(new Error(`refused: ${type}`), { type });
+/** A promise held until release() is called. */
+function gate(): { held: Promise<void>; release: () => void } {
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  return { held, release };
+}
+
 /** One record for tasks/0. */
 const one = (value: string): PartitionBatch[] => [{ topic: 'tasks', partition: 0, messages: [{ value }] }];
 
@@ -131,8 +138,7 @@ describe('kafkajs record numbers (kafka-sequence)', () => {
   it('runs one send per partition at a time, in the order asked, while other partitions go on', async () => {
     const inTurn = partitionTurns();
     const events: string[] = [];
-    let release = (): void => undefined;
-    const held = new Promise<void>((resolve) => (release = resolve));
+    const { held, release } = gate();
     const a = inTurn(['t/0'], async () => {
       events.push('a+');
       await held;
@@ -151,8 +157,7 @@ describe('kafkajs record numbers (kafka-sequence)', () => {
   it('runs a send of several partitions once each of them is free, and the next send of any of them after it', async () => {
     const inTurn = partitionTurns();
     const events: string[] = [];
-    let release = (): void => undefined;
-    const held = new Promise<void>((resolve) => (release = resolve));
+    const { held, release } = gate();
     const a = inTurn(['t/0'], async () => {
       await held;
       events.push('a');
@@ -168,8 +173,7 @@ describe('kafkajs record numbers (kafka-sequence)', () => {
 
   it('groups the sends made while one to the same broker is under way into one request, each answered with its own offsets', async () => {
     const requests: string[][] = [];
-    let release = (): void => undefined;
-    const held = new Promise<void>((resolve) => (release = resolve));
+    const { held, release } = gate();
     // Each partition's records are written from offset 10; the first request waits for release().
     const grouped = groupedSends(async (batches) => {
       requests.push(batches.map((b) => `${b.topic}/${String(b.partition)}:${b.messages.map((m) => String(m.value)).join('')}`));

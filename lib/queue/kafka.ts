@@ -195,7 +195,7 @@ export function kafkaQueue(options: KafkaOptions): Queue {
     return partitions;
   };
   const partitionFor = (topic: string, partitionMetadata: PartitionMetadata[], key: string | null): number => partitioner({ topic, partitionMetadata, message: { key, value: null } });
-  // Each partition's leader as last fetched, to send each broker's partitions of a topic in one request;
+  // Each partition's leader as last fetched, to send each broker's partitions (of every topic) in one request;
   // forgotten after a failed send (a leader moved). Stale, it costs only a send kafkajs splits by broker.
   const topicLeaders = new Map<string, Promise<Map<number, number>>>();
   const leadersOf = (topic: string): Promise<Map<number, number>> => {

@@ -1,4 +1,4 @@
-import { createHash, createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, hash, type KeyObject } from 'node:crypto';
 
 // AWS Signature Version 4 for the direct path's requests (direct.ts): headers signed, the payload
 // unsigned. The SDK's signer (@smithy/signature-v4) gives the same signatures (sigv4.test.ts checks),
@@ -51,7 +51,7 @@ export class SigV4 {
     const day = longDate.slice(0, 8);
     const scope = `${day}/${this.region}/${this.service}/aws4_request`;
     const headers: Record<string, string> = { 'x-amz-date': longDate };
-    for (const [name, value] of Object.entries(input.headers)) headers[name.toLowerCase()] = value;
+    for (const name in input.headers) headers[name.toLowerCase()] = input.headers[name] ?? '';
     if (this.credentials.sessionToken !== undefined) headers['x-amz-security-token'] = this.credentials.sessionToken;
     const names = Object.keys(headers)
       .filter((name) => !UNSIGNABLE.has(name))
@@ -62,9 +62,13 @@ export class SigV4 {
       .map((k) => `${encodeRfc3986(k)}=${encodeRfc3986(input.query[k] ?? '')}`)
       .join('&');
     let canonical = `${input.method}\n${input.path}\n${query}\n`;
-    for (const name of names) canonical += `${name}:${String(headers[name]).trim().replace(/\s+/g, ' ')}\n`;
+    for (const name of names) {
+      const value = String(headers[name]);
+      // Trimmed, inner runs of whitespace made one space; most values have none to touch.
+      canonical += `${name}:${/\s/.test(value) ? value.trim().replace(/\s+/g, ' ') : value}\n`;
+    }
     canonical += `\n${signed}\n${headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD'}`;
-    const toSign = `AWS4-HMAC-SHA256\n${longDate}\n${scope}\n${createHash('sha256').update(canonical).digest('hex')}`;
+    const toSign = `AWS4-HMAC-SHA256\n${longDate}\n${scope}\n${hash('sha256', canonical)}`;
     const signature = createHmac('sha256', this.signingKey(scope, day)).update(toSign).digest('hex');
     headers['authorization'] = `AWS4-HMAC-SHA256 Credential=${this.credentials.accessKeyId}/${scope}, SignedHeaders=${signed}, Signature=${signature}`;
     return headers;

@@ -176,45 +176,38 @@ export function kafkaQueue(options: KafkaOptions): Queue {
   // The producer's own partitioner, asked with a topic's partitions: where a key's records go.
   const partitioner = Partitioners.DefaultPartitioner();
   const topicPartitions = new Map<string, PartitionMetadata[]>();
-  const partitionsOfTopic = async (topic: string): Promise<PartitionMetadata[]> => {
-    let partitions = topicPartitions.get(topic);
-    if (partitions === undefined) {
-      const admin = kafka.admin();
-      const count = await settle(`partitions of ${topic}`, async () => {
-        await admin.connect();
-        try {
-          return (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
-        } finally {
-          await admin.disconnect();
-        }
-      });
-      if (count === 0) throw new Error(`topic "${topic}" has no partitions`);
-      partitions = Array.from({ length: count }, (_, partitionId): PartitionMetadata => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
-      topicPartitions.set(topic, partitions);
-    }
-    return partitions;
-  };
-  const partitionFor = (topic: string, partitionMetadata: PartitionMetadata[], key: string | null): number => partitioner({ topic, partitionMetadata, message: { key, value: null } });
   // Each partition's leader as last fetched, to send each broker's partitions (of every topic) in one request;
   // forgotten after a failed send (a leader moved). Stale, it costs only a send kafkajs splits by broker.
+  // The same fetch gives the topic's partition count, kept for good (partitions are never removed).
   const topicLeaders = new Map<string, Promise<Map<number, number>>>();
   const leadersOf = (topic: string): Promise<Map<number, number>> => {
     let leaders = topicLeaders.get(topic);
     if (leaders === undefined) {
       const admin = kafka.admin();
-      leaders = settle(`leaders of ${topic}`, async () => {
+      leaders = settle(`partitions of ${topic}`, async () => {
         await admin.connect();
         try {
-          return new Map((await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.map((p) => [p.partitionId, p.leader]) ?? []);
+          return (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions ?? [];
         } finally {
           await admin.disconnect();
         }
+      }).then((partitions) => {
+        if (partitions.length === 0) throw new Error(`topic "${topic}" has no partitions`);
+        if (!topicPartitions.has(topic)) topicPartitions.set(topic, Array.from({ length: partitions.length }, (_, partitionId): PartitionMetadata => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] })));
+        return new Map(partitions.map((p) => [p.partitionId, p.leader]));
       });
       leaders.catch(() => topicLeaders.delete(topic));
       topicLeaders.set(topic, leaders);
     }
     return leaders;
   };
+  const partitionsOfTopic = async (topic: string): Promise<PartitionMetadata[]> => {
+    if (!topicPartitions.has(topic)) await leadersOf(topic);
+    const partitions = topicPartitions.get(topic);
+    if (partitions === undefined) throw new Error(`topic "${topic}" has no partitions`);
+    return partitions;
+  };
+  const partitionFor = (topic: string, partitionMetadata: PartitionMetadata[], key: string | null): number => partitioner({ topic, partitionMetadata, message: { key, value: null } });
 
   return {
     partitionOf: async (topic: string, key: string): Promise<number> => partitionFor(topic, await partitionsOfTopic(topic), key),

@@ -54,10 +54,10 @@ test-busy: deps install ## the pipeline suites beside two processes that keep bo
 	BACKBEAT_TEST_BUSY=2 $(ISOLATED) npx mocha 'e2e/pipeline/*.test.ts'
 
 demo: deps install ## start the real components and show what works today
-	node --disable-warning=TimeoutNegativeWarning scripts/demo.ts
+	node scripts/demo.ts
 
 demo-operator: deps install ## the operator on a real API server: helm install, kubectl apply examples/, objects replicated
-	node --disable-warning=TimeoutNegativeWarning scripts/demo-operator.ts
+	node scripts/demo-operator.ts
 
 # Options for the benchmark, e.g. make bench BENCH='--rounds 5 --kafka'
 BENCH ?=
@@ -66,13 +66,13 @@ bundle: $(STAMP) ## the CLI bundled as the image runs it, in dist/ (run it with 
 	node scripts/bundle.ts
 
 bench: deps install ## backbeat against rclone on the same objects and servers: medians and ratios (a few minutes)
-	node --disable-warning=TimeoutNegativeWarning bench/main.ts $(BENCH)
+	node bench/main.ts $(BENCH)
 
 # Options for the status store benchmark, e.g. make bench-status BENCH_STATUS='--versions 10000000'
 BENCH_STATUS ?=
 
 bench-status: deps install ## the status store against the in-memory one it replaced, on Kafka: fold rate, peak RSS, restart time (1 M versions: ~11 min)
-	node --disable-warning=TimeoutNegativeWarning bench/status-main.ts $(BENCH_STATUS)
+	node bench/status-main.ts $(BENCH_STATUS)
 
 crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from lib/config/schema.ts
 	node scripts/gen-crds.ts

@@ -79,7 +79,7 @@ function runChild(job: ChildJob, logFile: string, timeoutMs: number): Promise<Ch
   const fd = openSync(logFile, 'a');
   return new Promise((resolve, reject) => {
     const spawned = performance.now();
-    const child = fork(CHILD, [JSON.stringify(job)], { execArgv: ['--disable-warning=TimeoutNegativeWarning'], stdio: ['ignore', fd, fd, 'ipc'] });
+    const child = fork(CHILD, [JSON.stringify(job)], { stdio: ['ignore', fd, fd, 'ipc'] });
     closeSync(fd);
     let report: ChildReport | undefined;
     let peak = 0;

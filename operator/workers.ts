@@ -240,8 +240,6 @@ export function deploymentFor(settings: WorkerSettings, spec: WorkerSpec, replic
             { name: 'BACKBEAT_PARTITIONS', value: String(settings.partitions) },
             ...(settings.replicationFactor !== undefined ? [{ name: 'BACKBEAT_REPLICATION_FACTOR', value: String(settings.replicationFactor) }] : []),
             { name: 'BACKBEAT_LOG_LEVEL', value: settings.logLevel },
-            // kafkajs sets negative timeouts on Node 24 (tulios/kafkajs#1751): harmless, and noisy.
-            { name: 'NODE_OPTIONS', value: '--disable-warning=TimeoutNegativeWarning' },
             ...(status
               ? [
                   { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },

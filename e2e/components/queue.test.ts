@@ -11,6 +11,7 @@ import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { createLogger } from '../../lib/log/logger.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
+import { RequestQueue, type RequestQueueState } from '../../lib/queue/kafkajs-request-queue.ts';
 import { commitBatch, consumeOrdered, Limiter, type Lease } from '../../lib/queue/ordered.ts';
 import { assignBusyFirst } from '../../lib/queue/busy-first.ts';
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
@@ -404,6 +405,36 @@ describe('Kafka settings and recovery (real broker)', function () {
     try {
       await eventually(() => assert.deepEqual(seen, ['a', 'b', 'c']), 60_000, 200);
     } finally {
+      await consumer.close();
+      await producer.close();
+    }
+  });
+  it('leaves idle connections without timers: no check of pending requests between answers', async () => {
+    // kafkajs 2.2.4 re-armed a 1 ms timer on every connection forever (kafkajs-request-queue.ts).
+    const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: quiet });
+    const topic = `idle-${randomUUID()}`;
+    const admin = await queue.admin();
+    await admin.ensureTopics([{ topic, partitions: 2 }]);
+    await admin.close();
+    const producer = await queue.producer();
+    await producer.send(topic, [{ key: 'k', value: 'v' }]);
+    const consumer = await queue.consumer({ groupId: `idle-${randomUUID()}`, topics: [topic], fromBeginning: true });
+    const seen: string[] = [];
+    await consumer.run({ onBatch: (batch) => commitBatch(consumer, batch).then(() => void seen.push(...batch.messages.map((m) => m.offset))) });
+    const proto = RequestQueue.prototype;
+    const original = proto.checkPendingRequests;
+    let checks = 0;
+    try {
+      await eventually(() => assert.deepEqual(seen, ['0']), 60_000, 100);
+      proto.checkPendingRequests = function (this: RequestQueueState) {
+        checks++;
+        original.call(this);
+      };
+      // Idle: a fetch held by the broker, heartbeats. With the endless timer, over a thousand checks a second per connection.
+      await sleep(2_000);
+      assert.ok(checks < 40, `${String(checks)} checks of pending requests in 2 s of idleness`);
+    } finally {
+      proto.checkPendingRequests = original;
       await consumer.close();
       await producer.close();
     }

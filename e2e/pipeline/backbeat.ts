@@ -10,9 +10,8 @@ import type { Sites } from './sites.ts';
 
 // The `backbeat` command as users run it: a real process from cli/main.ts on the test's Node.
 
-const NODE_FLAGS = ['--disable-warning=TimeoutNegativeWarning'];
 const MAIN = new URL('../../cli/main.ts', import.meta.url).pathname;
-const CLI = [...NODE_FLAGS, MAIN];
+const CLI = [MAIN];
 const execute = promisify(execFile);
 
 /** Runs one `backbeat` command; resolves with its stdout, rejects (with code and stderr) on a non-zero exit. */
@@ -50,7 +49,7 @@ export async function startBackbeat(sites: Sites, prefix: string, extra: string[
   const proc = new ManagedProcess({
     name: `backbeat-${prefix}`,
     command: process.execPath,
-    args: [...NODE_FLAGS, entry ?? MAIN, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', prefix, '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), `state-${prefix}`), ...withToken, ...extra],
+    args: [entry ?? MAIN, 'run', '-f', sites.dir, '--brokers', sites.brokers.join(','), '--prefix', prefix, '--listen', `127.0.0.1:${port}`, '--state-dir', join(runDir(), `state-${prefix}`), ...withToken, ...extra],
     logFile: join(runDir(), `backbeat-${prefix}.log`),
   });
   await proc.start(ready);

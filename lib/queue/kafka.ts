@@ -23,6 +23,8 @@ import {
   type TopicSpec,
   type Written,
 } from './queue.ts';
+// Loaded for its fix of kafkajs' request queue (an endless 1 ms timer per connection).
+import './kafkajs-request-queue.ts';
 
 /**
  * Consumers retry at most 5 s apart: one that gave up during a broker outage restarts after its last
@@ -138,9 +140,8 @@ function headersOf(raw: IHeaders | undefined): Record<string, string> {
 }
 
 /**
- * The Queue interface on Kafka through kafkajs. kafkajs 2.2.4 is unmaintained; on Node 24 it emits a
- * harmless TimeoutNegativeWarning (tulios/kafkajs#1751), which entry points silence with
- * --disable-warning=TimeoutNegativeWarning.
+ * The Queue interface on Kafka through kafkajs. kafkajs 2.2.4 is unmaintained: its busy timer on idle
+ * connections is fixed by kafkajs-request-queue.ts.
  */
 export function kafkaQueue(options: KafkaOptions): Queue {
   const log = options.logger.child({ subsystem: 'kafka' });

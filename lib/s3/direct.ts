@@ -62,7 +62,7 @@ async function failure(res: IncomingMessage, method: string): Promise<S3Response
   return new S3ResponseError(code, message, res);
 }
 
-/** The SDK's GET and HEAD answer fields this engine reads, by the response header each comes from. */
+/** GET and HEAD answer fields (as the SDK names them) read as text, by the response header each comes from. */
 const TEXT_FIELDS = [
   ['ETag', 'etag'],
   ['VersionId', 'x-amz-version-id'],
@@ -76,6 +76,7 @@ const TEXT_FIELDS = [
   ['StorageClass', 'x-amz-storage-class'],
   ['ServerSideEncryption', 'x-amz-server-side-encryption'],
 ] as const;
+/** …and those read as numbers. */
 const NUMBER_FIELDS = [
   ['ContentLength', 'content-length'],
   ['TagCount', 'x-amz-tagging-count'],
@@ -124,11 +125,13 @@ const LIST_QUERY = { Prefix: 'prefix', KeyMarker: 'key-marker', VersionIdMarker:
  */
 const underWay = new WeakMap<AbortSignal, Set<ClientRequest>>();
 
+/** Node's AbortError, as its `signal` option gives. */
+const abortError = (signal: AbortSignal): Error => Object.assign(new Error('The operation was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
+
 /** Destroys `req` (its answer's body too, while it is read) with an AbortError once `signal` aborts. */
 function bindAbort(signal: AbortSignal, req: ClientRequest): void {
-  const abortError = (): Error => Object.assign(new Error('The operation was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
   if (signal.aborted) {
-    req.destroy(abortError());
+    req.destroy(abortError(signal));
     return;
   }
   let requests = underWay.get(signal);
@@ -136,7 +139,7 @@ function bindAbort(signal: AbortSignal, req: ClientRequest): void {
     const all = new Set<ClientRequest>();
     underWay.set(signal, (requests = all));
     signal.addEventListener('abort', () => {
-      for (const r of all) r.destroy(abortError());
+      for (const r of all) r.destroy(abortError(signal));
       all.clear();
     }, { once: true });
   }

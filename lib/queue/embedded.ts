@@ -64,6 +64,8 @@ async function replaceFile(file: string, text: string): Promise<void> {
 }
 
 const MAX_BATCH = 500;
+/** A gathering consumer's batch is handled once this long passes without a new message (or at gatherMs). */
+const GATHER_QUIET_MS = 25;
 /** The signal of a batch never taken away. */
 const NEVER = new AbortController().signal;
 const COMMIT_FLUSH_MS = 100;
@@ -401,9 +403,16 @@ export function embeddedQueue(options: EmbeddedOptions = {}): EmbeddedQueue {
           rewinds.delete(key);
           if (rewound !== undefined) next = rewound;
           const messages = state.paused ? [] : log.read(next, MAX_BATCH);
-          if (opts.gatherMs !== undefined && messages.length > 0 && messages.length < MAX_BATCH) {
-            await new Promise((r) => setTimeout(r, opts.gatherMs));
-            if (!rewinds.has(key)) messages.push(...log.read(Number(messages.at(-1)?.offset) + 1, MAX_BATCH - messages.length));
+          // Gathers while messages keep coming, up to gatherMs: at the end of a burst the batch goes at once.
+          const until = performance.now() + (opts.gatherMs ?? 0);
+          while (opts.gatherMs !== undefined && messages.length > 0 && messages.length < MAX_BATCH) {
+            const left = until - performance.now();
+            if (left <= 0) break;
+            await new Promise((r) => setTimeout(r, Math.min(left, GATHER_QUIET_MS)));
+            if (rewinds.has(key)) break;
+            const more = log.read(Number(messages.at(-1)?.offset) + 1, MAX_BATCH - messages.length);
+            if (more.length === 0) break;
+            messages.push(...more);
           }
           if (messages.length === 0) {
             await new Promise<void>((resolve) => {

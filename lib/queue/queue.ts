@@ -99,8 +99,9 @@ export interface ConsumerOptions {
   partitionsConsumedConcurrently?: number;
   /**
    * How long a short batch waits for the messages that follow it before it is handled: fewer, larger
-   * batches where each costs a write (the status fold). The embedded queue waits after a short batch;
-   * Kafka's broker holds the fetch (its fetch.max.wait), so an idle consumer fetches this often.
+   * batches where each costs a write (the status fold). The embedded queue waits after a short batch
+   * while messages keep coming; Kafka's broker holds the fetch (its fetch.max.wait), so an idle consumer
+   * fetches this often.
    */
   gatherMs?: number;
 }

@@ -136,10 +136,9 @@ export class StatusProcessor {
         // a tombstone, or a record this version cannot read: no owner to learn
       }
     });
-    // Events of 300 ms fold together: a version queued and copied within that is written once (in a
-    // backfill of small objects, most are), and each fold's fixed cost (its SQLite transaction, totals,
-    // changelog append, commit) is paid less often. The copies do not wait for it: only what the status
-    // reports is that much later.
+    // Events of up to 300 ms fold together: each fold's fixed cost (its SQLite transaction, totals,
+    // changelog append, commit) is paid less often, and a version queued and copied within that is
+    // written once. The copies do not wait for it: only what the status reports is up to that much later.
     const consumer = await queue.consumer({ groupId: this.names.statusGroup, topics: [this.names.status], fromBeginning: true, gatherMs: 300 });
     this.consumer = consumer;
     await consumer.run({

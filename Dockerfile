@@ -42,8 +42,8 @@ RUN groupadd --gid 10001 backbeat \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin backbeat
 
 ENV NODE_ENV=production
-# As bin/backbeat does: a young generation of 16 MiB (V8 would grow it to 64, and RSS with it). The heap itself Node sizes from the
-# pod's memory limit (half of it).
+# As bin/backbeat does: a young generation of 16 MiB (V8 would grow it to 64, and RSS with it). The
+# heap itself Node sizes from the pod's memory limit (half of it).
 ENV NODE_OPTIONS="--max-semi-space-size=16"
 WORKDIR /app
 # Owned by root and not writable by the runtime user: the image content is immutable at run time.

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { compileBucketConfigs, type BucketReplicationConfig } from '../../lib/config/bucket-config.ts';
 import { locationsText } from '../../lib/config/published.ts';
 import type { ReplicationRule } from '../../lib/config/schema.ts';
@@ -11,7 +12,8 @@ import { MAX_BYTES, SPLIT_BYTES } from '../../operator/shards.ts';
 import { sharedKube } from '../harness/env.ts';
 
 // The published config's ConfigMaps on a real API server: each shard written on its own, read back by
-// whoever leads next, and resized without a moment where the workers' layout is incomplete.
+// whoever leads next, and resized without a moment where the workers' layout is incomplete. The REST
+// client they are written with keeps its connections.
 
 const logger = createLogger({ component: 'publication-test', level: 'error' });
 
@@ -35,6 +37,22 @@ describe('Published config on a real API server', function () {
     rest = kubeRest(loadKubeConfig(kube.kubeconfig));
     namespace = `publish-${randomBytes(3).toString('hex')}`;
     await rest.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
+  });
+
+  it('keeps its connections to the API server: 48 calls, 16 at a time, over at most 16 connections', async () => {
+    let opened = 0;
+    const count = (): void => {
+      opened += 1;
+    };
+    // Node publishes every client socket it creates here (a TLS connection starts as one).
+    subscribe('net.client.socket', count);
+    try {
+      for (let round = 0; round < 3; round += 1) await Promise.all(Array.from({ length: 16 }, () => rest.get(`/api/v1/namespaces/${namespace}`)));
+    } finally {
+      unsubscribe('net.client.socket', count);
+    }
+    // Before the fix, client-node's agent without keep-alive made a TLS handshake per call: 48.
+    assert.ok(opened <= 16, `${String(opened)} connections opened for 48 calls`);
   });
 
   it('writes each shard on its own: one that cannot be written holds up no other, and is written once it can', async () => {

@@ -53,6 +53,7 @@ export function kubeRest(config: KubeConfig): KubeRest {
   // Connections are kept and reused: a TLS handshake per call cost the operator and the API server more
   // CPU than the calls themselves when thousands of rules were written at once.
   const agent = base.protocol === 'https:' ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+  const proxied = cluster.proxyUrl !== undefined;
 
   /** `timeoutMs`: how long the connection may stay silent (0 for a watch, whose stall the watcher detects). */
   async function open(method: string, path: string, body?: unknown, contentType = 'application/json', timeoutMs = 15_000): Promise<IncomingMessage> {
@@ -62,9 +63,12 @@ export function kubeRest(config: KubeConfig): KubeRest {
       port: base.port,
       path: `${base.pathname.replace(/\/$/, '')}${path}`,
       headers: { accept: 'application/json' },
-      agent,
     };
     await config.applyToHTTPSOptions(options);
+    // client-node sets an agent of its own, without keep-alive: a TLS handshake per call. Ours keeps the
+    // connections; the TLS settings travel in the options, and Node pools connections by them. Through a
+    // proxy, client-node's proxy agent stays.
+    if (!proxied) options.agent = agent;
     const payload = body === undefined ? undefined : JSON.stringify(body);
     if (payload !== undefined) options.headers['content-type'] = contentType;
     const send = base.protocol === 'https:' ? httpsRequest : httpRequest;

@@ -78,6 +78,9 @@ id=$$
 tmp=$(mktemp -d "${BACKBEAT_TEST_TMP:-${TMPDIR:-/tmp}}/backbeat-isolated-XXXXXX")
 before=$(for t in "${TUNABLES[@]}"; do printf '%s=%s ' "${t%%=*}" "$(cat "/proc/sys/${t%%=*}")"; done)
 # The kubelet's cgroup root must exist in every hierarchy; a cpuset needs its CPUs and memory nodes.
+# Its CPU weight is that of the cores the node offers, as a real node's kubepods has beside the system's
+# processes: with the default (one process's weight), all the pods together got no more CPU than any one
+# of the run's servers, and the operator's event loop stalled for seconds at a time (its lease lost).
 for h in /sys/fs/cgroup/*/; do
   case $h in */unified/) continue ;; esac
   mkdir "$h/backbeat-node-$id"
@@ -85,6 +88,7 @@ for h in /sys/fs/cgroup/*/; do
     cat "$h/cpuset.cpus" >"$h/backbeat-node-$id/cpuset.cpus"
     cat "$h/cpuset.mems" >"$h/backbeat-node-$id/cpuset.mems"
   fi
+  if [ -f "$h/cpu.shares" ]; then echo $((1024 * $(nproc))) >"$h/backbeat-node-$id/cpu.shares"; fi
 done
 setsid bash "$0" --guard $$ "$id" "$tmp" </dev/null >/dev/null 2>&1 &
 guard=$!

@@ -473,7 +473,6 @@ export class Reconciler {
     return { source, targets, replicated: sum('replicated'), pending: sum('pending'), failed: sum('failed'), lag, destinations };
   }
 
-  /** Writes the status when it differs from what is stored, and records an Event when Ready flips. */
   /**
    * Creates the status replicas' peer key once (a random one), and returns its uid; never rewritten, so
    * that the replicas keep trusting each other's records. Deleted, it is made again, with a new uid that
@@ -501,6 +500,7 @@ export class Reconciler {
     return created.metadata.uid ?? '';
   }
 
+  /** Writes the status when it differs from what is stored, and records an Event when Ready flips. */
   private async writeStatus(plural: string, object: LocationObject | RuleObject, status: Status, decision: ConditionInput): Promise<void> {
     const next: Status = { observedGeneration: object.metadata.generation ?? 0, ...status };
     if (canonical(object.status ?? {}) === canonical(next)) return;

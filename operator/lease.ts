@@ -21,8 +21,10 @@ const microTime = (d = new Date()): string => d.toISOString().replace('Z', '000Z
 
 /**
  * One active operator at a time (coordination.k8s.io Lease). A candidate takes the lease when it is free
- * or its holder stopped renewing for leaseDurationSeconds; the leader renews every third of that. The
- * resourceVersion makes each take or renewal a compare-and-swap, so two candidates never both win.
+ * or its holder stopped renewing for leaseDurationSeconds; the leader renews every sixth of that, and
+ * gives it up when no renewal succeeded for two thirds of it (its own event loop's stalls not counted,
+ * up to the whole duration). The resourceVersion makes each take or renewal a compare-and-swap, so two
+ * candidates never both win.
  */
 export class LeaderLease {
   private readonly options: LeaseOptions;
@@ -95,11 +97,22 @@ export class LeaderLease {
     /** When the renewal under way was sent, and why the last one failed: what a lost lease is told with. */
     let inFlight: number | undefined;
     let lastError: string | undefined;
+    const period = (this.duration * 1000) / 6;
+    const expiry = this.duration * 1000;
+    // The event loop's own stalls (a long pass on a starved CPU): this process did nothing meanwhile, so
+    // they do not count against the renewal deadline. Only the lease's expiry, after which another may
+    // take it, does; before that, the renewal this tick sends settles it (a compare-and-swap).
+    let lastTick = lastRenewal;
+    let stalls: { start: number; ms: number }[] = [];
     this.renewing = setInterval(() => {
       const now = Date.now();
-      if (now - lastRenewal > this.duration * 1000 * (2 / 3)) {
+      if (now - lastTick > 2 * period) stalls.push({ start: lastTick + period, ms: now - lastTick - period });
+      lastTick = now;
+      stalls = stalls.filter((x) => x.start >= lastRenewal);
+      const stalledMs = stalls.reduce((n, x) => n + x.ms, 0);
+      if (now - lastRenewal > expiry || now - lastRenewal - stalledMs > expiry * (2 / 3)) {
         clearInterval(this.renewing);
-        logger.error('lease lost', { lease: this.options.name, msSinceRenewal: now - lastRenewal, renewalPendingMs: inFlight === undefined ? undefined : now - inFlight, lastError });
+        logger.error('lease lost', { lease: this.options.name, msSinceRenewal: now - lastRenewal, stalledMs, renewalPendingMs: inFlight === undefined ? undefined : now - inFlight, lastError });
         onLost();
         return;
       }
@@ -118,7 +131,7 @@ export class LeaderLease {
         .finally(() => {
           inFlight = undefined;
         });
-    }, (this.duration * 1000) / 6);
+    }, period);
   }
 
   /** Gives the lease up, so that a successor need not wait for it to expire. */

@@ -55,6 +55,32 @@ describe('Lease and watch on a real API server', function () {
     await two.release();
   });
 
+  it("keeps the lease through its own event loop's stall shorter than the lease, and loses it past that", async () => {
+    const lease = new LeaderLease({ rest, namespace, name: 'stalls', identity: 'one', durationSeconds: 6, logger });
+    const lost: string[] = [];
+    const renewTime = async (): Promise<number> => Date.parse((await rest.get<{ spec: { renewTime: string } }>(`/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/stalls`)).spec.renewTime);
+    /** Blocks the event loop, as a long pass on a starved CPU does. */
+    const stall = (ms: number): void => {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    };
+    await lease.acquire(new AbortController().signal, () => lost.push('one'));
+    await sleep(1_000);
+    // Past the renewal deadline (4 s of a 6 s lease), short of the lease's expiry: nobody else could
+    // take the lease meanwhile, and the renewal after the stall keeps it. (Before, it was given up.)
+    stall(4_300);
+    const resumed = Date.now();
+    await eventually(async () => {
+      assert.ok((await renewTime()) >= resumed - 50, 'renewed after the stall');
+    }, 5_000);
+    assert.deepEqual(lost, []);
+    // Past the lease's expiry another may hold it: lost at once, without a renewal tried.
+    stall(6_500);
+    await eventually(() => {
+      assert.deepEqual(lost, ['one']);
+    }, 2_000);
+    await lease.release();
+  });
+
   it('sees changes, relists periodically, and restarts a watch that went quiet', async () => {
     const path = `/api/v1/namespaces/${namespace}/configmaps`;
     let changes = 0;

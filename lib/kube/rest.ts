@@ -51,7 +51,9 @@ export function kubeRest(config: KubeConfig): KubeRest {
   if (cluster === null) throw new Error('no current cluster in the kubeconfig');
   const base = new URL(cluster.server);
   // Connections are kept and reused: a TLS handshake per call cost the operator and the API server more
-  // CPU than the calls themselves when thousands of rules were written at once.
+  // CPU than the calls themselves when thousands of rules were written at once. client-node's own agent
+  // (set by applyToHTTPSOptions) has no keep-alive, so ours replaces it, except through a proxy; the TLS
+  // settings travel in each call's options, and Node pools connections by them.
   const agent = base.protocol === 'https:' ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
   const proxied = cluster.proxyUrl !== undefined;
 
@@ -65,9 +67,6 @@ export function kubeRest(config: KubeConfig): KubeRest {
       headers: { accept: 'application/json' },
     };
     await config.applyToHTTPSOptions(options);
-    // client-node sets an agent of its own, without keep-alive: a TLS handshake per call. Ours keeps the
-    // connections; the TLS settings travel in the options, and Node pools connections by them. Through a
-    // proxy, client-node's proxy agent stays.
     if (!proxied) options.agent = agent;
     const payload = body === undefined ? undefined : JSON.stringify(body);
     if (payload !== undefined) options.headers['content-type'] = contentType;

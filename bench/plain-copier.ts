@@ -7,7 +7,7 @@
 // layout, and so its ETag, as backbeat does.
 import { Agent, request, type IncomingMessage } from 'node:http';
 import { encodeKeyPath, encodeRfc3986, SigV4 } from '../lib/s3/sigv4.ts';
-import { COALESCE_BYTES, pipeCoalesced } from '../lib/http/coalesced-pipe.ts';
+import { pipeBody } from '../lib/http/coalesced-pipe.ts';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
 interface Endpoint {
@@ -59,9 +59,8 @@ function put(key: string, body: IncomingMessage, query: Record<string, string> =
       res.on('end', () => (res.statusCode === 200 ? resolve(String(res.headers.etag)) : reject(new Error(`PUT ${key}: HTTP ${String(res.statusCode)}`))));
     });
     req.on('error', reject);
-    // Written as backbeat writes a large body: a megabyte at a time.
-    if (Number(length) > COALESCE_BYTES) pipeCoalesced(body, req);
-    else body.pipe(req);
+    // Written as backbeat writes a body: a large one a megabyte at a time.
+    pipeBody(body, req, Number(length));
   });
 }
 

@@ -8,6 +8,12 @@ import type { Readable, Writable } from 'node:stream';
 
 export const COALESCE_BYTES = 1024 * 1024;
 
+/** Pipes a body of `length` bytes into `out`: coalesced when over COALESCE_BYTES, as it is otherwise (one hold would save little). */
+export function pipeBody(body: Readable, out: Writable, length: number): void {
+  if (length > COALESCE_BYTES) pipeCoalesced(body, out);
+  else body.pipe(out);
+}
+
 /**
  * Pipes `body` into `out` as `body.pipe(out)` does (backpressure; `out` ended at the body's end; a
  * destination closed stops the reading, the body left to its owner), written `limit` bytes at a time.

@@ -5,7 +5,7 @@ import type { ServerSideEncryption, GetObjectCommandInput, GetObjectCommandOutpu
 import { parseVersionListing } from './listing-xml.ts';
 import { encodeKeyPath, encodeRfc3986 as encode, SigV4 } from './sigv4.ts';
 import { httpRequest, type HttpAgent } from '../http/node-http.ts';
-import { COALESCE_BYTES, pipeCoalesced } from '../http/coalesced-pipe.ts';
+import { pipeBody } from '../http/coalesced-pipe.ts';
 
 // The copy's hot requests (GET, HEAD and PUT of one object, the upload of a part, a page of versions) on a path-style endpoint, sent without
 // the SDK's middleware stack: signed by sigv4.ts (the SDK's signatures, for less garbage), over the same keep-alive agents, with
@@ -272,8 +272,7 @@ export class DirectS3 {
       });
       if (body instanceof Readable) {
         body.on('error', (err) => req.destroy(err));
-        if (Number(extra['content-length'] ?? 0) > COALESCE_BYTES) pipeCoalesced(body, req);
-        else body.pipe(req);
+        pipeBody(body, req, Number(extra['content-length'] ?? 0));
       } else req.end(body);
     });
     const status = res.statusCode ?? 0;

@@ -16,9 +16,9 @@ export function pipeBody(body: Readable, out: Writable, length: number): void {
 
 /**
  * Pipes `body` into `out` as `body.pipe(out)` does (backpressure; `out` ended at the body's end; a
- * destination closed stops the reading, the body left to its owner), written `limit` bytes at a time.
+ * destination closed stops the reading, the body left to its owner), written COALESCE_BYTES at a time.
  */
-export function pipeCoalesced(body: Readable, out: Writable, limit = COALESCE_BYTES): void {
+export function pipeCoalesced(body: Readable, out: Writable): void {
   let held = 0;
   const flush = (): void => {
     if (held === 0) return;
@@ -29,7 +29,7 @@ export function pipeCoalesced(body: Readable, out: Writable, limit = COALESCE_BY
     if (held === 0) out.cork();
     held += chunk.length;
     out.write(chunk);
-    if (held < limit) return;
+    if (held < COALESCE_BYTES) return;
     flush();
     // What the socket did not take yet waits for its drain, as pipe would.
     if (out.writableNeedDrain) body.pause();

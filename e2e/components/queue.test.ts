@@ -410,6 +410,59 @@ describe('Kafka settings and recovery (real broker)', function () {
     }
   });
 
+  it('fetches a trickle in a few batches when it lingers after catching up, and a backlog without lingering; loses nothing', async () => {
+    const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: quiet });
+    const [trickle, backlog] = [`trickle-${randomUUID()}`, `backlog-${randomUUID()}`];
+    const admin = await queue.admin();
+    await admin.ensureTopics([trickle, backlog].map((topic) => ({ topic, partitions: 1 })));
+    await admin.close();
+    const producer = await queue.producer();
+    // Over 2 MiB: more than one fetch (1 MiB per partition), so the first batch ends short of the end.
+    const big = 'x'.repeat(1_024);
+    for (let i = 0; i < 2_500; i += 500) await producer.send(backlog, Array.from({ length: 500 }, (_, j) => ({ key: String(i + j), value: big })));
+    const consumers: QueueConsumer[] = [];
+    const watch = async (topic: string, lingerMs?: number): Promise<{ offsets: string[]; batches: number[] }> => {
+      const seen = { offsets: [] as string[], batches: [] as number[] };
+      const consumer = await queue.consumer({ groupId: `linger-${randomUUID()}`, topics: [topic], fromBeginning: true, ...(lingerMs !== undefined ? { lingerMs } : {}) });
+      consumers.push(consumer);
+      await consumer.run({
+        onBatch: async (batch) => {
+          seen.batches.push(performance.now());
+          seen.offsets.push(...batch.messages.map((m) => m.offset));
+          await commitBatch(consumer, batch);
+        },
+      });
+      return seen;
+    };
+    try {
+      const [lingering, eager, behind] = await Promise.all([watch(trickle, 250), watch(trickle), watch(backlog, 5_000)]);
+      await sleep(1_000);
+      const start = performance.now();
+      for (let i = 0; i < 60; i++) {
+        await producer.send(trickle, [{ key: 'k', value: String(i) }]);
+        await sleep(20);
+      }
+      const elapsed = performance.now() - start;
+      const all = Array.from({ length: 60 }, (_, i) => String(i));
+      await eventually(() => {
+        assert.deepEqual(lingering.offsets, all);
+        assert.deepEqual(eager.offsets, all);
+      }, 30_000, 100);
+      // One batch per linger at most, against about one per message.
+      assert.ok(lingering.batches.length <= elapsed / 250 + 3, `${String(lingering.batches.length)} batches lingering, over ${elapsed.toFixed(0)} ms`);
+      assert.ok(eager.batches.length >= 2 * lingering.batches.length, `${String(eager.batches.length)} batches without lingering, ${String(lingering.batches.length)} with`);
+      await eventually(() => assert.equal(behind.offsets.length, 2_500), 30_000, 100);
+      assert.deepEqual(behind.offsets, Array.from({ length: 2_500 }, (_, i) => String(i)));
+      assert.ok(behind.batches.length >= 2, 'the backlog came in one batch');
+      // A batch that did not reach the end is not followed by a linger.
+      const spread = (behind.batches.at(-1) ?? 0) - (behind.batches[0] ?? 0);
+      assert.ok(spread < 5_000, `the backlog's batches spread over ${spread.toFixed(0)} ms`);
+    } finally {
+      await Promise.all(consumers.map((c) => c.close()));
+      await producer.close();
+    }
+  });
+
   it('leaves idle connections without timers: no check of pending requests between answers', async () => {
     // kafkajs 2.2.4 re-armed a 1 ms timer on every connection forever (kafkajs-request-queue.ts).
     const queue = kafkaQueue({ brokers: (await sharedKafka()).brokers, clientId: 'test', logger: quiet });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel as KafkaLogLevel, PartitionAssigners, Partitioners, type Admin, type ConsumerRunConfig, type IHeaders, type KafkaMessage, type LogEntry, type Message, type PartitionMetadata, type Producer } from 'kafkajs';
 import type { Logger } from '../log/logger.ts';
 import { batched } from './batched.ts';
@@ -570,6 +571,8 @@ export function kafkaQueue(options: KafkaOptions): Queue {
               if (windowed !== undefined) {
                 if (isActive()) payload.resolveOffset(batch.lastOffset());
               } else resolveCommitted();
+              // Caught up: what comes next is gathered for lingerMs, not fetched as it comes.
+              if (opts.lingerMs !== undefined && batch.offsetLag() === '0' && payload.isRunning()) await sleep(opts.lingerMs);
             },
           };
           await consumer.run(runConfig);

@@ -7,7 +7,7 @@ import { Type } from '@sinclair/typebox';
 import type { Logger } from '../../lib/log/logger.ts';
 import type { Metrics } from '../../lib/metrics.ts';
 import { consumeOrdered, Limiter, type Lease } from '../../lib/queue/ordered.ts';
-import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import { LINGER_MS, type Queue, type QueueConsumer, type QueueMessage, type QueueProducer } from '../../lib/queue/queue.ts';
 import { unquote } from '../../lib/s3/etag.ts';
 import { classify, isNotFound, reasonOf } from '../../lib/s3/errors.ts';
 import { ChangeFailed, type ChangeRecord } from '../../lib/journal/change.ts';
@@ -72,7 +72,7 @@ export class GarbageCollector {
 
   async start(): Promise<void> {
     await this.out();
-    const consumer = await this.options.queue.consumer({ groupId: this.names.gcGroup, topics: [this.names.gc], fromBeginning: true });
+    const consumer = await this.options.queue.consumer({ groupId: this.names.gcGroup, topics: [this.names.gc], fromBeginning: true, lingerMs: LINGER_MS });
     this.consumer = consumer;
     const limiter = new Limiter(this.options.concurrency ?? 8);
     await consumeOrdered(consumer, limiter, async (message, b) => {

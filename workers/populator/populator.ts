@@ -4,7 +4,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { reasonCode, type Metrics } from '../../lib/metrics.ts';
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
 import { consumeOrdered, Limiter } from '../../lib/queue/ordered.ts';
-import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import { LINGER_MS, type Queue, type QueueConsumer, type QueueMessage, type QueueProducer } from '../../lib/queue/queue.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoff, type RetryPolicy } from '../../lib/retry.ts';
 import { isProbeKey } from '../../lib/s3/capabilities.ts';
@@ -23,6 +23,7 @@ export interface PopulatorOptions {
   configs: Map<string, BucketReplicationConfig>;
   /** S3 clients of the source locations, for tag lookups. */
   sources: Map<string, S3Client>;
+  /** Reads of the sources (tags, unnamed delete markers) at once; 16 by default. */
   concurrency?: number;
   names?: QueueNames;
   metrics?: Metrics;
@@ -39,6 +40,13 @@ export interface PopulatorCounters {
   /** Changes set aside because the source could not tell what they need (their tags). */
   failed: number;
 }
+
+/**
+ * Journal changes handled at once. Most of them wait for their two sends, which are grouped into one
+ * produce per topic: 16 capped the populator at 16 changes per two round trips of a loaded broker, below
+ * 200 changes per second (docs/benchmarks.md). Reads of the source are bounded on their own.
+ */
+const JOURNAL_IN_FLIGHT = 256;
 
 /** Tag lookups: a few quick retries of a transient error, then the change is set aside (the SDK retries too). */
 const TAG_RETRY: RetryPolicy = { maxAttempts: 4, baseDelayMs: 200, maxDelayMs: 5_000 };
@@ -61,10 +69,13 @@ export class Populator {
   /** The sends of changes handled concurrently, grouped: one produce per topic for many changes. */
   private readonly grouped = new GroupedSender(() => this.producer);
   private readonly names: QueueNames;
+  /** Reads of the sources under way, across the changes in flight. */
+  private readonly reads: Limiter;
 
   constructor(options: PopulatorOptions) {
     this.options = options;
     this.names = options.names ?? queueNames();
+    this.reads = new Limiter(options.concurrency ?? 16);
   }
 
   private async out(): Promise<QueueProducer> {
@@ -83,7 +94,12 @@ export class Populator {
     if (client === undefined) throw new Error(`no S3 client for source location "${change.location}"`);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await read(client);
+        await this.reads.acquire();
+        try {
+          return await read(client);
+        } finally {
+          this.reads.release();
+        }
       } catch (err) {
         if (isNotFound(err)) return undefined;
         const kind = classify(err);
@@ -220,9 +236,9 @@ export class Populator {
 
   /** Follows a source location's notification topic until close(). */
   async followJournal(location: string, topic: string): Promise<void> {
-    const consumer = await this.options.queue.consumer({ groupId: this.names.populatorGroup(location), topics: [topic], fromBeginning: true });
+    const consumer = await this.options.queue.consumer({ groupId: this.names.populatorGroup(location), topics: [topic], fromBeginning: true, lingerMs: LINGER_MS });
     this.consumers.push(consumer);
-    const limiter = new Limiter(this.options.concurrency ?? 16);
+    const limiter = new Limiter(JOURNAL_IN_FLIGHT);
     await consumeOrdered(consumer, limiter, async (message, batch) => {
       let changes: ChangeRecord[];
       try {

@@ -11,7 +11,7 @@ import { backoff, DEFAULT_RETRY, type RetryPolicy } from '../../lib/retry.ts';
 import { consumeOrdered, Deferred, Limiter, type Lease } from '../../lib/queue/ordered.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
-import type { Queue, QueueConsumer, QueueMessage, QueueProducer, TopicPartition } from '../../lib/queue/queue.ts';
+import { LINGER_MS, type Queue, type QueueConsumer, type QueueMessage, type QueueProducer, type TopicPartition } from '../../lib/queue/queue.ts';
 import { abortable } from '../../lib/s3/client.ts';
 import { isBlobAccount, type BlobAccount } from '../../lib/azure/account.ts';
 import { classify, reasonOf } from '../../lib/s3/errors.ts';
@@ -280,7 +280,7 @@ export class Processor {
 
   private async consume(): Promise<void> {
     const partitions = this.options.limits !== undefined ? await this.partitionCount() : 1;
-    const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true });
+    const consumer = await this.options.queue.consumer({ groupId: this.groupId, topics: [this.names.replication], fromBeginning: true, lingerMs: LINGER_MS });
     // Set before it runs: a batch may come before consumeOrdered returns, and may need to pause it.
     this.consumer = consumer;
     try {

@@ -115,8 +115,8 @@ export interface ConsumerOptions {
 
 /**
  * The linger of consumers on the replication path (populator, processor, GC): at 200 changes per
- * second it cut their fetches fourfold and backbeat's CPU per object by a fifth (docs/benchmarks.md),
- * for up to this long more on each hop while traffic is light.
+ * second their fetches fell fourfold and backbeat's CPU per object by 5–20 % (docs/benchmarks.md), for
+ * up to this long more on each hop while traffic is light.
  */
 export const LINGER_MS = 30;
 

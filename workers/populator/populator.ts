@@ -42,9 +42,10 @@ export interface PopulatorCounters {
 }
 
 /**
- * Journal changes handled at once. Most of them wait for their two sends, which are grouped into one
- * produce per topic: 16 capped the populator at 16 changes per two round trips of a loaded broker, below
- * 200 changes per second (docs/benchmarks.md). Reads of the source are bounded on their own.
+ * Journal changes handled at once. Most of them wait for their two sends, grouped into one produce per
+ * topic, so more in flight costs no more requests. With 16, two round trips of a loaded broker per 16
+ * changes left the populator behind at 200 changes per second (docs/benchmarks.md). Reads of the source
+ * are bounded on their own (`concurrency`).
  */
 const JOURNAL_IN_FLIGHT = 256;
 

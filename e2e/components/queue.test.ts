@@ -15,7 +15,7 @@ import { RequestQueue, type RequestQueueState } from '../../lib/queue/kafkajs-re
 import { commitBatch, consumeOrdered, Limiter, type Lease } from '../../lib/queue/ordered.ts';
 import { assignBusyFirst } from '../../lib/queue/busy-first.ts';
 import { GroupedSender } from '../../lib/queue/grouped-send.ts';
-import type { Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
+import type { ConsumerOptions, Queue, QueueConsumer, QueueMessage, QueueProducer } from '../../lib/queue/queue.ts';
 import { sharedKafka } from '../harness/env.ts';
 import { follow } from '../../lib/queue/follow.ts';
 import { readToEnd } from '../../lib/queue/read-all.ts';
@@ -33,17 +33,22 @@ async function collect(queue: Queue, topic: string, group: string): Promise<{ se
   return { seen, consumer };
 }
 
-/** As collect, with a group that outlives the consumer (follow deletes its group on close). */
-async function collectInGroup(queue: Queue, topic: string, group: string): Promise<{ seen: QueueMessage[]; consumer: QueueConsumer }> {
+/**
+ * As collect, with a group that outlives the consumer (follow deletes its group on close); `batches`
+ * holds when each batch came.
+ */
+async function collectInGroup(queue: Queue, topic: string, group: string, options: Partial<ConsumerOptions> = {}): Promise<{ seen: QueueMessage[]; batches: number[]; consumer: QueueConsumer }> {
   const seen: QueueMessage[] = [];
-  const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true });
+  const batches: number[] = [];
+  const consumer = await queue.consumer({ groupId: group, topics: [topic], fromBeginning: true, ...options });
   await consumer.run({
     onBatch: async (batch) => {
+      batches.push(performance.now());
       seen.push(...batch.messages);
       await commitBatch(consumer, batch);
     },
   });
-  return { seen, consumer };
+  return { seen, batches, consumer };
 }
 
 // One contract, two implementations: the real Kafka broker and the embedded queue of local mode.
@@ -420,22 +425,9 @@ describe('Kafka settings and recovery (real broker)', function () {
     // Over 2 MiB: more than one fetch (1 MiB per partition), so the first batch ends short of the end.
     const big = 'x'.repeat(1_024);
     for (let i = 0; i < 2_500; i += 500) await producer.send(backlog, Array.from({ length: 500 }, (_, j) => ({ key: String(i + j), value: big })));
-    const consumers: QueueConsumer[] = [];
-    const watch = async (topic: string, lingerMs?: number): Promise<{ offsets: string[]; batches: number[] }> => {
-      const seen = { offsets: [] as string[], batches: [] as number[] };
-      const consumer = await queue.consumer({ groupId: `linger-${randomUUID()}`, topics: [topic], fromBeginning: true, ...(lingerMs !== undefined ? { lingerMs } : {}) });
-      consumers.push(consumer);
-      await consumer.run({
-        onBatch: async (batch) => {
-          seen.batches.push(performance.now());
-          seen.offsets.push(...batch.messages.map((m) => m.offset));
-          await commitBatch(consumer, batch);
-        },
-      });
-      return seen;
-    };
+    const [lingering, eager, behind] = await Promise.all([collectInGroup(queue, trickle, `linger-${randomUUID()}`, { lingerMs: 250 }), collectInGroup(queue, trickle, `eager-${randomUUID()}`), collectInGroup(queue, backlog, `behind-${randomUUID()}`, { lingerMs: 5_000 })]);
+    const offsets = (r: { seen: QueueMessage[] }): string[] => r.seen.map((m) => m.offset);
     try {
-      const [lingering, eager, behind] = await Promise.all([watch(trickle, 250), watch(trickle), watch(backlog, 5_000)]);
       await sleep(1_000);
       const start = performance.now();
       for (let i = 0; i < 60; i++) {
@@ -445,20 +437,20 @@ describe('Kafka settings and recovery (real broker)', function () {
       const elapsed = performance.now() - start;
       const all = Array.from({ length: 60 }, (_, i) => String(i));
       await eventually(() => {
-        assert.deepEqual(lingering.offsets, all);
-        assert.deepEqual(eager.offsets, all);
+        assert.deepEqual(offsets(lingering), all);
+        assert.deepEqual(offsets(eager), all);
       }, 30_000, 100);
       // One batch per linger at most, against about one per message.
       assert.ok(lingering.batches.length <= elapsed / 250 + 3, `${String(lingering.batches.length)} batches lingering, over ${elapsed.toFixed(0)} ms`);
       assert.ok(eager.batches.length >= 2 * lingering.batches.length, `${String(eager.batches.length)} batches without lingering, ${String(lingering.batches.length)} with`);
-      await eventually(() => assert.equal(behind.offsets.length, 2_500), 30_000, 100);
-      assert.deepEqual(behind.offsets, Array.from({ length: 2_500 }, (_, i) => String(i)));
+      await eventually(() => assert.equal(behind.seen.length, 2_500), 30_000, 100);
+      assert.deepEqual(offsets(behind), Array.from({ length: 2_500 }, (_, i) => String(i)));
       assert.ok(behind.batches.length >= 2, 'the backlog came in one batch');
       // A batch that did not reach the end is not followed by a linger.
       const spread = (behind.batches.at(-1) ?? 0) - (behind.batches[0] ?? 0);
       assert.ok(spread < 5_000, `the backlog's batches spread over ${spread.toFixed(0)} ms`);
     } finally {
-      await Promise.all(consumers.map((c) => c.close()));
+      await Promise.all([lingering, eager, behind].map((r) => r.consumer.close()));
       await producer.close();
     }
   });

@@ -7,6 +7,7 @@ import { follow } from '../../lib/queue/follow.ts';
 import { kafkaQueue } from '../../lib/queue/kafka.ts';
 import type { QueueConsumer } from '../../lib/queue/queue.ts';
 import type { LocalRun } from '../../workers/local/local.ts';
+import { PROBE_PREFIX } from '../../lib/s3/capabilities.ts';
 import { faultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { eventually } from '../harness/wait.ts';
 import { body, locationManifest, sourceBucket, startLocalOn, startSites, versionedBucket, writeRule, type Sites } from './sites.ts';
@@ -18,11 +19,14 @@ interface SetAside {
 }
 
 // A source whose S3 requests pass through a proxy that denies some of them (403 AccessDenied), as a
-// bucket policy would: the populator and the scans must go on with everything else.
-describe('failures that stay local: a denied tag lookup, a denied bucket listing (real Kafka, real MinIO)', function () {
+// bucket policy would: the populator and the scans must go on with everything else. The destination's
+// proxy holds the processors' probes of its buckets for the whole run: no copy may wait for them.
+describe('failures that stay local: a denied tag lookup, a denied bucket listing, a destination probe that never answers (real Kafka, real MinIO)', function () {
   this.timeout(180_000);
   let sites: Sites;
   let proxy: FaultProxy;
+  let held: FaultProxy;
+  let probesHeld = 0;
   let local: LocalRun;
   let a: S3Client, b: S3Client;
   let setAside: QueueConsumer;
@@ -46,6 +50,15 @@ describe('failures that stay local: a denied tag lookup, a denied bucket listing
     );
     // Site A is reached through the proxy; its journal stays the real MinIO notifications.
     writeFileSync(join(sites.dir, 'site-a.yaml'), locationManifest('site-a', proxy.endpoint, sites.a.credentials, { journal: { kafka: { topic: sites.journalTopic } } }));
+    // Site B answers everything but the probes, which it holds for ten minutes (past the end of the run).
+    held = await faultProxy(sites.b.endpoint, () => false, 503, 'ServiceUnavailable', {
+      delayMs: (req) => {
+        if (!(req.url ?? '').includes(`/${PROBE_PREFIX}`)) return 0;
+        probesHeld++;
+        return 600_000;
+      },
+    });
+    writeFileSync(join(sites.dir, 'site-b.yaml'), locationManifest('site-b', held.endpoint, sites.b.credentials));
     await sourceBucket(sites, 'tagged');
     await versionedBucket(b, 'tagged');
     writeRule(sites, 'tagged', { source: { location: 'site-a', bucket: 'tagged' }, filter: { tags: [{ key: 'team', value: 'blue' }] }, destinations: [{ location: 'site-b', bucket: 'tagged' }] });
@@ -68,6 +81,7 @@ describe('failures that stay local: a denied tag lookup, a denied bucket listing
     await local.stop();
     await setAside.close();
     await proxy.close();
+    await held.close();
     await sites.stop();
   });
 
@@ -84,6 +98,9 @@ describe('failures that stay local: a denied tag lookup, a denied bucket listing
     assert.equal(local.populator.counters.failed, 1);
     const metrics = await (await fetch(`${local.url}/metrics`)).text();
     assert.match(metrics, /backbeat_populator_failures_total\{location="site-a",reason="AccessDenied"\} 1/);
+    // Copied from the journal (a HEAD answered 404 there) while the destination's probe was held: the
+    // 404 was confirmed by a listing, as where a probe failed.
+    assert.ok(probesHeld >= 1, 'the probe of the destination bucket is held');
   });
 
   it('scans the buckets it may list when another one refuses, and records the failing one', async () => {
@@ -94,6 +111,7 @@ describe('failures that stay local: a denied tag lookup, a denied bucket listing
       }
     }
     assert.ok(proxy.injected >= 2, 'the listing was denied');
+    assert.equal(probesHeld, 4, "each destination bucket's probe is held, once");
     assert.equal(local.status.lookup('site-a', 'listing-denied', 'old-1').length, 0);
     const metrics = await (await fetch(`${local.url}/metrics`)).text();
     assert.match(metrics, /backbeat_scan_failures_total\{location="site-a",bucket="listing-denied"\} 1/);

@@ -144,7 +144,7 @@ for (const target of servers) {
       };
       const [d] = task.destinations;
       assert.ok(d !== undefined);
-      const outcome = await replicate({ source: sa, destination: sd, traits: probed.traits }, task, d);
+      const outcome = await replicate({ source: sa, destination: sd, traits: () => probed.traits }, task, d);
       assert.equal(outcome.state, 'SKIPPED', JSON.stringify(outcome));
       const versions = await versionsOf(sd, 'docs-copy', 'late.txt');
       assert.deepEqual(versions.map((v) => v.deleteMarker), [true, false], `still deleted: ${JSON.stringify(versions)}`);

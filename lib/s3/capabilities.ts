@@ -56,6 +56,8 @@ export async function probeDestination(client: S3Client, bucket: string): Promis
 interface Memo<T> {
   stamp: string;
   answer: Promise<T | undefined>;
+  /** The answer, once the probe gave one. */
+  value?: T;
   /** When a failed probe may be tried again. */
   until: number;
 }
@@ -78,13 +80,20 @@ export class ProbeMemo<T> {
     const known = this.entries.get(key);
     if (known !== undefined && known.stamp === stamp && Date.now() < known.until) return known.answer;
     const entry: Memo<T> = { stamp, until: Number.POSITIVE_INFINITY, answer: Promise.resolve(undefined) };
-    entry.answer = probe().catch((err: unknown) => {
+    entry.answer = probe().then((value) => (entry.value = value), (err: unknown) => {
       entry.until = Date.now() + this.retryMs;
       this.failed(key, err);
       return undefined;
     });
     this.entries.set(key, entry);
     return entry.answer;
+  }
+
+  /** The answer if the probe (started by `get` if it was not) has given one; undefined meanwhile, without waiting. */
+  peek(key: string, probe: () => Promise<T>, stamp = ''): T | undefined {
+    void this.get(key, probe, stamp);
+    const known = this.entries.get(key);
+    return known?.stamp === stamp ? known.value : undefined;
   }
 
   /** Forgets the keys `keep` refuses (Locations that are gone). */

@@ -30,8 +30,11 @@ export interface CopyContext {
   signal?: AbortSignal;
   /** The multipart uploads under way, for resuming them. */
   uploads?: UploadLedger;
-  /** What the destination's server was probed to do; unknown, a 404 is not trusted to mean "never written". */
-  traits?: DestinationTraits;
+  /**
+   * What the destination's server was probed to do, asked for where a copy depends on it; unknown (the
+   * probe under way, or failed), a 404 is not trusted to mean "never written": no copy waits for a probe.
+   */
+  traits?: () => DestinationTraits | undefined;
   /** The task's rule replicates replicas written by another rule (a chain). */
   replicateReplicas?: boolean;
   /** The largest object copied whole in one PUT when its ETag cannot be kept (default 5 GiB, what a PUT takes); larger ones go in byte ranges. */
@@ -62,7 +65,7 @@ export async function sourceGet(ctx: Pick<CopyContext, 'source' | 'throttle'>, i
 }
 
 /** What a GET of the destination key would see now (see currentState). */
-const destinationState = (ctx: CopyContext, d: TaskDestination, destKey: string): Promise<Current> => currentState(ctx.destination, d.bucket, destKey, ctx.traits?.markersOnHead ?? false);
+const destinationState = (ctx: CopyContext, d: TaskDestination, destKey: string): Promise<Current> => currentState(ctx.destination, d.bucket, destKey, ctx.traits?.()?.markersOnHead ?? false);
 
 export interface Outcome {
   state: 'COMPLETED' | 'SKIPPED';

@@ -82,13 +82,12 @@ export function s3Writer(o: S3WriterOptions): DestinationWriter {
     o.log.warn('destination not probed: a 404 there is confirmed by a listing until it is', { bucket, reason: reasonOf(err) });
   });
   // With the writer's own client, not one bound to a copy: a probe cut short would leave its object behind.
-  const traitsOf = (bucket: string): Promise<DestinationTraits | undefined> =>
-    traits.get(bucket, async () => {
-      const probed = await probeDestination(o.client, bucket);
-      o.log.info('destination probed', { bucket, ...probed.traits });
-      if (probed.leftBehind !== undefined) o.log.warn('a probe object could not be deleted', { bucket, reason: probed.leftBehind });
-      return probed.traits;
-    });
+  const probe = (bucket: string) => async (): Promise<DestinationTraits> => {
+    const probed = await probeDestination(o.client, bucket);
+    o.log.info('destination probed', { bucket, ...probed.traits });
+    if (probed.leftBehind !== undefined) o.log.warn('a probe object could not be deleted', { bucket, reason: probed.leftBehind });
+    return probed.traits;
+  };
   const sweepUploads = async (): Promise<void> => {
     const aborted = await uploads?.abortStale(o.client, o.uploadMaxAgeMs, o.copying).catch((err: unknown) => {
       o.log.warn('old multipart uploads not swept', { error: err });
@@ -99,7 +98,7 @@ export function s3Writer(o: S3WriterOptions): DestinationWriter {
   return {
     async start() {
       // Probed now, beside the ledger's read, rather than by each bucket's first copy.
-      for (const bucket of o.buckets) void traitsOf(bucket);
+      for (const bucket of o.buckets) void traits.get(bucket, probe(bucket));
       uploads = new UploadLedger({ queue: o.queue, names: o.names, location: o.location, producer: o.producer, logger: o.log });
       await uploads.start();
       void sweepUploads();
@@ -107,9 +106,8 @@ export function s3Writer(o: S3WriterOptions): DestinationWriter {
     },
     answers: (bucket) => s3Answers(o.client, bucket),
     readAhead: (bucket, keys, signal) => statesFromListing(abortable(o.client, signal), bucket, keys),
-    async copy({ source, task, destination, signal, rule, known }) {
-      const probed = await traitsOf(destination.bucket);
-      const ctx: CopyContext = { source, destination: abortable(o.client, signal), signal, ...(uploads !== undefined ? { uploads } : {}), ...(probed !== undefined ? { traits: probed } : {}), ...rule };
+    copy({ source, task, destination, signal, rule, known }) {
+      const ctx: CopyContext = { source, destination: abortable(o.client, signal), signal, ...(uploads !== undefined ? { uploads } : {}), traits: () => traits.peek(destination.bucket, probe(destination.bucket)), ...rule };
       return replicate(ctx, task, destination, known);
     },
     async close() {

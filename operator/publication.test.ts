@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileBucketConfigs, compileRule, type BucketReplicationConfig } from '../lib/config/bucket-config.ts';
@@ -152,11 +152,16 @@ describe('Shards', () => {
     assert.deepEqual([...publishedRules(buckets.values()).keys()].sort(), configs.map((c) => c.Rules[0]?.ID).sort());
     // A worker's folder: locations.json and the files of its shards, read with the workers' own reader.
     const dir = mkdtempSync(join(tmpdir(), 'shards-'));
-    const location = (name: string): Location => ({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name }, spec: { type: 's3', region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, checksumMode: 'whenRequired', maxConnections: 64, listPageSize: 1000, transient: false } });
-    writeFileSync(join(dir, 'locations.json'), locationsText([location('a'), location('b')]));
-    for (const s of next) for (const [k, v] of Object.entries(s.data)) writeFileSync(join(dir, k), v);
-    const read = readPublishedConfig(dir);
-    assert.equal(read.buckets.size, 10);
-    assert.deepEqual([...read.locations.keys()], ['a', 'b']);
+    try {
+      const location = (name: string): Location => ({ apiVersion: 'backbeat.io/v1alpha1', kind: 'Location', metadata: { name }, spec: { type: 's3', region: 'us-east-1', credentialsSecretRef: { name: `${name}-creds` }, checksumMode: 'whenRequired', maxConnections: 64, listPageSize: 1000, transient: false } });
+      writeFileSync(join(dir, 'locations.json'), locationsText([location('a'), location('b')]));
+      for (const s of next) for (const [k, v] of Object.entries(s.data)) writeFileSync(join(dir, k), v);
+      const read = readPublishedConfig(dir);
+      assert.equal(read.buckets.size, 10);
+      assert.deepEqual([...read.locations.keys()], ['a', 'b']);
+    } finally {
+      // Not left in the machine's temporary folder after the run.
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

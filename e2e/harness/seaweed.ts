@@ -35,6 +35,8 @@ export async function startSeaweed(options: { name: string }): Promise<TestS3Ser
   const ports: Record<string, number> = {};
   for (const p of ['master.port', 'master.port.grpc', 'volume.port', 'volume.port.grpc', 'filer.port', 'filer.port.grpc', 's3.port', 's3.port.grpc', 'admin.port', 'admin.port.grpc']) ports[p] = await freePort();
   const args = [
+    // glog writes its own files to the machine's temporary folder unless told to use stderr (our log file).
+    '-logtostderr',
     'mini',
     `-dir=${join(dir, 'data')}`,
     `-ip=${serviceHost}`,

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
@@ -72,8 +72,9 @@ const COMMIT_FLUSH_MS = 100;
 const RETAIN_INTERVAL_MS = 60_000;
 
 function partitionFor(key: string | undefined, partitions: number, roundRobin: number): number {
+  if (partitions === 1) return 0;
   if (key === undefined) return roundRobin % partitions;
-  return createHash('md5').update(key).digest().readUInt32BE(0) % partitions;
+  return hash('md5', key, 'buffer').readUInt32BE(0) % partitions;
 }
 
 function safeName(name: string): string {

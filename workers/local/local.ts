@@ -10,6 +10,7 @@ import type { Logger } from '../../lib/log/logger.ts';
 import { createMetrics, recordLag } from '../../lib/metrics.ts';
 import { embeddedQueue } from '../../lib/queue/embedded.ts';
 import type { Queue } from '../../lib/queue/queue.ts';
+import { WINDOW } from '../../lib/queue/ordered.ts';
 import { installationTopics, queueNames, TASK_RETENTION_MS } from '../../lib/queue/messages.ts';
 import { GarbageCollector } from '../gc/gc.ts';
 import { Populator } from '../populator/populator.ts';
@@ -116,9 +117,16 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const prefix = options.prefix ?? 'backbeat';
   const names = queueNames(prefix);
   const metrics = createMetrics();
-  const partitions = options.partitions ?? 4;
+  // One partition per topic on the embedded queue: it has no consumers to spread them over (processor
+  // threads need Kafka), and each partition is a file synced on its own: with four, a backfill of small
+  // objects took 12 % more CPU per object (`make bench`, docs/benchmarks.md). An existing queue keeps its
+  // partitions.
+  const partitions = options.partitions ?? (embedded !== undefined ? 1 : 4);
   const admin = await queue.admin();
   await admin.ensureTopics(installationTopics(names, partitions, journalTopics(manifests.locations.values())));
+  // A slow key lets the tasks behind it go on up to a window per partition: as many in all on one
+  // partition as on four.
+  const window = embedded !== undefined ? Math.ceil((4 * WINDOW) / (await admin.partitionCount(names.replication))) : undefined;
   if (embedded !== undefined) {
     // Groups of an earlier run that this one does not use (readers and followers take fresh names; a
     // destination gone from the manifests) would hold the embedded logs for ever.
@@ -171,7 +179,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
           logger,
         )
       : undefined;
-  const processors = await startProcessors(base, threads === undefined ? destinations : [], { concurrency: options.concurrency, retry: options.retry });
+  const processors = await startProcessors(base, threads === undefined ? destinations : [], { concurrency: options.concurrency, retry: options.retry, window });
 
   const populator = buildPopulator(role('populator'), sources);
   for (const name of sources) {

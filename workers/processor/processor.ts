@@ -54,6 +54,8 @@ export interface ProcessorOptions {
   uploadMaxAgeMs?: number;
   /** The destination Location's spec.limits: shared by every processor of the location, by the partitions each holds. */
   limits?: LocationLimits | undefined;
+  /** Messages of a partition taken in past a slow key before the partition waits for it (ordered.ts' WINDOW by default). */
+  window?: number;
 }
 
 const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
@@ -291,6 +293,7 @@ export class Processor {
         assigned: (assignment) => {
           this.share(assignment, partitions);
         },
+        ...(this.options.window !== undefined ? { window: this.options.window } : {}),
       });
     } catch (err) {
       this.consumer = undefined;

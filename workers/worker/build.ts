@@ -91,6 +91,7 @@ export interface ProcessorSettings {
   retry?: Partial<RetryPolicy> | undefined;
   /** How long a task of a rule the processor does not know is held (a newer configuration may be rolling out). */
   unknownRuleWaitMs?: number;
+  window?: number | undefined;
 }
 
 /** The processor of a destination location, reading from the sources of the rules that send to it. */
@@ -108,6 +109,7 @@ export function buildProcessor(base: RoleBase, location: string, options: Proces
     ...(options.unknownRuleWaitMs !== undefined ? { unknownRuleWaitMs: options.unknownRuleWaitMs } : {}),
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     ...(options.retry !== undefined ? { retry: options.retry } : {}),
+    ...(options.window !== undefined ? { window: options.window } : {}),
   });
 }
 

@@ -14,6 +14,15 @@ import { backbeat, backbeatWithEnv } from './backbeat.ts';
 import { body, locationManifest } from './sites.ts';
 
 
+async function partitionsOf(stateDir: string, topic: string): Promise<number> {
+  const admin = await embeddedQueue({ dir: join(stateDir, 'queue') }).admin();
+  try {
+    return await admin.partitionCount(topic);
+  } finally {
+    await admin.close();
+  }
+}
+
 describe('local mode without Kafka (embedded queue, listing-scan journal)', function () {
   this.timeout(180_000);
   let src: MinioServer, dst: MinioServer;
@@ -70,6 +79,31 @@ describe('local mode without Kafka (embedded queue, listing-scan journal)', func
     }
     // What stays is what the manifests use; the readers' and followers' groups went when they closed.
     assert.deepEqual(embeddedQueue({ dir: join(stateDir, 'queue') }).groupIds().sort(), ['backbeat-processor-dst', 'backbeat-status']);
+    assert.equal(await partitionsOf(stateDir, 'backbeat-replication'), 1, 'a new embedded queue has one partition per topic');
+  });
+
+  it('keeps the four partitions of a queue an earlier version made, and goes on copying from it', async () => {
+    const stateDir = join(runDir(), 'state-four');
+    const logger = createLogger({ component: 'backbeat', stream: createWriteStream(join(runDir(), 'local-four.log')) });
+    const s3 = src.client();
+    // As earlier versions made it: every topic in four partitions.
+    let local: LocalRun = await startLocal({ files: [dir], logger, stateDir, partitions: 4 });
+    try {
+      await s3.send(new PutObjectCommand({ Bucket: 'archive', Key: 'four/before', Body: 'before' }));
+      await eventually(() => assert.equal(local.status.lookup('src', 'archive', 'four/before')[0]?.state, 'COMPLETED'), 60_000, 500);
+    } finally {
+      await local.stop();
+    }
+    local = await startLocal({ files: [dir], logger, stateDir });
+    try {
+      assert.equal(local.status.lookup('src', 'archive', 'four/before')[0]?.state, 'COMPLETED', 'the status of the earlier run is kept');
+      await s3.send(new PutObjectCommand({ Bucket: 'archive', Key: 'four/after', Body: 'after' }));
+      await eventually(() => assert.equal(local.status.lookup('src', 'archive', 'four/after')[0]?.state, 'COMPLETED'), 60_000, 500);
+      assert.equal((await body(dst.client(), 'archive-copy', 'four/after')).toString(), 'after');
+    } finally {
+      await local.stop();
+    }
+    for (const topic of ['backbeat-replication', 'backbeat-replication-status', 'backbeat-status-store']) assert.equal(await partitionsOf(stateDir, topic), 4, topic);
   });
 
   it('refuses a malformed manifest with one line per problem and its field path, without a stack trace', async () => {

@@ -10,9 +10,22 @@
 import { rmSync, symlinkSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * Smithy's HTTP handler, as an ES module, imports Node's http module dynamically on its first request. An
+ * ESM import builds the module's ESM facade, which reads its lazy WebSocket getters and so loads undici
+ * (about 10 ms of the start; lib/http/node-http.ts says more): it is given the module as CommonJS has it.
+ */
+const httpForSmithy: Plugin = {
+  name: 'node-http-for-smithy',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?http$/ }, (args) => (args.kind === 'dynamic-import' && args.importer.includes('/@smithy/node-http-handler/') ? { path: 'node:http', namespace: 'node-http-cjs' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'node-http-cjs' }, () => ({ contents: "const http = process.getBuiltinModule('node:http');\nexport default http;\nexport const { Agent, request } = http;\n", loader: 'js' }));
+  },
+};
 
 export async function bundle(outdir: string): Promise<void> {
   rmSync(outdir, { recursive: true, force: true });
@@ -36,6 +49,7 @@ export async function bundle(outdir: string): Promise<void> {
     // run` then starts with 40 ms less CPU (9 of 10 alternating runs), and a copy of 64 MiB objects took
     // 10 % less (docs/benchmarks.md).
     mainFields: ['module', 'main'],
+    plugins: [httpForSmithy],
     // The CommonJS packages bundled in call require() for Node's own modules.
     banner: { js: "import { createRequire as __bundleRequire } from 'node:module';\nconst require = __bundleRequire(import.meta.url);" },
     logLevel: 'warning',

@@ -328,7 +328,8 @@ export class FileLog implements PartitionLog {
     seg.bytes = pos;
     seg.next = this.next;
     this.tail.push(...added);
-    if (this.tail.length > TAIL) this.tail = this.tail.slice(-TAIL);
+    // Cut back to TAIL once it holds twice as many: a cut at every append copied the whole tail each time.
+    if (this.tail.length > 2 * TAIL) this.tail = this.tail.slice(-TAIL);
     return added;
   }
 

@@ -53,11 +53,15 @@ export async function wireJournal(client: S3Client, bucket: string, arns: string
 }
 
 /**
- * The SNS client package, loaded when a topic is wired, not by every process start. Taken from the
- * CommonJS module's `default` (its exports object): the bundle (scripts/bundle.ts) gives a package loaded
- * later nothing else, where Node also lists its exports by name.
+ * The SNS client package, loaded when a topic is wired, not by every process start. From source, Node
+ * loads its CommonJS build, whose exports object is `default`; the bundle (scripts/bundle.ts) takes its
+ * ES module build, which has no `default`.
  */
-const snsPackage = async (): Promise<typeof import('@aws-sdk/client-sns')> => (await import('@aws-sdk/client-sns')).default;
+type SnsPackage = typeof import('@aws-sdk/client-sns');
+const snsPackage = async (): Promise<SnsPackage> => {
+  const sns = await import('@aws-sdk/client-sns');
+  return (sns as { default?: SnsPackage }).default ?? sns;
+};
 
 /**
  * A client of the server's SNS-style topics (Ceph RGW), on the S3 client's endpoint, credentials and

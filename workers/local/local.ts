@@ -119,8 +119,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const metrics = createMetrics();
   // One partition per topic on the embedded queue: it has no consumers to spread them over (processor
   // threads need Kafka), and each partition is a file synced on its own: with four, a backfill of small
-  // objects took 12 % more CPU per object (`make bench`, docs/benchmarks.md). An existing queue keeps its
-  // partitions.
+  // objects took 13 % more CPU per object (alternating runs, docs/benchmarks.md). An existing queue keeps
+  // its partitions.
   const partitions = options.partitions ?? (embedded !== undefined ? 1 : 4);
   const admin = await queue.admin();
   await admin.ensureTopics(installationTopics(names, partitions, journalTopics(manifests.locations.values())));

@@ -70,6 +70,9 @@ export interface LocalRun {
 }
 
 /** Every role in one process, from the same manifests the operator takes. */
+/** Partitions per topic local mode makes on Kafka (and those an embedded queue of earlier versions has). */
+const KAFKA_PARTITIONS = 4;
+
 export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   const { logger } = options;
   const manifests = loadManifests(options.files);
@@ -121,12 +124,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalRun> {
   // threads need Kafka), and each partition is a file synced on its own: with four, a backfill of small
   // objects took 13 % more CPU per object (alternating runs, docs/benchmarks.md). An existing queue keeps
   // its partitions.
-  const partitions = options.partitions ?? (embedded !== undefined ? 1 : 4);
+  const partitions = options.partitions ?? (embedded !== undefined ? 1 : KAFKA_PARTITIONS);
   const admin = await queue.admin();
   await admin.ensureTopics(installationTopics(names, partitions, journalTopics(manifests.locations.values())));
   // A slow key lets the tasks behind it go on up to a window per partition: as many in all on one
-  // partition as on four.
-  const window = embedded !== undefined ? Math.ceil((4 * WINDOW) / (await admin.partitionCount(names.replication))) : undefined;
+  // partition as on Kafka's.
+  const window = embedded !== undefined ? Math.ceil((KAFKA_PARTITIONS * WINDOW) / (await admin.partitionCount(names.replication))) : undefined;
   if (embedded !== undefined) {
     // Groups of an earlier run that this one does not use (readers and followers take fresh names; a
     // destination gone from the manifests) would hold the embedded logs for ever.

@@ -60,7 +60,7 @@ function put(key: string, body: IncomingMessage, query: Record<string, string> =
     });
     req.on('error', reject);
     // Written as backbeat writes a body: a large one a megabyte at a time.
-    pipeBody(body, req, Number(length));
+    pipeBody(body, req, Number(length), true);
   });
 }
 

@@ -11,8 +11,9 @@ import { COALESCE_BYTES, pipeCoalesced } from './coalesced-pipe.ts';
 // what happens when the server reads slowly or hangs up.
 
 /** `count` chunks of `size` random bytes, each handed out when read (so what was pulled can be counted). */
-function source(count: number, size: number): { body: Readable; pulled: () => number; digest: () => string } {
+function source(count: number, size: number, chunks: (size: number, n: number) => Buffer = (size) => randomBytes(size)): { body: Readable; pulled: () => number; digest: () => string; handed: Buffer[] } {
   const hash = createHash('md5');
+  const handed: Buffer[] = [];
   let pulled = 0;
   const body = new Readable({
     read() {
@@ -20,13 +21,14 @@ function source(count: number, size: number): { body: Readable; pulled: () => nu
         this.push(null);
         return;
       }
-      const chunk = randomBytes(size);
+      const chunk = chunks(size, pulled);
       hash.update(chunk);
+      handed.push(chunk);
       pulled++;
       this.push(chunk);
     },
   });
-  return { body, pulled: () => pulled, digest: () => hash.copy().digest('hex') };
+  return { body, pulled: () => pulled, digest: () => hash.copy().digest('hex'), handed };
 }
 
 /** Counts the write and writev calls a request's socket makes. */
@@ -91,6 +93,24 @@ describe('pipeCoalesced: a streamed request body written a megabyte at a time (r
     assert.ok((writes['pipe'] ?? 0) >= 80, `pipe: ${JSON.stringify(writes)}`);
     // Six holds of a megabyte (the last one part), each a writev, partly taken by the socket perhaps.
     assert.ok((writes['coalesced'] ?? Infinity) <= 12, `coalesced: ${JSON.stringify(writes)}`);
+  });
+
+  it('frees each chunk of a body it owns once the socket took it, and no buffer it does not own', async () => {
+    // Every other read is a slice of one buffer kept here, as Node's pool hands out small ones.
+    const kept = randomBytes(32 * 64 * 1024);
+    const { body, digest, handed } = source(64, 64 * 1024, (size, n) => (n % 2 === 0 ? randomBytes(size) : kept.subarray(((n - 1) / 2) * size, ((n + 1) / 2) * size)));
+    const keptDigest = createHash('md5').update(kept).digest('hex');
+    const req = put(64 * 64 * 1024);
+    pipeCoalesced(body, req, true);
+    assert.equal(await answerOf(req), digest(), 'the server got every byte');
+    assert.deepEqual(handed.map((c, n) => [n, c.byteLength]), handed.map((_c, n) => [n, n % 2 === 0 ? 0 : 64 * 1024]), 'its own reads freed (detached), the slices left');
+    assert.equal(createHash('md5').update(kept).digest('hex'), keptDigest, 'the buffer the slices were of is untouched');
+    // Not owned: nothing freed.
+    const other = source(24, 64 * 1024);
+    const req2 = put(24 * 64 * 1024);
+    pipeCoalesced(other.body, req2);
+    assert.equal(await answerOf(req2), other.digest());
+    assert.ok(other.handed.every((c) => c.byteLength === 64 * 1024));
   });
 
   it('holds the source back while the server does not read', async () => {

@@ -272,7 +272,8 @@ export class DirectS3 {
       });
       if (body instanceof Readable) {
         body.on('error', (err) => req.destroy(err));
-        pipeBody(body, req, Number(extra['content-length'] ?? 0));
+        // Its chunks are freed once sent: a streamed body here is an answer read for this request alone.
+        pipeBody(body, req, Number(extra['content-length'] ?? 0), true);
       } else req.end(body);
     });
     const status = res.statusCode ?? 0;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand, PutBucketVersioningCommand, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -68,8 +69,12 @@ describe('an S3 endpoint behind a private CA (MinIO serving TLS)', function () {
     local = await startLocal({ files: [dir], logger, stateDir: join(runDir(), 'state-tls') });
     const copy = dst.client();
     await eventually(async () => assert.equal((await body(copy, 'photos-copy', 'before')).toString(), 'there first'), 60_000, 500);
+    // And one large enough to be streamed a megabyte at a time, each read freed once TLS took it.
+    const large = randomBytes(3 * 1024 * 1024 + 17);
     await src.client().send(new PutObjectCommand({ Bucket: 'photos', Key: 'after', Body: 'written later' }));
+    await src.client().send(new PutObjectCommand({ Bucket: 'photos', Key: 'large', Body: large }));
     await eventually(async () => assert.equal((await body(copy, 'photos-copy', 'after')).toString(), 'written later'), 60_000, 500);
+    await eventually(async () => assert.ok((await body(copy, 'photos-copy', 'large')).equals(large), 'the large replica is byte-exact'), 60_000, 500);
     assert.equal(local.status.lookup('src', 'photos', 'after')[0]?.state, 'COMPLETED');
   });
 });

@@ -11,7 +11,8 @@ export const COALESCE_BYTES = 1024 * 1024;
 // Each read of an HTTP answer is a buffer of its own, outside V8's heap, which only a collection frees:
 // between two, a copy's memory kept growing into fresh pages. Once the socket has taken a read nothing
 // needs it, so it is freed then (detached), and the next reads reuse its memory. Copying 6 × 64 MiB:
-// a third fewer page faults, 10-15 % less CPU and 20-25 % less peak RSS (docs/benchmarks.md).
+// a third fewer page faults and 10-15 % less CPU; 3 × 1 GiB: a fifth less CPU and peak RSS
+// (docs/benchmarks.md).
 
 /** Reads smaller than this are left to the collector (a slice of Node's buffer pool is smaller). */
 const RELEASE_MIN_BYTES = 16 * 1024;

@@ -10,11 +10,15 @@ import { locationManifest, versionedBucket } from '../e2e/pipeline/sites.ts';
 import { configureReplication } from './contenders.ts';
 import { backbeatProcess, cpuSeconds } from './process.ts';
 import { directOf } from '../lib/s3/client.ts';
+import { kafkaQueue } from '../lib/queue/kafka.ts';
+import { createLogger } from '../lib/log/logger.ts';
 
 // `make bench BENCH=--journal`: backbeat on Kafka fed by the source server's own bucket notifications,
 // objects written at a steady rate. Measures, per object, the time from its source PUT's completion to
 // its replica's Last-Modified on the destination (both on this machine's clock), and whether the run
-// kept up: every object replicated within KEPT_UP_S of its write.
+// kept up: every object replicated within KEPT_UP_S of its write. backbeat's latency is also split at
+// its notification's Kafka record (stamped by MinIO's producer, on the same clock): what MinIO and the
+// broker took to deliver the change, and what backbeat took from there.
 
 export interface JournalRun {
   /** What replicated: backbeat, or the baseline. */
@@ -27,6 +31,13 @@ export interface JournalRun {
   replicated: number;
   /** Seconds, sorted. */
   latencies: number[];
+  /** Where the change is handed over on the way (backbeat: its notification's Kafka record): seconds, sorted. */
+  split?: {
+    /** From the source PUT's completion to the hand-over (MinIO's notification, the broker). */
+    before: number[];
+    /** From the hand-over to the replica (backbeat). */
+    after: number[];
+  };
   /** CPU time of the replicating process over the run, in seconds (0: in the servers). */
   cpuSeconds: number;
   /** Where its CPU profiles were written, when it was profiled. */
@@ -102,6 +113,8 @@ interface Replicator {
   start(bucket: string, dir: string): Promise<void>;
   /** CPU time it has used so far (0 where it runs in the servers). */
   cpuSeconds(): number;
+  /** When each key of `bucket` was handed over to it (ms), read after the writes; absent where nothing is. */
+  handedOver?(bucket: string): Promise<Map<string, number>>;
   stop(): Promise<void>;
 }
 
@@ -160,14 +173,47 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
     const cpu = replicator.cpuSeconds() - cpuBefore;
     await frontier.stop();
     const times = await replicaTimes(dst, bucket);
+    const replicaAt = arrivals?.seen ?? times;
     const latencies = [...done].flatMap(([key, at]) => {
-      const t = (arrivals?.seen ?? times).get(key);
+      const t = replicaAt.get(key);
       return t === undefined ? [] : [(t - at) / 1000];
     });
-    return { name, rate: o.rate, seconds: o.seconds, objects, written, replicated: latencies.length, latencies: latencies.sort((a, b) => a - b), cpuSeconds: cpu };
+    const handed = await replicator.handedOver?.(bucket);
+    const split = handed === undefined ? undefined : splitAt(done, handed, replicaAt);
+    return { name, rate: o.rate, seconds: o.seconds, objects, written, replicated: latencies.length, latencies: latencies.sort((a, b) => a - b), cpuSeconds: cpu, ...(split !== undefined ? { split } : {}) };
   } finally {
     await replicator.stop();
   }
+}
+
+/** Each replicated key's latency cut in two where it was handed over (seconds, each list sorted). */
+function splitAt(done: Map<string, number>, handed: Map<string, number>, replicaAt: Map<string, number>): NonNullable<JournalRun['split']> {
+  const before: number[] = [];
+  const after: number[] = [];
+  for (const [key, at] of done) {
+    const h = handed.get(key);
+    const r = replicaAt.get(key);
+    if (h === undefined || r === undefined) continue;
+    before.push((h - at) / 1000);
+    after.push((r - h) / 1000);
+  }
+  const sorted = (xs: number[]): number[] => xs.sort((a, b) => a - b);
+  return { before: sorted(before), after: sorted(after) };
+}
+
+/** When MinIO's producer stamped each object's notification of `bucket` (its record's timestamp, ms), by object key. */
+async function notificationTimes(brokers: string[], topic: string, bucket: string): Promise<Map<string, number>> {
+  const queue = kafkaQueue({ brokers, clientId: 'bench-journal', logger: createLogger({ component: 'bench-journal', level: 'error' }) });
+  const admin = await queue.admin();
+  const partitions = await admin.partitionCount(topic).finally(() => admin.close());
+  const times = new Map<string, number>();
+  // MinIO keys its records `bucket/key`; a key's first notification is its PUT's (each is written once).
+  const prefix = `${bucket}/`;
+  await queue.replay(topic, new Map(Array.from({ length: partitions }, (_, p) => [p, '0'])), (m) => {
+    const key = m.key?.startsWith(prefix) === true ? m.key.slice(prefix.length) : undefined;
+    if (key !== undefined && !times.has(key)) times.set(key, m.timestamp);
+  });
+  return times;
 }
 
 /**
@@ -193,6 +239,7 @@ export async function journalRun(o: RunOptions & { brokers: string[]; journalTop
       await proc.start({ probe: async () => (await httpGet(`http://${listen}/v1/summary`)).status === 200, timeoutMs: 60_000, intervalMs: 200 });
     },
     cpuSeconds: () => cpuSeconds(proc?.pid),
+    handedOver: (bucket) => notificationTimes(o.brokers, o.journalTopic, bucket),
     stop: async () => {
       await proc?.stop();
     },
@@ -221,7 +268,10 @@ export function formatJournal(runs: JournalRun[], size: number): string {
     const kept = r.replicated === r.objects && (r.latencies.at(-1) ?? Infinity) <= KEPT_UP_S;
     const s = (x: number): string => `${x.toFixed(2)} s`;
     const cpu = r.cpuSeconds > 0 ? `CPU ${((r.cpuSeconds * 1000) / r.objects).toFixed(2)} ms/object` : 'CPU in the servers';
-    return `  ${r.name.padEnd(17)} ${String(r.rate).padStart(4)}/s for ${String(r.seconds)} s: written at ${r.written.toFixed(0)}/s, replicated ${String(r.replicated)}/${String(r.objects)}, latency p50 ${s(quantile(r.latencies, 0.5))}, p99 ${s(quantile(r.latencies, 0.99))}, max ${s(r.latencies.at(-1) ?? Number.NaN)}; ${cpu}; ${kept ? 'kept up' : 'FELL BEHIND'}`;
+    const spread = (sorted: number[]): string => `p50 ${s(quantile(sorted, 0.5))}, p99 ${s(quantile(sorted, 0.99))}, max ${s(sorted.at(-1) ?? Number.NaN)}`;
+    const line = `  ${r.name.padEnd(17)} ${String(r.rate).padStart(4)}/s for ${String(r.seconds)} s: written at ${r.written.toFixed(0)}/s, replicated ${String(r.replicated)}/${String(r.objects)}, latency ${spread(r.latencies)}; ${cpu}; ${kept ? 'kept up' : 'FELL BEHIND'}`;
+    if (r.split === undefined) return line;
+    return `${line}\n    split at the notification's Kafka record: MinIO's notification (PUT done → record) ${spread(r.split.before)}; backbeat (record → replica) ${spread(r.split.after)}`;
   });
   return [`objects of ${String(Math.round(size / 1024))} KiB written at a steady rate, latency = replica Last-Modified − source PUT done (kept up: all replicated, none later than ${String(KEPT_UP_S)} s); backbeat on Kafka fed by MinIO's notifications, and MinIO's own replication`, ...rows].join('\n');
 }

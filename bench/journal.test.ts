@@ -14,12 +14,15 @@ describe('make bench --journal: backbeat on Kafka notifications beside MinIO rep
     const journalTopic = `bench-journal-${String(Date.now())}`;
     const source = await minio({ name: 'bench-journal-src', notifyKafka: { brokers, topic: journalTopic, queue: false } });
     const destination = await minio({ name: 'bench-journal-dst' });
-    const run = { source, destination, rate: 10, seconds: 3, size: 1024 };
+    const run = { source, destination, rate: 10, seconds: 3, warmSeconds: 1, size: 1024 };
     const runs = [await nativeRun(run), await journalRun({ ...run, brokers, journalTopic, concurrency: 4 })];
     for (const r of runs) {
       assert.equal(r.objects, 30);
       assert.equal(r.replicated, 30, `${r.name} replicated ${String(r.replicated)} of 30`);
       assert.ok(r.latencies.every((l) => Number.isFinite(l) && l > -1 && l < 60), `${r.name}: ${r.latencies.join(' ')}`);
+      // The warm-up's objects are replicated and measured too, apart from the run's.
+      assert.equal(r.warmup?.objects, 10);
+      assert.equal(r.warmup.latencies.length, 10, `${r.name}'s warm-up replicated ${String(r.warmup.latencies.length)} of 10`);
     }
     assert.ok((runs[1]?.cpuSeconds ?? 0) > 0, 'backbeat CPU read');
     // backbeat's latency is split at its notification's Kafka record, for every object; MinIO's has no such point.
@@ -34,6 +37,7 @@ describe('make bench --journal: backbeat on Kafka notifications beside MinIO rep
     const report = formatJournal(runs, 1024);
     assert.match(report, /^ {2}MinIO replication +10\/s for 3 s: written at \d+\/s, replicated 30\/30, latency p50 -?\d+\.\d\d s, p99 .*CPU in the servers; (kept up|FELL BEHIND)$/m);
     assert.match(report, /^ {2}backbeat +10\/s for 3 s: .*replicated 30\/30, .*CPU \d+\.\d\d ms\/object; (kept up|FELL BEHIND)$/m);
+    assert.match(report, /^ {4}warm-up before it, 1 s at the same rate \(not counted above\): replicated 10\/10, latency p50 -?\d+\.\d\d s, p99 .* s$/m);
     assert.match(report, /^ {4}split at the notification's Kafka record: MinIO's notification \(PUT done → record\) p50 -?\d+\.\d\d s, p99 -?\d+\.\d\d s, max -?\d+\.\d\d s; backbeat \(record → replica\) p50 -?\d+\.\d\d s, p99 .* s$/m);
   });
 });

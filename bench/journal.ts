@@ -31,6 +31,8 @@ export interface JournalRun {
   replicated: number;
   /** Seconds, sorted. */
   latencies: number[];
+  /** The warm-up before the run (not in its figures): its length, objects and latencies (seconds, sorted). */
+  warmup?: { seconds: number; objects: number; latencies: number[] };
   /** Where the change is handed over on the way (backbeat: its notification's Kafka record): seconds, sorted. */
   split?: {
     /** From the source PUT's completion to the hand-over (MinIO's notification, the broker). */
@@ -52,18 +54,18 @@ export const KEPT_UP_S = 5;
  * written in order): to the poll's resolution, for replicas whose Last-Modified is not their own.
  * `reached(key)`: every key up to `key` has been seen.
  */
-function watchArrivals(s3: S3Client, bucket: string, pollMs = POLL_MS): { seen: Map<string, number>; reached: (key: string) => boolean; stop: () => Promise<void> } {
+function watchArrivals(s3: S3Client, bucket: string, prefix: string, pollMs = POLL_MS): { seen: Map<string, number>; reached: (key: string) => boolean; stop: () => Promise<void> } {
   const seen = new Map<string, number>();
   const state = { running: true };
   let from = '';
   const poll = async (): Promise<void> => {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, StartAfter: from, MaxKeys: 1000 }));
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, StartAfter: from, MaxKeys: 1000 }));
     const now = Date.now();
     for (const o of page.Contents ?? []) if (o.Key !== undefined && !seen.has(o.Key)) seen.set(o.Key, now);
     // Past the keys seen without a gap: the next listing starts at the first one not seen yet.
     for (const o of page.Contents ?? []) {
       if (o.Key === undefined || o.Key <= from) continue;
-      if (o.Key !== nextKey(from)) break;
+      if (o.Key !== keyAt(prefix, from === '' ? 0 : indexOf(from) + 1)) break;
       from = o.Key;
     }
   };
@@ -87,8 +89,9 @@ function watchArrivals(s3: S3Client, bucket: string, pollMs = POLL_MS): { seen: 
 }
 
 const POLL_MS = 20;
-/** The key written after `key` (`o/0000000`, `o/0000001`, …); the first for ''. */
-const nextKey = (key: string): string => `o/${String(key === '' ? 0 : Number(key.slice(2)) + 1).padStart(7, '0')}`;
+/** The `i`th key written under `prefix` (`o/0000000`, `o/0000001`, …), and the index of a key. */
+const keyAt = (prefix: string, i: number): string => `${prefix}${String(i).padStart(7, '0')}`;
+const indexOf = (key: string): number => Number(key.slice(key.indexOf('/') + 1));
 
 /** Replica Last-Modified (ms) of every key of the destination bucket. */
 async function replicaTimes(s3: S3Client, bucket: string): Promise<Map<string, number>> {
@@ -123,12 +126,15 @@ interface RunOptions {
   destination: MinioServer;
   rate: number;
   seconds: number;
+  /** Seconds written at `rate` first, measured apart: the broker, the servers and the replicator warm up. */
+  warmSeconds: number;
   size: number;
 }
 
 /**
  * One run: a fresh pair of versioned buckets, `replicator` started on them, one object written first and
- * waited for (everything is connected), then `rate` objects per second for `seconds`.
+ * waited for (everything is connected), `rate` objects per second for `warmSeconds` (reported apart), then
+ * for `seconds`: the run's figures.
  */
 async function steadyRun(name: string, o: RunOptions, replicator: Replicator): Promise<JournalRun> {
   const bucket = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-${String(o.rate)}-${String(Date.now() % 1_000_000)}`;
@@ -142,16 +148,10 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
   // replicators share with it.
   const direct = directOf(src);
   const put = (key: string): Promise<unknown> => (direct !== undefined ? direct.put({ Bucket: bucket, Key: key, Body: body }) : src.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body })));
-  try {
-    await replicator.start(bucket, dir);
-    await put('warm-up');
-    for (let i = 0; !(await replicaTimes(dst, bucket)).has('warm-up'); i++) {
-      if (i > 600) throw new Error(`${name}: no first object replicated within 60 s`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const cpuBefore = replicator.cpuSeconds();
-    const arrivals = replicator.stampsReplicas ? undefined : watchArrivals(dst, bucket);
-    const objects = o.rate * o.seconds;
+
+  /** `objects` keys under `prefix` written at the rate, then every replica waited for. */
+  const phase = async (prefix: string, objects: number): Promise<{ done: Map<string, number>; written: number; replicaAt: Map<string, number>; latencies: number[] }> => {
+    const arrivals = replicator.stampsReplicas ? undefined : watchArrivals(dst, bucket, prefix);
     const done = new Map<string, number>();
     const writes: Promise<unknown>[] = [];
     const start = performance.now();
@@ -160,27 +160,51 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
       const due = start + (i * 1000) / o.rate;
       const wait = due - performance.now();
       if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      const key = `o/${String(i).padStart(7, '0')}`;
+      const key = keyAt(prefix, i);
       writes.push(put(key).then(() => done.set(key, origin + performance.now())));
     }
     await Promise.all(writes);
     const written = objects / ((performance.now() - start) / 1000);
     // Waits for the stragglers, up to a minute more than a run that keeps up needs, listing from the first
     // key not replicated yet: listing the whole bucket each time would take CPU from a replicator catching up.
-    const last = `o/${String(objects - 1).padStart(7, '0')}`;
-    const frontier = arrivals ?? watchArrivals(dst, bucket, 250);
+    const last = keyAt(prefix, objects - 1);
+    const frontier = arrivals ?? watchArrivals(dst, bucket, prefix, 250);
     for (let waited = 0; !frontier.reached(last) && waited < KEPT_UP_S * 1000 + 60_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
-    const cpu = replicator.cpuSeconds() - cpuBefore;
     await frontier.stop();
-    const times = await replicaTimes(dst, bucket);
-    const replicaAt = arrivals?.seen ?? times;
+    const replicaAt = arrivals?.seen ?? (await replicaTimes(dst, bucket));
     const latencies = [...done].flatMap(([key, at]) => {
       const t = replicaAt.get(key);
       return t === undefined ? [] : [(t - at) / 1000];
     });
+    return { done, written, replicaAt, latencies: latencies.sort((a, b) => a - b) };
+  };
+
+  try {
+    await replicator.start(bucket, dir);
+    await put('warm-up');
+    for (let i = 0; !(await replicaTimes(dst, bucket)).has('warm-up'); i++) {
+      if (i > 600) throw new Error(`${name}: no first object replicated within 60 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const warm = o.warmSeconds > 0 ? await phase('w/', o.rate * o.warmSeconds) : undefined;
+    const cpuBefore = replicator.cpuSeconds();
+    const objects = o.rate * o.seconds;
+    const run = await phase('o/', objects);
+    const cpu = replicator.cpuSeconds() - cpuBefore;
     const handed = await replicator.handedOver?.(bucket);
-    const split = handed === undefined ? undefined : splitAt(done, handed, replicaAt);
-    return { name, rate: o.rate, seconds: o.seconds, objects, written, replicated: latencies.length, latencies: latencies.sort((a, b) => a - b), cpuSeconds: cpu, ...(split !== undefined ? { split } : {}) };
+    const split = handed === undefined ? undefined : splitAt(run.done, handed, run.replicaAt);
+    return {
+      name,
+      rate: o.rate,
+      seconds: o.seconds,
+      objects,
+      written: run.written,
+      replicated: run.latencies.length,
+      latencies: run.latencies,
+      cpuSeconds: cpu,
+      ...(warm !== undefined ? { warmup: { seconds: o.warmSeconds, objects: o.rate * o.warmSeconds, latencies: warm.latencies } } : {}),
+      ...(split !== undefined ? { split } : {}),
+    };
   } finally {
     await replicator.stop();
   }
@@ -270,8 +294,9 @@ export function formatJournal(runs: JournalRun[], size: number): string {
     const cpu = r.cpuSeconds > 0 ? `CPU ${((r.cpuSeconds * 1000) / r.objects).toFixed(2)} ms/object` : 'CPU in the servers';
     const spread = (sorted: number[]): string => `p50 ${s(quantile(sorted, 0.5))}, p99 ${s(quantile(sorted, 0.99))}, max ${s(sorted.at(-1) ?? Number.NaN)}`;
     const line = `  ${r.name.padEnd(17)} ${String(r.rate).padStart(4)}/s for ${String(r.seconds)} s: written at ${r.written.toFixed(0)}/s, replicated ${String(r.replicated)}/${String(r.objects)}, latency ${spread(r.latencies)}; ${cpu}; ${kept ? 'kept up' : 'FELL BEHIND'}`;
-    if (r.split === undefined) return line;
-    return `${line}\n    split at the notification's Kafka record: MinIO's notification (PUT done → record) ${spread(r.split.before)}; backbeat (record → replica) ${spread(r.split.after)}`;
+    const warm = r.warmup !== undefined ? [`    warm-up before it, ${String(r.warmup.seconds)} s at the same rate (not counted above): replicated ${String(r.warmup.latencies.length)}/${String(r.warmup.objects)}, latency ${spread(r.warmup.latencies)}`] : [];
+    const split = r.split !== undefined ? [`    split at the notification's Kafka record: MinIO's notification (PUT done → record) ${spread(r.split.before)}; backbeat (record → replica) ${spread(r.split.after)}`] : [];
+    return [line, ...warm, ...split].join('\n');
   });
   return [`objects of ${String(Math.round(size / 1024))} KiB written at a steady rate, latency = replica Last-Modified − source PUT done (kept up: all replicated, none later than ${String(KEPT_UP_S)} s); backbeat on Kafka fed by MinIO's notifications, and MinIO's own replication`, ...rows].join('\n');
 }

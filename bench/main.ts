@@ -7,7 +7,8 @@
 // with its processors on that many worker threads; --processors 1,2,4 adds backbeat as on Kubernetes, a
 // process per worker role with that many processor replicas), --profile (backbeat under V8's CPU profiler: where
 // its CPU goes, by package and file), --journal R1,R2 (backbeat on Kafka fed by MinIO's notifications
-// at R objects/s each, for --journal-seconds, beside MinIO's own replication: write → replica latency).
+// at R objects/s each, for --journal-seconds after --journal-warmup seconds at that rate reported apart,
+// beside MinIO's own replication: write → replica latency).
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     processors: { type: 'string' },
     journal: { type: 'string' },
     'journal-seconds': { type: 'string', default: '60' },
+    'journal-warmup': { type: 'string', default: '10' },
   },
   strict: true,
 });
@@ -45,6 +47,7 @@ const counts = (name: 'threads' | 'processors'): number[] =>
     .map((r) => count(name, r, 1));
 const journalRates = (values.journal ?? '').split(',').filter((r) => r !== '').map((r) => count('journal', r, 1));
 const journalSeconds = count('journal-seconds', values['journal-seconds'], 1);
+const journalWarmup = count('journal-warmup', values['journal-warmup'], 0);
 const workloads: Workload[] = [
   { name: 'small', objects: count('small', values.small, 0), size: 16 * 1024 },
   { name: 'large', objects: count('large', values.large, 0), size: count('large-mib', values['large-mib'], 1) * 2 ** 20, partSize: 8 * 2 ** 20 },
@@ -79,8 +82,8 @@ try {
     const notifying = await minio({ name: 'bench-journal-src', notifyKafka: { brokers, topic: journalTopic, queue: false } });
     const runs: JournalRun[] = [];
     for (const rate of journalRates) {
-      say(`journal: ${String(rate)} objects/s for ${String(journalSeconds)} s, MinIO's replication then backbeat...`);
-      const run = { source: notifying, destination, rate, seconds: journalSeconds, size: 4096 };
+      say(`journal: ${String(rate)} objects/s for ${String(journalWarmup)} s of warm-up then ${String(journalSeconds)} s, MinIO's replication then backbeat...`);
+      const run = { source: notifying, destination, rate, seconds: journalSeconds, warmSeconds: journalWarmup, size: 4096 };
       runs.push(await nativeRun(run), await journalRun({ ...run, brokers, journalTopic, concurrency, profile }));
     }
     say(formatJournal(runs, 4096));

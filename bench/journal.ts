@@ -65,7 +65,7 @@ function watchArrivals(s3: S3Client, bucket: string, prefix: string, pollMs = PO
     // Past the keys seen without a gap: the next listing starts at the first one not seen yet.
     for (const o of page.Contents ?? []) {
       if (o.Key === undefined || o.Key <= from) continue;
-      if (o.Key !== keyAt(prefix, from === '' ? 0 : indexOf(from) + 1)) break;
+      if (o.Key !== keyAt(prefix, from === '' ? 0 : keyIndex(from) + 1)) break;
       from = o.Key;
     }
   };
@@ -91,7 +91,7 @@ function watchArrivals(s3: S3Client, bucket: string, prefix: string, pollMs = PO
 const POLL_MS = 20;
 /** The `i`th key written under `prefix` (`o/0000000`, `o/0000001`, …), and the index of a key. */
 const keyAt = (prefix: string, i: number): string => `${prefix}${String(i).padStart(7, '0')}`;
-const indexOf = (key: string): number => Number(key.slice(key.indexOf('/') + 1));
+const keyIndex = (key: string): number => Number(key.slice(key.indexOf('/') + 1));
 
 /** Replica Last-Modified (ms) of every key of the destination bucket. */
 async function replicaTimes(s3: S3Client, bucket: string): Promise<Map<string, number>> {

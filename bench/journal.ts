@@ -93,12 +93,12 @@ const POLL_MS = 20;
 const keyAt = (prefix: string, i: number): string => `${prefix}${String(i).padStart(7, '0')}`;
 const keyIndex = (key: string): number => Number(key.slice(key.indexOf('/') + 1));
 
-/** Replica Last-Modified (ms) of every key of the destination bucket. */
-async function replicaTimes(s3: S3Client, bucket: string): Promise<Map<string, number>> {
+/** Replica Last-Modified (ms) of every key under `prefix` in the destination bucket (a phase lists its own keys only). */
+async function replicaTimes(s3: S3Client, bucket: string, prefix: string): Promise<Map<string, number>> {
   const times = new Map<string, number>();
   let keyMarker: string | undefined;
   for (;;) {
-    const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}) }));
+    const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}) }));
     for (const v of page.Versions ?? []) if (v.Key !== undefined) times.set(v.Key, v.LastModified?.getTime() ?? 0);
     if (page.IsTruncated !== true) return times;
     keyMarker = page.NextKeyMarker;
@@ -171,7 +171,7 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
     const frontier = arrivals ?? watchArrivals(dst, bucket, prefix, 250);
     for (let waited = 0; !frontier.reached(last) && waited < KEPT_UP_S * 1000 + 60_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
     await frontier.stop();
-    const replicaAt = arrivals?.seen ?? (await replicaTimes(dst, bucket));
+    const replicaAt = arrivals?.seen ?? (await replicaTimes(dst, bucket, prefix));
     const latencies = [...done].flatMap(([key, at]) => {
       const t = replicaAt.get(key);
       return t === undefined ? [] : [(t - at) / 1000];
@@ -182,7 +182,7 @@ async function steadyRun(name: string, o: RunOptions, replicator: Replicator): P
   try {
     await replicator.start(bucket, dir);
     await put('warm-up');
-    for (let i = 0; !(await replicaTimes(dst, bucket)).has('warm-up'); i++) {
+    for (let i = 0; !(await replicaTimes(dst, bucket, 'warm-up')).has('warm-up'); i++) {
       if (i > 600) throw new Error(`${name}: no first object replicated within 60 s`);
       await new Promise((r) => setTimeout(r, 100));
     }
